@@ -1,0 +1,1 @@
+//! gangway: the `gangway` binary's commands, as a library so integration tests can reach them.

@@ -1,0 +1,1 @@
+//! The machine model gangway places ranks on: hardware discovery and pure placement.

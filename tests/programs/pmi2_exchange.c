@@ -7,13 +7,15 @@
  * Steps, each checked:
  *   PMI2_Init -> rank/size/appnum/spawned
  *   PMI2_Job_GetId
- *   PMI2_Info_GetJobAttr("PMI_process_mapping")   (must be found and non-empty)
+ *   PMI2_Info_GetJobAttr("PMI_process_mapping")   (must be found and start "(vector,")
+ *   PMI2_Info_GetJobAttr("gangway-no-such-attr")  (must succeed with found = false)
  *   PMI2_KVS_Put("pmi2x-<rank>", "v<rank>;j=<jobid>")
  *   PMI2_KVS_Fence
  *   PMI2_KVS_Get of every other rank's key     (value must match)
  *   node attribute: the lowest rank on this node (from GANGWAY_LOCAL_RANK == 0 if set,
  *     else rank 0) puts "pmi2x-node" = "root<rank>"; every rank then gets it with wait=TRUE
- *     (non-roots may well ask before the root has put it: the server must hold the reply)
+ *     (non-roots may well ask before the root has put it: the server must hold the reply);
+ *     then a wait=FALSE get of "pmi2x-never-put" must succeed with found = false
  *   PMI2_KVS_Fence (second round: make sure a fence after gets works)
  *   PMI2_Finalize
  *

@@ -644,6 +644,73 @@ mod tests {
         }
     }
 
+    /// The PMI-2 sequence MPICH 4.0.x runs (spec section 4), two ranks on one node, over frames.
+    #[test]
+    fn pmi2_sequence_two_ranks_one_node() {
+        let mut h = Harness::new(job(2, Some("(vector,(0,1,2))")), vec![0, 1]);
+        let send2 = |h: &mut Harness, rank: u32, payload: &str| -> (ReqId, Option<String>) {
+            let mut d = Decoder::new();
+            d.push(format!("{:<6}{payload}", payload.len()).as_bytes());
+            let framed = d.next_request().unwrap().unwrap();
+            assert_eq!(framed.protocol, Protocol::V2);
+            let id = h.next_id;
+            h.next_id += 1;
+            let out = h.node.handle(NodeInput::Request { id, rank, request: framed.request });
+            h.apply(out);
+            let text = h.replies.get(&id).map(|r| {
+                let bytes = encode(r, Protocol::V2, framed.thrid.as_deref());
+                String::from_utf8(bytes[6..].to_vec()).unwrap()
+            });
+            (id, text)
+        };
+        for r in [0, 1] {
+            let (_, got) = send2(&mut h, r, &format!("cmd=fullinit;pmirank={r};threaded=FALSE;"));
+            assert_eq!(
+                got.unwrap(),
+                format!(
+                    "cmd=fullinit-response;pmi-version=2;pmi-subversion=0;rank={r};size=2;\
+                     appnum=0;debugged=FALSE;pmiverbose=FALSE;rc=0;"
+                )
+            );
+            let (_, got) = send2(&mut h, r, "cmd=job-getid;thrid=t1;");
+            assert_eq!(got.unwrap(), "cmd=job-getid-response;thrid=t1;jobid=job.0;rc=0;");
+            let (_, got) = send2(&mut h, r, "cmd=info-getjobattr;key=PMI_process_mapping;");
+            assert_eq!(
+                got.unwrap(),
+                "cmd=info-getjobattr-response;found=TRUE;value=(vector,(0,1,2));rc=0;"
+            );
+        }
+        let (f0, got) = send2(&mut h, 0, "cmd=kvs-fence;");
+        assert_eq!(got, None);
+        let (f1, got) = send2(&mut h, 1, "cmd=kvs-fence;");
+        assert_eq!(got.as_deref(), Some("cmd=kvs-fence-response;rc=0;"));
+        assert_eq!(h.replies.get(&f0), Some(&Reply::FenceDone));
+        assert_eq!(h.replies.get(&f1), Some(&Reply::FenceDone));
+        // The node-local bcast needs no fence: the waiting get is released by the put.
+        let (g, got) = send2(&mut h, 1, "cmd=info-getnodeattr;key=-bcast-1-0;wait=TRUE;");
+        assert_eq!(got, None);
+        let (_, got) = send2(&mut h, 0, "cmd=info-putnodeattr;key=-bcast-1-0;value=shm;;name;");
+        assert_eq!(got.as_deref(), Some("cmd=info-putnodeattr-response;rc=0;"));
+        assert_eq!(h.replies.get(&g), Some(&Reply::NodeAttrFound { value: "shm;name".into() }));
+        for r in [0, 1] {
+            send2(&mut h, r, &format!("cmd=kvs-put;key=-allgather-shm-1-{r};value=card{r};"));
+        }
+        send2(&mut h, 0, "cmd=kvs-fence;");
+        send2(&mut h, 1, "cmd=kvs-fence;");
+        let (_, got) = send2(&mut h, 0, "cmd=kvs-get;jobid=job.0;srcid=-1;key=-allgather-shm-1-1;");
+        assert_eq!(got.as_deref(), Some("cmd=kvs-get-response;found=TRUE;value=card1;rc=0;"));
+        let (_, got) = send2(&mut h, 0, "cmd=kvs-get;jobid=job.0;srcid=-1;key=nope;");
+        assert_eq!(got.as_deref(), Some("cmd=kvs-get-response;found=FALSE;rc=0;"));
+        for r in [0, 1] {
+            let (_, got) = send2(&mut h, r, "cmd=finalize;");
+            assert_eq!(got.as_deref(), Some("cmd=finalize-response;rc=0;"));
+        }
+        assert_eq!(
+            h.other,
+            vec![NodeOutput::Finalized { rank: 0 }, NodeOutput::Finalized { rank: 1 }]
+        );
+    }
+
     fn node(ranks: Vec<u32>) -> NodePmi {
         NodePmi::new(job(4, Some("(vector,(0,2,2))")), 0, ranks)
     }

@@ -501,7 +501,11 @@ impl Decoder {
         if nl + 1 > PMI1_MAX_LINE {
             return Err(WireError::LineTooLong { max: PMI1_MAX_LINE });
         }
-        let line = avail.get(..nl).unwrap_or_default().to_vec();
+        let mut line = avail.get(..nl).unwrap_or_default().to_vec();
+        // Tolerate CRLF from hand-written clients; a value can never end in CR legitimately.
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
         self.pos += nl + 1;
         let line = std::str::from_utf8(&line)
             .map_err(|_| WireError::NotUtf8 { message: excerpt(&line) })?;
@@ -1173,6 +1177,14 @@ mod tests {
                 Ok(Request::GetMaxes),
                 Ok(Request::Get { kvsname: Some("k".into()), key: "a".into() })
             ]
+        );
+    }
+
+    #[test]
+    fn v1_crlf_is_tolerated() {
+        assert_eq!(
+            v1("cmd=get_maxes\r\ncmd=barrier_in\n"),
+            vec![Ok(Request::GetMaxes), Ok(Request::Fence)]
         );
     }
 

@@ -1,0 +1,1265 @@
+//! Rank placement: pure functions from a [`PlacementRequest`] and node models to each rank's
+//! node, CPU set, NUMA/memory node set and GPUs. No I/O, no clocks, no panics.
+//!
+//! How it works, per node: the node's available CPUs are cut into *units* (cores, or hardware
+//! threads with `--cpu-bind=threads`/`--hint=multithread`), ordered socket → NUMA node → core.
+//! Each rank takes `cpus_per_task` units following the within-node distribution, then its CPU set
+//! is widened to the binding level (core, L3, NUMA node, socket). Block and cyclic keep a rank's
+//! units inside one NUMA node, then one socket, whenever the rank fits there.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpuset::{CpuSet, NodeSet};
+use crate::model::Topology;
+use crate::options::{CpuBind, Distribution, Hint, MemBind, NodeDistribution, SocketDistribution};
+
+/// What to place: the domain form of `gangway run`'s placement flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRequest {
+    /// Number of ranks (`-n`/`--ntasks`).
+    pub ntasks: u32,
+    /// CPUs per rank (`-c`/`--cpus-per-task`); cores unless CPUs are threads (see [`Hint`]).
+    pub cpus_per_task: u32,
+    /// At most this many ranks per node (`--ntasks-per-node`); nodes fill in order.
+    pub tasks_per_node: Option<u32>,
+    /// At most this many ranks per socket (`--ntasks-per-socket`).
+    pub tasks_per_socket: Option<u32>,
+    /// `--distribution`.
+    pub distribution: Distribution,
+    /// `--cpu-bind`.
+    pub cpu_bind: CpuBind,
+    /// `--hint`.
+    pub hint: Hint,
+    /// `--mem-bind`.
+    pub mem_bind: MemBind,
+    /// `--gpus-per-task` (0: no GPUs placed).
+    pub gpus_per_task: u32,
+    /// `--oversubscribe`: allow more ranks than CPUs (binding is then relaxed).
+    pub oversubscribe: bool,
+}
+
+impl Default for PlacementRequest {
+    fn default() -> Self {
+        Self {
+            ntasks: 1,
+            cpus_per_task: 1,
+            tasks_per_node: None,
+            tasks_per_socket: None,
+            distribution: Distribution::default(),
+            cpu_bind: CpuBind::default(),
+            hint: Hint::default(),
+            mem_bind: MemBind::default(),
+            gpus_per_task: 0,
+            oversubscribe: false,
+        }
+    }
+}
+
+/// A node ranks can be placed on: its model and, optionally, the CPUs of it this job may use
+/// (an allocation); the model's allowed set applies in any case.
+pub trait PlacementNode {
+    /// The node's hardware.
+    fn topology(&self) -> &Topology;
+    /// CPUs (OS indexes) this job may use, if narrower than the allowed set.
+    fn available(&self) -> Option<&CpuSet> {
+        None
+    }
+}
+
+impl PlacementNode for Topology {
+    fn topology(&self) -> &Topology {
+        self
+    }
+}
+
+impl<T: PlacementNode + ?Sized> PlacementNode for &T {
+    fn topology(&self) -> &Topology {
+        (**self).topology()
+    }
+    fn available(&self) -> Option<&CpuSet> {
+        (**self).available()
+    }
+}
+
+impl PlacementNode for Arc<Topology> {
+    fn topology(&self) -> &Topology {
+        self
+    }
+}
+
+/// A node model plus the CPUs allocated to the job on it.
+#[derive(Debug, Clone)]
+pub struct NodeSpec<'a> {
+    /// The node's hardware (shared by reference: 10,000 identical nodes need one model).
+    pub topology: &'a Topology,
+    /// CPUs (OS indexes) the job may use; `None` means all allowed CPUs.
+    pub available: Option<CpuSet>,
+}
+
+impl PlacementNode for NodeSpec<'_> {
+    fn topology(&self) -> &Topology {
+        self.topology
+    }
+    fn available(&self) -> Option<&CpuSet> {
+        self.available.as_ref()
+    }
+}
+
+/// What one unit of `--cpus-per-task` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuUnit {
+    /// A whole core (all its available hardware threads, or one with `--hint=nomultithread`).
+    Core,
+    /// One hardware thread.
+    Thread,
+}
+
+impl fmt::Display for CpuUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CpuUnit::Core => "cores",
+            CpuUnit::Thread => "PUs",
+        })
+    }
+}
+
+/// Where one rank runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankPlacement {
+    /// Global rank.
+    pub rank: u32,
+    /// Index of the node in the list given to [`place`].
+    pub node: u32,
+    /// Rank among the ranks of its node.
+    pub local_rank: u32,
+    /// CPUs to bind to (OS indexes): what the launcher passes to `sched_setaffinity`.
+    pub cpus: CpuSet,
+    /// Cores (logical indexes of the node model) holding the rank's CPUs.
+    pub cores: CpuSet,
+    /// NUMA nodes (OS indexes) local to the rank's CPUs.
+    pub numa: NodeSet,
+    /// NUMA nodes to bind memory to (OS indexes); empty means no memory policy.
+    pub mem_nodes: NodeSet,
+    /// GPUs (indexes as in [`crate::Gpu::index`]) for `CUDA_VISIBLE_DEVICES`.
+    pub gpus: Vec<u32>,
+    /// Whether the rank shares CPUs with another rank (only with `--oversubscribe`).
+    pub oversubscribed: bool,
+    /// Whether the CPU set is not a real binding (`--cpu-bind=none` or relaxed because the
+    /// node is oversubscribed): the launcher may skip `sched_setaffinity`.
+    pub unbound: bool,
+}
+
+/// The result of [`place`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// One entry per rank, in rank order.
+    pub ranks: Vec<RankPlacement>,
+    /// Ranks on each node given (same length as the node list; zero for unused nodes).
+    pub tasks_per_node: Vec<u32>,
+    /// The binding asked for.
+    pub cpu_bind: CpuBind,
+    /// The distribution used.
+    pub distribution: Distribution,
+    /// The memory binding asked for.
+    pub mem_bind: MemBind,
+    /// What one CPU of `--cpus-per-task` was.
+    pub cpu_unit: CpuUnit,
+    /// Whether any node runs more ranks than it has CPUs for (or ranks share CPUs).
+    pub oversubscribed: bool,
+    /// Whether binding was relaxed to all available CPUs on some node because of that.
+    pub binding_relaxed: bool,
+    /// Explanations for the user (e.g. which node was oversubscribed and why binding relaxed).
+    pub notes: Vec<String>,
+}
+
+impl Placement {
+    /// The ranks placed on node `node`.
+    pub fn ranks_on_node(&self, node: u32) -> impl Iterator<Item = &RankPlacement> {
+        self.ranks.iter().filter(move |r| r.node == node)
+    }
+
+    /// JSON for `--dry-run --json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// Why ranks could not be placed. Each message names the flag to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// `--ntasks=0`.
+    #[error("--ntasks must be at least 1")]
+    NoTasks,
+    /// `--cpus-per-task=0`.
+    #[error("--cpus-per-task must be at least 1")]
+    ZeroCpusPerTask,
+    /// `--ntasks-per-node=0`.
+    #[error("--ntasks-per-node must be at least 1")]
+    ZeroTasksPerNode,
+    /// `--ntasks-per-socket=0`.
+    #[error("--ntasks-per-socket must be at least 1")]
+    ZeroTasksPerSocket,
+    /// Empty node list.
+    #[error("no nodes to place ranks on")]
+    NoNodes,
+    /// A node has no CPU this job may use.
+    #[error("node {node} has no available CPUs (allowed set and allocation do not meet)")]
+    NoCpus {
+        /// The node.
+        node: u32,
+    },
+    /// Not enough CPUs for the ranks without oversubscribing.
+    #[error(
+        "{tasks} tasks x {cpus_per_task} cpus need {need} {unit}, {scope} {allows} {available}; \
+         lower --ntasks or --cpus-per-task, or add --oversubscribe"
+    )]
+    NotEnoughCpus {
+        /// Ranks to place there.
+        tasks: u32,
+        /// `--cpus-per-task`.
+        cpus_per_task: u32,
+        /// `tasks * cpus_per_task`.
+        need: u64,
+        /// What a CPU is.
+        unit: CpuUnit,
+        /// `node 3` or `the 4 nodes`.
+        scope: String,
+        /// `allows` or `allow`, agreeing with `scope`.
+        allows: &'static str,
+        /// CPUs there.
+        available: u64,
+    },
+    /// One rank needs more CPUs than any node has.
+    #[error(
+        "--cpus-per-task={cpus_per_task} is more than a node has: node {node} allows {available} \
+         {unit}"
+    )]
+    TaskTooBig {
+        /// `--cpus-per-task`.
+        cpus_per_task: u32,
+        /// A node that is too small.
+        node: u32,
+        /// CPUs there.
+        available: u64,
+        /// What a CPU is.
+        unit: CpuUnit,
+    },
+    /// `--ntasks-per-node` needs more nodes than given.
+    #[error("--ntasks={tasks} with --ntasks-per-node={per_node} needs {need} nodes, {have} given")]
+    TooFewNodes {
+        /// `--ntasks`.
+        tasks: u32,
+        /// `--ntasks-per-node`.
+        per_node: u32,
+        /// Nodes needed.
+        need: u64,
+        /// Nodes given.
+        have: usize,
+    },
+    /// `--ntasks-per-socket` cannot hold a node's ranks.
+    #[error(
+        "--ntasks-per-socket={per_socket}: node {node} has {sockets} sockets with free CPUs, so \
+         {tasks} tasks do not fit"
+    )]
+    TasksPerSocket {
+        /// `--ntasks-per-socket`.
+        per_socket: u32,
+        /// The node.
+        node: u32,
+        /// Its sockets.
+        sockets: usize,
+        /// Ranks placed there.
+        tasks: u32,
+    },
+    /// `map_cpu`/`mask_cpu` list longer than the ranks of a node.
+    #[error("--cpu-bind={kind} lists {listed} {what} for {tasks} tasks per node")]
+    MapTooLong {
+        /// `map_cpu` or `mask_cpu`.
+        kind: &'static str,
+        /// Entries in the list.
+        listed: usize,
+        /// `CPUs` or `masks`.
+        what: &'static str,
+        /// Most ranks on one node.
+        tasks: u32,
+    },
+    /// `map_cpu`/`mask_cpu` names a CPU the node does not let this job use.
+    #[error(
+        "--cpu-bind={kind}: CPU {cpu} is not available on node {node} (available: {available})"
+    )]
+    CpuNotAvailable {
+        /// `map_cpu` or `mask_cpu`.
+        kind: &'static str,
+        /// The CPU (OS index).
+        cpu: u32,
+        /// The node.
+        node: u32,
+        /// Its available CPUs, list syntax.
+        available: String,
+    },
+    /// Ranks would share CPUs through a short or overlapping map.
+    #[error(
+        "--cpu-bind={kind} makes ranks {first} and {second} on node {node} share CPUs; give one \
+         entry per task or add --oversubscribe"
+    )]
+    MapShares {
+        /// `map_cpu` or `mask_cpu`.
+        kind: &'static str,
+        /// Node.
+        node: u32,
+        /// Earlier local rank.
+        first: u32,
+        /// Later local rank.
+        second: u32,
+    },
+    /// `map_cpu` with more than one CPU per task.
+    #[error(
+        "--cpu-bind=map_cpu gives one CPU per task but --cpus-per-task={0}; use mask_cpu instead"
+    )]
+    MapCpuWithCpusPerTask(u32),
+    /// Not enough GPUs.
+    #[error(
+        "--gpus-per-task={per_task} needs {need} GPUs for {tasks} tasks on node {node}, it has \
+         {have}; lower --gpus-per-task or add --oversubscribe to share GPUs"
+    )]
+    NotEnoughGpus {
+        /// `--gpus-per-task`.
+        per_task: u32,
+        /// GPUs needed.
+        need: u64,
+        /// Ranks on the node.
+        tasks: u32,
+        /// The node.
+        node: u32,
+        /// GPUs it has.
+        have: usize,
+    },
+}
+
+/// Places `req.ntasks` ranks on `nodes`.
+///
+/// Ranks are spread over nodes by `req.distribution.node` (block: balanced contiguous ranges,
+/// or `tasks_per_node` per node in order; cyclic; plane), then placed within each node.
+/// Identical nodes (the same `&Topology` and allocation, back to back) share the per-node
+/// preparation, so 10,000 nodes with one model cost little more than the per-rank work.
+pub fn place<N: PlacementNode>(
+    req: &PlacementRequest,
+    nodes: &[N],
+) -> Result<Placement, PlacementError> {
+    if req.ntasks == 0 {
+        return Err(PlacementError::NoTasks);
+    }
+    if req.cpus_per_task == 0 {
+        return Err(PlacementError::ZeroCpusPerTask);
+    }
+    if req.tasks_per_node == Some(0) {
+        return Err(PlacementError::ZeroTasksPerNode);
+    }
+    if req.tasks_per_socket == Some(0) {
+        return Err(PlacementError::ZeroTasksPerSocket);
+    }
+    if nodes.is_empty() {
+        return Err(PlacementError::NoNodes);
+    }
+    if let CpuBind::MapCpu(_) = req.cpu_bind
+        && req.cpus_per_task > 1
+    {
+        return Err(PlacementError::MapCpuWithCpusPerTask(req.cpus_per_task));
+    }
+    let unit = cpu_unit(req);
+
+    // Capacity of every node (ranks it can hold without oversubscribing).
+    let mut cache = LayoutCache::default();
+    let mut units_per_node: Vec<u32> = Vec::with_capacity(nodes.len());
+    for (i, n) in nodes.iter().enumerate() {
+        let layout = cache.get(n, req, unit)?;
+        if layout.units.is_empty() {
+            return Err(PlacementError::NoCpus { node: i as u32 });
+        }
+        units_per_node.push(layout.units.len() as u32);
+    }
+    let counts = node_counts(req, &units_per_node, unit)?;
+
+    if let CpuBind::MapCpu(v) = &req.cpu_bind {
+        check_map_len("map_cpu", "CPUs", v.len(), &counts)?;
+    }
+    if let CpuBind::MaskCpu(v) = &req.cpu_bind {
+        check_map_len("mask_cpu", "masks", v.len(), &counts)?;
+    }
+
+    // Rank numbers per node, by the node distribution.
+    let first_ranks = rank_order(req, &counts);
+
+    let mut placement = Placement {
+        ranks: Vec::with_capacity(req.ntasks as usize),
+        tasks_per_node: counts.clone(),
+        cpu_bind: req.cpu_bind.clone(),
+        distribution: req.distribution,
+        mem_bind: req.mem_bind,
+        cpu_unit: unit,
+        oversubscribed: false,
+        binding_relaxed: false,
+        notes: Vec::new(),
+    };
+    let mut scratch = Scratch::default();
+    for (i, n) in nodes.iter().enumerate() {
+        let k = counts.get(i).copied().unwrap_or(0);
+        if k == 0 {
+            continue;
+        }
+        let layout = cache.get(n, req, unit)?;
+        let ranks = first_ranks.ranks_of(i);
+        place_node(req, n.topology(), layout, i as u32, k, &ranks, &mut scratch, &mut placement)?;
+    }
+    placement.ranks.sort_unstable_by_key(|r| r.rank);
+    Ok(placement)
+}
+
+fn cpu_unit(req: &PlacementRequest) -> CpuUnit {
+    if req.cpu_bind == CpuBind::Threads || req.hint == Hint::Multithread {
+        CpuUnit::Thread
+    } else {
+        CpuUnit::Core
+    }
+}
+
+fn check_map_len(
+    kind: &'static str,
+    what: &'static str,
+    listed: usize,
+    counts: &[u32],
+) -> Result<(), PlacementError> {
+    let most = counts.iter().copied().max().unwrap_or(0);
+    if listed > most as usize {
+        return Err(PlacementError::MapTooLong { kind, listed, what, tasks: most });
+    }
+    Ok(())
+}
+
+/// Ranks per node.
+fn node_counts(
+    req: &PlacementRequest,
+    units_per_node: &[u32],
+    unit: CpuUnit,
+) -> Result<Vec<u32>, PlacementError> {
+    let n = req.ntasks;
+    let c = req.cpus_per_task;
+    let nn = units_per_node.len();
+    let explicit = matches!(req.cpu_bind, CpuBind::MapCpu(_) | CpuBind::MaskCpu(_));
+    // Capacity per node: unlimited when oversubscribing or when the user maps CPUs by hand
+    // (sharing is then checked per node against the map).
+    let cap = |i: usize| -> u32 {
+        let mut cap = if req.oversubscribe || explicit {
+            u32::MAX
+        } else {
+            units_per_node.get(i).copied().unwrap_or(0) / c
+        };
+        if let Some(t) = req.tasks_per_node {
+            cap = cap.min(t);
+        }
+        cap
+    };
+    if !req.oversubscribe && !explicit && units_per_node.iter().all(|&u| u < c) {
+        return Err(PlacementError::TaskTooBig {
+            cpus_per_task: c,
+            node: 0,
+            available: u64::from(units_per_node.first().copied().unwrap_or(0)),
+            unit,
+        });
+    }
+    if let Some(t) = req.tasks_per_node {
+        let need = u64::from(n).div_ceil(u64::from(t));
+        if need > nn as u64 {
+            return Err(PlacementError::TooFewNodes { tasks: n, per_node: t, need, have: nn });
+        }
+    }
+    let total_cap: u64 = (0..nn).map(|i| u64::from(cap(i))).sum();
+    if total_cap < u64::from(n) {
+        let available: u64 = units_per_node.iter().map(|&u| u64::from(u)).sum();
+        if req.tasks_per_node.is_none() || available < u64::from(n) * u64::from(c) {
+            let (scope, allows) = if nn == 1 {
+                ("node 0".to_owned(), "allows")
+            } else {
+                (format!("the {nn} nodes"), "allow")
+            };
+            return Err(PlacementError::NotEnoughCpus {
+                tasks: n,
+                cpus_per_task: c,
+                need: u64::from(n) * u64::from(c),
+                unit,
+                scope,
+                allows,
+                available,
+            });
+        }
+        // --ntasks-per-node asks for more ranks on a node than it holds.
+        let node = (0..nn).find(|&i| cap(i) < req.tasks_per_node.unwrap_or(0)).unwrap_or(0);
+        let per = req.tasks_per_node.unwrap_or(0);
+        return Err(PlacementError::NotEnoughCpus {
+            tasks: per,
+            cpus_per_task: c,
+            need: u64::from(per) * u64::from(c),
+            unit,
+            scope: format!("node {node}"),
+            allows: "allows",
+            available: u64::from(units_per_node.get(node).copied().unwrap_or(0)),
+        });
+    }
+
+    let mut counts = vec![0u32; nn];
+    match (req.distribution.node, req.tasks_per_node) {
+        // --ntasks-per-node with block: fill nodes in order, like mpiexec's -ppn.
+        (NodeDistribution::Block, Some(t)) => {
+            let mut left = n;
+            for slot in counts.iter_mut() {
+                let take = left.min(t);
+                *slot = take;
+                left -= take;
+            }
+        }
+        (dist, tpn) => {
+            // Deal chunks round-robin over the nodes in use, skipping full ones. For block
+            // the chunk is 1 (balanced counts, contiguous ranks assigned later).
+            let used = match tpn {
+                Some(t) => (n.div_ceil(t) as usize).min(nn),
+                None => nn,
+            };
+            let chunk = match dist {
+                NodeDistribution::Plane(p) => p,
+                _ => 1,
+            };
+            // Fast path: even spread when every node can take its share.
+            let share = n.div_ceil(used as u32);
+            if chunk == 1 && (0..used).all(|i| cap(i) >= share) {
+                let base = n / used as u32;
+                let extra = (n % used as u32) as usize;
+                for (i, slot) in counts.iter_mut().take(used).enumerate() {
+                    *slot = base + u32::from(i < extra);
+                }
+            } else {
+                let mut left = n;
+                while left > 0 {
+                    let mut progressed = false;
+                    for (i, slot) in counts.iter_mut().take(used).enumerate() {
+                        if left == 0 {
+                            break;
+                        }
+                        let room = cap(i).saturating_sub(*slot);
+                        let take = room.min(chunk).min(left);
+                        if take > 0 {
+                            *slot += take;
+                            left -= take;
+                            progressed = true;
+                        }
+                    }
+                    if !progressed {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Which global ranks land on each node.
+enum RankOrder {
+    /// Contiguous ranges starting at these ranks.
+    Block(Vec<u32>),
+    /// Explicit lists.
+    Lists(Vec<Vec<u32>>),
+}
+
+impl RankOrder {
+    fn ranks_of(&self, node: usize) -> NodeRanks<'_> {
+        match self {
+            RankOrder::Block(starts) => NodeRanks::Range(starts.get(node).copied().unwrap_or(0)),
+            RankOrder::Lists(l) => NodeRanks::List(l.get(node).map_or(&[], |v| v.as_slice())),
+        }
+    }
+}
+
+enum NodeRanks<'a> {
+    Range(u32),
+    List(&'a [u32]),
+}
+
+impl NodeRanks<'_> {
+    fn get(&self, local: u32) -> u32 {
+        match self {
+            NodeRanks::Range(start) => start + local,
+            NodeRanks::List(l) => l.get(local as usize).copied().unwrap_or(0),
+        }
+    }
+}
+
+fn rank_order(req: &PlacementRequest, counts: &[u32]) -> RankOrder {
+    let chunk = match req.distribution.node {
+        NodeDistribution::Block => {
+            let mut starts = Vec::with_capacity(counts.len());
+            let mut next = 0u32;
+            for &k in counts {
+                starts.push(next);
+                next += k;
+            }
+            return RankOrder::Block(starts);
+        }
+        NodeDistribution::Cyclic => 1,
+        NodeDistribution::Plane(p) => p.max(1),
+    };
+    let mut lists: Vec<Vec<u32>> = counts.iter().map(|&k| Vec::with_capacity(k as usize)).collect();
+    let mut rank = 0u32;
+    while rank < req.ntasks {
+        let before = rank;
+        for (i, list) in lists.iter_mut().enumerate() {
+            let room = counts.get(i).copied().unwrap_or(0).saturating_sub(list.len() as u32);
+            let take = room.min(chunk).min(req.ntasks - rank);
+            list.extend(rank..rank + take);
+            rank += take;
+        }
+        if rank == before {
+            break;
+        }
+    }
+    RankOrder::Lists(lists)
+}
+
+/// A node's available CPUs cut into units, with the domain tables block/cyclic need.
+#[derive(Debug, Default)]
+struct Layout {
+    avail: CpuSet,
+    /// Units in socket → NUMA → core order.
+    units: Vec<Unit>,
+    /// Per unit: CPUs (OS indexes) it stands for.
+    unit_cpus: Vec<CpuSet>,
+    /// Per unit: [start, end) of its NUMA run (within its socket) in `units`.
+    numa_run: Vec<(u32, u32)>,
+    /// Sockets: [start, end) in `units`.
+    sockets: Vec<(u32, u32)>,
+    /// Available CPUs of each core / L3 cache / NUMA node / package (model indexes).
+    core_cpus: Vec<CpuSet>,
+    l3_cpus: Vec<CpuSet>,
+    numa_cpus: Vec<CpuSet>,
+    package_cpus: Vec<CpuSet>,
+    /// NUMA nodes: cpuset, OS index, memory may be bound there.
+    numa: Vec<(CpuSet, u32, bool)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    core: u32,
+    socket: u32,
+    l3: u32,
+    numa: u32,
+    package: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl Layout {
+    fn build(
+        topo: &Topology,
+        extra: Option<&CpuSet>,
+        req: &PlacementRequest,
+        unit: CpuUnit,
+    ) -> Self {
+        let mut avail = topo.allowed_cpuset.intersection(&topo.online_cpuset);
+        if avail.is_empty() {
+            // Hand-built models may leave `online_cpuset` empty; the allowed set still holds.
+            avail = topo.allowed_cpuset.clone();
+        }
+        if let Some(e) = extra {
+            avail &= e;
+        }
+        let nomt = req.hint == Hint::Nomultithread;
+        let core_cpus: Vec<CpuSet> = topo
+            .cores
+            .iter()
+            .map(|core| {
+                let mut s = CpuSet::new();
+                for &p in &core.pus {
+                    if let Some(pu) = topo.pus.get(p as usize)
+                        && avail.contains(pu.os_index)
+                    {
+                        s.insert(pu.os_index);
+                        if nomt {
+                            break;
+                        }
+                    }
+                }
+                s
+            })
+            .collect();
+        let mut units: Vec<(Unit, CpuSet)> = Vec::new();
+        for (ci, core) in topo.cores.iter().enumerate() {
+            let Some(cpus) = core_cpus.get(ci) else { continue };
+            if cpus.is_empty() {
+                continue;
+            }
+            let l3 = core.l3.unwrap_or(NONE);
+            let u = Unit {
+                core: ci as u32,
+                socket: 0,
+                l3,
+                numa: core.numa.unwrap_or(NONE),
+                package: core.package.unwrap_or(NONE),
+            };
+            match unit {
+                CpuUnit::Core => units.push((u, cpus.clone())),
+                CpuUnit::Thread => {
+                    for cpu in cpus {
+                        units.push((u, std::iter::once(cpu).collect()));
+                    }
+                }
+            }
+        }
+        // Stable: keeps core order inside each (package, NUMA) pair.
+        units.sort_by_key(|(u, _)| (u.package, u.numa));
+        let mut layout = Layout { avail, core_cpus, ..Layout::default() };
+        let mut i = 0usize;
+        while i < units.len() {
+            let pkg = units.get(i).map_or(NONE, |u| u.0.package);
+            let start = i;
+            while units.get(i).is_some_and(|u| u.0.package == pkg) {
+                i += 1;
+            }
+            layout.sockets.push((start as u32, i as u32));
+        }
+        layout.numa_run = vec![(0, 0); units.len()];
+        let mut i = 0usize;
+        while i < units.len() {
+            let key = units.get(i).map(|u| (u.0.package, u.0.numa));
+            let start = i;
+            while units.get(i).map(|u| (u.0.package, u.0.numa)) == key {
+                i += 1;
+            }
+            for slot in layout.numa_run.iter_mut().take(i).skip(start) {
+                *slot = (start as u32, i as u32);
+            }
+        }
+        for (si, &(s, e)) in layout.sockets.iter().enumerate() {
+            for u in units.iter_mut().take(e as usize).skip(s as usize) {
+                u.0.socket = si as u32;
+            }
+        }
+        let restrict = |s: &CpuSet| s.intersection(&layout.avail);
+        layout.l3_cpus = topo.caches.iter().map(|c| restrict(&c.cpuset)).collect();
+        layout.numa_cpus = topo.numa_nodes.iter().map(|n| restrict(&n.cpuset)).collect();
+        layout.package_cpus = topo.packages.iter().map(|p| restrict(&p.cpuset)).collect();
+        layout.numa = topo
+            .numa_nodes
+            .iter()
+            .map(|n| (n.cpuset.clone(), n.os_index, topo.allowed_nodeset.contains(n.os_index)))
+            .collect();
+        let (u, c): (Vec<Unit>, Vec<CpuSet>) = units.into_iter().unzip();
+        layout.units = u;
+        layout.unit_cpus = c;
+        layout
+    }
+
+    fn numa_of(&self, cpus: &CpuSet) -> NodeSet {
+        self.numa.iter().filter(|n| n.0.intersects(cpus)).map(|n| n.1).collect()
+    }
+
+    fn mem_of(&self, cpus: &CpuSet) -> NodeSet {
+        self.numa.iter().filter(|n| n.2 && n.0.intersects(cpus)).map(|n| n.1).collect()
+    }
+}
+
+/// Remembers the last node's layout: identical nodes (same model by reference, same
+/// allocation) come back to back in big clusters.
+#[derive(Default)]
+struct LayoutCache {
+    key: Option<(*const Topology, Option<CpuSet>)>,
+    layout: Layout,
+}
+
+impl LayoutCache {
+    fn get<N: PlacementNode>(
+        &mut self,
+        n: &N,
+        req: &PlacementRequest,
+        unit: CpuUnit,
+    ) -> Result<&Layout, PlacementError> {
+        let topo = n.topology();
+        let ptr: *const Topology = topo;
+        let hit = match &self.key {
+            Some((p, a)) => std::ptr::eq(*p, ptr) && a.as_ref() == n.available(),
+            None => false,
+        };
+        if !hit {
+            self.layout = Layout::build(topo, n.available(), req, unit);
+            self.key = Some((ptr, n.available().cloned()));
+        }
+        Ok(&self.layout)
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    /// Units of each rank of the node, `c` per rank.
+    assigned: Vec<u32>,
+    used: Vec<bool>,
+    cursor: Vec<u32>,
+    per_socket: Vec<u32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn place_node(
+    req: &PlacementRequest,
+    topo: &Topology,
+    layout: &Layout,
+    node: u32,
+    k: u32,
+    ranks: &NodeRanks<'_>,
+    scratch: &mut Scratch,
+    out: &mut Placement,
+) -> Result<(), PlacementError> {
+    let c = req.cpus_per_task;
+    let total = layout.units.len() as u64;
+    let need = u64::from(k) * u64::from(c);
+    let explicit = matches!(req.cpu_bind, CpuBind::MapCpu(_) | CpuBind::MaskCpu(_));
+    let over = need > total;
+    if over && !req.oversubscribe && !explicit {
+        return Err(PlacementError::NotEnoughCpus {
+            tasks: k,
+            cpus_per_task: c,
+            need,
+            unit: out.cpu_unit,
+            scope: format!("node {node}"),
+            allows: "allows",
+            available: total,
+        });
+    }
+    if let Some(tps) = req.tasks_per_socket {
+        let max = u64::from(tps) * layout.sockets.len() as u64;
+        if u64::from(k) > max {
+            return Err(PlacementError::TasksPerSocket {
+                per_socket: tps,
+                node,
+                sockets: layout.sockets.len(),
+                tasks: k,
+            });
+        }
+    }
+
+    if explicit {
+        return place_explicit(req, topo, layout, node, k, ranks, out);
+    }
+
+    // Pick units for every rank.
+    scratch.assigned.clear();
+    if over {
+        // Oversubscribed: deal units round-robin (only used for GPU nearness); binding relaxed.
+        for i in 0..need {
+            scratch.assigned.push((i % total.max(1)) as u32);
+        }
+        out.oversubscribed = true;
+        out.binding_relaxed = true;
+        out.notes.push(format!(
+            "node {node}: {k} tasks x {c} cpus need {need} {}, it allows {total}; oversubscribed \
+             (--oversubscribe), binding relaxed to all {} available CPUs",
+            out.cpu_unit,
+            layout.avail.len()
+        ));
+    } else {
+        let ok = match req.distribution.socket {
+            SocketDistribution::Block => {
+                assign_block(layout, k, c, req.tasks_per_socket, true, scratch)
+                    || assign_block(layout, k, c, req.tasks_per_socket, false, scratch)
+            }
+            SocketDistribution::Cyclic => {
+                assign_cyclic(layout, k, c, req.tasks_per_socket, scratch)
+            }
+            SocketDistribution::Fcyclic => assign_fcyclic(layout, k, c, scratch),
+        };
+        if !ok {
+            return Err(PlacementError::TasksPerSocket {
+                per_socket: req.tasks_per_socket.unwrap_or(0),
+                node,
+                sockets: layout.sockets.len(),
+                tasks: k,
+            });
+        }
+    }
+
+    // GPUs chosen while building ranks; `gpu_used` counts how often each was handed out.
+    let mut gpu_used = vec![0u32; topo.gpus.len()];
+    if req.gpus_per_task > 0 {
+        let need_gpus = u64::from(k) * u64::from(req.gpus_per_task);
+        if need_gpus > topo.gpus.len() as u64 && (!req.oversubscribe || topo.gpus.is_empty()) {
+            return Err(PlacementError::NotEnoughGpus {
+                per_task: req.gpus_per_task,
+                need: need_gpus,
+                tasks: k,
+                node,
+                have: topo.gpus.len(),
+            });
+        }
+    }
+
+    let unbound = over || req.cpu_bind == CpuBind::None;
+    for local in 0..k {
+        let lo = (local * c) as usize;
+        let units = scratch.assigned.get(lo..lo + c as usize).unwrap_or(&[]);
+        let mut near = CpuSet::new();
+        let mut cores = CpuSet::new();
+        for &u in units {
+            if let Some(set) = layout.unit_cpus.get(u as usize) {
+                near |= set;
+            }
+            if let Some(unit) = layout.units.get(u as usize) {
+                cores.insert(unit.core);
+            }
+        }
+        let cpus = if unbound {
+            cores = layout.units.iter().map(|u| u.core).collect();
+            layout.avail.clone()
+        } else {
+            match req.cpu_bind {
+                CpuBind::Threads => near.clone(),
+                CpuBind::Cores => widen(units, layout, |u| u.core, &layout.core_cpus),
+                CpuBind::L3 => widen(units, layout, |u| u.l3, &layout.l3_cpus),
+                CpuBind::Numa => widen(units, layout, |u| u.numa, &layout.numa_cpus),
+                CpuBind::Sockets => widen(units, layout, |u| u.package, &layout.package_cpus),
+                _ => layout.avail.clone(),
+            }
+        };
+        let gpus = pick_gpus(topo, req, &near, &mut gpu_used);
+        let numa = layout.numa_of(&cpus);
+        let mem_nodes = match req.mem_bind {
+            MemBind::Local => layout.mem_of(&cpus),
+            MemBind::None => NodeSet::new(),
+        };
+        out.ranks.push(RankPlacement {
+            rank: ranks.get(local),
+            node,
+            local_rank: local,
+            cpus,
+            cores,
+            numa,
+            mem_nodes,
+            gpus,
+            oversubscribed: over,
+            unbound,
+        });
+    }
+    Ok(())
+}
+
+/// Union of the available CPUs of the domains (core, L3, NUMA node, package) holding `units`;
+/// a unit outside any such domain (no L3 in the model) keeps its own core.
+fn widen(units: &[u32], layout: &Layout, domain: impl Fn(&Unit) -> u32, sets: &[CpuSet]) -> CpuSet {
+    let mut out = CpuSet::new();
+    let mut last = NONE;
+    for &u in units {
+        let Some(unit) = layout.units.get(u as usize) else { continue };
+        let d = domain(unit);
+        if d == last {
+            continue;
+        }
+        last = d;
+        match sets.get(d as usize) {
+            Some(s) => out |= s,
+            None => {
+                if let Some(s) = layout.core_cpus.get(unit.core as usize) {
+                    out |= s;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Block: consecutive units. With `aligned`, a rank that does not fit in the rest of its NUMA
+/// node (or socket) starts at the next one when it would fit there.
+fn assign_block(
+    layout: &Layout,
+    k: u32,
+    c: u32,
+    tps: Option<u32>,
+    aligned: bool,
+    s: &mut Scratch,
+) -> bool {
+    s.assigned.clear();
+    s.per_socket.clear();
+    s.per_socket.resize(layout.sockets.len(), 0);
+    let total = layout.units.len() as u32;
+    let mut cur = 0u32;
+    for _ in 0..k {
+        loop {
+            if cur >= total {
+                return false;
+            }
+            let Some(unit) = layout.units.get(cur as usize) else { return false };
+            let sock = unit.socket as usize;
+            let (ss, se) = layout.sockets.get(sock).copied().unwrap_or((cur, total));
+            if tps.is_some_and(|t| s.per_socket.get(sock).copied().unwrap_or(0) >= t) {
+                cur = se;
+                continue;
+            }
+            if aligned {
+                let (ns, ne) = layout.numa_run.get(cur as usize).copied().unwrap_or((cur, total));
+                if ne - cur >= c {
+                    break;
+                }
+                if ne - ns >= c {
+                    cur = ne;
+                    continue;
+                }
+                if se - cur >= c {
+                    break;
+                }
+                if se - ss >= c {
+                    cur = se;
+                    continue;
+                }
+            }
+            if total - cur < c {
+                return false;
+            }
+            break;
+        }
+        if let Some(unit) = layout.units.get(cur as usize)
+            && let Some(n) = s.per_socket.get_mut(unit.socket as usize)
+        {
+            *n += 1;
+        }
+        s.assigned.extend(cur..cur + c);
+        cur += c;
+    }
+    true
+}
+
+/// Start of `c` consecutive units inside one socket from `cur`, preferring a NUMA-aligned run.
+fn chunk_in_socket(layout: &Layout, mut cur: u32, end: u32, c: u32) -> Option<u32> {
+    let start = cur;
+    while end.saturating_sub(cur) >= c {
+        let (ns, ne) = layout.numa_run.get(cur as usize).copied().unwrap_or((cur, end));
+        let ne = ne.min(end);
+        if ne - cur >= c || ne - ns < c {
+            return Some(cur);
+        }
+        cur = ne;
+    }
+    (end.saturating_sub(start) >= c).then_some(start)
+}
+
+/// Cyclic: rank by rank round-robin over sockets, each rank's units from one socket; ranks that
+/// fit in no socket take the first free units anywhere.
+fn assign_cyclic(layout: &Layout, k: u32, c: u32, tps: Option<u32>, s: &mut Scratch) -> bool {
+    let ns = layout.sockets.len();
+    s.assigned.clear();
+    s.used.clear();
+    s.used.resize(layout.units.len(), false);
+    s.cursor.clear();
+    s.cursor.extend(layout.sockets.iter().map(|&(a, _)| a));
+    s.per_socket.clear();
+    s.per_socket.resize(ns, 0);
+    let mut next = 0usize;
+    for _ in 0..k {
+        let mut placed = false;
+        for step in 0..ns {
+            let sock = (next + step) % ns;
+            if tps.is_some_and(|t| s.per_socket.get(sock).copied().unwrap_or(0) >= t) {
+                continue;
+            }
+            let (Some(&(_, end)), Some(&cur)) = (layout.sockets.get(sock), s.cursor.get(sock))
+            else {
+                continue;
+            };
+            if let Some(start) = chunk_in_socket(layout, cur, end, c) {
+                for u in start..start + c {
+                    if let Some(f) = s.used.get_mut(u as usize) {
+                        *f = true;
+                    }
+                }
+                s.assigned.extend(start..start + c);
+                if let Some(x) = s.cursor.get_mut(sock) {
+                    *x = start + c;
+                }
+                if let Some(x) = s.per_socket.get_mut(sock) {
+                    *x += 1;
+                }
+                next = sock + 1;
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            // Larger than any socket's free run: first free units in order.
+            let mut got = 0;
+            for (u, f) in s.used.iter_mut().enumerate() {
+                if got == c {
+                    break;
+                }
+                if !*f {
+                    *f = true;
+                    s.assigned.push(u as u32);
+                    got += 1;
+                }
+            }
+            if got < c {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Fcyclic: unit by unit round-robin over sockets.
+fn assign_fcyclic(layout: &Layout, k: u32, c: u32, s: &mut Scratch) -> bool {
+    let ns = layout.sockets.len();
+    s.assigned.clear();
+    s.cursor.clear();
+    s.cursor.extend(layout.sockets.iter().map(|&(a, _)| a));
+    let mut next = 0usize;
+    for _ in 0..u64::from(k) * u64::from(c) {
+        let mut took = false;
+        for step in 0..ns {
+            let sock = (next + step) % ns;
+            let (Some(&(_, end)), Some(cur)) = (layout.sockets.get(sock), s.cursor.get_mut(sock))
+            else {
+                continue;
+            };
+            if *cur < end {
+                s.assigned.push(*cur);
+                *cur += 1;
+                next = sock + 1;
+                took = true;
+                break;
+            }
+        }
+        if !took {
+            return false;
+        }
+    }
+    true
+}
+
+/// GPUs for one rank: the free ones sharing most CPUs with the rank, then nearest by NUMA
+/// node, then lowest index. With `--oversubscribe` and none free, GPUs are shared round-robin.
+fn pick_gpus(topo: &Topology, req: &PlacementRequest, near: &CpuSet, used: &mut [u32]) -> Vec<u32> {
+    let g = req.gpus_per_task as usize;
+    if g == 0 || topo.gpus.is_empty() {
+        return Vec::new();
+    }
+    let mut picked = Vec::with_capacity(g);
+    for _ in 0..g {
+        let min_use = used.iter().copied().min().unwrap_or(0);
+        let best = topo
+            .gpus
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                used.get(*i).copied() == Some(min_use) && !picked.contains(&(*i as u32))
+            })
+            .max_by_key(|(i, gpu)| {
+                let overlap = gpu.cpuset.intersection(near).len();
+                (overlap, std::cmp::Reverse(*i))
+            })
+            .map(|(i, _)| i);
+        let Some(i) = best else { break };
+        if let Some(u) = used.get_mut(i) {
+            *u += 1;
+        }
+        picked.push(i as u32);
+    }
+    picked.iter().filter_map(|&i| topo.gpus.get(i as usize).map(|g| g.index)).collect()
+}
+
+fn place_explicit(
+    req: &PlacementRequest,
+    topo: &Topology,
+    layout: &Layout,
+    node: u32,
+    k: u32,
+    ranks: &NodeRanks<'_>,
+    out: &mut Placement,
+) -> Result<(), PlacementError> {
+    let (kind, sets): (&'static str, Vec<CpuSet>) = match &req.cpu_bind {
+        CpuBind::MapCpu(v) => {
+            ("map_cpu", v.iter().map(|&c| std::iter::once(c).collect()).collect())
+        }
+        CpuBind::MaskCpu(v) => ("mask_cpu", v.clone()),
+        _ => return Ok(()),
+    };
+    if sets.is_empty() {
+        return Err(PlacementError::MapTooLong { kind, listed: 0, what: "entries", tasks: k });
+    }
+    for s in &sets {
+        if let Some(cpu) = s.iter().find(|&c| !layout.avail.contains(c)) {
+            return Err(PlacementError::CpuNotAvailable {
+                kind,
+                cpu,
+                node,
+                available: layout.avail.to_string(),
+            });
+        }
+    }
+    let mut gpu_used = vec![0u32; topo.gpus.len()];
+    if req.gpus_per_task > 0 {
+        let need = u64::from(k) * u64::from(req.gpus_per_task);
+        if need > topo.gpus.len() as u64 && (!req.oversubscribe || topo.gpus.is_empty()) {
+            return Err(PlacementError::NotEnoughGpus {
+                per_task: req.gpus_per_task,
+                need,
+                tasks: k,
+                node,
+                have: topo.gpus.len(),
+            });
+        }
+    }
+    let mut seen: Vec<&CpuSet> = Vec::with_capacity(k as usize);
+    let mut shared_any = false;
+    for local in 0..k {
+        let Some(cpus) = sets.get(local as usize % sets.len()) else { continue };
+        let shared = seen.iter().position(|s| s.intersects(cpus));
+        if let Some(first) = shared {
+            if !req.oversubscribe {
+                return Err(PlacementError::MapShares {
+                    kind,
+                    node,
+                    first: first as u32,
+                    second: local,
+                });
+            }
+            shared_any = true;
+        }
+        seen.push(cpus);
+        let cores: CpuSet = topo
+            .cores
+            .iter()
+            .enumerate()
+            .filter(|(_, core)| core.cpuset.intersects(cpus))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mem_nodes = match req.mem_bind {
+            MemBind::Local => layout.mem_of(cpus),
+            MemBind::None => NodeSet::new(),
+        };
+        out.ranks.push(RankPlacement {
+            rank: ranks.get(local),
+            node,
+            local_rank: local,
+            cpus: cpus.clone(),
+            cores,
+            numa: layout.numa_of(cpus),
+            mem_nodes,
+            gpus: pick_gpus(topo, req, cpus, &mut gpu_used),
+            oversubscribed: shared.is_some(),
+            unbound: false,
+        });
+    }
+    if shared_any {
+        out.oversubscribed = true;
+        out.notes.push(format!(
+            "node {node}: --cpu-bind={kind} makes ranks share CPUs (--oversubscribe)"
+        ));
+    }
+    Ok(())
+}

@@ -1,1 +1,4 @@
 //! gangway: the `gangway` binary's commands, as a library so integration tests can reach them.
+
+pub mod cli;
+pub mod exit_code;

@@ -1,3 +1,11 @@
 //! Starts the ranks of one SPMD job and supervises them until the job ends.
 
+pub mod input;
+pub mod job;
+pub mod output;
 pub mod pmi;
+pub mod rank_env;
+pub mod signals;
+pub mod spawn;
+pub mod supervisor;
+pub mod time_limit;

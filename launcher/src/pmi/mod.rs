@@ -7,4 +7,5 @@
 pub mod mapping;
 pub mod node;
 pub mod root;
+pub mod server;
 pub mod wire;

@@ -750,8 +750,12 @@ fn request_v2(f: &Fields<'_>) -> Result<Request, WireError> {
         "init" => {
             Request::Init { version: f.num("pmi_version")?, subversion: f.num("pmi_subversion")? }
         }
+        // Slurm's libpmi2 sends `srcid` instead of `pmirank` when PMI_ID is set.
         "fullinit" => Request::FullInit {
-            rank: f.opt_num("pmirank")?,
+            rank: match f.opt_num("pmirank")? {
+                Some(rank) => Some(rank),
+                None => f.opt_num("srcid")?,
+            },
             jobid: f.get("pmijobid").map(str::to_owned),
         },
         "job-getid" => Request::JobGetId,
@@ -929,7 +933,11 @@ fn parts_v2(reply: &Reply) -> Parts {
             &[("rc", "1"), ("errmsg", "service name not published")],
         ),
         Reply::LookupFound { port } => {
-            parts("name-lookup-response", &[("port", port), ("found", "TRUE"), ("rc", "0")])
+            // MPICH's client reads `port`, Slurm's libpmi2 reads `value`: send both.
+            parts(
+                "name-lookup-response",
+                &[("port", port), ("value", port), ("found", "TRUE"), ("rc", "0")],
+            )
         }
         Reply::LookupNotFound => parts(
             "name-lookup-response",
@@ -1340,6 +1348,10 @@ mod tests {
                 "cmd=fullinit;pmirank=0;threaded=FALSE;",
                 Request::FullInit { rank: Some(0), jobid: None },
             ),
+            (
+                "cmd=fullinit;pmijobid=j;srcid=2;threaded=FALSE;",
+                Request::FullInit { rank: Some(2), jobid: Some("j".into()) },
+            ),
             ("cmd=job-getid;", Request::JobGetId),
             (
                 "cmd=kvs-put;key=K;value=V;",
@@ -1580,7 +1592,7 @@ mod tests {
             (Reply::UnpublishOk, "cmd=name-unpublish-response;rc=0;"),
             (
                 Reply::LookupFound { port: "p".into() },
-                "cmd=name-lookup-response;port=p;found=TRUE;rc=0;",
+                "cmd=name-lookup-response;port=p;value=p;found=TRUE;rc=0;",
             ),
             (
                 Reply::SpawnRefused { message: "no spawn".into() },

@@ -1,0 +1,116 @@
+//! A validated job request, and how a job ended.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::input::InputMode;
+use crate::pmi::server::PmiMode;
+use crate::rank_env::ExportPolicy;
+
+/// One SPMD job as the launcher runs it: every field already checked.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The program, resolved to a path that exists and is executable.
+    pub program: PathBuf,
+    /// `argv[0]` as the user typed it.
+    pub argv0: OsString,
+    pub args: Vec<OsString>,
+    pub ntasks: u32,
+    /// Working directory of the ranks (the launcher's own when `None`).
+    pub cwd: Option<PathBuf>,
+    pub export: ExportPolicy,
+    /// Prefix every output line with `RANK: `.
+    pub label: bool,
+    /// `--output` file pattern (stdout, and stderr too unless `error` is set).
+    pub output: Option<String>,
+    /// `--error` file pattern.
+    pub error: Option<String>,
+    pub input: InputMode,
+    pub kill_on_bad_exit: bool,
+    pub time_limit: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when the job is stopped.
+    pub kill_grace: Duration,
+    pub pmi_mode: PmiMode,
+    pub job_id: String,
+    /// This node's name.
+    pub host: String,
+    pub user: String,
+    /// Progress messages on stderr.
+    pub verbose: bool,
+}
+
+/// How a rank process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl RankStatus {
+    /// Whether this counts as success.
+    pub fn success(self) -> bool {
+        self == RankStatus::Exited(0)
+    }
+
+    /// The status as a shell would report it: the code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            RankStatus::Exited(code) => code,
+            RankStatus::Signaled(sig) => 128 + sig,
+        }
+    }
+}
+
+impl std::fmt::Display for RankStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RankStatus::Exited(code) => write!(f, "exited with code {code}"),
+            RankStatus::Signaled(sig) => {
+                write!(f, "exited with signal {}", crate::signals::describe(*sig))
+            }
+        }
+    }
+}
+
+/// Why a job ended; the first cause wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Every rank exited 0.
+    Success,
+    /// A rank exited non-zero or was killed by a signal.
+    RankFailed { rank: u32, pid: u32, status: RankStatus },
+    /// A rank called `MPI_Abort`.
+    Aborted { rank: u32, code: i32 },
+    /// The ranks could not wire up: a PMI protocol violation or a rank left without finalize.
+    PmiFailed { reason: String },
+    /// The `--time` limit was reached.
+    TimeLimit,
+    /// The user pressed Ctrl-C twice.
+    Interrupted,
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub end: JobEnd,
+    /// Per rank: pid and exit status (`None` if it never started).
+    pub ranks: Vec<Option<(u32, RankStatus)>>,
+    /// Things the user should know although they did not fail the job.
+    pub warnings: Vec<String>,
+}
+
+/// Why a job could not be started at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Program(#[from] crate::spawn::ProgramError),
+    #[error(transparent)]
+    Pattern(#[from] crate::output::PatternError),
+    #[error("cannot open output file '{path}': {source}")]
+    OutputFile { path: PathBuf, source: std::io::Error },
+    #[error("cannot start rank {rank} ({program}): {source}")]
+    Spawn { rank: u32, program: PathBuf, source: std::io::Error },
+    #[error("cannot set up {what}: {source}")]
+    Setup { what: &'static str, source: std::io::Error },
+}

@@ -1,0 +1,308 @@
+//! Rank stdout/stderr: file name patterns, whole-line assembly with labels, and the one writer.
+//!
+//! Every destination (our stdout, our stderr, each output file) is written by a single thread
+//! that receives whole lines, so lines of different ranks can never be mixed mid-line.
+
+use std::fs::File;
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::thread::JoinHandle;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// A line longer than this is cut, so one runaway rank cannot hold the others' output forever.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The values an `--output`/`--error` pattern may refer to.
+#[derive(Debug, Clone)]
+pub struct PatternVars<'a> {
+    pub job_id: &'a str,
+    pub rank: u32,
+    pub node_id: u32,
+    pub host: &'a str,
+    pub user: &'a str,
+}
+
+/// An output file pattern that could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "output pattern '{pattern}': {problem} (known: %j job id, %t rank, %n node id, %N host, %u user, %% a percent sign; %3t pads to 3 digits)"
+)]
+pub struct PatternError {
+    pattern: String,
+    problem: String,
+}
+
+/// Expands `%j %t %n %N %u %%` (with optional zero-padding width, `%4t`) in a file pattern.
+pub fn expand_pattern(pattern: &str, vars: &PatternVars<'_>) -> Result<String, PatternError> {
+    let fail = |problem: String| PatternError { pattern: pattern.to_string(), problem };
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut width = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            width.push(*d);
+            chars.next();
+        }
+        let width: usize = if width.is_empty() {
+            0
+        } else {
+            width
+                .parse()
+                .ok()
+                .filter(|w| *w <= 64)
+                .ok_or_else(|| fail(format!("width '{width}' is too large")))?
+        };
+        let piece = match chars.next() {
+            Some('%') => "%".to_string(),
+            Some('j') => vars.job_id.to_string(),
+            Some('t') => vars.rank.to_string(),
+            Some('n') => vars.node_id.to_string(),
+            Some('N') => vars.host.to_string(),
+            Some('u') => vars.user.to_string(),
+            Some(other) => return Err(fail(format!("unknown '%{other}'"))),
+            None => return Err(fail("ends with a lone '%'".into())),
+        };
+        out.push_str(&format!("{piece:0>width$}"));
+    }
+    Ok(out)
+}
+
+/// Whether a pattern gives each rank a file of its own.
+pub fn pattern_is_per_rank(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.by_ref().find(|c| !c.is_ascii_digit()) {
+                Some('t') => return true,
+                _ => continue,
+            }
+        }
+    }
+    false
+}
+
+/// Turns a rank's byte stream into whole (optionally labelled) lines.
+#[derive(Debug)]
+pub struct LineAssembler {
+    pending: Vec<u8>,
+    label: Option<Vec<u8>>,
+    raw: bool,
+}
+
+impl LineAssembler {
+    /// Whole lines, each prefixed with `label` when given.
+    pub fn lines(label: Option<String>) -> Self {
+        LineAssembler { pending: Vec::new(), label: label.map(String::into_bytes), raw: false }
+    }
+
+    /// Bytes passed through untouched: for a destination only one rank writes to.
+    pub fn raw() -> Self {
+        LineAssembler { pending: Vec::new(), label: None, raw: true }
+    }
+
+    /// Appends to `out` every line completed by `data`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        if self.raw {
+            out.extend_from_slice(data);
+            return;
+        }
+        while let Some(pos) = memchr(b'\n', data) {
+            let (line, rest) = data.split_at(pos + 1);
+            self.emit(line, out);
+            data = rest;
+        }
+        self.pending.extend_from_slice(data);
+        while self.pending.len() >= MAX_LINE {
+            let head: Vec<u8> = self.pending.drain(..MAX_LINE).collect();
+            self.emit_whole(&head, out);
+            out.push(b'\n');
+        }
+    }
+
+    /// Appends the unfinished last line, closed with a newline so the next line starts clean.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.emit_whole(&pending, out);
+            out.push(b'\n');
+        }
+    }
+
+    fn emit(&mut self, tail: &[u8], out: &mut Vec<u8>) {
+        if let Some(label) = &self.label {
+            out.extend_from_slice(label);
+        }
+        out.append(&mut self.pending);
+        out.extend_from_slice(tail);
+    }
+
+    fn emit_whole(&self, line: &[u8], out: &mut Vec<u8>) {
+        if let Some(label) = &self.label {
+            out.extend_from_slice(label);
+        }
+        out.extend_from_slice(line);
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|b| *b == needle)
+}
+
+/// Where output goes; index into the sink's destination table.
+pub type DestinationId = usize;
+/// Our own standard output.
+pub const STDOUT: DestinationId = 0;
+/// Our own standard error.
+pub const STDERR: DestinationId = 1;
+
+/// The writer thread and the channel into it.
+#[derive(Debug)]
+pub struct OutputSink {
+    tx: Option<UnboundedSender<(DestinationId, Vec<u8>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl OutputSink {
+    /// Starts the writer; `files` become destinations 2, 3, ... in order.
+    pub fn start(files: Vec<File>) -> Self {
+        let (tx, rx) = unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("gangway-output".into())
+            .spawn(move || write_loop(files, rx))
+            .ok();
+        OutputSink { tx: Some(tx), thread }
+    }
+
+    /// A sender for a reader task.
+    pub fn sender(&self) -> Option<UnboundedSender<(DestinationId, Vec<u8>)>> {
+        self.tx.clone()
+    }
+
+    /// Waits until everything sent so far has been written.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(files: Vec<File>, mut rx: UnboundedReceiver<(DestinationId, Vec<u8>)>) {
+    // SAFETY: fds 1 and 2 are open for the life of the process; ManuallyDrop keeps them open.
+    let std_streams = unsafe {
+        [ManuallyDrop::new(File::from_raw_fd(1)), ManuallyDrop::new(File::from_raw_fd(2))]
+    };
+    let mut broken = vec![false; files.len() + 2];
+    while let Some((dest, bytes)) = rx.blocking_recv() {
+        if broken.get(dest).copied().unwrap_or(true) {
+            continue;
+        }
+        let result = match dest {
+            STDOUT | STDERR => (&*std_streams[dest]).write_all(&bytes),
+            n => match files.get(n - 2) {
+                Some(mut f) => f.write_all(&bytes),
+                None => continue,
+            },
+        };
+        // A closed pipe (`gangway run ... | head`) must not stop the job; drop that stream.
+        if result.is_err() {
+            broken[dest] = true;
+        }
+    }
+}
+
+/// Copies one rank stream into the sink, whole lines at a time, until end of file.
+pub async fn pump(
+    mut source: impl AsyncRead + Unpin,
+    mut assembler: LineAssembler,
+    dest: DestinationId,
+    sink: UnboundedSender<(DestinationId, Vec<u8>)>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match source.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut out = Vec::new();
+        assembler.push(&buf[..n], &mut out);
+        if !out.is_empty() && sink.send((dest, out)).is_err() {
+            return;
+        }
+    }
+    let mut out = Vec::new();
+    assembler.finish(&mut out);
+    if !out.is_empty() {
+        let _ = sink.send((dest, out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> PatternVars<'static> {
+        PatternVars { job_id: "42", rank: 3, node_id: 1, host: "n1", user: "ann" }
+    }
+
+    #[test]
+    fn patterns_expand() {
+        assert_eq!(expand_pattern("out-%j-%t.%n.%N.%u%%", &vars()).unwrap(), "out-42-3.1.n1.ann%");
+        assert_eq!(expand_pattern("r%3t", &vars()).unwrap(), "r003");
+        assert!(pattern_is_per_rank("x-%t"));
+        assert!(pattern_is_per_rank("x-%04t"));
+        assert!(!pattern_is_per_rank("x-%%t"));
+        assert!(!pattern_is_per_rank("x-%j"));
+    }
+
+    #[test]
+    fn bad_patterns_say_what_is_wrong() {
+        assert!(expand_pattern("a%q", &vars()).unwrap_err().to_string().contains("unknown '%q'"));
+        assert!(expand_pattern("a%", &vars()).unwrap_err().to_string().contains("lone '%'"));
+        assert!(expand_pattern("a%999t", &vars()).unwrap_err().to_string().contains("too large"));
+    }
+
+    #[test]
+    fn lines_are_labelled_and_completed() {
+        let mut asm = LineAssembler::lines(Some("2: ".into()));
+        let mut out = Vec::new();
+        asm.push(b"hel", &mut out);
+        assert!(out.is_empty());
+        asm.push(b"lo\nwor", &mut out);
+        assert_eq!(out, b"2: hello\n");
+        out.clear();
+        asm.push(b"ld\n\nx", &mut out);
+        assert_eq!(out, b"2: world\n2: \n");
+        out.clear();
+        asm.finish(&mut out);
+        assert_eq!(out, b"2: x\n");
+        out.clear();
+        asm.finish(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn runaway_lines_are_cut() {
+        let mut asm = LineAssembler::lines(None);
+        let mut out = Vec::new();
+        asm.push(&vec![b'a'; MAX_LINE + 10], &mut out);
+        assert_eq!(out.len(), MAX_LINE + 1);
+        assert_eq!(out.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn raw_passes_bytes_through() {
+        let mut asm = LineAssembler::raw();
+        let mut out = Vec::new();
+        asm.push(b"no newline", &mut out);
+        asm.finish(&mut out);
+        assert_eq!(out, b"no newline");
+    }
+}

@@ -1,0 +1,432 @@
+//! Socket side of the PMI service on one node: a task per rank connection, one task owning state.
+//!
+//! Connection tasks only frame bytes; the state task owns [`NodePmi`] (and, for a job that fits
+//! on this node, the [`RootPmi`]) and answers every request, so no state is shared or locked.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::node::{JobInfo, NodeInput, NodeOutput, NodePmi, ReqId};
+use super::root::{RootInput, RootOutput, RootPmi};
+use super::wire::{self, Decoder, Framed, Protocol, Request};
+
+/// How long a closed PMI socket waits for its rank's exit before counting as "left without
+/// finalize" on its own (a rank may close the socket and live on).
+const EXIT_AFTER_EOF_GRACE: Duration = Duration::from_secs(1);
+
+/// How ranks reach the PMI service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PmiMode {
+    /// An inherited socket (`PMI_FD`): no connect, no handshake. The default.
+    #[default]
+    Fd,
+    /// A TCP port (`PMI_PORT` + `PMI_ID`, with the PMI-1 initack handshake).
+    Port,
+}
+
+/// What the supervisor hears from the PMI service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PmiEvent {
+    /// The rank spoke PMI for the first time (so it is an MPI process).
+    Connected { rank: u32 },
+    /// The rank called finalize.
+    Finalized { rank: u32 },
+    /// The rank called `MPI_Abort` (or PMI abort): stop the job with this code.
+    Abort { rank: u32, code: i32, message: Option<String> },
+    /// The job cannot go on: a protocol violation, or a rank left without finalize.
+    Failed { rank: Option<u32>, reason: String },
+}
+
+enum ToState {
+    Register { rank: u32, conn: UnboundedSender<ToConn> },
+    Request { rank: u32, framed: Framed },
+    Gone { rank: u32 },
+    Broken { rank: Option<u32>, reason: String },
+    RankExited { rank: u32 },
+}
+
+enum ToConn {
+    Bytes(Vec<u8>),
+    /// The rank's process has exited: read what it left in the socket, then report it gone.
+    Drain,
+}
+
+/// The PMI service of one node, as seen by the supervisor.
+#[derive(Debug)]
+pub struct PmiServer {
+    to_state: UnboundedSender<ToState>,
+    /// Events for the supervisor.
+    pub events: UnboundedReceiver<PmiEvent>,
+    child_ends: HashMap<u32, OwnedFd>,
+    port: Option<SocketAddr>,
+    jobid: String,
+}
+
+impl PmiServer {
+    /// Starts the service for `local_ranks` of the job. Must run inside a tokio runtime.
+    pub async fn start(
+        job: JobInfo,
+        node_id: u32,
+        local_ranks: Vec<u32>,
+        mode: PmiMode,
+    ) -> std::io::Result<PmiServer> {
+        let (to_state, state_rx) = unbounded_channel();
+        let (events_tx, events) = unbounded_channel();
+        let jobid = job.jobid.clone();
+        let mut child_ends = HashMap::new();
+        let mut port = None;
+        match mode {
+            PmiMode::Fd => {
+                for &rank in &local_ranks {
+                    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                    ours.set_nonblocking(true)?;
+                    let ours = UnixStream::from_std(ours)?;
+                    child_ends.insert(rank, OwnedFd::from(theirs));
+                    let (conn_tx, conn_rx) = unbounded_channel();
+                    let _ = to_state.send(ToState::Register { rank, conn: conn_tx });
+                    tokio::spawn(connection(
+                        ours,
+                        Unidentified::Known(rank),
+                        conn_rx,
+                        to_state.clone(),
+                    ));
+                }
+            }
+            PmiMode::Port => {
+                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+                port = Some(listener.local_addr()?);
+                tokio::spawn(accept_loop(listener, to_state.clone()));
+            }
+        }
+        let state = StateTask::new(job, node_id, local_ranks, events_tx);
+        tokio::spawn(state.run(state_rx));
+        Ok(PmiServer { to_state, events, child_ends, port, jobid })
+    }
+
+    /// The descriptor the rank must inherit (`PMI_FD` mode); drop it after the fork.
+    pub fn take_child_end(&mut self, rank: u32) -> Option<OwnedFd> {
+        self.child_ends.remove(&rank)
+    }
+
+    /// The PMI variables of one rank's environment; `child_fd` is from [`Self::take_child_end`].
+    pub fn rank_env(&self, rank: u32, child_fd: Option<RawFd>) -> Vec<(&'static str, String)> {
+        let mut env = vec![("PMI_JOBID", self.jobid.clone())];
+        if let Some(fd) = child_fd {
+            env.push(("PMI_FD", fd.to_string()));
+        }
+        if let Some(addr) = self.port {
+            env.push(("PMI_PORT", addr.to_string()));
+            env.push(("PMI_ID", rank.to_string()));
+        }
+        env
+    }
+
+    /// Tells the service a rank's process has exited.
+    pub fn rank_exited(&self, rank: u32) {
+        let _ = self.to_state.send(ToState::RankExited { rank });
+    }
+}
+
+async fn accept_loop(listener: TcpListener, to_state: UnboundedSender<ToState>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let (conn_tx, conn_rx) = unbounded_channel();
+        tokio::spawn(connection(stream, Unidentified::Pending(conn_tx), conn_rx, to_state.clone()));
+    }
+}
+
+/// A `PMI_PORT` connection's rank is unknown until its initack or fullinit; until then its
+/// reply channel waits here to be registered.
+enum Unidentified {
+    Known(u32),
+    Pending(UnboundedSender<ToConn>),
+}
+
+/// Frames one rank's socket: requests go to the state task, replies come back as bytes.
+async fn connection<S>(
+    mut stream: S,
+    identity: Unidentified,
+    mut replies: UnboundedReceiver<ToConn>,
+    to_state: UnboundedSender<ToState>,
+) where
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+{
+    let mut conn = Conn { decoder: Decoder::new(), identity, to_state };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = false;
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                let n = match read { Ok(0) | Err(_) => break, Ok(n) => n };
+                conn.decoder.push(&buf[..n]);
+                match conn.forward_requests() {
+                    Ok(early) => {
+                        if !early.is_empty() && stream.write_all(&early).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(()) => return,
+                }
+            }
+            msg = replies.recv() => match msg {
+                Some(ToConn::Bytes(bytes)) => {
+                    if stream.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ToConn::Drain) => {
+                    drain_now(&stream, &mut buf, &mut conn.decoder);
+                    let _ = conn.forward_requests();
+                    drained = true;
+                    break;
+                }
+                None => return,
+            }
+        }
+    }
+    if !drained {
+        // A crashing rank's socket closes a moment before its exit is seen. Waiting for the
+        // exit lets the crash itself, not the missing finalize, be reported as the cause.
+        let exited = async {
+            while let Some(msg) = replies.recv().await {
+                if matches!(msg, ToConn::Drain) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(EXIT_AFTER_EOF_GRACE, exited).await;
+    }
+    if let Unidentified::Known(rank) = conn.identity {
+        let _ = conn.to_state.send(ToState::Gone { rank });
+    }
+}
+
+struct Conn {
+    decoder: Decoder,
+    identity: Unidentified,
+    to_state: UnboundedSender<ToState>,
+}
+
+impl Conn {
+    /// Passes every complete request on. Returns bytes to answer directly (a PMI-2 init line
+    /// that arrives before the rank has said who it is), or `Err` when the connection is done.
+    fn forward_requests(&mut self) -> Result<Vec<u8>, ()> {
+        let mut early = Vec::new();
+        loop {
+            let framed = match self.decoder.next_request() {
+                Ok(None) => return Ok(early),
+                Ok(Some(framed)) => framed,
+                Err(error) => {
+                    let who = match self.identity {
+                        Unidentified::Known(r) => format!("rank {r}"),
+                        Unidentified::Pending(_) => "a process on PMI_PORT".into(),
+                    };
+                    let rank = match self.identity {
+                        Unidentified::Known(r) => Some(r),
+                        Unidentified::Pending(_) => None,
+                    };
+                    let reason = format!("{who} sent a malformed PMI message: {error}");
+                    let _ = self.to_state.send(ToState::Broken { rank, reason });
+                    return Err(());
+                }
+            };
+            if let Unidentified::Pending(conn) = &self.identity {
+                match identity(&framed.request) {
+                    Some(rank) => {
+                        let _ = self.to_state.send(ToState::Register { rank, conn: conn.clone() });
+                        self.identity = Unidentified::Known(rank);
+                    }
+                    None if matches!(framed.request, Request::Init { .. }) => {
+                        early.extend(wire::encode(
+                            &init_reply(&framed.request),
+                            framed.protocol,
+                            None,
+                        ));
+                        continue;
+                    }
+                    None => {
+                        let reason = "a process connected to PMI_PORT without identifying itself \
+                                      (no initack or fullinit first)"
+                            .to_string();
+                        let _ = self.to_state.send(ToState::Broken { rank: None, reason });
+                        return Err(());
+                    }
+                }
+            }
+            if let Unidentified::Known(rank) = self.identity {
+                let _ = self.to_state.send(ToState::Request { rank, framed });
+            }
+        }
+    }
+}
+
+/// Reads whatever is already in the socket without waiting (bypassing the reactor, which may
+/// not have seen it yet): a rank's last words before it exited.
+fn drain_now<S: AsRawFd>(stream: &S, buf: &mut [u8], decoder: &mut Decoder) {
+    use nix::sys::socket::{MsgFlags, recv};
+    while let Ok(n) = recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+        if n == 0 {
+            break;
+        }
+        decoder.push(&buf[..n]);
+    }
+}
+
+fn identity(request: &Request) -> Option<u32> {
+    match request {
+        Request::Initack { id } => Some(*id),
+        Request::FullInit { rank: Some(rank), .. } => Some(*rank),
+        _ => None,
+    }
+}
+
+struct Pending {
+    rank: u32,
+    protocol: Protocol,
+    thrid: Option<String>,
+}
+
+/// Owns the node's PMI state and the local root.
+struct StateTask {
+    node: NodePmi,
+    root: RootPmi,
+    conns: HashMap<u32, UnboundedSender<ToConn>>,
+    pending: HashMap<ReqId, Pending>,
+    next_id: ReqId,
+    spoke: HashSet<u32>,
+    gone: HashSet<u32>,
+    size: u32,
+    events: UnboundedSender<PmiEvent>,
+}
+
+impl StateTask {
+    fn new(
+        job: JobInfo,
+        node_id: u32,
+        local_ranks: Vec<u32>,
+        events: UnboundedSender<PmiEvent>,
+    ) -> Self {
+        let size = job.size;
+        StateTask {
+            node: NodePmi::new(job, node_id, local_ranks),
+            root: RootPmi::new(1),
+            conns: HashMap::new(),
+            pending: HashMap::new(),
+            next_id: 0,
+            spoke: HashSet::new(),
+            gone: HashSet::new(),
+            size,
+            events,
+        }
+    }
+
+    async fn run(mut self, mut rx: UnboundedReceiver<ToState>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                ToState::Register { rank, conn } => {
+                    self.conns.insert(rank, conn);
+                }
+                ToState::Request { rank, framed } => self.request(rank, framed),
+                ToState::Gone { rank } => self.gone(rank),
+                ToState::Broken { rank, reason } => {
+                    let _ = self.events.send(PmiEvent::Failed { rank, reason });
+                }
+                ToState::RankExited { rank } => match self.conns.get(&rank) {
+                    Some(conn) if conn.send(ToConn::Drain).is_ok() => {}
+                    _ => self.gone(rank),
+                },
+            }
+        }
+    }
+
+    fn request(&mut self, rank: u32, framed: Framed) {
+        if rank >= self.size {
+            let _ = self.events.send(PmiEvent::Failed {
+                rank: None,
+                reason: format!(
+                    "a process claimed PMI rank {rank}, but the job has {} ranks",
+                    self.size
+                ),
+            });
+            return;
+        }
+        if self.spoke.insert(rank) {
+            let _ = self.events.send(PmiEvent::Connected { rank });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, Pending { rank, protocol: framed.protocol, thrid: framed.thrid });
+        let out = self.node.handle(NodeInput::Request { id, rank, request: framed.request });
+        self.apply(out);
+    }
+
+    fn gone(&mut self, rank: u32) {
+        if self.gone.insert(rank) {
+            let out = self.node.handle(NodeInput::RankGone { rank });
+            self.apply(out);
+        }
+    }
+
+    fn apply(&mut self, outputs: Vec<NodeOutput>) {
+        let mut queue: VecDeque<NodeOutput> = outputs.into();
+        while let Some(output) = queue.pop_front() {
+            match output {
+                NodeOutput::Reply { id, reply } => {
+                    if let Some(p) = self.pending.remove(&id)
+                        && let Some(conn) = self.conns.get(&p.rank)
+                    {
+                        let bytes = wire::encode(&reply, p.protocol, p.thrid.as_deref());
+                        let _ = conn.send(ToConn::Bytes(bytes));
+                    }
+                }
+                NodeOutput::FenceUp { epoch, pairs } => {
+                    let down = self.root.handle(RootInput::FenceUp { node: 0, epoch, pairs });
+                    queue.extend(self.route_down(down));
+                }
+                NodeOutput::NameUp { id, rank: _, request } => {
+                    let down = self.root.handle(RootInput::NameUp { node: 0, id, request });
+                    queue.extend(self.route_down(down));
+                }
+                NodeOutput::Abort { rank, code, message } => {
+                    let _ = self.events.send(PmiEvent::Abort { rank, code, message });
+                }
+                NodeOutput::Failed { rank, reason } => {
+                    let _ = self
+                        .events
+                        .send(PmiEvent::Failed { rank: Some(rank), reason: reason.to_string() });
+                }
+                NodeOutput::Finalized { rank } => {
+                    let _ = self.events.send(PmiEvent::Finalized { rank });
+                }
+            }
+        }
+    }
+
+    fn route_down(&mut self, outputs: Vec<RootOutput>) -> Vec<NodeOutput> {
+        let mut result = Vec::new();
+        for output in outputs {
+            let input = match output {
+                RootOutput::FenceDown { epoch, pairs } => NodeInput::FenceDown { epoch, pairs },
+                RootOutput::NameDown { node: _, id, reply } => NodeInput::NameDown { id, reply },
+            };
+            result.extend(self.node.handle(input));
+        }
+        result
+    }
+}
+
+/// The answer to an init line, which needs no state: it only echoes the client's version.
+fn init_reply(request: &Request) -> wire::Reply {
+    match request {
+        Request::Init { version, subversion } => {
+            wire::Reply::InitResponse { version: *version, subversion: *subversion }
+        }
+        _ => wire::Reply::UnknownCommand { cmd: "init".into() },
+    }
+}

@@ -1,0 +1,485 @@
+//! Runs a job's ranks on this machine and owns them until the job ends.
+//!
+//! One task (this one) owns every rank: it hears their exits, the PMI service's events, the
+//! signals the launcher catches and the timers, and decides when and how to stop the job.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::sync::mpsc::unbounded_channel;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::input;
+use crate::job::{JobEnd, JobReport, JobSpec, LaunchError, RankStatus};
+use crate::output::{self, DestinationId, LineAssembler, OutputSink, PatternVars};
+use crate::pmi::mapping::process_mapping;
+use crate::pmi::node::JobInfo;
+use crate::pmi::server::{PmiEvent, PmiServer};
+use crate::rank_env::{self, RankIdentity};
+use crate::signals::CaughtSignals;
+use crate::spawn::{self, RankCommand, StdinSetup};
+use crate::time_limit::format_time_limit;
+
+/// A second Ctrl-C within this long stops the job instead of being forwarded.
+const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
+/// How long to wait for output after the last rank exited (only an escaped process can delay it).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the job on this machine and waits for it to end.
+pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
+    // Orphaned descendants of the ranks come to us, so none can outlive the job.
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let n = spec.ntasks;
+    let mut routes = OutputRoutes::open(&spec)?;
+    let sink = OutputSink::start(std::mem::take(&mut routes.files));
+    let Some(out) = sink.sender() else {
+        return Err(LaunchError::Setup {
+            what: "the output thread",
+            source: std::io::Error::other("thread spawn failed"),
+        });
+    };
+
+    let job = JobInfo {
+        kvsname: format!("kvs_{}_0", spec.job_id),
+        jobid: spec.job_id.clone(),
+        size: n,
+        universe_size: n,
+        appnum: 0,
+        process_mapping: process_mapping(&vec![0; n as usize]),
+    };
+    let mut pmi = PmiServer::start(job, 0, (0..n).collect(), spec.pmi_mode)
+        .await
+        .map_err(|source| LaunchError::Setup { what: "the PMI service", source })?;
+    let mut caught = CaughtSignals::install()
+        .map_err(|source| LaunchError::Setup { what: "signal handlers", source })?;
+
+    let base_env = rank_env::base_environment(&spec.export, std::env::vars_os());
+    let inherit_stdin = input::can_inherit_stdin(spec.input);
+    let (exit_tx, mut exit_rx) =
+        unbounded_channel::<(u32, std::io::Result<std::process::ExitStatus>)>();
+    let mut pumps = JoinSet::new();
+    let mut stdin_pipes = Vec::new();
+    let mut pids: Vec<Option<u32>> = vec![None; n as usize];
+    let started = std::time::Instant::now();
+
+    for rank in 0..n {
+        let mut env = base_env.clone();
+        let identity = RankIdentity {
+            job_id: &spec.job_id,
+            rank,
+            size: n,
+            local_rank: rank,
+            local_size: n,
+            node_id: 0,
+            nnodes: 1,
+            nodelist: &spec.host,
+        };
+        let child_end = pmi.take_child_end(rank);
+        let child_fd = child_end.as_ref().map(|fd| fd.as_raw_fd());
+        let extra =
+            rank_env::rank_variables(&identity).into_iter().chain(pmi.rank_env(rank, child_fd));
+        for (name, value) in extra {
+            env.retain(|(n, _)| n.as_os_str() != name);
+            env.push((name.into(), value.into()));
+        }
+        let stdin = match spec.input {
+            mode if !mode.reaches(rank) => StdinSetup::Null,
+            _ if inherit_stdin => StdinSetup::Inherit,
+            _ => StdinSetup::Pipe,
+        };
+        let spawned = spawn::spawn_rank(RankCommand {
+            program: &spec.program,
+            argv0: &spec.argv0,
+            args: &spec.args,
+            cwd: spec.cwd.as_deref(),
+            env,
+            stdin,
+            inherit_fd: child_fd,
+        });
+        drop(child_end);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                for pid in pids.iter().flatten() {
+                    let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                }
+                kill_leftovers();
+                sink.finish();
+                return Err(LaunchError::Spawn { rank, program: spec.program.clone(), source });
+            }
+        };
+        pids[rank as usize] = child.id();
+        let (out_dest, err_dest) = routes.rank[rank as usize];
+        if let Some(stdout) = child.stdout.take() {
+            pumps.spawn(output::pump(
+                stdout,
+                routes.assembler(&spec, rank, out_dest),
+                out_dest,
+                out.clone(),
+            ));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            pumps.spawn(output::pump(
+                stderr,
+                routes.assembler(&spec, rank, err_dest),
+                err_dest,
+                out.clone(),
+            ));
+        }
+        if let Some(stdin) = child.stdin.take() {
+            stdin_pipes.push(stdin);
+        }
+        let exit_tx = exit_tx.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = exit_tx.send((rank, status));
+        });
+    }
+    input::forward(stdin_pipes);
+    let say = |msg: String| {
+        let _ = out.send((output::STDERR, format!("gangway: {msg}\n").into_bytes()));
+    };
+    if spec.verbose {
+        say(format!(
+            "job {}: started {n} rank(s) of {} in {:.1} ms",
+            spec.job_id,
+            spec.program.display(),
+            started.elapsed().as_secs_f64() * 1e3
+        ));
+    }
+
+    let mut sup = Supervisor {
+        pids,
+        alive: vec![true; n as usize],
+        statuses: vec![None; n as usize],
+        spoke: vec![false; n as usize],
+        end: None,
+        stopping: false,
+        kill_at: None,
+        grace: spec.kill_grace,
+        say: &say,
+    };
+    let deadline = spec.time_limit.map(|limit| Instant::now() + limit);
+    let mut last_interrupt: Option<Instant> = None;
+
+    while sup.alive.iter().any(|a| *a) {
+        tokio::select! {
+            Some((rank, status)) = exit_rx.recv() => {
+                let status = match status {
+                    Ok(s) => match (s.code(), s.signal()) {
+                        (Some(code), _) => RankStatus::Exited(code),
+                        (None, Some(sig)) => RankStatus::Signaled(sig),
+                        (None, None) => RankStatus::Exited(-1),
+                    },
+                    Err(_) => RankStatus::Exited(-1),
+                };
+                sup.rank_exited(rank, status, spec.kill_on_bad_exit);
+                pmi.rank_exited(rank);
+            }
+            Some(event) = pmi.events.recv() => sup.pmi_event(event),
+            sig = caught.recv() => {
+                if sig == Signal::SIGINT {
+                    let now = Instant::now();
+                    if sup.stopping {
+                        say("interrupted again; killing every rank now".into());
+                        sup.kill_now();
+                        continue;
+                    }
+                    if last_interrupt.is_some_and(|t| now - t < DOUBLE_INTERRUPT) {
+                        say("interrupted twice; stopping the job".into());
+                        sup.fail(JobEnd::Interrupted);
+                        sup.begin_stop();
+                        continue;
+                    }
+                    last_interrupt = Some(now);
+                    let count = sup.signal_ranks(Signal::SIGINT);
+                    say(format!("interrupt sent to {count} rank(s); press Ctrl-C again within 1 s to stop the job"));
+                } else if sig == Signal::SIGTSTP {
+                    sup.signal_ranks(Signal::SIGTSTP);
+                    // Stop ourselves too, so the shell gets the terminal back; SIGCONT resumes all.
+                    let _ = kill(Pid::this(), Signal::SIGSTOP);
+                } else {
+                    sup.signal_ranks(sig);
+                }
+            }
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && sup.end.is_none() => {
+                say(format!(
+                    "job {} reached its time limit ({}); stopping it",
+                    spec.job_id,
+                    format_time_limit(spec.time_limit.unwrap_or_default())
+                ));
+                sup.fail(JobEnd::TimeLimit);
+                sup.begin_stop();
+            }
+            _ = sleep_until(sup.kill_at.unwrap_or_else(Instant::now)), if sup.kill_at.is_some() => {
+                sup.kill_now();
+            }
+        }
+    }
+
+    let leftovers = kill_leftovers();
+    if leftovers > 0 && spec.verbose {
+        say(format!("killed {leftovers} leftover process(es) the ranks had started"));
+    }
+    let _ =
+        tokio::time::timeout(OUTPUT_DRAIN, async { while pumps.join_next().await.is_some() {} })
+            .await;
+    let warnings = pmi_warnings(&sup.spoke, &spec.program);
+    let end = sup.end.clone().unwrap_or(JobEnd::Success);
+    let ranks = sup.pids.iter().zip(&sup.statuses).map(|(p, s)| p.zip(*s)).collect();
+    drop(out);
+    sink.finish();
+    Ok(JobReport { end, ranks, warnings })
+}
+
+/// Where each rank's stdout and stderr go.
+struct OutputRoutes {
+    files: Vec<File>,
+    rank: Vec<(DestinationId, DestinationId)>,
+    writers: HashMap<DestinationId, usize>,
+}
+
+impl OutputRoutes {
+    fn open(spec: &JobSpec) -> Result<OutputRoutes, LaunchError> {
+        let mut files = Vec::new();
+        let mut by_path: HashMap<PathBuf, DestinationId> = HashMap::new();
+        let mut rank = Vec::with_capacity(spec.ntasks as usize);
+        let mut open = |pattern: &str, r: u32| -> Result<DestinationId, LaunchError> {
+            let vars = PatternVars {
+                job_id: &spec.job_id,
+                rank: r,
+                node_id: 0,
+                host: &spec.host,
+                user: &spec.user,
+            };
+            let mut path = PathBuf::from(output::expand_pattern(pattern, &vars)?);
+            if let Some(dir) = spec.cwd.as_ref().filter(|_| path.is_relative()) {
+                path = dir.join(path);
+            }
+            if let Some(&dest) = by_path.get(&path) {
+                return Ok(dest);
+            }
+            let file = File::create(&path)
+                .map_err(|source| LaunchError::OutputFile { path: path.clone(), source })?;
+            files.push(file);
+            let dest = files.len() + 1;
+            by_path.insert(path, dest);
+            Ok(dest)
+        };
+        for r in 0..spec.ntasks {
+            let out = match &spec.output {
+                Some(p) => open(p, r)?,
+                None => output::STDOUT,
+            };
+            let err = match (&spec.error, &spec.output) {
+                (Some(p), _) => open(p, r)?,
+                (None, Some(_)) => out,
+                (None, None) => output::STDERR,
+            };
+            rank.push((out, err));
+        }
+        let mut writers = HashMap::new();
+        for &(o, e) in &rank {
+            *writers.entry(o).or_insert(0) += 1;
+            *writers.entry(e).or_insert(0) += 1;
+        }
+        Ok(OutputRoutes { files, rank, writers })
+    }
+
+    /// Bytes pass through untouched where a rank writes alone and unlabelled; elsewhere whole
+    /// lines, so no two ranks' output mixes within a line.
+    fn assembler(&self, spec: &JobSpec, rank: u32, dest: DestinationId) -> LineAssembler {
+        if spec.label {
+            LineAssembler::lines(Some(format!("{rank}: ")))
+        } else if self.writers.get(&dest).copied().unwrap_or(0) <= 1 {
+            LineAssembler::raw()
+        } else {
+            LineAssembler::lines(None)
+        }
+    }
+}
+
+struct Supervisor<'a> {
+    pids: Vec<Option<u32>>,
+    alive: Vec<bool>,
+    statuses: Vec<Option<RankStatus>>,
+    spoke: Vec<bool>,
+    end: Option<JobEnd>,
+    stopping: bool,
+    kill_at: Option<Instant>,
+    grace: Duration,
+    say: &'a dyn Fn(String),
+}
+
+impl Supervisor<'_> {
+    fn rank_exited(&mut self, rank: u32, status: RankStatus, kill_on_bad_exit: bool) {
+        let i = rank as usize;
+        self.alive[i] = false;
+        self.statuses[i] = Some(status);
+        if status.success() || self.stopping {
+            return;
+        }
+        let pid = self.pids[i].unwrap_or(0);
+        (self.say)(format!("rank {rank} (pid {pid}) {status}"));
+        self.fail(JobEnd::RankFailed { rank, pid, status });
+        if kill_on_bad_exit {
+            if self.alive.iter().any(|a| *a) {
+                (self.say)("stopping the other ranks (--kill-on-bad-exit)".into());
+            }
+            self.begin_stop();
+        }
+    }
+
+    fn pmi_event(&mut self, event: PmiEvent) {
+        match event {
+            PmiEvent::Connected { rank } => {
+                if let Some(s) = self.spoke.get_mut(rank as usize) {
+                    *s = true;
+                }
+            }
+            PmiEvent::Finalized { .. } => {}
+            PmiEvent::Abort { rank, code, message } => {
+                if self.end.is_none() {
+                    let why = message.map(|m| format!(": {m}")).unwrap_or_default();
+                    (self.say)(format!(
+                        "rank {rank} called MPI_Abort with code {code}{why}; stopping the job"
+                    ));
+                }
+                self.fail(JobEnd::Aborted { rank, code });
+                self.begin_stop();
+            }
+            PmiEvent::Failed { rank: _, reason } => {
+                if self.end.is_none() {
+                    (self.say)(format!("error: {reason}; stopping the job"));
+                }
+                self.fail(JobEnd::PmiFailed { reason });
+                self.begin_stop();
+            }
+        }
+    }
+
+    /// Records the cause of failure, unless an earlier one is already known.
+    fn fail(&mut self, end: JobEnd) {
+        if self.end.is_none() {
+            self.end = Some(end);
+        }
+    }
+
+    /// SIGTERM (with SIGCONT, in case they are stopped) now, SIGKILL after the grace period.
+    fn begin_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.signal_ranks(Signal::SIGCONT);
+        self.signal_ranks(Signal::SIGTERM);
+        if self.grace.is_zero() {
+            self.kill_now();
+        } else {
+            self.kill_at = Some(Instant::now() + self.grace);
+        }
+    }
+
+    fn kill_now(&mut self) {
+        self.stopping = true;
+        self.kill_at = None;
+        self.signal_ranks(Signal::SIGKILL);
+    }
+
+    /// Sends a signal to the process group of every live rank; returns how many.
+    fn signal_ranks(&self, sig: Signal) -> usize {
+        let mut count = 0;
+        for (pid, alive) in self.pids.iter().zip(&self.alive) {
+            if let (Some(pid), true) = (pid, alive)
+                && killpg(Pid::from_raw(*pid as i32), sig).is_ok()
+            {
+                count += 1;
+            }
+        }
+        count
+    }
+}
+
+/// Kills whatever the ranks left behind (reparented to us as subreaper) and reaps it.
+/// Returns how many processes it killed.
+fn kill_leftovers() -> usize {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let mut killed = 0;
+    let give_up = std::time::Instant::now() + Duration::from_secs(2);
+    // Each round exposes the next generation: killing a process hands its children to us.
+    while std::time::Instant::now() < give_up {
+        let children = own_children();
+        if children.is_empty() {
+            break;
+        }
+        for &pid in &children {
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        for &pid in &children {
+            while std::time::Instant::now() < give_up {
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    killed
+}
+
+/// Our direct children, from every thread's `/proc` children list.
+fn own_children() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return pids };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Warnings about ranks that did not wire up through PMI.
+fn pmi_warnings(spoke: &[bool], program: &std::path::Path) -> Vec<String> {
+    let silent: Vec<String> =
+        spoke.iter().enumerate().filter(|(_, s)| !**s).map(|(r, _)| r.to_string()).collect();
+    let talked = spoke.len() - silent.len();
+    if talked > 0 && !silent.is_empty() {
+        return vec![format!(
+            "rank(s) {} never connected to PMI while {talked} other rank(s) did: they ran as separate \
+             singletons (a different program, or an MPI without PMI-1/PMI-2 support such as Open MPI)",
+            silent.join(",")
+        )];
+    }
+    if talked == 0 && spoke.len() > 1 && links_open_mpi(program) {
+        return vec![format!(
+            "{} links Open MPI (libmpi.so.40), which cannot wire up through PMI-1/PMI-2: each of \
+             the {} ranks ran as a singleton of size 1; build it with MPICH (Debian: mpicc.mpich)",
+            program.display(),
+            spoke.len()
+        )];
+    }
+    Vec::new()
+}
+
+fn links_open_mpi(program: &std::path::Path) -> bool {
+    let needle = b"libmpi.so.40";
+    std::fs::read(program)
+        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or(false)
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what gangway needs on Debian/Ubuntu (system packages, a Rust toolchain if missing) and
+# builds gangway and its example programs. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential pkg-config make python3 hyperfine
+          mpich libmpich-dev libpmi2-0-dev libclang-dev
+          hwloc libhwloc-dev libudev-dev
+          openssh-server openssh-client libssl-dev iproute2)
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: installing a Rust toolchain with rustup (Debian's cargo is too old for edition 2024)"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+make -s -C examples
+cargo build --release -q --bin gangway
+echo "setup: done; gangway is target/release/gangway"

@@ -1,0 +1,21 @@
+//! The command line: one module per subcommand, each turning clap's flags into a checked request.
+
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// gangway: gang allocations and an MPI launcher in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "gangway", version, propagate_version = true)]
+#[command(about = "Launch MPI and other SPMD jobs: `gangway run -n 4 ./a.out`")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run N copies (ranks) of a program, wired up for MPI through PMI.
+    Run(run::RunArgs),
+}

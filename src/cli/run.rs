@@ -1,0 +1,251 @@
+//! `gangway run`: flags, their validation into a [`JobSpec`], and running it.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use gangway_launcher::input::InputMode;
+use gangway_launcher::job::{JobSpec, LaunchError};
+use gangway_launcher::output::{PatternVars, expand_pattern};
+use gangway_launcher::pmi::server::PmiMode;
+use gangway_launcher::rank_env::ExportPolicy;
+use gangway_launcher::spawn::{ProgramError, resolve_program};
+use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
+
+use crate::exit_code;
+
+const EXAMPLES: &str = "\
+Examples:
+  gangway run -n 4 ./hello                 4 MPI ranks on this machine
+  gangway run -n 8 -l ./hello              prefix each output line with its rank: '3: ...'
+  gangway run -n 4 -o out-%j-%t.txt ./app  one output file per rank (%j job, %t rank, %N host)
+  gangway run -n 2 --input=all cat         every rank reads gangway's stdin
+  gangway run -n 16 -t 10 ./solver         stop the job after 10 minutes
+  gangway run -n 2 --export=NONE,PATH env  only PATH (and gangway's variables) reach the ranks
+
+Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
+the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 124 time limit,
+125 launch failed, 126 not executable, 127 not found, 130 stopped by Ctrl-C (docs/exit-codes.md).";
+
+/// Flags of `gangway run`, mirroring srun's where they overlap.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct RunArgs {
+    /// Number of ranks (tasks) to start.
+    #[arg(short = 'n', long = "ntasks", value_name = "N", default_value_t = 1)]
+    pub ntasks: u32,
+
+    /// Working directory of the ranks (default: the current one).
+    #[arg(short = 'D', long = "chdir", value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Environment for the ranks: ALL, NONE, or a list such as ALL,OMP_NUM_THREADS=4 or PATH,HOME.
+    #[arg(long, value_name = "LIST", default_value = "ALL")]
+    pub export: String,
+
+    /// Prefix every line of output with the rank that wrote it ("3: ...").
+    #[arg(short = 'l', long)]
+    pub label: bool,
+
+    /// Write stdout (and stderr, unless --error is given) to files named by this pattern:
+    /// %j job id, %t rank, %n node id, %N host name, %u user, %% percent sign.
+    #[arg(short = 'o', long, value_name = "PATTERN")]
+    pub output: Option<String>,
+
+    /// Write stderr to files named by this pattern (same escapes as --output).
+    #[arg(short = 'e', long, value_name = "PATTERN")]
+    pub error: Option<String>,
+
+    /// Which ranks read gangway's stdin: a rank number, "all" or "none".
+    #[arg(short = 'i', long, value_name = "RANK|all|none", default_value = "0")]
+    pub input: String,
+
+    /// Stop the whole job when one rank fails (exits non-zero or is killed): 1 (default) or 0.
+    #[arg(
+        short = 'K',
+        long,
+        value_name = "0|1",
+        num_args = 0..=1,
+        default_value = "1",
+        default_missing_value = "1"
+    )]
+    pub kill_on_bad_exit: String,
+
+    /// Time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (0 = none).
+    #[arg(short = 't', long, value_name = "TIME")]
+    pub time: Option<String>,
+
+    /// When stopping the job: how long after SIGTERM to send SIGKILL (e.g. 5, 500ms, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub kill_grace: String,
+
+    /// How ranks reach the PMI service: an inherited socket (fd) or a TCP port (port).
+    #[arg(long, value_enum, default_value = "fd")]
+    pub pmi: PmiArg,
+
+    /// Print progress to stderr.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARGS]..."
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// `--pmi` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PmiArg {
+    Fd,
+    Port,
+}
+
+/// A `gangway run` request that cannot be carried out, with the exit code it earns.
+#[derive(Debug)]
+pub struct RunError {
+    pub message: String,
+    pub code: u8,
+}
+
+impl std::error::Error for RunError {}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl RunArgs {
+    /// Checks every flag and resolves the program; errors name the flag and the fix.
+    pub fn into_spec(self) -> Result<JobSpec, RunError> {
+        let usage = |message: String| RunError { message, code: exit_code::USAGE };
+        if self.ntasks == 0 {
+            return Err(usage("-n/--ntasks must be at least 1".into()));
+        }
+        let export: ExportPolicy = self.export.parse().map_err(|e| usage(format!("{e}")))?;
+        let input: InputMode = self.input.parse().map_err(|e| usage(format!("{e}")))?;
+        if let InputMode::Rank(r) = input
+            && r >= self.ntasks
+        {
+            return Err(usage(format!(
+                "--input {r}: the job has {} rank(s), numbered 0-{}",
+                self.ntasks,
+                self.ntasks - 1
+            )));
+        }
+        let kill_on_bad_exit = match self.kill_on_bad_exit.as_str() {
+            "1" | "yes" | "true" => true,
+            "0" | "no" | "false" => false,
+            other => return Err(usage(format!("--kill-on-bad-exit '{other}': expected 0 or 1"))),
+        };
+        let time_limit = match &self.time {
+            Some(t) => parse_time_limit(t).map_err(|e| usage(format!("-t/--time: {e}")))?,
+            None => None,
+        };
+        let kill_grace =
+            parse_duration(&self.kill_grace).map_err(|e| usage(format!("--kill-grace: {e}")))?;
+        if let Some(dir) = &self.chdir
+            && !dir.is_dir()
+        {
+            return Err(usage(format!("--chdir '{}': not a directory", dir.display())));
+        }
+        for (flag, pattern) in [("-o/--output", &self.output), ("-e/--error", &self.error)] {
+            if let Some(p) = pattern {
+                let probe = PatternVars { job_id: "1", rank: 0, node_id: 0, host: "h", user: "u" };
+                expand_pattern(p, &probe).map_err(|e| usage(format!("{flag}: {e}")))?;
+            }
+        }
+        let mut command = self.command.into_iter();
+        let argv0 = command.next().ok_or_else(|| usage("no program given".into()))?;
+        let program = resolve_program(
+            &argv0.to_string_lossy(),
+            self.chdir.as_deref(),
+            std::env::var_os("PATH"),
+        )
+        .map_err(|e| RunError {
+            code: match e {
+                ProgramError::NotExecutable(_) => exit_code::NOT_EXECUTABLE,
+                _ => exit_code::NOT_FOUND,
+            },
+            message: e.to_string(),
+        })?;
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        Ok(JobSpec {
+            program,
+            argv0,
+            args: command.collect(),
+            ntasks: self.ntasks,
+            cwd: self.chdir,
+            export,
+            label: self.label,
+            output: self.output,
+            error: self.error,
+            input,
+            kill_on_bad_exit,
+            time_limit,
+            kill_grace,
+            pmi_mode: match self.pmi {
+                PmiArg::Fd => PmiMode::Fd,
+                PmiArg::Port => PmiMode::Port,
+            },
+            job_id: std::process::id().to_string(),
+            host,
+            user: current_user(),
+            verbose: self.verbose,
+        })
+    }
+}
+
+fn current_user() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| nix::unistd::getuid().to_string())
+    })
+}
+
+/// Runs `gangway run` to the end and returns the exit code.
+pub fn main(args: RunArgs) -> u8 {
+    let spec = match args.into_spec() {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("gangway: error: {e}");
+            return e.code;
+        }
+    };
+    // One thread is plenty for a launcher and starts fastest; nothing here is CPU-bound.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gangway: error: cannot start the runtime: {e}");
+            return exit_code::LAUNCH_FAILED;
+        }
+    };
+    let result = runtime.block_on(gangway_launcher::supervisor::run_local(spec));
+    let mut stderr = std::io::stderr().lock();
+    match result {
+        Ok(report) => {
+            for warning in &report.warnings {
+                let _ = writeln!(stderr, "gangway: warning: {warning}");
+            }
+            exit_code::for_report(&report)
+        }
+        Err(e) => {
+            let _ = writeln!(stderr, "gangway: error: {e}");
+            match e {
+                LaunchError::Program(ProgramError::NotExecutable(_)) => exit_code::NOT_EXECUTABLE,
+                LaunchError::Program(_) => exit_code::NOT_FOUND,
+                _ => exit_code::LAUNCH_FAILED,
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The exit codes of `gangway`, as named constants (documented in docs/exit-codes.md).
+//!
+//! When a rank fails, `gangway run` exits with that rank's own code (or 128 + the signal that
+//! killed it), the way a shell reports a command; its own failures use the codes below.
+
+use gangway_launcher::job::{JobEnd, JobReport};
+
+/// Every rank exited 0.
+pub const SUCCESS: u8 = 0;
+/// The command line was wrong (unknown flag, bad value); nothing was started.
+pub const USAGE: u8 = 2;
+/// The ranks could not wire up: a PMI protocol violation, or a rank left without finalize.
+pub const PMI_FAILED: u8 = 120;
+/// The job reached its `--time` limit and was stopped (as `timeout(1)` reports it).
+pub const TIME_LIMIT: u8 = 124;
+/// gangway could not start the job (an output file, a socket, a fork failed).
+pub const LAUNCH_FAILED: u8 = 125;
+/// The program exists but is not executable.
+pub const NOT_EXECUTABLE: u8 = 126;
+/// The program was not found.
+pub const NOT_FOUND: u8 = 127;
+/// The job was stopped by a second Ctrl-C (128 + SIGINT).
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for a job that ran.
+pub fn for_report(report: &JobReport) -> u8 {
+    match &report.end {
+        JobEnd::Success => SUCCESS,
+        JobEnd::RankFailed { status, .. } => clamp(status.shell_code()),
+        // An aborted job must never look successful, even with MPI_Abort(comm, 0).
+        JobEnd::Aborted { code, .. } => match clamp(*code) {
+            0 => 1,
+            c => c,
+        },
+        JobEnd::PmiFailed { .. } => PMI_FAILED,
+        JobEnd::TimeLimit => TIME_LIMIT,
+        JobEnd::Interrupted => INTERRUPTED,
+    }
+}
+
+/// What `exit(code)` would leave of a code: its low 8 bits.
+fn clamp(code: i32) -> u8 {
+    (code & 0xff) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gangway_launcher::job::RankStatus;
+
+    fn report(end: JobEnd) -> JobReport {
+        JobReport { end, ranks: vec![], warnings: vec![] }
+    }
+
+    #[test]
+    fn rank_codes_pass_through_like_a_shell() {
+        let failed = |status| report(JobEnd::RankFailed { rank: 1, pid: 2, status });
+        assert_eq!(for_report(&failed(RankStatus::Exited(3))), 3);
+        assert_eq!(for_report(&failed(RankStatus::Signaled(11))), 139);
+        assert_eq!(for_report(&report(JobEnd::Aborted { rank: 0, code: 7 })), 7);
+        assert_eq!(for_report(&report(JobEnd::Aborted { rank: 0, code: 256 })), 1);
+        assert_eq!(for_report(&report(JobEnd::Success)), SUCCESS);
+        assert_eq!(for_report(&report(JobEnd::TimeLimit)), TIME_LIMIT);
+    }
+}

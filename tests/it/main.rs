@@ -1,0 +1,11 @@
+//! End-to-end tests of the `gangway` binary with real MPICH programs, real processes and signals.
+
+// Test helpers fail the test by panicking; that is their job.
+#![allow(clippy::unwrap_used)]
+
+mod failures;
+mod io;
+mod mpi;
+mod signals;
+mod support;
+mod usage;

@@ -143,10 +143,11 @@ mod tests {
             resolve_program("./nope", None, path.clone()),
             Err(ProgramError::Missing(_))
         ));
-        assert!(matches!(
-            resolve_program("/etc/hostname", None, path),
-            Err(ProgramError::NotExecutable(_))
-        ));
+        let data = std::env::temp_dir().join(format!("gangway-spawn-test-{}", std::process::id()));
+        std::fs::write(&data, "data").unwrap();
+        let result = resolve_program(data.to_str().unwrap(), None, path);
+        std::fs::remove_file(&data).unwrap();
+        assert!(matches!(result, Err(ProgramError::NotExecutable(_))));
         assert!(resolve_program("bin/true", Some(Path::new("/usr")), None).is_ok());
     }
 }

@@ -33,6 +33,9 @@ pub fn parse_time_limit(value: &str) -> Result<Option<Duration>, TimeSpecError> 
         None => (None, text),
     };
     let fields: Vec<&str> = rest.split(':').collect();
+    if fields.len() > 3 {
+        return Err(fail("too many ':' fields"));
+    }
     let nums = fields
         .iter()
         .zip(["first", "second", "third"])

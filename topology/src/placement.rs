@@ -513,21 +513,19 @@ fn node_counts(
     let mut counts = vec![0u32; nn];
     match (req.distribution.node, req.tasks_per_node) {
         // --ntasks-per-node with block: fill nodes in order, like mpiexec's -ppn.
-        (NodeDistribution::Block, Some(t)) => {
+        // (The capacity check above guarantees the ranks fit.)
+        (NodeDistribution::Block, Some(_)) => {
             let mut left = n;
-            for slot in counts.iter_mut() {
-                let take = left.min(t);
+            for (i, slot) in counts.iter_mut().enumerate() {
+                let take = left.min(cap(i));
                 *slot = take;
                 left -= take;
             }
         }
-        (dist, tpn) => {
-            // Deal chunks round-robin over the nodes in use, skipping full ones. For block
-            // the chunk is 1 (balanced counts, contiguous ranks assigned later).
-            let used = match tpn {
-                Some(t) => (n.div_ceil(t) as usize).min(nn),
-                None => nn,
-            };
+        (dist, _) => {
+            // Deal chunks round-robin over the nodes, skipping full ones. For block the chunk
+            // is 1 (balanced counts, contiguous ranks assigned later).
+            let used = nn;
             let chunk = match dist {
                 NodeDistribution::Plane(p) => p,
                 _ => 1,
@@ -955,14 +953,15 @@ fn place_node(
 /// a unit outside any such domain (no L3 in the model) keeps its own core.
 fn widen(units: &[u32], layout: &Layout, domain: impl Fn(&Unit) -> u32, sets: &[CpuSet]) -> CpuSet {
     let mut out = CpuSet::new();
-    let mut last = NONE;
+    let mut last = None;
     for &u in units {
         let Some(unit) = layout.units.get(u as usize) else { continue };
         let d = domain(unit);
-        if d == last {
+        // Units come grouped by domain, so skipping repeats avoids most redundant unions.
+        if d != NONE && last == Some(d) {
             continue;
         }
-        last = d;
+        last = Some(d);
         match sets.get(d as usize) {
             Some(s) => out |= s,
             None => {

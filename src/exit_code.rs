@@ -33,6 +33,11 @@ pub fn for_report(report: &JobReport) -> u8 {
             c => c,
         },
         JobEnd::PmiFailed { .. } => PMI_FAILED,
+        JobEnd::ExecFailed { errno, .. } => match *errno {
+            libc::ENOENT => NOT_FOUND,
+            libc::EACCES | libc::ENOEXEC | libc::EISDIR => NOT_EXECUTABLE,
+            _ => LAUNCH_FAILED,
+        },
         JobEnd::TimeLimit => TIME_LIMIT,
         JobEnd::Interrupted => INTERRUPTED,
     }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::io::Read;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::ChildStdin;
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc::unbounded_channel;
 
 /// Which ranks read the launcher's standard input.
@@ -58,7 +58,7 @@ pub fn can_inherit_stdin(mode: InputMode) -> bool {
 ///
 /// The blocking read runs on a plain thread: a process exit ends it, and it never holds up
 /// the runtime.
-pub fn forward(mut targets: Vec<ChildStdin>) {
+pub fn forward(mut targets: Vec<pipe::Sender>) {
     if targets.is_empty() {
         return;
     }

@@ -80,6 +80,8 @@ pub enum JobEnd {
     Success,
     /// A rank exited non-zero or was killed by a signal.
     RankFailed { rank: u32, pid: u32, status: RankStatus },
+    /// A rank could not execute the program (exec failed with this errno).
+    ExecFailed { rank: u32, errno: i32 },
     /// A rank called `MPI_Abort`.
     Aborted { rank: u32, code: i32 },
     /// The ranks could not wire up: a PMI protocol violation or a rank left without finalize.

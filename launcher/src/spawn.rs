@@ -1,11 +1,19 @@
 //! Fork/exec of one local rank: its own process group, its PMI socket, its environment.
+//!
+//! Ranks are started the way `posix_spawn` does it (a vfork-style clone: no page tables copied,
+//! no copy-on-write faults afterwards), but with a parent-death signal, which `posix_spawn`
+//! cannot set. An exec failure comes back through a close-on-exec pipe, the exit through a pidfd.
 
-use std::ffi::OsString;
-use std::os::fd::RawFd;
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use tokio::process::{Child, Command};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+use crate::job::RankStatus;
 
 /// How a rank's standard input is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,51 +35,305 @@ pub struct RankCommand<'a> {
     pub cwd: Option<&'a Path>,
     pub env: Vec<(OsString, OsString)>,
     pub stdin: StdinSetup,
+    /// Write straight to the launcher's stdout/stderr instead of through pipes.
+    pub direct_output: bool,
     /// A descriptor the rank must inherit (its end of the PMI socket pair).
     pub inherit_fd: Option<RawFd>,
 }
 
+/// A started rank: its pid, the launcher's ends of its stdio, and a handle to await its end.
+#[derive(Debug)]
+pub struct RankProcess {
+    pub pid: u32,
+    pub stdin: Option<pipe::Sender>,
+    /// `None` with direct output.
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    pub exit: ExitWatch,
+}
+
+/// How a rank's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    /// It ran and ended with this status.
+    Status(RankStatus),
+    /// It could not run the program: exec (or the set-up before it) failed with this errno.
+    ExecFailed(i32),
+}
+
+/// Awaits the end of one rank process.
+#[derive(Debug)]
+pub struct ExitWatch {
+    pid: libc::pid_t,
+    pidfd: AsyncFd<OwnedFd>,
+    exec_error: OwnedFd,
+}
+
+impl ExitWatch {
+    /// Waits for the process to end and reaps it.
+    pub async fn wait(self) -> io::Result<ProcessEnd> {
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            let mut status: libc::c_int = 0;
+            // SAFETY: plain waitpid on our own child; `status` is a valid out-pointer.
+            let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if reaped == 0 {
+                ready.clear_ready();
+                continue;
+            }
+            if reaped < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(errno) = read_exec_error(&self.exec_error) {
+                return Ok(ProcessEnd::ExecFailed(errno));
+            }
+            let end = if libc::WIFSIGNALED(status) {
+                RankStatus::Signaled(libc::WTERMSIG(status))
+            } else {
+                RankStatus::Exited(libc::WEXITSTATUS(status))
+            };
+            return Ok(ProcessEnd::Status(end));
+        }
+    }
+}
+
+fn read_exec_error(fd: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    // SAFETY: reading into a local buffer from a descriptor we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n == 4).then(|| i32::from_ne_bytes(buf))
+}
+
+/// Everything the child needs, prepared before the fork: after it only async-signal-safe
+/// calls on these values are allowed (no allocation, no locks).
+struct ChildPlan {
+    path: CString,
+    /// Owns what `argv_ptrs` points to.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    /// Owns what `envp_ptrs` points to.
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    stdin: Option<RawFd>,
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
+    inherit_fd: Option<RawFd>,
+    error_pipe: RawFd,
+    launcher_pid: libc::pid_t,
+    mask: libc::sigset_t,
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "argument or variable contains a NUL byte")
+    })
+}
+
+fn split((r, w): (OwnedFd, OwnedFd)) -> (Option<OwnedFd>, Option<OwnedFd>) {
+    (Some(r), Some(w))
+}
+
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open, so that no pipe created later lands on them
+/// (a child's `dup2` onto 0-2 would otherwise clobber it). Call once at start-up.
+pub fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries; opening /dev/null onto a free slot takes that slot.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}
+
 /// Starts a rank. It leads a new process group, so signals and the final kill reach
 /// everything it starts, and it dies with the launcher (parent-death signal).
-pub fn spawn_rank(rank: RankCommand<'_>) -> std::io::Result<Child> {
-    let mut cmd = Command::new(rank.program);
-    cmd.arg0(rank.argv0)
-        .args(rank.args)
-        .env_clear()
-        .envs(rank.env)
-        .process_group(0)
-        .stdin(match rank.stdin {
-            StdinSetup::Inherit => Stdio::inherit(),
-            StdinSetup::Pipe => Stdio::piped(),
-            StdinSetup::Null => Stdio::null(),
+pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
+    let (out_r, out_w) = if rank.direct_output { (None, None) } else { split(cloexec_pipe()?) };
+    let (err_r, err_w) = if rank.direct_output { (None, None) } else { split(cloexec_pipe()?) };
+    let (stdin_child, stdin_parent): (Option<OwnedFd>, Option<OwnedFd>) = match rank.stdin {
+        StdinSetup::Inherit => (None, None),
+        StdinSetup::Pipe => {
+            let (r, w) = cloexec_pipe()?;
+            (Some(r), Some(w))
+        }
+        StdinSetup::Null => {
+            let null = std::fs::File::open("/dev/null")?;
+            (Some(OwnedFd::from(null)), None)
+        }
+    };
+    let (error_r, error_w) = cloexec_pipe()?;
+
+    let argv: Vec<CString> = std::iter::once(rank.argv0)
+        .chain(rank.args)
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = rank
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = rank.cwd {
-        cmd.current_dir(dir);
+        .collect::<io::Result<_>>()?;
+    let mut plan = ChildPlan {
+        path: cstring(rank.program.as_os_str().as_bytes())?,
+        argv_ptrs: argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect(),
+        _argv: argv,
+        envp_ptrs: envp
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect(),
+        _envp: envp,
+        cwd: rank.cwd.map(|d| cstring(d.as_os_str().as_bytes())).transpose()?,
+        stdin: stdin_child.as_ref().map(|fd| fd.as_raw_fd()),
+        stdout: out_w.as_ref().map(|fd| fd.as_raw_fd()),
+        stderr: err_w.as_ref().map(|fd| fd.as_raw_fd()),
+        inherit_fd: rank.inherit_fd,
+        error_pipe: error_w.as_raw_fd(),
+        launcher_pid: std::process::id() as libc::pid_t,
+        // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
+        mask: unsafe { std::mem::zeroed() },
+    };
+
+    // vfork semantics (shared memory, launcher thread paused until the child has exec'd): no
+    // page tables are copied and no copy-on-write faults follow, which a plain fork pays per
+    // rank. Signals stay blocked across the clone so that no launcher handler runs in the
+    // child before it has put every handler back to the default.
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: the child runs `child_entry` on its own stack and only makes async-signal-safe
+    // calls on the plan, which outlives it because this thread is suspended until the child
+    // has exec'd or exited (CLONE_VFORK).
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.mask);
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        let pid = libc::clone(
+            child_entry,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&plan as *const ChildPlan).cast_mut().cast(),
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
+        pid
+    };
+    drop(stack);
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
     }
-    let launcher_pid = std::process::id() as libc::pid_t;
-    let inherit_fd = rank.inherit_fd;
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (prctl, getppid, fcntl, _exit) on values copied in before the fork.
+    drop((out_w, err_w, stdin_child, error_w));
+
+    // SAFETY: pidfd_open on our own, not yet reaped child returns a descriptor we own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: kill and reap our own child so it does not linger.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(err);
+    }
+    // SAFETY: the syscall returned a fresh descriptor; the OwnedFd moved into the AsyncFd keeps
+    // it open and unchanged for as long as the AsyncFd lives.
+    let pidfd = unsafe { AsyncFd::register(OwnedFd::from_raw_fd(pidfd as RawFd)) }
+        .map_err(io::Error::from)?;
+    Ok(RankProcess {
+        pid: pid as u32,
+        stdin: stdin_parent.map(pipe::Sender::from_owned_fd).transpose()?,
+        stdout: out_r.map(pipe::Receiver::from_owned_fd).transpose()?,
+        stderr: err_r.map(pipe::Receiver::from_owned_fd).transpose()?,
+        exit: ExitWatch { pid, pidfd, exec_error: error_r },
+    })
+}
+
+/// Stack of the child between clone and exec: it only runs `child_main`.
+const CHILD_STACK: usize = 64 * 1024;
+
+extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` points to the parent's ChildPlan, alive while the parent is suspended.
+    unsafe { child_main(&*(plan as *const ChildPlan)) }
+}
+
+/// The child between clone and exec. Never returns.
+///
+/// # Safety
+/// Only async-signal-safe calls on memory prepared before the fork.
+unsafe fn child_main(plan: &ChildPlan) -> ! {
+    // SAFETY: every call below is async-signal-safe and uses pre-built values. The sigaction
+    // calls change only the child's own handler table (no CLONE_SIGHAND).
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The launcher may have died between fork and prctl; then nobody would kill us.
-            if libc::getppid() != launcher_pid {
-                libc::_exit(1);
-            }
-            if let Some(fd) = inherit_fd
-                && libc::fcntl(fd, libc::F_SETFD, 0) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        let fail = |plan: &ChildPlan| -> ! {
+            let errno = *libc::__errno_location();
+            let bytes = errno.to_ne_bytes();
+            libc::write(plan.error_pipe, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        };
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for sig in crate::signals::FORWARDED {
+            libc::sigaction(sig as libc::c_int, &default, std::ptr::null_mut());
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
+        if libc::setpgid(0, 0) != 0 {
+            fail(plan);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(plan);
+        }
+        // The launcher may have died before the prctl; then nobody would ever kill us.
+        if libc::getppid() != plan.launcher_pid {
+            libc::_exit(1);
+        }
+        if let Some(fd) = plan.stdin
+            && libc::dup2(fd, 0) < 0
+        {
+            fail(plan);
+        }
+        if let Some(fd) = plan.stdout
+            && libc::dup2(fd, 1) < 0
+        {
+            fail(plan);
+        }
+        if let Some(fd) = plan.stderr
+            && libc::dup2(fd, 2) < 0
+        {
+            fail(plan);
+        }
+        if let Some(fd) = plan.inherit_fd
+            && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+        {
+            fail(plan);
+        }
+        if let Some(dir) = &plan.cwd
+            && libc::chdir(dir.as_ptr()) != 0
+        {
+            fail(plan);
+        }
+        libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
+        fail(plan)
     }
-    cmd.spawn()
 }
 
 /// Why a program cannot be started.
@@ -149,5 +411,53 @@ mod tests {
         std::fs::remove_file(&data).unwrap();
         assert!(matches!(result, Err(ProgramError::NotExecutable(_))));
         assert!(resolve_program("bin/true", Some(Path::new("/usr")), None).is_ok());
+    }
+
+    fn command<'a>(
+        program: &'a Path,
+        argv0: &'a OsString,
+        args: &'a [OsString],
+    ) -> RankCommand<'a> {
+        RankCommand {
+            program,
+            argv0,
+            args,
+            cwd: Some(Path::new("/")),
+            env: vec![("GW_TEST".into(), "yes".into())],
+            stdin: StdinSetup::Null,
+            direct_output: false,
+            inherit_fd: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_a_program_in_its_own_group_and_reports_its_end() {
+        use tokio::io::AsyncReadExt;
+        let sh = PathBuf::from("/bin/sh");
+        let argv0 = OsString::from("sh");
+        let args = [
+            OsString::from("-c"),
+            OsString::from("echo $GW_TEST $(pwd) $(ps -o pgid= $$); exit 3"),
+        ];
+        let mut p = spawn_rank(command(&sh, &argv0, &args)).unwrap();
+        let mut out = String::new();
+        p.stdout.as_mut().unwrap().read_to_string(&mut out).await.unwrap();
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(&words[..2], ["yes", "/"]);
+        assert_eq!(words[2], p.pid.to_string(), "the rank leads its process group");
+        assert_eq!(p.exit.wait().await.unwrap(), ProcessEnd::Status(RankStatus::Exited(3)));
+    }
+
+    #[tokio::test]
+    async fn exec_failure_comes_back_as_errno() {
+        let dir = std::env::temp_dir().join(format!("gangway-noexec-{}", std::process::id()));
+        std::fs::write(&dir, "\x7fELF garbage").unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let argv0 = OsString::from("x");
+        let p = spawn_rank(command(&dir, &argv0, &[])).unwrap();
+        let end = p.exit.wait().await.unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(end, ProcessEnd::ExecFailed(libc::ENOEXEC));
     }
 }

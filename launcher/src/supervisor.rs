@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::pmi::node::JobInfo;
 use crate::pmi::server::{PmiEvent, PmiServer};
 use crate::rank_env::{self, RankIdentity};
 use crate::signals::CaughtSignals;
-use crate::spawn::{self, RankCommand, StdinSetup};
+use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
 use crate::time_limit::format_time_limit;
 
 /// A second Ctrl-C within this long stops the job instead of being forwarded.
@@ -37,6 +36,7 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
     // Orphaned descendants of the ranks come to us, so none can outlive the job.
     // SAFETY: prctl with these arguments only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    spawn::ensure_standard_fds();
 
     let n = spec.ntasks;
     let mut routes = OutputRoutes::open(&spec)?;
@@ -64,12 +64,14 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
 
     let base_env = rank_env::base_environment(&spec.export, std::env::vars_os());
     let inherit_stdin = input::can_inherit_stdin(spec.input);
-    let (exit_tx, mut exit_rx) =
-        unbounded_channel::<(u32, std::io::Result<std::process::ExitStatus>)>();
+    let (exit_tx, mut exit_rx) = unbounded_channel::<(u32, std::io::Result<ProcessEnd>)>();
     let mut pumps = JoinSet::new();
     let mut stdin_pipes = Vec::new();
     let mut pids: Vec<Option<u32>> = vec![None; n as usize];
     let started = std::time::Instant::now();
+    // A lone unlabelled rank writes where we would: hand it our stdout/stderr (a terminal
+    // stays a terminal for it, and nothing needs forwarding).
+    let direct_output = n == 1 && !spec.label && spec.output.is_none() && spec.error.is_none();
 
     for rank in 0..n {
         let mut env = base_env.clone();
@@ -103,11 +105,12 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
             cwd: spec.cwd.as_deref(),
             env,
             stdin,
+            direct_output,
             inherit_fd: child_fd,
         });
         drop(child_end);
-        let mut child = match spawned {
-            Ok(child) => child,
+        let process = match spawned {
+            Ok(process) => process,
             Err(source) => {
                 for pid in pids.iter().flatten() {
                     let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
@@ -117,31 +120,21 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
                 return Err(LaunchError::Spawn { rank, program: spec.program.clone(), source });
             }
         };
-        pids[rank as usize] = child.id();
+        pids[rank as usize] = Some(process.pid);
         let (out_dest, err_dest) = routes.rank[rank as usize];
-        if let Some(stdout) = child.stdout.take() {
-            pumps.spawn(output::pump(
-                stdout,
-                routes.assembler(&spec, rank, out_dest),
-                out_dest,
-                out.clone(),
-            ));
+        let out_asm = routes.assembler(&spec, rank, out_dest);
+        let err_asm = routes.assembler(&spec, rank, err_dest);
+        if let Some(stdout) = process.stdout {
+            pumps.spawn(output::pump(stdout, out_asm, out_dest, out.clone()));
         }
-        if let Some(stderr) = child.stderr.take() {
-            pumps.spawn(output::pump(
-                stderr,
-                routes.assembler(&spec, rank, err_dest),
-                err_dest,
-                out.clone(),
-            ));
+        if let Some(stderr) = process.stderr {
+            pumps.spawn(output::pump(stderr, err_asm, err_dest, out.clone()));
         }
-        if let Some(stdin) = child.stdin.take() {
-            stdin_pipes.push(stdin);
-        }
+        stdin_pipes.extend(process.stdin);
         let exit_tx = exit_tx.clone();
+        let watch = process.exit;
         tokio::spawn(async move {
-            let status = child.wait().await;
-            let _ = exit_tx.send((rank, status));
+            let _ = exit_tx.send((rank, watch.wait().await));
         });
     }
     input::forward(stdin_pipes);
@@ -173,16 +166,13 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
 
     while sup.alive.iter().any(|a| *a) {
         tokio::select! {
-            Some((rank, status)) = exit_rx.recv() => {
-                let status = match status {
-                    Ok(s) => match (s.code(), s.signal()) {
-                        (Some(code), _) => RankStatus::Exited(code),
-                        (None, Some(sig)) => RankStatus::Signaled(sig),
-                        (None, None) => RankStatus::Exited(-1),
-                    },
-                    Err(_) => RankStatus::Exited(-1),
-                };
-                sup.rank_exited(rank, status, spec.kill_on_bad_exit);
+            Some((rank, end)) = exit_rx.recv() => {
+                match end {
+                    Ok(ProcessEnd::Status(status)) => sup.rank_exited(rank, status, spec.kill_on_bad_exit),
+                    Ok(ProcessEnd::ExecFailed(errno)) => sup.exec_failed(rank, errno, &spec.program),
+                    // Waiting itself failed: count it as a failed rank rather than hang.
+                    Err(_) => sup.rank_exited(rank, RankStatus::Exited(-1), spec.kill_on_bad_exit),
+                }
                 pmi.rank_exited(rank);
             }
             Some(event) = pmi.events.recv() => sup.pmi_event(event),
@@ -337,6 +327,18 @@ impl Supervisor<'_> {
             }
             self.begin_stop();
         }
+    }
+
+    fn exec_failed(&mut self, rank: u32, errno: i32, program: &std::path::Path) {
+        let i = rank as usize;
+        self.alive[i] = false;
+        self.statuses[i] = Some(RankStatus::Exited(127));
+        if self.end.is_none() {
+            let why = std::io::Error::from_raw_os_error(errno);
+            (self.say)(format!("rank {rank} could not execute {}: {why}", program.display()));
+        }
+        self.fail(JobEnd::ExecFailed { rank, errno });
+        self.begin_stop();
     }
 
     fn pmi_event(&mut self, event: PmiEvent) {

@@ -174,6 +174,11 @@ impl RunArgs {
             },
             message: e.to_string(),
         })?;
+        // Only `%u` in a pattern needs the user name, and looking it up may go through NSS.
+        let wants_user = [&self.output, &self.error]
+            .iter()
+            .any(|p| p.as_ref().is_some_and(|p| p.contains("%u")));
+        let user = if wants_user { current_user() } else { String::new() };
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
@@ -197,7 +202,7 @@ impl RunArgs {
             },
             job_id: std::process::id().to_string(),
             host,
-            user: current_user(),
+            user,
             verbose: self.verbose,
         })
     }

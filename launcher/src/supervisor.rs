@@ -216,6 +216,17 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
         }
     }
 
+    if spec.verbose {
+        let outcome = match &sup.end {
+            None => "every rank exited 0".to_string(),
+            Some(end) => format!("{end:?}"),
+        };
+        say(format!(
+            "job {} ended after {:.1} ms: {outcome}",
+            spec.job_id,
+            started.elapsed().as_secs_f64() * 1e3
+        ));
+    }
     let leftovers = kill_leftovers();
     if leftovers > 0 && spec.verbose {
         say(format!("killed {leftovers} leftover process(es) the ranks had started"));

@@ -84,9 +84,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "fd")]
     pub pmi: PmiArg,
 
-    /// Print progress to stderr.
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
+    /// Print progress to stderr; twice (-vv) also every PMI message.
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// The program and its arguments.
     #[arg(
@@ -203,7 +203,7 @@ impl RunArgs {
             job_id: std::process::id().to_string(),
             host,
             user,
-            verbose: self.verbose,
+            verbose: self.verbose > 0,
         })
     }
 }
@@ -220,6 +220,15 @@ fn current_user() -> String {
 
 /// Runs `gangway run` to the end and returns the exit code.
 pub fn main(args: RunArgs) -> u8 {
+    if args.verbose > 1 {
+        // Only now: setting up logging must not cost the ordinary launch anything.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("gangway=debug"))
+            .with_target(false)
+            .without_time()
+            .try_init();
+    }
     let spec = match args.into_spec() {
         Ok(spec) => spec,
         Err(e) => {

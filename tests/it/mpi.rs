@@ -95,3 +95,51 @@ fn mpi_abort_stops_the_job_with_its_code() {
     assert_eq!(out.code(), 7, "{}", out.stderr);
     assert!(out.stderr.contains("rank 2 called MPI_Abort with code 7"), "{}", out.stderr);
 }
+
+#[test]
+fn mpi_name_service_goes_through_pmi() {
+    let nameserv = program("nameserv");
+    for n in ["2", "4"] {
+        let out = run(gangway().args(["run", "-n", n]).arg(&nameserv));
+        out.assert_success();
+        assert!(out.stdout.contains(&format!("nameserv ok ({n} ranks)")), "{}", out.stdout);
+    }
+}
+
+/// A rank that speaks PMI (here: a PMI-1 init/finalize exchange spoken by bash over PMI_FD)
+/// next to ranks that never do: the job succeeds, with a warning that names the silent ranks.
+#[test]
+fn ranks_that_never_connect_while_others_did_are_named() {
+    let script = r#"
+        if [ "$GANGWAY_RANK" = 0 ]; then
+            printf 'cmd=init pmi_version=1 pmi_subversion=1\n' >&$PMI_FD
+            read -r reply <&$PMI_FD
+            echo "$reply"
+            printf 'cmd=finalize\n' >&$PMI_FD
+            read -r reply <&$PMI_FD
+            echo "$reply"
+        fi"#;
+    let out = run(gangway().args(["run", "-n", "3", "bash", "-c", script]));
+    out.assert_success();
+    assert_eq!(
+        out.sorted_lines(),
+        ["cmd=finalize_ack", "cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0"]
+    );
+    assert!(
+        out.stderr
+            .contains("warning: rank(s) 1,2 never connected to PMI while 1 other rank(s) did"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Malformed PMI from a rank ends the job cleanly (never a panic or a hang) and names the rank.
+#[test]
+fn malformed_pmi_fails_the_job_and_names_the_rank() {
+    let script = r#"printf 'cmd=init pmi_version=1 pmi_subversion=1\n' >&$PMI_FD; read -r r <&$PMI_FD
+                    printf 'cmd=put kvsname=x novalue\n' >&$PMI_FD; sleep 5"#;
+    let out = run(gangway().args(["run", "-n", "2", "bash", "-c", script]));
+    assert_eq!(out.code(), 120, "{}", out.stderr);
+    assert!(out.stderr.contains("sent a malformed PMI message"), "{}", out.stderr);
+    assert!(out.stderr.contains("`novalue` has no `=`"), "{}", out.stderr);
+}

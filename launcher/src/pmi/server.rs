@@ -359,6 +359,7 @@ impl StateTask {
         if self.spoke.insert(rank) {
             let _ = self.events.send(PmiEvent::Connected { rank });
         }
+        tracing::debug!(target: "gangway::pmi", "rank {rank} -> {:?}", framed.request);
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(id, Pending { rank, protocol: framed.protocol, thrid: framed.thrid });
@@ -381,11 +382,13 @@ impl StateTask {
                     if let Some(p) = self.pending.remove(&id)
                         && let Some(conn) = self.conns.get(&p.rank)
                     {
+                        tracing::debug!(target: "gangway::pmi", "rank {} <- {reply:?}", p.rank);
                         let bytes = wire::encode(&reply, p.protocol, p.thrid.as_deref());
                         let _ = conn.send(ToConn::Bytes(bytes));
                     }
                 }
                 NodeOutput::FenceUp { epoch, pairs } => {
+                    tracing::debug!(target: "gangway::pmi", "fence {epoch}: {} new key(s)", pairs.len());
                     let down = self.root.handle(RootInput::FenceUp { node: 0, epoch, pairs });
                     queue.extend(self.route_down(down));
                 }

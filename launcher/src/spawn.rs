@@ -295,6 +295,9 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         for sig in crate::signals::FORWARDED {
             libc::sigaction(sig as libc::c_int, &default, std::ptr::null_mut());
         }
+        // The Rust runtime ignores SIGPIPE, and an ignored signal stays ignored across exec:
+        // `yes | head` in a rank would print errors instead of ending quietly.
+        libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
         libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
         if libc::setpgid(0, 0) != 0 {
             fail(plan);

@@ -206,3 +206,28 @@ fn chdir_sets_the_ranks_working_directory() {
         assert_eq!(std::path::Path::new(line).canonicalize().unwrap(), want);
     }
 }
+
+/// Regression: the launcher ignores SIGPIPE (Rust does), which must not leak into the ranks.
+#[test]
+fn ranks_get_the_default_sigpipe_action() {
+    let script = "yes | head -1; grep SigIgn /proc/self/status";
+    // Whatever this test harness itself ignores reaches gangway; SIGPIPE must not reach ranks.
+    let out = run(gangway().args(["run", "-n", "2", "-l", "sh", "-c", script]));
+    out.assert_success();
+    assert!(!out.stderr.contains("Broken pipe"), "{}", out.stderr);
+    let sigpipe_bit = 1u64 << (libc_sigpipe() - 1);
+    for rank in 0..2 {
+        assert!(out.stdout.contains(&format!("{rank}: y\n")), "{}", out.stdout);
+        let ignored = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{rank}: SigIgn:\t")))
+            .map(|mask| u64::from_str_radix(mask, 16).unwrap())
+            .unwrap();
+        assert_eq!(ignored & sigpipe_bit, 0, "rank {rank} ignores SIGPIPE: {ignored:x}");
+    }
+}
+
+fn libc_sigpipe() -> u32 {
+    nix::sys::signal::Signal::SIGPIPE as u32
+}

@@ -24,8 +24,9 @@ pub const MAX_PARSED_CPU: u32 = (1 << 20) - 1;
 pub struct CpuSet {
     /// Bits 0..256.
     inline: [u64; INLINE_WORDS],
-    /// Bits 256.. in 64-bit words; never ends with a zero word, so derived equality holds.
-    spill: Vec<u64>,
+    /// Bits 256.. in 64-bit words; `None` or ending in a non-zero word, so derived equality
+    /// holds. A boxed slice keeps the set at 40 bytes: placement stores four per rank.
+    spill: Option<Box<[u64]>>,
 }
 
 /// A set of NUMA node OS indexes; same representation and syntax as [`CpuSet`].
@@ -56,40 +57,49 @@ impl CpuSet {
         s
     }
 
+    fn spill(&self) -> &[u64] {
+        self.spill.as_deref().unwrap_or(&[])
+    }
+
     fn word(&self, i: usize) -> u64 {
-        if i < INLINE_WORDS {
-            self.inline[i]
-        } else {
-            self.spill.get(i - INLINE_WORDS).copied().unwrap_or(0)
+        match self.inline.get(i) {
+            Some(&w) => w,
+            None => self.spill().get(i - INLINE_WORDS).copied().unwrap_or(0),
         }
     }
 
     fn word_mut(&mut self, i: usize) -> &mut u64 {
         if i < INLINE_WORDS {
-            &mut self.inline[i]
-        } else {
-            let j = i - INLINE_WORDS;
-            if self.spill.len() <= j {
-                self.spill.resize(j + 1, 0);
-            }
-            &mut self.spill[j]
+            return &mut self.inline[i];
         }
+        let j = i - INLINE_WORDS;
+        // Box<[u64]> <-> Vec<u64> conversions reuse the allocation; only growth reallocates.
+        let mut v: Vec<u64> = self.spill.take().map(Vec::from).unwrap_or_default();
+        if v.len() <= j {
+            v.resize(j + 1, 0);
+        }
+        &mut self.spill.insert(v.into_boxed_slice())[j]
     }
 
     fn nwords(&self) -> usize {
-        INLINE_WORDS + self.spill.len()
+        INLINE_WORDS + self.spill().len()
     }
 
     fn trim(&mut self) {
-        while self.spill.last() == Some(&0) {
-            self.spill.pop();
+        let keep = self.spill().iter().rposition(|&w| w != 0).map_or(0, |p| p + 1);
+        if keep != self.spill().len() {
+            self.spill = (keep > 0).then(|| self.spill().get(..keep).unwrap_or(&[]).into());
         }
     }
 
     /// Adds `cpu`.
     pub fn insert(&mut self, cpu: u32) {
         let c = cpu as usize;
-        *self.word_mut(c / 64) |= 1u64 << (c % 64);
+        let bit = 1u64 << (c % 64);
+        match self.inline.get_mut(c / 64) {
+            Some(w) => *w |= bit,
+            None => *self.word_mut(c / 64) |= bit,
+        }
     }
 
     /// Adds every CPU in `start..end`.
@@ -123,12 +133,12 @@ impl CpuSet {
 
     /// Number of CPUs in the set.
     pub fn len(&self) -> usize {
-        self.inline.iter().chain(&self.spill).map(|w| w.count_ones() as usize).sum()
+        self.inline.iter().chain(self.spill()).map(|w| w.count_ones() as usize).sum()
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.inline.iter().all(|&w| w == 0) && self.spill.is_empty()
+        self.inline.iter().all(|&w| w == 0) && self.spill.is_none()
     }
 
     /// Lowest CPU in the set.
@@ -151,7 +161,8 @@ impl CpuSet {
 
     /// Whether the two sets share a CPU.
     pub fn intersects(&self, other: &Self) -> bool {
-        (0..self.nwords().min(other.nwords())).any(|i| self.word(i) & other.word(i) != 0)
+        self.inline.iter().zip(&other.inline).any(|(a, b)| a & b != 0)
+            || self.spill().iter().zip(other.spill()).any(|(a, b)| a & b != 0)
     }
 
     /// Whether every CPU of `self` is in `other`.
@@ -168,8 +179,17 @@ impl CpuSet {
 
     /// `self ∩ other`.
     pub fn intersection(&self, other: &Self) -> Self {
-        let mut s = self.clone();
-        s &= other;
+        let mut inline = [0u64; INLINE_WORDS];
+        for ((o, a), b) in inline.iter_mut().zip(&self.inline).zip(&other.inline) {
+            *o = a & b;
+        }
+        let mut s = Self { inline, spill: None };
+        if self.spill.is_some() && other.spill.is_some() {
+            let words: Vec<u64> =
+                self.spill().iter().zip(other.spill()).map(|(a, b)| a & b).collect();
+            s.spill = Some(words.into_boxed_slice());
+            s.trim();
+        }
         s
     }
 
@@ -415,7 +435,10 @@ impl Extend<u32> for CpuSet {
 
 impl BitOrAssign<&CpuSet> for CpuSet {
     fn bitor_assign(&mut self, rhs: &CpuSet) {
-        for i in 0..rhs.nwords() {
+        for (a, b) in self.inline.iter_mut().zip(&rhs.inline) {
+            *a |= b;
+        }
+        for i in INLINE_WORDS..rhs.nwords() {
             let w = rhs.word(i);
             if w != 0 {
                 *self.word_mut(i) |= w;
@@ -426,21 +449,31 @@ impl BitOrAssign<&CpuSet> for CpuSet {
 
 impl BitAndAssign<&CpuSet> for CpuSet {
     fn bitand_assign(&mut self, rhs: &CpuSet) {
-        for i in 0..self.nwords() {
-            let w = rhs.word(i);
-            *self.word_mut(i) &= w;
+        for (a, b) in self.inline.iter_mut().zip(&rhs.inline) {
+            *a &= b;
         }
-        self.trim();
+        if self.spill.is_some() {
+            for i in INLINE_WORDS..self.nwords() {
+                let w = rhs.word(i);
+                *self.word_mut(i) &= w;
+            }
+            self.trim();
+        }
     }
 }
 
 impl SubAssign<&CpuSet> for CpuSet {
     fn sub_assign(&mut self, rhs: &CpuSet) {
-        for i in 0..self.nwords().min(rhs.nwords()) {
-            let w = rhs.word(i);
-            *self.word_mut(i) &= !w;
+        for (a, b) in self.inline.iter_mut().zip(&rhs.inline) {
+            *a &= !b;
         }
-        self.trim();
+        if self.spill.is_some() && rhs.spill.is_some() {
+            for i in INLINE_WORDS..self.nwords().min(rhs.nwords()) {
+                let w = rhs.word(i);
+                *self.word_mut(i) &= !w;
+            }
+            self.trim();
+        }
     }
 }
 

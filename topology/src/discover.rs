@@ -267,27 +267,22 @@ fn link_by_cpuset(t: &mut Topology) {
 }
 
 fn collect_devices(topo: &hwlocality::Topology, t: &mut Topology) {
-    // (pci bus id, PCI class, gpu-ish?) per device, to fold several OS devices of one card
-    // into one GPU.
+    // (PCI bus id, member devices, computes?) per card, to fold the several OS devices hwloc
+    // shows for one card into one GPU.
     let mut gpu_groups: Vec<(Option<String>, Vec<usize>, bool)> = Vec::new();
     for d in topo.objects_with_type(ObjectType::OSDevice) {
-        let (kind, ty) = match d.attributes() {
-            Some(ObjectAttributes::OSDevice(a)) => {
-                let ty = a.device_type();
-                let kind = match ty {
-                    OSDeviceType::GPU => DeviceKind::Gpu,
-                    OSDeviceType::CoProcessor => DeviceKind::CoProcessor,
-                    OSDeviceType::Network => DeviceKind::Network,
-                    OSDeviceType::OpenFabrics => DeviceKind::OpenFabrics,
-                    OSDeviceType::Storage => DeviceKind::Storage,
-                    OSDeviceType::DMA => DeviceKind::Dma,
-                    _ => DeviceKind::Other,
-                };
-                (kind, Some(ty))
-            }
-            _ => (DeviceKind::Other, None),
+        let kind = match d.attributes() {
+            Some(ObjectAttributes::OSDevice(a)) => match a.device_type() {
+                OSDeviceType::GPU => DeviceKind::Gpu,
+                OSDeviceType::CoProcessor => DeviceKind::CoProcessor,
+                OSDeviceType::Network => DeviceKind::Network,
+                OSDeviceType::OpenFabrics => DeviceKind::OpenFabrics,
+                OSDeviceType::Storage => DeviceKind::Storage,
+                OSDeviceType::DMA => DeviceKind::Dma,
+                _ => DeviceKind::Other,
+            },
+            _ => DeviceKind::Other,
         };
-        let _ = ty;
         let pci = d.ancestors().find(|a| a.object_type() == ObjectType::PCIDevice);
         let (pci_bus_id, pci_class) = match pci.and_then(|p| p.attributes()) {
             Some(ObjectAttributes::PCIDevice(a)) => (

@@ -24,8 +24,8 @@ pub use options::{
     CpuBind, Distribution, Hint, MemBind, NodeDistribution, OptionError, SocketDistribution,
 };
 pub use placement::{
-    CpuUnit, NodeSpec, Placement, PlacementError, PlacementNode, PlacementRequest, RankPlacement,
-    place,
+    Binding, CpuUnit, NodeSpec, Placement, PlacementError, PlacementNode, PlacementRequest,
+    RankPlacement, place,
 };
 pub use render::{human_bytes, render_map, render_tree};
 pub use shape::{PuNumbering, Shape};

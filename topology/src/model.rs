@@ -273,13 +273,8 @@ impl Topology {
     /// links agree, so placement can trust them.
     pub fn validate(&self) -> Result<(), TopologyError> {
         let bad = |what: String| Err(TopologyError::Inconsistent(what));
-        let (np, nn, nc, nu, nk) = (
-            self.packages.len(),
-            self.numa_nodes.len(),
-            self.cores.len(),
-            self.pus.len(),
-            self.caches.len(),
-        );
+        let (np, nn, nc, nk) =
+            (self.packages.len(), self.numa_nodes.len(), self.cores.len(), self.caches.len());
         for (i, c) in self.cores.iter().enumerate() {
             if c.package.is_some_and(|p| p as usize >= np) {
                 return bad(format!("core {i} names package {:?} of {np}", c.package));
@@ -318,7 +313,6 @@ impl Topology {
         {
             return bad(format!("a package names NUMA node {n} of {nn}"));
         }
-        let _ = nu;
         Ok(())
     }
 }

@@ -127,7 +127,8 @@ impl fmt::Display for CpuUnit {
     }
 }
 
-/// Where one rank runs.
+/// Where one rank runs: its numbers, and its binding (shared between ranks that bind alike on
+/// identical nodes, so 10,000 nodes × 128 ranks cost one small record per rank).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankPlacement {
     /// Global rank.
@@ -136,6 +137,14 @@ pub struct RankPlacement {
     pub node: u32,
     /// Rank among the ranks of its node.
     pub local_rank: u32,
+    /// CPUs, memory nodes and GPUs of the rank (flattened into the rank's JSON object).
+    #[serde(flatten)]
+    pub binding: Arc<Binding>,
+}
+
+/// What a rank is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
     /// CPUs to bind to (OS indexes): what the launcher passes to `sched_setaffinity`.
     pub cpus: CpuSet,
     /// Cores (logical indexes of the node model) holding the rank's CPUs.
@@ -148,7 +157,7 @@ pub struct RankPlacement {
     pub gpus: Vec<u32>,
     /// Whether the rank shares CPUs with another rank (only with `--oversubscribe`).
     pub oversubscribed: bool,
-    /// Whether the CPU set is not a real binding (`--cpu-bind=none` or relaxed because the
+    /// Whether the CPU set is not a real binding (`--cpu-bind=none`, or relaxed because the
     /// node is oversubscribed): the launcher may skip `sched_setaffinity`.
     pub unbound: bool,
 }
@@ -376,7 +385,7 @@ pub fn place<N: PlacementNode>(
     let mut cache = LayoutCache::default();
     let mut units_per_node: Vec<u32> = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
-        let layout = cache.get(n, req, unit)?;
+        let layout = cache.get(n, req, unit);
         if layout.units.is_empty() {
             return Err(PlacementError::NoCpus { node: i as u32 });
         }
@@ -406,16 +415,43 @@ pub fn place<N: PlacementNode>(
         notes: Vec::new(),
     };
     let mut scratch = Scratch::default();
+    // The previous node's ranks (start in `placement.ranks`, count) when it was placed cleanly.
+    let mut last: Option<(usize, u32)> = None;
     for (i, n) in nodes.iter().enumerate() {
         let k = counts.get(i).copied().unwrap_or(0);
         if k == 0 {
             continue;
         }
-        let layout = cache.get(n, req, unit)?;
+        let (layout, rebuilt) = cache.get_fresh(n, req, unit);
         let ranks = first_ranks.ranks_of(i);
+        // Same model, same allocation, same rank count as the node before: the placement is
+        // the same up to rank and node numbers, so copy it (the 10,000-identical-nodes case).
+        if let Some((start, prev_k)) = last
+            && !rebuilt
+            && prev_k == k
+        {
+            for local in 0..k {
+                let Some(prev) = placement.ranks.get(start + local as usize) else { break };
+                let r = RankPlacement {
+                    rank: ranks.get(local),
+                    node: i as u32,
+                    local_rank: local,
+                    binding: Arc::clone(&prev.binding),
+                };
+                placement.ranks.push(r);
+            }
+            last = Some((placement.ranks.len() - k as usize, k));
+            continue;
+        }
+        let start = placement.ranks.len();
+        let notes = placement.notes.len();
         place_node(req, n.topology(), layout, i as u32, k, &ranks, &mut scratch, &mut placement)?;
+        // Oversubscribed nodes carry a note each; place them afresh so every note is written.
+        last = (placement.notes.len() == notes).then_some((start, k));
     }
-    placement.ranks.sort_unstable_by_key(|r| r.rank);
+    if !placement.ranks.is_sorted_by_key(|r| r.rank) {
+        placement.ranks.sort_unstable_by_key(|r| r.rank);
+    }
     Ok(placement)
 }
 
@@ -678,21 +714,28 @@ impl Layout {
             .cores
             .iter()
             .map(|core| {
-                let mut s = CpuSet::new();
-                for &p in &core.pus {
-                    if let Some(pu) = topo.pus.get(p as usize)
-                        && avail.contains(pu.os_index)
-                    {
-                        s.insert(pu.os_index);
-                        if nomt {
-                            break;
-                        }
-                    }
+                if !nomt {
+                    // Word-wise AND: the common case, and the hot loop of building a layout.
+                    return core.cpuset.intersection(&avail);
                 }
-                s
+                // One thread per core: the core's first available PU in logical order.
+                core.pus
+                    .iter()
+                    .filter_map(|&p| topo.pus.get(p as usize))
+                    .map(|pu| pu.os_index)
+                    .find(|&os| avail.contains(os))
+                    .into_iter()
+                    .collect()
             })
             .collect();
-        let mut units: Vec<(Unit, CpuSet)> = Vec::new();
+        let cap = match unit {
+            CpuUnit::Core => topo.cores.len(),
+            CpuUnit::Thread => topo.pus.len(),
+        };
+        // Two parallel vectors rather than a vector of pairs: building and splitting pairs
+        // was a third of the cost of a layout.
+        let mut units: Vec<Unit> = Vec::with_capacity(cap);
+        let mut unit_cpus: Vec<CpuSet> = Vec::with_capacity(cap);
         for (ci, core) in topo.cores.iter().enumerate() {
             let Some(cpus) = core_cpus.get(ci) else { continue };
             if cpus.is_empty() {
@@ -707,22 +750,33 @@ impl Layout {
                 package: core.package.unwrap_or(NONE),
             };
             match unit {
-                CpuUnit::Core => units.push((u, cpus.clone())),
+                CpuUnit::Core => {
+                    units.push(u);
+                    unit_cpus.push(cpus.clone());
+                }
                 CpuUnit::Thread => {
                     for cpu in cpus {
-                        units.push((u, std::iter::once(cpu).collect()));
+                        units.push(u);
+                        let mut one = CpuSet::new();
+                        one.insert(cpu);
+                        unit_cpus.push(one);
                     }
                 }
             }
         }
-        // Stable: keeps core order inside each (package, NUMA) pair.
-        units.sort_by_key(|(u, _)| (u.package, u.numa));
-        let mut layout = Layout { avail, core_cpus, ..Layout::default() };
+        if !units.is_sorted_by_key(|u| (u.package, u.numa)) {
+            // Stable: keeps core order inside each (package, NUMA) pair.
+            let mut order: Vec<usize> = (0..units.len()).collect();
+            order.sort_by_key(|&i| units.get(i).map(|u| (u.package, u.numa)));
+            units = order.iter().filter_map(|&i| units.get(i).copied()).collect();
+            unit_cpus = order.iter().filter_map(|&i| unit_cpus.get(i).cloned()).collect();
+        }
+        let mut layout = Layout { avail, core_cpus, unit_cpus, ..Layout::default() };
         let mut i = 0usize;
         while i < units.len() {
-            let pkg = units.get(i).map_or(NONE, |u| u.0.package);
+            let pkg = units.get(i).map_or(NONE, |u| u.package);
             let start = i;
-            while units.get(i).is_some_and(|u| u.0.package == pkg) {
+            while units.get(i).is_some_and(|u| u.package == pkg) {
                 i += 1;
             }
             layout.sockets.push((start as u32, i as u32));
@@ -730,9 +784,9 @@ impl Layout {
         layout.numa_run = vec![(0, 0); units.len()];
         let mut i = 0usize;
         while i < units.len() {
-            let key = units.get(i).map(|u| (u.0.package, u.0.numa));
+            let key = units.get(i).map(|u| (u.package, u.numa));
             let start = i;
-            while units.get(i).map(|u| (u.0.package, u.0.numa)) == key {
+            while units.get(i).map(|u| (u.package, u.numa)) == key {
                 i += 1;
             }
             for slot in layout.numa_run.iter_mut().take(i).skip(start) {
@@ -741,7 +795,7 @@ impl Layout {
         }
         for (si, &(s, e)) in layout.sockets.iter().enumerate() {
             for u in units.iter_mut().take(e as usize).skip(s as usize) {
-                u.0.socket = si as u32;
+                u.socket = si as u32;
             }
         }
         let restrict = |s: &CpuSet| s.intersection(&layout.avail);
@@ -753,9 +807,7 @@ impl Layout {
             .iter()
             .map(|n| (n.cpuset.clone(), n.os_index, topo.allowed_nodeset.contains(n.os_index)))
             .collect();
-        let (u, c): (Vec<Unit>, Vec<CpuSet>) = units.into_iter().unzip();
-        layout.units = u;
-        layout.unit_cpus = c;
+        layout.units = units;
         layout
     }
 
@@ -777,12 +829,17 @@ struct LayoutCache {
 }
 
 impl LayoutCache {
-    fn get<N: PlacementNode>(
+    fn get<N: PlacementNode>(&mut self, n: &N, req: &PlacementRequest, unit: CpuUnit) -> &Layout {
+        self.get_fresh(n, req, unit).0
+    }
+
+    /// The layout, and whether it had to be built (a different node shape than the last).
+    fn get_fresh<N: PlacementNode>(
         &mut self,
         n: &N,
         req: &PlacementRequest,
         unit: CpuUnit,
-    ) -> Result<&Layout, PlacementError> {
+    ) -> (&Layout, bool) {
         let topo = n.topology();
         let ptr: *const Topology = topo;
         let hit = match &self.key {
@@ -793,7 +850,7 @@ impl LayoutCache {
             self.layout = Layout::build(topo, n.available(), req, unit);
             self.key = Some((ptr, n.available().cloned()));
         }
-        Ok(&self.layout)
+        (&self.layout, !hit)
     }
 }
 
@@ -806,6 +863,7 @@ struct Scratch {
     per_socket: Vec<u32>,
 }
 
+// One call per node in the hot loop; a context struct would only rename these.
 #[allow(clippy::too_many_arguments)]
 fn place_node(
     req: &PlacementRequest,
@@ -937,13 +995,15 @@ fn place_node(
             rank: ranks.get(local),
             node,
             local_rank: local,
-            cpus,
-            cores,
-            numa,
-            mem_nodes,
-            gpus,
-            oversubscribed: over,
-            unbound,
+            binding: Arc::new(Binding {
+                cpus,
+                cores,
+                numa,
+                mem_nodes,
+                gpus,
+                oversubscribed: over,
+                unbound,
+            }),
         });
     }
     Ok(())
@@ -1245,13 +1305,15 @@ fn place_explicit(
             rank: ranks.get(local),
             node,
             local_rank: local,
-            cpus: cpus.clone(),
-            cores,
-            numa: layout.numa_of(cpus),
-            mem_nodes,
-            gpus: pick_gpus(topo, req, cpus, &mut gpu_used),
-            oversubscribed: shared.is_some(),
-            unbound: false,
+            binding: Arc::new(Binding {
+                cpus: cpus.clone(),
+                cores,
+                numa: layout.numa_of(cpus),
+                mem_nodes,
+                gpus: pick_gpus(topo, req, cpus, &mut gpu_used),
+                oversubscribed: shared.is_some(),
+                unbound: false,
+            }),
         });
     }
     if shared_any {

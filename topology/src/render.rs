@@ -210,18 +210,26 @@ pub fn render_map(p: &Placement, hosts: &[&str]) -> String {
             let host = hosts
                 .get(r.node as usize)
                 .map_or_else(|| format!("node{}", r.node), |h| (*h).to_owned());
-            let gpus = if r.gpus.is_empty() {
+            let gpus = if r.binding.gpus.is_empty() {
                 "-".to_owned()
             } else {
-                r.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                r.binding.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
             };
-            let mut pus = cell(&r.cpus);
-            if r.unbound {
+            let mut pus = cell(&r.binding.cpus);
+            if r.binding.unbound {
                 pus.push_str(" (unbound)");
-            } else if r.oversubscribed {
+            } else if r.binding.oversubscribed {
                 pus.push_str(" (shared)");
             }
-            [r.rank.to_string(), host, cell(&r.cores), pus, cell(&r.numa), cell(&r.mem_nodes), gpus]
+            [
+                r.rank.to_string(),
+                host,
+                cell(&r.binding.cores),
+                pus,
+                cell(&r.binding.numa),
+                cell(&r.binding.mem_nodes),
+                gpus,
+            ]
         })
         .collect();
     let header = ["rank", "host", "cores", "PUs", "NUMA", "mem", "GPUs"];

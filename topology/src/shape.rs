@@ -132,7 +132,7 @@ impl Shape {
                 cores: vec![],
                 numa_nodes: vec![],
             };
-            for n in 0..s.numa_per_package {
+            for _ in 0..s.numa_per_package {
                 let numa_index = t.numa_nodes.len() as u32;
                 let mut numa = NumaNode {
                     os_index: numa_index,
@@ -181,7 +181,6 @@ impl Shape {
                     package.cores.push(core_index);
                     t.cores.push(core);
                 }
-                let _ = n;
                 package.numa_nodes.push(numa_index);
                 t.total_memory += numa.memory;
                 if numa.cpuset.intersects(&t.allowed_cpuset) {

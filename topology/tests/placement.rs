@@ -28,7 +28,7 @@ fn with(mut r: PlacementRequest, bind: &str, dist: &str) -> PlacementRequest {
 }
 
 fn cpus(p: &gangway_topology::Placement) -> Vec<String> {
-    p.ranks.iter().map(|r| r.cpus.to_string()).collect()
+    p.ranks.iter().map(|r| r.binding.cpus.to_string()).collect()
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn block_and_cyclic_on_two_sockets() {
     let p = place(&with(req(2, 1), "socket", "block:block"), &[&t]).unwrap();
     assert_eq!(cpus(&p), ["0-7", "0-7"]);
     let p = place(&with(req(2, 1), "none", "block:cyclic"), &[&t]).unwrap();
-    assert!(p.ranks.iter().all(|r| r.unbound && r.cpus.to_string() == "0-15"));
+    assert!(p.ranks.iter().all(|r| r.binding.unbound && r.binding.cpus.to_string() == "0-15"));
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn block_keeps_ranks_inside_numa_nodes() {
     // 4-core ranks: one per 6-core NUMA node rather than straddling.
     let p = place(&with(req(2, 4), "core", "block:block"), &[&t]).unwrap();
     assert_eq!(cpus(&p), ["0-3", "6-9"]);
-    assert_eq!(p.ranks[1].numa.to_string(), "1");
+    assert_eq!(p.ranks[1].binding.numa.to_string(), "1");
     // Three do not fit that way; then they pack.
     let p = place(&with(req(3, 4), "core", "block:block"), &[&t]).unwrap();
     assert_eq!(cpus(&p), ["0-3", "4-7", "8-11"]);
@@ -122,7 +122,9 @@ fn oversubscribe_relaxes_binding() {
     r.oversubscribe = true;
     let p = place(&r, &[&t]).unwrap();
     assert!(p.oversubscribed && p.binding_relaxed);
-    assert!(p.ranks.iter().all(|r| r.unbound && r.oversubscribed && r.cpus.to_string() == "0-1"));
+    assert!(p.ranks.iter().all(|r| r.binding.unbound
+        && r.binding.oversubscribed
+        && r.binding.cpus.to_string() == "0-1"));
     assert!(p.notes[0].contains("binding relaxed"), "{:?}", p.notes);
     // Within capacity, --oversubscribe changes nothing.
     r.ntasks = 2;
@@ -193,7 +195,9 @@ fn gpus_go_to_the_nearest_ranks() {
     let got: Vec<(String, Vec<u32>, String)> = p
         .ranks
         .iter()
-        .map(|r| (r.cpus.to_string(), r.gpus.clone(), r.mem_nodes.to_string()))
+        .map(|r| {
+            (r.binding.cpus.to_string(), r.binding.gpus.clone(), r.binding.mem_nodes.to_string())
+        })
         .collect();
     assert_eq!(
         got,
@@ -213,14 +217,14 @@ fn gpus_on_a_real_export() {
     r.gpus_per_task = 1;
     let p = place(&r, &[&t]).unwrap();
     // Both GPUs hang off package 1; each rank still gets one of its own.
-    assert_eq!(p.ranks[0].gpus, [0]);
-    assert_eq!(p.ranks[1].gpus, [0u32; 1].map(|_| 1));
+    assert_eq!(p.ranks[0].binding.gpus, [0]);
+    assert_eq!(p.ranks[1].binding.gpus, [0u32; 1].map(|_| 1));
     // The rank on package 1 got GPU 0, the nearest, when only one rank asks.
     let mut r = with(req(2, 4), "core", "block:cyclic");
     r.gpus_per_task = 1;
     r.ntasks = 1;
     let p = place(&r, &[&t]).unwrap();
-    assert_eq!(p.ranks[0].gpus, [0]);
+    assert_eq!(p.ranks[0].binding.gpus, [0]);
 }
 
 #[test]
@@ -229,8 +233,8 @@ fn disallowed_cpus_are_never_used() {
     let p = place(&with(req(10, 1), "core", "block:block"), &[&t]).unwrap();
     let mut all = CpuSet::new();
     for r in &p.ranks {
-        assert!(r.cpus.is_subset(&t.allowed_cpuset));
-        all |= &r.cpus;
+        assert!(r.binding.cpus.is_subset(&t.allowed_cpuset));
+        all |= &r.binding.cpus;
     }
     assert_eq!(all, t.allowed_cpuset);
     assert!(place(&req(11, 1), &[&t]).is_err());

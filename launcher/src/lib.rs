@@ -1,5 +1,6 @@
 //! Starts the ranks of one SPMD job and supervises them until the job ends.
 
+pub mod bootstrap;
 pub mod input;
 pub mod job;
 pub mod output;

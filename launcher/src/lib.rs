@@ -3,6 +3,7 @@
 pub mod bootstrap;
 pub mod input;
 pub mod job;
+pub mod nodes;
 pub mod output;
 pub mod pmi;
 pub mod rank_env;

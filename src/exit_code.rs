@@ -11,6 +11,8 @@ pub const SUCCESS: u8 = 0;
 pub const USAGE: u8 = 2;
 /// The ranks could not wire up: a PMI protocol violation, or a rank left without finalize.
 pub const PMI_FAILED: u8 = 120;
+/// The ranks do not fit the CPUs as asked (binding, CPUs per task, GPUs); nothing was started.
+pub const CANNOT_PLACE: u8 = 121;
 /// The job reached its `--time` limit and was stopped (as `timeout(1)` reports it).
 pub const TIME_LIMIT: u8 = 124;
 /// gangway could not start the job (an output file, a socket, a fork failed).

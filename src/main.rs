@@ -8,7 +8,8 @@ use gangway::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run(args) => gangway::cli::run::main(args),
+        Command::Run(args) => gangway::cli::run::main(*args),
+        Command::Topology(args) => gangway::cli::topology::main(args),
     };
     ExitCode::from(code)
 }

@@ -17,6 +17,8 @@ pub struct JobSpec {
     pub argv0: OsString,
     pub args: Vec<OsString>,
     pub ntasks: u32,
+    /// `-c`: CPUs each rank gets (also its `OMP_NUM_THREADS` unless set).
+    pub cpus_per_task: u32,
     /// Working directory of the ranks (the launcher's own when `None`).
     pub cwd: Option<PathBuf>,
     pub export: ExportPolicy,

@@ -1,5 +1,6 @@
 //! Starts the ranks of one SPMD job and supervises them until the job ends.
 
+pub mod binding;
 pub mod bootstrap;
 pub mod input;
 pub mod job;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
+use gangway_topology::{CpuSet, NodeSet};
+
 use crate::job::RankStatus;
 
 /// How a rank's standard input is connected.
@@ -39,6 +41,10 @@ pub struct RankCommand<'a> {
     pub direct_output: bool,
     /// A descriptor the rank must inherit (its end of the PMI socket pair).
     pub inherit_fd: Option<RawFd>,
+    /// Run only on these CPUs (OS indexes).
+    pub cpus: Option<&'a CpuSet>,
+    /// Allocate memory only on these NUMA nodes.
+    pub mem_nodes: Option<&'a NodeSet>,
 }
 
 /// A started rank: its pid, the launcher's ends of its stdio, and a handle to await its end.
@@ -57,8 +63,55 @@ pub struct RankProcess {
 pub enum ProcessEnd {
     /// It ran and ended with this status.
     Status(RankStatus),
-    /// It could not run the program: exec (or the set-up before it) failed with this errno.
-    ExecFailed(i32),
+    /// It could not run the program: a set-up step or exec itself failed with this errno.
+    ExecFailed { step: SetupStep, errno: i32 },
+}
+
+/// The steps between fork and exec, to say which one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum SetupStep {
+    ProcessGroup = 1,
+    ParentDeathSignal,
+    Stdio,
+    PmiSocket,
+    WorkingDirectory,
+    CpuBinding,
+    MemoryBinding,
+    Exec,
+}
+
+impl SetupStep {
+    fn from_code(code: i32) -> SetupStep {
+        use SetupStep::*;
+        [
+            ProcessGroup,
+            ParentDeathSignal,
+            Stdio,
+            PmiSocket,
+            WorkingDirectory,
+            CpuBinding,
+            MemoryBinding,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == code)
+        .unwrap_or(Exec)
+    }
+}
+
+impl std::fmt::Display for SetupStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SetupStep::ProcessGroup => "start a process group",
+            SetupStep::ParentDeathSignal => "set the parent-death signal",
+            SetupStep::Stdio => "connect stdin/stdout/stderr",
+            SetupStep::PmiSocket => "keep the PMI socket open",
+            SetupStep::WorkingDirectory => "change to the working directory",
+            SetupStep::CpuBinding => "bind to its CPUs",
+            SetupStep::MemoryBinding => "bind its memory",
+            SetupStep::Exec => "execute the program",
+        })
+    }
 }
 
 /// Awaits the end of one rank process.
@@ -84,8 +137,8 @@ impl ExitWatch {
             if reaped < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if let Some(errno) = read_exec_error(&self.exec_error) {
-                return Ok(ProcessEnd::ExecFailed(errno));
+            if let Some((step, errno)) = read_exec_error(&self.exec_error) {
+                return Ok(ProcessEnd::ExecFailed { step, errno });
             }
             let end = if libc::WIFSIGNALED(status) {
                 RankStatus::Signaled(libc::WTERMSIG(status))
@@ -97,11 +150,12 @@ impl ExitWatch {
     }
 }
 
-fn read_exec_error(fd: &OwnedFd) -> Option<i32> {
-    let mut buf = [0u8; 4];
+fn read_exec_error(fd: &OwnedFd) -> Option<(SetupStep, i32)> {
+    let mut buf = [0i32; 2];
     // SAFETY: reading into a local buffer from a descriptor we own.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    (n == 4).then(|| i32::from_ne_bytes(buf))
+    let n =
+        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), std::mem::size_of_val(&buf)) };
+    (n == 8).then(|| (SetupStep::from_code(buf[0]), buf[1]))
 }
 
 /// Everything the child needs, prepared before the fork: after it only async-signal-safe
@@ -120,6 +174,9 @@ struct ChildPlan {
     stderr: Option<RawFd>,
     inherit_fd: Option<RawFd>,
     error_pipe: RawFd,
+    cpus: Option<libc::cpu_set_t>,
+    /// Node mask words and the `maxnode` argument of set_mempolicy.
+    mem_nodes: Option<(Vec<libc::c_ulong>, libc::c_ulong)>,
     launcher_pid: libc::pid_t,
     mask: libc::sigset_t,
 }
@@ -128,6 +185,19 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| {
         io::Error::new(io::ErrorKind::InvalidInput, "argument or variable contains a NUL byte")
     })
+}
+
+fn cpu_mask(cpus: &CpuSet) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET only writes inside it.
+    unsafe {
+        let mut mask: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus.iter() {
+            if (cpu as usize) < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(cpu as usize, &mut mask);
+            }
+        }
+        mask
+    }
 }
 
 fn split((r, w): (OwnedFd, OwnedFd)) -> (Option<OwnedFd>, Option<OwnedFd>) {
@@ -210,6 +280,14 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
         stderr: err_w.as_ref().map(|fd| fd.as_raw_fd()),
         inherit_fd: rank.inherit_fd,
         error_pipe: error_w.as_raw_fd(),
+        cpus: rank.cpus.map(cpu_mask),
+        mem_nodes: rank.mem_nodes.filter(|n| !n.is_empty()).map(|nodes| {
+            let words: Vec<libc::c_ulong> =
+                nodes.to_words().into_iter().map(|w| w as libc::c_ulong).collect();
+            // The kernel counts one bit less than it is told (libnuma passes bits + 1 too).
+            let maxnode = (words.len() * 64 + 1) as libc::c_ulong;
+            (words, maxnode)
+        }),
         launcher_pid: std::process::id() as libc::pid_t,
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
         mask: unsafe { std::mem::zeroed() },
@@ -268,6 +346,9 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
     })
 }
 
+/// `MPOL_BIND` from the kernel's mempolicy.h: allocate only on the given nodes.
+const MPOL_BIND: libc::c_int = 2;
+
 /// Stack of the child between clone and exec: it only runs `child_main`.
 const CHILD_STACK: usize = 64 * 1024;
 
@@ -284,10 +365,9 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: every call below is async-signal-safe and uses pre-built values. The sigaction
     // calls change only the child's own handler table (no CLONE_SIGHAND).
     unsafe {
-        let fail = |plan: &ChildPlan| -> ! {
-            let errno = *libc::__errno_location();
-            let bytes = errno.to_ne_bytes();
-            libc::write(plan.error_pipe, bytes.as_ptr().cast(), bytes.len());
+        let fail = |plan: &ChildPlan, step: SetupStep| -> ! {
+            let report = [step as i32, *libc::__errno_location()];
+            libc::write(plan.error_pipe, report.as_ptr().cast(), std::mem::size_of_val(&report));
             libc::_exit(127)
         };
         let mut default: libc::sigaction = std::mem::zeroed();
@@ -300,10 +380,10 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
         libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
         if libc::setpgid(0, 0) != 0 {
-            fail(plan);
+            fail(plan, SetupStep::ProcessGroup);
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-            fail(plan);
+            fail(plan, SetupStep::ParentDeathSignal);
         }
         // The launcher may have died before the prctl; then nobody would ever kill us.
         if libc::getppid() != plan.launcher_pid {
@@ -312,30 +392,40 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         if let Some(fd) = plan.stdin
             && libc::dup2(fd, 0) < 0
         {
-            fail(plan);
+            fail(plan, SetupStep::Stdio);
         }
         if let Some(fd) = plan.stdout
             && libc::dup2(fd, 1) < 0
         {
-            fail(plan);
+            fail(plan, SetupStep::Stdio);
         }
         if let Some(fd) = plan.stderr
             && libc::dup2(fd, 2) < 0
         {
-            fail(plan);
+            fail(plan, SetupStep::Stdio);
         }
         if let Some(fd) = plan.inherit_fd
             && libc::fcntl(fd, libc::F_SETFD, 0) != 0
         {
-            fail(plan);
+            fail(plan, SetupStep::PmiSocket);
         }
         if let Some(dir) = &plan.cwd
             && libc::chdir(dir.as_ptr()) != 0
         {
-            fail(plan);
+            fail(plan, SetupStep::WorkingDirectory);
+        }
+        if let Some(mask) = &plan.cpus
+            && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), mask) != 0
+        {
+            fail(plan, SetupStep::CpuBinding);
+        }
+        if let Some((words, maxnode)) = &plan.mem_nodes
+            && libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, words.as_ptr(), *maxnode) != 0
+        {
+            fail(plan, SetupStep::MemoryBinding);
         }
         libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
-        fail(plan)
+        fail(plan, SetupStep::Exec)
     }
 }
 
@@ -430,6 +520,8 @@ mod tests {
             stdin: StdinSetup::Null,
             direct_output: false,
             inherit_fd: None,
+            cpus: None,
+            mem_nodes: None,
         }
     }
 
@@ -461,6 +553,6 @@ mod tests {
         let p = spawn_rank(command(&dir, &argv0, &[])).unwrap();
         let end = p.exit.wait().await.unwrap();
         std::fs::remove_file(&dir).unwrap();
-        assert_eq!(end, ProcessEnd::ExecFailed(libc::ENOEXEC));
+        assert_eq!(end, ProcessEnd::ExecFailed { step: SetupStep::Exec, errno: libc::ENOEXEC });
     }
 }

@@ -15,6 +15,8 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
+use gangway_topology::Placement;
+
 use crate::input;
 use crate::job::{JobEnd, JobReport, JobSpec, LaunchError, RankStatus};
 use crate::output::{self, DestinationId, LineAssembler, OutputSink, PatternVars};
@@ -23,7 +25,7 @@ use crate::pmi::node::JobInfo;
 use crate::pmi::server::{PmiEvent, PmiServer};
 use crate::rank_env::{self, RankIdentity};
 use crate::signals::CaughtSignals;
-use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
+use crate::spawn::{self, ProcessEnd, RankCommand, SetupStep, StdinSetup};
 use crate::time_limit::format_time_limit;
 
 /// A second Ctrl-C within this long stops the job instead of being forwarded.
@@ -32,7 +34,11 @@ const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the job on this machine and waits for it to end.
-pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
+/// `placement` (from [`crate::binding::plan`]) says where each rank runs; `None`: unbound.
+pub async fn run_local(
+    spec: JobSpec,
+    placement: Option<Placement>,
+) -> Result<JobReport, LaunchError> {
     // Orphaned descendants of the ranks come to us, so none can outlive the job.
     // SAFETY: prctl with these arguments only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -87,8 +93,24 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
         };
         let child_end = pmi.take_child_end(rank);
         let child_fd = child_end.as_ref().map(|fd| fd.as_raw_fd());
-        let extra =
-            rank_env::rank_variables(&identity).into_iter().chain(pmi.rank_env(rank, child_fd));
+        let binding =
+            placement.as_ref().and_then(|p| p.ranks.get(rank as usize)).map(|r| &r.binding);
+        let bound_cpus = binding.filter(|b| !b.unbound).map(|b| &b.cpus);
+        let mem_nodes = binding.map(|b| &b.mem_nodes).filter(|m| !m.is_empty());
+        let mut extra: Vec<(&str, String)> = rank_env::rank_variables(&identity);
+        extra.extend(pmi.rank_env(rank, child_fd));
+        if let Some(b) = binding {
+            extra.push(("GANGWAY_CPUS", b.cpus.to_list_string()));
+            extra.push(("GANGWAY_MEM_NODES", b.mem_nodes.to_list_string()));
+            if !b.gpus.is_empty() {
+                let gpus = b.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                extra.push(("CUDA_VISIBLE_DEVICES", gpus.clone()));
+                extra.push(("ROCR_VISIBLE_DEVICES", gpus));
+            }
+        }
+        if !env.iter().any(|(n, _)| n == "OMP_NUM_THREADS") {
+            extra.push(("OMP_NUM_THREADS", spec.cpus_per_task.to_string()));
+        }
         for (name, value) in extra {
             env.retain(|(n, _)| n.as_os_str() != name);
             env.push((name.into(), value.into()));
@@ -107,6 +129,8 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
             stdin,
             direct_output,
             inherit_fd: child_fd,
+            cpus: bound_cpus,
+            mem_nodes,
         });
         drop(child_end);
         let process = match spawned {
@@ -169,7 +193,7 @@ pub async fn run_local(spec: JobSpec) -> Result<JobReport, LaunchError> {
             Some((rank, end)) = exit_rx.recv() => {
                 match end {
                     Ok(ProcessEnd::Status(status)) => sup.rank_exited(rank, status, spec.kill_on_bad_exit),
-                    Ok(ProcessEnd::ExecFailed(errno)) => sup.exec_failed(rank, errno, &spec.program),
+                    Ok(ProcessEnd::ExecFailed { step, errno }) => sup.exec_failed(rank, step, errno, &spec.program),
                     // Waiting itself failed: count it as a failed rank rather than hang.
                     Err(_) => sup.rank_exited(rank, RankStatus::Exited(-1), spec.kill_on_bad_exit),
                 }
@@ -340,13 +364,13 @@ impl Supervisor<'_> {
         }
     }
 
-    fn exec_failed(&mut self, rank: u32, errno: i32, program: &std::path::Path) {
+    fn exec_failed(&mut self, rank: u32, step: SetupStep, errno: i32, program: &std::path::Path) {
         let i = rank as usize;
         self.alive[i] = false;
         self.statuses[i] = Some(RankStatus::Exited(127));
         if self.end.is_none() {
             let why = std::io::Error::from_raw_os_error(errno);
-            (self.say)(format!("rank {rank} could not execute {}: {why}", program.display()));
+            (self.say)(format!("rank {rank} ({}) could not {step}: {why}", program.display()));
         }
         self.fail(JobEnd::ExecFailed { rank, errno });
         self.begin_stop();

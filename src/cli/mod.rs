@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each turning clap's flags into a checked request.
 
 pub mod run;
+pub mod topology;
 
 use clap::{Parser, Subcommand};
 
@@ -17,5 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run N copies (ranks) of a program, wired up for MPI through PMI.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Show this machine's hardware (packages, NUMA nodes, caches, cores, PUs, GPUs).
+    Topology(topology::TopologyArgs),
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use gangway_launcher::binding::{self, BindingError, BindingOptions, Machine};
 use gangway_launcher::input::InputMode;
 use gangway_launcher::job::{JobSpec, LaunchError};
 use gangway_launcher::output::{PatternVars, expand_pattern};
@@ -23,10 +24,13 @@ Examples:
   gangway run -n 2 --input=all cat         every rank reads gangway's stdin
   gangway run -n 16 -t 10 ./solver         stop the job after 10 minutes
   gangway run -n 2 --export=NONE,PATH env  only PATH (and gangway's variables) reach the ranks
+  gangway run -n 4 -c 2 --dry-run ./app     show which cores each rank would get
+  gangway run -n 4 --cpu-bind=numa --mem-bind=local ./app
 
 Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
 the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 124 time limit,
-125 launch failed, 126 not executable, 127 not found, 130 stopped by Ctrl-C (docs/exit-codes.md).";
+121 cannot place, 125 launch failed, 126 not executable, 127 not found, 130 stopped by Ctrl-C
+(docs/exit-codes.md).";
 
 /// Flags of `gangway run`, mirroring srun's where they overlap.
 #[derive(Debug, Args)]
@@ -80,6 +84,56 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub kill_grace: String,
 
+    /// CPUs per rank (cores, or hardware threads with --cpu-bind=threads); also OMP_NUM_THREADS.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 1)]
+    pub cpus_per_task: u32,
+
+    /// Bind ranks to: none, threads, cores, l3, numa (ldoms), sockets, map_cpu:LIST,
+    /// mask_cpu:LIST. Default: cores when the ranks fit, none when they oversubscribe.
+    #[arg(long, value_name = "TYPE")]
+    pub cpu_bind: Option<String>,
+
+    /// Rank order across nodes and sockets: block, cyclic or plane=N, then :block, :cyclic or
+    /// :fcyclic within a node (default block:cyclic).
+    #[arg(short = 'm', long, value_name = "DIST")]
+    pub distribution: Option<String>,
+
+    /// nomultithread: one hardware thread per core; multithread: count threads as CPUs.
+    #[arg(long, value_name = "HINT")]
+    pub hint: Option<String>,
+
+    /// Memory policy: local (allocate on the NUMA nodes of the rank's CPUs) or none.
+    #[arg(long, value_name = "TYPE", default_value = "none")]
+    pub mem_bind: String,
+
+    /// At most this many ranks per socket.
+    #[arg(long, value_name = "N")]
+    pub ntasks_per_socket: Option<u32>,
+
+    /// GPUs per rank, the ones nearest its cores (sets CUDA_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub gpus_per_task: u32,
+
+    /// Allow more ranks than CPUs (binding is then relaxed).
+    #[arg(long)]
+    pub oversubscribe: bool,
+
+    /// Print where each rank would run (rank, host, cores, PUs, NUMA, GPUs) and launch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: print the map as JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+
+    /// With --dry-run: plan for the machine in this hwloc XML export instead of this one.
+    #[arg(long, value_name = "FILE", requires = "dry_run", conflicts_with = "synthetic")]
+    pub topology_xml: Option<PathBuf>,
+
+    /// With --dry-run: plan for an hwloc synthetic machine, e.g. "pack:2 numa:2 core:8 pu:2".
+    #[arg(long, value_name = "DESC", requires = "dry_run")]
+    pub synthetic: Option<String>,
+
     /// How ranks reach the PMI service: an inherited socket (fd) or a TCP port (port).
     #[arg(long, value_enum, default_value = "fd")]
     pub pmi: PmiArg,
@@ -105,6 +159,16 @@ pub enum PmiArg {
     Port,
 }
 
+/// A checked `gangway run` request: the job, where its ranks go, and what to do with it.
+#[derive(Debug)]
+pub struct RunRequest {
+    pub spec: JobSpec,
+    pub binding: BindingOptions,
+    pub machine: Machine,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
 /// A `gangway run` request that cannot be carried out, with the exit code it earns.
 #[derive(Debug)]
 pub struct RunError {
@@ -122,11 +186,36 @@ impl std::fmt::Display for RunError {
 
 impl RunArgs {
     /// Checks every flag and resolves the program; errors name the flag and the fix.
-    pub fn into_spec(self) -> Result<JobSpec, RunError> {
+    pub fn into_request(self) -> Result<RunRequest, RunError> {
         let usage = |message: String| RunError { message, code: exit_code::USAGE };
         if self.ntasks == 0 {
             return Err(usage("-n/--ntasks must be at least 1".into()));
         }
+        if self.cpus_per_task == 0 {
+            return Err(usage("-c/--cpus-per-task must be at least 1".into()));
+        }
+        let option = |e: gangway_topology::OptionError| usage(e.to_string());
+        let binding = BindingOptions {
+            cpu_bind: self.cpu_bind.as_deref().map(str::parse).transpose().map_err(option)?,
+            cpus_per_task: self.cpus_per_task,
+            tasks_per_socket: self.ntasks_per_socket,
+            distribution: match &self.distribution {
+                Some(d) => d.parse().map_err(option)?,
+                None => Default::default(),
+            },
+            hint: match &self.hint {
+                Some(h) => h.parse().map_err(option)?,
+                None => Default::default(),
+            },
+            mem_bind: self.mem_bind.parse().map_err(option)?,
+            gpus_per_task: self.gpus_per_task,
+            oversubscribe: self.oversubscribe,
+        };
+        let machine = match (&self.topology_xml, &self.synthetic) {
+            (Some(path), _) => Machine::XmlFile(path.clone()),
+            (None, Some(desc)) => Machine::Synthetic(desc.clone()),
+            (None, None) => Machine::Local,
+        };
         let export: ExportPolicy = self.export.parse().map_err(|e| usage(format!("{e}")))?;
         let input: InputMode = self.input.parse().map_err(|e| usage(format!("{e}")))?;
         if let InputMode::Rank(r) = input
@@ -162,18 +251,23 @@ impl RunArgs {
         }
         let mut command = self.command.into_iter();
         let argv0 = command.next().ok_or_else(|| usage("no program given".into()))?;
-        let program = resolve_program(
-            &argv0.to_string_lossy(),
-            self.chdir.as_deref(),
-            std::env::var_os("PATH"),
-        )
-        .map_err(|e| RunError {
-            code: match e {
-                ProgramError::NotExecutable(_) => exit_code::NOT_EXECUTABLE,
-                _ => exit_code::NOT_FOUND,
-            },
-            message: e.to_string(),
-        })?;
+        // A dry run only plans (perhaps for another machine): the program need not exist here.
+        let program = if self.dry_run {
+            PathBuf::from(&argv0)
+        } else {
+            resolve_program(
+                &argv0.to_string_lossy(),
+                self.chdir.as_deref(),
+                std::env::var_os("PATH"),
+            )
+            .map_err(|e| RunError {
+                code: match e {
+                    ProgramError::NotExecutable(_) => exit_code::NOT_EXECUTABLE,
+                    _ => exit_code::NOT_FOUND,
+                },
+                message: e.to_string(),
+            })?
+        };
         // Only `%u` in a pattern needs the user name, and looking it up may go through NSS.
         let wants_user = [&self.output, &self.error]
             .iter()
@@ -182,11 +276,12 @@ impl RunArgs {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
-        Ok(JobSpec {
+        let spec = JobSpec {
             program,
             argv0,
             args: command.collect(),
             ntasks: self.ntasks,
+            cpus_per_task: self.cpus_per_task,
             cwd: self.chdir,
             export,
             label: self.label,
@@ -204,7 +299,8 @@ impl RunArgs {
             host,
             user,
             verbose: self.verbose > 0,
-        })
+        };
+        Ok(RunRequest { spec, binding, machine, dry_run: self.dry_run, json: self.json })
     }
 }
 
@@ -229,13 +325,40 @@ pub fn main(args: RunArgs) -> u8 {
             .without_time()
             .try_init();
     }
-    let spec = match args.into_spec() {
-        Ok(spec) => spec,
+    let request = match args.into_request() {
+        Ok(request) => request,
         Err(e) => {
             eprintln!("gangway: error: {e}");
             return e.code;
         }
     };
+    let placement = match binding::plan(
+        request.spec.ntasks,
+        &request.binding,
+        &request.machine,
+        request.dry_run,
+    ) {
+        Ok(placement) => placement,
+        Err(e) => {
+            eprintln!("gangway: error: {e}");
+            return match e {
+                BindingError::Placement(_) => exit_code::CANNOT_PLACE,
+                BindingError::Topology(_) if request.machine != Machine::Local => exit_code::USAGE,
+                BindingError::Topology(_) => exit_code::LAUNCH_FAILED,
+            };
+        }
+    };
+    if request.dry_run {
+        return print_map(&request, placement.as_ref());
+    }
+    let spec = request.spec;
+    if spec.verbose
+        && let Some(p) = &placement
+    {
+        for note in &p.notes {
+            eprintln!("gangway: {note}");
+        }
+    }
     // One thread is plenty for a launcher and starts fastest; nothing here is CPU-bound.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -244,7 +367,7 @@ pub fn main(args: RunArgs) -> u8 {
             return exit_code::LAUNCH_FAILED;
         }
     };
-    let result = runtime.block_on(gangway_launcher::supervisor::run_local(spec));
+    let result = runtime.block_on(gangway_launcher::supervisor::run_local(spec, placement));
     let mut stderr = std::io::stderr().lock();
     match result {
         Ok(report) => {
@@ -262,4 +385,26 @@ pub fn main(args: RunArgs) -> u8 {
             }
         }
     }
+}
+
+/// `--dry-run`: the rank map as a table or JSON, nothing launched.
+fn print_map(request: &RunRequest, placement: Option<&gangway_topology::Placement>) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    let text = match placement {
+        Some(p) if request.json => p.to_json(),
+        Some(p) => {
+            let host = match &request.machine {
+                Machine::Local => request.spec.host.clone(),
+                _ => "node0".to_string(),
+            };
+            gangway_topology::render_map(p, &[host.as_str()])
+        }
+        None if request.json => format!("{{\"ranks\":{},\"bound\":false}}", request.spec.ntasks),
+        None => format!(
+            "{} rank(s) on {}, not bound (more ranks than CPUs, or --cpu-bind=none)\n",
+            request.spec.ntasks, request.spec.host
+        ),
+    };
+    let _ = writeln!(stdout, "{}", text.trim_end());
+    exit_code::SUCCESS
 }

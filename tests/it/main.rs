@@ -3,6 +3,7 @@
 // Test helpers fail the test by panicking; that is their job.
 #![allow(clippy::unwrap_used)]
 
+mod binding;
 mod failures;
 mod io;
 mod mpi;

@@ -5,6 +5,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A host key as a person compares it: its type and SHA256 fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKeyId {
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, ... (or ssh's `ED25519` from the openssh transport).
+    pub key_type: String,
+    /// `SHA256:...` as ssh prints it.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Display for HostKeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.key_type, self.fingerprint)
+    }
+}
+
 /// Why a command could not be started on (or was lost from) a node.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -40,25 +55,23 @@ pub enum BootstrapError {
     Timeout { host: String, addr: Option<SocketAddr>, stage: &'static str, after: Duration },
 
     /// The node's host key is in no known_hosts file and the policy is strict.
-    #[error("{host}{}: host key not known ({key_type} {fingerprint}) for {name} in {files}. If this is the right node, add it: `ssh-keyscan{} {} >> {first}` (compare the fingerprint first), or connect once with `ssh {host}`, or choose the accept-new host key policy", at(addr), port_flag(addr), name.trim_start_matches('[').split(']').next().unwrap_or(name), files = join_paths(files), first = files.first().map_or_else(|| "~/.ssh/known_hosts".to_string(), |p| p.display().to_string()))]
+    #[error("{host}{}: host key not known ({key}) for {name} in {files}. If this is the right node, add it: `ssh-keyscan{} {} >> {first}` (compare the fingerprint first), or connect once with `ssh {host}`, or choose the accept-new host key policy", at(addr), port_flag(addr), name.trim_start_matches('[').split(']').next().unwrap_or(name), files = join_paths(files), first = files.first().map_or_else(|| "~/.ssh/known_hosts".to_string(), |p| p.display().to_string()))]
     HostKeyUnknown {
         host: String,
         /// The name looked up in known_hosts.
         name: String,
         addr: Option<SocketAddr>,
-        key_type: String,
-        fingerprint: String,
+        key: Box<HostKeyId>,
         files: Vec<PathBuf>,
     },
 
     /// The node offered a different host key than the one on record.
-    #[error("{host}{}: HOST KEY MISMATCH: the node offered {key_type} {fingerprint}, but {}:{line} records another key for {name}. This may be a man-in-the-middle attack, or the node was reinstalled; if you know it was, remove the old key with `ssh-keygen -R {name} -f {}`", at(addr), file.display(), file.display())]
+    #[error("{host}{}: HOST KEY MISMATCH: the node offered {key}, but {}:{line} records another key for {name}. This may be a man-in-the-middle attack, or the node was reinstalled; if you know it was, remove the old key with `ssh-keygen -R {name} -f {}`", at(addr), file.display(), file.display())]
     HostKeyMismatch {
         host: String,
         name: String,
         addr: Option<SocketAddr>,
-        key_type: String,
-        fingerprint: String,
+        key: Box<HostKeyId>,
         file: PathBuf,
         line: usize,
     },

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use error::BootstrapError;
+pub use error::{BootstrapError, HostKeyId};
 pub use quote::{remote_command_line, shell_quote};
 
 /// Connect timeout used when neither the caller nor an ssh config sets one.
@@ -98,7 +98,7 @@ impl FromStr for HostSpec {
             return Err(bad("it contains white space or control characters"));
         }
         let (user, rest) = match spec.rsplit_once('@') {
-            Some((u, _)) if u.is_empty() => return Err(bad("the user name before '@' is empty")),
+            Some(("", _)) => return Err(bad("the user name before '@' is empty")),
             Some((u, r)) => (Some(u.to_string()), r),
             None => (None, spec),
         };

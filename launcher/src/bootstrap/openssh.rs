@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::error::HostKeyId;
 use super::quote::wrapper_script;
 use super::ssh_config::HostKeyPolicy;
 use super::{
@@ -206,13 +207,15 @@ pub fn map_ssh_failure(
             name: host.clone(),
             host,
             addr,
-            key_type: word_after(stderr, "fingerprint for the ").unwrap_or_else(|| "?".into()),
-            fingerprint: stderr
-                .split_whitespace()
-                .find(|w| w.starts_with("SHA256:"))
-                .unwrap_or("(see above)")
-                .trim_end_matches('.')
-                .to_string(),
+            key: Box::new(HostKeyId {
+                key_type: word_after(stderr, "fingerprint for the ").unwrap_or_else(|| "?".into()),
+                fingerprint: stderr
+                    .split_whitespace()
+                    .find(|w| w.starts_with("SHA256:"))
+                    .unwrap_or("(see above)")
+                    .trim_end_matches('.')
+                    .to_string(),
+            }),
             file,
             line,
         };
@@ -222,8 +225,10 @@ pub fn map_ssh_failure(
             name: host.clone(),
             host,
             addr,
-            key_type: word_after(stderr, "No ").unwrap_or_else(|| "?".into()),
-            fingerprint: "(unknown: ssh does not print it in batch mode)".into(),
+            key: Box::new(HostKeyId {
+                key_type: word_after(stderr, "No ").unwrap_or_else(|| "?".into()),
+                fingerprint: "(fingerprint not printed by ssh in batch mode)".into(),
+            }),
             files: Vec::new(),
         };
     }
@@ -237,8 +242,12 @@ pub fn map_ssh_failure(
         return BootstrapError::AuthFailed {
             host,
             addr,
-            user: word_after(stderr, "Permission denied for ")
-                .unwrap_or_else(|| "(per ssh config)".into()),
+            // ssh prints `user@host: Permission denied (publickey).`
+            user: stderr
+                .lines()
+                .find_map(|l| l.split_once(": Permission denied ("))
+                .and_then(|(who, _)| who.rsplit_once('@'))
+                .map_or_else(|| "the configured user".into(), |(u, _)| u.to_string()),
             tried,
         };
     }
@@ -350,7 +359,10 @@ mod tests {
             "gwtest@10.77.0.1: Permission denied (publickey).\r\n",
             t(),
         );
-        assert!(matches!(e, BootstrapError::AuthFailed { .. }), "{e}");
+        assert!(
+            matches!(e, BootstrapError::AuthFailed { ref user, .. } if user == "gwtest"),
+            "{e}"
+        );
 
         let e = map_ssh_failure(
             "node1",
@@ -359,7 +371,7 @@ mod tests {
             t(),
         );
         assert!(
-            matches!(e, BootstrapError::HostKeyUnknown { ref key_type, .. } if key_type == "ED25519"),
+            matches!(e, BootstrapError::HostKeyUnknown { ref key, .. } if key.key_type == "ED25519"),
             "{e}"
         );
 
@@ -368,9 +380,9 @@ mod tests {
             Offending ED25519 key in /root/.ssh/known_hosts:7\nHost key verification failed.\n";
         let e = map_ssh_failure("node1", Some(&RemoteExit::Code(255)), changed, t());
         match &e {
-            BootstrapError::HostKeyMismatch { file, line, fingerprint, .. } => {
+            BootstrapError::HostKeyMismatch { file, line, key, .. } => {
                 assert_eq!((file.to_str(), *line), (Some("/root/.ssh/known_hosts"), 7));
-                assert_eq!(fingerprint, "SHA256:abcDEF");
+                assert_eq!(key.fingerprint, "SHA256:abcDEF");
             }
             other => panic!("{other}"),
         }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
 use super::child::WakePipe;
+use super::error::HostKeyId;
 use super::quote::wrapper_script;
 pub use super::ssh_config::HostKeyPolicy;
 use super::ssh_config::{HostConfig, SshConfig};
@@ -409,8 +410,7 @@ fn check_host_key(a: &Attempt<'_>, sess: &Session, peer: SocketAddr) -> Result<(
             host: a.host.to_string(),
             name: name.clone(),
             addr: Some(peer),
-            key_type: type_name.into(),
-            fingerprint,
+            key: Box::new(HostKeyId { key_type: type_name.into(), fingerprint }),
             file,
             line,
         });
@@ -442,8 +442,7 @@ fn check_host_key(a: &Attempt<'_>, sess: &Session, peer: SocketAddr) -> Result<(
         host: a.host.to_string(),
         name: known_hosts_name(name, a.s.port),
         addr: Some(peer),
-        key_type: type_name.into(),
-        fingerprint,
+        key: Box::new(HostKeyId { key_type: type_name.into(), fingerprint }),
         files: a.s.known_hosts.clone(),
     })
 }

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config make python3 hyperfine
-          mpich libmpich-dev libpmi2-0-dev libclang-dev
+packages=(build-essential pkg-config make python3 python3-pip hyperfine
+          mpich libmpich-dev libpmi2-0-dev libclang-dev openmpi-bin libopenmpi-dev
           hwloc libhwloc-dev libudev-dev
           openssh-server openssh-client libssl-dev iproute2)
 sudo=""
@@ -26,5 +26,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   . "$HOME/.cargo/env"
 fi
 make -s -C examples
+# The PyPI mpich wheel's build of the MPI examples (examples/bin-ofi/, for multi-node tests) and
+# Open MPI's hello (examples/bin-openmpi/, for benches/multinode.sh). Downloads the wheel once into
+# target/mpich-wheel/; a no-op when already built.
+make -s -C examples ofi openmpi
 cargo build --release -q --bin gangway
 echo "setup: done; gangway is target/release/gangway"

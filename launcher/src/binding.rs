@@ -20,7 +20,7 @@ pub enum Machine {
 }
 
 /// The binding flags of `gangway run`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BindingOptions {
     /// `--cpu-bind`; `None` applies the default rule (see [`decide`]).
     pub cpu_bind: Option<CpuBind>,

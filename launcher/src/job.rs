@@ -43,7 +43,7 @@ pub struct JobSpec {
 }
 
 /// How a rank process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RankStatus {
     Exited(i32),
     Signaled(i32),

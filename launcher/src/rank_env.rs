@@ -127,6 +127,38 @@ pub fn rank_variables(id: &RankIdentity<'_>) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A rank's whole environment: the base, its job variables, its PMI connection, its binding.
+///
+/// `OMP_NUM_THREADS` follows `--cpus-per-task` unless the user set it.
+pub fn rank_environment(
+    base: &[(OsString, OsString)],
+    id: &RankIdentity<'_>,
+    pmi: Vec<(&'static str, String)>,
+    binding: Option<&gangway_topology::Binding>,
+    cpus_per_task: u32,
+) -> Vec<(OsString, OsString)> {
+    let mut env = base.to_vec();
+    let mut extra = rank_variables(id);
+    extra.extend(pmi);
+    if let Some(b) = binding {
+        extra.push(("GANGWAY_CPUS", b.cpus.to_list_string()));
+        extra.push(("GANGWAY_MEM_NODES", b.mem_nodes.to_list_string()));
+        if !b.gpus.is_empty() {
+            let gpus = b.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            extra.push(("CUDA_VISIBLE_DEVICES", gpus.clone()));
+            extra.push(("ROCR_VISIBLE_DEVICES", gpus));
+        }
+    }
+    if !env.iter().any(|(n, _)| n == "OMP_NUM_THREADS") {
+        extra.push(("OMP_NUM_THREADS", cpus_per_task.to_string()));
+    }
+    for (name, value) in extra {
+        env.retain(|(n, _)| n.as_os_str() != name);
+        env.push((name.into(), value.into()));
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
@@ -23,6 +23,7 @@ use crate::output::{self, DestinationId, LineAssembler, OutputSink, PatternVars}
 use crate::pmi::mapping::process_mapping;
 use crate::pmi::node::JobInfo;
 use crate::pmi::server::{PmiEvent, PmiServer};
+use crate::proxy::protocol::{Down, Envelope};
 use crate::rank_env::{self, RankIdentity};
 use crate::signals::CaughtSignals;
 use crate::spawn::{self, ProcessEnd, RankCommand, SetupStep, StdinSetup};
@@ -62,7 +63,7 @@ pub async fn run_local(
         appnum: 0,
         process_mapping: process_mapping(&vec![0; n as usize]),
     };
-    let mut pmi = PmiServer::start(job, 0, (0..n).collect(), spec.pmi_mode)
+    let mut pmi = PmiServer::start(job, 0, (0..n).collect(), spec.pmi_mode, None)
         .await
         .map_err(|source| LaunchError::Setup { what: "the PMI service", source })?;
     let mut caught = CaughtSignals::install()
@@ -80,7 +81,6 @@ pub async fn run_local(
     let direct_output = n == 1 && !spec.label && spec.output.is_none() && spec.error.is_none();
 
     for rank in 0..n {
-        let mut env = base_env.clone();
         let identity = RankIdentity {
             job_id: &spec.job_id,
             rank,
@@ -97,24 +97,13 @@ pub async fn run_local(
             placement.as_ref().and_then(|p| p.ranks.get(rank as usize)).map(|r| &r.binding);
         let bound_cpus = binding.filter(|b| !b.unbound).map(|b| &b.cpus);
         let mem_nodes = binding.map(|b| &b.mem_nodes).filter(|m| !m.is_empty());
-        let mut extra: Vec<(&str, String)> = rank_env::rank_variables(&identity);
-        extra.extend(pmi.rank_env(rank, child_fd));
-        if let Some(b) = binding {
-            extra.push(("GANGWAY_CPUS", b.cpus.to_list_string()));
-            extra.push(("GANGWAY_MEM_NODES", b.mem_nodes.to_list_string()));
-            if !b.gpus.is_empty() {
-                let gpus = b.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-                extra.push(("CUDA_VISIBLE_DEVICES", gpus.clone()));
-                extra.push(("ROCR_VISIBLE_DEVICES", gpus));
-            }
-        }
-        if !env.iter().any(|(n, _)| n == "OMP_NUM_THREADS") {
-            extra.push(("OMP_NUM_THREADS", spec.cpus_per_task.to_string()));
-        }
-        for (name, value) in extra {
-            env.retain(|(n, _)| n.as_os_str() != name);
-            env.push((name.into(), value.into()));
-        }
+        let env = rank_env::rank_environment(
+            &base_env,
+            &identity,
+            pmi.rank_env(rank, child_fd),
+            binding.map(|b| &**b),
+            spec.cpus_per_task,
+        );
         let stdin = match spec.input {
             mode if !mode.reaches(rank) => StdinSetup::Null,
             _ if inherit_stdin => StdinSetup::Inherit,
@@ -174,17 +163,7 @@ pub async fn run_local(
         ));
     }
 
-    let mut sup = Supervisor {
-        pids,
-        alive: vec![true; n as usize],
-        statuses: vec![None; n as usize],
-        spoke: vec![false; n as usize],
-        end: None,
-        stopping: false,
-        kill_at: None,
-        grace: spec.kill_grace,
-        say: &say,
-    };
+    let mut sup = Supervisor::new(pids, spec.kill_grace, &say, None);
     let deadline = spec.time_limit.map(|limit| Instant::now() + limit);
     let mut last_interrupt: Option<Instant> = None;
 
@@ -267,14 +246,14 @@ pub async fn run_local(
 }
 
 /// Where each rank's stdout and stderr go.
-struct OutputRoutes {
+pub(crate) struct OutputRoutes {
     files: Vec<File>,
     rank: Vec<(DestinationId, DestinationId)>,
     writers: HashMap<DestinationId, usize>,
 }
 
 impl OutputRoutes {
-    fn open(spec: &JobSpec) -> Result<OutputRoutes, LaunchError> {
+    pub(crate) fn open(spec: &JobSpec) -> Result<OutputRoutes, LaunchError> {
         let mut files = Vec::new();
         let mut by_path: HashMap<PathBuf, DestinationId> = HashMap::new();
         let mut rank = Vec::with_capacity(spec.ntasks as usize);
@@ -333,20 +312,44 @@ impl OutputRoutes {
     }
 }
 
-struct Supervisor<'a> {
-    pids: Vec<Option<u32>>,
-    alive: Vec<bool>,
-    statuses: Vec<Option<RankStatus>>,
-    spoke: Vec<bool>,
-    end: Option<JobEnd>,
-    stopping: bool,
-    kill_at: Option<Instant>,
+/// The decisions about a job's ranks: who failed first, when to stop, how to signal them.
+/// Ranks are local processes, or remote ones reached through the proxies (`remote`).
+pub(crate) struct Supervisor<'a> {
+    pub(crate) pids: Vec<Option<u32>>,
+    pub(crate) alive: Vec<bool>,
+    pub(crate) statuses: Vec<Option<RankStatus>>,
+    pub(crate) spoke: Vec<bool>,
+    pub(crate) end: Option<JobEnd>,
+    pub(crate) stopping: bool,
+    pub(crate) kill_at: Option<Instant>,
     grace: Duration,
     say: &'a dyn Fn(String),
+    remote: Option<UnboundedSender<Envelope>>,
 }
 
-impl Supervisor<'_> {
-    fn rank_exited(&mut self, rank: u32, status: RankStatus, kill_on_bad_exit: bool) {
+impl<'a> Supervisor<'a> {
+    pub(crate) fn new(
+        pids: Vec<Option<u32>>,
+        grace: Duration,
+        say: &'a dyn Fn(String),
+        remote: Option<UnboundedSender<Envelope>>,
+    ) -> Self {
+        let n = pids.len();
+        Supervisor {
+            pids,
+            alive: vec![true; n],
+            statuses: vec![None; n],
+            spoke: vec![false; n],
+            end: None,
+            stopping: false,
+            kill_at: None,
+            grace,
+            say,
+            remote,
+        }
+    }
+
+    pub(crate) fn rank_exited(&mut self, rank: u32, status: RankStatus, kill_on_bad_exit: bool) {
         let i = rank as usize;
         self.alive[i] = false;
         self.statuses[i] = Some(status);
@@ -364,7 +367,13 @@ impl Supervisor<'_> {
         }
     }
 
-    fn exec_failed(&mut self, rank: u32, step: SetupStep, errno: i32, program: &std::path::Path) {
+    pub(crate) fn exec_failed(
+        &mut self,
+        rank: u32,
+        step: SetupStep,
+        errno: i32,
+        program: &std::path::Path,
+    ) {
         let i = rank as usize;
         self.alive[i] = false;
         self.statuses[i] = Some(RankStatus::Exited(127));
@@ -376,7 +385,7 @@ impl Supervisor<'_> {
         self.begin_stop();
     }
 
-    fn pmi_event(&mut self, event: PmiEvent) {
+    pub(crate) fn pmi_event(&mut self, event: PmiEvent) {
         match event {
             PmiEvent::Connected { rank } => {
                 if let Some(s) = self.spoke.get_mut(rank as usize) {
@@ -405,14 +414,14 @@ impl Supervisor<'_> {
     }
 
     /// Records the cause of failure, unless an earlier one is already known.
-    fn fail(&mut self, end: JobEnd) {
+    pub(crate) fn fail(&mut self, end: JobEnd) {
         if self.end.is_none() {
             self.end = Some(end);
         }
     }
 
     /// SIGTERM (with SIGCONT, in case they are stopped) now, SIGKILL after the grace period.
-    fn begin_stop(&mut self) {
+    pub(crate) fn begin_stop(&mut self) {
         if self.stopping {
             return;
         }
@@ -426,14 +435,18 @@ impl Supervisor<'_> {
         }
     }
 
-    fn kill_now(&mut self) {
+    pub(crate) fn kill_now(&mut self) {
         self.stopping = true;
         self.kill_at = None;
         self.signal_ranks(Signal::SIGKILL);
     }
 
     /// Sends a signal to the process group of every live rank; returns how many.
-    fn signal_ranks(&self, sig: Signal) -> usize {
+    pub(crate) fn signal_ranks(&self, sig: Signal) -> usize {
+        if let Some(proxies) = &self.remote {
+            let _ = proxies.send(Envelope { to: None, msg: Down::Signal(sig as i32) });
+            return self.alive.iter().filter(|a| **a).count();
+        }
         let mut count = 0;
         for (pid, alive) in self.pids.iter().zip(&self.alive) {
             if let (Some(pid), true) = (pid, alive)
@@ -448,7 +461,7 @@ impl Supervisor<'_> {
 
 /// Kills whatever the ranks left behind (reparented to us as subreaper) and reaps it.
 /// Returns how many processes it killed.
-fn kill_leftovers() -> usize {
+pub(crate) fn kill_leftovers() -> usize {
     use nix::sys::wait::{WaitPidFlag, waitpid};
     let mut killed = 0;
     let give_up = std::time::Instant::now() + Duration::from_secs(2);
@@ -492,7 +505,7 @@ fn own_children() -> Vec<i32> {
 }
 
 /// Warnings about ranks that did not wire up through PMI.
-fn pmi_warnings(spoke: &[bool], program: &std::path::Path) -> Vec<String> {
+pub(crate) fn pmi_warnings(spoke: &[bool], program: &std::path::Path) -> Vec<String> {
     let silent: Vec<String> =
         spoke.iter().enumerate().filter(|(_, s)| !**s).map(|(r, _)| r.to_string()).collect();
     let talked = spoke.len() - silent.len();

@@ -21,7 +21,7 @@ use super::wire::{self, Decoder, Framed, Protocol, Request};
 const EXIT_AFTER_EOF_GRACE: Duration = Duration::from_secs(1);
 
 /// How ranks reach the PMI service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum PmiMode {
     /// An inherited socket (`PMI_FD`): no connect, no handshake. The default.
     #[default]
@@ -31,7 +31,7 @@ pub enum PmiMode {
 }
 
 /// What the supervisor hears from the PMI service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PmiEvent {
     /// The rank spoke PMI for the first time (so it is an MPI process).
     Connected { rank: u32 },
@@ -43,7 +43,15 @@ pub enum PmiEvent {
     Failed { rank: Option<u32>, reason: String },
 }
 
+/// Where a node's fences and name requests go when the job's root is elsewhere (a proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToRoot {
+    Fence { epoch: u64, pairs: Vec<(String, String)> },
+    Name { id: ReqId, request: Request },
+}
+
 enum ToState {
+    FromRoot(NodeInput),
     Register { rank: u32, conn: UnboundedSender<ToConn> },
     Request { rank: u32, framed: Framed },
     Gone { rank: u32 },
@@ -70,11 +78,15 @@ pub struct PmiServer {
 
 impl PmiServer {
     /// Starts the service for `local_ranks` of the job. Must run inside a tokio runtime.
+    ///
+    /// `remote_root`: where fences and name requests go when this node is not the whole job;
+    /// `None` answers them here (a job on one node).
     pub async fn start(
         job: JobInfo,
         node_id: u32,
         local_ranks: Vec<u32>,
         mode: PmiMode,
+        remote_root: Option<UnboundedSender<ToRoot>>,
     ) -> std::io::Result<PmiServer> {
         let (to_state, state_rx) = unbounded_channel();
         let (events_tx, events) = unbounded_channel();
@@ -104,7 +116,7 @@ impl PmiServer {
                 tokio::spawn(accept_loop(listener, to_state.clone()));
             }
         }
-        let state = StateTask::new(job, node_id, local_ranks, events_tx);
+        let state = StateTask::new(job, node_id, local_ranks, events_tx, remote_root);
         tokio::spawn(state.run(state_rx));
         Ok(PmiServer { to_state, events, child_ends, port, jobid })
     }
@@ -125,6 +137,11 @@ impl PmiServer {
             env.push(("PMI_ID", rank.to_string()));
         }
         env
+    }
+
+    /// Hands the node what the remote root says: a completed fence or a name-service answer.
+    pub fn from_root(&self, input: NodeInput) {
+        let _ = self.to_state.send(ToState::FromRoot(input));
     }
 
     /// Tells the service a rank's process has exited.
@@ -295,7 +312,9 @@ struct Pending {
 /// Owns the node's PMI state and the local root.
 struct StateTask {
     node: NodePmi,
-    root: RootPmi,
+    /// The job's root when it is here; otherwise fences and names go `upstream`.
+    root: Option<RootPmi>,
+    upstream: Option<UnboundedSender<ToRoot>>,
     conns: HashMap<u32, UnboundedSender<ToConn>>,
     pending: HashMap<ReqId, Pending>,
     next_id: ReqId,
@@ -311,11 +330,13 @@ impl StateTask {
         node_id: u32,
         local_ranks: Vec<u32>,
         events: UnboundedSender<PmiEvent>,
+        upstream: Option<UnboundedSender<ToRoot>>,
     ) -> Self {
         let size = job.size;
         StateTask {
             node: NodePmi::new(job, node_id, local_ranks),
-            root: RootPmi::new(1),
+            root: if upstream.is_none() { Some(RootPmi::new(1)) } else { None },
+            upstream,
             conns: HashMap::new(),
             pending: HashMap::new(),
             next_id: 0,
@@ -329,6 +350,10 @@ impl StateTask {
     async fn run(mut self, mut rx: UnboundedReceiver<ToState>) {
         while let Some(msg) = rx.recv().await {
             match msg {
+                ToState::FromRoot(input) => {
+                    let out = self.node.handle(input);
+                    self.apply(out);
+                }
                 ToState::Register { rank, conn } => {
                     self.conns.insert(rank, conn);
                 }
@@ -389,12 +414,28 @@ impl StateTask {
                 }
                 NodeOutput::FenceUp { epoch, pairs } => {
                     tracing::debug!(target: "gangway::pmi", "fence {epoch}: {} new key(s)", pairs.len());
-                    let down = self.root.handle(RootInput::FenceUp { node: 0, epoch, pairs });
-                    queue.extend(self.route_down(down));
+                    match (&mut self.root, &self.upstream) {
+                        (Some(root), _) => {
+                            let down = root.handle(RootInput::FenceUp { node: 0, epoch, pairs });
+                            queue.extend(self.route_down(down));
+                        }
+                        (None, Some(up)) => {
+                            let _ = up.send(ToRoot::Fence { epoch, pairs });
+                        }
+                        (None, None) => {}
+                    }
                 }
                 NodeOutput::NameUp { id, rank: _, request } => {
-                    let down = self.root.handle(RootInput::NameUp { node: 0, id, request });
-                    queue.extend(self.route_down(down));
+                    match (&mut self.root, &self.upstream) {
+                        (Some(root), _) => {
+                            let down = root.handle(RootInput::NameUp { node: 0, id, request });
+                            queue.extend(self.route_down(down));
+                        }
+                        (None, Some(up)) => {
+                            let _ = up.send(ToRoot::Name { id, request });
+                        }
+                        (None, None) => {}
+                    }
                 }
                 NodeOutput::Abort { rank, code, message } => {
                     let _ = self.events.send(PmiEvent::Abort { rank, code, message });

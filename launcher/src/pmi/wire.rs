@@ -46,7 +46,7 @@ pub struct Framed {
 }
 
 /// Semantic requests of both protocols.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
     /// `cmd=init pmi_version=V pmi_subversion=S` (PMI-1 line; also the first line of PMI-2).
     Init {
@@ -150,7 +150,7 @@ pub enum Request {
 }
 
 /// Every answer the PMI service gives. [`encode`] turns one into bytes for either protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// Answer to `init`: rc=0, echoing the client's version.
     InitResponse {

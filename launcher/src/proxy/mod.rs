@@ -1,0 +1,6 @@
+//! Multi-node jobs: one proxy per node runs that node's ranks and serves their PMI; the
+//! launcher (the root) starts proxies over SSH in a fan-out tree and makes every decision.
+//!
+//! `protocol` is the wire between them, `node` is the proxy itself, `root` the launcher side.
+
+pub mod protocol;

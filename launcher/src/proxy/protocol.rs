@@ -1,0 +1,309 @@
+//! The messages between the launcher and its proxies, and their framing on a TCP stream.
+//!
+//! A frame is a 4-byte little-endian length and a `postcard` body. Every connection starts
+//! with [`Up::Hello`], whose version must match; a proxy then gets its [`NodeJob`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::binding::BindingOptions;
+use crate::bootstrap::ssh_config::HostKeyPolicy;
+use crate::bootstrap::{self, Bootstrap};
+use crate::job::RankStatus;
+use crate::pmi::server::{PmiEvent, PmiMode};
+use crate::pmi::wire::{Reply, Request};
+
+/// Bumped on any change to these messages; a proxy of another version is refused by name.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame accepted: a fence can carry every rank's business card.
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// How to reach one node and what runs there, for the proxy that starts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subtree {
+    pub host: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub job: NodeJob,
+    /// The nodes this node's proxy starts in turn.
+    pub below: Vec<Subtree>,
+}
+
+impl Subtree {
+    /// Every node id in this subtree.
+    pub fn node_ids(&self) -> Vec<u32> {
+        let mut ids = vec![self.job.node_id];
+        for child in &self.below {
+            ids.extend(child.node_ids());
+        }
+        ids
+    }
+}
+
+/// Everything a proxy needs to run its node's share of the job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeJob {
+    pub node_id: u32,
+    pub nnodes: u32,
+    pub nodelist: String,
+    pub job_id: String,
+    pub size: u32,
+    /// Global ranks on this node, ascending.
+    pub ranks: Vec<u32>,
+    pub program: Vec<u8>,
+    pub argv0: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    pub cwd: Option<Vec<u8>>,
+    /// The ranks' environment before their own variables (already filtered by `--export`).
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub label: bool,
+    /// The rank that reads the launcher's stdin, when it is on this node.
+    pub stdin_rank: Option<u32>,
+    pub kvsname: String,
+    pub process_mapping: Option<String>,
+    pub pmi_mode: PmiMode,
+    pub binding: BindingOptions,
+    pub bootstrap: BootstrapConfig,
+    pub proxy_path: String,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+}
+
+/// How proxies start the proxies below them (the launcher's own choice, passed down).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapConfig {
+    pub kind: LauncherKind,
+    pub config_file: Option<PathBuf>,
+    pub identity_files: Vec<PathBuf>,
+    pub host_key_policy: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// `--launcher`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LauncherKind {
+    /// libssh2 in-process (the default).
+    Ssh,
+    /// The system `ssh` binary.
+    OpenSsh,
+    /// Proxies on this machine (tests, and a single node).
+    Local,
+}
+
+impl BootstrapConfig {
+    /// The bootstrap this configuration describes.
+    pub fn build(&self) -> Result<Arc<dyn Bootstrap>, String> {
+        let policy = match &self.host_key_policy {
+            Some(p) => Some(p.parse::<HostKeyPolicy>().map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let timeout = self.connect_timeout_ms.map(Duration::from_millis);
+        Ok(match self.kind {
+            LauncherKind::Ssh => Arc::new(
+                bootstrap::ssh::Ssh2Bootstrap::new(bootstrap::ssh::SshOptions {
+                    config_file: self.config_file.clone(),
+                    host_key_policy: policy,
+                    connect_timeout: timeout,
+                    identity_files: self.identity_files.clone(),
+                    known_hosts_files: None,
+                    no_agent: false,
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            LauncherKind::OpenSsh => Arc::new(bootstrap::openssh::OpenSshBootstrap::new(
+                bootstrap::openssh::OpenSshOptions {
+                    program: PathBuf::from("ssh"),
+                    config_file: self.config_file.clone(),
+                    connect_timeout: timeout,
+                    host_key_policy: policy,
+                    identity_files: self.identity_files.clone(),
+                    options: Vec::new(),
+                },
+            )),
+            LauncherKind::Local => Arc::new(bootstrap::local::LocalBootstrap { callback_ip: None }),
+        })
+    }
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How a remote rank ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteEnd {
+    Status(RankStatus),
+    /// A set-up step or exec failed; `step` is its description.
+    SetupFailed {
+        errno: i32,
+    },
+}
+
+/// From the launcher (or a proxy relaying it) down to proxies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Down {
+    /// The receiving proxy's work, with the subtrees it must start.
+    Start(Subtree),
+    /// A fence is complete everywhere: the new pairs.
+    FenceDone {
+        epoch: u64,
+        pairs: Vec<(String, String)>,
+    },
+    /// The root's answer to a name-service request.
+    Name {
+        id: u64,
+        reply: Reply,
+    },
+    /// Bytes for the stdin rank.
+    Input(Vec<u8>),
+    InputEnd,
+    /// Send this signal to every local rank's process group.
+    Signal(i32),
+    Ping(u64),
+}
+
+/// A down message and who it is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `None`: every proxy.
+    pub to: Option<u32>,
+    pub msg: Down,
+}
+
+/// From proxies up to the launcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Up {
+    Hello {
+        version: u32,
+        token: String,
+        node_id: u32,
+        hostname: String,
+    },
+    /// All local ranks started.
+    Started {
+        node_id: u32,
+        pids: Vec<(u32, u32)>,
+    },
+    /// The node could not start its ranks (or its children): the job cannot run.
+    StartFailed {
+        node_id: u32,
+        message: String,
+    },
+    Output {
+        rank: u32,
+        stream: Stream,
+        bytes: Vec<u8>,
+    },
+    Exited {
+        rank: u32,
+        pid: u32,
+        end: RemoteEnd,
+    },
+    Pmi(PmiEvent),
+    Fence {
+        node_id: u32,
+        epoch: u64,
+        pairs: Vec<(String, String)>,
+    },
+    Name {
+        node_id: u32,
+        id: u64,
+        request: Request,
+    },
+    Pong {
+        node_id: u32,
+        seq: u64,
+    },
+    /// A proxy lost the connection to the proxies below it.
+    Lost {
+        node_ids: Vec<u32>,
+        reason: String,
+    },
+}
+
+/// A frame that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes one message as a frame.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = postcard::to_allocvec(msg).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Reads one frame and decodes it.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
+        _ => e.into(),
+    })?;
+    postcard::from_bytes(&body).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_reject_garbage() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let msg = Up::Output { rank: 3, stream: Stream::Stderr, bytes: b"x\ny\n".to_vec() };
+        write_frame(&mut a, &msg).await.unwrap();
+        write_frame(&mut a, &Up::Pong { node_id: 1, seq: 9 }).await.unwrap();
+        match read_frame::<_, Up>(&mut b).await.unwrap() {
+            Up::Output { rank: 3, stream: Stream::Stderr, bytes } => assert_eq!(bytes, b"x\ny\n"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            read_frame::<_, Up>(&mut b).await.unwrap(),
+            Up::Pong { node_id: 1, seq: 9 }
+        ));
+        a.write_all(&5u32.to_le_bytes()).await.unwrap();
+        a.write_all(&[0xff; 5]).await.unwrap();
+        assert!(matches!(read_frame::<_, Up>(&mut b).await, Err(FrameError::Decode(_))));
+        a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        assert!(matches!(read_frame::<_, Up>(&mut b).await, Err(FrameError::TooLarge(_))));
+        drop(a);
+        assert!(matches!(read_frame::<_, Up>(&mut b).await, Err(FrameError::Closed)));
+    }
+}

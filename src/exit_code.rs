@@ -13,6 +13,8 @@ pub const USAGE: u8 = 2;
 pub const PMI_FAILED: u8 = 120;
 /// The ranks do not fit the CPUs as asked (binding, CPUs per task, GPUs); nothing was started.
 pub const CANNOT_PLACE: u8 = 121;
+/// A node of a multi-node job was lost while it ran (no ping reply, or its connection dropped).
+pub const NODE_LOST: u8 = 122;
 /// The job reached its `--time` limit and was stopped (as `timeout(1)` reports it).
 pub const TIME_LIMIT: u8 = 124;
 /// gangway could not start the job (an output file, a socket, a fork failed).
@@ -42,6 +44,8 @@ pub fn for_report(report: &JobReport) -> u8 {
         },
         JobEnd::TimeLimit => TIME_LIMIT,
         JobEnd::Interrupted => INTERRUPTED,
+        JobEnd::NodeLost { .. } => NODE_LOST,
+        JobEnd::NodeStartFailed { .. } => LAUNCH_FAILED,
     }
 }
 

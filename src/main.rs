@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => gangway::cli::run::main(*args),
         Command::Topology(args) => gangway::cli::topology::main(args),
+        Command::Proxy(args) => gangway::cli::proxy::main(args),
     };
     ExitCode::from(code)
 }

@@ -92,6 +92,10 @@ pub enum JobEnd {
     TimeLimit,
     /// The user pressed Ctrl-C twice.
     Interrupted,
+    /// A node stopped answering or its connection dropped while the job ran.
+    NodeLost { node: String, reason: String },
+    /// A node could not start its proxy or its ranks.
+    NodeStartFailed { node: String, message: String },
 }
 
 /// What happened to a job.
@@ -115,6 +119,8 @@ pub enum LaunchError {
     OutputFile { path: PathBuf, source: std::io::Error },
     #[error("cannot start rank {rank} ({program}): {source}")]
     Spawn { rank: u32, program: PathBuf, source: std::io::Error },
+    #[error("{message}")]
+    Node { message: String },
     #[error("cannot set up {what}: {source}")]
     Setup { what: &'static str, source: std::io::Error },
 }

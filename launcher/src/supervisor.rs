@@ -129,6 +129,9 @@ pub async fn run_local(
                     let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
                 }
                 kill_leftovers();
+                // The writer thread ends only when every sender is gone.
+                drop(pumps);
+                drop(out);
                 sink.finish();
                 return Err(LaunchError::Spawn { rank, program: spec.program.clone(), source });
             }
@@ -247,8 +250,8 @@ pub async fn run_local(
 
 /// Where each rank's stdout and stderr go.
 pub(crate) struct OutputRoutes {
-    files: Vec<File>,
-    rank: Vec<(DestinationId, DestinationId)>,
+    pub(crate) files: Vec<File>,
+    pub(crate) rank: Vec<(DestinationId, DestinationId)>,
     writers: HashMap<DestinationId, usize>,
 }
 
@@ -347,6 +350,11 @@ impl<'a> Supervisor<'a> {
             say,
             remote,
         }
+    }
+
+    /// Where messages for the user go.
+    pub(crate) fn say_fn(&self) -> &'a dyn Fn(String) {
+        self.say
     }
 
     pub(crate) fn rank_exited(&mut self, rank: u32, status: RankStatus, kill_on_bad_exit: bool) {

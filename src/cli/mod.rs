@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each turning clap's flags into a checked request.
 
+pub mod proxy;
 pub mod run;
 pub mod topology;
 
@@ -19,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Run N copies (ranks) of a program, wired up for MPI through PMI.
     Run(Box<run::RunArgs>),
+    /// The per-node helper of a multi-node run (started by gangway itself over SSH).
+    #[command(hide = true)]
+    Proxy(proxy::ProxyArgs),
     /// Show this machine's hardware (packages, NUMA nodes, caches, cores, PUs, GPUs).
     Topology(topology::TopologyArgs),
 }

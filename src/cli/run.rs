@@ -6,13 +6,19 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use gangway_launcher::binding::{self, BindingError, BindingOptions, Machine};
+use gangway_launcher::bootstrap::ssh_config::HostKeyPolicy;
 use gangway_launcher::input::InputMode;
 use gangway_launcher::job::{JobSpec, LaunchError};
+use gangway_launcher::layout::LayoutRequest;
+use gangway_launcher::nodes::{self, NodeRequest, NodeSource, Source};
 use gangway_launcher::output::{PatternVars, expand_pattern};
 use gangway_launcher::pmi::server::PmiMode;
+use gangway_launcher::proxy::protocol::{BootstrapConfig, LauncherKind};
+use gangway_launcher::proxy::root::ClusterPlan;
 use gangway_launcher::rank_env::ExportPolicy;
 use gangway_launcher::spawn::{ProgramError, resolve_program};
 use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
+use std::time::Duration;
 
 use crate::exit_code;
 
@@ -134,6 +140,55 @@ pub struct RunArgs {
     #[arg(long, value_name = "DESC", requires = "dry_run")]
     pub synthetic: Option<String>,
 
+    /// Run on these hosts (comma-separated; hostlist expressions like node[1-4]; host:N gives N
+    /// slots; ssh://user@host:port for a login and port).
+    #[arg(long, value_name = "LIST", conflicts_with = "hostfile")]
+    pub hosts: Option<String>,
+
+    /// Run on the hosts in this file (one per line, host:slots, or Open MPI's "host slots=N").
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+
+    /// Use the first N of the hosts.
+    #[arg(short = 'N', long, value_name = "N")]
+    pub nodes: Option<u32>,
+
+    /// Exactly this many ranks on each node.
+    #[arg(long, value_name = "N")]
+    pub ntasks_per_node: Option<u32>,
+
+    /// How to start the per-node proxies: ssh (built in), openssh (the ssh program) or local.
+    #[arg(long, value_enum, default_value = "ssh")]
+    pub launcher: LauncherArg,
+
+    /// The gangway binary on the nodes (default: this one's path, for a shared file system).
+    #[arg(long, value_name = "PATH")]
+    pub proxy_path: Option<String>,
+
+    /// How many proxies the launcher, and each proxy, starts (a fan-out tree).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub tree_width: usize,
+
+    /// How often the launcher pings every node.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub ping_interval: String,
+
+    /// A node that has not answered for this long is lost: the job stops (exit code 122).
+    #[arg(long, value_name = "DURATION", default_value = "3s")]
+    pub ping_timeout: String,
+
+    /// SSH: read only this config file (like ssh -F).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// SSH: try this key file first (like ssh -i).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_identity: Vec<PathBuf>,
+
+    /// SSH host keys: strict (known_hosts must match), accept-new, or off (never check).
+    #[arg(long, value_name = "POLICY")]
+    pub host_key_checking: Option<String>,
+
     /// How ranks reach the PMI service: an inherited socket (fd) or a TCP port (port).
     #[arg(long, value_enum, default_value = "fd")]
     pub pmi: PmiArg,
@@ -152,6 +207,14 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// `--launcher` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LauncherArg {
+    Ssh,
+    Openssh,
+    Local,
+}
+
 /// `--pmi` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PmiArg {
@@ -167,6 +230,14 @@ pub struct RunRequest {
     pub machine: Machine,
     pub dry_run: bool,
     pub json: bool,
+    /// Where the nodes come from (`--hosts`, `--hostfile`, a Slurm or PBS allocation).
+    pub node_request: NodeRequest,
+    pub layout: LayoutRequest,
+    pub bootstrap: BootstrapConfig,
+    pub proxy_path: String,
+    pub tree_width: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
 }
 
 /// A `gangway run` request that cannot be carried out, with the exit code it earns.
@@ -210,6 +281,49 @@ impl RunArgs {
             mem_bind: self.mem_bind.parse().map_err(option)?,
             gpus_per_task: self.gpus_per_task,
             oversubscribe: self.oversubscribe,
+        };
+        let node_request =
+            NodeRequest { hosts: self.hosts.clone(), hostfile: self.hostfile.clone() };
+        let layout = LayoutRequest {
+            ntasks: self.ntasks,
+            nodes: self.nodes,
+            tasks_per_node: self.ntasks_per_node,
+            distribution: binding.distribution.node,
+            oversubscribe: self.oversubscribe,
+        };
+        let ping_interval = parse_duration(&self.ping_interval)
+            .map_err(|e| usage(format!("--ping-interval: {e}")))?;
+        let ping_timeout = parse_duration(&self.ping_timeout)
+            .map_err(|e| usage(format!("--ping-timeout: {e}")))?;
+        if ping_interval.is_zero() || ping_timeout <= ping_interval {
+            return Err(usage(
+                "--ping-timeout must be longer than --ping-interval, and both above 0".into(),
+            ));
+        }
+        if self.tree_width == 0 {
+            return Err(usage("--tree-width must be at least 1".into()));
+        }
+        if let Some(policy) = &self.host_key_checking {
+            policy
+                .parse::<HostKeyPolicy>()
+                .map_err(|e| usage(format!("--host-key-checking: {e}")))?;
+        }
+        let bootstrap = BootstrapConfig {
+            kind: match self.launcher {
+                LauncherArg::Ssh => LauncherKind::Ssh,
+                LauncherArg::Openssh => LauncherKind::OpenSsh,
+                LauncherArg::Local => LauncherKind::Local,
+            },
+            config_file: self.ssh_config.clone(),
+            identity_files: self.ssh_identity.clone(),
+            host_key_policy: self.host_key_checking.clone(),
+            connect_timeout_ms: None,
+        };
+        let proxy_path = match &self.proxy_path {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "gangway".into()),
         };
         let machine = match (&self.topology_xml, &self.synthetic) {
             (Some(path), _) => Machine::XmlFile(path.clone()),
@@ -300,7 +414,20 @@ impl RunArgs {
             user,
             verbose: self.verbose > 0,
         };
-        Ok(RunRequest { spec, binding, machine, dry_run: self.dry_run, json: self.json })
+        Ok(RunRequest {
+            spec,
+            binding,
+            machine,
+            dry_run: self.dry_run,
+            json: self.json,
+            node_request,
+            layout,
+            bootstrap,
+            proxy_path,
+            tree_width: self.tree_width,
+            ping_interval,
+            ping_timeout,
+        })
     }
 }
 
@@ -332,6 +459,19 @@ pub fn main(args: RunArgs) -> u8 {
             return e.code;
         }
     };
+    let env: std::collections::HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let source = match nodes::select_source(&request.node_request, &env) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("gangway: error: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    if !matches!(source, Source::Local(_)) && request.machine == Machine::Local {
+        return run_on_nodes(request, source.as_dyn());
+    }
     let placement = match binding::plan(
         request.spec.ntasks,
         &request.binding,
@@ -368,6 +508,70 @@ pub fn main(args: RunArgs) -> u8 {
         }
     };
     let result = runtime.block_on(gangway_launcher::supervisor::run_local(spec, placement));
+    finish(result)
+}
+
+/// A job across nodes: the layout, then the proxies.
+fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> u8 {
+    let all = match source.nodes() {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            eprintln!("gangway: error: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    let slots: Vec<Option<u32>> = all.iter().map(|n| n.slots).collect();
+    let node_of_rank = match gangway_launcher::layout::layout(&request.layout, &slots) {
+        Ok(layout) => layout,
+        Err(e) => {
+            eprintln!("gangway: error: {e}");
+            return exit_code::CANNOT_PLACE;
+        }
+    };
+    let used = node_of_rank.iter().max().map(|m| *m as usize + 1).unwrap_or(1);
+    let nodes: Vec<_> = all.into_iter().take(used).collect();
+    if request.dry_run {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "{} ranks on {} node(s) from {}",
+            node_of_rank.len(),
+            nodes.len(),
+            source.describe()
+        );
+        let _ = writeln!(stdout, "rank  node");
+        for (rank, node) in node_of_rank.iter().enumerate() {
+            let _ = writeln!(stdout, "{rank:<5} {}", nodes[*node as usize].name);
+        }
+        return exit_code::SUCCESS;
+    }
+    if matches!(request.spec.input, InputMode::All) {
+        eprintln!("gangway: error: --input=all works on one node only for now; use --input=RANK");
+        return exit_code::USAGE;
+    }
+    let plan = ClusterPlan {
+        nodes,
+        node_of_rank,
+        bootstrap: request.bootstrap,
+        proxy_path: request.proxy_path,
+        tree_width: request.tree_width,
+        ping_interval: request.ping_interval,
+        ping_timeout: request.ping_timeout,
+        binding: request.binding,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gangway: error: cannot start the runtime: {e}");
+            return exit_code::LAUNCH_FAILED;
+        }
+    };
+    let result = runtime.block_on(gangway_launcher::proxy::root::run_cluster(request.spec, plan));
+    finish(result)
+}
+
+/// Prints the warnings or the error of a job and returns its exit code.
+fn finish(result: Result<gangway_launcher::job::JobReport, LaunchError>) -> u8 {
     let mut stderr = std::io::stderr().lock();
     match result {
         Ok(report) => {
@@ -386,7 +590,6 @@ pub fn main(args: RunArgs) -> u8 {
         }
     }
 }
-
 /// `--dry-run`: the rank map as a table or JSON, nothing launched.
 fn print_map(request: &RunRequest, placement: Option<&gangway_topology::Placement>) -> u8 {
     let mut stdout = std::io::stdout().lock();

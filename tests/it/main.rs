@@ -7,6 +7,7 @@ mod binding;
 mod failures;
 mod io;
 mod mpi;
+mod multinode;
 mod signals;
 mod support;
 mod usage;

@@ -275,3 +275,124 @@ impl Drop for Live {
         }
     }
 }
+
+/// A virtual cluster (namespace nodes with sshd) for one test; brought down on drop.
+pub struct VCluster {
+    script: PathBuf,
+    pub prefix: String,
+    pub env: std::collections::HashMap<String, String>,
+}
+
+impl VCluster {
+    /// `None` when this machine cannot run one (not root, no namespaces): the test then skips,
+    /// loudly. With `GANGWAY_REQUIRE_VCLUSTER=1` (CI) a skip is a failure instead.
+    pub fn up(nodes: usize) -> Option<VCluster> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let script = repo_root().join("tests/cluster/vcluster");
+        let prefix = format!(
+            "t{:06x}{:02x}",
+            std::process::id() & 0xff_ffff,
+            SEQ.fetch_add(1, Ordering::Relaxed) & 0xff
+        );
+        let run = |args: &[&str]| {
+            Command::new(&script).args(args).stdin(Stdio::null()).output().expect("run vcluster")
+        };
+        let out = run(&["up", &nodes.to_string(), "--prefix", &prefix]);
+        if out.status.code() == Some(77) {
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                std::env::var_os("GANGWAY_REQUIRE_VCLUSTER").is_none(),
+                "virtual cluster required: {why}"
+            );
+            eprintln!("SKIPPED (needs a virtual cluster, run as root): {why}");
+            return None;
+        }
+        let mut cluster =
+            VCluster { script: script.clone(), prefix: prefix.clone(), env: Default::default() };
+        assert!(
+            out.status.success(),
+            "vcluster up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&["env", "--prefix", &prefix]);
+        cluster.env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect();
+        Some(cluster)
+    }
+
+    /// `gangway run` aimed at these nodes (their ssh config, hosts `node1..`).
+    pub fn gangway_run(&self) -> Command {
+        let mut cmd = gangway();
+        cmd.args(["run", "--ssh-config", &self.env["VCLUSTER_SSH_CONFIG"]]);
+        cmd
+    }
+
+    pub fn hosts(&self) -> String {
+        self.env["VCLUSTER_NODES"].split(' ').collect::<Vec<_>>().join(",")
+    }
+
+    /// `vcluster --prefix P ARGS` (kill, partition, heal, exec NODE CMD...).
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.script)
+            .arg("--prefix")
+            .arg(&self.prefix)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// How many live processes named `comm` a node has.
+    pub fn count_on(&self, node: &str, comm: &str) -> usize {
+        let out = self.ctl(&["exec", node, "ps", "-e", "-o", "stat=,comm="]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                !l.trim_start().starts_with('Z') && l.split_whitespace().nth(1) == Some(comm)
+            })
+            .count()
+    }
+}
+
+impl Drop for VCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .args(["down", "--prefix", &self.prefix])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// The hello example built with the PyPI MPICH wheel (ch4:ofi), which works across namespace
+/// nodes where Debian's UCX build does not; `None` when the wheel cannot be had (skips loudly).
+pub fn ofi_hello() -> Option<PathBuf> {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let ok = *BUILT.get_or_init(|| {
+        let lock_path = repo_root().join("target").join("examples.lock");
+        let _ = std::fs::create_dir_all(lock_path.parent().unwrap());
+        let lock = std::fs::File::create(&lock_path).unwrap();
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(repo_root().join("examples"))
+            .arg("ofi")
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let path = repo_root().join("examples/bin-ofi/hello");
+    if ok && path.exists() {
+        Some(path)
+    } else {
+        assert!(
+            std::env::var_os("GANGWAY_REQUIRE_VCLUSTER").is_none(),
+            "make -C examples ofi failed"
+        );
+        eprintln!("SKIPPED: the MPICH wheel build (make -C examples ofi) is not available");
+        None
+    }
+}

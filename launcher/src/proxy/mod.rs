@@ -3,4 +3,6 @@
 //!
 //! `protocol` is the wire between them, `node` is the proxy itself, `root` the launcher side.
 
+pub mod node;
 pub mod protocol;
+pub mod root;

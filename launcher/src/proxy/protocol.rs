@@ -151,7 +151,7 @@ pub enum RemoteEnd {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Down {
     /// The receiving proxy's work, with the subtrees it must start.
-    Start(Subtree),
+    Start(Box<Subtree>),
     /// A fence is complete everywhere: the new pairs.
     FenceDone {
         epoch: u64,
@@ -187,10 +187,11 @@ pub enum Up {
         node_id: u32,
         hostname: String,
     },
-    /// All local ranks started.
+    /// All local ranks started; `address` is the node's address as its parent sees it.
     Started {
         node_id: u32,
         pids: Vec<(u32, u32)>,
+        address: String,
     },
     /// The node could not start its ranks (or its children): the job cannot run.
     StartFailed {

@@ -1,0 +1,542 @@
+//! The proxy on one node (`gangway proxy`): starts this node's ranks and the proxies below it,
+//! serves PMI to its ranks, relays messages between the launcher and its subtree, and kills
+//! everything it started as soon as its parent is gone.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::protocol::{
+    Down, Envelope, FrameError, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up, read_frame,
+    write_frame,
+};
+use crate::binding::{self, Machine};
+use crate::bootstrap::{self, HostSpec, RemoteCommand};
+use crate::output::{self, LineAssembler};
+use crate::pmi::node::{JobInfo, NodeInput};
+use crate::pmi::server::{PmiServer, ToRoot};
+use crate::rank_env::{self, RankIdentity};
+use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
+
+/// How long a proxy waits for its parent to answer at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a proxy could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no start line on stdin (expected 'TOKEN HOST:PORT'): {0}")]
+    StartLine(String),
+    #[error("cannot reach the launcher at {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("the launcher did not answer: {0}")]
+    Protocol(String),
+}
+
+/// The first line a proxy reads on stdin: the job's token and where to call back.
+pub fn start_line(token: &str, parent: SocketAddr) -> String {
+    format!("{token} {parent}\n")
+}
+
+/// Runs the proxy for `node_id` until its parent goes away. Returns the process exit code.
+pub async fn run(node_id: u32) -> Result<(), ProxyError> {
+    let (token, parent) = read_start_line()?;
+    let parent_gone = watch_stdin_end();
+    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(parent))
+        .await
+        .map_err(|_| ProxyError::Connect {
+            addr: parent,
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| ProxyError::Connect { addr: parent, source })?;
+    let _ = stream.set_nodelay(true);
+    let address =
+        stream.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let (mut from_parent, mut to_parent) = stream.into_split();
+    let hostname =
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let hello = Up::Hello { version: PROTOCOL_VERSION, token: token.clone(), node_id, hostname };
+    write_frame(&mut to_parent, &hello).await.map_err(|e| ProxyError::Protocol(e.to_string()))?;
+    let first: Envelope =
+        read_frame(&mut from_parent).await.map_err(|e| ProxyError::Protocol(e.to_string()))?;
+    let Down::Start(subtree) = first.msg else {
+        return Err(ProxyError::Protocol("expected the job first".into()));
+    };
+
+    // Everything going up leaves through one writer task, in order.
+    let (up_tx, up_rx) = unbounded_channel::<Up>();
+    tokio::spawn(write_up(to_parent, up_rx));
+    let (down_tx, mut down_rx) = unbounded_channel::<Result<Envelope, FrameError>>();
+    tokio::spawn(async move {
+        loop {
+            let next = read_frame::<_, Envelope>(&mut from_parent).await;
+            let done = next.is_err();
+            if down_tx.send(next).is_err() || done {
+                return;
+            }
+        }
+    });
+
+    let children = Children::start(&subtree, &token, up_tx.clone()).await;
+    let mut ranks = match LocalRanks::start(&subtree, up_tx.clone(), address).await {
+        Ok(ranks) => ranks,
+        Err(message) => {
+            let _ = up_tx.send(Up::StartFailed { node_id, message });
+            LocalRanks::empty()
+        }
+    };
+
+    let ping_timeout = Duration::from_millis(subtree.job.ping_timeout_ms.max(100));
+    let mut last_ping = Instant::now();
+    let mut parent_gone = parent_gone;
+    loop {
+        tokio::select! {
+            msg = down_rx.recv() => match msg {
+                Some(Ok(envelope)) => {
+                    if matches!(envelope.msg, Down::Ping(_)) {
+                        last_ping = Instant::now();
+                    }
+                    if envelope.to.is_none_or(|to| to == node_id) {
+                        ranks.handle(&envelope.msg, node_id, &up_tx);
+                    }
+                    children.forward(&envelope);
+                }
+                // The launcher closed the connection (job over) or it broke: either way, stop.
+                _ => break,
+            },
+            Some(exit) = ranks.exits.recv() => ranks.exited(exit, &up_tx),
+            Some(event) = ranks.pmi_events.recv() => { let _ = up_tx.send(Up::Pmi(event)); }
+            Some(up) = ranks.to_root.recv() => {
+                let _ = up_tx.send(match up {
+                    ToRoot::Fence { epoch, pairs } => Up::Fence { node_id, epoch, pairs },
+                    ToRoot::Name { id, request } => Up::Name { node_id, id, request },
+                });
+            }
+            _ = &mut parent_gone => break,
+            _ = sleep_until(last_ping + ping_timeout) => break,
+        }
+    }
+    ranks.kill_all();
+    crate::supervisor::kill_leftovers();
+    drop(children);
+    Ok(())
+}
+
+fn read_start_line() -> Result<(String, SocketAddr), ProxyError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| ProxyError::StartLine(e.to_string()))?;
+    let mut words = line.split_whitespace();
+    let (Some(token), Some(addr)) = (words.next(), words.next()) else {
+        return Err(ProxyError::StartLine(format!("got {line:?}")));
+    };
+    let addr = addr.parse().map_err(|_| ProxyError::StartLine(format!("bad address {addr:?}")))?;
+    Ok((token.to_string(), addr))
+}
+
+/// Resolves when stdin reaches end of file: the SSH session that started us is gone.
+fn watch_stdin_end() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = std::thread::Builder::new().name("gangway-proxy-stdin".into()).spawn(move || {
+        let mut sink = [0u8; 4096];
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(n) = std::io::Read::read(&mut stdin, &mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
+}
+
+async fn write_up(mut to_parent: tokio::net::tcp::OwnedWriteHalf, mut rx: UnboundedReceiver<Up>) {
+    while let Some(msg) = rx.recv().await {
+        if write_frame(&mut to_parent, &msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The proxies this proxy started, and how to reach each one's subtree.
+struct Children {
+    writers: Vec<UnboundedSender<Envelope>>,
+    route: HashMap<u32, usize>,
+    _sessions: Vec<RemoteCommand>,
+}
+
+impl Children {
+    async fn start(subtree: &Subtree, token: &str, up: UnboundedSender<Up>) -> Children {
+        let mut children =
+            Children { writers: Vec::new(), route: HashMap::new(), _sessions: Vec::new() };
+        if subtree.below.is_empty() {
+            return children;
+        }
+        let fail_all = |up: &UnboundedSender<Up>, below: &Subtree, message: String| {
+            let _ = up.send(Up::StartFailed { node_id: below.job.node_id, message });
+        };
+        let bootstrap = match subtree.job.bootstrap.build() {
+            Ok(b) => b,
+            Err(e) => {
+                for below in &subtree.below {
+                    fail_all(&up, below, e.clone());
+                }
+                return children;
+            }
+        };
+        let listener = match TcpListener::bind(("0.0.0.0", 0)).await {
+            Ok(l) => l,
+            Err(e) => {
+                for below in &subtree.below {
+                    fail_all(&up, below, format!("cannot listen for proxies: {e}"));
+                }
+                return children;
+            }
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let mut starting = JoinSet::new();
+        for (i, below) in subtree.below.iter().enumerate() {
+            let bootstrap = Arc::clone(&bootstrap);
+            let host =
+                HostSpec { host: below.host.clone(), user: below.user.clone(), port: below.port };
+            let argv = proxy_argv(&subtree.job.proxy_path, below.job.node_id);
+            starting.spawn(async move { (i, bootstrap::start_async(bootstrap, host, argv).await) });
+        }
+        let mut pending: HashMap<u32, &Subtree> = HashMap::new();
+        while let Some(Ok((i, started))) = starting.join_next().await {
+            let below = &subtree.below[i];
+            match started {
+                Ok(cmd) => {
+                    if let Some(stdin) = &cmd.stdin {
+                        let back = SocketAddr::new(cmd.local_addr.ip(), port);
+                        let _ = stdin.write(start_line(token, back).into_bytes());
+                    }
+                    children._sessions.push(cmd);
+                    pending.insert(below.job.node_id, below);
+                }
+                Err(e) => fail_all(&up, below, e.to_string()),
+            }
+        }
+        while !pending.is_empty() {
+            let Ok(Ok((stream, _))) = timeout(CONNECT_TIMEOUT, listener.accept()).await else {
+                break;
+            };
+            let _ = stream.set_nodelay(true);
+            let (mut rd, mut wr) = stream.into_split();
+            let Ok(Up::Hello { version, token: theirs, node_id, .. }) =
+                read_frame::<_, Up>(&mut rd).await
+            else {
+                continue;
+            };
+            let Some(below) =
+                pending.remove(&node_id).filter(|_| version == PROTOCOL_VERSION && theirs == token)
+            else {
+                continue;
+            };
+            let index = children.writers.len();
+            for id in below.node_ids() {
+                children.route.insert(id, index);
+            }
+            let start = Envelope { to: Some(node_id), msg: Down::Start(Box::new(below.clone())) };
+            let (tx, mut rx) = unbounded_channel::<Envelope>();
+            let _ = tx.send(start);
+            children.writers.push(tx);
+            tokio::spawn(async move {
+                while let Some(env) = rx.recv().await {
+                    if write_frame(&mut wr, &env).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let up = up.clone();
+            let ids = below.node_ids();
+            let host = below.host.clone();
+            tokio::spawn(async move {
+                loop {
+                    match read_frame::<_, Up>(&mut rd).await {
+                        Ok(msg) => {
+                            if up.send(msg).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let reason = format!("connection to the proxy on {host} dropped ({e})");
+                            let _ = up.send(Up::Lost { node_ids: ids, reason });
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        for (_, below) in pending {
+            fail_all(&up, below, format!("the proxy on {} never called back", below.host));
+        }
+        children
+    }
+
+    /// Passes a message on to the subtree(s) it is meant for.
+    fn forward(&self, envelope: &Envelope) {
+        match envelope.to {
+            None => {
+                for w in &self.writers {
+                    let _ = w.send(envelope.clone());
+                }
+            }
+            Some(id) => {
+                if let Some(w) = self.route.get(&id).and_then(|i| self.writers.get(*i)) {
+                    let _ = w.send(envelope.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The command line that starts a proxy for `node_id` on another node.
+pub fn proxy_argv(proxy_path: &str, node_id: u32) -> Vec<String> {
+    vec![proxy_path.to_string(), "proxy".into(), "--node".into(), node_id.to_string()]
+}
+
+/// This node's ranks.
+struct LocalRanks {
+    pids: HashMap<u32, u32>,
+    alive: HashMap<u32, bool>,
+    exits: UnboundedReceiver<(u32, std::io::Result<ProcessEnd>)>,
+    pmi_events: UnboundedReceiver<crate::pmi::server::PmiEvent>,
+    to_root: UnboundedReceiver<ToRoot>,
+    pmi: Option<PmiServer>,
+    /// Forwarded input for this node's stdin rank (`None` in the channel closes it).
+    stdin: Option<UnboundedSender<Option<Vec<u8>>>>,
+}
+
+impl LocalRanks {
+    fn empty() -> LocalRanks {
+        let (_, exits) = unbounded_channel();
+        let (_, pmi_events) = unbounded_channel();
+        let (_, to_root) = unbounded_channel();
+        LocalRanks {
+            pids: HashMap::new(),
+            alive: HashMap::new(),
+            exits,
+            pmi_events,
+            to_root,
+            pmi: None,
+            stdin: None,
+        }
+    }
+
+    async fn start(
+        subtree: &Subtree,
+        up: UnboundedSender<Up>,
+        address: std::net::IpAddr,
+    ) -> Result<LocalRanks, String> {
+        let job = &subtree.job;
+        spawn::ensure_standard_fds();
+        // SAFETY: prctl with these arguments only sets a flag on this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let local_size = job.ranks.len() as u32;
+        let placement = binding::plan(local_size, &job.binding, &Machine::Local, false)
+            .map_err(|e| format!("node {}: {e}", job.node_id))?;
+        let (root_tx, to_root) = unbounded_channel();
+        let info = JobInfo {
+            kvsname: job.kvsname.clone(),
+            jobid: job.job_id.clone(),
+            size: job.size,
+            universe_size: job.size,
+            appnum: 0,
+            process_mapping: job.process_mapping.clone(),
+        };
+        let mut pmi =
+            PmiServer::start(info, job.node_id, job.ranks.clone(), job.pmi_mode, Some(root_tx))
+                .await
+                .map_err(|e| format!("node {}: cannot start the PMI service: {e}", job.node_id))?;
+        let base_env: Vec<(OsString, OsString)> = job
+            .env
+            .iter()
+            .map(|(k, v)| (OsString::from_vec(k.clone()), OsString::from_vec(v.clone())))
+            .collect();
+        let program = PathBuf::from(OsString::from_vec(job.program.clone()));
+        let argv0 = OsString::from_vec(job.argv0.clone());
+        let args: Vec<OsString> = job.args.iter().map(|a| OsString::from_vec(a.clone())).collect();
+        let cwd = job.cwd.as_ref().map(|c| PathBuf::from(OsString::from_vec(c.clone())));
+
+        // Output goes up as (rank, stream) chunks of whole lines.
+        let (out_tx, mut out_rx) = unbounded_channel::<(usize, Vec<u8>)>();
+        let up_out = up.clone();
+        tokio::spawn(async move {
+            while let Some((tag, bytes)) = out_rx.recv().await {
+                let stream = if tag % 2 == 0 { Stream::Stdout } else { Stream::Stderr };
+                let _ = up_out.send(Up::Output { rank: (tag / 2) as u32, stream, bytes });
+            }
+        });
+        let (exit_tx, exits) = unbounded_channel();
+        let mut ranks = LocalRanks {
+            pids: HashMap::new(),
+            alive: HashMap::new(),
+            exits,
+            pmi_events: unbounded_channel().1,
+            to_root,
+            pmi: None,
+            stdin: None,
+        };
+        for (local_rank, &rank) in job.ranks.iter().enumerate() {
+            let identity = RankIdentity {
+                job_id: &job.job_id,
+                rank,
+                size: job.size,
+                local_rank: local_rank as u32,
+                local_size,
+                node_id: job.node_id,
+                nnodes: job.nnodes,
+                nodelist: &job.nodelist,
+            };
+            let child_end = pmi.take_child_end(rank);
+            let child_fd = child_end.as_ref().map(|fd| fd.as_raw_fd());
+            let binding =
+                placement.as_ref().and_then(|p| p.ranks.get(local_rank)).map(|r| &r.binding);
+            let env = rank_env::rank_environment(
+                &base_env,
+                &identity,
+                pmi.rank_env(rank, child_fd),
+                binding.map(|b| &**b),
+                job.binding.cpus_per_task,
+            );
+            let stdin =
+                if job.stdin_rank == Some(rank) { StdinSetup::Pipe } else { StdinSetup::Null };
+            let spawned = spawn::spawn_rank(RankCommand {
+                program: &program,
+                argv0: &argv0,
+                args: &args,
+                cwd: cwd.as_deref(),
+                env,
+                stdin,
+                direct_output: false,
+                inherit_fd: child_fd,
+                cpus: binding.filter(|b| !b.unbound).map(|b| &b.cpus),
+                mem_nodes: binding.map(|b| &b.mem_nodes).filter(|m| !m.is_empty()),
+            });
+            drop(child_end);
+            let process = match spawned {
+                Ok(p) => p,
+                Err(e) => {
+                    ranks.kill_all();
+                    return Err(format!("node {}: cannot start rank {rank}: {e}", job.node_id));
+                }
+            };
+            ranks.pids.insert(rank, process.pid);
+            ranks.alive.insert(rank, true);
+            let label = job.label.then(|| format!("{rank}: "));
+            let tag = rank as usize * 2;
+            if let Some(o) = process.stdout {
+                tokio::spawn(output::pump(
+                    o,
+                    LineAssembler::lines(label.clone()),
+                    tag,
+                    out_tx.clone(),
+                ));
+            }
+            if let Some(e) = process.stderr {
+                tokio::spawn(output::pump(e, LineAssembler::lines(label), tag + 1, out_tx.clone()));
+            }
+            if let Some(mut pipe) = process.stdin {
+                let (tx, mut rx) = unbounded_channel::<Option<Vec<u8>>>();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    while let Some(Some(bytes)) = rx.recv().await {
+                        if pipe.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                ranks.stdin = Some(tx);
+            }
+            let exit_tx = exit_tx.clone();
+            let watch = process.exit;
+            tokio::spawn(async move {
+                let _ = exit_tx.send((rank, watch.wait().await));
+            });
+        }
+        let pids = ranks.pids.iter().map(|(r, p)| (*r, *p)).collect();
+        let _ = up.send(Up::Started { node_id: job.node_id, pids, address: address.to_string() });
+        ranks.pmi_events = std::mem::replace(&mut pmi.events, unbounded_channel().1);
+        ranks.pmi = Some(pmi);
+        Ok(ranks)
+    }
+
+    fn handle(&mut self, msg: &Down, node_id: u32, up: &UnboundedSender<Up>) {
+        match msg {
+            Down::FenceDone { epoch, pairs } => {
+                if let Some(pmi) = &self.pmi {
+                    pmi.from_root(NodeInput::FenceDown { epoch: *epoch, pairs: pairs.clone() });
+                }
+            }
+            Down::Name { id, reply } => {
+                if let Some(pmi) = &self.pmi {
+                    pmi.from_root(NodeInput::NameDown { id: *id, reply: reply.clone() });
+                }
+            }
+            Down::Input(bytes) => {
+                if let Some(stdin) = &self.stdin {
+                    let _ = stdin.send(Some(bytes.clone()));
+                }
+            }
+            Down::InputEnd => {
+                if let Some(stdin) = self.stdin.take() {
+                    let _ = stdin.send(None);
+                }
+            }
+            Down::Signal(sig) => {
+                if let Ok(sig) = Signal::try_from(*sig) {
+                    self.signal(sig);
+                }
+            }
+            Down::Ping(seq) => {
+                let _ = up.send(Up::Pong { node_id, seq: *seq });
+            }
+            Down::Start(_) => {}
+        }
+    }
+
+    fn exited(
+        &mut self,
+        (rank, end): (u32, std::io::Result<ProcessEnd>),
+        up: &UnboundedSender<Up>,
+    ) {
+        self.alive.insert(rank, false);
+        let pid = self.pids.get(&rank).copied().unwrap_or(0);
+        let end = match end {
+            Ok(ProcessEnd::Status(status)) => RemoteEnd::Status(status),
+            Ok(ProcessEnd::ExecFailed { errno, .. }) => RemoteEnd::SetupFailed { errno },
+            Err(_) => RemoteEnd::Status(crate::job::RankStatus::Exited(-1)),
+        };
+        let _ = up.send(Up::Exited { rank, pid, end });
+        if let Some(pmi) = &self.pmi {
+            pmi.rank_exited(rank);
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        for (rank, pid) in &self.pids {
+            if self.alive.get(rank).copied().unwrap_or(false) {
+                let _ = killpg(Pid::from_raw(*pid as i32), sig);
+            }
+        }
+    }
+
+    fn kill_all(&self) {
+        self.signal(Signal::SIGKILL);
+    }
+}

@@ -20,7 +20,7 @@ pub const MAX_PARSED_CPU: u32 = (1 << 20) - 1;
 /// Also used for sets of NUMA node indexes ([`NodeSet`]) and other small index sets.
 /// Formats as the Linux list syntax; parses the list syntax ([`FromStr`]) or hex masks
 /// ([`CpuSet::parse_mask`]).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CpuSet {
     /// Bits 0..256.
     inline: [u64; INLINE_WORDS],
@@ -44,10 +44,20 @@ pub struct CpuSetParseError {
     pub reason: String,
 }
 
+impl Default for CpuSet {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
 impl CpuSet {
+    /// The empty set, as a constant: the derived `Default` zeroed a temporary and copied it,
+    /// and the copy stalled on store forwarding once per set built (four per placed rank).
+    const EMPTY: Self = Self { inline: [0; INLINE_WORDS], spill: None };
+
     /// The empty set.
     pub fn new() -> Self {
-        Self::default()
+        Self::EMPTY
     }
 
     /// A set holding `0..n`.
@@ -191,6 +201,19 @@ impl CpuSet {
             s.trim();
         }
         s
+    }
+
+    /// Makes `self` the intersection `a ∩ b`, written in place: building a set elsewhere and
+    /// moving it in goes through the stack, which placement's per-core loop felt.
+    pub(crate) fn assign_intersection(&mut self, a: &Self, b: &Self) {
+        for ((o, x), y) in self.inline.iter_mut().zip(&a.inline).zip(&b.inline) {
+            *o = x & y;
+        }
+        if self.spill.is_some() || (a.spill.is_some() && b.spill.is_some()) {
+            let words: Vec<u64> = a.spill().iter().zip(b.spill()).map(|(x, y)| x & y).collect();
+            self.spill = Some(words.into_boxed_slice());
+            self.trim();
+        }
     }
 
     /// `self \ other`.

@@ -142,8 +142,8 @@ pub struct RankPlacement {
     pub binding: Arc<Binding>,
 }
 
-/// What a rank is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a rank is bound to. The default is an empty binding (placement fills one in place).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
     /// CPUs to bind to (OS indexes): what the launcher passes to `sched_setaffinity`.
     pub cpus: CpuSet,
@@ -429,18 +429,18 @@ pub fn place<N: PlacementNode>(
         if let Some((start, prev_k)) = last
             && !rebuilt
             && prev_k == k
+            && start + k as usize <= placement.ranks.len()
         {
-            for local in 0..k {
-                let Some(prev) = placement.ranks.get(start + local as usize) else { break };
-                let r = RankPlacement {
-                    rank: ranks.get(local),
-                    node: i as u32,
-                    local_rank: local,
-                    binding: Arc::clone(&prev.binding),
-                };
-                placement.ranks.push(r);
+            // Clone the records in bulk, then renumber them in place: building each record
+            // and pushing it staged it through the stack (a store-forwarding stall per rank).
+            let from = placement.ranks.len();
+            placement.ranks.extend_from_within(start..start + k as usize);
+            let copied = placement.ranks.get_mut(from..).unwrap_or_default();
+            for (local, r) in (0u32..).zip(copied) {
+                r.rank = ranks.get(local);
+                r.node = i as u32;
             }
-            last = Some((placement.ranks.len() - k as usize, k));
+            last = Some((from, k));
             continue;
         }
         let start = placement.ranks.len();
@@ -663,23 +663,26 @@ fn rank_order(req: &PlacementRequest, counts: &[u32]) -> RankOrder {
 }
 
 /// A node's available CPUs cut into units, with the domain tables block/cyclic need.
+///
+/// Built once per node shape and request, so it holds only what the request's binding uses:
+/// per-unit CPU sets are not stored (a unit is a core's available CPUs or one CPU of it), and
+/// only the domain table of the binding level is filled.
 #[derive(Debug, Default)]
 struct Layout {
     avail: CpuSet,
     /// Units in socket → NUMA → core order.
     units: Vec<Unit>,
-    /// Per unit: CPUs (OS indexes) it stands for.
-    unit_cpus: Vec<CpuSet>,
     /// Per unit: [start, end) of its NUMA run (within its socket) in `units`.
     numa_run: Vec<(u32, u32)>,
     /// Sockets: [start, end) in `units`.
     sockets: Vec<(u32, u32)>,
-    /// Available CPUs of each core / L3 cache / NUMA node / package (model indexes).
+    /// Available CPUs of each core (model index): what a core unit stands for.
     core_cpus: Vec<CpuSet>,
-    l3_cpus: Vec<CpuSet>,
-    numa_cpus: Vec<CpuSet>,
-    package_cpus: Vec<CpuSet>,
-    /// NUMA nodes: cpuset, OS index, memory may be bound there.
+    /// Available CPUs of each domain of the binding level (L3 cache, NUMA node or package,
+    /// model indexes; [`Unit::domain`] points here); empty for the other bindings.
+    domain_cpus: Vec<CpuSet>,
+    /// NUMA nodes holding available CPUs: cpuset, OS index, memory may be bound there. Nodes
+    /// without available CPUs cannot meet a rank's CPUs (always a subset of `avail`).
     numa: Vec<(CpuSet, u32, bool)>,
 }
 
@@ -687,12 +690,20 @@ struct Layout {
 struct Unit {
     core: u32,
     socket: u32,
-    l3: u32,
     numa: u32,
     package: u32,
+    /// Domain of the binding level (index into [`Layout::domain_cpus`]) or [`NONE`].
+    domain: u32,
+    /// The CPU (OS index) of a thread unit; [`NONE`] for a core unit (all of `core_cpus`).
+    cpu: u32,
 }
 
 const NONE: u32 = u32::MAX;
+
+impl Unit {
+    const EMPTY: Self =
+        Unit { core: NONE, socket: 0, numa: NONE, package: NONE, domain: NONE, cpu: NONE };
+}
 
 impl Layout {
     fn build(
@@ -710,113 +721,142 @@ impl Layout {
             avail &= e;
         }
         let nomt = req.hint == Hint::Nomultithread;
-        let core_cpus: Vec<CpuSet> = topo
-            .cores
-            .iter()
-            .map(|core| {
-                if !nomt {
-                    // Word-wise AND: the common case, and the hot loop of building a layout.
-                    return core.cpuset.intersection(&avail);
-                }
-                // One thread per core: the core's first available PU in logical order.
-                core.pus
-                    .iter()
-                    .filter_map(|&p| topo.pus.get(p as usize))
-                    .map(|pu| pu.os_index)
-                    .find(|&os| avail.contains(os))
-                    .into_iter()
-                    .collect()
-            })
-            .collect();
-        let cap = match unit {
-            CpuUnit::Core => topo.cores.len(),
-            CpuUnit::Thread => topo.pus.len(),
+        // Filled in place: collecting sets returned by value copied each through the stack.
+        let mut core_cpus: Vec<CpuSet> = vec![CpuSet::new(); topo.cores.len()];
+        for (dst, core) in core_cpus.iter_mut().zip(&topo.cores) {
+            if !nomt {
+                // Word-wise AND: the common case, and the hot loop of building a layout.
+                dst.assign_intersection(&core.cpuset, &avail);
+                continue;
+            }
+            // One thread per core: the core's first available PU in logical order.
+            if let Some(os) = core
+                .pus
+                .iter()
+                .filter_map(|&p| topo.pus.get(p as usize))
+                .map(|pu| pu.os_index)
+                .find(|&os| avail.contains(os))
+            {
+                dst.insert(os);
+            }
+        }
+        // The domain table of the binding level only: a real machine lists hundreds of L1/L2
+        // caches that core or thread binding never looks at.
+        let level: fn(&crate::model::Core) -> Option<u32> = match req.cpu_bind {
+            CpuBind::L3 => |c| c.l3,
+            CpuBind::Numa => |c| c.numa,
+            CpuBind::Sockets => |c| c.package,
+            _ => |_| None,
         };
-        // Two parallel vectors rather than a vector of pairs: building and splitting pairs
-        // was a third of the cost of a layout.
-        let mut units: Vec<Unit> = Vec::with_capacity(cap);
-        let mut unit_cpus: Vec<CpuSet> = Vec::with_capacity(cap);
-        for (ci, core) in topo.cores.iter().enumerate() {
-            let Some(cpus) = core_cpus.get(ci) else { continue };
+        let restrict = |s: &CpuSet| s.intersection(&avail);
+        let domain_cpus: Vec<CpuSet> = match req.cpu_bind {
+            CpuBind::L3 => topo.caches.iter().map(|c| restrict(&c.cpuset)).collect(),
+            CpuBind::Numa => topo.numa_nodes.iter().map(|n| restrict(&n.cpuset)).collect(),
+            CpuBind::Sockets => topo.packages.iter().map(|p| restrict(&p.cpuset)).collect(),
+            _ => Vec::new(),
+        };
+        // Exact count first, then every unit written into its slot: pushing a `Unit` kept it
+        // alive across the vector's grow call, so it went through the stack and stalled.
+        let count: usize = match unit {
+            CpuUnit::Core => core_cpus.iter().filter(|s| !s.is_empty()).count(),
+            CpuUnit::Thread => core_cpus.iter().map(CpuSet::len).sum(),
+        };
+        let mut units: Vec<Unit> = vec![Unit::EMPTY; count];
+        let mut slots = units.iter_mut();
+        for (ci, (core, cpus)) in topo.cores.iter().zip(&core_cpus).enumerate() {
             if cpus.is_empty() {
                 continue;
             }
-            let l3 = core.l3.unwrap_or(NONE);
             let u = Unit {
                 core: ci as u32,
                 socket: 0,
-                l3,
                 numa: core.numa.unwrap_or(NONE),
                 package: core.package.unwrap_or(NONE),
+                domain: level(core).unwrap_or(NONE),
+                cpu: NONE,
             };
             match unit {
                 CpuUnit::Core => {
-                    units.push(u);
-                    unit_cpus.push(cpus.clone());
+                    if let Some(slot) = slots.next() {
+                        *slot = u;
+                    }
                 }
                 CpuUnit::Thread => {
-                    for cpu in cpus {
-                        units.push(u);
-                        let mut one = CpuSet::new();
-                        one.insert(cpu);
-                        unit_cpus.push(one);
+                    // CPUs first: `zip` pulls from its first iterator before the second,
+                    // so no slot is taken once the core's CPUs run out.
+                    for (cpu, slot) in cpus.iter().zip(slots.by_ref()) {
+                        *slot = Unit { cpu, ..u };
                     }
                 }
             }
         }
         if !units.is_sorted_by_key(|u| (u.package, u.numa)) {
             // Stable: keeps core order inside each (package, NUMA) pair.
-            let mut order: Vec<usize> = (0..units.len()).collect();
-            order.sort_by_key(|&i| units.get(i).map(|u| (u.package, u.numa)));
-            units = order.iter().filter_map(|&i| units.get(i).copied()).collect();
-            unit_cpus = order.iter().filter_map(|&i| unit_cpus.get(i).cloned()).collect();
+            units.sort_by_key(|u| (u.package, u.numa));
         }
-        let mut layout = Layout { avail, core_cpus, unit_cpus, ..Layout::default() };
+        // Sockets: maximal stretches of one package.
+        let mut sockets = Vec::new();
         let mut i = 0usize;
-        while i < units.len() {
-            let pkg = units.get(i).map_or(NONE, |u| u.package);
+        while let Some(package) = units.get(i).map(|u| u.package) {
             let start = i;
-            while units.get(i).is_some_and(|u| u.package == pkg) {
+            while let Some(u) = units.get_mut(i)
+                && u.package == package
+            {
+                u.socket = sockets.len() as u32;
                 i += 1;
             }
-            layout.sockets.push((start as u32, i as u32));
+            sockets.push((start as u32, i as u32));
         }
-        layout.numa_run = vec![(0, 0); units.len()];
+        let mut numa_run = Vec::with_capacity(units.len());
+        // NUMA runs: maximal stretches of one (package, NUMA) pair.
         let mut i = 0usize;
-        while i < units.len() {
-            let key = units.get(i).map(|u| (u.package, u.numa));
+        while let Some(first) = units.get(i).copied() {
             let start = i;
-            while units.get(i).map(|u| (u.package, u.numa)) == key {
+            while units.get(i).is_some_and(|u| u.package == first.package && u.numa == first.numa) {
                 i += 1;
             }
-            for slot in layout.numa_run.iter_mut().take(i).skip(start) {
-                *slot = (start as u32, i as u32);
-            }
+            numa_run.resize(i, (start as u32, i as u32));
         }
-        for (si, &(s, e)) in layout.sockets.iter().enumerate() {
-            for u in units.iter_mut().take(e as usize).skip(s as usize) {
-                u.socket = si as u32;
-            }
-        }
-        let restrict = |s: &CpuSet| s.intersection(&layout.avail);
-        layout.l3_cpus = topo.caches.iter().map(|c| restrict(&c.cpuset)).collect();
-        layout.numa_cpus = topo.numa_nodes.iter().map(|n| restrict(&n.cpuset)).collect();
-        layout.package_cpus = topo.packages.iter().map(|p| restrict(&p.cpuset)).collect();
-        layout.numa = topo
+        let numa = topo
             .numa_nodes
             .iter()
+            .filter(|n| n.cpuset.intersects(&avail))
             .map(|n| (n.cpuset.clone(), n.os_index, topo.allowed_nodeset.contains(n.os_index)))
             .collect();
-        layout.units = units;
-        layout
+        Layout { avail, units, numa_run, sockets, core_cpus, domain_cpus, numa }
     }
 
-    fn numa_of(&self, cpus: &CpuSet) -> NodeSet {
-        self.numa.iter().filter(|n| n.0.intersects(cpus)).map(|n| n.1).collect()
+    /// Adds to `numa` the NUMA nodes local to `cpus` (a subset of `avail`), and to `mem` those
+    /// of them memory is bound to under `mem_bind`: one pass over the few NUMA nodes.
+    fn add_numa_of(&self, cpus: &CpuSet, mem_bind: MemBind, numa: &mut NodeSet, mem: &mut NodeSet) {
+        let local = mem_bind == MemBind::Local;
+        for (set, os, bindable) in &self.numa {
+            if set.intersects(cpus) {
+                numa.insert(*os);
+                if local && *bindable {
+                    mem.insert(*os);
+                }
+            }
+        }
     }
 
-    fn mem_of(&self, cpus: &CpuSet) -> NodeSet {
-        self.numa.iter().filter(|n| n.2 && n.0.intersects(cpus)).map(|n| n.1).collect()
+    /// Adds to `out` the CPUs the units stand for.
+    fn add_unit_cpus(&self, units: &[u32], out: &mut CpuSet) {
+        for &u in units {
+            let Some(unit) = self.units.get(u as usize) else { continue };
+            if unit.cpu != NONE {
+                out.insert(unit.cpu);
+            } else if let Some(s) = self.core_cpus.get(unit.core as usize) {
+                *out |= s;
+            }
+        }
+    }
+
+    /// The CPUs the units stand for: what GPU nearness looks at.
+    fn unit_cpus(&self, units: &[u32]) -> CpuSet {
+        let mut out = CpuSet::new();
+        self.add_unit_cpus(units, &mut out);
+        out
     }
 }
 
@@ -959,60 +999,80 @@ fn place_node(
     }
 
     let unbound = over || req.cpu_bind == CpuBind::None;
-    for local in 0..k {
+    let gpus_per_rank = req.gpus_per_task > 0 && !topo.gpus.is_empty();
+    // Unbound ranks all get the node's available CPUs; without per-rank GPUs their bindings
+    // are equal, so they share one.
+    let mut shared: Option<Arc<Binding>> = None;
+    let all_cores: CpuSet =
+        if unbound { layout.units.iter().map(|u| u.core).collect() } else { CpuSet::new() };
+    let assigned = &scratch.assigned;
+    let mut bind = |local: u32| -> Arc<Binding> {
         let lo = (local * c) as usize;
-        let units = scratch.assigned.get(lo..lo + c as usize).unwrap_or(&[]);
-        let mut near = CpuSet::new();
-        let mut cores = CpuSet::new();
-        for &u in units {
-            if let Some(set) = layout.unit_cpus.get(u as usize) {
-                near |= set;
-            }
-            if let Some(unit) = layout.units.get(u as usize) {
-                cores.insert(unit.core);
+        let units = assigned.get(lo..lo + c as usize).unwrap_or(&[]);
+        match &shared {
+            Some(b) => Arc::clone(b),
+            None => {
+                // Allocate an empty binding and fill it where it lives (`Arc::default` builds
+                // in place): building it on the stack and moving it in cost a 224-byte copy
+                // per rank that stalled on store forwarding (the sets were just written word
+                // by word), a tenth of the time of a node.
+                let mut arc = Arc::<Binding>::default();
+                if let Some(b) = Arc::get_mut(&mut arc) {
+                    b.oversubscribed = over;
+                    b.unbound = unbound;
+                    if gpus_per_rank {
+                        b.gpus = pick_gpus(topo, req, &layout.unit_cpus(units), &mut gpu_used);
+                    }
+                    if unbound {
+                        b.cpus.clone_from(&layout.avail);
+                        b.cores.clone_from(&all_cores);
+                    } else {
+                        for &u in units {
+                            if let Some(unit) = layout.units.get(u as usize) {
+                                b.cores.insert(unit.core);
+                            }
+                        }
+                        match req.cpu_bind {
+                            CpuBind::Threads => layout.add_unit_cpus(units, &mut b.cpus),
+                            CpuBind::Cores => {
+                                widen(units, layout, |u| u.core, &layout.core_cpus, &mut b.cpus)
+                            }
+                            CpuBind::L3 | CpuBind::Numa | CpuBind::Sockets => {
+                                widen(units, layout, |u| u.domain, &layout.domain_cpus, &mut b.cpus)
+                            }
+                            _ => b.cpus.clone_from(&layout.avail),
+                        }
+                    }
+                    layout.add_numa_of(&b.cpus, req.mem_bind, &mut b.numa, &mut b.mem_nodes);
+                }
+                if unbound && !gpus_per_rank {
+                    shared = Some(Arc::clone(&arc));
+                }
+                arc
             }
         }
-        let cpus = if unbound {
-            cores = layout.units.iter().map(|u| u.core).collect();
-            layout.avail.clone()
-        } else {
-            match req.cpu_bind {
-                CpuBind::Threads => near.clone(),
-                CpuBind::Cores => widen(units, layout, |u| u.core, &layout.core_cpus),
-                CpuBind::L3 => widen(units, layout, |u| u.l3, &layout.l3_cpus),
-                CpuBind::Numa => widen(units, layout, |u| u.numa, &layout.numa_cpus),
-                CpuBind::Sockets => widen(units, layout, |u| u.package, &layout.package_cpus),
-                _ => layout.avail.clone(),
-            }
-        };
-        let gpus = pick_gpus(topo, req, &near, &mut gpu_used);
-        let numa = layout.numa_of(&cpus);
-        let mem_nodes = match req.mem_bind {
-            MemBind::Local => layout.mem_of(&cpus),
-            MemBind::None => NodeSet::new(),
-        };
-        out.ranks.push(RankPlacement {
-            rank: ranks.get(local),
-            node,
-            local_rank: local,
-            binding: Arc::new(Binding {
-                cpus,
-                cores,
-                numa,
-                mem_nodes,
-                gpus,
-                oversubscribed: over,
-                unbound,
-            }),
-        });
-    }
+    };
+    // `extend` over a range writes each record straight into the vector; `push` staged it on
+    // the stack in 4-byte halves and reloaded it in 8-byte words, a store-forwarding stall per
+    // rank.
+    out.ranks.extend((0..k).map(|local| RankPlacement {
+        rank: ranks.get(local),
+        node,
+        local_rank: local,
+        binding: bind(local),
+    }));
     Ok(())
 }
 
-/// Union of the available CPUs of the domains (core, L3, NUMA node, package) holding `units`;
-/// a unit outside any such domain (no L3 in the model) keeps its own core.
-fn widen(units: &[u32], layout: &Layout, domain: impl Fn(&Unit) -> u32, sets: &[CpuSet]) -> CpuSet {
-    let mut out = CpuSet::new();
+/// Adds to `out` the available CPUs of the domains (core, L3, NUMA node, package) holding
+/// `units`; a unit outside any such domain (no L3 in the model) adds its own core.
+fn widen(
+    units: &[u32],
+    layout: &Layout,
+    domain: impl Fn(&Unit) -> u32,
+    sets: &[CpuSet],
+    out: &mut CpuSet,
+) {
     let mut last = None;
     for &u in units {
         let Some(unit) = layout.units.get(u as usize) else { continue };
@@ -1023,15 +1083,14 @@ fn widen(units: &[u32], layout: &Layout, domain: impl Fn(&Unit) -> u32, sets: &[
         }
         last = Some(d);
         match sets.get(d as usize) {
-            Some(s) => out |= s,
+            Some(s) => *out |= s,
             None => {
                 if let Some(s) = layout.core_cpus.get(unit.core as usize) {
-                    out |= s;
+                    *out |= s;
                 }
             }
         }
     }
-    out
 }
 
 /// Block: consecutive units. With `aligned`, a rank that does not fit in the rest of its NUMA
@@ -1297,10 +1356,8 @@ fn place_explicit(
             .filter(|(_, core)| core.cpuset.intersects(cpus))
             .map(|(i, _)| i as u32)
             .collect();
-        let mem_nodes = match req.mem_bind {
-            MemBind::Local => layout.mem_of(cpus),
-            MemBind::None => NodeSet::new(),
-        };
+        let (mut numa, mut mem_nodes) = (NodeSet::new(), NodeSet::new());
+        layout.add_numa_of(cpus, req.mem_bind, &mut numa, &mut mem_nodes);
         out.ranks.push(RankPlacement {
             rank: ranks.get(local),
             node,
@@ -1308,7 +1365,7 @@ fn place_explicit(
             binding: Arc::new(Binding {
                 cpus: cpus.clone(),
                 cores,
-                numa: layout.numa_of(cpus),
+                numa,
                 mem_nodes,
                 gpus: pick_gpus(topo, req, cpus, &mut gpu_used),
                 oversubscribed: shared.is_some(),

@@ -1129,6 +1129,12 @@ fn assign_block(
                     cur = ne;
                     continue;
                 }
+                // This NUMA node is too small for any rank: a later one of the socket may
+                // still hold the rank whole.
+                if let Some(next) = next_numa_fit(layout, ne, se, c) {
+                    cur = next;
+                    continue;
+                }
                 if se - cur >= c {
                     break;
                 }
@@ -1151,6 +1157,19 @@ fn assign_block(
         cur += c;
     }
     true
+}
+
+/// Start of the first NUMA run in `[from, end)` (a run boundary) holding at least `c` units.
+fn next_numa_fit(layout: &Layout, mut from: u32, end: u32, c: u32) -> Option<u32> {
+    while from < end {
+        let (_, e) = layout.numa_run.get(from as usize).copied()?;
+        let e = e.min(end);
+        if e - from >= c {
+            return Some(from);
+        }
+        from = e.max(from + 1);
+    }
+    None
 }
 
 /// Start of `c` consecutive units inside one socket from `cur`, preferring a NUMA-aligned run.

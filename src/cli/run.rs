@@ -32,10 +32,12 @@ Examples:
   gangway run -n 2 --export=NONE,PATH env  only PATH (and gangway's variables) reach the ranks
   gangway run -n 4 -c 2 --dry-run ./app     show which cores each rank would get
   gangway run -n 4 --cpu-bind=numa --mem-bind=local ./app
+  gangway run --hosts node[1-3] -n 6 ./app  2 ranks on each of 3 nodes, over SSH
+  gangway run --hostfile hosts.txt -n 8 ./app
 
 Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
 the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 124 time limit,
-121 cannot place, 125 launch failed, 126 not executable, 127 not found, 130 stopped by Ctrl-C
+121 cannot place, 122 node lost, 125 launch failed, 126 not executable, 127 not found, 130 stopped by Ctrl-C
 (docs/exit-codes.md).";
 
 /// Flags of `gangway run`, mirroring srun's where they overlap.

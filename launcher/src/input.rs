@@ -8,7 +8,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc::unbounded_channel;
 
 /// Which ranks read the launcher's standard input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InputMode {
     /// Every rank gets its own copy.
     All,

@@ -547,10 +547,6 @@ fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> u8 {
         }
         return exit_code::SUCCESS;
     }
-    if matches!(request.spec.input, InputMode::All) {
-        eprintln!("gangway: error: --input=all works on one node only for now; use --input=RANK");
-        return exit_code::USAGE;
-    }
     let plan = ClusterPlan {
         nodes,
         node_of_rank,

@@ -101,6 +101,12 @@ fn remote_exit_codes_signals_labels_and_stdin() {
     );
     out.assert_success();
     assert_eq!(out.sorted_lines(), ["0: end 0/3", "1: end 1/3", "1: to rank one", "2: end 2/3"]);
+    let out = crate::support::run_with_input(
+        vc.gangway_run().args(["--hosts", &vc.hosts(), "-n", "3", "-l", "--input=all", "cat"]),
+        Some(b"everyone\n"),
+    );
+    out.assert_success();
+    assert_eq!(out.sorted_lines(), ["0: everyone", "1: everyone", "2: everyone"]);
 
     let live = Live::start(
         vc.gangway_run()
@@ -237,4 +243,46 @@ fn hostfiles_and_foreign_allocations() {
         run(vc.gangway_run().args(["-n", "3", "-l", "hostname"]).env("PBS_NODEFILE", &nodefile));
     out.assert_success();
     assert_eq!(out.sorted_lines(), ["0: node3", "1: node3", "2: node1"]);
+}
+
+/// A key the nodes do not accept: an error that names the node and the keys tried, at once.
+#[test]
+fn refused_key_is_a_clear_error() {
+    let Some(vc) = VCluster::up(1) else { return };
+    let dir = crate::support::scratch();
+    let key = dir.path().join("stranger");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let config = std::fs::read_to_string(&vc.env["VCLUSTER_SSH_CONFIG"]).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("IdentityFile") {
+                format!("  IdentityFile {}", key.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config_path = dir.path().join("ssh_config");
+    std::fs::write(&config_path, config + "\n").unwrap();
+    let start = Instant::now();
+    let out = run(crate::support::gangway()
+        .args(["run", "--ssh-config"])
+        .arg(&config_path)
+        .args(["--hosts", "node1", "true"])
+        .env_remove("SSH_AUTH_SOCK"));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(out.stderr.contains("node1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&key.display().to_string()),
+        "the key tried is named: {}",
+        out.stderr
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
 }

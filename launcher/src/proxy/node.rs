@@ -318,8 +318,8 @@ struct LocalRanks {
     pmi_events: UnboundedReceiver<crate::pmi::server::PmiEvent>,
     to_root: UnboundedReceiver<ToRoot>,
     pmi: Option<PmiServer>,
-    /// Forwarded input for this node's stdin rank (`None` in the channel closes it).
-    stdin: Option<UnboundedSender<Option<Vec<u8>>>>,
+    /// Forwarded input for this node's stdin ranks (`None` in a channel closes that pipe).
+    stdin: Vec<UnboundedSender<Option<Vec<u8>>>>,
 }
 
 impl LocalRanks {
@@ -334,7 +334,7 @@ impl LocalRanks {
             pmi_events,
             to_root,
             pmi: None,
-            stdin: None,
+            stdin: Vec::new(),
         }
     }
 
@@ -390,7 +390,7 @@ impl LocalRanks {
             pmi_events: unbounded_channel().1,
             to_root,
             pmi: None,
-            stdin: None,
+            stdin: Vec::new(),
         };
         for (local_rank, &rank) in job.ranks.iter().enumerate() {
             let identity = RankIdentity {
@@ -414,8 +414,7 @@ impl LocalRanks {
                 binding.map(|b| &**b),
                 job.binding.cpus_per_task,
             );
-            let stdin =
-                if job.stdin_rank == Some(rank) { StdinSetup::Pipe } else { StdinSetup::Null };
+            let stdin = if job.input.reaches(rank) { StdinSetup::Pipe } else { StdinSetup::Null };
             let spawned = spawn::spawn_rank(RankCommand {
                 program: &program,
                 argv0: &argv0,
@@ -461,7 +460,7 @@ impl LocalRanks {
                         }
                     }
                 });
-                ranks.stdin = Some(tx);
+                ranks.stdin.push(tx);
             }
             let exit_tx = exit_tx.clone();
             let watch = process.exit;
@@ -489,12 +488,12 @@ impl LocalRanks {
                 }
             }
             Down::Input(bytes) => {
-                if let Some(stdin) = &self.stdin {
+                for stdin in &self.stdin {
                     let _ = stdin.send(Some(bytes.clone()));
                 }
             }
             Down::InputEnd => {
-                if let Some(stdin) = self.stdin.take() {
+                for stdin in self.stdin.drain(..) {
                     let _ = stdin.send(None);
                 }
             }

@@ -62,8 +62,8 @@ pub struct NodeJob {
     /// The ranks' environment before their own variables (already filtered by `--export`).
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     pub label: bool,
-    /// The rank that reads the launcher's stdin, when it is on this node.
-    pub stdin_rank: Option<u32>,
+    /// Which ranks read the launcher's stdin (`--input`).
+    pub input: crate::input::InputMode,
     pub kvsname: String,
     pub process_mapping: Option<String>,
     pub pmi_mode: PmiMode,

@@ -109,10 +109,6 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     use std::os::unix::ffi::OsStrExt;
     let env: Vec<(Vec<u8>, Vec<u8>)> =
         base_env.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
-    let stdin_rank = match spec.input {
-        InputMode::Rank(r) => Some(r),
-        _ => None,
-    };
     let mapping = process_mapping(&plan.node_of_rank);
     // Remote ranks start where this command was typed (as with mpiexec and srun), not in the
     // login's home directory; the program path must not depend on either.
@@ -136,7 +132,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
             cwd: cwd.as_ref().map(|c| c.as_os_str().as_bytes().to_vec()),
             env: env.clone(),
             label: spec.label,
-            stdin_rank,
+            input: spec.input,
             kvsname: format!("kvs_{}_0", spec.job_id),
             process_mapping: mapping.clone(),
             pmi_mode: spec.pmi_mode,
@@ -246,7 +242,8 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
             continue;
         };
         let (tx, mut rx) = unbounded_channel::<Envelope>();
-        let _ = tx.send(Envelope { to: Some(node_id), msg: Down::Start(Box::new(subtrees[i].clone())) });
+        let _ = tx
+            .send(Envelope { to: Some(node_id), msg: Down::Start(Box::new(subtrees[i].clone())) });
         writers[i] = Some(tx);
         waiting -= 1;
         tokio::spawn(async move {
@@ -544,10 +541,16 @@ fn node_lost(
     sup.begin_stop();
 }
 
-/// Sends our stdin to the node of the rank that reads it (`--input=RANK`).
+/// Sends our stdin to the node of the rank that reads it, or to every node (`--input`).
 fn forward_stdin(mode: InputMode, node_of_rank: &[u32], down: UnboundedSender<Envelope>) {
-    let InputMode::Rank(rank) = mode else { return };
-    let Some(&node) = node_of_rank.get(rank as usize) else { return };
+    let node = match mode {
+        InputMode::None => return,
+        InputMode::All => None,
+        InputMode::Rank(rank) => match node_of_rank.get(rank as usize) {
+            Some(&node) => Some(node),
+            None => return,
+        },
+    };
     let _ = std::thread::Builder::new().name("gangway-stdin".into()).spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = vec![0u8; 64 * 1024];
@@ -556,7 +559,7 @@ fn forward_stdin(mode: InputMode, node_of_rank: &[u32], down: UnboundedSender<En
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
                     if down
-                        .send(Envelope { to: Some(node), msg: Down::Input(buf[..k].to_vec()) })
+                        .send(Envelope { to: node, msg: Down::Input(buf[..k].to_vec()) })
                         .is_err()
                     {
                         return;
@@ -564,7 +567,7 @@ fn forward_stdin(mode: InputMode, node_of_rank: &[u32], down: UnboundedSender<En
                 }
             }
         }
-        let _ = down.send(Envelope { to: Some(node), msg: Down::InputEnd });
+        let _ = down.send(Envelope { to: node, msg: Down::InputEnd });
     });
 }
 

@@ -31,6 +31,9 @@ use crate::pmi::server::{PmiServer, ToRoot};
 use crate::rank_env::{self, RankIdentity};
 use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
 
+/// How long a rank's output may lag behind its exit (only an escaped child can hold the pipe).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
 /// How long a proxy waits for its parent to answer at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -439,8 +442,9 @@ impl LocalRanks {
             ranks.alive.insert(rank, true);
             let label = job.label.then(|| format!("{rank}: "));
             let tag = rank as usize * 2;
+            let mut pumps = JoinSet::new();
             if let Some(o) = process.stdout {
-                tokio::spawn(output::pump(
+                pumps.spawn(output::pump(
                     o,
                     LineAssembler::lines(label.clone()),
                     tag,
@@ -448,7 +452,7 @@ impl LocalRanks {
                 ));
             }
             if let Some(e) = process.stderr {
-                tokio::spawn(output::pump(e, LineAssembler::lines(label), tag + 1, out_tx.clone()));
+                pumps.spawn(output::pump(e, LineAssembler::lines(label), tag + 1, out_tx.clone()));
             }
             if let Some(mut pipe) = process.stdin {
                 let (tx, mut rx) = unbounded_channel::<Option<Vec<u8>>>();
@@ -465,7 +469,12 @@ impl LocalRanks {
             let exit_tx = exit_tx.clone();
             let watch = process.exit;
             tokio::spawn(async move {
-                let _ = exit_tx.send((rank, watch.wait().await));
+                let end = watch.wait().await;
+                // Report the exit only after the rank's last output went up, so the launcher
+                // never waits for stragglers (a child still holding the pipe is cut off).
+                let _ = timeout(OUTPUT_DRAIN, async { while pumps.join_next().await.is_some() {} })
+                    .await;
+                let _ = exit_tx.send((rank, end));
             });
         }
         let pids = ranks.pids.iter().map(|(r, p)| (*r, *p)).collect();

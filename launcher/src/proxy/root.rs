@@ -470,18 +470,10 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
             started.elapsed().as_secs_f64() * 1e3
         ));
     }
-    // Closing the connections ends the proxies, which kill whatever their ranks left.
+    // Every rank's output arrived before its exit (the proxies see to that). Closing the
+    // connections ends the proxies, which kill whatever their ranks left.
     drop(down_tx);
     drop(writers);
-    // Output already queued by proxies may still be in flight: take what arrives shortly.
-    let drain_until = Instant::now() + Duration::from_millis(200);
-    while let Ok(Some(msg)) = timeout(drain_until - Instant::now(), up_rx.recv()).await {
-        if let Up::Output { rank, stream, bytes } = msg
-            && let Some(&(o, e)) = routes.rank.get(rank as usize)
-        {
-            let _ = out.send((if stream == Stream::Stdout { o } else { e }, bytes));
-        }
-    }
     for s in &sessions {
         s.terminate();
     }

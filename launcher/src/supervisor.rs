@@ -168,7 +168,6 @@ pub async fn run_local(
 
     let mut sup = Supervisor::new(pids, spec.kill_grace, &say, None);
     let deadline = spec.time_limit.map(|limit| Instant::now() + limit);
-    let mut last_interrupt: Option<Instant> = None;
 
     while sup.alive.iter().any(|a| *a) {
         tokio::select! {
@@ -182,39 +181,9 @@ pub async fn run_local(
                 pmi.rank_exited(rank);
             }
             Some(event) = pmi.events.recv() => sup.pmi_event(event),
-            sig = caught.recv() => {
-                if sig == Signal::SIGINT {
-                    let now = Instant::now();
-                    if sup.stopping {
-                        say("interrupted again; killing every rank now".into());
-                        sup.kill_now();
-                        continue;
-                    }
-                    if last_interrupt.is_some_and(|t| now - t < DOUBLE_INTERRUPT) {
-                        say("interrupted twice; stopping the job".into());
-                        sup.fail(JobEnd::Interrupted);
-                        sup.begin_stop();
-                        continue;
-                    }
-                    last_interrupt = Some(now);
-                    let count = sup.signal_ranks(Signal::SIGINT);
-                    say(format!("interrupt sent to {count} rank(s); press Ctrl-C again within 1 s to stop the job"));
-                } else if sig == Signal::SIGTSTP {
-                    sup.signal_ranks(Signal::SIGTSTP);
-                    // Stop ourselves too, so the shell gets the terminal back; SIGCONT resumes all.
-                    let _ = kill(Pid::this(), Signal::SIGSTOP);
-                } else {
-                    sup.signal_ranks(sig);
-                }
-            }
+            sig = caught.recv() => sup.on_signal(sig),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && sup.end.is_none() => {
-                say(format!(
-                    "job {} reached its time limit ({}); stopping it",
-                    spec.job_id,
-                    format_time_limit(spec.time_limit.unwrap_or_default())
-                ));
-                sup.fail(JobEnd::TimeLimit);
-                sup.begin_stop();
+                sup.on_time_limit(&spec.job_id, spec.time_limit.unwrap_or_default());
             }
             _ = sleep_until(sup.kill_at.unwrap_or_else(Instant::now)), if sup.kill_at.is_some() => {
                 sup.kill_now();
@@ -328,6 +297,7 @@ pub(crate) struct Supervisor<'a> {
     grace: Duration,
     say: &'a dyn Fn(String),
     remote: Option<UnboundedSender<Envelope>>,
+    last_interrupt: Option<Instant>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -349,7 +319,48 @@ impl<'a> Supervisor<'a> {
             grace,
             say,
             remote,
+            last_interrupt: None,
         }
+    }
+
+    /// A caught signal: forwarded to every rank, except that a second Ctrl-C within a second
+    /// stops the job (a third kills at once), and Ctrl-Z stops the launcher too.
+    pub(crate) fn on_signal(&mut self, sig: Signal) {
+        if sig == Signal::SIGINT {
+            let now = Instant::now();
+            if self.stopping {
+                (self.say)("interrupted again; killing every rank now".into());
+                self.kill_now();
+                return;
+            }
+            if self.last_interrupt.is_some_and(|t| now - t < DOUBLE_INTERRUPT) {
+                (self.say)("interrupted twice; stopping the job".into());
+                self.fail(JobEnd::Interrupted);
+                self.begin_stop();
+                return;
+            }
+            self.last_interrupt = Some(now);
+            let count = self.signal_ranks(Signal::SIGINT);
+            (self.say)(format!(
+                "interrupt sent to {count} rank(s); press Ctrl-C again within 1 s to stop the job"
+            ));
+        } else if sig == Signal::SIGTSTP {
+            self.signal_ranks(Signal::SIGTSTP);
+            // Stop ourselves too, so the shell gets the terminal back; SIGCONT resumes all.
+            let _ = kill(Pid::this(), Signal::SIGSTOP);
+        } else {
+            self.signal_ranks(sig);
+        }
+    }
+
+    /// The `--time` limit passed: stop the job.
+    pub(crate) fn on_time_limit(&mut self, job_id: &str, limit: Duration) {
+        (self.say)(format!(
+            "job {job_id} reached its time limit ({}); stopping it",
+            format_time_limit(limit)
+        ));
+        self.fail(JobEnd::TimeLimit);
+        self.begin_stop();
     }
 
     /// Where messages for the user go.

@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
@@ -30,10 +28,6 @@ use crate::pmi::root::{RootInput, RootOutput, RootPmi};
 use crate::rank_env;
 use crate::signals::CaughtSignals;
 use crate::supervisor::{OutputRoutes, Supervisor, pmi_warnings};
-use crate::time_limit::format_time_limit;
-
-/// A second Ctrl-C within this long stops the job instead of being forwarded.
-const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
 
 /// Where and how a multi-node job runs.
 #[derive(Debug, Clone)]
@@ -332,7 +326,6 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
 
     let mut root = RootPmi::new(nnodes as u32);
     let deadline = spec.time_limit.map(|limit| Instant::now() + limit);
-    let mut last_interrupt: Option<Instant> = None;
     let mut next_ping = Instant::now();
     let mut ping_seq = 0u64;
     if spec.verbose {
@@ -408,30 +401,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
                 }
                 Up::Hello { .. } => {}
             },
-            sig = caught.recv() => {
-                if sig == Signal::SIGINT {
-                    let now = Instant::now();
-                    if sup.stopping {
-                        say("interrupted again; killing every rank now".into());
-                        sup.kill_now();
-                        continue;
-                    }
-                    if last_interrupt.is_some_and(|t| now - t < DOUBLE_INTERRUPT) {
-                        say("interrupted twice; stopping the job".into());
-                        sup.fail(JobEnd::Interrupted);
-                        sup.begin_stop();
-                        continue;
-                    }
-                    last_interrupt = Some(now);
-                    let count = sup.signal_ranks(Signal::SIGINT);
-                    say(format!("interrupt sent to {count} rank(s); press Ctrl-C again within 1 s to stop the job"));
-                } else if sig == Signal::SIGTSTP {
-                    sup.signal_ranks(Signal::SIGTSTP);
-                    let _ = kill(Pid::this(), Signal::SIGSTOP);
-                } else {
-                    sup.signal_ranks(sig);
-                }
-            }
+            sig = caught.recv() => sup.on_signal(sig),
             _ = sleep_until(next_ping) => {
                 ping_seq += 1;
                 next_ping = Instant::now() + plan.ping_interval;
@@ -445,13 +415,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
                 }
             }
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && sup.end.is_none() => {
-                say(format!(
-                    "job {} reached its time limit ({}); stopping it",
-                    spec.job_id,
-                    format_time_limit(spec.time_limit.unwrap_or_default())
-                ));
-                sup.fail(JobEnd::TimeLimit);
-                sup.begin_stop();
+                sup.on_time_limit(&spec.job_id, spec.time_limit.unwrap_or_default());
             }
             _ = sleep_until(sup.kill_at.unwrap_or_else(Instant::now)), if sup.kill_at.is_some() => {
                 sup.kill_now();

@@ -36,9 +36,9 @@ Examples:
   gangway run --hostfile hosts.txt -n 8 ./app
 
 Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
-the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 124 time limit,
-121 cannot place, 122 node lost, 125 launch failed, 126 not executable, 127 not found, 130 stopped by Ctrl-C
-(docs/exit-codes.md).";
+the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 121 cannot place,
+122 node lost, 124 time limit, 125 launch failed, 126 not executable, 127 not found,
+130 stopped by Ctrl-C (docs/exit-codes.md).";
 
 /// Flags of `gangway run`, mirroring srun's where they overlap.
 #[derive(Debug, Args)]

@@ -25,6 +25,19 @@ fn hostname_on_every_node_flat_and_as_a_tree() {
             ["0: node1", "1: node1", "2: node2", "3: node2", "4: node3", "5: node3"]
         );
     }
+    // The system ssh client instead of the built-in one.
+    let out = run(vc.gangway_run().args([
+        "--launcher",
+        "openssh",
+        "--hosts",
+        &vc.hosts(),
+        "-n",
+        "3",
+        "-l",
+        "hostname",
+    ]));
+    out.assert_success();
+    assert_eq!(out.sorted_lines(), ["0: node1", "1: node2", "2: node3"]);
 }
 
 #[test]

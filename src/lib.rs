@@ -1,4 +1,5 @@
 //! gangway: the `gangway` binary's commands, as a library so integration tests can reach them.
 
 pub mod cli;
+pub mod controller;
 pub mod exit_code;

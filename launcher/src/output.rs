@@ -27,17 +27,70 @@ pub struct PatternVars<'a> {
 
 /// An output file pattern that could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "output pattern '{pattern}': {problem} (known: %j job id, %t rank, %n node id, %N host, %u user, %% a percent sign; %3t pads to 3 digits)"
-)]
+#[error("output pattern '{pattern}': {problem} (known: {known})")]
 pub struct PatternError {
     pattern: String,
     problem: String,
+    /// The escapes of the kind of pattern that failed (`run`'s per-rank ones, or a batch job's).
+    known: &'static str,
+}
+
+const RUN_ESCAPES: &str =
+    "%j job id, %t rank, %n node id, %N host, %u user, %% a percent sign; %3t pads to 3 digits";
+
+const BATCH_ESCAPES: &str =
+    "%j job id, %x job name, %u user, %N first node, %% a percent sign; %5j pads to 5 digits";
+
+/// Where a batch job's output goes when neither `--output` nor a directive says: the submit
+/// directory, like Slurm's `slurm-%j.out`.
+pub const DEFAULT_BATCH_OUTPUT: &str = "gangway-%j.out";
+
+/// The values a batch job's `--output`/`--error` pattern may refer to.
+#[derive(Debug, Clone)]
+pub struct BatchPatternVars<'a> {
+    pub job_id: &'a str,
+    pub job_name: &'a str,
+    pub user: &'a str,
+    /// The first node of the allocation (the one the batch script runs on).
+    pub first_node: &'a str,
 }
 
 /// Expands `%j %t %n %N %u %%` (with optional zero-padding width, `%4t`) in a file pattern.
 pub fn expand_pattern(pattern: &str, vars: &PatternVars<'_>) -> Result<String, PatternError> {
-    let fail = |problem: String| PatternError { pattern: pattern.to_string(), problem };
+    expand_with(pattern, RUN_ESCAPES, |c| match c {
+        'j' => Some(vars.job_id.to_string()),
+        't' => Some(vars.rank.to_string()),
+        'n' => Some(vars.node_id.to_string()),
+        'N' => Some(vars.host.to_string()),
+        'u' => Some(vars.user.to_string()),
+        _ => None,
+    })
+}
+
+/// Expands a batch job's `--output`/`--error` pattern: `%j %x %u %N %%`, with an optional
+/// zero-padding width (`%5j`). The per-rank escapes of `run` (`%t`, `%n`) are refused: the batch
+/// script is one process, and Slurm's meaning for them would only surprise.
+pub fn expand_batch_pattern(
+    pattern: &str,
+    vars: &BatchPatternVars<'_>,
+) -> Result<String, PatternError> {
+    expand_with(pattern, BATCH_ESCAPES, |c| match c {
+        'j' => Some(vars.job_id.to_string()),
+        'x' => Some(vars.job_name.to_string()),
+        'u' => Some(vars.user.to_string()),
+        'N' => Some(vars.first_node.to_string()),
+        _ => None,
+    })
+}
+
+/// The one expander behind both kinds of pattern: `%%`, widths and errors are handled here, and
+/// `value` supplies each escape letter's text (`None`: not an escape of this kind of pattern).
+fn expand_with(
+    pattern: &str,
+    known: &'static str,
+    value: impl Fn(char) -> Option<String>,
+) -> Result<String, PatternError> {
+    let fail = |problem: String| PatternError { pattern: pattern.to_string(), problem, known };
     let mut out = String::with_capacity(pattern.len() + 8);
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
@@ -61,12 +114,10 @@ pub fn expand_pattern(pattern: &str, vars: &PatternVars<'_>) -> Result<String, P
         };
         let piece = match chars.next() {
             Some('%') => "%".to_string(),
-            Some('j') => vars.job_id.to_string(),
-            Some('t') => vars.rank.to_string(),
-            Some('n') => vars.node_id.to_string(),
-            Some('N') => vars.host.to_string(),
-            Some('u') => vars.user.to_string(),
-            Some(other) => return Err(fail(format!("unknown '%{other}'"))),
+            Some(letter) => match value(letter) {
+                Some(text) => text,
+                None => return Err(fail(format!("unknown '%{letter}'"))),
+            },
             None => return Err(fail("ends with a lone '%'".into())),
         };
         out.push_str(&format!("{piece:0>width$}"));
@@ -267,6 +318,40 @@ mod tests {
         assert!(expand_pattern("a%q", &vars()).unwrap_err().to_string().contains("unknown '%q'"));
         assert!(expand_pattern("a%", &vars()).unwrap_err().to_string().contains("lone '%'"));
         assert!(expand_pattern("a%999t", &vars()).unwrap_err().to_string().contains("too large"));
+    }
+
+    fn batch_vars() -> BatchPatternVars<'static> {
+        BatchPatternVars { job_id: "42", job_name: "sim", user: "ann", first_node: "n1" }
+    }
+
+    #[test]
+    fn batch_patterns_expand() {
+        let out = expand_batch_pattern("%x-%j.%u.%N%%", &batch_vars()).unwrap();
+        assert_eq!(out, "sim-42.ann.n1%");
+        assert_eq!(
+            expand_batch_pattern(DEFAULT_BATCH_OUTPUT, &batch_vars()).unwrap(),
+            "gangway-42.out"
+        );
+        assert_eq!(expand_batch_pattern("o%5j", &batch_vars()).unwrap(), "o00042");
+        assert_eq!(expand_batch_pattern("plain", &batch_vars()).unwrap(), "plain");
+    }
+
+    #[test]
+    fn bad_batch_patterns_name_the_escape() {
+        for (bad, problem) in [
+            ("a%t", "unknown '%t'"),
+            ("a%q", "unknown '%q'"),
+            ("a%", "lone '%'"),
+            ("%99j", "too large"),
+        ] {
+            let err = expand_batch_pattern(bad, &batch_vars()).unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+            assert!(err.contains("%x job name"), "{err}");
+        }
+        // `run`'s message keeps listing its own escapes.
+        let err = expand_pattern("a%x", &vars()).unwrap_err().to_string();
+        assert!(err.contains("%t rank") && !err.contains("%x job name"), "{err}");
     }
 
     #[test]

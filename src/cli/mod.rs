@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each turning clap's flags into a checked request.
 
+pub mod directives;
 pub mod proxy;
 pub mod run;
 pub mod topology;

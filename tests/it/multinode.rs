@@ -43,7 +43,7 @@ fn hostname_on_every_node_flat_and_as_a_tree() {
 #[test]
 fn mpi_across_three_nodes_with_1_2_and_4_ranks_per_node() {
     let Some(vc) = VCluster::up(3) else { return };
-    let Some(hello) = ofi_hello() else { return };
+    let Some((hello, lib)) = ofi_hello() else { return };
     for ppn in [1u32, 2, 4] {
         let n = 3 * ppn;
         let out = run(vc
@@ -57,6 +57,7 @@ fn mpi_across_three_nodes_with_1_2_and_4_ranks_per_node() {
                 &ppn.to_string(),
             ])
             .arg(&hello)
+            .env("LD_LIBRARY_PATH", &lib)
             .env("MPIR_CVAR_CH4_NETMOD", "ofi")
             // libfabric's default provider (sockets) hung in MPI_Init in 3 of 105 runs here.
             .env("FI_PROVIDER", "tcp"));
@@ -126,7 +127,7 @@ fn remote_exit_codes_signals_labels_and_stdin() {
     let live = Live::start(
         vc.gangway_run()
             .args(["--hosts", &vc.hosts(), "-n", "3", "-l"])
-            .arg(crate::support::program("signals")),
+            .arg(crate::support::node_visible_dir().join("bin/signals")),
     );
     for rank in 0..3 {
         live.expect(&format!("{rank}: rank {rank} ready"), 1);
@@ -222,13 +223,9 @@ fn unreachable_and_unknown_hosts_fail_within_seconds() {
         assert!(out.stderr.contains(hosts.split(',').nth(1).unwrap()), "{}", out.stderr);
         assert!(start.elapsed() < Duration::from_secs(5), "{hosts}: took {:?}", start.elapsed());
     }
-    let out = run(vc.gangway_run().args([
-        "--hosts",
-        "node1",
-        "--proxy-path",
-        "/no/such/gangway",
-        "true",
-    ]));
+    let out = run(crate::support::gangway()
+        .args(["run", "--ssh-config", &vc.env["VCLUSTER_SSH_CONFIG"], "--hosts", "node1"])
+        .args(["--proxy-path", "/no/such/gangway", "true"]));
     assert_eq!(out.code(), 125, "{}", out.stderr);
     assert!(out.stderr.contains("/no/such/gangway not found on node1"), "{}", out.stderr);
 }

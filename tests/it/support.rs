@@ -14,8 +14,14 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A `gangway` command.
+///
+/// Debian's MPICH uses UCX, whose device scan fails ("init_worker: No such device") when a
+/// network interface vanishes mid-scan, which the virtual-cluster tests in this binary do all
+/// the time. Single-node ranks need only shared memory, so UCX is held to it.
 pub fn gangway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gangway"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gangway"));
+    cmd.env("UCX_TLS", "self,sm");
+    cmd
 }
 
 /// A program from `examples/bin`, built on first use (`make -C examples`).
@@ -325,10 +331,14 @@ impl VCluster {
         Some(cluster)
     }
 
-    /// `gangway run` aimed at these nodes (their ssh config, hosts `node1..`).
+    /// `gangway run` aimed at these nodes (their ssh config, hosts `node1..`), with the
+    /// proxy binary and the ranks' working directory on a path the nodes can see.
     pub fn gangway_run(&self) -> Command {
+        let shared = node_visible_dir();
         let mut cmd = gangway();
         cmd.args(["run", "--ssh-config", &self.env["VCLUSTER_SSH_CONFIG"]]);
+        cmd.arg("--proxy-path").arg(shared.join("bin/gangway"));
+        cmd.arg("-D").arg(shared);
         cmd
     }
 
@@ -368,9 +378,42 @@ impl Drop for VCluster {
     }
 }
 
+/// A directory every virtual node sees, holding copies of what the nodes run.
+///
+/// The nodes share the host's file system except `/tmp` and `/dev/shm`, and a checkout (CI's
+/// included) may well live under `/tmp`; `/var/tmp` is shared. Leftovers of earlier runs are
+/// removed here, since a test process cannot clean up after itself at exit.
+pub fn node_visible_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(entries) = std::fs::read_dir("/var/tmp") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) =
+                    name.strip_prefix("gangway-it-").and_then(|p| p.parse::<i32>().ok())
+                    && !is_alive(pid)
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = PathBuf::from(format!("/var/tmp/gangway-it-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_gangway"), dir.join("bin/gangway")).unwrap();
+        std::fs::copy(program("signals"), dir.join("bin/signals")).unwrap();
+        let status = Command::new("chmod").arg("-R").arg("a+rX").arg(&dir).status().unwrap();
+        assert!(status.success());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    })
+}
+
 /// The hello example built with the PyPI MPICH wheel (ch4:ofi), which works across namespace
-/// nodes where Debian's UCX build does not; `None` when the wheel cannot be had (skips loudly).
-pub fn ofi_hello() -> Option<PathBuf> {
+/// nodes where Debian's UCX build does not, copied where the nodes see it together with the
+/// wheel's libraries (`LD_LIBRARY_PATH` must point at the returned `lib`);
+/// `None` when the wheel cannot be had (skips loudly).
+pub fn ofi_hello() -> Option<(PathBuf, PathBuf)> {
     static BUILT: OnceLock<bool> = OnceLock::new();
     let ok = *BUILT.get_or_init(|| {
         let lock_path = repo_root().join("target").join("examples.lock");
@@ -385,8 +428,17 @@ pub fn ofi_hello() -> Option<PathBuf> {
             .is_ok_and(|s| s.success())
     });
     let path = repo_root().join("examples/bin-ofi/hello");
-    if ok && path.exists() {
-        Some(path)
+    let lib = repo_root().join("target/mpich-wheel/prefix/lib");
+    if ok && path.exists() && lib.is_dir() {
+        let shared = node_visible_dir();
+        let staged_lib = shared.join("mpich-lib");
+        if !staged_lib.exists() {
+            let copied = Command::new("cp").arg("-a").arg(&lib).arg(&staged_lib).status().unwrap();
+            assert!(copied.success(), "copy the MPICH wheel's libraries");
+            std::fs::copy(&path, shared.join("bin/hello-ofi")).unwrap();
+            let _ = Command::new("chmod").arg("-R").arg("a+rX").arg(shared).status();
+        }
+        Some((shared.join("bin/hello-ofi"), staged_lib))
     } else {
         assert!(
             std::env::var_os("GANGWAY_REQUIRE_VCLUSTER").is_none(),

@@ -192,15 +192,7 @@ pub async fn run_local(
     }
 
     if spec.verbose {
-        let outcome = match &sup.end {
-            None => "every rank exited 0".to_string(),
-            Some(end) => format!("{end:?}"),
-        };
-        say(format!(
-            "job {} ended after {:.1} ms: {outcome}",
-            spec.job_id,
-            started.elapsed().as_secs_f64() * 1e3
-        ));
+        sup.say_summary(&spec.job_id, started.elapsed());
     }
     let leftovers = kill_leftovers();
     if leftovers > 0 && spec.verbose {
@@ -351,6 +343,18 @@ impl<'a> Supervisor<'a> {
         } else {
             self.signal_ranks(sig);
         }
+    }
+
+    /// `-v`: how the job ended and how long it took.
+    pub(crate) fn say_summary(&self, job_id: &str, elapsed: Duration) {
+        let outcome = match &self.end {
+            None => "every rank exited 0".to_string(),
+            Some(end) => format!("{end:?}"),
+        };
+        (self.say)(format!(
+            "job {job_id} ended after {:.1} ms: {outcome}",
+            elapsed.as_secs_f64() * 1e3
+        ));
     }
 
     /// The `--time` limit passed: stop the job.

@@ -141,24 +141,25 @@ fn remote_exit_codes_signals_labels_and_stdin() {
     assert!(status.success(), "{stderr}");
 }
 
-#[test]
-fn killed_node_is_named_and_the_others_are_stopped() {
-    let Some(vc) = VCluster::up(3) else { return };
-    let live = Live::start(vc.gangway_run().args([
-        "--hosts",
-        &vc.hosts(),
-        "-n",
-        "3",
-        "-l",
-        "--ping-timeout",
-        "2s",
-        "sh",
-        "-c",
-        "echo up; exec sleep 60",
-    ]));
+/// Three ranks of `sleep 60` across the cluster, each having said it is up.
+fn sleepers(vc: &VCluster, extra: &[&str]) -> Live {
+    let live = Live::start(
+        vc.gangway_run().args(["--hosts", &vc.hosts(), "-n", "3", "-l"]).args(extra).args([
+            "sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ]),
+    );
     for rank in 0..3 {
         live.expect(&format!("{rank}: up"), 1);
     }
+    live
+}
+
+#[test]
+fn killed_node_is_named_and_the_others_are_stopped() {
+    let Some(vc) = VCluster::up(3) else { return };
+    let live = sleepers(&vc, &["--ping-timeout", "2s"]);
     let killed = Instant::now();
     assert!(vc.ctl(&["kill", "node2"]).status.success());
     let (status, _, stderr) = live.finish();
@@ -175,23 +176,7 @@ fn killed_node_is_named_and_the_others_are_stopped() {
 #[test]
 fn partitioned_node_is_lost_after_the_ping_timeout() {
     let Some(vc) = VCluster::up(3) else { return };
-    let live = Live::start(vc.gangway_run().args([
-        "--hosts",
-        &vc.hosts(),
-        "-n",
-        "3",
-        "-l",
-        "--ping-interval",
-        "500ms",
-        "--ping-timeout",
-        "2s",
-        "sh",
-        "-c",
-        "echo up; exec sleep 60",
-    ]));
-    for rank in 0..3 {
-        live.expect(&format!("{rank}: up"), 1);
-    }
+    let live = sleepers(&vc, &["--ping-interval", "500ms", "--ping-timeout", "2s"]);
     let cut = Instant::now();
     assert!(vc.ctl(&["partition", "node3"]).status.success());
     let (status, _, stderr) = live.finish();

@@ -424,15 +424,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     }
 
     if spec.verbose {
-        let outcome = match &sup.end {
-            None => "every rank exited 0".to_string(),
-            Some(end) => format!("{end:?}"),
-        };
-        say(format!(
-            "job {} ended after {:.1} ms: {outcome}",
-            spec.job_id,
-            started.elapsed().as_secs_f64() * 1e3
-        ));
+        sup.say_summary(&spec.job_id, started.elapsed());
     }
     // Every rank's output arrived before its exit (the proxies see to that). Closing the
     // connections ends the proxies, which kill whatever their ranks left.

@@ -86,6 +86,10 @@ fn explicit_none_and_omp_threads() {
     ]));
     out.assert_success();
     assert!(out.stdout.contains("omp=2"), "{}", out.stdout);
+    // Unbound: the rank keeps every CPU this process may use.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = ours.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
+    assert!(out.stdout.contains(ours), "expected '{ours}' in:\n{}", out.stdout);
     let out = run(gangway()
         .args(["run", "sh", "-c", "echo omp=$OMP_NUM_THREADS"])
         .env("OMP_NUM_THREADS", "7"));

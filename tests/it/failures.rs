@@ -83,7 +83,12 @@ fn missing_and_non_executable_programs() {
 
 #[test]
 fn non_mpi_programs_run_without_pmi() {
-    let out = run(gangway().args(["run", "-n", "3", "true"]));
+    let out = run(gangway().args(["run", "-n", "3", "sh", "-c", "echo rank $GANGWAY_RANK"]));
     out.assert_success();
-    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert_eq!(out.sorted_lines(), ["rank 0", "rank 1", "rank 2"]);
+    assert!(
+        out.stderr.is_empty(),
+        "no PMI warning for programs that never use PMI: {}",
+        out.stderr
+    );
 }

@@ -239,7 +239,7 @@ impl Children {
                 break;
             };
             let _ = stream.set_nodelay(true);
-            let (mut rd, mut wr) = stream.into_split();
+            let (mut rd, wr) = stream.into_split();
             let Ok(Up::Hello { version, token: theirs, node_id, .. }) =
                 read_frame::<_, Up>(&mut rd).await
             else {
@@ -255,35 +255,10 @@ impl Children {
                 children.route.insert(id, index);
             }
             let start = Envelope { to: Some(node_id), msg: Down::Start(Box::new(below.clone())) };
-            let (tx, mut rx) = unbounded_channel::<Envelope>();
+            let lost = format!("connection to the proxy on {} dropped", below.host);
+            let tx = super::protocol::link_child(rd, wr, below.node_ids(), up.clone(), lost);
             let _ = tx.send(start);
             children.writers.push(tx);
-            tokio::spawn(async move {
-                while let Some(env) = rx.recv().await {
-                    if write_frame(&mut wr, &env).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            let up = up.clone();
-            let ids = below.node_ids();
-            let host = below.host.clone();
-            tokio::spawn(async move {
-                loop {
-                    match read_frame::<_, Up>(&mut rd).await {
-                        Ok(msg) => {
-                            if up.send(msg).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let reason = format!("connection to the proxy on {host} dropped ({e})");
-                            let _ = up.send(Up::Lost { node_ids: ids, reason });
-                            return;
-                        }
-                    }
-                }
-            });
         }
         for (_, below) in pending {
             fail_all(&up, below, format!("the proxy on {} never called back", below.host));

@@ -243,6 +243,43 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// Serves one connection to a proxy below: down messages sent to the returned channel are
+/// written to it, and everything it sends comes out of `up`; when it breaks, `up` gets a
+/// `Lost` for its whole subtree, with `lost` ("its connection dropped") as the reason.
+pub fn link_child(
+    mut from_child: tokio::net::tcp::OwnedReadHalf,
+    mut to_child: tokio::net::tcp::OwnedWriteHalf,
+    node_ids: Vec<u32>,
+    up: tokio::sync::mpsc::UnboundedSender<Up>,
+    lost: String,
+) -> tokio::sync::mpsc::UnboundedSender<Envelope> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        while let Some(env) = rx.recv().await {
+            if write_frame(&mut to_child, &env).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match read_frame::<_, Up>(&mut from_child).await {
+                Ok(msg) => {
+                    if up.send(msg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("{lost} ({e})");
+                    let _ = up.send(Up::Lost { node_ids, reason });
+                    return;
+                }
+            }
+        }
+    });
+    tx
+}
+
 /// Writes one message as a frame.
 pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
 where

@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::node::{proxy_argv, start_line};
 use super::protocol::{
     BootstrapConfig, Down, Envelope, NodeJob, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up,
-    read_frame, write_frame,
+    read_frame,
 };
 use crate::binding::BindingOptions;
 use crate::bootstrap::{self, HostSpec, RemoteCommand};
@@ -216,7 +216,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
             break;
         };
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, wr) = stream.into_split();
         let Ok(Ok(Up::Hello { version, token: theirs, node_id, .. })) =
             timeout(Duration::from_secs(5), read_frame::<_, Up>(&mut rd)).await
         else {
@@ -235,38 +235,12 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
         let Some(&i) = route.get(&node_id).filter(|i| subtrees[**i].job.node_id == node_id) else {
             continue;
         };
-        let (tx, mut rx) = unbounded_channel::<Envelope>();
+        let lost = "its connection dropped".to_string();
+        let tx = super::protocol::link_child(rd, wr, subtrees[i].node_ids(), up_tx.clone(), lost);
         let _ = tx
             .send(Envelope { to: Some(node_id), msg: Down::Start(Box::new(subtrees[i].clone())) });
         writers[i] = Some(tx);
         waiting -= 1;
-        tokio::spawn(async move {
-            while let Some(env) = rx.recv().await {
-                if write_frame(&mut wr, &env).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let up = up_tx.clone();
-        let ids = subtrees[i].node_ids();
-        tokio::spawn(async move {
-            loop {
-                match read_frame::<_, Up>(&mut rd).await {
-                    Ok(msg) => {
-                        if up.send(msg).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = up.send(Up::Lost {
-                            node_ids: ids,
-                            reason: format!("its connection dropped ({e})"),
-                        });
-                        return;
-                    }
-                }
-            }
-        });
     }
     let (down_tx, mut down_rx) = unbounded_channel::<Envelope>();
     let router_writers = writers.clone();

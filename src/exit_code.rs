@@ -7,8 +7,17 @@ use gangway_launcher::job::{JobEnd, JobReport};
 
 /// Every rank exited 0.
 pub const SUCCESS: u8 = 0;
+/// A request the controller refused or could not carry out for another reason (a job that does
+/// not exist or has ended, a configuration the controller or an agent cannot use).
+pub const FAILURE: u8 = 1;
 /// The command line was wrong (unknown flag, bad value); nothing was started.
 pub const USAGE: u8 = 2;
+/// The controller cannot be reached (not running, wrong address, refused the token or key).
+pub const NO_CONTROLLER: u8 = 116;
+/// The caller may not do this (another user's job, an administrator's command).
+pub const PERMISSION_DENIED: u8 = 117;
+/// The job was cancelled, or lost a node, before or while the command ran (`alloc`, `run`).
+pub const JOB_ENDED: u8 = 118;
 /// The ranks could not wire up: a PMI protocol violation, or a rank left without finalize.
 pub const PMI_FAILED: u8 = 120;
 /// The ranks do not fit the CPUs as asked (binding, CPUs per task, GPUs); nothing was started.

@@ -1,8 +1,15 @@
 //! The command line: one module per subcommand, each turning clap's flags into a checked request.
 
+pub mod alloc;
+pub mod batch;
+pub mod control;
+pub mod controller;
 pub mod directives;
 pub mod proxy;
+pub mod query;
 pub mod run;
+pub mod shape;
+pub mod step;
 pub mod topology;
 
 use clap::{Parser, Subcommand};
@@ -26,4 +33,34 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Show this machine's hardware (packages, NUMA nodes, caches, cores, PUs, GPUs).
     Topology(topology::TopologyArgs),
+    /// Wait for an allocation, then run a command (or a shell) in it (like salloc).
+    Alloc(Box<alloc::AllocArgs>),
+    /// Submit a batch script (like sbatch).
+    Batch(Box<batch::BatchArgs>),
+    /// Pending and running jobs (like squeue).
+    Queue(query::QueueArgs),
+    /// Cancel jobs, or signal them (like scancel).
+    Cancel(control::CancelArgs),
+    /// The cluster's nodes: state, CPUs, memory, load (like sinfo).
+    Nodes(query::NodesArgs),
+    /// Everything about one job or node (like scontrol show).
+    Show(query::ShowArgs),
+    /// Finished jobs with exit codes (like sacct).
+    History(query::HistoryArgs),
+    /// Keep pending jobs from starting.
+    Hold(control::JobIds),
+    /// Let held jobs start.
+    Release(control::JobIds),
+    /// Take nodes out of service (administrators).
+    Drain(control::DrainArgs),
+    /// Put drained nodes back in service (administrators).
+    Resume(control::ResumeArgs),
+    /// Print your token for reaching the controller over TCP (GANGWAY_TOKEN).
+    Token,
+    /// Write a new cluster key file.
+    Keygen(control::KeygenArgs),
+    /// The cluster's controller daemon: queue, allocations, state in SQLite.
+    Controller(controller::ControllerArgs),
+    /// The per-node daemon: registers, heartbeats, runs job steps.
+    Agent(Box<controller::AgentArgs>),
 }

@@ -44,9 +44,9 @@ the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 121 canno
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct RunArgs {
-    /// Number of ranks (tasks) to start.
-    #[arg(short = 'n', long = "ntasks", value_name = "N", default_value_t = 1)]
-    pub ntasks: u32,
+    /// Number of ranks (tasks) to start (default 1; inside an allocation: the allocation's).
+    #[arg(short = 'n', long = "ntasks", value_name = "N")]
+    pub ntasks: Option<u32>,
 
     /// Working directory of the ranks (default: the current one).
     #[arg(short = 'D', long = "chdir", value_name = "DIR")]
@@ -195,17 +195,40 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "fd")]
     pub pmi: PmiArg,
 
+    /// With a controller: the partition to run in.
+    #[arg(short = 'p', long, value_name = "NAME")]
+    pub partition: Option<String>,
+
+    /// With a controller: memory per node (512M, 4G).
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+
+    /// With a controller: whole nodes, shared with no other job.
+    #[arg(long)]
+    pub exclusive: bool,
+
+    /// With a controller: nodes the job must use.
+    #[arg(short = 'w', long, value_name = "LIST")]
+    pub nodelist: Option<String>,
+
+    /// With a controller: nodes the job must not use.
+    #[arg(short = 'x', long, value_name = "LIST")]
+    pub exclude: Option<String>,
+
+    /// With a controller: the job's name.
+    #[arg(short = 'J', long, value_name = "NAME")]
+    pub job_name: Option<String>,
+
+    /// With a controller: if a node fails, queue the job again and rerun it.
+    #[arg(long)]
+    pub requeue: bool,
+
     /// Print progress to stderr; twice (-vv) also every PMI message.
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// The program and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM [ARGS]..."
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM [ARGS]...")]
     pub command: Vec<OsString>,
 }
 
@@ -240,6 +263,23 @@ pub struct RunRequest {
     pub tree_width: usize,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// `-n` as given (inside an allocation, none means the allocation's tasks).
+    pub ntasks_given: Option<u32>,
+    /// The flags only a controller uses.
+    pub cluster: ClusterFlags,
+}
+
+/// `run` flags that only matter when a controller allocates the nodes.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFlags {
+    pub partition: Option<String>,
+    pub mem: Option<String>,
+    pub exclusive: bool,
+    pub nodelist: Option<String>,
+    pub exclude: Option<String>,
+    pub job_name: Option<String>,
+    pub requeue: bool,
+    pub time: Option<String>,
 }
 
 /// A `gangway run` request that cannot be carried out, with the exit code it earns.
@@ -261,7 +301,19 @@ impl RunArgs {
     /// Checks every flag and resolves the program; errors name the flag and the fix.
     pub fn into_request(self) -> Result<RunRequest, RunError> {
         let usage = |message: String| RunError { message, code: exit_code::USAGE };
-        if self.ntasks == 0 {
+        let ntasks_given = self.ntasks;
+        let ntasks = self.ntasks.unwrap_or(1);
+        let cluster = ClusterFlags {
+            partition: self.partition.clone(),
+            mem: self.mem.clone(),
+            exclusive: self.exclusive,
+            nodelist: self.nodelist.clone(),
+            exclude: self.exclude.clone(),
+            job_name: self.job_name.clone(),
+            requeue: self.requeue,
+            time: self.time.clone(),
+        };
+        if ntasks == 0 {
             return Err(usage("-n/--ntasks must be at least 1".into()));
         }
         if self.cpus_per_task == 0 {
@@ -287,7 +339,7 @@ impl RunArgs {
         let node_request =
             NodeRequest { hosts: self.hosts.clone(), hostfile: self.hostfile.clone() };
         let layout = LayoutRequest {
-            ntasks: self.ntasks,
+            ntasks,
             nodes: self.nodes,
             tasks_per_node: self.ntasks_per_node,
             distribution: binding.distribution.node,
@@ -320,6 +372,8 @@ impl RunArgs {
             identity_files: self.ssh_identity.clone(),
             host_key_policy: self.host_key_checking.clone(),
             connect_timeout_ms: None,
+            agent_credential: None,
+            agent_hosts: Vec::new(),
         };
         let proxy_path = match &self.proxy_path {
             Some(p) => p.clone(),
@@ -335,12 +389,12 @@ impl RunArgs {
         let export: ExportPolicy = self.export.parse().map_err(|e| usage(format!("{e}")))?;
         let input: InputMode = self.input.parse().map_err(|e| usage(format!("{e}")))?;
         if let InputMode::Rank(r) = input
-            && r >= self.ntasks
+            && r >= ntasks
         {
             return Err(usage(format!(
                 "--input {r}: the job has {} rank(s), numbered 0-{}",
-                self.ntasks,
-                self.ntasks - 1
+                ntasks,
+                ntasks - 1
             )));
         }
         let kill_on_bad_exit = match self.kill_on_bad_exit.as_str() {
@@ -396,7 +450,7 @@ impl RunArgs {
             program,
             argv0,
             args: command.collect(),
-            ntasks: self.ntasks,
+            ntasks,
             cpus_per_task: self.cpus_per_task,
             cwd: self.chdir,
             export,
@@ -429,6 +483,8 @@ impl RunArgs {
             tree_width: self.tree_width,
             ping_interval,
             ping_timeout,
+            ntasks_given,
+            cluster,
         })
     }
 }
@@ -464,6 +520,16 @@ pub fn main(args: RunArgs) -> u8 {
     let env: std::collections::HashMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
+    let explicit_nodes =
+        request.node_request.hosts.is_some() || request.node_request.hostfile.is_some();
+    if !explicit_nodes && !request.dry_run {
+        if let Some(job) = env.get("GANGWAY_JOB_ID").and_then(|j| j.parse().ok()) {
+            return super::step::run_in_job(request, job);
+        }
+        if crate::client::target().is_some() {
+            return super::step::run_as_job(request);
+        }
+    }
     let source = match nodes::select_source(&request.node_request, &env) {
         Ok(source) => source,
         Err(e) => {
@@ -569,7 +635,7 @@ fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> u8 {
 }
 
 /// Prints the warnings or the error of a job and returns its exit code.
-fn finish(result: Result<gangway_launcher::job::JobReport, LaunchError>) -> u8 {
+pub(crate) fn finish(result: Result<gangway_launcher::job::JobReport, LaunchError>) -> u8 {
     let mut stderr = std::io::stderr().lock();
     match result {
         Ok(report) => {

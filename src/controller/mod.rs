@@ -1,4 +1,9 @@
-//! The controller: the cluster's queue and allocations. So far only its pure core, the gang
-//! allocator ([`allocator`]); the I/O layer (store, RPC, agents) calls it with plain state.
+//! The controller: the cluster's queue, nodes and allocations. Pure parts: the gang allocator
+//! ([`allocator`]) and the state model with every transition ([`cluster`]); I/O parts: the
+//! SQLite store ([`store`]) and the sockets ([`server`]).
 
 pub mod allocator;
+pub mod cluster;
+pub mod config;
+pub mod server;
+pub mod store;

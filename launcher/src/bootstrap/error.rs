@@ -112,6 +112,10 @@ pub enum BootstrapError {
     #[error("the remote command's stdin is closed")]
     StdinClosed,
 
+    /// The node's gangway agent could not be reached or refused to start the step.
+    #[error("{host}{}: {reason}", at(addr))]
+    Agent { host: String, addr: Option<SocketAddr>, reason: String },
+
     /// A bug or an impossible state in the bootstrap layer itself.
     #[error("internal bootstrap error: {reason}")]
     Internal { reason: String },

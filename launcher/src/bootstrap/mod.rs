@@ -7,6 +7,7 @@
 //! threads and hands results to async code through tokio channels, so a `current_thread` runtime
 //! is never blocked once [`start_async`] is used.
 
+pub mod agent;
 pub mod local;
 pub mod openssh;
 pub mod ssh;

@@ -82,6 +82,10 @@ pub struct BootstrapConfig {
     pub identity_files: Vec<PathBuf>,
     pub host_key_policy: Option<String>,
     pub connect_timeout_ms: Option<u64>,
+    /// With [`LauncherKind::Agent`]: the step credential the agents check.
+    pub agent_credential: Option<String>,
+    /// With [`LauncherKind::Agent`]: each node's agent address, by node name.
+    pub agent_hosts: Vec<(String, String)>,
 }
 
 /// `--launcher`.
@@ -93,6 +97,8 @@ pub enum LauncherKind {
     OpenSsh,
     /// Proxies on this machine (tests, and a single node).
     Local,
+    /// The nodes' `gangway agent`s, with a controller-signed step credential.
+    Agent,
 }
 
 impl BootstrapConfig {
@@ -126,6 +132,14 @@ impl BootstrapConfig {
                 },
             )),
             LauncherKind::Local => Arc::new(bootstrap::local::LocalBootstrap { callback_ip: None }),
+            LauncherKind::Agent => Arc::new(bootstrap::agent::AgentBootstrap {
+                credential: self
+                    .agent_credential
+                    .clone()
+                    .ok_or("the agent launcher needs a step credential")?,
+                hosts: self.agent_hosts.iter().cloned().collect(),
+                connect_timeout: timeout,
+            }),
         })
     }
 }

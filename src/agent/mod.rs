@@ -1,0 +1,609 @@
+//! `gangway agent`: one per node. Registers with the controller (reporting the node's model),
+//! heartbeats, runs batch scripts and step proxies as their users, reports how they end, and
+//! keeps running them while the controller is away, reconnecting until it is back.
+
+pub mod launch;
+pub mod process;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gangway_launcher::bootstrap::RemoteExit;
+use gangway_launcher::bootstrap::agent::{exit_frame, stderr_frame};
+use gangway_topology::Topology;
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+use crate::auth::{Key, Session};
+use crate::protocol::{FromAgent, JobId, JobLaunch, Registration, ToAgent};
+use launch::StepLaunch;
+use process::{BatchOutput, RunAs};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub controller: String,
+    pub key: Key,
+    pub name: String,
+    /// Address launchers use to reach this agent (None: as the controller sees us).
+    pub address: Option<String>,
+    pub port: u16,
+    pub spool: PathBuf,
+    pub topology: Topology,
+    pub kill_grace: Duration,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the controller refused this agent: {0}")]
+    Refused(String),
+    #[error("cannot listen for step launches on port {port}: {source}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the spool directory {}: {source}", path.display())]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One job this node runs a part of.
+#[derive(Debug)]
+struct LocalJob {
+    launch: JobLaunch,
+    /// Sessions started for it (the batch script, step proxies).
+    sessions: Vec<u32>,
+    /// The batch script's session, on the job's first node.
+    script: Option<u32>,
+}
+
+/// Events for the owner task.
+#[derive(Debug)]
+enum Event {
+    FromController(ToAgent),
+    ControllerGone,
+    Step(StepLaunch),
+    ScriptEnded { job: JobId, attempt: u32, sid: u32, code: i32, message: Option<String> },
+    ProxyEnded { job: JobId, sid: u32 },
+}
+
+/// Runs the agent until the controller refuses it.
+pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&opts.spool)
+        .map_err(|source| AgentError::Spool { path: opts.spool.clone(), source })?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", opts.port))
+        .await
+        .map_err(|source| AgentError::Listen { port: opts.port, source })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
+    let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
+    let (step_tx, mut step_rx) = unbounded_channel::<StepLaunch>();
+    tokio::spawn(launch::serve(listener, opts.key.clone(), opts.name.clone(), step_tx));
+    {
+        let ev = ev_tx.clone();
+        tokio::spawn(async move {
+            while let Some(s) = step_rx.recv().await {
+                let _ = ev.send(Event::Step(s));
+            }
+        });
+    }
+    let topology_json = opts.topology.to_json();
+    let mut jobs: HashMap<JobId, LocalJob> = HashMap::new();
+    // Reports made while the controller was away, sent when it is back.
+    let mut unsent: Vec<FromAgent> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut said_waiting = false;
+    loop {
+        let running: Vec<(JobId, u32)> =
+            jobs.values().map(|j| (j.launch.job, j.launch.attempt)).collect();
+        let link = match connect(&opts, &topology_json, port, running).await {
+            Ok(link) => link,
+            Err(ConnectError::Refused(why)) => return Err(AgentError::Refused(why)),
+            Err(ConnectError::Unreachable(why)) => {
+                if !said_waiting {
+                    tracing::warn!(controller = %opts.controller, error = %why, "controller unreachable; retrying");
+                    said_waiting = true;
+                }
+                // Keep serving steps and reaping scripts while waiting.
+                let wait = tokio::time::sleep(backoff);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = &mut wait => break,
+                        Some(ev) = ev_rx.recv() => handle_offline(ev, &opts, &mut jobs, &mut unsent, &ev_tx),
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        said_waiting = false;
+        backoff = Duration::from_millis(100);
+        tracing::info!(controller = %opts.controller, "registered");
+        let Link { out, heartbeat } = link.start(ev_tx.clone());
+        for msg in unsent.drain(..) {
+            let _ = out.send(msg);
+        }
+        let mut beat = tokio::time::interval(heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => { let _ = out.send(FromAgent::Heartbeat { load: load_average() }); }
+                Some(ev) = ev_rx.recv() => {
+                    if let Event::ControllerGone = ev {
+                        tracing::warn!("lost the controller; jobs keep running, reconnecting");
+                        break;
+                    }
+                    let mut reports = Vec::new();
+                    handle(ev, &opts, &mut jobs, &mut reports, &ev_tx);
+                    for r in reports {
+                        let _ = out.send(r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn handle_offline(
+    ev: Event,
+    opts: &AgentOptions,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    unsent: &mut Vec<FromAgent>,
+    ev_tx: &UnboundedSender<Event>,
+) {
+    if matches!(ev, Event::ControllerGone) {
+        return;
+    }
+    handle(ev, opts, jobs, unsent, ev_tx);
+}
+
+fn handle(
+    ev: Event,
+    opts: &AgentOptions,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    reports: &mut Vec<FromAgent>,
+    ev_tx: &UnboundedSender<Event>,
+) {
+    match ev {
+        Event::FromController(ToAgent::Start(launch)) => {
+            start_job(*launch, opts, jobs, reports, ev_tx)
+        }
+        Event::FromController(ToAgent::Signal { job, attempt, signal }) => {
+            if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt == attempt)
+                && let Ok(sig) = Signal::try_from(signal)
+            {
+                for sid in &j.sessions {
+                    process::signal_session(*sid, sig);
+                }
+            }
+        }
+        Event::FromController(ToAgent::Release { job, attempt }) => {
+            if jobs.get(&job).is_some_and(|j| j.launch.attempt <= attempt)
+                && let Some(j) = jobs.remove(&job)
+            {
+                end_sessions(j.sessions, opts.kill_grace);
+                let _ = std::fs::remove_file(script_path(opts, job, attempt));
+            }
+        }
+        Event::FromController(_) | Event::ControllerGone => {}
+        Event::Step(step) => start_proxy(step, jobs, ev_tx),
+        Event::ScriptEnded { job, attempt, sid, code, message } => {
+            if let Some(j) = jobs.get_mut(&job).filter(|j| j.launch.attempt == attempt) {
+                j.sessions.retain(|s| *s != sid);
+                j.script = None;
+                reports.push(FromAgent::JobEnded { job, attempt, exit_code: code, message });
+            }
+        }
+        Event::ProxyEnded { job, sid } => {
+            if let Some(j) = jobs.get_mut(&job) {
+                j.sessions.retain(|s| *s != sid);
+            }
+        }
+    }
+}
+
+/// TERM every session now, KILL what is left after the grace (without blocking the agent).
+fn end_sessions(sessions: Vec<u32>, grace: Duration) {
+    for sid in &sessions {
+        process::signal_session(*sid, Signal::SIGTERM);
+        process::signal_session(*sid, Signal::SIGCONT);
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        for sid in sessions {
+            process::signal_session(sid, Signal::SIGKILL);
+        }
+    });
+}
+
+fn script_path(opts: &AgentOptions, job: JobId, attempt: u32) -> PathBuf {
+    opts.spool.join(format!("job{job}.{attempt}.script"))
+}
+
+fn start_job(
+    launch: JobLaunch,
+    opts: &AgentOptions,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    reports: &mut Vec<FromAgent>,
+    ev_tx: &UnboundedSender<Event>,
+) {
+    let (job, attempt) = (launch.job, launch.attempt);
+    if let Some(old) = jobs.get(&job) {
+        if old.launch.attempt == attempt {
+            return; // already known (a resync after reconnecting)
+        }
+        if let Some(old) = jobs.remove(&job) {
+            end_sessions(old.sessions, opts.kill_grace);
+        }
+    }
+    let mut local = LocalJob { launch, sessions: Vec::new(), script: None };
+    if let Some(batch) = local.launch.batch.clone() {
+        let fail = |reports: &mut Vec<FromAgent>, message: String| {
+            tracing::warn!(job, %message, "batch script not started");
+            reports.push(FromAgent::JobEnded {
+                job,
+                attempt,
+                exit_code: 1,
+                message: Some(message),
+            });
+        };
+        let path = script_path(opts, job, attempt);
+        let run_as = RunAs::for_job(
+            &local.launch.user,
+            local.launch.uid,
+            local.launch.gid,
+            &local.launch.cwd,
+            &local.launch.cpus,
+        );
+        if let Err(e) =
+            write_script(&path, &batch.script, run_as.ids.as_ref().map(|(u, g, _)| (*u, *g)))
+        {
+            fail(reports, format!("cannot write the script to {}: {e}", path.display()));
+            return;
+        }
+        if !process::dir_exists(&local.launch.cwd) {
+            fail(
+                reports,
+                format!(
+                    "the submit directory {} does not exist on {}",
+                    local.launch.cwd, opts.name
+                ),
+            );
+            return;
+        }
+        let mut env = local.launch.env.clone();
+        env.push(("GANGWAY_CONTROLLER".into(), opts.controller.clone()));
+        env.push(("GANGWAY_JOB_CPUS".into(), local.launch.cpus.clone()));
+        let out = BatchOutput {
+            output: batch.output.clone(),
+            error: batch.error.clone(),
+            truncate: attempt == 1,
+            marker: batch.marker.clone(),
+        };
+        let mut program = script_program(&batch.script, &path);
+        program.1.extend(batch.args.iter().cloned());
+        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), None) {
+            Ok(spawned) => {
+                let sid = spawned.pid;
+                local.sessions.push(sid);
+                local.script = Some(sid);
+                let tx = ev_tx.clone();
+                let mut child = spawned.child;
+                tokio::spawn(async move {
+                    let (code, message) = match child.wait().await {
+                        Ok(status) => match (
+                            status.code(),
+                            std::os::unix::process::ExitStatusExt::signal(&status),
+                        ) {
+                            (Some(c), _) => (c, None),
+                            (None, Some(s)) => {
+                                (128 + s, Some(format!("the script was killed by signal {s}")))
+                            }
+                            _ => (1, None),
+                        },
+                        Err(e) => (1, Some(e.to_string())),
+                    };
+                    let _ = tx.send(Event::ScriptEnded { job, attempt, sid, code, message });
+                });
+            }
+            Err(e) => {
+                fail(
+                    reports,
+                    format!(
+                        "cannot start the script on {}: {e} (output {})",
+                        opts.name, batch.output
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    jobs.insert(job, local);
+}
+
+/// A script with `#!` runs as itself; one without runs under `/bin/sh`, as sbatch does.
+fn script_program(text: &str, path: &std::path::Path) -> (PathBuf, Vec<String>) {
+    if text.starts_with("#!") {
+        (path.to_owned(), Vec::new())
+    } else {
+        (PathBuf::from("/bin/sh"), vec![path.display().to_string()])
+    }
+}
+
+fn write_script(
+    path: &std::path::Path,
+    text: &str,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+fn start_proxy(
+    step: StepLaunch,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    ev_tx: &UnboundedSender<Event>,
+) {
+    let c = &step.credential;
+    let refuse = |stream: tokio::net::TcpStream, why: String| {
+        tokio::spawn(async move {
+            let mut stream = stream;
+            tracing::warn!(reason = %why, "step launch refused");
+            let _ = stream.write_all(format!("error {why}\n").as_bytes()).await;
+        });
+    };
+    let Some(job) = jobs.get_mut(&c.job) else {
+        refuse(
+            step.stream,
+            format!(
+                "job {} does not run on this node (it ended, or the step came too late)",
+                c.job
+            ),
+        );
+        return;
+    };
+    if job.launch.attempt != c.attempt || job.launch.uid != c.uid {
+        refuse(
+            step.stream,
+            format!("the credential is for attempt {} of job {}, which is over", c.attempt, c.job),
+        );
+        return;
+    }
+    let cpus = c.nodes.get(step.node_id as usize).map(|(_, cpus)| cpus.clone()).unwrap_or_default();
+    let run_as = RunAs::for_job(&job.launch.user, c.uid, c.gid, "/", &cpus);
+    let mut env: Vec<(String, String)> = job
+        .launch
+        .env
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "TMPDIR" | "XDG_CACHE_HOME"
+            ) || k.starts_with("GANGWAY_")
+        })
+        .cloned()
+        .collect();
+    env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
+    env.push(("GANGWAY_STEP_CPUS".into(), cpus));
+    let std_stream = match step.stream.into_std() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let _ = std_stream.set_nonblocking(false);
+    let (for_child, mut writer) = match (std_stream.try_clone(), std_stream) {
+        (Ok(a), b) => (OwnedFd::from(a), b),
+        (Err(_), _) => return,
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gangway"));
+    let args = vec!["proxy".to_string(), "--node".to_string(), step.node_id.to_string()];
+    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, Some(for_child)) {
+        Ok(s) => s,
+        Err(e) => {
+            use std::io::Write;
+            let _ = writer.write_all(format!("error cannot start the proxy: {e}\n").as_bytes());
+            return;
+        }
+    };
+    {
+        use std::io::Write;
+        let _ = writer.write_all(b"ok\n");
+    }
+    let sid = spawned.pid;
+    job.sessions.push(sid);
+    let job_id = c.job;
+    let tx = ev_tx.clone();
+    let mut child = spawned.child;
+    // The socket's file description is shared with the proxy's stdin, so it must stay
+    // blocking: frames go out from a thread of their own.
+    let (frames, frames_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        while let Ok(frame) = frames_rx.recv() {
+            if writer.write_all(&frame).is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    tokio::spawn(async move {
+        if let Some(mut err) = child.stderr.take() {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match err.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = frames.send(stderr_frame(&buf[..n]));
+                    }
+                }
+            }
+        }
+        let exit = match child.wait().await {
+            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                (Some(c), _) => RemoteExit::Code(c),
+                (None, Some(sig)) => RemoteExit::Signal(sig.to_string()),
+                _ => RemoteExit::Code(255),
+            },
+            Err(_) => RemoteExit::Code(255),
+        };
+        let _ = frames.send(exit_frame(&exit));
+        let _ = tx.send(Event::ProxyEnded { job: job_id, sid });
+    });
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+enum ConnectError {
+    Refused(String),
+    Unreachable(String),
+}
+
+/// A registered connection, before its tasks start.
+struct Pending {
+    rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    recv: Session,
+    send: Session,
+    heartbeat: Duration,
+}
+
+struct Link {
+    out: UnboundedSender<FromAgent>,
+    heartbeat: Duration,
+}
+
+impl Pending {
+    fn start(self, events: UnboundedSender<Event>) -> Link {
+        let Pending { mut rd, mut wr, mut recv, mut send, heartbeat } = self;
+        let (out, mut out_rx) = unbounded_channel::<FromAgent>();
+        tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                let body = serde_json::to_string(&msg).unwrap_or_default();
+                let mut line = send.seal(&body);
+                line.push('\n');
+                if wr.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match rd.read_line(&mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                match recv.open(line.trim_end()).map(serde_json::from_str::<ToAgent>) {
+                    Ok(Ok(msg)) => {
+                        if events.send(Event::FromController(msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "malformed controller message ignored")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "controller message failed authentication; reconnecting");
+                        break;
+                    }
+                }
+            }
+            let _ = events.send(Event::ControllerGone);
+        });
+        Link { out, heartbeat }
+    }
+}
+
+async fn connect(
+    opts: &AgentOptions,
+    topology: &str,
+    port: u16,
+    running: Vec<(JobId, u32)>,
+) -> Result<Pending, ConnectError> {
+    let unreachable = |e: String| ConnectError::Unreachable(e);
+    let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&opts.controller))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let local: Option<SocketAddr> = stream.local_addr().ok();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mine = crate::auth::nonce();
+    wr.write_all(format!("AGENT {mine}\n").as_bytes())
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line))
+        .await
+        .map_err(|_| unreachable("no answer to the greeting".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let Some(theirs) = line.trim_end().strip_prefix("CONTROLLER ") else {
+        return Err(unreachable(format!("unexpected greeting {:?}", line.trim_end())));
+    };
+    let theirs = theirs.to_string();
+    let mut send = Session::agent(opts.key.clone(), &mine, &theirs);
+    let mut recv = Session::agent(opts.key.clone(), &mine, &theirs);
+    let addr = opts
+        .address
+        .clone()
+        .or_else(|| local.map(|a| a.ip().to_string()))
+        .unwrap_or_else(|| opts.name.clone());
+    let reg = FromAgent::Register(Registration {
+        version: crate::protocol::VERSION,
+        gangway_version: env!("CARGO_PKG_VERSION").to_string(),
+        name: opts.name.clone(),
+        topology: topology.to_string(),
+        addr,
+        port,
+        running,
+        root: nix::unistd::geteuid().is_root(),
+    });
+    let mut out = send.seal(&serde_json::to_string(&reg).unwrap_or_default());
+    out.push('\n');
+    wr.write_all(out.as_bytes()).await.map_err(|e| unreachable(e.to_string()))?;
+    line.clear();
+    let n = tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line))
+        .await
+        .map_err(|_| unreachable("no answer to the registration".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    if n == 0 {
+        return Err(unreachable("the controller closed the connection".into()));
+    }
+    if let Some(err) = line.trim_end().strip_prefix("ERROR ") {
+        return Err(ConnectError::Refused(format!("{err} (is the key file the controller's?)")));
+    }
+    let body = recv.open(line.trim_end()).map_err(|e| ConnectError::Refused(e.to_string()))?;
+    match serde_json::from_str::<ToAgent>(body) {
+        Ok(ToAgent::Welcome { heartbeat_ms }) => Ok(Pending {
+            rd,
+            wr,
+            recv,
+            send,
+            heartbeat: Duration::from_millis(heartbeat_ms.max(50)),
+        }),
+        Ok(ToAgent::Refused { reason }) => Err(ConnectError::Refused(reason)),
+        Ok(other) => Err(unreachable(format!("unexpected first message {other:?}"))),
+        Err(e) => Err(unreachable(e.to_string())),
+    }
+}

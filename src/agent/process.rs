@@ -1,0 +1,193 @@
+//! Starting a job's processes on this node: as the job's user (when the agent is root), in its
+//! own session, on the job's CPUs, with the job's environment; and ending a job's sessions.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use gangway_topology::CpuSet;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Who a job's processes run as, and where.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// `None`: the agent's own user (a non-root agent runs everything as itself).
+    pub ids: Option<(u32, u32, Vec<u32>)>,
+    pub cwd: String,
+    /// The CPUs to bind to, when this machine has them (a stand-in topology may not).
+    pub cpus: Option<CpuSet>,
+}
+
+impl RunAs {
+    /// The identity for a job of `user` (`uid`, `gid`): the user's own, with their
+    /// supplementary groups, when the agent is root.
+    pub fn for_job(user: &str, uid: u32, gid: u32, cwd: &str, cpus: &str) -> RunAs {
+        let ids = nix::unistd::geteuid().is_root().then(|| {
+            let groups = CString::new(user)
+                .ok()
+                .and_then(|u| nix::unistd::getgrouplist(&u, nix::unistd::Gid::from_raw(gid)).ok())
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_else(|| vec![gid]);
+            (uid, gid, groups)
+        });
+        RunAs { ids, cwd: cwd.to_string(), cpus: usable_cpus(cpus) }
+    }
+}
+
+/// The granted CPUs if this machine has all of them (else a stand-in topology granted them).
+fn usable_cpus(list: &str) -> Option<CpuSet> {
+    let want = CpuSet::parse_list(list).ok()?;
+    let have = nix::sched::sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let ok = !want.is_empty() && want.iter().all(|c| have.is_set(c as usize).unwrap_or(false));
+    ok.then_some(want)
+}
+
+/// Output for a batch script: opened by the child, as the user, so the files are theirs.
+#[derive(Debug, Clone)]
+pub struct BatchOutput {
+    pub output: String,
+    pub error: Option<String>,
+    /// Truncate (first attempt) or append (a requeued one, after this marker line).
+    pub truncate: bool,
+    pub marker: Option<String>,
+}
+
+/// A spawned process (a session leader).
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+}
+
+/// Starts `program args` for a job. With `batch`, stdout/stderr go to its files; with
+/// `stdin`, the process reads it (a proxy's connection) and its stderr is piped.
+pub fn spawn(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    run_as: &RunAs,
+    batch: Option<&BatchOutput>,
+    stdin: Option<OwnedFd>,
+) -> std::io::Result<Spawned> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    match stdin {
+        Some(fd) => cmd.stdin(std::process::Stdio::from(fd)),
+        None => cmd.stdin(std::process::Stdio::null()),
+    };
+    if batch.is_some() {
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    } else {
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    }
+    cmd.kill_on_drop(false);
+    let cwd = CString::new(run_as.cwd.as_bytes()).map_err(std::io::Error::other)?;
+    let fallback_cwd = c"/";
+    let ids = run_as.ids.clone();
+    let cpus = run_as.cpus.clone();
+    let files = match batch {
+        Some(b) => Some((
+            CString::new(b.output.as_bytes()).map_err(std::io::Error::other)?,
+            b.error
+                .as_ref()
+                .map(|e| CString::new(e.as_bytes()))
+                .transpose()
+                .map_err(std::io::Error::other)?,
+            b.truncate,
+            b.marker.clone().map(|m| format!("{m}\n").into_bytes()),
+        )),
+        None => None,
+    };
+    let mut cpu_mask = nix::sched::CpuSet::new();
+    if let Some(c) = &cpus {
+        for cpu in c.iter() {
+            let _ = cpu_mask.set(cpu as usize);
+        }
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe system calls (setsid, setgroups, setgid, setuid, chdir, open, dup2,
+    // write, sched_setaffinity) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid, groups)) = &ids {
+                let g: Vec<libc::gid_t> = groups.clone();
+                if libc::setgroups(g.len(), g.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 && libc::chdir(fallback_cwd.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if cpus.is_some() {
+                let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), &cpu_mask);
+            }
+            if let Some((out, err, truncate, marker)) = &files {
+                let mode = libc::O_WRONLY
+                    | libc::O_CREAT
+                    | libc::O_CLOEXEC
+                    | if *truncate { libc::O_TRUNC } else { libc::O_APPEND };
+                let fd = libc::open(out.as_ptr(), mode, 0o644);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(m) = marker {
+                    let _ = libc::write(fd, m.as_ptr().cast(), m.len());
+                }
+                libc::dup2(fd, 1);
+                match err {
+                    Some(e) => {
+                        let efd = libc::open(e.as_ptr(), mode, 0o644);
+                        if efd < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        libc::dup2(efd, 2);
+                    }
+                    None => {
+                        libc::dup2(fd, 2);
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Spawned { child, pid })
+}
+
+/// Sends `signal` to every process of the session `sid` (a job's script or proxy and all it
+/// started, whatever process groups they made). Returns how many were signalled.
+pub fn signal_session(sid: u32, signal: Signal) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let mut n = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else { continue };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let Some(close) = stat.iter().rposition(|b| *b == b')') else { continue };
+        let rest = String::from_utf8_lossy(&stat[close + 1..]);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state ppid pgrp session ...
+        if fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(sid)
+            && kill(Pid::from_raw(pid), signal).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Whether `path` names an existing directory (a job's cwd may not exist on this node).
+pub fn dir_exists(path: &str) -> bool {
+    Path::new(std::ffi::OsStr::from_bytes(path.as_bytes())).is_dir()
+}

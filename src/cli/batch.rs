@@ -1,0 +1,219 @@
+//! `gangway batch`: submits a script (with its `#GANGWAY`/`#SBATCH` directives) or a `--wrap`ped
+//! command as a batch job, and prints its id.
+
+use std::ffi::OsString;
+
+use clap::{Args, Command, FromArgMatches};
+
+use super::directives::{self, IGNORE_UNKNOWN_FLAG, UnknownDirectives, valid_output_pattern};
+use super::shape::ShapeArgs;
+use crate::client;
+use crate::exit_code;
+use crate::protocol::{JobKind, Reply, Request, Submission};
+
+const EXAMPLES: &str = "\
+Examples:
+  gangway batch job.sh                     run job.sh on one core of one node; output in gangway-<id>.out
+  gangway batch -N 3 -n 12 -t 30 job.sh    12 tasks on 3 nodes, 30 minutes at most
+  gangway batch --wrap 'hostname; date'    a one-line job without a script file
+  gangway batch -o run-%j.log --parsable job.sh   print only the id; output to run-<id>.log
+Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its
+first command; command-line flags win over them. Batch jobs are requeued if a node fails
+(--no-requeue: fail instead); they see GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_RESTART_COUNT...";
+
+/// Flags of `gangway batch`.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES, args_override_self = true)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Output file pattern: %j job id, %x job name, %u user, %N first node (default gangway-%j.out).
+    #[arg(short = 'o', long, value_name = "PATTERN", value_parser = valid_output_pattern)]
+    pub output: Option<String>,
+    /// Error file pattern (default: with the output).
+    #[arg(short = 'e', long, value_name = "PATTERN", value_parser = valid_output_pattern)]
+    pub error: Option<String>,
+    /// Requeue the job if a node fails (the default for batch jobs).
+    #[arg(long, overrides_with = "no_requeue")]
+    pub requeue: bool,
+    /// Fail the job (NODE_FAIL) instead of requeuing it if a node fails.
+    #[arg(long)]
+    pub no_requeue: bool,
+    /// Working directory of the job (default: the current one).
+    #[arg(short = 'D', long, value_name = "DIR")]
+    pub chdir: Option<String>,
+    /// Environment for the job: ALL (default), NONE, or a list such as ALL,FOO=bar or PATH,HOME.
+    #[arg(long, value_name = "LIST")]
+    pub export: Option<String>,
+    /// Print only the job id.
+    #[arg(long)]
+    pub parsable: bool,
+    /// Submit this command (run by /bin/sh) instead of a script.
+    #[arg(long, value_name = "COMMAND", conflicts_with = "script")]
+    pub wrap: Option<String>,
+    /// Skip #SBATCH options gangway does not support yet (with a warning) instead of refusing.
+    #[arg(long)]
+    pub ignore_unknown_directives: bool,
+    /// SCRIPT [ARGS]: the script and its arguments.
+    #[arg(
+        required_unless_present = "wrap",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 1..,
+        value_name = "SCRIPT [ARGS]"
+    )]
+    pub script: Vec<String>,
+}
+
+fn batch_command() -> Command {
+    BatchArgs::augment_args(Command::new("batch"))
+}
+
+/// The words after `batch` on the command line, as typed.
+fn raw_args() -> Vec<OsString> {
+    std::env::args_os().skip_while(|a| a != "batch").skip(1).collect()
+}
+
+/// Runs `gangway batch`.
+pub fn main(first: BatchArgs) -> u8 {
+    let usage = |m: String| {
+        eprintln!("gangway: error: {m}");
+        exit_code::USAGE
+    };
+    let raw = raw_args();
+    // The script (if any) decides the directives; re-parse with them in front.
+    let (text, script_path) = match (&first.wrap, first.script.first()) {
+        (Some(cmd), _) => (format!("#!/bin/sh\n{cmd}\n"), None),
+        (None, Some(path)) => match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => (t, Some(path.clone())),
+                Err(_) => return usage(format!("{path}: not a text file; give a shell script")),
+            },
+            Err(e) => return usage(format!("cannot read the script {path}: {e}")),
+        },
+        (None, None) => return usage("give a script, or --wrap COMMAND".into()),
+    };
+    let name_for_errors = script_path.clone().unwrap_or_else(|| "--wrap".into());
+    let found = match directives::extract(&text) {
+        Ok(d) => d,
+        Err(e) => return usage(e.located(&name_for_errors)),
+    };
+    for late in &found.late {
+        eprintln!(
+            "gangway: warning: {name_for_errors}:{}: {} after the first command is ignored (as sbatch does)",
+            late.line,
+            late.text.trim()
+        );
+    }
+    let mode = if first.ignore_unknown_directives || found.mentions(IGNORE_UNKNOWN_FLAG) {
+        UnknownDirectives::Ignore
+    } else {
+        UnknownDirectives::Error
+    };
+    let validated = match directives::validate(&found, &batch_command(), mode) {
+        Ok(v) => v,
+        Err(e) => return usage(e.located(&name_for_errors)),
+    };
+    for i in &validated.ignored {
+        eprintln!("gangway: warning: {name_for_errors}: {i}");
+    }
+    let merged = validated.merged_args(&raw);
+    let args = match batch_command()
+        .no_binary_name(true)
+        .args_override_self(true)
+        .try_get_matches_from(merged)
+        .and_then(|m| BatchArgs::from_arg_matches(&m))
+    {
+        Ok(a) => a,
+        Err(e) => return usage(e.to_string().trim_start_matches("error: ").trim().to_string()),
+    };
+    let shape = match args.shape.to_shape() {
+        Ok(s) => s,
+        Err(m) => return usage(m),
+    };
+    let cwd = match &args.chdir {
+        Some(d) => std::path::Path::new(d).to_path_buf(),
+        None => std::env::current_dir().unwrap_or_else(|_| "/".into()),
+    };
+    let cwd = std::path::absolute(&cwd).unwrap_or(cwd);
+    let env = match export_env(args.export.as_deref()) {
+        Ok(e) => e,
+        Err(m) => return usage(m),
+    };
+    let name = args.shape.job_name.clone().unwrap_or_else(|| match &script_path {
+        Some(p) => std::path::Path::new(p)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.clone()),
+        None => "wrap".into(),
+    });
+    let sub = Submission {
+        kind: JobKind::Batch,
+        name,
+        shape,
+        cwd: cwd.display().to_string(),
+        env,
+        script: Some(text),
+        args: args.script.iter().skip(1).cloned().collect(),
+        command: script_path.clone().or(args.wrap.clone()).unwrap_or_default(),
+        output: args.output.clone(),
+        error: args.error.clone(),
+        requeue: !args.no_requeue,
+        hold: args.shape.hold,
+    };
+    match client::ask(&Request::Submit(Box::new(sub))) {
+        Ok(Reply::Submitted { id }) => {
+            if args.parsable {
+                println!("{id}");
+            } else {
+                println!("Submitted batch job {id}");
+            }
+            exit_code::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("gangway: error: unexpected answer {other:?}");
+            exit_code::FAILURE
+        }
+        Err(code) => code,
+    }
+}
+
+/// The job's environment per `--export` (Slurm's forms): ALL (default), NONE, or a list of
+/// names and NAME=value, with ALL in it keeping everything else too.
+pub fn export_env(export: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let current: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| !is_job_variable(k)).collect();
+    let Some(spec) = export else { return Ok(current) };
+    let mut all = false;
+    let mut names = Vec::new();
+    let mut set = Vec::new();
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        match item {
+            "ALL" => all = true,
+            "NONE" => {}
+            _ => match item.split_once('=') {
+                Some((k, v)) if !k.is_empty() => set.push((k.to_string(), v.to_string())),
+                Some(_) => return Err(format!("--export={spec}: '{item}' has no variable name")),
+                None => names.push(item.to_string()),
+            },
+        }
+    }
+    let mut env: Vec<(String, String)> = current
+        .into_iter()
+        .filter(|(k, _)| {
+            all || names.contains(k)
+                || matches!(k.as_str(), "HOME" | "USER" | "LOGNAME" | "PATH" | "SHELL")
+        })
+        .collect();
+    for (k, v) in set {
+        env.retain(|(e, _)| *e != k);
+        env.push((k, v));
+    }
+    Ok(env)
+}
+
+/// Variables of an enclosing job, which must not leak into a new one.
+fn is_job_variable(name: &str) -> bool {
+    (name.starts_with("GANGWAY_") && name != "GANGWAY_CONTROLLER" && name != "GANGWAY_TOKEN")
+        || name.starts_with("PMI_")
+}

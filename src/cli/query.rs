@@ -1,0 +1,501 @@
+//! `gangway queue`, `nodes`, `show job|node` and `history`: the controller's view, as tables
+//! shaped like squeue/sinfo/scontrol/sacct, or JSON.
+
+use std::fmt::Write as _;
+
+use clap::{Args, Subcommand};
+use gangway_topology::human_bytes;
+
+use crate::client;
+use crate::exit_code;
+use crate::protocol::{JobInfo, NodeInfo, Reply, Request};
+
+/// Flags of `gangway queue`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position."
+)]
+pub struct QueueArgs {
+    /// Only your jobs.
+    #[arg(long)]
+    pub me: bool,
+    /// Only this user's jobs.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only jobs in these states (pending, running; comma-separated).
+    #[arg(short = 't', long, value_name = "STATES")]
+    pub state: Option<String>,
+    /// Columns, squeue style (default "%i %P %j %u %t %M %D %R").
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No header line.
+    #[arg(long = "noheader")]
+    pub no_header: bool,
+}
+
+/// Flags of `gangway nodes`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  gangway nodes        one line per node: state, CPUs allocated/idle/total, memory, load, reason"
+)]
+pub struct NodesArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gangway show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(subcommand)]
+    pub what: ShowWhat,
+}
+
+/// What to show.
+#[derive(Debug, Subcommand)]
+pub enum ShowWhat {
+    /// Everything about a job: shape, nodes, CPU map, pending reason, events.
+    Job {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about a node: hardware, state, jobs and their CPUs.
+    Node {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags of `gangway history`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  gangway history -n 20     the 20 most recent finished jobs, with exit codes"
+)]
+pub struct HistoryArgs {
+    /// How many jobs.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub count: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `[D-]H:MM:SS` as squeue prints times.
+pub fn clock(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}:{s:02}"),
+        (0, _) => format!("{h}:{m:02}:{s:02}"),
+        _ => format!("{d}-{h:02}:{m:02}:{s:02}"),
+    }
+}
+
+fn short_state(state: &str) -> &'static str {
+    match state {
+        "PENDING" => "PD",
+        "RUNNING" => "R",
+        "COMPLETED" => "CD",
+        "FAILED" => "F",
+        "CANCELLED" => "CA",
+        "TIMEOUT" => "TO",
+        "NODE_FAIL" => "NF",
+        _ => "?",
+    }
+}
+
+fn nodelist(j: &JobInfo) -> String {
+    gangway_launcher::nodes::hostlist::compress(&j.nodes).unwrap_or_else(|_| j.nodes.join(","))
+}
+
+fn field(j: &JobInfo, c: char, now: u64) -> String {
+    let used =
+        j.start_time.map(|s| (j.end_time.unwrap_or(now).saturating_sub(s)) / 1000).unwrap_or(0);
+    match c {
+        'i' => j.id.to_string(),
+        'P' => j.partition.clone(),
+        'j' => j.name.clone(),
+        'u' => j.user.clone(),
+        't' => short_state(&j.state).into(),
+        'T' => j.state.clone(),
+        'M' => clock(used),
+        'l' => j.time_limit.map(clock).unwrap_or_else(|| "UNLIMITED".into()),
+        'D' => (if j.nodes.is_empty() {
+            j.shape.min_nodes.unwrap_or(1) as usize
+        } else {
+            j.nodes.len()
+        })
+        .to_string(),
+        'C' => j.cpus.to_string(),
+        'R' => {
+            if j.state == "PENDING" {
+                format!("({})", j.reason)
+            } else {
+                nodelist(j)
+            }
+        }
+        'r' => j.reason.clone(),
+        'p' => j.position.map(|p| p.to_string()).unwrap_or_default(),
+        'N' => nodelist(j),
+        _ => format!("%{c}"),
+    }
+}
+
+fn header(c: char) -> &'static str {
+    match c {
+        'i' => "JOBID",
+        'P' => "PARTITION",
+        'j' => "NAME",
+        'u' => "USER",
+        't' => "ST",
+        'T' => "STATE",
+        'M' => "TIME",
+        'l' => "TIME_LIMIT",
+        'D' => "NODES",
+        'C' => "CPUS",
+        'R' => "NODELIST(REASON)",
+        'r' => "REASON",
+        'p' => "POSITION",
+        'N' => "NODELIST",
+        _ => "?",
+    }
+}
+
+/// Renders jobs as a table per an squeue-style format (pure, for snapshots).
+pub fn render_queue(jobs: &[JobInfo], format: &str, header_line: bool, now: u64) -> String {
+    let fields: Vec<char> = format
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix('%').and_then(|f| f.chars().last()))
+        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if header_line {
+        rows.push(fields.iter().map(|c| header(*c).to_string()).collect());
+    }
+    for j in jobs {
+        rows.push(fields.iter().map(|c| field(j, *c, now)).collect());
+    }
+    table(&rows)
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `gangway queue`.
+pub fn queue(args: QueueArgs) -> u8 {
+    let jobs = match client::ask(&Request::Queue) {
+        Ok(Reply::Jobs { jobs }) => jobs,
+        Ok(_) => return exit_code::FAILURE,
+        Err(c) => return c,
+    };
+    let me = args.me.then(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default()
+    });
+    let states: Option<Vec<String>> =
+        args.state.as_ref().map(|s| s.split(',').map(|x| x.trim().to_ascii_uppercase()).collect());
+    let jobs: Vec<JobInfo> = jobs
+        .into_iter()
+        .filter(|j| me.as_ref().is_none_or(|m| &j.user == m))
+        .filter(|j| args.user.as_ref().is_none_or(|u| &j.user == u))
+        .filter(|j| {
+            states
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| *x == j.state || x == short_state(&j.state)))
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
+    } else {
+        let format = args.format.as_deref().unwrap_or("%i %P %j %u %t %M %D %R");
+        print!("{}", render_queue(&jobs, format, !args.no_header, now_ms()));
+    }
+    exit_code::SUCCESS
+}
+
+/// Renders nodes like sinfo's node-oriented long form (pure, for snapshots).
+pub fn render_nodes(nodes: &[NodeInfo]) -> String {
+    let mut rows = vec![
+        ["NODE", "STATE", "CPUS(A/I/T)", "MEMORY", "LOAD", "PARTITIONS", "REASON"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in nodes {
+        rows.push(vec![
+            n.name.clone(),
+            n.state.clone(),
+            format!(
+                "{}/{}/{}",
+                n.cpus_alloc,
+                n.cpus_total.saturating_sub(n.cpus_alloc),
+                n.cpus_total
+            ),
+            if n.memory_total > 0 { human_bytes(n.memory_total) } else { "-".into() },
+            n.load.map(|l| format!("{l:.2}")).unwrap_or_else(|| "-".into()),
+            n.partitions.join(","),
+            n.reason.clone().unwrap_or_else(|| "none".into()),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Runs `gangway nodes`.
+pub fn nodes(args: NodesArgs) -> u8 {
+    match client::ask(&Request::Nodes) {
+        Ok(Reply::Nodes { nodes }) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&nodes).unwrap_or_default());
+            } else {
+                print!("{}", render_nodes(&nodes));
+            }
+            exit_code::SUCCESS
+        }
+        Ok(_) => exit_code::FAILURE,
+        Err(c) => c,
+    }
+}
+
+fn time_of(ms: Option<u64>) -> String {
+    match ms {
+        Some(t) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(t),
+        )
+        .to_string(),
+        None => "-".into(),
+    }
+}
+
+/// `show job` text (pure, for snapshots).
+pub fn render_job(j: &JobInfo, events: &str) -> String {
+    let mut s = String::new();
+    let _ =
+        writeln!(s, "JobId={} Name={} User={}({}) Kind={:?}", j.id, j.name, j.user, j.uid, j.kind);
+    let _ = writeln!(
+        s,
+        "   State={} Reason={} Attempt={} Requeue={} Held={}",
+        j.state,
+        j.reason,
+        j.attempt,
+        u8::from(j.requeue),
+        u8::from(j.held)
+    );
+    if let Some(p) = j.position {
+        let _ = writeln!(s, "   QueuePosition={p}");
+    }
+    let _ = writeln!(
+        s,
+        "   ExitCode={}",
+        j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(
+        s,
+        "   SubmitTime={} StartTime={} EndTime={}",
+        time_of(Some(j.submit_time)),
+        time_of(j.start_time),
+        time_of(j.end_time)
+    );
+    let _ = writeln!(
+        s,
+        "   Partition={} TimeLimit={}",
+        j.partition,
+        j.time_limit.map(clock).unwrap_or_else(|| "UNLIMITED".into())
+    );
+    let sh = &j.shape;
+    let _ = writeln!(
+        s,
+        "   NumNodes={} NumTasks={} CPUsPerTask={} NumCPUs={} Exclusive={}",
+        match (sh.min_nodes, sh.max_nodes) {
+            (Some(a), Some(b)) => format!("{a}-{b}"),
+            (Some(a), None) => a.to_string(),
+            _ => "1".into(),
+        },
+        j.ntasks,
+        sh.cpus_per_task.unwrap_or(1),
+        j.cpus,
+        u8::from(sh.exclusive)
+    );
+    let _ = writeln!(
+        s,
+        "   NodeList={}",
+        if j.nodes.is_empty() { "(null)".into() } else { nodelist(j) }
+    );
+    for (node, cpus) in &j.cpu_map {
+        let _ = writeln!(s, "     Node={node} CPU_IDs={cpus}");
+    }
+    let _ = writeln!(s, "   Command={}", j.command);
+    let _ = writeln!(s, "   WorkDir={}", j.cwd);
+    if let Some(o) = &j.output {
+        let _ = writeln!(s, "   StdOut={o}");
+    }
+    if let Some(e) = &j.error {
+        let _ = writeln!(s, "   StdErr={e}");
+    }
+    if !events.is_empty() {
+        let _ = writeln!(s, "   Events:");
+        for l in events.lines() {
+            let (t, rest) = l.split_once(' ').unwrap_or(("", l));
+            let _ = writeln!(s, "     {} {rest}", time_of(t.parse().ok()));
+        }
+    }
+    s
+}
+
+/// `show node` text (pure, for snapshots).
+pub fn render_node(n: &NodeInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "NodeName={} State={} Reason={}",
+        n.name,
+        n.state,
+        n.reason.clone().unwrap_or_else(|| "none".into())
+    );
+    let _ = writeln!(
+        s,
+        "   Address={} AgentVersion={}",
+        n.addr.clone().unwrap_or_else(|| "-".into()),
+        n.agent_version.clone().unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(s, "   Hardware={}", n.hardware);
+    let _ = writeln!(
+        s,
+        "   CPUTot={} CPUAlloc={} RealMemory={} AllocMem={} Gpus={}",
+        n.cpus_total,
+        n.cpus_alloc,
+        human_bytes(n.memory_total),
+        human_bytes(n.memory_alloc),
+        n.gpus
+    );
+    let _ = writeln!(
+        s,
+        "   Partitions={} Load={}",
+        n.partitions.join(","),
+        n.load.map(|l| format!("{l:.2}")).unwrap_or_else(|| "-".into())
+    );
+    if let Some(ms) = n.last_heartbeat_ms_ago {
+        let _ = writeln!(s, "   LastHeartbeat={:.1}s ago", ms as f64 / 1000.0);
+    }
+    for (job, cpus) in &n.cpu_map {
+        let _ = writeln!(s, "   Job={job} CPU_IDs={cpus}");
+    }
+    s
+}
+
+/// Runs `gangway show`.
+pub fn show(args: ShowArgs) -> u8 {
+    match args.what {
+        ShowWhat::Job { id, json } => {
+            let mut c = match client::Client::connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("gangway: error: {e}");
+                    return e.exit_code();
+                }
+            };
+            match c.call(&Request::ShowJob { id }) {
+                Ok(Reply::Job(j)) => {
+                    let events = match c.recv() {
+                        Ok(Reply::Ok { message }) => message,
+                        _ => String::new(),
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+                    } else {
+                        print!("{}", render_job(&j, &events));
+                    }
+                    exit_code::SUCCESS
+                }
+                Ok(Reply::Error { code, message }) => {
+                    eprintln!("gangway: error: {message}");
+                    code
+                }
+                Ok(_) => exit_code::FAILURE,
+                Err(e) => {
+                    eprintln!("gangway: error: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+        ShowWhat::Node { name, json } => match client::ask(&Request::ShowNode { name }) {
+            Ok(Reply::Node(n)) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
+                } else {
+                    print!("{}", render_node(&n));
+                }
+                exit_code::SUCCESS
+            }
+            Ok(_) => exit_code::FAILURE,
+            Err(c) => c,
+        },
+    }
+}
+
+/// Runs `gangway history`.
+pub fn history(args: HistoryArgs) -> u8 {
+    match client::ask(&Request::History { limit: args.count }) {
+        Ok(Reply::Jobs { jobs }) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
+                return exit_code::SUCCESS;
+            }
+            let mut rows = vec![
+                "JOBID NAME USER STATE EXITCODE ELAPSED NODES NODELIST ATTEMPTS"
+                    .split(' ')
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            ];
+            for j in &jobs {
+                let elapsed = match (j.start_time, j.end_time) {
+                    (Some(s), Some(e)) => clock(e.saturating_sub(s) / 1000),
+                    _ => "0:00".into(),
+                };
+                rows.push(vec![
+                    j.id.to_string(),
+                    j.name.clone(),
+                    j.user.clone(),
+                    j.state.clone(),
+                    j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    elapsed,
+                    j.nodes.len().to_string(),
+                    if j.nodes.is_empty() { "-".into() } else { nodelist(j) },
+                    j.attempt.to_string(),
+                ]);
+            }
+            print!("{}", table(&rows));
+            exit_code::SUCCESS
+        }
+        Ok(_) => exit_code::FAILURE,
+        Err(c) => c,
+    }
+}

@@ -1,0 +1,297 @@
+//! The controller's configuration file (TOML): the cluster, where it listens, where it keeps
+//! state, liveness timeouts, partitions and per-node overrides. Parsing is pure; errors name
+//! the key and the fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gangway_launcher::nodes::hostlist;
+use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
+use serde::Deserialize;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: {key}: {message}", path.display())]
+    Value { path: PathBuf, key: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    cluster: String,
+    #[serde(default = "default_listen")]
+    listen: String,
+    socket: Option<PathBuf>,
+    state_dir: PathBuf,
+    key_file: PathBuf,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_interval: String,
+    #[serde(default = "default_suspect")]
+    suspect_timeout: String,
+    #[serde(default = "default_lost")]
+    lost_timeout: String,
+    #[serde(default = "default_grace")]
+    reconnect_grace: String,
+    #[serde(default = "default_kill_grace")]
+    kill_grace: String,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default, rename = "partition")]
+    partitions: Vec<RawPartition>,
+    #[serde(default, rename = "node")]
+    nodes: BTreeMap<String, RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartition {
+    name: String,
+    nodes: String,
+    #[serde(default)]
+    default: bool,
+    default_time: Option<String>,
+    max_time: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    /// Start drained with this reason.
+    drain: Option<String>,
+    /// Higher first when the allocator breaks ties (not yet used by the allocator).
+    weight: Option<u32>,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:7717".into()
+}
+fn default_heartbeat() -> String {
+    "1s".into()
+}
+fn default_suspect() -> String {
+    "3s".into()
+}
+fn default_lost() -> String {
+    "6s".into()
+}
+fn default_grace() -> String {
+    "1s".into()
+}
+fn default_kill_grace() -> String {
+    "5s".into()
+}
+
+/// A partition: a named set of nodes with time limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionConfig {
+    pub name: String,
+    pub nodes: Vec<String>,
+    pub default: bool,
+    pub default_time: Option<Duration>,
+    pub max_time: Option<Duration>,
+}
+
+/// Per-node settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub drain: Option<String>,
+    pub weight: u32,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: String,
+    pub listen: SocketAddr,
+    /// The local socket for `gangway` commands on the controller's machine.
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub suspect_timeout: Duration,
+    pub lost_timeout: Duration,
+    pub reconnect_grace: Duration,
+    pub kill_grace: Duration,
+    /// Users who may act on anyone's jobs and on nodes (root always may).
+    pub admins: Vec<String>,
+    pub partitions: Vec<PartitionConfig>,
+    /// Every node of any partition, in first-mention order.
+    pub nodes: Vec<String>,
+    pub node_settings: BTreeMap<String, NodeConfig>,
+}
+
+/// The socket path when the configuration names none.
+pub const DEFAULT_SOCKET: &str = "/run/gangway/controller.sock";
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks a configuration's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: Raw = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let value = |key: &str, message: String| ConfigError::Value {
+            path: path.to_owned(),
+            key: key.to_string(),
+            message,
+        };
+        let duration = |key: &str, v: &str| {
+            parse_duration(v).map_err(|e| value(key, format!("{e} (e.g. \"500ms\", \"3s\")")))
+        };
+        let limit = |key: &str, v: &Option<String>| match v {
+            None => Ok(None),
+            Some(t) => parse_time_limit(t).map_err(|e| value(key, e.to_string())),
+        };
+        let listen = raw.listen.parse().map_err(|e| {
+            value("listen", format!("'{}': {e} (e.g. \"0.0.0.0:7717\")", raw.listen))
+        })?;
+        let heartbeat_interval = duration("heartbeat_interval", &raw.heartbeat_interval)?;
+        let suspect_timeout = duration("suspect_timeout", &raw.suspect_timeout)?;
+        let lost_timeout = duration("lost_timeout", &raw.lost_timeout)?;
+        if heartbeat_interval.is_zero()
+            || suspect_timeout <= heartbeat_interval
+            || lost_timeout < suspect_timeout
+        {
+            return Err(value(
+                "lost_timeout",
+                "need 0 < heartbeat_interval < suspect_timeout <= lost_timeout".into(),
+            ));
+        }
+        if raw.cluster.is_empty() {
+            return Err(value("cluster", "give the cluster a name".into()));
+        }
+        let mut nodes: Vec<String> = Vec::new();
+        let mut partitions = Vec::new();
+        if raw.partitions.is_empty() {
+            return Err(value(
+                "partition",
+                "no partitions: add at least one [[partition]] with name and nodes".into(),
+            ));
+        }
+        for (i, p) in raw.partitions.iter().enumerate() {
+            let key = format!("partition[{i}]");
+            let names = hostlist::expand(&p.nodes)
+                .map_err(|e| value(&format!("{key}.nodes"), e.to_string()))?;
+            if names.is_empty() {
+                return Err(value(&format!("{key}.nodes"), "names no node".into()));
+            }
+            if partitions.iter().any(|q: &PartitionConfig| q.name == p.name) {
+                return Err(value(&format!("{key}.name"), format!("'{}' twice", p.name)));
+            }
+            for n in &names {
+                if !nodes.contains(n) {
+                    nodes.push(n.clone());
+                }
+            }
+            let default_time = limit(&format!("{key}.default_time"), &p.default_time)?;
+            let max_time = limit(&format!("{key}.max_time"), &p.max_time)?;
+            if let (Some(d), Some(m)) = (default_time, max_time)
+                && d > m
+            {
+                return Err(value(&key, "default_time is above max_time".into()));
+            }
+            partitions.push(PartitionConfig {
+                name: p.name.clone(),
+                nodes: names,
+                default: p.default,
+                default_time,
+                max_time,
+            });
+        }
+        let mut node_settings = BTreeMap::new();
+        for (name, n) in raw.nodes {
+            if !nodes.contains(&name) {
+                return Err(value(&format!("node.{name}"), "is in no partition".into()));
+            }
+            node_settings
+                .insert(name, NodeConfig { drain: n.drain, weight: n.weight.unwrap_or(0) });
+        }
+        Ok(Config {
+            cluster: raw.cluster,
+            listen,
+            socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            state_dir: raw.state_dir,
+            key_file: raw.key_file,
+            heartbeat_interval,
+            suspect_timeout,
+            lost_timeout,
+            reconnect_grace: duration("reconnect_grace", &raw.reconnect_grace)?,
+            kill_grace: duration("kill_grace", &raw.kill_grace)?,
+            admins: raw.admins,
+            partitions,
+            nodes,
+            node_settings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster = "demo"
+listen = "127.0.0.1:7717"
+state_dir = "/var/lib/gangway"
+key_file = "/etc/gangway/key"
+heartbeat_interval = "500ms"
+suspect_timeout = "2s"
+lost_timeout = "4s"
+
+[[partition]]
+name = "batch"
+nodes = "node[1-3]"
+default = true
+default_time = "1:00:00"
+max_time = "1-00:00:00"
+
+[[partition]]
+name = "debug"
+nodes = "node1"
+
+[node.node3]
+drain = "bad DIMM"
+"#;
+
+    #[test]
+    fn a_full_file() {
+        let c = Config::parse(GOOD, Path::new("c.toml")).expect("parses");
+        assert_eq!(c.nodes, ["node1", "node2", "node3"]);
+        assert_eq!(c.partitions[0].max_time, Some(Duration::from_secs(86400)));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.node_settings["node3"].drain.as_deref(), Some("bad DIMM"));
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = GOOD.replace("\"500ms\"", "\"soon\"");
+        let e = Config::parse(&bad, Path::new("c.toml")).expect_err("bad duration").to_string();
+        assert!(e.contains("heartbeat_interval"), "{e}");
+        let bad = GOOD.replace("nodes = \"node1\"", "nodes = \"node[1-\"");
+        let e = Config::parse(&bad, Path::new("c.toml")).expect_err("bad list").to_string();
+        assert!(e.contains("partition[1].nodes"), "{e}");
+        let bad = GOOD.replace("[node.node3]", "[node.node9]");
+        let e = Config::parse(&bad, Path::new("c.toml")).expect_err("unknown").to_string();
+        assert!(e.contains("node.node9"), "{e}");
+        let bad = format!("{GOOD}\ncolour = 1\n");
+        let e = Config::parse(&bad, Path::new("c.toml")).expect_err("unknown key").to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,368 @@
+//! The messages between `gangway` commands, the controller and the agents: one JSON object per
+//! line (agent lines also carry a counter and a MAC, see [`crate::auth::Session`]).
+//!
+//! JSON rather than a binary format: these are control messages, a few per job, and a person
+//! debugging a cluster can read them with `socat`.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a message changes incompatibly; both sides check it at the first message.
+pub const VERSION: u32 = 1;
+
+/// A job's identifier.
+pub type JobId = u64;
+
+/// What kind of job: how it runs and what ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// `gangway batch`: a script on the first node; ends when the script does.
+    Batch,
+    /// `gangway alloc`: held by the connected client; ends when it lets go.
+    Alloc,
+    /// `gangway run` outside an allocation: one step over the whole allocation.
+    Run,
+}
+
+/// A job's shape and constraints, as the user gave them (`None`: not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    pub min_nodes: Option<u32>,
+    pub max_nodes: Option<u32>,
+    pub ntasks: Option<u32>,
+    pub ntasks_per_node: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    /// `--mem`, bytes per node.
+    pub mem_per_node: Option<u64>,
+    /// `--mem-per-cpu`, bytes.
+    pub mem_per_cpu: Option<u64>,
+    pub gpus_per_task: Option<u32>,
+    pub exclusive: bool,
+    pub partition: Option<String>,
+    /// `--time`, seconds (0: no limit).
+    pub time_limit_secs: Option<u64>,
+    pub nodelist: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+/// A new job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub kind: JobKind,
+    pub name: String,
+    pub shape: Shape,
+    /// Where the job's processes start.
+    pub cwd: String,
+    /// The environment the job's processes get (the submitter's, per `--export`).
+    pub env: Vec<(String, String)>,
+    /// The batch script's text.
+    pub script: Option<String>,
+    /// Arguments to the batch script.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// What runs, for display (`run` and `alloc`: the command; `batch`: the script's path).
+    pub command: String,
+    /// `--output`/`--error` patterns (batch).
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// Requeue on node failure (batch default: yes).
+    pub requeue: bool,
+    /// Submit held.
+    pub hold: bool,
+}
+
+/// A request from a `gangway` command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// A new job. Batch: answered with [`Reply::Submitted`]. Alloc and run: then
+    /// [`Reply::Waiting`] updates and [`Reply::Granted`]; the job lasts while the connection
+    /// does (or until [`Request::Release`]).
+    Submit(Box<Submission>),
+    /// Pending and running jobs.
+    Queue,
+    /// Finished jobs, newest first.
+    History {
+        limit: usize,
+    },
+    /// Every node.
+    Nodes,
+    ShowJob {
+        id: JobId,
+    },
+    ShowNode {
+        name: String,
+    },
+    /// Ends jobs (or signals them, when `signal` is given).
+    Cancel {
+        ids: Vec<JobId>,
+        signal: Option<String>,
+        user: Option<String>,
+    },
+    Hold {
+        ids: Vec<JobId>,
+    },
+    Release {
+        ids: Vec<JobId>,
+    },
+    Drain {
+        nodes: Vec<String>,
+        reason: String,
+    },
+    Resume {
+        nodes: Vec<String>,
+    },
+    /// A step inside a job's allocation: answered with [`Reply::Waiting`] while it does not
+    /// fit and then [`Reply::Step`]; the step lasts while the connection does.
+    Step(StepRequest),
+    /// The caller's token for TCP access.
+    Token,
+    /// Ends the job this connection holds (alloc/run), with the command's exit code.
+    Done {
+        exit_code: i32,
+    },
+}
+
+/// A step's shape inside an allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRequest {
+    pub job: JobId,
+    pub ntasks: Option<u32>,
+    pub nodes: Option<u32>,
+    pub ntasks_per_node: Option<u32>,
+    pub cpus_per_task: u32,
+    pub command: String,
+}
+
+/// An answer to a `gangway` command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Ok {
+        message: String,
+    },
+    /// Refused: `code` is the exit code the command should end with.
+    Error {
+        code: u8,
+        message: String,
+    },
+    Submitted {
+        id: JobId,
+    },
+    /// Still waiting: place in the queue (1 = next) and why.
+    Waiting {
+        id: JobId,
+        position: usize,
+        reason: String,
+    },
+    Granted(Grant),
+    /// The job this connection holds ended without the client (cancelled, node lost, time).
+    Ended {
+        id: JobId,
+        state: String,
+        reason: String,
+    },
+    /// The job this connection holds lost a node and was requeued: wait for a new grant.
+    Requeued {
+        id: JobId,
+        attempt: u32,
+        reason: String,
+    },
+    Jobs {
+        jobs: Vec<JobInfo>,
+    },
+    Nodes {
+        nodes: Vec<NodeInfo>,
+    },
+    Job(Box<JobInfo>),
+    Node(Box<NodeInfo>),
+    Step(StepGrant),
+    Token {
+        token: String,
+    },
+}
+
+/// Where a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub job: JobId,
+    pub attempt: u32,
+    pub nodes: Vec<GrantNode>,
+    pub ntasks: u32,
+    pub cpus_per_task: u32,
+    /// `GANGWAY_*` variables for the job's processes.
+    pub env: Vec<(String, String)>,
+}
+
+/// One node of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantNode {
+    pub name: String,
+    /// The agent's address and step port.
+    pub addr: String,
+    pub port: u16,
+    /// CPU list (`0-3,8`).
+    pub cpus: String,
+    pub ntasks: u32,
+}
+
+/// Where a step runs, and the credential its proxies show the agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepGrant {
+    pub job: JobId,
+    pub step: u32,
+    pub nodes: Vec<GrantNode>,
+    pub credential: String,
+}
+
+/// A job as `queue`, `show job` and `history` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub id: JobId,
+    pub name: String,
+    pub user: String,
+    pub uid: u32,
+    pub kind: JobKind,
+    /// PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL.
+    pub state: String,
+    /// Why it is pending, or how it ended.
+    pub reason: String,
+    pub partition: String,
+    pub nodes: Vec<String>,
+    pub ntasks: u32,
+    pub cpus: u32,
+    pub submit_time: u64,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+    /// Seconds (None: unlimited).
+    pub time_limit: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub attempt: u32,
+    pub requeue: bool,
+    pub held: bool,
+    pub priority: u32,
+    pub command: String,
+    pub cwd: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// Node name and CPU list, per node.
+    pub cpu_map: Vec<(String, String)>,
+    pub shape: Shape,
+    /// Place among pending jobs (1 = next).
+    pub position: Option<usize>,
+}
+
+/// A node as `nodes` and `show node` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub partitions: Vec<String>,
+    pub cpus_total: u32,
+    pub cpus_alloc: u32,
+    pub memory_total: u64,
+    pub memory_alloc: u64,
+    pub gpus: u32,
+    pub load: Option<f64>,
+    pub addr: Option<String>,
+    /// "2 packages, 8 cores, 16 PUs, 2 NUMA".
+    pub hardware: String,
+    pub jobs: Vec<JobId>,
+    /// Job id and its CPU list here.
+    pub cpu_map: Vec<(JobId, String)>,
+    pub last_heartbeat_ms_ago: Option<u64>,
+    pub agent_version: Option<String>,
+}
+
+/// What an agent tells the controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromAgent {
+    Register(Registration),
+    Heartbeat {
+        load: f64,
+    },
+    /// A job's process on this node ended (the batch script), or the job's last process here.
+    JobEnded {
+        job: JobId,
+        attempt: u32,
+        exit_code: i32,
+        message: Option<String>,
+    },
+}
+
+/// An agent's first message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub version: u32,
+    pub gangway_version: String,
+    pub name: String,
+    /// The node's model as `gangway_topology::Topology` JSON.
+    pub topology: String,
+    /// Where launchers reach the agent.
+    pub addr: String,
+    pub port: u16,
+    /// Jobs it still runs (after a controller restart or a reconnect).
+    pub running: Vec<(JobId, u32)>,
+    /// The agent runs as root (so it can run jobs as their users).
+    pub root: bool,
+}
+
+/// What the controller tells an agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToAgent {
+    Welcome {
+        heartbeat_ms: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    /// A job now holds CPUs here: remember it (steps may come), and on the first node of a batch
+    /// job run its script.
+    Start(Box<JobLaunch>),
+    /// Send a signal to the job's processes here.
+    Signal {
+        job: JobId,
+        attempt: u32,
+        signal: i32,
+    },
+    /// The job is over here: end whatever of it still runs (TERM, then KILL) and forget it.
+    Release {
+        job: JobId,
+        attempt: u32,
+    },
+}
+
+/// A job start, as one node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobLaunch {
+    pub job: JobId,
+    pub attempt: u32,
+    pub name: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// This node's CPUs for the job.
+    pub cpus: String,
+    pub batch: Option<BatchLaunch>,
+    /// The job's environment (the submitter's plus `GANGWAY_*`).
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// The script part of a batch job start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchLaunch {
+    pub script: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Absolute paths.
+    pub output: String,
+    pub error: Option<String>,
+    /// Written at the top of the output before a requeued attempt runs.
+    pub marker: Option<String>,
+    /// Seconds (None: none); the agent does not enforce it, the controller does.
+    pub time_limit: Option<u64>,
+}

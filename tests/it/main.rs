@@ -6,6 +6,7 @@
 mod binding;
 mod failures;
 mod io;
+mod managed;
 mod mpi;
 mod multinode;
 mod signals;

@@ -1,0 +1,464 @@
+//! The controller and agents on a virtual cluster: batch, alloc and run jobs, gang semantics,
+//! CPU packing, requeue after a node is killed, a controller restart, and bad input.
+//! Real SQLite, real agents in the node namespaces, real MPICH.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{VCluster, gangway, node_visible_dir, ofi_hello, wait_until};
+
+/// A controller on the host and one agent per node.
+struct Managed {
+    vc: VCluster,
+    dir: PathBuf,
+    port: u16,
+    controller: Option<Child>,
+    agents: BTreeMap<usize, Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Managed {
+    fn up(nodes: usize) -> Option<Managed> {
+        let vc = VCluster::up(nodes)?;
+        let dir = node_visible_dir().join(format!("ctl-{}", vc.prefix));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        let out = gangway().arg("keygen").arg(&key).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let port = free_port();
+        let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
+        let config = format!(
+            "cluster = \"it\"\nlisten = \"0.0.0.0:{port}\"\nsocket = \"{d}/ctl.sock\"\nstate_dir = \"{d}/state\"\nkey_file = \"{d}/key\"\nheartbeat_interval = \"300ms\"\nsuspect_timeout = \"1s\"\nlost_timeout = \"2s\"\nreconnect_grace = \"500ms\"\nkill_grace = \"1s\"\n\n[[partition]]\nname = \"batch\"\nnodes = \"{}\"\ndefault = true\nmax_time = \"1:00:00\"\n",
+            names.join(","),
+            d = dir.display()
+        );
+        std::fs::write(dir.join("gangway.toml"), config).unwrap();
+        let mut m = Managed { vc, dir, port, controller: None, agents: BTreeMap::new() };
+        m.start_controller();
+        for i in 1..=nodes {
+            m.start_agent(i);
+        }
+        m.wait_idle(nodes);
+        Some(m)
+    }
+
+    fn gangway_bin(&self) -> PathBuf {
+        node_visible_dir().join("bin/gangway")
+    }
+
+    fn start_controller(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("controller.log"))
+            .unwrap();
+        let child = Command::new(self.gangway_bin())
+            .args(["controller", "--config"])
+            .arg(self.dir.join("gangway.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+        let sock = self.dir.join("ctl.sock");
+        wait_until("the controller's socket", Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    fn start_agent(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("agent{i}.log")))
+            .unwrap();
+        let host = &self.vc.env["VCLUSTER_HOST_ADDR"];
+        let bin = self.gangway_bin();
+        let child = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"))
+            .args(["--prefix", &self.vc.prefix, "exec", &format!("node{i}")])
+            .arg(&bin)
+            .args(["agent", "--controller", &format!("{host}:{}", self.port), "--key-file"])
+            .arg(self.dir.join("key"))
+            .args(["--spool", "/tmp/gangway-spool", "--kill-grace", "1s"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agents.insert(i, child);
+    }
+
+    /// A `gangway` command talking to this controller.
+    fn cli(&self) -> Command {
+        let mut c = gangway();
+        c.env("GANGWAY_CONTROLLER", self.dir.join("ctl.sock"));
+        c.current_dir(&self.dir);
+        c
+    }
+
+    fn cli_out(&self, args: &[&str]) -> Output {
+        self.cli().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn nodes_json(&self) -> Vec<serde_json::Value> {
+        let out = self.cli_out(&["nodes", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn wait_idle(&self, n: usize) {
+        wait_until("all nodes idle", Duration::from_secs(20), || {
+            self.nodes_json().iter().filter(|v| v["state"] == "idle").count() == n
+        });
+    }
+
+    fn submit(&self, args: &[&str]) -> u64 {
+        let mut all = vec!["batch", "--parsable"];
+        all.extend_from_slice(args);
+        let out = self.cli_out(&all);
+        assert!(out.status.success(), "batch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    fn job(&self, id: u64) -> serde_json::Value {
+        let out = self.cli_out(&["show", "job", &id.to_string(), "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn wait_done(&self, ids: &[u64], limit: Duration) {
+        wait_until("jobs to finish", limit, || {
+            let out = self.cli_out(&["queue", "--json"]);
+            let q: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            !q.iter().any(|j| ids.contains(&j["id"].as_u64().unwrap_or(0)))
+        });
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".log") {
+                s.push_str(&format!(
+                    "== {}\n{}\n",
+                    e.file_name().to_string_lossy(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                ));
+            }
+        }
+        s
+    }
+
+    fn output_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("gangway-{id}.out"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.kill_controller();
+        for (_, mut a) in std::mem::take(&mut self.agents) {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn batch_alloc_and_run_jobs_on_three_nodes() {
+    let Some(m) = Managed::up(3) else { return };
+    // A batch job on all three nodes, whose script runs a step with gangway run.
+    let bin = m.gangway_bin();
+    let id = m.submit(&["-N", "3", "-n", "3", "--wrap", &format!("echo script on $(hostname) job $GANGWAY_JOB_ID nodes $GANGWAY_NODELIST; {} run hostname | sort", bin.display())]);
+    m.wait_done(&[id], Duration::from_secs(30));
+    let out = m.output_of(id);
+    assert!(out.contains(&format!("script on node1 job {id} nodes node[1-3]")), "{out}");
+    for n in ["node1", "node2", "node3"] {
+        assert!(out.lines().any(|l| l == n), "step ran on {n}: {out}");
+    }
+    assert_eq!(m.job(id)["state"], "COMPLETED", "{}", m.logs());
+
+    // An interactive allocation with two steps.
+    let script =
+        format!("{b} run -l hostname | sort; {b} run -N 2 -n 2 hostname | sort", b = bin.display());
+    let out = m
+        .cli()
+        .args(["alloc", "-N", "3", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("0: node1") && t.contains("1: node2") && t.contains("2: node3"), "{t}");
+    assert!(t.contains("granted job"), "{t}");
+
+    // A run job of its own.
+    let out = m
+        .cli()
+        .args(["run", "-N", "3", "-n", "6", "hostname"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let mut lines: Vec<&str> = t.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["node1", "node1", "node2", "node2", "node3", "node3"], "{t}");
+}
+
+#[test]
+fn mpi_program_in_a_batch_job_across_nodes() {
+    let Some((hello, lib)) = ofi_hello() else { return };
+    let Some(m) = Managed::up(3) else { return };
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3\n#SBATCH --ntasks=6\nexport LD_LIBRARY_PATH={}\nexport MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp\n{} run {}\n",
+        lib.display(),
+        m.gangway_bin().display(),
+        hello.display()
+    );
+    let path = m.dir.join("mpi.sh");
+    std::fs::write(&path, script).unwrap();
+    let id = m.submit(&[path.to_str().unwrap()]);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let out = m.output_of(id);
+    for r in 0..6 {
+        assert!(out.contains(&format!("hello from rank {r} of 6 on node{}", r / 2 + 1)), "{out}");
+    }
+    assert!(out.contains("allreduce sum = 21 (expected 21)"), "{out}");
+    assert_eq!(m.job(id)["exit_code"], 0, "{out}");
+}
+
+#[test]
+fn a_gang_never_starts_on_fewer_nodes_and_cpus_are_never_shared() {
+    let Some(m) = Managed::up(3) else { return };
+    let out = m.cli_out(&["drain", "node3", "--reason", "test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let big = m.submit(&["-N", "3", "--wrap", "true"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let j = m.job(big);
+    assert_eq!(j["state"], "PENDING", "{j}");
+    assert_eq!(j["reason"], "NodeDown", "{j}");
+    assert!(m.output_of(big).is_empty());
+    assert!(m.cli_out(&["resume", "node3"]).status.success());
+    m.wait_done(&[big], Duration::from_secs(20));
+    assert_eq!(m.job(big)["state"], "COMPLETED");
+
+    // 20 one-core jobs on 3 two-core nodes: each records its node, CPUs and run time.
+    let ids: Vec<u64> = (0..20)
+        .map(|_| m.submit(&["-n", "1", "--wrap", "echo $(hostname) $(grep Cpus_allowed_list /proc/self/status | cut -f2) $(date +%s.%N); sleep 0.6; date +%s.%N"]))
+        .collect();
+    m.wait_done(&ids, Duration::from_secs(90));
+    let mut spans: HashMap<(String, String), Vec<(f64, f64)>> = HashMap::new();
+    for id in &ids {
+        let out = m.output_of(*id);
+        let mut lines = out.lines();
+        let first: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+        let end: f64 = lines.next().unwrap_or("0").trim().parse().unwrap_or(0.0);
+        assert_eq!(first.len(), 3, "job {id}: {out}");
+        assert!(!first[1].contains(',') && !first[1].contains('-'), "one CPU each: {out}");
+        spans
+            .entry((first[0].to_string(), first[1].to_string()))
+            .or_default()
+            .push((first[2].parse().unwrap(), end));
+    }
+    for (cpu, mut s) in spans {
+        s.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in s.windows(2) {
+            assert!(w[1].0 >= w[0].1, "CPU {cpu:?} held by two jobs at once: {s:?}");
+        }
+    }
+}
+
+#[test]
+fn killing_a_node_requeues_its_jobs_which_complete_exactly_once() {
+    let Some(mut m) = Managed::up(3) else { return };
+    // 6 CPUs, 10 jobs of 3 s: the first six run, four wait.
+    let ids: Vec<u64> = (0..10)
+        .map(|_| {
+            m.submit(&[
+                "-n",
+                "1",
+                "--wrap",
+                "echo RUN $GANGWAY_RESTART_COUNT on $(hostname); sleep 3; echo DONE",
+            ])
+        })
+        .collect();
+    wait_until("six jobs running", Duration::from_secs(20), || {
+        ids.iter().filter(|id| m.job(**id)["state"] == "RUNNING").count() == 6
+    });
+    let on_node2: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| m.job(*id)["nodes"] == serde_json::json!(["node2"]))
+        .collect();
+    assert!(!on_node2.is_empty());
+    let killed = Instant::now();
+    let out = m.vc.ctl(&["kill", "node2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("node2 down", Duration::from_secs(10), || {
+        m.nodes_json().iter().any(|n| n["name"] == "node2" && n["state"] == "down")
+    });
+    let detected = killed.elapsed();
+    wait_until("the lost jobs running again", Duration::from_secs(20), || {
+        on_node2.iter().all(|id| m.job(*id)["state"] != "PENDING" && m.job(*id)["attempt"] == 2)
+    });
+    let rerun = killed.elapsed();
+    eprintln!("node2 lost after {detected:?}; its jobs running again after {rerun:?}");
+    m.wait_done(&ids, Duration::from_secs(60));
+    for id in &ids {
+        let out = m.output_of(*id);
+        let j = m.job(*id);
+        assert_eq!(j["state"], "COMPLETED", "job {id}: {j}\n{out}");
+        assert_eq!(out.matches("DONE").count(), 1, "job {id} completed once: {out}");
+        if on_node2.contains(id) {
+            assert_eq!(j["attempt"], 2, "{j}");
+            assert!(
+                out.contains("RUN 0 on node2")
+                    && out.contains("requeued (attempt 2)")
+                    && out.contains("RUN 1 on node"),
+                "{out}"
+            );
+            assert!(!out.contains("RUN 1 on node2"), "the lost node is avoided: {out}");
+        } else {
+            assert_eq!(out.matches("RUN").count(), 1, "{out}");
+        }
+    }
+    // The node comes back, registers, and is idle again.
+    let _ = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"))
+        .args(["up", "3", "--prefix", &m.vc.prefix])
+        .output();
+    m.start_agent(2);
+    m.wait_idle(3);
+}
+
+#[test]
+fn a_killed_controller_restarts_without_losing_or_repeating_jobs() {
+    let Some(mut m) = Managed::up(3) else { return };
+    let ids: Vec<u64> = (0..50)
+        .map(|i| {
+            m.submit(&["-n", "1", "--wrap", &format!("echo START {i}; sleep 0.4; echo END {i}")])
+        })
+        .collect();
+    wait_until("some jobs running", Duration::from_secs(20), || {
+        ids.iter().any(|id| m.job(*id)["state"] == "RUNNING")
+    });
+    m.kill_controller();
+    std::thread::sleep(Duration::from_millis(500));
+    m.start_controller();
+    m.wait_done(&ids, Duration::from_secs(120));
+    for (i, id) in ids.iter().enumerate() {
+        let out = m.output_of(*id);
+        assert_eq!(out.matches(&format!("START {i}\n")).count(), 1, "job {id}: {out}");
+        assert_eq!(out.matches(&format!("END {i}\n")).count(), 1, "job {id}: {out}");
+        assert_eq!(m.job(*id)["state"], "COMPLETED", "job {id}");
+    }
+    // A second controller on the same state directory refuses to start.
+    let out = Command::new(m.gangway_bin())
+        .args(["controller", "--config"])
+        .arg(m.dir.join("gangway.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("another controller already runs"), "{}", text(&out));
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_loses_nothing() {
+    let Some(m) = Managed::up(1) else { return };
+    let kept = m.submit(&["-H", "--wrap", "true"]);
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec!["batch".into(), "--time=1:99".into(), "--wrap".into(), "true".into()],
+            2,
+            "seconds must be 0-59",
+        ),
+        (
+            vec!["batch".into(), "-N".into(), "4".into(), "--wrap".into(), "true".into()],
+            121,
+            "has only 1 nodes",
+        ),
+        (
+            vec!["batch".into(), "-c".into(), "64".into(), "--wrap".into(), "true".into()],
+            121,
+            "--cpus-per-task=64",
+        ),
+        (
+            vec!["batch".into(), "/nonexistent/job.sh".into()],
+            2,
+            "cannot read the script /nonexistent/job.sh",
+        ),
+        (vec!["cancel".into(), "999".into()], 1, "job 999 does not exist"),
+    ];
+    for (args, code, needle) in cases {
+        let out = m.cli().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+    }
+    let script = m.dir.join("bad.sh");
+    std::fs::write(&script, "#!/bin/sh\n#SBATCH --nodes=1\n#SBATCH --frobnicate=3\ntrue\n")
+        .unwrap();
+    let out = m.cli().args(["batch"]).arg(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("bad.sh:3") && text(&out).contains("frobnicate"), "{}", text(&out));
+
+    // Another user may not cancel root's job.
+    let out = Command::new("runuser")
+        .args(["-u", "gwtest", "--"])
+        .arg(m.gangway_bin())
+        .args(["cancel", &kept.to_string()])
+        .env("GANGWAY_CONTROLLER", m.dir.join("ctl.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(117), "{}", text(&out));
+    assert!(text(&out).contains("belongs to root"), "{}", text(&out));
+
+    // An agent with the wrong key is refused, clearly.
+    let wrong = m.dir.join("wrong.key");
+    let _ = gangway().arg("keygen").arg(&wrong).output().unwrap();
+    let host = &m.vc.env["VCLUSTER_HOST_ADDR"];
+    let out = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"))
+        .args(["--prefix", &m.vc.prefix, "exec", "node1"])
+        .arg(m.gangway_bin())
+        .args([
+            "agent",
+            "--controller",
+            &format!("{host}:{}", m.port),
+            "--port",
+            "7719",
+            "--name",
+            "node1",
+            "--key-file",
+        ])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("do not share the same key"), "{}", text(&out));
+
+    // Nothing was lost: the held job is still there, the node still idle and registered.
+    assert_eq!(m.job(kept)["state"], "PENDING");
+    assert_eq!(m.job(kept)["reason"], "Held");
+    assert!(m.cli_out(&["release", &kept.to_string()]).status.success());
+    m.wait_done(&[kept], Duration::from_secs(20));
+    assert_eq!(m.job(kept)["state"], "COMPLETED");
+}

@@ -499,3 +499,99 @@ pub fn history(args: HistoryArgs) -> u8 {
         Err(c) => c,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{JobKind, Shape};
+
+    fn job(id: u64, state: &str, nodes: &[&str], reason: &str) -> JobInfo {
+        let running = state != "PENDING";
+        JobInfo {
+            id,
+            name: format!("sim{id}"),
+            user: "alice".into(),
+            uid: 1000,
+            kind: JobKind::Batch,
+            state: state.into(),
+            reason: reason.into(),
+            partition: "batch".into(),
+            nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            ntasks: 4,
+            cpus: 4,
+            submit_time: 1_800_000_000_000,
+            start_time: running.then_some(1_800_000_010_000),
+            end_time: None,
+            time_limit: Some(3600),
+            exit_code: None,
+            attempt: 1,
+            requeue: true,
+            held: false,
+            priority: 0,
+            command: "/home/alice/sim.sh".into(),
+            cwd: "/home/alice".into(),
+            output: Some("sim-%j.out".into()),
+            error: None,
+            cpu_map: nodes.iter().map(|n| (n.to_string(), "0-1".to_string())).collect(),
+            shape: Shape { min_nodes: Some(2), ntasks: Some(4), ..Shape::default() },
+            position: (!running).then_some(1),
+        }
+    }
+
+    #[test]
+    fn queue_table() {
+        let jobs = vec![
+            job(7, "RUNNING", &["node1", "node2"], "None"),
+            job(8, "PENDING", &[], "Resources"),
+            job(9, "PENDING", &[], "Priority"),
+        ];
+        insta::assert_snapshot!(render_queue(
+            &jobs,
+            "%i %P %j %u %t %M %D %R",
+            true,
+            1_800_000_135_000
+        ));
+        insta::assert_snapshot!(
+            "queue_custom_format",
+            render_queue(&jobs, "%i %T %r %p", false, 0)
+        );
+    }
+
+    #[test]
+    fn nodes_table() {
+        let node = |name: &str, state: &str, alloc: u32, reason: Option<&str>| NodeInfo {
+            name: name.into(),
+            state: state.into(),
+            reason: reason.map(String::from),
+            partitions: vec!["batch".into()],
+            cpus_total: 16,
+            cpus_alloc: alloc,
+            memory_total: 64 << 30,
+            memory_alloc: 0,
+            gpus: 0,
+            load: Some(1.5),
+            addr: Some("10.0.0.1".into()),
+            hardware: "2 packages, 2 NUMA, 16 cores, 32 PUs".into(),
+            jobs: vec![7],
+            cpu_map: vec![(7, "0-1".into())],
+            last_heartbeat_ms_ago: Some(400),
+            agent_version: Some("0.1.0".into()),
+        };
+        let nodes = vec![
+            node("node1", "mixed", 2, None),
+            node("node2", "idle", 0, None),
+            node("node3", "down", 0, Some("lost: no heartbeat within the lost timeout")),
+        ];
+        insta::assert_snapshot!(render_nodes(&nodes));
+        insta::assert_snapshot!("show_node", render_node(&nodes[0]));
+    }
+
+    #[test]
+    fn show_job_text() {
+        let j = job(7, "RUNNING", &["node1", "node2"], "None");
+        insta::assert_snapshot!(render_job(
+            &j,
+            "1800000000000 submit Batch by alice\n1800000010000 start attempt 1 on node1,node2"
+        ));
+    }
+}

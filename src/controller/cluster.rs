@@ -1798,3 +1798,256 @@ fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
         nodes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Shape;
+    use std::path::Path;
+
+    fn config() -> Config {
+        let text = r#"
+cluster = "t"
+state_dir = "/nonexistent"
+key_file = "/nonexistent"
+heartbeat_interval = "1s"
+suspect_timeout = "3s"
+lost_timeout = "6s"
+reconnect_grace = "1s"
+kill_grace = "2s"
+[[partition]]
+name = "batch"
+nodes = "n[1-3]"
+default = true
+"#;
+        Config::parse(text, Path::new("t.toml")).expect("config")
+    }
+
+    fn root() -> Caller {
+        Caller { uid: 0, gid: 0, user: "root".into(), admin: true, job: None }
+    }
+
+    fn alice() -> Caller {
+        Caller { uid: 1000, gid: 1000, user: "alice".into(), admin: false, job: None }
+    }
+
+    fn registration(name: &str) -> Registration {
+        let model = gangway_topology::Shape::new(1, 2, 1).build().expect("model");
+        Registration {
+            version: crate::protocol::VERSION,
+            gangway_version: "test".into(),
+            name: name.into(),
+            topology: model.to_json(),
+            addr: format!("10.0.0.{}", &name[1..]),
+            port: 7718,
+            running: Vec::new(),
+            root: true,
+        }
+    }
+
+    /// A cluster of three registered 2-core nodes (agent connections 101-103).
+    fn cluster() -> Cluster {
+        let mut c = Cluster::new(config(), 0, Vec::new(), Vec::new(), 1, 0);
+        for i in 1..=3 {
+            let name = format!("n{i}");
+            c.from_agent(100 + i, &name, FromAgent::Register(registration(&name)), 0);
+        }
+        c
+    }
+
+    fn batch(nodes: u32, ntasks: u32) -> Submission {
+        Submission {
+            kind: JobKind::Batch,
+            name: "job".into(),
+            shape: Shape { min_nodes: Some(nodes), ntasks: Some(ntasks), ..Shape::default() },
+            cwd: "/tmp".into(),
+            env: Vec::new(),
+            script: Some("#!/bin/sh\ntrue\n".into()),
+            args: Vec::new(),
+            command: "job.sh".into(),
+            output: None,
+            error: None,
+            requeue: true,
+            hold: false,
+        }
+    }
+
+    fn starts(fx: &[Effect]) -> Vec<(String, JobId, u32)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent { node, msg: ToAgent::Start(l) } => {
+                    Some((node.clone(), l.job, l.attempt))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gang_starts_on_all_its_nodes_at_once_or_not_at_all() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(3, 3), 10);
+        let fx = c.schedule(10);
+        let s = starts(&fx);
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(s[0].0 == "n1" && s.iter().all(|(_, j, a)| *j == 1 && *a == 1));
+        // A second 3-node job waits, with a reason, and nothing of it starts.
+        c.submit(2, &root(), batch(3, 6), 11);
+        assert!(starts(&c.schedule(11)).is_empty());
+        assert_eq!(c.job_info(2).expect("job").reason, "Resources");
+        // The first ends: the second starts on all three.
+        let fx = c.from_agent(
+            101,
+            "n1",
+            FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 0, message: None },
+            20,
+        );
+        assert_eq!(
+            fx.iter()
+                .filter(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Release { .. }, .. }))
+                .count(),
+            3
+        );
+        assert_eq!(starts(&c.schedule(20)).len(), 3);
+        assert_eq!(c.job(1).expect("job").state, JobState::Completed);
+    }
+
+    #[test]
+    fn a_lost_node_requeues_batch_jobs_away_from_it_and_late_reports_are_ignored() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 2), 0);
+        let s = starts(&c.schedule(0));
+        let node = s[0].0.clone();
+        let conn = 100 + node[1..].parse::<u64>().expect("n");
+        // Heartbeats from the others only.
+        for t in (1000..=7000).step_by(1000) {
+            for i in 1..=3u64 {
+                let name = format!("n{i}");
+                if name != node {
+                    c.from_agent(100 + i, &name, FromAgent::Heartbeat { load: 0.0 }, t);
+                }
+            }
+            c.tick(t);
+        }
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+        assert_eq!(job.excluded, vec![node.clone()]);
+        let fx = c.schedule(7000);
+        let s2 = starts(&fx);
+        assert_eq!(s2.len(), 1);
+        assert_ne!(s2[0].0, node, "placed away from the lost node");
+        assert_eq!(s2[0].2, 2);
+        // The lost node's agent reports attempt 1 late: ignored.
+        c.from_agent(
+            conn,
+            &node,
+            FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 0, message: None },
+            7100,
+        );
+        assert_eq!(c.job(1).expect("job").state, JobState::Running);
+        let dirty = c.take_dirty();
+        assert!(dirty.events.iter().any(|e| e.kind == "requeue"));
+        assert!(dirty.events.iter().any(|e| e.kind == "late_report"));
+    }
+
+    #[test]
+    fn no_requeue_jobs_fail_with_node_fail() {
+        let mut c = cluster();
+        let mut sub = batch(1, 1);
+        sub.requeue = false;
+        c.submit(1, &root(), sub, 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let conn = 100 + node[1..].parse::<u64>().expect("n");
+        c.agent_gone(conn, 100);
+        c.tick(1200);
+        let job = c.job(1).expect("job");
+        assert_eq!(job.state, JobState::NodeFail);
+        assert!(job.reason.contains("NodeFail"), "{}", job.reason);
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_may_cancel_and_hold() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let (reply, fx) = c.cancel(&alice(), &[1], None, None, 1);
+        assert!(
+            matches!(reply, Reply::Error { code: exit_code::PERMISSION_DENIED, .. }),
+            "{reply:?}"
+        );
+        assert!(fx.is_empty());
+        assert!(matches!(c.set_held(&alice(), &[1], true, 1), Reply::Error { .. }));
+        assert!(matches!(
+            c.set_drain(&alice(), &["n1".into()], Some("x".into()), 1),
+            Reply::Error { .. }
+        ));
+        let (reply, _) = c.cancel(&root(), &[1], None, None, 2);
+        assert!(matches!(reply, Reply::Ok { .. }), "{reply:?}");
+        assert_eq!(c.job(1).expect("job").state, JobState::Cancelled);
+    }
+
+    #[test]
+    fn time_limits_term_then_end_the_job() {
+        let mut c = cluster();
+        let mut sub = batch(1, 1);
+        sub.shape.time_limit_secs = Some(60);
+        c.submit(1, &root(), sub, 0);
+        c.schedule(0);
+        let keep_alive = |c: &mut Cluster, t: u64| {
+            for i in 1..=3u64 {
+                c.from_agent(100 + i, &format!("n{i}"), FromAgent::Heartbeat { load: 0.0 }, t);
+            }
+        };
+        keep_alive(&mut c, 60_000);
+        let fx = c.tick(60_000);
+        assert!(fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { signal, .. }, .. } if *signal == libc::SIGTERM)));
+        keep_alive(&mut c, 62_000);
+        c.tick(62_000);
+        assert_eq!(c.job(1).expect("job").state, JobState::Timeout);
+    }
+
+    #[test]
+    fn a_restarted_controller_keeps_running_jobs_and_their_cpus() {
+        let mut c = cluster();
+        for _ in 0..4 {
+            c.submit(1, &root(), batch(1, 2), 0);
+        }
+        c.schedule(0);
+        let dirty = c.take_dirty();
+        let nodes = dirty.nodes.clone();
+        let jobs: Vec<Job> = dirty.jobs.clone();
+        let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
+        assert_eq!(running, 3);
+        let mut again = Cluster::new(config(), 0, nodes, jobs, dirty.next_id, 50_000);
+        // Nothing new starts on CPUs the running jobs still hold.
+        assert!(starts(&again.schedule(50_000)).is_empty());
+        // An agent comes back reporting its job: it keeps running, nothing is released.
+        let mut reg = registration("n1");
+        reg.running = vec![(1, 1)];
+        let fx = again.from_agent(201, "n1", FromAgent::Register(reg), 50_100);
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Release { .. }, .. })),
+            "{fx:?}"
+        );
+        assert_eq!(again.job(1).expect("job").state, JobState::Running);
+        assert_eq!(again.submit(9, &root(), batch(1, 1), 50_200).len(), 2);
+    }
+
+    #[test]
+    fn step_credentials_round_trip() {
+        let nodes = vec![
+            GrantNode {
+                name: "n1".into(),
+                addr: "a".into(),
+                port: 1,
+                cpus: "0-1".into(),
+                ntasks: 2,
+            },
+            GrantNode { name: "n2".into(), addr: "b".into(), port: 1, cpus: "0".into(), ntasks: 1 },
+        ];
+        let text = step_credential_text(7, 2, 3, 1000, 100, &nodes);
+        let c = StepCredential::parse(&text).expect("parses");
+        assert_eq!((c.job, c.attempt, c.step, c.uid, c.gid), (7, 2, 3, 1000, 100));
+        assert_eq!(c.nodes, vec![("n1".into(), "0-1".into()), ("n2".into(), "0".into())]);
+        assert!(StepCredential::parse("v2;job=1").is_none());
+    }
+}

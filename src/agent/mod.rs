@@ -398,6 +398,20 @@ fn start_proxy(
         })
         .cloned()
         .collect();
+    // A proxy needs a home (its cached machine model lives there) even when the job's
+    // environment has none.
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(c.uid)) {
+        for (k, v) in
+            [("HOME", u.dir.display().to_string()), ("USER", u.name.clone()), ("LOGNAME", u.name)]
+        {
+            if !env.iter().any(|(e, _)| e == k) {
+                env.push((k.to_string(), v));
+            }
+        }
+    }
+    if !env.iter().any(|(e, _)| e == "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
     env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
     env.push(("GANGWAY_STEP_CPUS".into(), cpus));
     let std_stream = match step.stream.into_std() {

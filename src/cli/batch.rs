@@ -58,7 +58,6 @@ pub struct BatchArgs {
     #[arg(
         required_unless_present = "wrap",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         num_args = 1..,
         value_name = "SCRIPT [ARGS]"
     )]

@@ -226,7 +226,7 @@ def slurm_side():
     try:
         if sh(script, "--prefix", pre, "up").returncode != 0:
             return {}
-        r = sh(script, "--prefix", pre, "bench")
+        r = sh(script, "--prefix", pre, "bench", "--jobs", "200")
         print(r.stdout, end="")
         out = {}
         for line in r.stdout.splitlines():
@@ -247,9 +247,12 @@ if __name__ == "__main__":
     if code:
         sys.exit(code)
     slurm = slurm_side()
-    pairs = [("submit_sequential", "submit_rate"), ("batch_end_to_end", "end_to_end_rate"),
-             ("run_N3_n3", "srun_N3_n3"), ("run_N3_n12", "srun_N3_n12"),
-             ("queue_200_pending", "squeue_200_pending"), ("requeued_running_after_kill", "requeued_running_after_kill")]
+    pairs = [("submit_sequential", "sbatch_submit_rate"), ("submit_controller", "sbatch_submit_rate"),
+             ("batch_end_to_end", "sbatch_end_to_end_rate"),
+             ("run_N3_n3", "srun_N3_n3_true"), ("run_N3_n12", "srun_N3_n12_overcommit_true"),
+             ("step_n3", "srun_N3_n3_true"), ("step_n12", "srun_N3_n12_overcommit_true"),
+             ("queue_200_pending", "squeue_200_pending"), ("node_down_after_kill", "node_kill_to_down"),
+             ("requeued_running_after_kill", "node_kill_to_requeued_running")]
     print("\n| metric | gangway | slurm | gangway/slurm |\n|---|---|---|---|")
     for g, s in pairs:
         gv = results.get(g)

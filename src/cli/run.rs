@@ -34,11 +34,16 @@ Examples:
   gangway run -n 4 --cpu-bind=numa --mem-bind=local ./app
   gangway run --hosts node[1-3] -n 6 ./app  2 ranks on each of 3 nodes, over SSH
   gangway run --hostfile hosts.txt -n 8 ./app
+With a controller (docs/cluster.md; GANGWAY_CONTROLLER or /run/gangway/controller.sock):
+  gangway run -N 3 -n 6 ./app              allocate 3 nodes, run, release (a job of its own)
+  gangway run ./app                        inside `gangway alloc`/a batch script: a step on all of it
+  gangway run -N 1 -n 2 ./app              a step on part of the allocation
 
 Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
 the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 121 cannot place,
 122 node lost, 124 time limit, 125 launch failed, 126 not executable, 127 not found,
-130 stopped by Ctrl-C (docs/exit-codes.md).";
+130 stopped by Ctrl-C; with a controller also 116 unreachable, 118 job cancelled or lost
+(docs/exit-codes.md).";
 
 /// Flags of `gangway run`, mirroring srun's where they overlap.
 #[derive(Debug, Args)]

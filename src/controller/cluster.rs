@@ -345,22 +345,13 @@ impl Cluster {
             started_at: now,
             signer: None,
         };
-        // Alloc and run jobs lived only as long as their client's connection, which a
-        // restart cut; a pending one has no one left to run it.
+        // Alloc and run jobs last only as long as their client's connection, which the restart
+        // cut: no one is left to use them. Their agents are told to end them when they register.
         let orphaned: Vec<JobId> =
             c.active.iter().filter(|id| c.jobs[id].sub.kind != JobKind::Batch).copied().collect();
         for id in orphaned {
-            let running = c.jobs[&id].state == JobState::Running;
-            if !running {
-                c.finish(
-                    id,
-                    JobState::Cancelled,
-                    "its client went away (controller restart)",
-                    None,
-                    now,
-                    &mut Vec::new(),
-                );
-            }
+            let why = "its client's connection was cut by a controller restart";
+            c.finish(id, JobState::Cancelled, why, None, now, &mut Vec::new());
         }
         c.rebuild_allocator();
         c
@@ -470,10 +461,6 @@ impl Cluster {
         now: u64,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
-        if caller.job.is_some() && sub.kind != JobKind::Batch {
-            // A job's processes may submit batch jobs, but an allocation inside a job would
-            // hold the nodes twice.
-        }
         let id = self.next_id;
         let mut job = Job {
             id,

@@ -462,3 +462,39 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     m.wait_done(&[kept], Duration::from_secs(20));
     assert_eq!(m.job(kept)["state"], "COMPLETED");
 }
+
+#[test]
+fn jobs_run_as_their_user_in_the_submit_directory() {
+    let Some(m) = Managed::up(1) else { return };
+    let home = m.dir.join("gwtest-work");
+    std::fs::create_dir_all(&home).unwrap();
+    let status = Command::new("chown").arg("gwtest:").arg(&home).status().unwrap();
+    assert!(status.success());
+    let uid = String::from_utf8(Command::new("id").args(["-u", "gwtest"]).output().unwrap().stdout)
+        .unwrap();
+    let groups =
+        String::from_utf8(Command::new("id").args(["-G", "gwtest"]).output().unwrap().stdout)
+            .unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "gwtest", "--"])
+        .arg(m.gangway_bin())
+        .args(["batch", "--parsable", "--wrap", "id -u; id -G; pwd"])
+        .env("GANGWAY_CONTROLLER", m.dir.join("ctl.sock"))
+        .current_dir(&home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    m.wait_done(&[id], Duration::from_secs(20));
+    let file = home.join(format!("gangway-{id}.out"));
+    let got = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines, [uid.trim(), groups.trim(), home.to_str().unwrap()], "{got}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().uid().to_string(),
+        uid.trim(),
+        "the output file is the user's"
+    );
+    assert_eq!(m.job(id)["user"], "gwtest");
+}

@@ -69,8 +69,6 @@ struct RawPartition {
 struct RawNode {
     /// Start drained with this reason.
     drain: Option<String>,
-    /// Higher first when the allocator breaks ties (not yet used by the allocator).
-    weight: Option<u32>,
 }
 
 fn default_listen() -> String {
@@ -105,8 +103,8 @@ pub struct PartitionConfig {
 /// Per-node settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeConfig {
+    /// Drained from the start, with this reason (until `gangway resume`).
     pub drain: Option<String>,
-    pub weight: u32,
 }
 
 /// A checked configuration.
@@ -219,8 +217,7 @@ impl Config {
             if !nodes.contains(&name) {
                 return Err(value(&format!("node.{name}"), "is in no partition".into()));
             }
-            node_settings
-                .insert(name, NodeConfig { drain: n.drain, weight: n.weight.unwrap_or(0) });
+            node_settings.insert(name, NodeConfig { drain: n.drain });
         }
         Ok(Config {
             cluster: raw.cluster,

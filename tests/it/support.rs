@@ -436,7 +436,9 @@ pub fn ofi_hello() -> Option<(PathBuf, PathBuf)> {
             let copied = Command::new("cp").arg("-a").arg(&lib).arg(&staged_lib).status().unwrap();
             assert!(copied.success(), "copy the MPICH wheel's libraries");
             std::fs::copy(&path, shared.join("bin/hello-ofi")).unwrap();
-            let _ = Command::new("chmod").arg("-R").arg("a+rX").arg(shared).status();
+            // Only what was staged here: other tests keep secrets (key files) under `shared`.
+            let _ = Command::new("chmod").arg("-R").arg("a+rX").arg(&staged_lib).status();
+            let _ = Command::new("chmod").arg("a+rx").arg(shared.join("bin/hello-ofi")).status();
         }
         Some((shared.join("bin/hello-ofi"), staged_lib))
     } else {

@@ -310,10 +310,15 @@ fn split_trailing_number(name: &str) -> (&str, Option<(u64, &str)>) {
     }
 }
 
-/// The entry of `expr` that holds byte offset `at`, for error messages.
+/// The entry of `expr` that holds byte offset `at` (a char boundary), for error messages.
 fn entry_around(expr: &str, at: usize) -> &str {
     let is_sep = |c: char| c == ',' || c.is_whitespace();
-    let start = expr[..at].rfind(is_sep).map_or(0, |i| i + 1);
+    // Separators may be several bytes long (a no-break space is white space too).
+    let start = expr[..at]
+        .char_indices()
+        .rev()
+        .find(|(_, c)| is_sep(*c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let end = expr[at..].find(is_sep).map_or(expr.len(), |i| at + i);
     &expr[start..end]
 }
@@ -689,6 +694,13 @@ mod tests {
                 s
             });
         prop::collection::vec(entry, 1..4).prop_map(|es| es.join(","))
+    }
+
+    #[test]
+    fn errors_around_multibyte_separators_do_not_panic() {
+        // Found by the property test in CI: a no-break space before an unmatched ']'.
+        let e = expand("a\u{a0}b]c").expect_err("unmatched");
+        assert!(e.to_string().contains("b]c"), "{e}");
     }
 
     proptest! {

@@ -565,6 +565,18 @@ impl Cluster {
         fx
     }
 
+    /// The job, if it exists and the caller may `verb` it; else the problem, for the reply.
+    fn owned_job(&self, caller: &Caller, id: JobId, verb: &str) -> Result<&Job, String> {
+        let job = self.jobs.get(&id).ok_or_else(|| format!("job {id} does not exist"))?;
+        if !self.may_act(caller, job) {
+            return Err(format!(
+                "job {id} belongs to {}; only its owner or an administrator may {verb} it",
+                job.user
+            ));
+        }
+        Ok(job)
+    }
+
     fn may_act(&self, caller: &Caller, job: &Job) -> bool {
         caller.admin || caller.uid == job.uid && caller.job.is_none_or(|j| j == job.id)
     }
@@ -586,17 +598,13 @@ impl Cluster {
         let mut done = Vec::new();
         let mut problems = Vec::new();
         for id in targets {
-            let Some(job) = self.jobs.get(&id) else {
-                problems.push(format!("job {id} does not exist"));
-                continue;
+            let job = match self.owned_job(caller, id, "cancel") {
+                Ok(job) => job,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
             };
-            if !self.may_act(caller, job) {
-                problems.push(format!(
-                    "job {id} belongs to {}; only its owner or an administrator may cancel it",
-                    job.user
-                ));
-                continue;
-            }
             if job.state.is_final() {
                 problems.push(format!("job {id} has already ended ({})", job.state.name()));
                 continue;
@@ -625,34 +633,20 @@ impl Cluster {
             }
             done.push(id);
         }
-        let reply = if problems.is_empty() {
-            Reply::Ok { message: String::new() }
-        } else {
-            let code = if problems.iter().any(|p| p.contains("belongs to")) {
-                exit_code::PERMISSION_DENIED
-            } else {
-                exit_code::FAILURE
-            };
-            Reply::Error { code, message: problems.join("\n") }
-        };
-        (reply, fx)
+        (problems_reply(&problems), fx)
     }
 
     /// `gangway hold` / `release`.
     pub fn set_held(&mut self, caller: &Caller, ids: &[JobId], held: bool, now: u64) -> Reply {
         let mut problems = Vec::new();
         for id in ids {
-            let Some(job) = self.jobs.get(id) else {
-                problems.push(format!("job {id} does not exist"));
-                continue;
+            let job = match self.owned_job(caller, *id, "change") {
+                Ok(job) => job,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
             };
-            if !self.may_act(caller, job) {
-                problems.push(format!(
-                    "job {id} belongs to {}; only its owner or an administrator may change it",
-                    job.user
-                ));
-                continue;
-            }
             if job.state != JobState::Pending {
                 problems.push(format!(
                     "job {id} is {}; only pending jobs can be held or released",
@@ -673,16 +667,7 @@ impl Cluster {
             );
             self.needs_schedule = true;
         }
-        if problems.is_empty() {
-            Reply::Ok { message: String::new() }
-        } else {
-            let code = if problems.iter().any(|p| p.contains("belongs to")) {
-                exit_code::PERMISSION_DENIED
-            } else {
-                exit_code::FAILURE
-            };
-            Reply::Error { code, message: problems.join("\n") }
-        }
+        problems_reply(&problems)
     }
 
     /// `gangway drain` / `resume`.
@@ -1733,6 +1718,20 @@ impl StepCredential {
             nodes,
         })
     }
+}
+
+/// The answer to a request on several jobs: Ok, or every problem, with 117 when one was a
+/// matter of permission.
+fn problems_reply(problems: &[String]) -> Reply {
+    if problems.is_empty() {
+        return Reply::Ok { message: String::new() };
+    }
+    let code = if problems.iter().any(|p| p.contains("belongs to")) {
+        exit_code::PERMISSION_DENIED
+    } else {
+        exit_code::FAILURE
+    };
+    Reply::Error { code, message: problems.join("\n") }
 }
 
 /// Whether a job that lost a node goes back to the queue (the rest fail with `NodeFail`).

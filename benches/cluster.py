@@ -47,7 +47,13 @@ def main():
     os.chmod(work, 0o755)
     procs = []
     try:
-        return bench(env, work, procs)
+        code = bench(env, work, procs)
+        if code == 0:
+            subprocess.run(["rm", "-rf", work])
+        return code
+    except Exception:
+        print(f"logs kept in {work}", file=sys.stderr)
+        raise
     finally:
         for p in procs:
             try:

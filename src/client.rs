@@ -58,6 +58,8 @@ pub trait ReadStream: std::io::Read + std::io::Write + Send + std::fmt::Debug {
     fn duplicate(&self) -> std::io::Result<Box<dyn ReadStream>>;
     /// Closes both directions (wakes a blocked reader).
     fn close(&self);
+    /// Bounds how long a read blocks (`None`: forever).
+    fn set_timeout(&self, limit: Option<std::time::Duration>);
 }
 
 impl ReadStream for UnixStream {
@@ -67,6 +69,9 @@ impl ReadStream for UnixStream {
     fn close(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
     }
+    fn set_timeout(&self, limit: Option<std::time::Duration>) {
+        let _ = self.set_read_timeout(limit);
+    }
 }
 
 impl ReadStream for TcpStream {
@@ -75,6 +80,9 @@ impl ReadStream for TcpStream {
     }
     fn close(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+    fn set_timeout(&self, limit: Option<std::time::Duration>) {
+        let _ = self.set_read_timeout(limit);
     }
 }
 
@@ -138,6 +146,11 @@ impl Client {
     pub fn call(&mut self, request: &Request) -> Result<Reply, ClientError> {
         self.send(request)?;
         self.recv()
+    }
+
+    /// Bounds how long [`Client::recv`] blocks (`None`: forever).
+    pub fn set_timeout(&self, limit: Option<std::time::Duration>) {
+        self.writer.set_timeout(limit);
     }
 
     /// A handle that closes the connection from another thread.

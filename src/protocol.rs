@@ -250,6 +250,9 @@ pub struct JobInfo {
     pub shape: Shape,
     /// Place among pending jobs (1 = next).
     pub position: Option<usize>,
+    /// `show job` only: the job's events (time in ms, kind, detail), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<(u64, String, String)>,
 }
 
 /// A node as `nodes` and `show node` show it.

@@ -11,8 +11,9 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gangway_launcher::bootstrap::RemoteExit;
 use gangway_launcher::bootstrap::agent::{exit_frame, stderr_frame};
+use gangway_launcher::bootstrap::{RemoteExit, exit_of};
+use gangway_launcher::signals::describe;
 use gangway_topology::Topology;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -63,8 +64,21 @@ struct LocalJob {
     launch: JobLaunch,
     /// Sessions started for it (the batch script, step proxies).
     sessions: Vec<u32>,
-    /// The batch script's session, on the job's first node.
-    script: Option<u32>,
+    /// How its batch script ended (exit code, why), kept until the controller releases the
+    /// job: a report lost with a connection is sent again after every registration.
+    ended: Option<(i32, Option<String>)>,
+}
+
+impl LocalJob {
+    fn end_report(&self) -> Option<FromAgent> {
+        let (exit_code, message) = self.ended.clone()?;
+        Some(FromAgent::JobEnded {
+            job: self.launch.job,
+            attempt: self.launch.attempt,
+            exit_code,
+            message,
+        })
+    }
 }
 
 /// Events for the owner task.
@@ -98,8 +112,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     }
     let topology_json = opts.topology.to_json();
     let mut jobs: HashMap<JobId, LocalJob> = HashMap::new();
-    // Reports made while the controller was away, sent when it is back.
-    let mut unsent: Vec<FromAgent> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     let mut said_waiting = false;
     loop {
@@ -119,7 +131,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 loop {
                     tokio::select! {
                         _ = &mut wait => break,
-                        Some(ev) = ev_rx.recv() => handle_offline(ev, &opts, &mut jobs, &mut unsent, &ev_tx),
+                        // Reports are kept in `jobs` and sent after registering.
+                        Some(ev) = ev_rx.recv() => handle(ev, &opts, &mut jobs, &mut Vec::new(), &ev_tx),
                     }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -130,8 +143,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         backoff = Duration::from_millis(100);
         tracing::info!(controller = %opts.controller, "registered");
         let Link { out, heartbeat } = link.start(ev_tx.clone());
-        for msg in unsent.drain(..) {
-            let _ = out.send(msg);
+        for report in jobs.values().filter_map(LocalJob::end_report) {
+            let _ = out.send(report);
         }
         let mut beat = tokio::time::interval(heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -152,19 +165,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             }
         }
     }
-}
-
-fn handle_offline(
-    ev: Event,
-    opts: &AgentOptions,
-    jobs: &mut HashMap<JobId, LocalJob>,
-    unsent: &mut Vec<FromAgent>,
-    ev_tx: &UnboundedSender<Event>,
-) {
-    if matches!(ev, Event::ControllerGone) {
-        return;
-    }
-    handle(ev, opts, jobs, unsent, ev_tx);
 }
 
 fn handle(
@@ -200,8 +200,8 @@ fn handle(
         Event::ScriptEnded { job, attempt, sid, code, message } => {
             if let Some(j) = jobs.get_mut(&job).filter(|j| j.launch.attempt == attempt) {
                 j.sessions.retain(|s| *s != sid);
-                j.script = None;
-                reports.push(FromAgent::JobEnded { job, attempt, exit_code: code, message });
+                j.ended = Some((code, message));
+                reports.extend(j.end_report());
             }
         }
         Event::ProxyEnded { job, sid } => {
@@ -246,16 +246,16 @@ fn start_job(
             end_sessions(old.sessions, opts.kill_grace);
         }
     }
-    let mut local = LocalJob { launch, sessions: Vec::new(), script: None };
+    let mut local = LocalJob { launch, sessions: Vec::new(), ended: None };
     if let Some(batch) = local.launch.batch.clone() {
-        let fail = |reports: &mut Vec<FromAgent>, message: String| {
+        let fail = |jobs: &mut HashMap<JobId, LocalJob>,
+                    reports: &mut Vec<FromAgent>,
+                    mut local: LocalJob,
+                    message: String| {
             tracing::warn!(job, %message, "batch script not started");
-            reports.push(FromAgent::JobEnded {
-                job,
-                attempt,
-                exit_code: 1,
-                message: Some(message),
-            });
+            local.ended = Some((1, Some(message)));
+            reports.extend(local.end_report());
+            jobs.insert(job, local);
         };
         let path = script_path(opts, job, attempt);
         let run_as = RunAs::for_job(
@@ -268,17 +268,16 @@ fn start_job(
         if let Err(e) =
             write_script(&path, &batch.script, run_as.ids.as_ref().map(|(u, g, _)| (*u, *g)))
         {
-            fail(reports, format!("cannot write the script to {}: {e}", path.display()));
+            let why = format!("cannot write the script to {}: {e}", path.display());
+            fail(jobs, reports, local, why);
             return;
         }
         if !process::dir_exists(&local.launch.cwd) {
-            fail(
-                reports,
-                format!(
-                    "the submit directory {} does not exist on {}",
-                    local.launch.cwd, opts.name
-                ),
+            let why = format!(
+                "the submit directory {} does not exist on {}",
+                local.launch.cwd, opts.name
             );
+            fail(jobs, reports, local, why);
             return;
         }
         let mut env = local.launch.env.clone();
@@ -296,18 +295,15 @@ fn start_job(
             Ok(spawned) => {
                 let sid = spawned.pid;
                 local.sessions.push(sid);
-                local.script = Some(sid);
                 let tx = ev_tx.clone();
                 let mut child = spawned.child;
                 tokio::spawn(async move {
+                    use std::os::unix::process::ExitStatusExt;
                     let (code, message) = match child.wait().await {
-                        Ok(status) => match (
-                            status.code(),
-                            std::os::unix::process::ExitStatusExt::signal(&status),
-                        ) {
+                        Ok(s) => match (s.code(), s.signal()) {
                             (Some(c), _) => (c, None),
-                            (None, Some(s)) => {
-                                (128 + s, Some(format!("the script was killed by signal {s}")))
+                            (None, Some(n)) => {
+                                (128 + n, Some(format!("the script was killed by {}", describe(n))))
                             }
                             _ => (1, None),
                         },
@@ -317,13 +313,11 @@ fn start_job(
                 });
             }
             Err(e) => {
-                fail(
-                    reports,
-                    format!(
-                        "cannot start the script on {}: {e} (output {})",
-                        opts.name, batch.output
-                    ),
+                let why = format!(
+                    "cannot start the script on {}: {e} (output {})",
+                    opts.name, batch.output
                 );
+                fail(jobs, reports, local, why);
                 return;
             }
         }
@@ -466,14 +460,7 @@ fn start_proxy(
                 }
             }
         }
-        let exit = match child.wait().await {
-            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-                (Some(c), _) => RemoteExit::Code(c),
-                (None, Some(sig)) => RemoteExit::Signal(sig.to_string()),
-                _ => RemoteExit::Code(255),
-            },
-            Err(_) => RemoteExit::Code(255),
-        };
+        let exit = child.wait().await.map(exit_of).unwrap_or(RemoteExit::Code(255));
         let _ = frames.send(exit_frame(&exit));
         let _ = tx.send(Event::ProxyEnded { job: job_id, sid });
     });

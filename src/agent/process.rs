@@ -114,14 +114,12 @@ pub fn spawn(
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some((uid, gid, groups)) = &ids {
-                let g: Vec<libc::gid_t> = groups.clone();
-                if libc::setgroups(g.len(), g.as_ptr()) != 0
+            if let Some((uid, gid, groups)) = &ids
+                && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                    || libc::setuid(*uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             if libc::chdir(cwd.as_ptr()) != 0 && libc::chdir(fallback_cwd.as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -10,7 +10,7 @@ use clap::Args;
 use super::shape::ShapeArgs;
 use crate::client::{Client, ClientError};
 use crate::exit_code;
-use crate::protocol::{Grant, JobId, JobKind, Reply, Request, Submission};
+use crate::protocol::{Grant, JobKind, Reply, Request, Submission};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -101,61 +101,53 @@ pub fn main(args: AllocArgs) -> u8 {
         }
     };
     // Watch the connection: the job may end under the command (cancel, time limit, node loss).
-    let pid = child.id();
+    let Some(mut link) = client.closer() else { return exit_code::FAILURE };
     let (ended_tx, ended_rx) = std::sync::mpsc::channel::<String>();
-    let mut watcher = match client.closer() {
-        Some(_) => client,
-        None => return exit_code::FAILURE,
-    };
-    let closer = watcher.closer();
-    let watch = std::thread::spawn(move || {
-        loop {
-            match watcher.recv() {
-                Ok(Reply::Ended { id, state, reason }) => {
-                    let _ = ended_tx.send(format!("job {id} ended: {state} ({reason})"));
-                    // Hang up on the command as a closing terminal would.
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGHUP,
-                    );
-                    std::thread::sleep(Duration::from_secs(2));
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    return watcher;
-                }
-                Ok(_) => continue,
-                Err(_) => return watcher,
+    std::thread::spawn(move || {
+        while let Ok(reply) = client.recv() {
+            if let Reply::Ended { id, state, reason } = reply {
+                let _ = ended_tx.send(format!("job {id} ended: {state} ({reason})"));
+                return;
             }
         }
     });
-    let status = child.wait();
-    let code = match &status {
-        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
-        Err(_) => 1,
-    };
-    if let Ok(message) = ended_rx.try_recv() {
-        eprintln!("gangway: {message}");
-        if let Some(c) = closer {
-            c.close();
+    // Only this thread touches the child, so a signal never reaches a reaped (reused) pid.
+    let mut hung_up: Option<std::time::Instant> = None;
+    let mut ended = None;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(_) => break None,
         }
-        let _ = watch.join();
+        if ended.is_none()
+            && let Ok(message) = ended_rx.try_recv()
+        {
+            ended = Some(message);
+            // Hang up on the command as a closing terminal would; kill it after a grace.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
+            hung_up = Some(std::time::Instant::now());
+        }
+        if hung_up.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if let Some(message) = ended.or_else(|| ended_rx.try_recv().ok()) {
+        eprintln!("gangway: {message}");
         return exit_code::JOB_ENDED;
     }
+    let code = match status {
+        Some(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        None => 1,
+    };
     // Tell the controller we are done, on the connection that holds the job.
-    if let Some(c) = &closer {
-        let line = format!(
-            "{}\n",
-            serde_json::to_string(&Request::Done { exit_code: code }).unwrap_or_default()
-        );
-        let mut w = match c.duplicate() {
-            Ok(w) => w,
-            Err(_) => return code.clamp(0, 255) as u8,
-        };
-        let _ = std::io::Write::write_all(&mut w, line.as_bytes());
-    }
-    let _ = watch.join();
+    let line = format!(
+        "{}\n",
+        serde_json::to_string(&Request::Done { exit_code: code }).unwrap_or_default()
+    );
+    let _ = std::io::Write::write_all(&mut link, line.as_bytes());
     eprintln!("gangway: released job allocation");
     code.clamp(0, 255) as u8
 }
@@ -172,7 +164,15 @@ pub fn wait_for_grant(client: &mut Client, sub: Submission, quiet: bool) -> Resu
         e.exit_code()
     };
     client.send(&Request::Submit(Box::new(sub))).map_err(fail)?;
-    let mut job: Option<JobId> = None;
+    wait_granted(client, quiet)
+}
+
+/// Waits on a job's connection for its (next) grant, showing the queue position meanwhile.
+pub fn wait_granted(client: &mut Client, quiet: bool) -> Result<Grant, u8> {
+    let fail = |e: ClientError| {
+        eprintln!("gangway: error: {e}");
+        e.exit_code()
+    };
     let bar = (!quiet).then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -182,7 +182,6 @@ pub fn wait_for_grant(client: &mut Client, sub: Submission, quiet: bool) -> Resu
     let result = loop {
         match client.recv() {
             Ok(Reply::Submitted { id }) => {
-                job = Some(id);
                 if let Some(b) = &bar {
                     b.set_message(format!("job {id} queued, waiting for resources"));
                 }
@@ -212,6 +211,5 @@ pub fn wait_for_grant(client: &mut Client, sub: Submission, quiet: bool) -> Resu
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let _ = job;
     result
 }

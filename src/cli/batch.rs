@@ -10,6 +10,7 @@ use super::shape::ShapeArgs;
 use crate::client;
 use crate::exit_code;
 use crate::protocol::{JobKind, Reply, Request, Submission};
+use gangway_launcher::rank_env::{ExportPolicy, base_environment};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -177,42 +178,26 @@ pub fn main(first: BatchArgs) -> u8 {
     }
 }
 
-/// The job's environment per `--export` (Slurm's forms): ALL (default), NONE, or a list of
-/// names and NAME=value, with ALL in it keeping everything else too.
+/// The job's environment per `--export` (the forms `run` takes: ALL, the default; NONE; or a
+/// list of names and NAME=value). Without ALL the job still gets the user's identity and
+/// `PATH`, as a login would.
 pub fn export_env(export: Option<&str>) -> Result<Vec<(String, String)>, String> {
-    let current: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| !is_job_variable(k)).collect();
-    let Some(spec) = export else { return Ok(current) };
-    let mut all = false;
-    let mut names = Vec::new();
-    let mut set = Vec::new();
-    for item in spec.split(',').filter(|s| !s.is_empty()) {
-        match item {
-            "ALL" => all = true,
-            "NONE" => {}
-            _ => match item.split_once('=') {
-                Some((k, v)) if !k.is_empty() => set.push((k.to_string(), v.to_string())),
-                Some(_) => return Err(format!("--export={spec}: '{item}' has no variable name")),
-                None => names.push(item.to_string()),
-            },
+    let policy: ExportPolicy = match export {
+        Some(spec) => spec.parse().map_err(|e| format!("{e}"))?,
+        None => ExportPolicy::default(),
+    };
+    let mut env: Vec<(String, String)> = base_environment(&policy, std::env::vars_os())
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    if !policy.all {
+        for name in ["HOME", "USER", "LOGNAME", "PATH", "SHELL"] {
+            if !env.iter().any(|(k, _)| k == name)
+                && let Ok(value) = std::env::var(name)
+            {
+                env.push((name.to_string(), value));
+            }
         }
     }
-    let mut env: Vec<(String, String)> = current
-        .into_iter()
-        .filter(|(k, _)| {
-            all || names.contains(k)
-                || matches!(k.as_str(), "HOME" | "USER" | "LOGNAME" | "PATH" | "SHELL")
-        })
-        .collect();
-    for (k, v) in set {
-        env.retain(|(e, _)| *e != k);
-        env.push((k, v));
-    }
     Ok(env)
-}
-
-/// Variables of an enclosing job, which must not leak into a new one.
-fn is_job_variable(name: &str) -> bool {
-    (name.starts_with("GANGWAY_") && name != "GANGWAY_CONTROLLER" && name != "GANGWAY_TOKEN")
-        || name.starts_with("PMI_")
 }

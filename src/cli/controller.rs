@@ -99,7 +99,6 @@ pub fn controller(args: ControllerArgs) -> u8 {
             return exit_code::USAGE;
         }
     };
-    server::remember_key_path(&config.key_file);
     let Some(rt) = runtime() else { return exit_code::FAILURE };
     match rt.block_on(server::run(config, |_| {})) {
         Ok(()) => exit_code::SUCCESS,

@@ -296,7 +296,7 @@ fn time_of(ms: Option<u64>) -> String {
 }
 
 /// `show job` text (pure, for snapshots).
-pub fn render_job(j: &JobInfo, events: &str) -> String {
+pub fn render_job(j: &JobInfo) -> String {
     let mut s = String::new();
     let _ =
         writeln!(s, "JobId={} Name={} User={}({}) Kind={:?}", j.id, j.name, j.user, j.uid, j.kind);
@@ -360,11 +360,10 @@ pub fn render_job(j: &JobInfo, events: &str) -> String {
     if let Some(e) = &j.error {
         let _ = writeln!(s, "   StdErr={e}");
     }
-    if !events.is_empty() {
+    if !j.events.is_empty() {
         let _ = writeln!(s, "   Events:");
-        for l in events.lines() {
-            let (t, rest) = l.split_once(' ').unwrap_or(("", l));
-            let _ = writeln!(s, "     {} {rest}", time_of(t.parse().ok()));
+        for (t, kind, detail) in &j.events {
+            let _ = writeln!(s, "     {} {kind} {detail}", time_of(Some(*t)));
         }
     }
     s
@@ -414,38 +413,18 @@ pub fn render_node(n: &NodeInfo) -> String {
 /// Runs `gangway show`.
 pub fn show(args: ShowArgs) -> u8 {
     match args.what {
-        ShowWhat::Job { id, json } => {
-            let mut c = match client::Client::connect() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("gangway: error: {e}");
-                    return e.exit_code();
+        ShowWhat::Job { id, json } => match client::ask(&Request::ShowJob { id }) {
+            Ok(Reply::Job(j)) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+                } else {
+                    print!("{}", render_job(&j));
                 }
-            };
-            match c.call(&Request::ShowJob { id }) {
-                Ok(Reply::Job(j)) => {
-                    let events = match c.recv() {
-                        Ok(Reply::Ok { message }) => message,
-                        _ => String::new(),
-                    };
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
-                    } else {
-                        print!("{}", render_job(&j, &events));
-                    }
-                    exit_code::SUCCESS
-                }
-                Ok(Reply::Error { code, message }) => {
-                    eprintln!("gangway: error: {message}");
-                    code
-                }
-                Ok(_) => exit_code::FAILURE,
-                Err(e) => {
-                    eprintln!("gangway: error: {e}");
-                    e.exit_code()
-                }
+                exit_code::SUCCESS
             }
-        }
+            Ok(_) => exit_code::FAILURE,
+            Err(c) => c,
+        },
         ShowWhat::Node { name, json } => match client::ask(&Request::ShowNode { name }) {
             Ok(Reply::Node(n)) => {
                 if json {
@@ -535,6 +514,7 @@ mod tests {
             cpu_map: nodes.iter().map(|n| (n.to_string(), "0-1".to_string())).collect(),
             shape: Shape { min_nodes: Some(2), ntasks: Some(4), ..Shape::default() },
             position: (!running).then_some(1),
+            events: Vec::new(),
         }
     }
 
@@ -588,10 +568,11 @@ mod tests {
 
     #[test]
     fn show_job_text() {
-        let j = job(7, "RUNNING", &["node1", "node2"], "None");
-        insta::assert_snapshot!(render_job(
-            &j,
-            "1800000000000 submit Batch by alice\n1800000010000 start attempt 1 on node1,node2"
-        ));
+        let mut j = job(7, "RUNNING", &["node1", "node2"], "None");
+        j.events = vec![
+            (1_800_000_000_000, "submit".into(), "Batch by alice".into()),
+            (1_800_000_010_000, "start".into(), "attempt 1 on node1,node2".into()),
+        ];
+        insta::assert_snapshot!(render_job(&j));
     }
 }

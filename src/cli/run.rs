@@ -253,7 +253,7 @@ pub enum PmiArg {
 }
 
 /// A checked `gangway run` request: the job, where its ranks go, and what to do with it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RunRequest {
     pub spec: JobSpec,
     pub binding: BindingOptions,
@@ -628,6 +628,11 @@ fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> u8 {
         ping_timeout: request.ping_timeout,
         binding: request.binding,
     };
+    run_plan(request.spec, plan)
+}
+
+/// Runs a job across the plan's nodes to its end and returns the exit code.
+pub(crate) fn run_plan(spec: JobSpec, plan: ClusterPlan) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -635,12 +640,11 @@ fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> u8 {
             return exit_code::LAUNCH_FAILED;
         }
     };
-    let result = runtime.block_on(gangway_launcher::proxy::root::run_cluster(request.spec, plan));
-    finish(result)
+    finish(runtime.block_on(gangway_launcher::proxy::root::run_cluster(spec, plan)))
 }
 
 /// Prints the warnings or the error of a job and returns its exit code.
-pub(crate) fn finish(result: Result<gangway_launcher::job::JobReport, LaunchError>) -> u8 {
+fn finish(result: Result<gangway_launcher::job::JobReport, LaunchError>) -> u8 {
     let mut stderr = std::io::stderr().lock();
     match result {
         Ok(report) => {

@@ -6,7 +6,7 @@ use gangway_launcher::nodes::Node;
 use gangway_launcher::proxy::protocol::{BootstrapConfig, LauncherKind};
 use gangway_launcher::proxy::root::ClusterPlan;
 
-use super::run::{RunRequest, finish};
+use super::run::{RunRequest, run_plan};
 use super::shape::{ShapeArgs, parse_memory};
 use crate::client::{Client, ClientError};
 use crate::exit_code;
@@ -69,8 +69,10 @@ fn ask_step(
     }
 }
 
-/// Runs the step's ranks through the agents.
-fn launch(mut request: RunRequest, grant: &StepGrant) -> u8 {
+/// Runs the step's ranks through the agents; `job_env` (a job of its own's `GANGWAY_*`
+/// variables) reaches every rank.
+fn launch(mut request: RunRequest, grant: &StepGrant, job_env: &[(String, String)]) -> u8 {
+    request.spec.export.values.extend(job_env.iter().cloned());
     let counts: Vec<u32> = grant.nodes.iter().map(|n| n.ntasks).collect();
     let total: u32 = counts.iter().sum();
     request.spec.ntasks = total;
@@ -110,15 +112,22 @@ fn launch(mut request: RunRequest, grant: &StepGrant) -> u8 {
         ping_timeout: request.ping_timeout,
         binding: request.binding.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gangway: error: cannot start the runtime: {e}");
-            return exit_code::LAUNCH_FAILED;
+    run_plan(request.spec, plan)
+}
+
+/// After a step lost a node: the new attempt number once the controller has requeued the
+/// job, or `None` if it ended instead (or said nothing within the time a loss takes).
+fn wait_requeued(client: &mut Client) -> Option<u32> {
+    client.set_timeout(Some(std::time::Duration::from_secs(60)));
+    let attempt = loop {
+        match client.recv() {
+            Ok(Reply::Requeued { attempt, .. }) => break Some(attempt),
+            Ok(Reply::Ended { .. }) | Err(_) => break None,
+            Ok(_) => {}
         }
     };
-    let result = runtime.block_on(gangway_launcher::proxy::root::run_cluster(request.spec, plan));
-    finish(result)
+    client.set_timeout(None);
+    attempt
 }
 
 /// `gangway run` inside job `job`: a step on (part of) its allocation.
@@ -131,7 +140,7 @@ pub fn run_in_job(request: RunRequest, job: JobId) -> u8 {
         Ok(g) => g,
         Err(code) => return code,
     };
-    let code = launch(request, &grant);
+    let code = launch(request, &grant, &[]);
     // Closing the connection gives the step's CPUs back.
     drop(client);
     code
@@ -197,21 +206,44 @@ pub fn run_as_job(request: RunRequest) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let grant = match super::alloc::wait_for_grant(&mut client, sub, !request.spec.verbose) {
+    let mut grant = match super::alloc::wait_for_grant(&mut client, sub, !request.spec.verbose) {
         Ok(g) => g,
         Err(code) => return code,
     };
-    if request.spec.verbose {
-        let names: Vec<&str> = grant.nodes.iter().map(|n| n.name.as_str()).collect();
-        eprintln!("gangway: job {} granted on {}", grant.job, names.join(","));
-    }
-    let ntasks = if request.binding.oversubscribe { Some(request.spec.ntasks) } else { None };
-    let step =
-        match ask_step(&mut client, &request, grant.job, ntasks.or(Some(request.spec.ntasks))) {
+    let requeue = request.cluster.requeue;
+    let code = loop {
+        if request.spec.verbose {
+            let names: Vec<&str> = grant.nodes.iter().map(|n| n.name.as_str()).collect();
+            eprintln!(
+                "gangway: job {} attempt {} on {}",
+                grant.job,
+                grant.attempt,
+                names.join(",")
+            );
+        }
+        let step = match ask_step(&mut client, &request, grant.job, Some(request.spec.ntasks)) {
             Ok(s) => s,
             Err(code) => return code,
         };
-    let code = launch(request, &step);
+        let code = launch(request.clone(), &step, &grant.env);
+        if !(requeue && code == exit_code::NODE_LOST) {
+            break code;
+        }
+        // The controller requeues the job once it declares the node lost; wait for that.
+        match wait_requeued(&mut client) {
+            Some(attempt) => {
+                eprintln!(
+                    "gangway: job {} requeued after a node was lost: attempt {attempt}",
+                    grant.job
+                );
+                grant = match super::alloc::wait_granted(&mut client, !request.spec.verbose) {
+                    Ok(g) => g,
+                    Err(code) => return code,
+                };
+            }
+            None => break code,
+        }
+    };
     let _ = client.call(&Request::Done { exit_code: i32::from(code) });
     code
 }

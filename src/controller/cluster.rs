@@ -201,6 +201,11 @@ pub enum Effect {
         node: String,
         msg: ToAgent,
     },
+    /// To one agent connection, whichever node it claims to be.
+    ToAgentConn {
+        conn: ConnId,
+        msg: ToAgent,
+    },
     ToClient {
         conn: ConnId,
         reply: Reply,
@@ -540,7 +545,26 @@ impl Cluster {
             if let Some(job) = self.jobs.get(&id)
                 && !job.state.is_final()
             {
-                self.finish(id, JobState::Cancelled, "its client went away", None, now, &mut fx);
+                // A client that leaves because the time limit stopped its job: still a timeout.
+                if job.stopping_since.is_some() {
+                    self.finish(
+                        id,
+                        JobState::Timeout,
+                        "reached its time limit",
+                        None,
+                        now,
+                        &mut fx,
+                    );
+                } else {
+                    self.finish(
+                        id,
+                        JobState::Cancelled,
+                        "its client went away",
+                        None,
+                        now,
+                        &mut fx,
+                    );
+                }
             }
         }
         self.steps.retain(|s| s.conn != conn);
@@ -972,7 +996,8 @@ impl Cluster {
         let mut fx = Vec::new();
         let refuse = |reason: String| {
             vec![
-                Effect::ToAgent { node: r.name.clone(), msg: ToAgent::Refused { reason } },
+                // By connection: a refused agent is not (or not yet) the node's agent.
+                Effect::ToAgentConn { conn, msg: ToAgent::Refused { reason } },
                 Effect::CloseAgent { conn },
             ]
         };
@@ -1571,6 +1596,7 @@ impl Cluster {
             cpu_map: job.granted.iter().map(|g| (g.node.clone(), g.cpus.clone())).collect(),
             shape: job.sub.shape.clone(),
             position: if job.state == JobState::Pending { self.position(id) } else { None },
+            events: Vec::new(),
         })
     }
 
@@ -1989,6 +2015,21 @@ default = true
         keep_alive(&mut c, 62_000);
         c.tick(62_000);
         assert_eq!(c.job(1).expect("job").state, JobState::Timeout);
+
+        // An allocation told of its time limit leaves at once: still a timeout, not a cancel.
+        let mut sub = batch(1, 1);
+        sub.kind = JobKind::Alloc;
+        sub.shape.time_limit_secs = Some(60);
+        c.submit(7, &root(), sub, 62_000);
+        c.schedule(62_000);
+        keep_alive(&mut c, 122_000);
+        let fx = c.tick(122_000);
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::ToClient { conn: 7, reply: Reply::Ended { .. } }))
+        );
+        c.client_gone(7, 122_100);
+        assert_eq!(c.job(2).expect("job").state, JobState::Timeout);
     }
 
     #[test]
@@ -2016,6 +2057,23 @@ default = true
         );
         assert_eq!(again.job(1).expect("job").state, JobState::Running);
         assert_eq!(again.submit(9, &root(), batch(1, 1), 50_200).len(), 2);
+    }
+
+    #[test]
+    fn agents_of_unknown_nodes_or_versions_are_refused_on_their_own_connection() {
+        let mut c = cluster();
+        let fx = c.from_agent(300, "n9", FromAgent::Register(registration("n9")), 1);
+        assert!(
+            matches!(&fx[0], Effect::ToAgentConn { conn: 300, msg: ToAgent::Refused { reason } } if reason.contains("in no partition")),
+            "{fx:?}"
+        );
+        assert!(matches!(fx[1], Effect::CloseAgent { conn: 300 }));
+        let mut old = registration("n1");
+        old.version = 0;
+        let fx = c.from_agent(301, "n1", FromAgent::Register(old), 2);
+        assert!(matches!(&fx[0], Effect::ToAgentConn { conn: 301, .. }), "{fx:?}");
+        // n1's registered agent keeps its connection.
+        assert_eq!(c.agent_conn("n1"), Some(101));
     }
 
     #[test]

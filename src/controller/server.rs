@@ -133,11 +133,18 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
     let (reg_tx, mut reg_rx) = unbounded_channel::<(ConnId, UnboundedSender<Outbound>)>();
     let ids = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     {
-        let (input_tx, reg_tx, ids) = (input_tx.clone(), reg_tx.clone(), ids.clone());
+        let (input_tx, reg_tx, ids, key) =
+            (input_tx.clone(), reg_tx.clone(), ids.clone(), key.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = unix.accept().await {
                 let conn = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(serve_unix(conn, stream, input_tx.clone(), reg_tx.clone()));
+                tokio::spawn(serve_unix(
+                    conn,
+                    stream,
+                    key.clone(),
+                    input_tx.clone(),
+                    reg_tx.clone(),
+                ));
             }
         });
     }
@@ -222,6 +229,7 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
         for e in effects {
             match e {
                 Effect::ToClient { conn, reply } => send(&outs, conn, Outbound::Reply(reply)),
+                Effect::ToAgentConn { conn, msg } => send(&outs, conn, Outbound::ToAgent(msg)),
                 Effect::CloseClient { conn } | Effect::CloseAgent { conn } => {
                     send(&outs, conn, Outbound::Close)
                 }
@@ -258,18 +266,9 @@ fn handle_request(
         Request::Nodes => reply(Reply::Nodes { nodes: cluster.nodes(now) }),
         Request::ShowJob { id } => match cluster.job_info(id) {
             Some(mut info) => {
-                if let Ok(events) = store.events_of(id) {
-                    info.reason = if info.reason.is_empty() { "None".into() } else { info.reason };
-                    // Events ride in `command`'s neighbour field would be confusing; append them
-                    // to the reply as a second message instead.
-                    let lines: Vec<String> =
-                        events.iter().map(|(t, k, d)| format!("{t} {k} {d}")).collect();
-                    let mut fx = reply(Reply::Job(Box::new(info)));
-                    fx.push(Effect::ToClient {
-                        conn,
-                        reply: Reply::Ok { message: lines.join("\n") },
-                    });
-                    return fx;
+                match store.events_of(id) {
+                    Ok(events) => info.events = events,
+                    Err(e) => tracing::warn!(job = id, error = %e, "cannot read the job's events"),
                 }
                 reply(Reply::Job(Box::new(info)))
             }
@@ -362,13 +361,14 @@ fn caller_for(uid: u32, gid: u32, job: Option<crate::protocol::JobId>) -> Caller
 async fn serve_unix(
     conn: ConnId,
     stream: UnixStream,
+    key: Key,
     input: UnboundedSender<Input>,
     reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
 ) {
     let Ok(cred) = stream.peer_cred() else { return };
     let caller = caller_for(cred.uid(), cred.gid(), None);
     let (rd, wr) = stream.into_split();
-    serve_client(conn, caller, BufReader::new(rd), wr, input, reg, None).await;
+    serve_client(conn, caller, BufReader::new(rd), wr, input, reg, key).await;
 }
 
 async fn serve_tcp(
@@ -427,7 +427,7 @@ async fn serve_tcp(
             return;
         }
     };
-    serve_client(conn, caller, rd, wr, input, reg, Some(key)).await;
+    serve_client(conn, caller, rd, wr, input, reg, key).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -438,7 +438,7 @@ async fn serve_client<R, W>(
     mut wr: W,
     input: UnboundedSender<Input>,
     reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
-    key: Option<Key>,
+    key: Key,
 ) where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -484,19 +484,7 @@ async fn serve_client<R, W>(
             && caller.job.is_none()
         {
             // Answered here: the key stays out of the owner task's hands.
-            let token = match &key {
-                Some(k) => k.user_token(caller.uid),
-                None => match Key::load(&token_key_path()) {
-                    Ok(k) => k.user_token(caller.uid),
-                    Err(e) => {
-                        let _ = tx.send(Outbound::Reply(Reply::Error {
-                            code: exit_code::FAILURE,
-                            message: e.to_string(),
-                        }));
-                        continue;
-                    }
-                },
-            };
+            let token = key.user_token(caller.uid);
             let _ = tx.send(Outbound::Reply(Reply::Token { token }));
             continue;
         }
@@ -510,18 +498,6 @@ async fn serve_client<R, W>(
     let _ = input.send(Input::ClientGone { conn });
     drop(tx);
     let _ = writer.await;
-}
-
-/// Where the running controller's key is, for `gangway token` over the local socket.
-fn token_key_path() -> PathBuf {
-    TOKEN_KEY.get().cloned().unwrap_or_default()
-}
-
-static TOKEN_KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Remembers the key file for local `gangway token` requests.
-pub fn remember_key_path(path: &Path) {
-    let _ = TOKEN_KEY.set(path.to_owned());
 }
 
 async fn serve_agent<R, W>(

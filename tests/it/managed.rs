@@ -95,22 +95,28 @@ impl Managed {
         }
     }
 
+    /// `gangway agent` inside node `i`, with this controller's address and `key`.
+    fn agent_command(&self, i: usize, key: &std::path::Path) -> Command {
+        let host = &self.vc.env["VCLUSTER_HOST_ADDR"];
+        let mut c = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"));
+        c.args(["--prefix", &self.vc.prefix, "exec", &format!("node{i}")])
+            .arg(self.gangway_bin())
+            .args(["agent", "--controller", &format!("{host}:{}", self.port), "--key-file"])
+            .arg(key)
+            .args(["--spool", "/tmp/gangway-spool", "--kill-grace", "1s"])
+            .stdin(Stdio::null());
+        c
+    }
+
     fn start_agent(&mut self, i: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("agent{i}.log")))
             .unwrap();
-        let host = &self.vc.env["VCLUSTER_HOST_ADDR"];
-        let bin = self.gangway_bin();
-        let child = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"))
-            .args(["--prefix", &self.vc.prefix, "exec", &format!("node{i}")])
-            .arg(&bin)
-            .args(["agent", "--controller", &format!("{host}:{}", self.port), "--key-file"])
-            .arg(self.dir.join("key"))
-            .args(["--spool", "/tmp/gangway-spool", "--kill-grace", "1s"])
+        let child = self
+            .agent_command(i, &self.dir.join("key"))
             .args(self.synthetic.iter().flat_map(|s| ["--synthetic", s.as_str()]))
-            .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -225,6 +231,25 @@ fn batch_alloc_and_run_jobs_on_three_nodes() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("0: node1") && t.contains("1: node2") && t.contains("2: node3"), "{t}");
     assert!(t.contains("granted job"), "{t}");
+
+    // An allocation cancelled under its command: the command is hung up on, alloc says why.
+    let held = m
+        .cli()
+        .args(["alloc", "-N", "1", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the allocation running", Duration::from_secs(20), || {
+        let out = m.cli_out(&["queue", "--json"]);
+        let q: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        q.iter().any(|j| j["kind"] == "alloc" && j["state"] == "RUNNING")
+    });
+    let out = m.cli_out(&["cancel", "--user", "root"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let done = crate::support::wait_bounded(held);
+    assert_eq!(done.code(), 118, "{}", done.stderr);
+    assert!(done.stderr.contains("CANCELLED (cancelled by root)"), "{}", done.stderr);
 
     // A run job of its own.
     let out = m
@@ -346,6 +371,8 @@ fn killing_a_node_requeues_its_jobs_which_complete_exactly_once() {
         assert_eq!(out.matches("DONE").count(), 1, "job {id} completed once: {out}");
         if on_node2.contains(id) {
             assert_eq!(j["attempt"], 2, "{j}");
+            let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+            assert!(shown.contains("requeue attempt 2 after node2 was lost"), "{shown}");
             assert!(
                 out.contains("RUN 0 on node2")
                     && out.contains("requeued (attempt 2)")
@@ -446,28 +473,27 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert_eq!(out.status.code(), Some(117), "{}", text(&out));
     assert!(text(&out).contains("belongs to root"), "{}", text(&out));
 
-    // An agent with the wrong key is refused, clearly.
+    // An agent with the wrong key, or for a node the configuration lacks, is refused clearly.
     let wrong = m.dir.join("wrong.key");
     let _ = gangway().arg("keygen").arg(&wrong).output().unwrap();
-    let host = &m.vc.env["VCLUSTER_HOST_ADDR"];
-    let out = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"))
-        .args(["--prefix", &m.vc.prefix, "exec", "node1"])
-        .arg(m.gangway_bin())
-        .args([
-            "agent",
-            "--controller",
-            &format!("{host}:{}", m.port),
-            "--port",
-            "7719",
-            "--name",
-            "node1",
-            "--key-file",
-        ])
-        .arg(&wrong)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("do not share the same key"), "{}", text(&out));
+    let right = m.dir.join("key");
+    let cases = [
+        (&wrong, ["--port", "7719", "--name", "node1"], "do not share the same key"),
+        (&right, ["--port", "7720", "--name", "node9"], "node 'node9' is in no partition"),
+    ];
+    for (key, extra, needle) in cases {
+        // Bounded: an agent that is never answered would retry forever.
+        let child = m
+            .agent_command(1, key)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let done = crate::support::wait_bounded(child);
+        assert_eq!(done.code(), 1, "{extra:?}: {}", done.stderr);
+        assert!(done.stderr.contains(needle), "{extra:?}: {}", done.stderr);
+    }
 
     // Nothing was lost: the held job is still there, the node still idle and registered.
     assert_eq!(m.job(kept)["state"], "PENDING");
@@ -511,4 +537,39 @@ fn jobs_run_as_their_user_in_the_submit_directory() {
         "the output file is the user's"
     );
     assert_eq!(m.job(id)["user"], "gwtest");
+}
+
+#[test]
+fn a_run_job_with_requeue_runs_again_elsewhere_when_its_node_dies() {
+    let Some(m) = Managed::up(3) else { return };
+    let script =
+        "echo RUN $GANGWAY_RESTART_COUNT $(hostname); [ $GANGWAY_RESTART_COUNT -gt 0 ] || sleep 60";
+    let child = m
+        .cli()
+        .args(["run", "--requeue", "-N", "1", "-n", "1", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut node = String::new();
+    wait_until("the job running", Duration::from_secs(20), || {
+        let out = m.cli_out(&["queue", "--json"]);
+        let q: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(n) =
+            q.iter().find(|j| j["state"] == "RUNNING").and_then(|j| j["nodes"][0].as_str())
+        {
+            node = n.to_string();
+        }
+        !node.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(m.vc.ctl(&["kill", &node]).status.success());
+    let done = crate::support::wait_bounded(child);
+    assert_eq!(done.code(), 0, "{}{}", done.stdout, done.stderr);
+    let runs: Vec<&str> = done.stdout.lines().filter(|l| l.starts_with("RUN")).collect();
+    assert_eq!(runs.len(), 2, "{}", done.stdout);
+    assert_eq!(runs[0], format!("RUN 0 {node}"));
+    assert!(runs[1].starts_with("RUN 1 node") && !runs[1].ends_with(&node), "{runs:?}");
+    assert!(done.stderr.contains("requeued after a node was lost: attempt 2"), "{}", done.stderr);
 }

@@ -151,12 +151,13 @@ fn read_frames(mut reader: BufReader<TcpStream>, feed: Feed) {
         let (kind, value) = header.trim_end().split_once(' ').unwrap_or((header.trim_end(), ""));
         match kind {
             "e" => {
-                let Ok(len) = value.parse::<usize>() else {
+                // Agents send at most 16 KiB at a time; anything far bigger is not a frame.
+                let Some(len) = value.parse::<usize>().ok().filter(|l| *l <= 1 << 20) else {
                     break RemoteExit::ConnectionLost(format!(
                         "bad frame from the agent: {header:?}"
                     ));
                 };
-                let mut data = vec![0; len.min(1 << 20)];
+                let mut data = vec![0; len];
                 if reader.read_exact(&mut data).is_err() {
                     break RemoteExit::ConnectionLost("the agent closed mid-frame".into());
                 }

@@ -111,8 +111,8 @@ impl RunningChild {
     }
 }
 
-/// Maps a wait status onto a [`RemoteExit`].
-pub(crate) fn exit_of(status: ExitStatus) -> RemoteExit {
+/// Maps a wait status onto a [`RemoteExit`] (signals by name, `TERM`).
+pub fn exit_of(status: ExitStatus) -> RemoteExit {
     if let Some(code) = status.code() {
         return RemoteExit::Code(code);
     }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use child::exit_of;
 pub use error::{BootstrapError, HostKeyId};
 pub use quote::{remote_command_line, shell_quote};
 

@@ -1543,7 +1543,8 @@ impl Cluster {
 
     // ---------------------------------------------------------------- views
 
-    fn position(&self, id: JobId) -> Option<usize> {
+    /// Pending jobs in the order they start (priority, then submission).
+    fn pending_order(&self) -> Vec<JobId> {
         let mut pending: Vec<&Job> = self
             .active
             .iter()
@@ -1551,11 +1552,19 @@ impl Cluster {
             .filter(|j| j.state == JobState::Pending)
             .collect();
         pending.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.submit_time, j.id));
-        pending.iter().position(|j| j.id == id).map(|p| p + 1)
+        pending.into_iter().map(|j| j.id).collect()
+    }
+
+    fn position(&self, id: JobId) -> Option<usize> {
+        self.pending_order().iter().position(|j| *j == id).map(|p| p + 1)
     }
 
     /// A job for display.
     pub fn job_info(&self, id: JobId) -> Option<JobInfo> {
+        self.job_info_at(id, self.position(id))
+    }
+
+    fn job_info_at(&self, id: JobId, position: Option<usize>) -> Option<JobInfo> {
         let job = self.jobs.get(&id)?;
         Some(JobInfo {
             id,
@@ -1595,14 +1604,17 @@ impl Cluster {
             error: job.sub.error.clone(),
             cpu_map: job.granted.iter().map(|g| (g.node.clone(), g.cpus.clone())).collect(),
             shape: job.sub.shape.clone(),
-            position: if job.state == JobState::Pending { self.position(id) } else { None },
+            position: if job.state == JobState::Pending { position } else { None },
             events: Vec::new(),
         })
     }
 
     /// Pending and running jobs, in id order.
     pub fn queue(&self) -> Vec<JobInfo> {
-        self.active.iter().filter_map(|id| self.job_info(*id)).collect()
+        // One ordering for the whole queue, not one per pending job.
+        let order: HashMap<JobId, usize> =
+            self.pending_order().into_iter().enumerate().map(|(i, id)| (id, i + 1)).collect();
+        self.active.iter().filter_map(|id| self.job_info_at(*id, order.get(id).copied())).collect()
     }
 
     /// Finished jobs, newest first.
@@ -1907,6 +1919,12 @@ default = true
         c.submit(2, &root(), batch(3, 6), 11);
         assert!(starts(&c.schedule(11)).is_empty());
         assert_eq!(c.job_info(2).expect("job").reason, "Resources");
+        c.submit(3, &root(), batch(1, 1), 12);
+        c.schedule(12);
+        let positions: Vec<(JobId, Option<usize>)> =
+            c.queue().iter().map(|j| (j.id, j.position)).collect();
+        assert_eq!(positions, [(1, None), (2, Some(1)), (3, Some(2))]);
+        assert_eq!(c.job_info(3).expect("job").position, Some(2));
         // The first ends: the second starts on all three.
         let fx = c.from_agent(
             101,

@@ -3,7 +3,9 @@
 // Test helpers fail the test by panicking; that is their job.
 #![allow(clippy::unwrap_used)]
 
+mod attack;
 mod binding;
+mod controlled;
 mod failures;
 mod io;
 mod managed;

@@ -1,0 +1,204 @@
+//! A controller on the host and one agent in each node of a virtual cluster, for the tests of
+//! managed jobs (`managed.rs`) and the attack suite (`attack/`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::{VCluster, gangway, node_visible_dir, wait_until};
+
+/// A controller on the host and one agent per node.
+pub struct Managed {
+    pub vc: VCluster,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub controller: Option<Child>,
+    pub agents: BTreeMap<usize, Child>,
+    /// `--synthetic` for the agents: nodes bigger than this machine.
+    pub synthetic: Option<String>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Managed {
+    pub fn up(nodes: usize) -> Option<Managed> {
+        Managed::up_as(nodes, None)
+    }
+
+    pub fn up_as(nodes: usize, synthetic: Option<&str>) -> Option<Managed> {
+        let vc = VCluster::up(nodes)?;
+        let dir = node_visible_dir().join(format!("ctl-{}", vc.prefix));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        let out = gangway().arg("keygen").arg(&key).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let port = free_port();
+        let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
+        let config = format!(
+            "cluster = \"it\"\nlisten = \"0.0.0.0:{port}\"\nsocket = \"{d}/ctl.sock\"\nstate_dir = \"{d}/state\"\nkey_file = \"{d}/key\"\nheartbeat_interval = \"300ms\"\nsuspect_timeout = \"1s\"\nlost_timeout = \"2s\"\nreconnect_grace = \"500ms\"\nkill_grace = \"1s\"\n\n[[partition]]\nname = \"batch\"\nnodes = \"{}\"\ndefault = true\nmax_time = \"1:00:00\"\n",
+            names.join(","),
+            d = dir.display()
+        );
+        std::fs::write(dir.join("gangway.toml"), config).unwrap();
+        let mut m = Managed {
+            vc,
+            dir,
+            port,
+            controller: None,
+            agents: BTreeMap::new(),
+            synthetic: synthetic.map(String::from),
+        };
+        m.start_controller();
+        for i in 1..=nodes {
+            m.start_agent(i);
+        }
+        m.wait_idle(nodes);
+        Some(m)
+    }
+
+    pub fn gangway_bin(&self) -> PathBuf {
+        node_visible_dir().join("bin/gangway")
+    }
+
+    pub fn start_controller(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("controller.log"))
+            .unwrap();
+        let child = Command::new(self.gangway_bin())
+            .args(["controller", "--config"])
+            .arg(self.dir.join("gangway.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+        let sock = self.dir.join("ctl.sock");
+        wait_until("the controller's socket", Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    /// `gangway agent` inside node `i`, with this controller's address and `key`.
+    pub fn agent_command(&self, i: usize, key: &std::path::Path) -> Command {
+        let host = &self.vc.env["VCLUSTER_HOST_ADDR"];
+        let mut c = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"));
+        c.args(["--prefix", &self.vc.prefix, "exec", &format!("node{i}")])
+            .arg(self.gangway_bin())
+            .args(["agent", "--controller", &format!("{host}:{}", self.port), "--key-file"])
+            .arg(key)
+            .args(["--spool", "/tmp/gangway-spool", "--kill-grace", "1s"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("agent{i}.log")))
+            .unwrap();
+        let child = self
+            .agent_command(i, &self.dir.join("key"))
+            .args(self.synthetic.iter().flat_map(|s| ["--synthetic", s.as_str()]))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agents.insert(i, child);
+    }
+
+    /// A `gangway` command talking to this controller.
+    pub fn cli(&self) -> Command {
+        let mut c = gangway();
+        c.env("GANGWAY_CONTROLLER", self.dir.join("ctl.sock"));
+        c.current_dir(&self.dir);
+        c
+    }
+
+    pub fn cli_out(&self, args: &[&str]) -> Output {
+        self.cli().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    pub fn nodes_json(&self) -> Vec<serde_json::Value> {
+        let out = self.cli_out(&["nodes", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    pub fn wait_idle(&self, n: usize) {
+        wait_until("all nodes idle", Duration::from_secs(20), || {
+            self.nodes_json().iter().filter(|v| v["state"] == "idle").count() == n
+        });
+    }
+
+    pub fn submit(&self, args: &[&str]) -> u64 {
+        let mut all = vec!["batch", "--parsable"];
+        all.extend_from_slice(args);
+        let out = self.cli_out(&all);
+        assert!(out.status.success(), "batch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    pub fn job(&self, id: u64) -> serde_json::Value {
+        let out = self.cli_out(&["show", "job", &id.to_string(), "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    pub fn wait_done(&self, ids: &[u64], limit: Duration) {
+        wait_until("jobs to finish", limit, || {
+            let out = self.cli_out(&["queue", "--json"]);
+            let q: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            !q.iter().any(|j| ids.contains(&j["id"].as_u64().unwrap_or(0)))
+        });
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".log") {
+                s.push_str(&format!(
+                    "== {}\n{}\n",
+                    e.file_name().to_string_lossy(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                ));
+            }
+        }
+        s
+    }
+
+    pub fn output_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("gangway-{id}.out"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.kill_controller();
+        for (_, mut a) in std::mem::take(&mut self.agents) {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}

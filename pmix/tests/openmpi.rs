@@ -6,6 +6,9 @@
 //! mpi4py test). Without them each test skips, loudly; with `GANGWAY_REQUIRE_PMIX=1` (CI) a
 //! skip is a failure instead.
 
+// Test helpers fail the test by panicking; that is their job.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -163,4 +166,109 @@ fn without_libpmix_the_host_fails_with_the_package_name() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("install the libpmix2 package"), "{stderr}");
     assert!(out.stdout.is_empty(), "no rank was started");
+}
+
+/// Plays the launcher's root for `--nodes` hosts: each fence, reads one frame from every node
+/// (kind 1, u32 LE length, data), then sends every node the concatenation (kind 2). Returns
+/// the size of each fence's total data once all nodes hung up.
+fn fence_root(listener: std::os::unix::net::UnixListener, nodes: usize) -> Vec<usize> {
+    use std::io::{Read, Write};
+    // Bounded waits everywhere: a node host that died early must fail the test, not hang it.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conns = Vec::new();
+    while conns.len() < nodes {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                conns.push(conn);
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("only {} of {nodes} nodes connected: {e}", conns.len()),
+        }
+    }
+    let mut fences = Vec::new();
+    'fences: loop {
+        let mut all = Vec::new();
+        for conn in &mut conns {
+            let mut head = [0u8; 5];
+            if conn.read_exact(&mut head).is_err() {
+                break 'fences;
+            }
+            assert_eq!(head[0], 1, "a fence-up frame");
+            let mut data = vec![0u8; u32::from_le_bytes(head[1..].try_into().unwrap()) as usize];
+            conn.read_exact(&mut data).unwrap();
+            all.extend(data);
+        }
+        let mut frame = vec![2u8];
+        frame.extend_from_slice(&u32::try_from(all.len()).unwrap().to_le_bytes());
+        frame.extend_from_slice(&all);
+        for conn in &mut conns {
+            conn.write_all(&frame).unwrap();
+        }
+        fences.push(all.len());
+    }
+    fences
+}
+
+fn shm_dir(dir: &Path, node: u32) -> PathBuf {
+    let d = dir.join(format!("shm-{}-node{node}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn two_servers_exchange_fence_data_like_two_nodes() {
+    let Some(dir) = programs() else { return };
+    let socket = dir.join(format!("root-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let root = std::thread::spawn(move || fence_root(listener, 2));
+    let nspace = format!("gangway-two-nodes-{}", std::process::id());
+    let hello = dir.join("hello");
+    let nodes: Vec<_> = (0..2u32)
+        .map(|node| {
+            Command::new(HOST)
+                .args(["-n", "4", "--nodes", "2", "--node", &node.to_string(), "--timeout", "60"])
+                .arg("--root")
+                .arg(&socket)
+                .args(["--nspace", &nspace, "--"])
+                .arg(&hello)
+                // Ranks on different pretend nodes talk TCP: keep it on loopback.
+                .env("OMPI_MCA_btl_tcp_if_include", "lo")
+                // Open MPI names its shared-memory segments after the host name, job and local
+                // rank, which the two pretend nodes share: give each node its own directory,
+                // as real nodes have their own /dev/shm.
+                .env("OMPI_MCA_btl_vader_backing_directory", shm_dir(dir, node))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = nodes.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let fences = root.join().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    for node in 0..2 {
+        let _ = std::fs::remove_dir_all(shm_dir(dir, node));
+    }
+    let mut lines = Vec::new();
+    for (node, out) in outputs.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "--- node {node}: {:?}\n{}{stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(out.status.success(), "node {node}");
+        // Open MPI fences the whole namespace (one wildcard process) and collects the modex.
+        assert!(stderr.contains("fence of 1 proc(s), collect=true"), "the modex went to the host");
+        assert!(stderr.contains("fence released with"), "and came back through the root");
+        lines.extend(sorted_lines(&String::from_utf8_lossy(&out.stdout)));
+    }
+    lines.sort();
+    assert_eq!(lines, (0..4).map(|r| format!("hello from {r}/4 sum=6")).collect::<Vec<_>>());
+    eprintln!("fences through the root, total bytes each: {fences:?}");
+    assert!(fences.first().is_some_and(|&n| n > 0), "the first fence carried both nodes' data");
 }

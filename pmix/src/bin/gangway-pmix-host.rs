@@ -1,6 +1,10 @@
-//! A minimal single-node PMIx host, for tests and for trying an MPI program under the server
-//! before the launcher integration: `gangway-pmix-host -n 4 [--timeout S] [--pmix-events-only]
-//! -- ./prog args`.
+//! A minimal PMIx host, for tests and for trying an MPI program under the server before the
+//! launcher integration: `gangway-pmix-host -n 4 [--timeout S] [--pmix-events-only] -- ./prog`.
+//!
+//! `--nodes K --node I --root SOCKET --nspace NAME` makes it one of K "nodes" of a job on this
+//! machine (block layout): it starts only its own ranks and sends each fence's data to the
+//! Unix socket SOCKET, whose owner (a test, playing the launcher's root) answers with every
+//! node's data concatenated. That is the multi-node fence path, without a second machine.
 //!
 //! It owns the server's events the way the launcher's supervisor will: one task, a `select!`
 //! over PMIx events, rank exits and a deadline. A rank that exits before finalize, aborts, or
@@ -20,6 +24,10 @@ struct Args {
     ranks: u32,
     timeout: Duration,
     pmix_events_only: bool,
+    nodes: u32,
+    node: u32,
+    root: Option<PathBuf>,
+    nspace: Option<String>,
     command: Vec<String>,
 }
 
@@ -29,7 +37,14 @@ fn parse_args() -> Result<Args, String> {
         ranks: 1,
         timeout: Duration::from_secs(60),
         pmix_events_only: false,
+        nodes: 1,
+        node: 0,
+        root: None,
+        nspace: None,
         command: vec![],
+    };
+    let number = |v: Option<String>, what: &str| -> Result<u32, String> {
+        v.and_then(|n| n.parse().ok()).ok_or(format!("{what} needs a number"))
     };
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -46,12 +61,22 @@ fn parse_args() -> Result<Args, String> {
                 out.timeout = Duration::from_secs(s);
             }
             "--pmix-events-only" => out.pmix_events_only = true,
+            "--nodes" => out.nodes = number(args.next(), "--nodes")?.max(1),
+            "--node" => out.node = number(args.next(), "--node")?,
+            "--root" => out.root = Some(args.next().ok_or("--root needs a socket path")?.into()),
+            "--nspace" => out.nspace = Some(args.next().ok_or("--nspace needs a name")?),
             "--" => {
                 out.command = args.by_ref().collect();
                 break;
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if !out.ranks.is_multiple_of(out.nodes) || out.node >= out.nodes {
+        return Err("-n must be a multiple of --nodes, and --node less than --nodes".into());
+    }
+    if out.nodes > 1 && out.root.is_none() {
+        return Err("--nodes needs --root".into());
     }
     if out.command.is_empty() {
         return Err(
@@ -107,9 +132,28 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
             return 2;
         }
     };
-    let nspace = format!("gangway-host-{}", std::process::id());
-    let mut ns = Namespace::new(&nspace, vec![hostname()], vec![0; args.ranks as usize], 0);
+    let nspace =
+        args.nspace.clone().unwrap_or_else(|| format!("gangway-host-{}", std::process::id()));
+    let (nodes, per_node) = (args.nodes, args.ranks / args.nodes);
+    // Distinct names for the pretend nodes: Open MPI must not think they share memory.
+    let names = if nodes == 1 {
+        vec![hostname()]
+    } else {
+        (0..nodes).map(|i| format!("{}-node{i}", hostname())).collect()
+    };
+    let rank_nodes = (0..args.ranks).map(|r| r / per_node).collect();
+    let mut ns = Namespace::new(&nspace, names, rank_nodes, args.node);
     ns.session_dir = Some(dir.join("session"));
+    let mut root = match &args.root {
+        Some(path) => match tokio::net::UnixStream::connect(path).await {
+            Ok(stream) => Some(Root::new(stream)),
+            Err(e) => {
+                eprintln!("pmix-host: cannot reach the root at {}: {e}", path.display());
+                return 2;
+            }
+        },
+        None => None,
+    };
     if let Err(e) = server.register_namespace(&ns) {
         eprintln!("pmix-host: {e}");
         return 2;
@@ -118,7 +162,7 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let (exit_tx, mut exits) = unbounded_channel();
     let mut pids = Vec::new();
-    for rank in 0..args.ranks {
+    for rank in ns.local_ranks() {
         let proc = Proc::new(&nspace, rank);
         let env = server.register_client(&proc, uid, gid).and_then(|()| server.setup_fork(&proc));
         let env = match env {
@@ -150,11 +194,34 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
     let mut statuses: HashMap<u32, String> = HashMap::new();
     let deadline = tokio::time::sleep(args.timeout);
     tokio::pin!(deadline);
-    while statuses.len() < args.ranks as usize {
+    while statuses.len() < pids.len() {
         tokio::select! {
             Some(ev) = events.recv() => {
+                let ev = match (ev, &mut root) {
+                    (Event::Fence { procs, collect_data, data, reply, .. }, Some(root)) => {
+                        eprintln!(
+                            "pmix-host: fence of {} proc(s), collect={collect_data}, {} bytes, to the root",
+                            procs.len(),
+                            data.len()
+                        );
+                        if let Err(e) = root.fence_up(data, reply).await {
+                            host.end.get_or_insert(End::Failed(format!("the root is gone: {e}")));
+                            kill_all(&pids);
+                        }
+                        continue;
+                    }
+                    (ev, _) => ev,
+                };
                 if host.handle(ev) {
                     kill_all(&pids);
+                }
+            }
+            Some(frame) = async { root.as_mut()?.frames.recv().await }, if root.is_some() => {
+                let done = root.as_mut().map(|r| r.fence_down(frame));
+                if let Some(Err(e)) = done {
+                    host.end.get_or_insert(End::Failed(format!("the root is gone: {e}")));
+                    kill_all(&pids);
+                    root = None;
                 }
             }
             Some((rank, status)) = exits.recv() => {
@@ -184,7 +251,7 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
     }
     match host.end {
         None => {
-            eprintln!("pmix-host: job ended: all {} ranks finalized and exited", args.ranks);
+            eprintln!("pmix-host: job ended: all {} ranks finalized and exited", pids.len());
             0
         }
         Some(End::Aborted { rank, status }) => {
@@ -199,6 +266,69 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
             eprintln!("pmix-host: job ended: timed out");
             124
         }
+    }
+}
+
+/// This node's link to the root (`--root`): each fence's data goes up as one frame, and the
+/// root's frame with every node's data comes down and answers the oldest waiting fence.
+/// Frames: one kind byte (1 up, 2 down), a little-endian u32 length, the bytes. A reader task
+/// owns the receiving half, so a frame is never cut in two by the select loop.
+struct Root {
+    writer: tokio::net::unix::OwnedWriteHalf,
+    frames: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Vec<u8>>>,
+    waiting: std::collections::VecDeque<gangway_pmix::ModexReply>,
+}
+
+impl Root {
+    fn new(stream: tokio::net::UnixStream) -> Root {
+        let (mut reader, writer) = stream.into_split();
+        let (tx, frames) = unbounded_channel();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            loop {
+                let mut head = [0u8; 5];
+                let frame = async {
+                    reader.read_exact(&mut head).await?;
+                    if head[0] != 2 {
+                        return Err(std::io::Error::other("unexpected frame from the root"));
+                    }
+                    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                    let mut data = vec![0u8; len];
+                    reader.read_exact(&mut data).await?;
+                    Ok(data)
+                }
+                .await;
+                let failed = frame.is_err();
+                if tx.send(frame).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Root { writer, frames, waiting: Default::default() }
+    }
+
+    async fn fence_up(
+        &mut self,
+        data: Vec<u8>,
+        reply: gangway_pmix::ModexReply,
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let len = u32::try_from(data.len()).map_err(std::io::Error::other)?;
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&data);
+        self.waiting.push_back(reply);
+        self.writer.write_all(&frame).await
+    }
+
+    /// Answers the oldest waiting fence with a frame from the root.
+    fn fence_down(&mut self, frame: std::io::Result<Vec<u8>>) -> std::io::Result<()> {
+        let data = frame?;
+        let reply =
+            self.waiting.pop_front().ok_or(std::io::Error::other("a fence nobody entered"))?;
+        eprintln!("pmix-host: fence released with {} bytes from every node", data.len());
+        reply.data(data);
+        Ok(())
     }
 }
 

@@ -110,7 +110,9 @@ impl ModexReply {
     pub fn data(mut self, data: Vec<u8>) {
         if let Some(p) = self.pending.take() {
             let blob = Box::new(data);
-            let (ptr, len) = (blob.as_ptr().cast::<c_char>(), blob.len());
+            let len = blob.len();
+            // libpmix treats a null pointer as "no data"; never hand it a dangling one.
+            let ptr = if len == 0 { std::ptr::null() } else { blob.as_ptr().cast::<c_char>() };
             let token = Box::into_raw(blob).cast::<c_void>();
             let called = crate::server::while_running(|| {
                 // SAFETY: libpmix reads `len` bytes at `ptr` until it calls `release_blob` with

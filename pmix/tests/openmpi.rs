@@ -265,6 +265,10 @@ fn two_servers_exchange_fence_data_like_two_nodes() {
         // Open MPI fences the whole namespace (one wildcard process) and collects the modex.
         assert!(stderr.contains("fence of 1 proc(s), collect=true"), "the modex went to the host");
         assert!(stderr.contains("fence released with"), "and came back through the root");
+        assert!(
+            stderr.lines().any(|l| l.contains("direct modex of") && l.ends_with(" bytes")),
+            "Server::dmodex_request returned the rank's blob"
+        );
         lines.extend(sorted_lines(&String::from_utf8_lossy(&out.stdout)));
     }
     lines.sort();

@@ -194,6 +194,7 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
     let mut statuses: HashMap<u32, String> = HashMap::new();
     let deadline = tokio::time::sleep(args.timeout);
     tokio::pin!(deadline);
+    let mut dmodex_checked = false;
     while statuses.len() < pids.len() {
         tokio::select! {
             Some(ev) = events.recv() => {
@@ -222,6 +223,11 @@ async fn run(args: Args, dir: PathBuf) -> u8 {
                     host.end.get_or_insert(End::Failed(format!("the root is gone: {e}")));
                     kill_all(&pids);
                     root = None;
+                } else if !dmodex_checked {
+                    // What a remote node's direct-modex request would be answered with: the
+                    // blob of this node's first rank, which it put before the fence.
+                    dmodex_checked = true;
+                    check_dmodex(&server, Proc::new(&nspace, ns.local_ranks()[0]));
                 }
             }
             Some((rank, status)) = exits.recv() => {
@@ -329,6 +335,25 @@ impl Root {
         eprintln!("pmix-host: fence released with {} bytes from every node", data.len());
         reply.data(data);
         Ok(())
+    }
+}
+
+fn check_dmodex(server: &Server, proc: Proc) {
+    match server.dmodex_request(&proc) {
+        Ok(answer) => {
+            tokio::spawn(async move {
+                match answer.await {
+                    Ok(Ok(blob)) => {
+                        eprintln!("pmix-host: direct modex of {proc}: {} bytes", blob.len())
+                    }
+                    Ok(Err(status)) => {
+                        eprintln!("pmix-host: direct modex of {proc} failed: {status}")
+                    }
+                    Err(_) => eprintln!("pmix-host: direct modex of {proc}: no answer"),
+                }
+            });
+        }
+        Err(e) => eprintln!("pmix-host: {e}"),
     }
 }
 

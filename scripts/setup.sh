@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential pkg-config make python3 python3-pip hyperfine
           mpich libmpich-dev libpmi2-0-dev libclang-dev openmpi-bin libopenmpi-dev
+          libpmix-dev python3-mpi4py
           hwloc libhwloc-dev libudev-dev
           openssh-server openssh-client libssl-dev iproute2)
 sudo=""

@@ -363,3 +363,100 @@ pub(crate) unsafe extern "C" fn lost_connection(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn count(_status: sys::pmix_status_t, _cbdata: *mut c_void) {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One test, in sequence, because the event sink is process-wide.
+    #[test]
+    fn upcalls_copy_their_arguments_and_refuse_when_nobody_listens() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        set_sink(Some(tx));
+        let caller = Proc::new("job", 1).to_c().unwrap();
+        let mut targets = vec![Proc::new("job", 0).to_c().unwrap()];
+        let msg = CString::new("bye").unwrap();
+        // SAFETY: valid arguments, as libpmix passes them.
+        let rc = unsafe {
+            abort(
+                &caller,
+                std::ptr::null_mut(),
+                3,
+                msg.as_ptr(),
+                targets.as_mut_ptr(),
+                targets.len(),
+                Some(count),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, sys::PMIX_SUCCESS, "accepted: the reply will complete it");
+        // libpmix frees its arguments when the upcall returns; the event must not care.
+        drop(msg);
+        targets.clear();
+        match rx.try_recv() {
+            Ok(Event::Abort { proc, status, message, targets, mut reply }) => {
+                assert_eq!((proc, status), (Proc::new("job", 1), 3));
+                assert_eq!(message.as_deref(), Some("bye"));
+                assert_eq!(targets, vec![Proc::new("job", 0)]);
+                reply.defuse();
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let data = b"blob".to_vec();
+        let infos = crate::value::CInfos::new(&[Info::new(
+            sys::PMIX_COLLECT_DATA,
+            crate::Value::Bool(true),
+        )])
+        .unwrap();
+        // SAFETY: one wildcard proc, one info, four bytes: as libpmix passes them.
+        let rc = unsafe {
+            let wildcard = Proc::new("job", Proc::WILDCARD).to_c().unwrap();
+            fence_nb(
+                &wildcard,
+                1,
+                infos.as_ptr(),
+                1,
+                data.as_ptr().cast_mut().cast(),
+                data.len(),
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, sys::PMIX_SUCCESS);
+        match rx.try_recv() {
+            Ok(Event::Fence { procs, collect_data, local_status, data, .. }) => {
+                assert_eq!(procs, vec![Proc::new("job", Proc::WILDCARD)]);
+                assert!(collect_data);
+                assert_eq!(local_status, Status::SUCCESS);
+                assert_eq!(data, b"blob");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The owner is gone: an error status, and the callback is never called.
+        drop(rx);
+        let before = CALLS.load(Ordering::SeqCst);
+        // SAFETY: as above.
+        let rc = unsafe {
+            client_finalized(&caller, std::ptr::null_mut(), Some(count), std::ptr::null_mut())
+        };
+        assert_ne!(rc, sys::PMIX_SUCCESS);
+        assert_eq!(CALLS.load(Ordering::SeqCst), before, "an error status, never both");
+        set_sink(None);
+        // SAFETY: as above.
+        let rc = unsafe {
+            spawn(&caller, std::ptr::null(), 0, std::ptr::null(), 0, None, std::ptr::null_mut())
+        };
+        assert_eq!(rc, sys::PMIX_ERR_NOT_SUPPORTED, "spawn is refused whatever happens");
+    }
+}

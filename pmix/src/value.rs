@@ -330,6 +330,12 @@ impl CInfos {
         if self.infos.is_empty() { std::ptr::null_mut() } else { self.infos.as_mut_ptr() }
     }
 
+    /// The array, read-only.
+    #[cfg(test)]
+    pub(crate) fn as_ptr(&self) -> *const sys::pmix_info_t {
+        self.infos.as_ptr()
+    }
+
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
         self.infos.len()

@@ -34,7 +34,7 @@ fn programs() -> Option<&'static Path> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pmix-openmpi");
         std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-        for name in ["hello", "abort", "killed"] {
+        for name in ["hello", "abort", "killed", "spawn"] {
             let status = Command::new("mpicc.openmpi")
                 .arg("-O1")
                 .arg("-o")
@@ -130,6 +130,15 @@ fn a_killed_rank_is_reported_lost_and_the_others_do_not_hang() {
     assert!(run.stderr.contains("PMIx lost rank 3 before it finalized"));
     assert_eq!(run.code, Some(1), "a failure, not a timeout");
     assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
+}
+
+#[test]
+fn mpi_comm_spawn_is_refused_and_the_owner_told_why() {
+    let Some(dir) = programs() else { return };
+    let run = host(&["-n", "1", "--timeout", "60"], &[dir.join("spawn").to_str().unwrap()]);
+    assert_eq!(run.stdout, "spawn failed\n", "the rank's MPI_Comm_spawn returned an error");
+    assert!(run.stderr.contains("asked to spawn [\"/bin/true\"]"), "a SpawnRefused event");
+    assert_eq!(run.code, Some(0), "and the rank went on to finalize");
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn programs() -> Option<&'static Path> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pmix-openmpi");
         std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-        for name in ["hello", "abort", "killed", "spawn"] {
+        for name in ["hello", "abort", "killed", "spawn", "names"] {
             let status = Command::new("mpicc.openmpi")
                 .arg("-O1")
                 .arg("-o")
@@ -139,6 +139,15 @@ fn mpi_comm_spawn_is_refused_and_the_owner_told_why() {
     assert_eq!(run.stdout, "spawn failed\n", "the rank's MPI_Comm_spawn returned an error");
     assert!(run.stderr.contains("asked to spawn [\"/bin/true\"]"), "a SpawnRefused event");
     assert_eq!(run.code, Some(0), "and the rank went on to finalize");
+}
+
+#[test]
+fn publish_lookup_and_unpublish_go_through_the_owner() {
+    let Some(dir) = programs() else { return };
+    let run = host(&["-n", "2", "--timeout", "60"], &[dir.join("names").to_str().unwrap()]);
+    assert_eq!(run.code, Some(0));
+    assert_eq!(sorted_lines(&run.stdout), vec!["lookup ok port-A", "publish ok", "unpublish ok"]);
+    assert!(run.stderr.contains(":0 published gangway-svc"), "a Publish event");
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! The cluster's shared secret and what is signed with it: per-connection message MACs for
-//! agents, user and job tokens for TCP clients, and step credentials for agent launches.
+//! The cluster's shared secret and what is derived from it: the pre-shared keys of the encrypted
+//! links (agents, users' tokens, step launches), users' tokens with their expiry, and the
+//! step credentials agents check before starting a proxy.
 //!
-//! Everything is HMAC-SHA256 over explicit, unambiguous byte strings. Nothing depends on clocks:
-//! replay on an agent connection is stopped by a per-direction counter bound to two fresh nonces.
+//! Everything is HMAC-SHA256 over explicit, length-prefixed byte strings. The links themselves
+//! (handshake, encryption, replay protection) are `gangway_link`'s; this module only picks keys.
 
 use std::path::{Path, PathBuf};
 
@@ -101,32 +102,37 @@ impl Key {
         mac.verify_slice(&tag).is_ok()
     }
 
-    /// A user's token for TCP clients: `u.<uid>.<mac>`.
-    pub fn user_token(&self, uid: u32) -> String {
-        format!("u.{uid}.{}", hex(&self.sign(&[b"user-token", uid.to_string().as_bytes()])))
+    /// A pre-shared key for one kind of link, derived from the cluster key: HMAC-SHA256 over
+    /// `"psk"`, the label and the parts. The leading `"psk"` keeps every derived key apart from
+    /// every MAC [`Key::sign`] makes for the same label and text (a step credential's MAC travels
+    /// in clear; the key derived from that credential must not be that MAC).
+    pub fn psk(&self, label: &str, parts: &[&[u8]]) -> gangway_link::Psk {
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
+        all.push(b"psk");
+        all.push(label.as_bytes());
+        all.extend_from_slice(parts);
+        gangway_link::Psk(self.sign(&all))
     }
 
-    /// A job's token, handed to its processes so `gangway run` inside it can reach the controller:
-    /// `j.<job>.<mac>`.
-    pub fn job_token(&self, job: u64) -> String {
-        format!("j.{job}.{}", hex(&self.sign(&[b"job-token", job.to_string().as_bytes()])))
+    /// A user's token for commands over TCP, valid until `expiry` (Unix seconds).
+    pub fn user_token(&self, uid: u32, expiry: u64) -> UserToken {
+        UserToken { uid, expiry, psk: self.user_psk(uid, expiry) }
     }
 
-    /// Checks a token; returns who it speaks for.
-    pub fn check_token(&self, token: &str) -> Option<TokenSubject> {
-        let mut it = token.trim().splitn(3, '.');
-        let (kind, id, tag) = (it.next()?, it.next()?, it.next()?);
-        match kind {
-            "u" => {
-                let uid: u32 = id.parse().ok()?;
-                self.verify(&[b"user-token", id.as_bytes()], tag).then_some(TokenSubject::User(uid))
-            }
-            "j" => {
-                let job: u64 = id.parse().ok()?;
-                self.verify(&[b"job-token", id.as_bytes()], tag).then_some(TokenSubject::Job(job))
-            }
-            _ => None,
-        }
+    /// The key a TCP command with `USER <uid> <expiry>` must hold.
+    pub fn user_psk(&self, uid: u32, expiry: u64) -> gangway_link::Psk {
+        self.psk("user-token", &[uid.to_string().as_bytes(), expiry.to_string().as_bytes()])
+    }
+
+    /// The key of a step's launch links (launcher ↔ agent step port), from its sealed
+    /// credential: the controller hands it to the step's launcher, agents derive it.
+    pub fn step_psk(&self, sealed_credential: &str) -> gangway_link::Psk {
+        self.psk("step", &[sealed_credential.as_bytes()])
+    }
+
+    /// The key of agent links (`AGENT <node>` and `VOUCH <node>` connections).
+    pub fn agent_psk(&self) -> gangway_link::Psk {
+        self.psk("agent-link", &[])
     }
 
     /// Signs a step credential's text: `<text>|<mac>`.
@@ -141,78 +147,73 @@ impl Key {
     }
 }
 
-/// Who a TCP client's token speaks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenSubject {
-    User(u32),
-    Job(u64),
+/// A user's token: who it speaks for, until when, and the key it holds. Printed by
+/// `gangway token` as `u1.<uid>.<expiry>.<key hex>`; a command over TCP sends only
+/// `USER <uid> <expiry>` and proves it holds the key in the handshake, so the token itself never
+/// crosses the network.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserToken {
+    pub uid: u32,
+    /// Unix seconds; the controller refuses the token from then on.
+    pub expiry: u64,
+    pub psk: gangway_link::Psk,
 }
 
-/// MACs for one agent connection: each side's messages carry a counter that must grow by one,
-/// bound to both sides' nonces, so nothing can be replayed, reordered or moved to another
-/// connection.
-#[derive(Debug)]
-pub struct Session {
-    key: Key,
-    nonces: Vec<u8>,
-    sent: u64,
-    received: u64,
-    /// `b"a"` on the agent's side, `b"c"` on the controller's: the direction of what we send.
-    me: &'static [u8],
-    peer: &'static [u8],
+impl std::fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserToken(uid {}, expiry {}, ..)", self.uid, self.expiry)
+    }
 }
 
-impl Session {
-    /// The agent's side of a connection.
-    pub fn agent(key: Key, agent_nonce: &str, controller_nonce: &str) -> Session {
-        Session::new(key, agent_nonce, controller_nonce, b"a", b"c")
+impl std::fmt::Display for UserToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "u1.{}.{}.{}", self.uid, self.expiry, self.psk.to_hex())
     }
+}
 
-    /// The controller's side of a connection.
-    pub fn controller(key: Key, agent_nonce: &str, controller_nonce: &str) -> Session {
-        Session::new(key, agent_nonce, controller_nonce, b"c", b"a")
-    }
+impl std::str::FromStr for UserToken {
+    type Err = AuthError;
 
-    fn new(
-        key: Key,
-        agent_nonce: &str,
-        controller_nonce: &str,
-        me: &'static [u8],
-        peer: &'static [u8],
-    ) -> Session {
-        let nonces = format!("{agent_nonce}/{controller_nonce}").into_bytes();
-        Session { key, nonces, sent: 0, received: 0, me, peer }
-    }
-
-    /// The line to send for a message body: `<counter> <mac> <body>`.
-    pub fn seal(&mut self, body: &str) -> String {
-        self.sent += 1;
-        let n = self.sent.to_string();
-        let tag = self.key.sign(&[&self.nonces, self.me, n.as_bytes(), body.as_bytes()]);
-        format!("{n} {} {body}", hex(&tag))
-    }
-
-    /// The body of a received line, if its counter and MAC are right.
-    pub fn open<'a>(&mut self, line: &'a str) -> Result<&'a str, AuthError> {
-        let mut it = line.splitn(3, ' ');
-        let (n, tag, body) = match (it.next(), it.next(), it.next()) {
-            (Some(n), Some(t), Some(b)) => (n, t, b),
-            _ => return Err(AuthError::Bad("a message without counter and MAC".into())),
+    fn from_str(s: &str) -> Result<UserToken, AuthError> {
+        let bad = || {
+            AuthError::Bad(
+                "this is not a gangway token (expected u1.UID.EXPIRY.KEY, as `gangway token` prints it)"
+                    .into(),
+            )
         };
-        let expected = self.received + 1;
-        if n.parse::<u64>().ok() != Some(expected) {
-            return Err(AuthError::Bad(format!(
-                "message counter {n}, expected {expected} (replayed or reordered)"
-            )));
-        }
-        if !self.key.verify(&[&self.nonces, self.peer, n.as_bytes(), body.as_bytes()], tag) {
-            return Err(AuthError::Bad(
-                "bad message authentication code: the two sides do not share the same key".into(),
-            ));
-        }
-        self.received = expected;
-        Ok(body)
+        let mut it = s.trim().split('.');
+        let (Some("u1"), Some(uid), Some(expiry), Some(key), None) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(bad());
+        };
+        Ok(UserToken {
+            uid: uid.parse().map_err(|_| bad())?,
+            expiry: expiry.parse().map_err(|_| bad())?,
+            psk: gangway_link::Psk::from_hex(key).ok_or_else(bad)?,
+        })
     }
+}
+
+impl UserToken {
+    /// Whether it has expired at `now` (Unix seconds).
+    pub fn expired(&self, now: u64) -> bool {
+        now >= self.expiry
+    }
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A Unix time as people read it (UTC, RFC 3339).
+pub fn show_time(unix: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// `N` bytes from the OS's random source.
@@ -229,11 +230,6 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
         }
     }
     b
-}
-
-/// A fresh nonce (hex).
-pub fn nonce() -> String {
-    hex(&random_bytes::<16>())
 }
 
 /// Lower-case hex.
@@ -253,36 +249,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_refuse_other_keys() {
+    fn tokens_round_trip_and_hold_a_key_bound_to_uid_expiry_and_cluster_key() {
         let k = Key::from_bytes(b"0123456789abcdef0123");
         let other = Key::from_bytes(b"fedcba9876543210fedc");
-        assert_eq!(k.check_token(&k.user_token(1000)), Some(TokenSubject::User(1000)));
-        assert_eq!(k.check_token(&k.job_token(7)), Some(TokenSubject::Job(7)));
-        assert_eq!(other.check_token(&k.user_token(1000)), None);
-        let forged = k.user_token(1000).replace("u.1000.", "u.0.");
-        assert_eq!(k.check_token(&forged), None);
-        assert_eq!(k.check_token("garbage"), None);
+        let t = k.user_token(1000, 1_900_000_000);
+        let parsed: UserToken = t.to_string().parse().expect("round trip");
+        assert_eq!(parsed, t);
+        assert_eq!(parsed.psk, k.user_psk(1000, 1_900_000_000));
+        // Another uid, another expiry or another cluster key: another key, so a token edited to
+        // say uid 0 or a later expiry fails the handshake.
+        assert_ne!(k.user_psk(0, 1_900_000_000), t.psk);
+        assert_ne!(k.user_psk(1000, 1_900_000_001), t.psk);
+        assert_ne!(other.user_psk(1000, 1_900_000_000), t.psk);
+        for bad in ["garbage", "u.1000.abc", "u1.1000.5", "u1.x.5.00", "u1.1.2.zz", ""] {
+            let err = bad.parse::<UserToken>().expect_err(bad);
+            assert!(err.to_string().contains("gangway token"), "{err}");
+        }
+        assert!(!format!("{t:?}").contains(&t.psk.to_hex()), "Debug hides the key");
     }
 
     #[test]
-    fn sessions_refuse_replay_reorder_and_wrong_keys() {
+    fn tokens_expire() {
         let k = Key::from_bytes(b"0123456789abcdef0123");
-        let mut a = Session::agent(k.clone(), "na", "nc");
-        let mut c = Session::controller(k.clone(), "na", "nc");
-        let m1 = a.seal("{\"x\":1}");
-        let m2 = a.seal("{\"x\":2}");
-        assert!(c.open(&m2).is_err(), "out of order");
-        assert_eq!(c.open(&m1).expect("first"), "{\"x\":1}");
-        assert!(c.open(&m1).is_err(), "replayed");
-        assert_eq!(c.open(&m2).expect("second"), "{\"x\":2}");
-        // A message the controller sent cannot be reflected back to it.
-        let back = c.seal("{}");
-        let mut c2 = Session::controller(k.clone(), "na", "nc");
-        assert!(c2.open(&back).is_err());
-        let mut wrong = Session::controller(Key::from_bytes(b"another key 123456"), "na", "nc");
-        let mut a2 = Session::agent(k, "na", "nc");
-        let err = wrong.open(&a2.seal("{}")).expect_err("wrong key");
-        assert!(err.to_string().contains("same key"), "{err}");
+        let t = k.user_token(7, 1000);
+        assert!(!t.expired(999));
+        assert!(t.expired(1000));
+        assert!(t.expired(5000));
+    }
+
+    #[test]
+    fn derived_keys_are_apart_from_each_other_and_from_macs() {
+        let k = Key::from_bytes(b"0123456789abcdef0123");
+        let sealed = k.seal("step", "v1;job=1");
+        let mac = sealed.rsplit_once('|').expect("sealed").1;
+        // The credential's MAC crosses the network in clear; its link key must not be it.
+        assert_ne!(k.step_psk(&sealed).to_hex(), mac);
+        assert_ne!(k.step_psk(&sealed).to_hex(), hex(&k.sign(&[b"step", sealed.as_bytes()])));
+        assert_ne!(k.step_psk(&sealed), k.step_psk(&k.seal("step", "v1;job=2")));
+        assert_ne!(k.agent_psk(), k.psk("agent-link", &[b""]));
+        assert_ne!(k.agent_psk(), Key::from_bytes(b"another key 123456").agent_psk());
+        // Deterministic: both ends derive the same key.
+        assert_eq!(k.agent_psk(), Key::from_bytes(b"0123456789abcdef0123").agent_psk());
+        assert_ne!(k.psk("a", &[b"bc"]), k.psk("ab", &[b"c"]), "parts are length-prefixed");
     }
 
     #[test]

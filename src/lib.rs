@@ -7,3 +7,4 @@ pub mod client;
 pub mod controller;
 pub mod exit_code;
 pub mod protocol;
+pub mod wire;

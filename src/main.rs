@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Command::Release(args) => gangway::cli::control::hold(args, false),
         Command::Drain(args) => gangway::cli::control::drain(args),
         Command::Resume(args) => gangway::cli::control::resume(args),
-        Command::Token => gangway::cli::control::token(),
+        Command::Token(args) => gangway::cli::control::token(args),
         Command::Keygen(args) => gangway::cli::control::keygen(args),
         Command::Controller(args) => gangway::cli::controller::controller(args),
         Command::Agent(args) => gangway::cli::controller::agent(*args),

@@ -1,8 +1,8 @@
-//! The messages between `gangway` commands, the controller and the agents: one JSON object per
-//! line (agent lines also carry a counter and a MAC, see [`crate::auth::Session`]).
+//! The messages between `gangway` commands, the controller and the agents: JSON objects, one
+//! per line on local sockets and one per encrypted message on TCP links (see [`crate::wire`]).
 //!
 //! JSON rather than a binary format: these are control messages, a few per job, and a person
-//! debugging a cluster can read them with `socat`.
+//! debugging a cluster can read them with `socat` on a local socket.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,14 @@ pub struct Submission {
     pub requeue: bool,
     /// Submit held.
     pub hold: bool,
+    /// The submitter's umask: the job's processes run with it, so the files they and the batch
+    /// output create are as private as the submitter's own (absent: 022).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
+
+/// The umask a job runs with when its submission did not say.
+pub const DEFAULT_UMASK: u32 = 0o022;
 
 /// A request from a `gangway` command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,8 +122,11 @@ pub enum Request {
     /// A step inside a job's allocation: answered with [`Reply::Waiting`] while it does not
     /// fit and then [`Reply::Step`]; the step lasts while the connection does.
     Step(StepRequest),
-    /// The caller's token for TCP access.
-    Token,
+    /// A token for the caller's TCP access, valid for this long (local and vouched callers
+    /// only: a token cannot renew itself).
+    Token {
+        valid_secs: u64,
+    },
     /// Ends the job this connection holds (alloc/run), with the command's exit code.
     Done {
         exit_code: i32,
@@ -179,6 +189,8 @@ pub enum Reply {
     Step(StepGrant),
     Token {
         token: String,
+        /// Unix seconds.
+        expiry: u64,
     },
 }
 
@@ -213,6 +225,9 @@ pub struct StepGrant {
     pub step: u32,
     pub nodes: Vec<GrantNode>,
     pub credential: String,
+    /// The key of the step's links to the agents' step ports (hex), derived from the credential
+    /// with the cluster key: what a launcher holds and an eavesdropper does not.
+    pub link_key: String,
 }
 
 /// A job as `queue`, `show job` and `history` show it.
@@ -310,6 +325,9 @@ pub struct Registration {
     pub running: Vec<(JobId, u32)>,
     /// The agent runs as root (so it can run jobs as their users).
     pub root: bool,
+    /// The agent's own uid (a non-root agent vouches only for it).
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// What the controller tells an agent.
@@ -353,6 +371,8 @@ pub struct JobLaunch {
     /// The job's environment (the submitter's plus `GANGWAY_*`).
     pub env: Vec<(String, String)>,
     pub cwd: String,
+    /// The submitter's umask, for every process of the job here.
+    pub umask: u32,
 }
 
 /// The script part of a batch job start.

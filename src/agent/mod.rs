@@ -1,13 +1,14 @@
 //! `gangway agent`: one per node. Registers with the controller (reporting the node's model),
 //! heartbeats, runs batch scripts and step proxies as their users, reports how they end, and
-//! keeps running them while the controller is away, reconnecting until it is back.
+//! keeps running them while the controller is away, reconnecting until it is back. Local users
+//! (jobs included) reach the controller through its socket ([`local`]).
 
 pub mod launch;
+mod link;
+pub mod local;
 pub mod process;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,13 +17,13 @@ use gangway_launcher::bootstrap::{RemoteExit, exit_of};
 use gangway_launcher::signals::describe;
 use gangway_topology::Topology;
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use crate::auth::{Key, Session};
-use crate::protocol::{FromAgent, JobId, JobLaunch, Registration, ToAgent};
+use crate::auth::Key;
+use crate::protocol::{FromAgent, JobId, JobLaunch, ToAgent};
 use launch::StepLaunch;
+use link::{ConnectError, Link, connect};
 use process::{BatchOutput, RunAs};
 
 /// How the agent runs.
@@ -35,6 +36,8 @@ pub struct AgentOptions {
     pub address: Option<String>,
     pub port: u16,
     pub spool: PathBuf,
+    /// The local socket users and jobs reach the controller through.
+    pub socket: PathBuf,
     pub topology: Topology,
     pub kill_grace: Duration,
 }
@@ -47,6 +50,12 @@ pub enum AgentError {
     #[error("cannot listen for step launches on port {port}: {source}")]
     Listen {
         port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the local socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -89,6 +98,7 @@ enum Event {
     Step(StepLaunch),
     ScriptEnded { job: JobId, attempt: u32, sid: u32, code: i32, message: Option<String> },
     ProxyEnded { job: JobId, sid: u32 },
+    WhichJob(local::JobQuery),
 }
 
 /// Runs the agent until the controller refuses it.
@@ -107,6 +117,23 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         tokio::spawn(async move {
             while let Some(s) = step_rx.recv().await {
                 let _ = ev.send(Event::Step(s));
+            }
+        });
+    }
+    let socket = local::bind(&opts.socket)
+        .map_err(|source| AgentError::Socket { path: opts.socket.clone(), source })?;
+    let (query_tx, mut query_rx) = unbounded_channel::<local::JobQuery>();
+    let local_opts = local::LocalOptions {
+        controller: opts.controller.clone(),
+        key: opts.key.clone(),
+        node: opts.name.clone(),
+    };
+    tokio::spawn(local::serve(socket, local_opts, query_tx));
+    {
+        let ev = ev_tx.clone();
+        tokio::spawn(async move {
+            while let Some(q) = query_rx.recv().await {
+                let _ = ev.send(Event::WhichJob(q));
             }
         });
     }
@@ -196,7 +223,7 @@ fn handle(
             }
         }
         Event::FromController(_) | Event::ControllerGone => {}
-        Event::Step(step) => start_proxy(step, jobs, ev_tx),
+        Event::Step(step) => start_proxy(step, opts, jobs, ev_tx),
         Event::ScriptEnded { job, attempt, sid, code, message } => {
             if let Some(j) = jobs.get_mut(&job).filter(|j| j.launch.attempt == attempt) {
                 j.sessions.retain(|s| *s != sid);
@@ -208,6 +235,10 @@ fn handle(
             if let Some(j) = jobs.get_mut(&job) {
                 j.sessions.retain(|s| *s != sid);
             }
+        }
+        Event::WhichJob(q) => {
+            let job = jobs.values().find(|j| j.sessions.contains(&q.sid)).map(|j| j.launch.job);
+            let _ = q.answer.send(job);
         }
     }
 }
@@ -264,6 +295,7 @@ fn start_job(
             local.launch.gid,
             &local.launch.cwd,
             &local.launch.cpus,
+            local.launch.umask,
         );
         if let Err(e) =
             write_script(&path, &batch.script, run_as.ids.as_ref().map(|(u, g, _)| (*u, *g)))
@@ -281,7 +313,9 @@ fn start_job(
             return;
         }
         let mut env = local.launch.env.clone();
-        env.push(("GANGWAY_CONTROLLER".into(), opts.controller.clone()));
+        // This node's agent socket: commands in the script reach the controller as the job's
+        // user, vouched for by this agent, with no secret in the environment.
+        env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
         env.push(("GANGWAY_JOB_CPUS".into(), local.launch.cpus.clone()));
         let out = BatchOutput {
             output: batch.output.clone(),
@@ -291,7 +325,7 @@ fn start_job(
         };
         let mut program = script_program(&batch.script, &path);
         program.1.extend(batch.args.iter().cloned());
-        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), None) {
+        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false) {
             Ok(spawned) => {
                 let sid = spawned.pid;
                 local.sessions.push(sid);
@@ -350,36 +384,36 @@ fn write_script(
 
 fn start_proxy(
     step: StepLaunch,
+    opts: &AgentOptions,
     jobs: &mut HashMap<JobId, LocalJob>,
     ev_tx: &UnboundedSender<Event>,
 ) {
-    let c = &step.credential;
-    let refuse = |stream: tokio::net::TcpStream, why: String| {
+    let StepLaunch { credential: c, node_id, stream, sealer, opener } = step;
+    let refuse = |stream: tokio::net::TcpStream, mut sealer: gangway_link::Sealer, why: String| {
         tokio::spawn(async move {
             let mut stream = stream;
             tracing::warn!(reason = %why, "step launch refused");
-            let _ = stream.write_all(format!("error {why}\n").as_bytes()).await;
+            let msg = format!("error {why}");
+            let _ = gangway_link::tokio_io::send(&mut stream, &mut sealer, msg.as_bytes()).await;
+            let _ = stream.shutdown().await;
         });
     };
     let Some(job) = jobs.get_mut(&c.job) else {
-        refuse(
-            step.stream,
-            format!(
-                "job {} does not run on this node (it ended, or the step came too late)",
-                c.job
-            ),
+        let why = format!(
+            "job {} does not run on this node (it ended, or the step came too late)",
+            c.job
         );
+        refuse(stream, sealer, why);
         return;
     };
     if job.launch.attempt != c.attempt || job.launch.uid != c.uid {
-        refuse(
-            step.stream,
-            format!("the credential is for attempt {} of job {}, which is over", c.attempt, c.job),
-        );
+        let why =
+            format!("the credential is for attempt {} of job {}, which is over", c.attempt, c.job);
+        refuse(stream, sealer, why);
         return;
     }
-    let cpus = c.nodes.get(step.node_id as usize).map(|(_, cpus)| cpus.clone()).unwrap_or_default();
-    let run_as = RunAs::for_job(&job.launch.user, c.uid, c.gid, "/", &cpus);
+    let cpus = c.nodes.get(node_id as usize).map(|(_, cpus)| cpus.clone()).unwrap_or_default();
+    let run_as = RunAs::for_job(&job.launch.user, c.uid, c.gid, "/", &cpus, job.launch.umask);
     let mut env: Vec<(String, String)> = job
         .launch
         .env
@@ -408,62 +442,72 @@ fn start_proxy(
     }
     env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
     env.push(("GANGWAY_STEP_CPUS".into(), cpus));
-    let std_stream = match step.stream.into_std() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let _ = std_stream.set_nonblocking(false);
-    let (for_child, mut writer) = match (std_stream.try_clone(), std_stream) {
-        (Ok(a), b) => (OwnedFd::from(a), b),
-        (Err(_), _) => return,
-    };
+    // The proxy hands it to its ranks: their commands reach the controller through this agent.
+    env.retain(|(k, _)| k != "GANGWAY_CONTROLLER");
+    env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gangway"));
-    let args = vec!["proxy".to_string(), "--node".to_string(), step.node_id.to_string()];
-    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, Some(for_child)) {
+    let args = vec!["proxy".to_string(), "--node".to_string(), node_id.to_string()];
+    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true) {
         Ok(s) => s,
         Err(e) => {
-            use std::io::Write;
-            let _ = writer.write_all(format!("error cannot start the proxy: {e}\n").as_bytes());
+            refuse(stream, sealer, format!("cannot start the proxy: {e}"));
             return;
         }
     };
-    {
-        use std::io::Write;
-        let _ = writer.write_all(b"ok\n");
-    }
     let sid = spawned.pid;
     job.sessions.push(sid);
-    let job_id = c.job;
-    let tx = ev_tx.clone();
-    let mut child = spawned.child;
-    // The socket's file description is shared with the proxy's stdin, so it must stay
-    // blocking: frames go out from a thread of their own.
-    let (frames, frames_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        while let Ok(frame) = frames_rx.recv() {
-            if writer.write_all(&frame).is_err() {
+    let (job_id, tx) = (c.job, ev_tx.clone());
+    tokio::spawn(async move {
+        relay_proxy(spawned.child, stream, sealer, opener).await;
+        let _ = tx.send(Event::ProxyEnded { job: job_id, sid });
+    });
+}
+
+/// Relays a proxy's pipes over its launcher's link: the link's messages to the proxy's stdin
+/// (the launcher's start line first, which holds the job's call-back key), and the proxy's
+/// stderr and how it ended back, as frames.
+async fn relay_proxy(
+    mut child: tokio::process::Child,
+    stream: tokio::net::TcpStream,
+    mut sealer: gangway_link::Sealer,
+    mut opener: gangway_link::Opener,
+) {
+    use gangway_link::tokio_io::{recv, send};
+    let (mut net_rd, mut net_wr) = stream.into_split();
+    let _ = send(&mut net_wr, &mut sealer, b"ok").await;
+    let stdin = child.stdin.take();
+    let to_stdin = tokio::spawn(async move {
+        let Some(mut stdin) = stdin else { return };
+        while let Ok(Some(data)) = recv(&mut net_rd, &mut opener).await {
+            if stdin.write_all(&data).await.is_err() {
                 break;
             }
         }
-        let _ = writer.shutdown(std::net::Shutdown::Write);
+        // Dropping stdin tells the proxy its launcher is gone: it ends its ranks and exits.
     });
-    tokio::spawn(async move {
-        if let Some(mut err) = child.stderr.take() {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match err.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let _ = frames.send(stderr_frame(&buf[..n]));
+    let mut linked = true;
+    if let Some(mut err) = child.stderr.take() {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match err.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    // Keep draining the pipe after the launcher went away, so the proxy never
+                    // blocks on a full stderr.
+                    if linked {
+                        linked =
+                            send(&mut net_wr, &mut sealer, &stderr_frame(&buf[..n])).await.is_ok();
                     }
                 }
             }
         }
-        let exit = child.wait().await.map(exit_of).unwrap_or(RemoteExit::Code(255));
-        let _ = frames.send(exit_frame(&exit));
-        let _ = tx.send(Event::ProxyEnded { job: job_id, sid });
-    });
+    }
+    let exit = child.wait().await.map(exit_of).unwrap_or(RemoteExit::Code(255));
+    if linked {
+        let _ = send(&mut net_wr, &mut sealer, &exit_frame(&exit)).await;
+    }
+    let _ = net_wr.shutdown().await;
+    to_stdin.abort();
 }
 
 fn load_average() -> f64 {
@@ -471,140 +515,4 @@ fn load_average() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
         .unwrap_or(0.0)
-}
-
-enum ConnectError {
-    Refused(String),
-    Unreachable(String),
-}
-
-/// A registered connection, before its tasks start.
-struct Pending {
-    rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    recv: Session,
-    send: Session,
-    heartbeat: Duration,
-}
-
-struct Link {
-    out: UnboundedSender<FromAgent>,
-    heartbeat: Duration,
-}
-
-impl Pending {
-    fn start(self, events: UnboundedSender<Event>) -> Link {
-        let Pending { mut rd, mut wr, mut recv, mut send, heartbeat } = self;
-        let (out, mut out_rx) = unbounded_channel::<FromAgent>();
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                let body = serde_json::to_string(&msg).unwrap_or_default();
-                let mut line = send.seal(&body);
-                line.push('\n');
-                if wr.write_all(line.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match rd.read_line(&mut line).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                match recv.open(line.trim_end()).map(serde_json::from_str::<ToAgent>) {
-                    Ok(Ok(msg)) => {
-                        if events.send(Event::FromController(msg)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "malformed controller message ignored")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "controller message failed authentication; reconnecting");
-                        break;
-                    }
-                }
-            }
-            let _ = events.send(Event::ControllerGone);
-        });
-        Link { out, heartbeat }
-    }
-}
-
-async fn connect(
-    opts: &AgentOptions,
-    topology: &str,
-    port: u16,
-    running: Vec<(JobId, u32)>,
-) -> Result<Pending, ConnectError> {
-    let unreachable = |e: String| ConnectError::Unreachable(e);
-    let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&opts.controller))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let local: Option<SocketAddr> = stream.local_addr().ok();
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let mine = crate::auth::nonce();
-    wr.write_all(format!("AGENT {mine}\n").as_bytes())
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line))
-        .await
-        .map_err(|_| unreachable("no answer to the greeting".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let Some(theirs) = line.trim_end().strip_prefix("CONTROLLER ") else {
-        return Err(unreachable(format!("unexpected greeting {:?}", line.trim_end())));
-    };
-    let theirs = theirs.to_string();
-    let mut send = Session::agent(opts.key.clone(), &mine, &theirs);
-    let mut recv = Session::agent(opts.key.clone(), &mine, &theirs);
-    let addr = opts
-        .address
-        .clone()
-        .or_else(|| local.map(|a| a.ip().to_string()))
-        .unwrap_or_else(|| opts.name.clone());
-    let reg = FromAgent::Register(Registration {
-        version: crate::protocol::VERSION,
-        gangway_version: env!("CARGO_PKG_VERSION").to_string(),
-        name: opts.name.clone(),
-        topology: topology.to_string(),
-        addr,
-        port,
-        running,
-        root: nix::unistd::geteuid().is_root(),
-    });
-    let mut out = send.seal(&serde_json::to_string(&reg).unwrap_or_default());
-    out.push('\n');
-    wr.write_all(out.as_bytes()).await.map_err(|e| unreachable(e.to_string()))?;
-    line.clear();
-    let n = tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line))
-        .await
-        .map_err(|_| unreachable("no answer to the registration".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    if n == 0 {
-        return Err(unreachable("the controller closed the connection".into()));
-    }
-    if let Some(err) = line.trim_end().strip_prefix("ERROR ") {
-        return Err(ConnectError::Refused(format!("{err} (is the key file the controller's?)")));
-    }
-    let body = recv.open(line.trim_end()).map_err(|e| ConnectError::Refused(e.to_string()))?;
-    match serde_json::from_str::<ToAgent>(body) {
-        Ok(ToAgent::Welcome { heartbeat_ms }) => Ok(Pending {
-            rd,
-            wr,
-            recv,
-            send,
-            heartbeat: Duration::from_millis(heartbeat_ms.max(50)),
-        }),
-        Ok(ToAgent::Refused { reason }) => Err(ConnectError::Refused(reason)),
-        Ok(other) => Err(unreachable(format!("unexpected first message {other:?}"))),
-        Err(e) => Err(unreachable(e.to_string())),
-    }
 }

@@ -1,8 +1,8 @@
 //! Starting a job's processes on this node: as the job's user (when the agent is root), in its
-//! own session, on the job's CPUs, with the job's environment; and ending a job's sessions.
+//! own session, on the job's CPUs, with the job's environment and its submitter's umask; and
+//! ending a job's sessions.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -18,12 +18,14 @@ pub struct RunAs {
     pub cwd: String,
     /// The CPUs to bind to, when this machine has them (a stand-in topology may not).
     pub cpus: Option<CpuSet>,
+    /// The submitter's umask, set before anything is created (the batch output included).
+    pub umask: u32,
 }
 
 impl RunAs {
     /// The identity for a job of `user` (`uid`, `gid`): the user's own, with their
     /// supplementary groups, when the agent is root.
-    pub fn for_job(user: &str, uid: u32, gid: u32, cwd: &str, cpus: &str) -> RunAs {
+    pub fn for_job(user: &str, uid: u32, gid: u32, cwd: &str, cpus: &str, umask: u32) -> RunAs {
         let ids = nix::unistd::geteuid().is_root().then(|| {
             let groups = CString::new(user)
                 .ok()
@@ -32,7 +34,7 @@ impl RunAs {
                 .unwrap_or_else(|| vec![gid]);
             (uid, gid, groups)
         });
-        RunAs { ids, cwd: cwd.to_string(), cpus: usable_cpus(cpus) }
+        RunAs { ids, cwd: cwd.to_string(), cpus: usable_cpus(cpus), umask: umask & 0o777 }
     }
 }
 
@@ -62,21 +64,22 @@ pub struct Spawned {
 }
 
 /// Starts `program args` for a job. With `batch`, stdout/stderr go to its files; with
-/// `stdin`, the process reads it (a proxy's connection) and its stderr is piped.
+/// `piped`, its stdin and stderr are pipes (a proxy's, relayed to its launcher's link).
 pub fn spawn(
     program: &Path,
     args: &[String],
     env: &[(String, String)],
     run_as: &RunAs,
     batch: Option<&BatchOutput>,
-    stdin: Option<OwnedFd>,
+    piped: bool,
 ) -> std::io::Result<Spawned> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-    match stdin {
-        Some(fd) => cmd.stdin(std::process::Stdio::from(fd)),
-        None => cmd.stdin(std::process::Stdio::null()),
-    };
+    if piped {
+        cmd.stdin(std::process::Stdio::piped());
+    } else {
+        cmd.stdin(std::process::Stdio::null());
+    }
     if batch.is_some() {
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     } else {
@@ -87,6 +90,7 @@ pub fn spawn(
     let fallback_cwd = c"/";
     let ids = run_as.ids.clone();
     let cpus = run_as.cpus.clone();
+    let umask = run_as.umask as libc::mode_t;
     let files = match batch {
         Some(b) => Some((
             CString::new(b.output.as_bytes()).map_err(std::io::Error::other)?,
@@ -107,13 +111,15 @@ pub fn spawn(
         }
     }
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe system calls (setsid, setgroups, setgid, setuid, chdir, open, dup2,
-    // write, sched_setaffinity) on data prepared before the fork.
+    // async-signal-safe system calls (setsid, umask, setgroups, setgid, setuid, chdir, open,
+    // dup2, write, sched_setaffinity) on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Before the output files are created, and inherited by all the job starts.
+            libc::umask(umask);
             if let Some((uid, gid, groups)) = &ids
                 && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(*gid) != 0
@@ -132,7 +138,8 @@ pub fn spawn(
                     | libc::O_CREAT
                     | libc::O_CLOEXEC
                     | if *truncate { libc::O_TRUNC } else { libc::O_APPEND };
-                let fd = libc::open(out.as_ptr(), mode, 0o644);
+                // 0666 less the submitter's umask, as the file would be had they made it.
+                let fd = libc::open(out.as_ptr(), mode, 0o666);
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -142,7 +149,7 @@ pub fn spawn(
                 libc::dup2(fd, 1);
                 match err {
                     Some(e) => {
-                        let efd = libc::open(e.as_ptr(), mode, 0o644);
+                        let efd = libc::open(e.as_ptr(), mode, 0o666);
                         if efd < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
@@ -159,6 +166,15 @@ pub fn spawn(
     let child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
     Ok(Spawned { child, pid })
+}
+
+/// The session a process is in (`None`: no such process).
+pub fn session_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = String::from_utf8_lossy(&stat[close + 1..]).into_owned();
+    // state ppid pgrp session ...
+    rest.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Sends `signal` to every process of the session `sid` (a job's script or proxy and all it

@@ -68,6 +68,7 @@ pub fn main(args: AllocArgs) -> u8 {
         error: None,
         requeue: false,
         hold: args.shape.hold,
+        umask: Some(super::batch::submitter_umask()),
     };
     let mut client = match Client::connect() {
         Ok(c) => c,
@@ -101,10 +102,10 @@ pub fn main(args: AllocArgs) -> u8 {
         }
     };
     // Watch the connection: the job may end under the command (cancel, time limit, node loss).
-    let Some(mut link) = client.closer() else { return exit_code::FAILURE };
+    let (mut link, mut replies) = client.split();
     let (ended_tx, ended_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        while let Ok(reply) = client.recv() {
+        while let Ok(reply) = replies.recv() {
             if let Reply::Ended { id, state, reason } = reply {
                 let _ = ended_tx.send(format!("job {id} ended: {state} ({reason})"));
                 return;
@@ -143,11 +144,7 @@ pub fn main(args: AllocArgs) -> u8 {
         None => 1,
     };
     // Tell the controller we are done, on the connection that holds the job.
-    let line = format!(
-        "{}\n",
-        serde_json::to_string(&Request::Done { exit_code: code }).unwrap_or_default()
-    );
-    let _ = std::io::Write::write_all(&mut link, line.as_bytes());
+    let _ = link.send(&Request::Done { exit_code: code });
     eprintln!("gangway: released job allocation");
     code.clamp(0, 255) as u8
 }

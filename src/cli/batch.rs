@@ -160,6 +160,7 @@ pub fn main(first: BatchArgs) -> u8 {
         error: args.error.clone(),
         requeue: !args.no_requeue,
         hold: args.shape.hold,
+        umask: Some(submitter_umask()),
     };
     match client::ask(&Request::Submit(Box::new(sub))) {
         Ok(Reply::Submitted { id }) => {
@@ -200,4 +201,19 @@ pub fn export_env(export: Option<&str>) -> Result<Vec<(String, String)>, String>
         }
     }
     Ok(env)
+}
+
+/// This process's umask, for the job to run with (as Slurm does): read from `/proc` so that it
+/// is never changed, even for a moment.
+pub fn submitter_umask() -> u32 {
+    let from_proc = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let line = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    from_proc.unwrap_or_else(|| {
+        // Without /proc: set and restore (commands are single-threaded when they submit).
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        nix::sys::stat::umask(old);
+        old.bits()
+    }) & 0o777
 }

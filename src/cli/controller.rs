@@ -64,6 +64,10 @@ pub struct AgentArgs {
     /// Where batch scripts are kept while they run (default /var/spool/gangway/NAME).
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// The local socket through which this node's users and jobs reach the controller
+    /// (default SPOOL/agent.sock; jobs get it as GANGWAY_CONTROLLER).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Report this hwloc XML export as the node's hardware.
     #[arg(long, value_name = "FILE", conflicts_with = "synthetic")]
     pub topology_xml: Option<PathBuf>,
@@ -138,13 +142,14 @@ pub fn agent(args: AgentArgs) -> u8 {
         Ok(d) => d,
         Err(e) => return fail(format!("--kill-grace: {e}"), exit_code::USAGE),
     };
+    let spool =
+        args.spool.clone().unwrap_or_else(|| PathBuf::from("/var/spool/gangway").join(&name));
+    let socket = args.socket.clone().unwrap_or_else(|| agent::local::default_path(&spool));
     let opts = AgentOptions {
         controller: args.controller.clone(),
         key,
-        spool: args
-            .spool
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/spool/gangway").join(&name)),
+        spool,
+        socket,
         name,
         address: args.address.clone(),
         port: args.port,

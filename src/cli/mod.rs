@@ -55,8 +55,8 @@ pub enum Command {
     Drain(control::DrainArgs),
     /// Put drained nodes back in service (administrators).
     Resume(control::ResumeArgs),
-    /// Print your token for reaching the controller over TCP (GANGWAY_TOKEN).
-    Token,
+    /// Print a token for reaching the controller over TCP (GANGWAY_TOKEN), valid for --valid.
+    Token(control::TokenArgs),
     /// Write a new cluster key file.
     Keygen(control::KeygenArgs),
     /// The cluster's controller daemon: queue, allocations, state in SQLite.

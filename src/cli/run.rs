@@ -379,6 +379,7 @@ impl RunArgs {
             connect_timeout_ms: None,
             agent_credential: None,
             agent_hosts: Vec::new(),
+            agent_link_key: None,
         };
         let proxy_path = match &self.proxy_path {
             Some(p) => p.clone(),

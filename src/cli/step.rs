@@ -101,6 +101,7 @@ fn launch(mut request: RunRequest, grant: &StepGrant, job_env: &[(String, String
         connect_timeout_ms: None,
         agent_credential: Some(grant.credential.clone()),
         agent_hosts: grant.nodes.iter().map(|n| (n.name.clone(), n.addr.clone())).collect(),
+        agent_link_key: Some(grant.link_key.clone()),
     };
     let plan = ClusterPlan {
         nodes,
@@ -201,6 +202,7 @@ pub fn run_as_job(request: RunRequest) -> u8 {
         error: None,
         requeue: flags.requeue,
         hold: false,
+        umask: Some(super::batch::submitter_umask()),
     };
     let mut client = match connect() {
         Ok(c) => c,

@@ -31,8 +31,6 @@ pub struct Caller {
     pub gid: u32,
     pub user: String,
     pub admin: bool,
-    /// Set when the caller authenticated with a job token: it may act only within that job.
-    pub job: Option<JobId>,
 }
 
 /// A job's state.
@@ -163,6 +161,9 @@ pub struct NodeRecord {
     pub drain: Option<String>,
     pub agent_version: Option<String>,
     pub agent_root: bool,
+    /// The uid the agent runs as (a non-root agent may vouch only for it).
+    #[serde(default)]
+    pub agent_uid: Option<u32>,
     #[serde(skip)]
     pub last_heartbeat: Option<u64>,
     #[serde(skip)]
@@ -304,6 +305,7 @@ impl Cluster {
                 drain: None,
                 agent_version: None,
                 agent_root: false,
+                agent_uid: None,
                 last_heartbeat: None,
                 load: None,
                 conn: None,
@@ -362,7 +364,7 @@ impl Cluster {
         c
     }
 
-    /// The key used to sign step credentials and job tokens.
+    /// The key used to sign step credentials and derive their link keys.
     pub fn set_signer(&mut self, key: crate::auth::Key) {
         self.signer = Some(key);
     }
@@ -602,7 +604,7 @@ impl Cluster {
     }
 
     fn may_act(&self, caller: &Caller, job: &Job) -> bool {
-        caller.admin || caller.uid == job.uid && caller.job.is_none_or(|j| j == job.id)
+        caller.admin || caller.uid == job.uid
     }
 
     /// `gangway cancel`.
@@ -897,9 +899,13 @@ impl Cluster {
             })
             .collect();
         let text = step_credential_text(id, attempt, step, uid, gid, &nodes);
-        let credential = match &self.signer {
-            Some(k) => k.seal("step", &text),
-            None => text,
+        let (credential, link_key) = match &self.signer {
+            Some(k) => {
+                let sealed = k.seal("step", &text);
+                let link_key = k.step_psk(&sealed).to_hex();
+                (sealed, link_key)
+            }
+            None => (text, String::new()),
         };
         self.steps.push(Step {
             job: id,
@@ -910,7 +916,7 @@ impl Cluster {
         self.event(now, Some(id), None, "step", format!("step {step}: {}", req.command));
         vec![Effect::ToClient {
             conn,
-            reply: Reply::Step(StepGrant { job: id, step, nodes, credential }),
+            reply: Reply::Step(StepGrant { job: id, step, nodes, credential, link_key }),
         }]
     }
 
@@ -1032,6 +1038,7 @@ impl Cluster {
             rec.reason = None;
             rec.agent_version = Some(r.gangway_version.clone());
             rec.agent_root = r.root;
+            rec.agent_uid = r.uid;
             rec.last_heartbeat = Some(now);
             rec.conn = Some(conn);
             rec.disconnected_at = None;
@@ -1443,7 +1450,9 @@ impl Cluster {
             gangway_launcher::nodes::hostlist::compress(&names).unwrap_or_else(|_| names.join(","));
         let tasks_per_node: Vec<String> =
             job.granted.iter().map(|g| g.tasks.len().to_string()).collect();
-        let mut env = vec![
+        // No secret among them: commands inside the job reach the controller through their
+        // node's agent, which vouches for their uid (see agent::local).
+        vec![
             ("GANGWAY_JOB_ID".to_string(), job.id.to_string()),
             ("GANGWAY_JOB_NAME".into(), job.sub.name.clone()),
             ("GANGWAY_JOB_NODELIST".into(), nodelist.clone()),
@@ -1457,11 +1466,7 @@ impl Cluster {
             ("GANGWAY_SUBMIT_DIR".into(), job.sub.cwd.clone()),
             ("GANGWAY_RESTART_COUNT".into(), (job.attempt - 1).to_string()),
             ("GANGWAY_CLUSTER_NAME".into(), self.config.cluster.clone()),
-        ];
-        if let Some(k) = &self.signer {
-            env.push(("GANGWAY_JOB_TOKEN".into(), k.job_token(job.id)));
-        }
-        env
+        ]
     }
 
     fn launch_for(&self, id: JobId, node: &str) -> Option<JobLaunch> {
@@ -1512,6 +1517,7 @@ impl Cluster {
             batch,
             env,
             cwd: job.sub.cwd.clone(),
+            umask: job.sub.umask.unwrap_or(crate::protocol::DEFAULT_UMASK) & 0o777,
         })
     }
 
@@ -1677,6 +1683,30 @@ impl Cluster {
     /// Every node for display.
     pub fn nodes(&self, now: u64) -> Vec<NodeInfo> {
         self.config.nodes.iter().filter_map(|n| self.node_info(n, now)).collect()
+    }
+
+    /// Whether `node`'s agent may vouch for a local user `uid` (a session it relays): the node
+    /// has a registered, connected agent, which runs as root or as `uid` itself (a non-root
+    /// agent runs every job as itself, so vouching for another user would hand them its uid).
+    pub fn may_vouch(&self, node: &str, uid: u32) -> Result<(), String> {
+        let rec = self.nodes.get(node).ok_or_else(|| {
+            format!(
+                "node '{node}' is not in cluster '{}'; its agent cannot vouch",
+                self.config.cluster
+            )
+        })?;
+        if rec.conn.is_none() {
+            return Err(format!(
+                "the agent of node '{node}' is not registered with the controller now; try again once `gangway nodes` shows it"
+            ));
+        }
+        if rec.agent_root || rec.agent_uid == Some(uid) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the agent of node '{node}' does not run as root, so it speaks only for its own user, not uid {uid}"
+            ))
+        }
     }
 
     /// Whether the caller is an administrator.
@@ -1848,11 +1878,11 @@ default = true
     }
 
     fn root() -> Caller {
-        Caller { uid: 0, gid: 0, user: "root".into(), admin: true, job: None }
+        Caller { uid: 0, gid: 0, user: "root".into(), admin: true }
     }
 
     fn alice() -> Caller {
-        Caller { uid: 1000, gid: 1000, user: "alice".into(), admin: false, job: None }
+        Caller { uid: 1000, gid: 1000, user: "alice".into(), admin: false }
     }
 
     fn registration(name: &str) -> Registration {
@@ -1866,6 +1896,7 @@ default = true
             port: 7718,
             running: Vec::new(),
             root: true,
+            uid: Some(0),
         }
     }
 
@@ -1891,6 +1922,7 @@ default = true
             command: "job.sh".into(),
             output: None,
             error: None,
+            umask: None,
             requeue: true,
             hold: false,
         }

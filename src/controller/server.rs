@@ -1,6 +1,9 @@
 //! The controller's I/O: the state-directory lock, the local socket and the TCP port, one task
 //! per connection, and the one task that owns the [`Cluster`] and the [`Store`]. Messages that
 //! arrive together are handled together and committed in one transaction before any reply.
+//! The TCP port's encrypted links (agents, users' tokens, vouched sessions) are in [`links`].
+
+mod links;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -8,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::cluster::{Caller, Cluster, ConnId, Effect};
 use super::config::Config;
 use super::store::{Store, StoreError};
-use crate::auth::{AuthError, Key, Session, TokenSubject};
+use crate::auth::{AuthError, Key};
 use crate::exit_code;
 use crate::protocol::{FromAgent, Reply, Request, ToAgent};
 
@@ -50,10 +53,28 @@ const BATCH: usize = 1024;
 /// Something for the owner task.
 #[derive(Debug)]
 enum Input {
-    Client { conn: ConnId, caller: Caller, request: Box<Request> },
-    ClientGone { conn: ConnId },
-    Agent { conn: ConnId, node: String, msg: FromAgent },
-    AgentGone { conn: ConnId },
+    Client {
+        conn: ConnId,
+        caller: Caller,
+        request: Box<Request>,
+    },
+    ClientGone {
+        conn: ConnId,
+    },
+    Agent {
+        conn: ConnId,
+        node: String,
+        msg: FromAgent,
+    },
+    AgentGone {
+        conn: ConnId,
+    },
+    /// May this node's agent vouch for this uid? (Asked before a relayed session is served.)
+    Vouch {
+        node: String,
+        uid: u32,
+        answer: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// What a connection task sends out.
@@ -155,7 +176,7 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             while let Ok((stream, _)) = tcp.accept().await {
                 let conn = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_tcp(
+                tokio::spawn(links::serve_tcp(
                     conn,
                     stream,
                     key.clone(),
@@ -190,13 +211,7 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
         for input in inputs {
             match input {
                 Input::Client { conn, mut caller, request } => {
-                    if let Some(job) = caller.job.and_then(|j| cluster.job(j)) {
-                        caller.uid = job.uid;
-                        caller.gid = job.gid;
-                        caller.user = job.user.clone();
-                    }
-                    caller.admin =
-                        caller.job.is_none() && cluster.is_admin(caller.uid, &caller.user);
+                    caller.admin = cluster.is_admin(caller.uid, &caller.user);
                     effects.extend(handle_request(
                         &mut cluster,
                         &store,
@@ -216,6 +231,9 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
                 Input::AgentGone { conn } => {
                     outs.remove(&conn);
                     cluster.agent_gone(conn, now);
+                }
+                Input::Vouch { node, uid, answer } => {
+                    let _ = answer.send(cluster.may_vouch(&node, uid));
                 }
             }
         }
@@ -300,13 +318,8 @@ fn handle_request(
         }
         Request::Resume { nodes } => reply(cluster.set_drain(caller, &nodes, None, now)),
         Request::Step(step) => cluster.step(conn, caller, step, now),
-        Request::Token => match caller.job {
-            Some(_) => reply(Reply::Error {
-                code: exit_code::PERMISSION_DENIED,
-                message: "a job token cannot ask for a user token".into(),
-            }),
-            None => Vec::new(),
-        },
+        // Answered by the connection's task (the key stays out of the owner task's hands).
+        Request::Token { .. } => Vec::new(),
         Request::Done { exit_code } => cluster.done(conn, exit_code, now),
     }
 }
@@ -353,9 +366,9 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-fn caller_for(uid: u32, gid: u32, job: Option<crate::protocol::JobId>) -> Caller {
+fn caller_for(uid: u32, gid: u32) -> Caller {
     let user = user_name(uid);
-    Caller { uid, gid, admin: false, user, job }
+    Caller { uid, gid, admin: false, user }
 }
 
 async fn serve_unix(
@@ -366,68 +379,9 @@ async fn serve_unix(
     reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
 ) {
     let Ok(cred) = stream.peer_cred() else { return };
-    let caller = caller_for(cred.uid(), cred.gid(), None);
+    let caller = caller_for(cred.uid(), cred.gid());
     let (rd, wr) = stream.into_split();
-    serve_client(conn, caller, BufReader::new(rd), wr, input, reg, key).await;
-}
-
-async fn serve_tcp(
-    conn: ConnId,
-    stream: TcpStream,
-    key: Key,
-    input: UnboundedSender<Input>,
-    reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
-) {
-    let peer = stream.peer_addr().ok();
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut first = String::new();
-    match tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    let first = first.trim_end();
-    if let Some(nonce) = first.strip_prefix("AGENT ") {
-        serve_agent(conn, nonce.to_string(), rd, wr, key, input, reg).await;
-        return;
-    }
-    let Some(token) = first.strip_prefix("TOKEN ") else {
-        let _ = wr
-            .write_all(
-                b"{\"error\":{\"code\":116,\"message\":\"expected TOKEN or AGENT first\"}}\n",
-            )
-            .await;
-        return;
-    };
-    let caller = match key.check_token(token) {
-        Some(TokenSubject::User(uid)) => {
-            let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.gid.as_raw())
-                .unwrap_or(uid);
-            caller_for(uid, gid, None)
-        }
-        Some(TokenSubject::Job(job)) => {
-            // The job's owner, limited to that job; the owner task fills in uid/gid.
-            Caller {
-                uid: u32::MAX,
-                gid: u32::MAX,
-                user: String::new(),
-                admin: false,
-                job: Some(job),
-            }
-        }
-        None => {
-            tracing::warn!(?peer, "client with a bad token");
-            let reply = Reply::Error { code: exit_code::NO_CONTROLLER, message: "the controller refused the token (GANGWAY_TOKEN): ask `gangway token` on the controller's machine for yours".into() };
-            let mut line = serde_json::to_string(&reply).unwrap_or_default();
-            line.push('\n');
-            let _ = wr.write_all(line.as_bytes()).await;
-            return;
-        }
-    };
-    serve_client(conn, caller, rd, wr, input, reg, key).await;
+    serve_client(conn, caller, BufReader::new(rd), wr, input, reg, Some(key)).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -438,7 +392,7 @@ async fn serve_client<R, W>(
     mut wr: W,
     input: UnboundedSender<Input>,
     reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
-    key: Key,
+    tokens: Option<Key>,
 ) where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -480,12 +434,9 @@ async fn serve_client<R, W>(
                 continue;
             }
         };
-        if let Request::Token = request
-            && caller.job.is_none()
-        {
+        if let Request::Token { valid_secs } = request {
             // Answered here: the key stays out of the owner task's hands.
-            let token = key.user_token(caller.uid);
-            let _ = tx.send(Outbound::Reply(Reply::Token { token }));
+            let _ = tx.send(Outbound::Reply(issue_token(tokens.as_ref(), &caller, valid_secs)));
             continue;
         }
         if input
@@ -500,90 +451,26 @@ async fn serve_client<R, W>(
     let _ = writer.await;
 }
 
-async fn serve_agent<R, W>(
-    conn: ConnId,
-    agent_nonce: String,
-    mut rd: BufReader<R>,
-    mut wr: W,
-    key: Key,
-    input: UnboundedSender<Input>,
-    reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
-) where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let mine = crate::auth::nonce();
-    if wr.write_all(format!("CONTROLLER {mine}\n").as_bytes()).await.is_err() {
-        return;
-    }
-    let mut recv = Session::controller(key.clone(), &agent_nonce, &mine);
-    let mut sendr = Session::controller(key, &agent_nonce, &mine);
-    let mut line = String::new();
-    // The first message must be a registration that authenticates.
-    match tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    let node = match recv.open(line.trim_end()).map(serde_json::from_str::<FromAgent>) {
-        Ok(Ok(FromAgent::Register(r))) => {
-            let name = r.name.clone();
-            let (tx, mut rx) = unbounded_channel::<Outbound>();
-            let _ = reg.send((conn, tx));
-            if input
-                .send(Input::Agent { conn, node: name.clone(), msg: FromAgent::Register(r) })
-                .is_err()
-            {
-                return;
-            }
-            tokio::spawn(async move {
-                while let Some(out) = rx.recv().await {
-                    match out {
-                        Outbound::ToAgent(m) => {
-                            let body = serde_json::to_string(&m).unwrap_or_default();
-                            let mut line = sendr.seal(&body);
-                            line.push('\n');
-                            if wr.write_all(line.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        Outbound::Close => {
-                            let _ = wr.shutdown().await;
-                            return;
-                        }
-                        Outbound::Reply(_) => {}
-                    }
-                }
-            });
-            name
-        }
-        Ok(_) => {
-            let _ = wr.write_all(b"ERROR the first message must be a registration\n").await;
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "agent refused");
-            let _ = wr.write_all(format!("ERROR {e}\n").as_bytes()).await;
-            return;
-        }
+/// The longest a token may be valid for.
+pub const MAX_TOKEN_SECS: u64 = 366 * 86400;
+
+/// A token for the caller, valid for `valid_secs`; `key` is `None` on links that may not ask.
+fn issue_token(key: Option<&Key>, caller: &Caller, valid_secs: u64) -> Reply {
+    let Some(key) = key else {
+        return Reply::Error {
+            code: exit_code::PERMISSION_DENIED,
+            message: "a token cannot be renewed with a token (it would never expire); run `gangway token` on a cluster node or the controller's machine".into(),
+        };
     };
-    loop {
-        line.clear();
-        match rd.read_line(&mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        match recv.open(line.trim_end()).map(serde_json::from_str::<FromAgent>) {
-            Ok(Ok(msg)) => {
-                if input.send(Input::Agent { conn, node: node.clone(), msg }).is_err() {
-                    break;
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(%node, error = %e, "malformed agent message ignored"),
-            Err(e) => {
-                tracing::warn!(%node, error = %e, "agent message failed authentication; dropping the connection");
-                break;
-            }
-        }
+    if valid_secs == 0 || valid_secs > MAX_TOKEN_SECS {
+        return Reply::Error {
+            code: exit_code::USAGE,
+            message: format!(
+                "--valid: a token is valid between 1 second and {} days",
+                MAX_TOKEN_SECS / 86400
+            ),
+        };
     }
-    let _ = input.send(Input::AgentGone { conn });
+    let expiry = crate::auth::unix_now().saturating_add(valid_secs);
+    Reply::Token { token: key.user_token(caller.uid, expiry).to_string(), expiry }
 }

@@ -283,8 +283,17 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     let _ = gangway().arg("keygen").arg(&wrong).output().unwrap();
     let right = m.dir.join("key");
     let cases = [
-        (&wrong, ["--port", "7719", "--name", "node1"], "do not share the same key"),
-        (&right, ["--port", "7720", "--name", "node9"], "node 'node9' is in no partition"),
+        // Sockets of their own: node1's agent answers on the default one.
+        (
+            &wrong,
+            ["--port", "7719", "--name", "node1", "--socket", "/tmp/wrong1.sock"],
+            "do not share the same key",
+        ),
+        (
+            &right,
+            ["--port", "7720", "--name", "node9", "--socket", "/tmp/wrong2.sock"],
+            "node 'node9' is in no partition",
+        ),
     ];
     for (key, extra, needle) in cases {
         // Bounded: an agent that is never answered would retry forever.

@@ -341,11 +341,17 @@ impl LocalRanks {
             PmiServer::start(info, job.node_id, job.ranks.clone(), job.pmi_mode, Some(root_tx))
                 .await
                 .map_err(|e| format!("node {}: cannot start the PMI service: {e}", job.node_id))?;
-        let base_env: Vec<(OsString, OsString)> = job
+        let mut base_env: Vec<(OsString, OsString)> = job
             .env
             .iter()
             .map(|(k, v)| (OsString::from_vec(k.clone()), OsString::from_vec(v.clone())))
             .collect();
+        // A proxy that a node's agent started has that agent's socket here: the ranks' own
+        // `gangway` commands reach the controller through it, as their user, with no secret.
+        if let Some(socket) = std::env::var_os("GANGWAY_CONTROLLER") {
+            base_env.retain(|(k, _)| k != "GANGWAY_CONTROLLER");
+            base_env.push(("GANGWAY_CONTROLLER".into(), socket));
+        }
         let program = PathBuf::from(OsString::from_vec(job.program.clone()));
         let argv0 = OsString::from_vec(job.argv0.clone());
         let args: Vec<OsString> = job.args.iter().map(|a| OsString::from_vec(a.clone())).collect();

@@ -86,6 +86,8 @@ pub struct BootstrapConfig {
     pub agent_credential: Option<String>,
     /// With [`LauncherKind::Agent`]: each node's agent address, by node name.
     pub agent_hosts: Vec<(String, String)>,
+    /// With [`LauncherKind::Agent`]: the step's link key (hex), from the controller's grant.
+    pub agent_link_key: Option<String>,
 }
 
 /// `--launcher`.
@@ -137,6 +139,11 @@ impl BootstrapConfig {
                     .agent_credential
                     .clone()
                     .ok_or("the agent launcher needs a step credential")?,
+                link_key: self
+                    .agent_link_key
+                    .as_deref()
+                    .and_then(gangway_link::Psk::from_hex)
+                    .ok_or("the agent launcher needs the step's link key (64 hex digits)")?,
                 hosts: self.agent_hosts.iter().cloned().collect(),
                 connect_timeout: timeout,
             }),

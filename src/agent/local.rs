@@ -1,0 +1,144 @@
+//! The agent's local socket (default `<spool>/agent.sock`): any user of this node may connect;
+//! the kernel says who they are (`SO_PEERCRED`), and the agent relays their session to the
+//! controller over a new encrypted link that vouches for them (`VOUCH <node>`, then their uid
+//! and gid). Jobs get this socket as `GANGWAY_CONTROLLER`, so `gangway run`, `batch`, `queue` or
+//! `cancel` inside a job reach the controller as the job's user, with no secret in the job's
+//! environment, as munge lets Slurm's commands do.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+use super::process;
+use crate::auth::Key;
+use crate::exit_code;
+use crate::protocol::{JobId, Reply};
+use crate::wire::{self, Preamble, Vouch};
+
+/// The largest request line relayed (a batch script's text travels in one).
+pub const LINE_MAX: usize = gangway_link::DEFAULT_MESSAGE_LIMIT;
+
+/// What the relay needs.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub controller: String,
+    pub key: Key,
+    pub node: String,
+}
+
+/// A question for the agent's owner task: which job, if any, has this session?
+#[derive(Debug)]
+pub struct JobQuery {
+    pub sid: u32,
+    pub answer: oneshot::Sender<Option<JobId>>,
+}
+
+/// Listens on `path`, replacing a stale socket but never a live one (another agent's).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        // Users must reach the socket by name; they need not list the directory.
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::other("another agent already answers on this socket"));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    // Anyone may connect: the kernel's word on who they are is what gets vouched for.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves the socket for as long as the agent lives.
+pub async fn serve(listener: UnixListener, opts: LocalOptions, jobs: UnboundedSender<JobQuery>) {
+    let opts = Arc::new(opts);
+    gangway_link::accept::serve(listener, "agent socket", move |stream| {
+        let (opts, jobs) = (opts.clone(), jobs.clone());
+        tokio::spawn(async move { relay(stream, &opts, &jobs).await });
+    })
+    .await;
+}
+
+/// Relays one local session to the controller, or answers why it cannot.
+async fn relay(mut stream: UnixStream, opts: &LocalOptions, jobs: &UnboundedSender<JobQuery>) {
+    let Ok(cred) = stream.peer_cred() else { return };
+    let (uid, gid) = (cred.uid(), cred.gid());
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && uid != me.as_raw() {
+        // A non-root agent runs every job as itself: speaking for another user would hand them
+        // this agent's uid.
+        let message = format!(
+            "the agent of {} does not run as root, so it speaks only for uid {me}, not {uid}",
+            opts.node
+        );
+        refuse(&mut stream, exit_code::PERMISSION_DENIED, message).await;
+        return;
+    }
+    let pid = cred.pid().unwrap_or(0);
+    let job = job_of(pid, jobs).await;
+    let link = async {
+        let mut tcp = TcpStream::connect(&opts.controller).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let preamble = Preamble::Vouch { node: opts.node.clone() };
+        let (mut sealer, opener) =
+            wire::initiate(&mut tcp, &preamble, &opts.key).await.map_err(|e| e.to_string())?;
+        let vouch = Vouch { uid, gid, pid, job };
+        wire::send(&mut tcp, &mut sealer, &vouch).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((tcp, sealer, opener))
+    };
+    let (tcp, sealer, opener) = match tokio::time::timeout(Duration::from_secs(10), link).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(why)) => {
+            let message = format!(
+                "the agent of {} cannot reach the controller at {}: {why}",
+                opts.node, opts.controller
+            );
+            refuse(&mut stream, exit_code::NO_CONTROLLER, message).await;
+            return;
+        }
+        Err(_) => {
+            let message = format!(
+                "the agent of {} got no answer from the controller at {}",
+                opts.node, opts.controller
+            );
+            refuse(&mut stream, exit_code::NO_CONTROLLER, message).await;
+            return;
+        }
+    };
+    let (local_rd, local_wr) = stream.into_split();
+    let (net_rd, net_wr) = tcp.into_split();
+    wire::spawn_relay(local_rd, local_wr, net_rd, net_wr, sealer, opener, LINE_MAX);
+}
+
+/// The job whose session `pid` is in, if the owner task knows one.
+async fn job_of(pid: i32, jobs: &UnboundedSender<JobQuery>) -> Option<JobId> {
+    let sid = process::session_of(pid)?;
+    let (answer, rx) = oneshot::channel();
+    jobs.send(JobQuery { sid, answer }).ok()?;
+    tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()?
+}
+
+/// Answers the caller's first request with an error, in the local socket's own format.
+async fn refuse(stream: &mut UnixStream, code: u8, message: String) {
+    tracing::warn!(%message, "local session refused");
+    let mut line = serde_json::to_string(&Reply::Error { code, message }).unwrap_or_default();
+    line.push('\n');
+    let _ = stream.write_all(line.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    wire::drain(stream).await;
+}
+
+/// The default socket of an agent whose spool is `spool`.
+pub fn default_path(spool: &Path) -> PathBuf {
+    spool.join("agent.sock")
+}

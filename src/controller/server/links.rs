@@ -1,0 +1,253 @@
+//! The controller's TCP connections, all encrypted (see [`crate::wire`]): the preamble picks the
+//! key and the handshake proves the peer holds it, before anything else is read. Agents then get
+//! their message loop; commands — with a user's own token (`USER`), or relayed by a node's agent
+//! that vouches for a local user (`VOUCH`) — are bridged to the same request loop as the local
+//! socket, so they are served exactly as local commands are.
+
+use std::time::Duration;
+
+use gangway_link::{Opener, Sealer};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+use super::{Input, Outbound, caller_for, serve_client};
+use crate::auth::{Key, show_time, unix_now};
+use crate::controller::cluster::ConnId;
+use crate::exit_code;
+use crate::protocol::{FromAgent, Reply, ToAgent};
+use crate::wire::{self, PREAMBLE_MAX, Preamble, Vouch, WireError};
+
+/// How long a peer has to say who it is and finish the handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+
+type Registrar = UnboundedSender<(ConnId, UnboundedSender<Outbound>)>;
+
+/// Serves one TCP connection until it ends.
+pub(super) async fn serve_tcp(
+    conn: ConnId,
+    mut stream: TcpStream,
+    key: Key,
+    input: UnboundedSender<Input>,
+    reg: Registrar,
+) {
+    let peer = stream.peer_addr().ok();
+    let line = match tokio::time::timeout(
+        HANDSHAKE_TIME,
+        gangway_link::tokio_io::read_preamble(&mut stream, PREAMBLE_MAX),
+    )
+    .await
+    {
+        Ok(Ok(Some(line))) => line,
+        _ => return,
+    };
+    let preamble = match Preamble::parse(&line) {
+        Ok(p) => p,
+        Err(why) => {
+            // In clear: nothing is known about the peer, and nothing secret is said.
+            tracing::warn!(?peer, %why, "connection refused before the handshake");
+            let reply = Reply::Error { code: exit_code::NO_CONTROLLER, message: why };
+            let _ = stream.write_all(clear_line(&reply).as_bytes()).await;
+            let _ = stream.shutdown().await;
+            wire::drain(&mut stream).await;
+            return;
+        }
+    };
+    let psk = preamble.psk(&key);
+    let handshake = gangway_link::tokio_io::respond(&mut stream, &psk, line.as_bytes());
+    let (mut sealer, opener) = match tokio::time::timeout(HANDSHAKE_TIME, handshake).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => {
+            tracing::warn!(?peer, preamble = %line, error = %e, "link refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    match preamble {
+        Preamble::Agent { node } => {
+            serve_agent(conn, node, stream, sealer, opener, input, reg).await
+        }
+        Preamble::User { uid, expiry } => {
+            if expiry <= unix_now() {
+                let message = format!(
+                    "your token (uid {uid}) expired at {}; get a new one with `gangway token` on a cluster node or the controller's machine",
+                    show_time(expiry)
+                );
+                let reply = Reply::Error { code: exit_code::NO_CONTROLLER, message };
+                let _ = wire::send(&mut stream, &mut sealer, &reply).await;
+                let _ = stream.shutdown().await;
+                wire::drain(&mut stream).await;
+                return;
+            }
+            let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw())
+                .unwrap_or(uid);
+            // No token for token holders: a token that could renew itself would never expire.
+            bridge(conn, caller_for(uid, gid), stream, sealer, opener, None, input, reg).await;
+        }
+        Preamble::Vouch { node } => {
+            serve_vouched(conn, node, stream, sealer, opener, key, input, reg).await
+        }
+    }
+}
+
+fn clear_line(reply: &Reply) -> String {
+    let mut line = serde_json::to_string(reply).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// A session an agent relays for a local user: the first message says who (as the kernel told
+/// the agent); the owner task checks that this node's agent may vouch for that uid.
+#[allow(clippy::too_many_arguments)]
+async fn serve_vouched(
+    conn: ConnId,
+    node: String,
+    mut stream: TcpStream,
+    mut sealer: Sealer,
+    mut opener: Opener,
+    key: Key,
+    input: UnboundedSender<Input>,
+    reg: Registrar,
+) {
+    let vouch = match tokio::time::timeout(
+        HANDSHAKE_TIME,
+        wire::recv::<_, Vouch>(&mut stream, &mut opener),
+    )
+    .await
+    {
+        Ok(Ok(Some(v))) => v,
+        _ => return,
+    };
+    let (answer, verdict) = tokio::sync::oneshot::channel();
+    if input.send(Input::Vouch { node: node.clone(), uid: vouch.uid, answer }).is_err() {
+        return;
+    }
+    if let Ok(Err(why)) | Err(why) = verdict.await.map_err(|_| "the controller is stopping".into())
+    {
+        tracing::warn!(%node, uid = vouch.uid, %why, "vouch refused");
+        let reply = Reply::Error { code: exit_code::PERMISSION_DENIED, message: why };
+        let _ = wire::send(&mut stream, &mut sealer, &reply).await;
+        let _ = stream.shutdown().await;
+        wire::drain(&mut stream).await;
+        return;
+    }
+    tracing::debug!(%node, uid = vouch.uid, pid = vouch.pid, job = ?vouch.job, "vouched session");
+    let caller = caller_for(vouch.uid, vouch.gid);
+    bridge(conn, caller, stream, sealer, opener, Some(key), input, reg).await;
+}
+
+/// Serves a command's link with the request loop of local commands, through an in-memory pipe
+/// of JSON lines. `tokens`: the key, when this caller may ask for a token.
+#[allow(clippy::too_many_arguments)]
+async fn bridge(
+    conn: ConnId,
+    caller: crate::controller::cluster::Caller,
+    stream: TcpStream,
+    sealer: Sealer,
+    opener: Opener,
+    tokens: Option<Key>,
+    input: UnboundedSender<Input>,
+    reg: Registrar,
+) {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (ours_rd, ours_wr) = tokio::io::split(ours);
+    let (theirs_rd, theirs_wr) = tokio::io::split(theirs);
+    let (net_rd, net_wr) = stream.into_split();
+    let relay = wire::spawn_relay(
+        ours_rd,
+        ours_wr,
+        net_rd,
+        net_wr,
+        sealer,
+        opener,
+        gangway_link::DEFAULT_MESSAGE_LIMIT,
+    );
+    serve_client(conn, caller, BufReader::new(theirs_rd), theirs_wr, input, reg, tokens).await;
+    // The last replies drain through the relay; a peer that does not read them is cut off.
+    let up = relay.up;
+    if tokio::time::timeout(HANDSHAKE_TIME, up).await.is_err() {
+        tracing::debug!("a client did not read its last replies");
+    }
+    relay.down.abort();
+}
+
+/// A node's agent: its registration (which must name the node its preamble named), then its
+/// messages until the link ends.
+async fn serve_agent(
+    conn: ConnId,
+    node: String,
+    stream: TcpStream,
+    mut sealer: Sealer,
+    mut opener: Opener,
+    input: UnboundedSender<Input>,
+    reg: Registrar,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let first =
+        tokio::time::timeout(HANDSHAKE_TIME, wire::recv::<_, FromAgent>(&mut rd, &mut opener))
+            .await;
+    let registration = match first {
+        Ok(Ok(Some(FromAgent::Register(r)))) if r.name == node => r,
+        Ok(Ok(Some(FromAgent::Register(r)))) => {
+            let reason = format!(
+                "the agent registers as node '{}' but connected as '{node}'; install the same gangway everywhere",
+                r.name
+            );
+            let _ = wire::send(&mut wr, &mut sealer, &ToAgent::Refused { reason }).await;
+            return;
+        }
+        Ok(Ok(Some(_))) => {
+            let reason = "the first message must be a registration".to_string();
+            let _ = wire::send(&mut wr, &mut sealer, &ToAgent::Refused { reason }).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%node, error = %e, "agent refused");
+            return;
+        }
+        Ok(Ok(None)) | Err(_) => return,
+    };
+    let (tx, mut rx) = unbounded_channel::<Outbound>();
+    let _ = reg.send((conn, tx));
+    let msg = FromAgent::Register(registration);
+    if input.send(Input::Agent { conn, node: node.clone(), msg }).is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::ToAgent(m) => {
+                    if wire::send(&mut wr, &mut sealer, &m).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Close => {
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+                Outbound::Reply(_) => {}
+            }
+        }
+    });
+    loop {
+        match wire::recv::<_, FromAgent>(&mut rd, &mut opener).await {
+            Ok(Some(msg)) => {
+                if input.send(Input::Agent { conn, node: node.clone(), msg }).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(WireError::Malformed(e)) => {
+                tracing::warn!(%node, error = %e, "malformed agent message ignored")
+            }
+            Err(WireError::Link(e)) => {
+                tracing::warn!(%node, error = %e, "agent link broken; dropping the connection");
+                break;
+            }
+        }
+    }
+    let _ = input.send(Input::AgentGone { conn });
+}

@@ -2127,6 +2127,33 @@ default = true
     }
 
     #[test]
+    fn agents_vouch_only_while_registered_and_non_root_ones_only_for_themselves() {
+        let mut c = cluster();
+        assert_eq!(c.may_vouch("n1", 0), Ok(()));
+        assert_eq!(c.may_vouch("n1", 1000), Ok(()));
+        let unknown = c.may_vouch("n9", 1000).expect_err("not a node");
+        assert!(unknown.contains("'n9'"), "{unknown}");
+        // A non-root agent (uid 1000) speaks for uid 1000 only.
+        let mut r = registration("n2");
+        r.root = false;
+        r.uid = Some(1000);
+        c.from_agent(202, "n2", FromAgent::Register(r), 1);
+        assert_eq!(c.may_vouch("n2", 1000), Ok(()));
+        let other = c.may_vouch("n2", 0).expect_err("not its uid");
+        assert!(other.contains("not run as root"), "{other}");
+        // One that did not say its uid speaks for nobody.
+        let mut r = registration("n3");
+        r.root = false;
+        r.uid = None;
+        c.from_agent(203, "n3", FromAgent::Register(r), 1);
+        assert!(c.may_vouch("n3", 1000).is_err());
+        // Once its connection is gone, nobody's.
+        c.agent_gone(101, 2);
+        let gone = c.may_vouch("n1", 1000).expect_err("disconnected");
+        assert!(gone.contains("not registered"), "{gone}");
+    }
+
+    #[test]
     fn step_credentials_round_trip() {
         let nodes = vec![
             GrantNode {

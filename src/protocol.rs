@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a message changes incompatibly; both sides check it at the first message.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// A job's identifier.
 pub type JobId = u64;

@@ -134,8 +134,7 @@ where
 /// lose the error before reading it.
 pub async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
     let mut sink = tokio::io::sink();
-    let limited = tokio::io::AsyncReadExt::take(r, DRAIN_MAX);
-    let mut limited = limited;
+    let mut limited = tokio::io::AsyncReadExt::take(r, DRAIN_MAX);
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         tokio::io::copy(&mut limited, &mut sink),

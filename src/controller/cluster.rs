@@ -1688,24 +1688,28 @@ impl Cluster {
     /// Whether `node`'s agent may vouch for a local user `uid` (a session it relays): the node
     /// has a registered, connected agent, which runs as root or as `uid` itself (a non-root
     /// agent runs every job as itself, so vouching for another user would hand them its uid).
-    pub fn may_vouch(&self, node: &str, uid: u32) -> Result<(), String> {
+    /// A refusal comes with the exit code the command should end with.
+    pub fn may_vouch(&self, node: &str, uid: u32) -> Result<(), (u8, String)> {
         let rec = self.nodes.get(node).ok_or_else(|| {
-            format!(
-                "node '{node}' is not in cluster '{}'; its agent cannot vouch",
+            let message = format!(
+                "node '{node}' is not in cluster '{}'; its agent cannot speak for its users",
                 self.config.cluster
-            )
+            );
+            (exit_code::NO_CONTROLLER, message)
         })?;
         if rec.conn.is_none() {
-            return Err(format!(
-                "the agent of node '{node}' is not registered with the controller now; try again once `gangway nodes` shows it"
-            ));
+            let message = format!(
+                "the agent of node '{node}' is not registered with the controller now; try again once `gangway nodes` shows the node"
+            );
+            return Err((exit_code::NO_CONTROLLER, message));
         }
         if rec.agent_root || rec.agent_uid == Some(uid) {
             Ok(())
         } else {
-            Err(format!(
+            let message = format!(
                 "the agent of node '{node}' does not run as root, so it speaks only for its own user, not uid {uid}"
-            ))
+            );
+            Err((exit_code::PERMISSION_DENIED, message))
         }
     }
 
@@ -2131,16 +2135,17 @@ default = true
         let mut c = cluster();
         assert_eq!(c.may_vouch("n1", 0), Ok(()));
         assert_eq!(c.may_vouch("n1", 1000), Ok(()));
-        let unknown = c.may_vouch("n9", 1000).expect_err("not a node");
-        assert!(unknown.contains("'n9'"), "{unknown}");
+        let (code, unknown) = c.may_vouch("n9", 1000).expect_err("not a node");
+        assert!(unknown.contains("'n9'") && code == exit_code::NO_CONTROLLER, "{unknown}");
         // A non-root agent (uid 1000) speaks for uid 1000 only.
         let mut r = registration("n2");
         r.root = false;
         r.uid = Some(1000);
         c.from_agent(202, "n2", FromAgent::Register(r), 1);
         assert_eq!(c.may_vouch("n2", 1000), Ok(()));
-        let other = c.may_vouch("n2", 0).expect_err("not its uid");
+        let (code, other) = c.may_vouch("n2", 0).expect_err("not its uid");
         assert!(other.contains("not run as root"), "{other}");
+        assert_eq!(code, exit_code::PERMISSION_DENIED);
         // One that did not say its uid speaks for nobody.
         let mut r = registration("n3");
         r.root = false;
@@ -2149,7 +2154,7 @@ default = true
         assert!(c.may_vouch("n3", 1000).is_err());
         // Once its connection is gone, nobody's.
         c.agent_gone(101, 2);
-        let gone = c.may_vouch("n1", 1000).expect_err("disconnected");
+        let (_, gone) = c.may_vouch("n1", 1000).expect_err("disconnected");
         assert!(gone.contains("not registered"), "{gone}");
     }
 

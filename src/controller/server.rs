@@ -73,7 +73,7 @@ enum Input {
     Vouch {
         node: String,
         uid: u32,
-        answer: tokio::sync::oneshot::Sender<Result<(), String>>,
+        answer: tokio::sync::oneshot::Sender<Result<(), (u8, String)>>,
     },
 }
 

@@ -16,7 +16,7 @@ use crate::auth::{Key, show_time, unix_now};
 use crate::controller::cluster::ConnId;
 use crate::exit_code;
 use crate::protocol::{FromAgent, Reply, ToAgent};
-use crate::wire::{self, PREAMBLE_MAX, Preamble, Vouch, WireError};
+use crate::wire::{self, PREAMBLE_MAX, Preamble, Relay, Vouch, WireError};
 
 /// How long a peer has to say who it is and finish the handshake.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
@@ -125,10 +125,10 @@ async fn serve_vouched(
     if input.send(Input::Vouch { node: node.clone(), uid: vouch.uid, answer }).is_err() {
         return;
     }
-    if let Ok(Err(why)) | Err(why) = verdict.await.map_err(|_| "the controller is stopping".into())
-    {
+    let stopping = |_| (exit_code::NO_CONTROLLER, "the controller is stopping".to_string());
+    if let Ok(Err((code, why))) | Err((code, why)) = verdict.await.map_err(stopping) {
         tracing::warn!(%node, uid = vouch.uid, %why, "vouch refused");
-        let reply = Reply::Error { code: exit_code::PERMISSION_DENIED, message: why };
+        let reply = Reply::Error { code, message: why };
         let _ = wire::send(&mut stream, &mut sealer, &reply).await;
         let _ = stream.shutdown().await;
         wire::drain(&mut stream).await;
@@ -167,11 +167,12 @@ async fn bridge(
     );
     serve_client(conn, caller, BufReader::new(theirs_rd), theirs_wr, input, reg, tokens).await;
     // The last replies drain through the relay; a peer that does not read them is cut off.
-    let up = relay.up;
-    if tokio::time::timeout(HANDSHAKE_TIME, up).await.is_err() {
+    let Relay { mut up, down } = relay;
+    if tokio::time::timeout(HANDSHAKE_TIME, &mut up).await.is_err() {
         tracing::debug!("a client did not read its last replies");
+        up.abort();
     }
-    relay.down.abort();
+    down.abort();
 }
 
 /// A node's agent: its registration (which must name the node its preamble named), then its

@@ -517,7 +517,7 @@ fn a_vouch_without_the_key_is_refused() {
             gangway::wire::recv(&mut s, &mut opener).await.unwrap();
         eprintln!("VOUCH node9 with the key: {reply:?}");
         match reply {
-            Some(gangway::protocol::Reply::Error { code: 117, message }) => {
+            Some(gangway::protocol::Reply::Error { code: 116, message }) => {
                 assert!(message.contains("node9"), "{message}")
             }
             other => panic!("expected a refusal, got {other:?}"),

@@ -260,6 +260,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_relay_turns_lines_into_messages_and_back_and_stops_at_long_lines() {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let psk = Psk([6; 32]);
+        // lines (client) <-> relay <-> link <-> far end
+        let (client, relay_lines) = tokio::io::duplex(1 << 16);
+        let (relay_net, mut far) = tokio::io::duplex(1 << 16);
+        let psk2 = psk.clone();
+        let far_end = tokio::spawn(async move {
+            let (s, mut o) =
+                gangway_link::tokio_io::respond(&mut far, &psk2, b"").await.expect("handshake");
+            let a = gangway_link::tokio_io::recv(&mut far, &mut o).await.expect("a").expect("a");
+            let b = gangway_link::tokio_io::recv(&mut far, &mut o).await.expect("b").expect("b");
+            (far, s, o, a, b)
+        });
+        let mut relay_net = relay_net;
+        let (sealer, opener) =
+            gangway_link::tokio_io::initiate(&mut relay_net, &psk, b"").await.expect("link");
+        let (lr, lw) = tokio::io::split(relay_lines);
+        let (nr, nw) = tokio::io::split(relay_net);
+        let _relay = spawn_relay(lr, lw, nr, nw, sealer, opener, 64);
+        let (cr, mut cw) = tokio::io::split(client);
+        cw.write_all(b"{\"a\":1}\n{\"b\":2}\n").await.expect("write");
+        let (mut far, mut s, _o, a, b) = far_end.await.expect("far end");
+        assert_eq!((a.as_slice(), b.as_slice()), (&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]));
+        gangway_link::tokio_io::send(&mut far, &mut s, b"{\"ok\":true}").await.expect("reply");
+        let mut cr = tokio::io::BufReader::new(cr);
+        let mut line = String::new();
+        cr.read_line(&mut line).await.expect("reply line");
+        assert_eq!(line, "{\"ok\":true}\n");
+        // A line over the limit ends the relay: the far end sees the link close.
+        cw.write_all(&[b'x'; 100]).await.expect("write");
+        cw.write_all(b"\n").await.expect("write");
+        let mut rest = Vec::new();
+        far.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty(), "nothing of the long line was sent");
+    }
+
+    #[tokio::test]
     async fn json_messages_over_a_link() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let k = Key::from_bytes(b"0123456789abcdef0123");

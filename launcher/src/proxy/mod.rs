@@ -1,8 +1,10 @@
 //! Multi-node jobs: one proxy per node runs that node's ranks and serves their PMI; the
 //! launcher (the root) starts proxies over SSH in a fan-out tree and makes every decision.
 //!
-//! `protocol` is the wire between them, `node` is the proxy itself, `root` the launcher side.
+//! `protocol` is the messages between them, `callback` the encrypted links that carry them,
+//! `node` is the proxy itself, `root` the launcher side.
 
+pub mod callback;
 pub mod node;
 pub mod protocol;
 pub mod root;

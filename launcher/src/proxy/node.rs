@@ -12,16 +12,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gangway_link::Psk;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
+use super::callback::{
+    Arrival, CallBackError, CallbackListener, LinkWriter, call_back, link_child,
+};
 use super::protocol::{
-    Down, Envelope, FrameError, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up, read_frame,
-    write_frame,
+    Down, Envelope, FrameError, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up,
 };
 use crate::binding::{self, Machine};
 use crate::bootstrap::{self, HostSpec, RemoteCommand};
@@ -40,40 +42,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a proxy could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no start line on stdin (expected 'TOKEN HOST:PORT'): {0}")]
+    #[error("no start line on stdin (expected 'KEY HOST:PORT'): {0}")]
     StartLine(String),
     #[error("cannot reach the launcher at {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    Connect { addr: SocketAddr, source: CallBackError },
     #[error("the launcher did not answer: {0}")]
     Protocol(String),
 }
 
-/// The first line a proxy reads on stdin: the job's token and where to call back.
-pub fn start_line(token: &str, parent: SocketAddr) -> String {
-    format!("{token} {parent}\n")
+/// The first line a proxy reads on stdin: the job's call-back key and where to call back.
+/// It travels only inside the session that starts the proxy (SSH, or an agent's step link).
+pub fn start_line(key: &Psk, parent: SocketAddr) -> String {
+    format!("{} {parent}\n", key.to_hex())
 }
 
 /// Runs the proxy for `node_id` until its parent goes away. Returns the process exit code.
 pub async fn run(node_id: u32) -> Result<(), ProxyError> {
-    let (token, parent) = read_start_line()?;
+    let (key, parent) = read_start_line()?;
     let parent_gone = watch_stdin_end();
-    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(parent))
+    let (mut from_parent, to_parent, address) = call_back(parent, &key, node_id, CONNECT_TIMEOUT)
         .await
-        .map_err(|_| ProxyError::Connect {
-            addr: parent,
-            source: std::io::ErrorKind::TimedOut.into(),
-        })?
         .map_err(|source| ProxyError::Connect { addr: parent, source })?;
-    let _ = stream.set_nodelay(true);
-    let address =
-        stream.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let (mut from_parent, mut to_parent) = stream.into_split();
-    let hostname =
-        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let hello = Up::Hello { version: PROTOCOL_VERSION, token: token.clone(), node_id, hostname };
-    write_frame(&mut to_parent, &hello).await.map_err(|e| ProxyError::Protocol(e.to_string()))?;
     let first: Envelope =
-        read_frame(&mut from_parent).await.map_err(|e| ProxyError::Protocol(e.to_string()))?;
+        from_parent.recv().await.map_err(|e| ProxyError::Protocol(e.to_string()))?;
     let Down::Start(subtree) = first.msg else {
         return Err(ProxyError::Protocol("expected the job first".into()));
     };
@@ -84,7 +75,7 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
     let (down_tx, mut down_rx) = unbounded_channel::<Result<Envelope, FrameError>>();
     tokio::spawn(async move {
         loop {
-            let next = read_frame::<_, Envelope>(&mut from_parent).await;
+            let next = from_parent.recv::<Envelope>().await;
             let done = next.is_err();
             if down_tx.send(next).is_err() || done {
                 return;
@@ -92,7 +83,7 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
         }
     });
 
-    let children = Children::start(&subtree, &token, up_tx.clone()).await;
+    let children = Children::start(&subtree, &key, up_tx.clone()).await;
     let mut ranks = match LocalRanks::start(&subtree, up_tx.clone(), address).await {
         Ok(ranks) => ranks,
         Err(message) => {
@@ -137,18 +128,25 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn read_start_line() -> Result<(String, SocketAddr), ProxyError> {
+fn read_start_line() -> Result<(Psk, SocketAddr), ProxyError> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
         .map_err(|e| ProxyError::StartLine(e.to_string()))?;
+    parse_start_line(&line)
+}
+
+fn parse_start_line(line: &str) -> Result<(Psk, SocketAddr), ProxyError> {
     let mut words = line.split_whitespace();
-    let (Some(token), Some(addr)) = (words.next(), words.next()) else {
-        return Err(ProxyError::StartLine(format!("got {line:?}")));
+    let (Some(key), Some(addr)) = (words.next(), words.next()) else {
+        // Never echo the line: it may hold most of a key.
+        return Err(ProxyError::StartLine(format!("a line of {} bytes", line.len())));
     };
+    let key = Psk::from_hex(key)
+        .ok_or_else(|| ProxyError::StartLine("the key is not 64 hex digits".into()))?;
     let addr = addr.parse().map_err(|_| ProxyError::StartLine(format!("bad address {addr:?}")))?;
-    Ok((token.to_string(), addr))
+    Ok((key, addr))
 }
 
 /// Resolves when stdin reaches end of file: the SSH session that started us is gone.
@@ -167,9 +165,9 @@ fn watch_stdin_end() -> tokio::sync::oneshot::Receiver<()> {
     rx
 }
 
-async fn write_up(mut to_parent: tokio::net::tcp::OwnedWriteHalf, mut rx: UnboundedReceiver<Up>) {
+async fn write_up(mut to_parent: LinkWriter, mut rx: UnboundedReceiver<Up>) {
     while let Some(msg) = rx.recv().await {
-        if write_frame(&mut to_parent, &msg).await.is_err() {
+        if to_parent.send(&msg).await.is_err() {
             return;
         }
     }
@@ -183,7 +181,7 @@ struct Children {
 }
 
 impl Children {
-    async fn start(subtree: &Subtree, token: &str, up: UnboundedSender<Up>) -> Children {
+    async fn start(subtree: &Subtree, key: &Psk, up: UnboundedSender<Up>) -> Children {
         let mut children =
             Children { writers: Vec::new(), route: HashMap::new(), _sessions: Vec::new() };
         if subtree.below.is_empty() {
@@ -201,7 +199,7 @@ impl Children {
                 return children;
             }
         };
-        let listener = match TcpListener::bind(("0.0.0.0", 0)).await {
+        let mut listener = match CallbackListener::bind(key.clone()).await {
             Ok(l) => l,
             Err(e) => {
                 for below in &subtree.below {
@@ -210,7 +208,7 @@ impl Children {
                 return children;
             }
         };
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = listener.port();
         let mut starting = JoinSet::new();
         for (i, below) in subtree.below.iter().enumerate() {
             let bootstrap = Arc::clone(&bootstrap);
@@ -226,7 +224,7 @@ impl Children {
                 Ok(cmd) => {
                     if let Some(stdin) = &cmd.stdin {
                         let back = SocketAddr::new(cmd.local_addr.ip(), port);
-                        let _ = stdin.write(start_line(token, back).into_bytes());
+                        let _ = stdin.write(start_line(key, back).into_bytes());
                     }
                     children._sessions.push(cmd);
                     pending.insert(below.job.node_id, below);
@@ -234,34 +232,34 @@ impl Children {
                 Err(e) => fail_all(&up, below, e.to_string()),
             }
         }
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut other_version = None;
         while !pending.is_empty() {
-            let Ok(Ok((stream, _))) = timeout(CONNECT_TIMEOUT, listener.accept()).await else {
-                break;
+            let caller = match timeout_at(deadline, listener.next()).await {
+                Ok(Some(Arrival::Proxy(caller))) => caller,
+                Ok(Some(Arrival::WrongVersion { version })) => {
+                    other_version = Some(version);
+                    continue;
+                }
+                _ => break,
             };
-            let _ = stream.set_nodelay(true);
-            let (mut rd, wr) = stream.into_split();
-            let Ok(Up::Hello { version, token: theirs, node_id, .. }) =
-                read_frame::<_, Up>(&mut rd).await
-            else {
+            let Some(below) = pending.remove(&caller.node_id) else {
                 continue;
             };
-            let Some(below) =
-                pending.remove(&node_id).filter(|_| version == PROTOCOL_VERSION && theirs == token)
-            else {
-                continue;
-            };
+            let node_id = caller.node_id;
             let index = children.writers.len();
             for id in below.node_ids() {
                 children.route.insert(id, index);
             }
             let start = Envelope { to: Some(node_id), msg: Down::Start(Box::new(below.clone())) };
             let lost = format!("connection to the proxy on {} dropped", below.host);
-            let tx = super::protocol::link_child(rd, wr, below.node_ids(), up.clone(), lost);
+            let tx = link_child(caller.reader, caller.writer, below.node_ids(), up.clone(), lost);
             let _ = tx.send(start);
             children.writers.push(tx);
         }
+        let why = never_called_back(listener.refused(), other_version);
         for (_, below) in pending {
-            fail_all(&up, below, format!("the proxy on {} never called back", below.host));
+            fail_all(&up, below, format!("the proxy on {} {why}", below.host));
         }
         children
     }
@@ -281,6 +279,23 @@ impl Children {
             }
         }
     }
+}
+
+/// Why a proxy that was started did not join: the words after "the proxy on X", with what
+/// the call-back port saw instead (a hint at a firewall, another version or a stray client).
+pub fn never_called_back(refused: usize, other_version: Option<u32>) -> String {
+    let mut why = "never called back".to_string();
+    if let Some(v) = other_version {
+        why.push_str(&format!(
+            " (a proxy of protocol {v} did, this gangway speaks {PROTOCOL_VERSION}: install the same gangway version on every node)"
+        ));
+    } else if refused > 0 {
+        why.push_str(&format!(
+            " ({refused} other connection(s) to the call-back port were refused: no valid key or no greeting within {} s)",
+            super::callback::HANDSHAKE_TIMEOUT.as_secs()
+        ));
+    }
+    why
 }
 
 /// The command line that starts a proxy for `node_id` on another node.

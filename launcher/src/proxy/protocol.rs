@@ -1,14 +1,14 @@
-//! The messages between the launcher and its proxies, and their framing on a TCP stream.
+//! The messages between the launcher and its proxies.
 //!
-//! A frame is a 4-byte little-endian length and a `postcard` body. Every connection starts
-//! with [`Up::Hello`], whose version must match; a proxy then gets its [`NodeJob`].
+//! Each travels as one `postcard` body in one message of an encrypted call-back link
+//! ([`super::callback`]). Every link starts with [`Up::Hello`], whose version must match; a
+//! proxy then gets its [`NodeJob`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::binding::BindingOptions;
 use crate::bootstrap::ssh_config::HostKeyPolicy;
@@ -18,9 +18,10 @@ use crate::pmi::server::{PmiEvent, PmiMode};
 use crate::pmi::wire::{Reply, Request};
 
 /// Bumped on any change to these messages; a proxy of another version is refused by name.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// The largest frame accepted: a fence can carry every rank's business card.
+/// The largest message accepted: a fence can carry every rank's business card (bounded by the
+/// KVS limits, `pmi::limits`).
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// How to reach one node and what runs there, for the proxy that starts it.
@@ -202,9 +203,10 @@ pub struct Envelope {
 /// From proxies up to the launcher.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Up {
+    /// The first message of every link. Fields stay in this order across versions (variant 0,
+    /// then the version), so that a proxy of another version can be named.
     Hello {
         version: u32,
-        token: String,
         node_id: u32,
         hostname: String,
     },
@@ -251,118 +253,13 @@ pub enum Up {
     },
 }
 
-/// A frame that could not be read or written.
+/// A message that could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("connection closed")]
     Closed,
-    #[error("frame of {0} bytes is over the limit")]
-    TooLarge(usize),
     #[error("undecodable message: {0}")]
     Decode(String),
     #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-/// Serves one connection to a proxy below: down messages sent to the returned channel are
-/// written to it, and everything it sends comes out of `up`; when it breaks, `up` gets a
-/// `Lost` for its whole subtree, with `lost` ("its connection dropped") as the reason.
-pub fn link_child(
-    mut from_child: tokio::net::tcp::OwnedReadHalf,
-    mut to_child: tokio::net::tcp::OwnedWriteHalf,
-    node_ids: Vec<u32>,
-    up: tokio::sync::mpsc::UnboundedSender<Up>,
-    lost: String,
-) -> tokio::sync::mpsc::UnboundedSender<Envelope> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
-    tokio::spawn(async move {
-        while let Some(env) = rx.recv().await {
-            if write_frame(&mut to_child, &env).await.is_err() {
-                return;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            match read_frame::<_, Up>(&mut from_child).await {
-                Ok(msg) => {
-                    if up.send(msg).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("{lost} ({e})");
-                    let _ = up.send(Up::Lost { node_ids, reason });
-                    return;
-                }
-            }
-        }
-    });
-    tx
-}
-
-/// Writes one message as a frame.
-pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
-where
-    W: AsyncWrite + Unpin,
-    T: Serialize,
-{
-    let body = postcard::to_allocvec(msg).map_err(|e| FrameError::Decode(e.to_string()))?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&body);
-    w.write_all(&frame).await?;
-    Ok(())
-}
-
-/// Reads one frame and decodes it.
-pub async fn read_frame<R, T>(r: &mut R) -> Result<T, FrameError>
-where
-    R: AsyncRead + Unpin,
-    T: for<'de> Deserialize<'de>,
-{
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
-        _ => e.into(),
-    })?;
-    postcard::from_bytes(&body).map_err(|e| FrameError::Decode(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn frames_round_trip_and_reject_garbage() {
-        let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        let msg = Up::Output { rank: 3, stream: Stream::Stderr, bytes: b"x\ny\n".to_vec() };
-        write_frame(&mut a, &msg).await.unwrap();
-        write_frame(&mut a, &Up::Pong { node_id: 1, seq: 9 }).await.unwrap();
-        match read_frame::<_, Up>(&mut b).await.unwrap() {
-            Up::Output { rank: 3, stream: Stream::Stderr, bytes } => assert_eq!(bytes, b"x\ny\n"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            read_frame::<_, Up>(&mut b).await.unwrap(),
-            Up::Pong { node_id: 1, seq: 9 }
-        ));
-        a.write_all(&5u32.to_le_bytes()).await.unwrap();
-        a.write_all(&[0xff; 5]).await.unwrap();
-        assert!(matches!(read_frame::<_, Up>(&mut b).await, Err(FrameError::Decode(_))));
-        a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
-        assert!(matches!(read_frame::<_, Up>(&mut b).await, Err(FrameError::TooLarge(_))));
-        drop(a);
-        assert!(matches!(read_frame::<_, Up>(&mut b).await, Err(FrameError::Closed)));
-    }
+    Link(#[from] gangway_link::LinkError),
 }

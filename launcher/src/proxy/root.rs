@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use gangway_link::Psk;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::node::{proxy_argv, start_line};
+use super::callback::{Arrival, CallbackListener, link_child};
+use super::node::{never_called_back, proxy_argv, start_line};
 use super::protocol::{
     BootstrapConfig, Down, Envelope, NodeJob, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up,
-    read_frame,
 };
 use crate::binding::BindingOptions;
 use crate::bootstrap::{self, HostSpec, RemoteCommand};
@@ -70,14 +70,6 @@ fn subtree_of(node: usize, children: &[Vec<usize>], jobs: &[NodeJob], nodes: &[N
         job: jobs[node].clone(),
         below: children[node].iter().map(|&c| subtree_of(c, children, jobs, nodes)).collect(),
     }
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs the job on the plan's nodes and waits for it to end.
@@ -150,11 +142,12 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     let subtrees: Vec<Subtree> =
         top.iter().map(|&t| subtree_of(t, &children, &jobs, &plan.nodes)).collect();
 
-    let token = random_token();
-    let listener = TcpListener::bind(("0.0.0.0", 0))
+    // The job's call-back key: proxies get it in their start line and must prove they hold it.
+    let key = Psk::random();
+    let mut callbacks = CallbackListener::bind(key.clone())
         .await
         .map_err(|source| LaunchError::Setup { what: "the proxy listener", source })?;
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let port = callbacks.port();
     let bootstrap = plan.bootstrap.build().map_err(|e| LaunchError::Setup {
         what: "the SSH bootstrap",
         source: std::io::Error::other(e),
@@ -179,7 +172,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
                 address.insert(subtrees[i].job.node_id, cmd.peer_addr.ip().to_string());
                 if let Some(stdin) = &cmd.stdin {
                     let back = SocketAddr::new(cmd.local_addr.ip(), port);
-                    let _ = stdin.write(start_line(&token, back).into_bytes());
+                    let _ = stdin.write(start_line(&key, back).into_bytes());
                 }
                 sessions.push(cmd);
             }
@@ -209,39 +202,41 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     let mut writers: Vec<Option<UnboundedSender<Envelope>>> = vec![None; subtrees.len()];
     let connect_deadline = Instant::now() + plan.ping_timeout.max(Duration::from_secs(10));
     let mut waiting = subtrees.len();
+    let mut other_version = None;
+    // Each call-back is handshaken on its own task: whatever else connects here (idle or
+    // garbage connections, a wrong key) cannot hold up the proxies.
     while waiting > 0 {
-        let Ok(Ok((stream, _))) =
-            timeout(connect_deadline - Instant::now(), listener.accept()).await
-        else {
-            break;
+        let caller = match timeout_at(connect_deadline, callbacks.next()).await {
+            Ok(Some(Arrival::Proxy(caller))) => caller,
+            Ok(Some(Arrival::WrongVersion { version })) => {
+                if other_version.replace(version).is_none() {
+                    say(format!(
+                        "a proxy speaks protocol {version}, this gangway {PROTOCOL_VERSION}; install the same version everywhere"
+                    ));
+                }
+                continue;
+            }
+            _ => break,
         };
-        let _ = stream.set_nodelay(true);
-        let (mut rd, wr) = stream.into_split();
-        let Ok(Ok(Up::Hello { version, token: theirs, node_id, .. })) =
-            timeout(Duration::from_secs(5), read_frame::<_, Up>(&mut rd)).await
-        else {
-            continue;
-        };
-        if theirs != token {
-            continue;
-        }
-        if version != PROTOCOL_VERSION {
-            say(format!(
-                "node {}: its gangway speaks protocol {version}, this one {PROTOCOL_VERSION}; install the same version everywhere",
-                plan.nodes[node_id as usize].name
-            ));
-            continue;
-        }
+        let node_id = caller.node_id;
         let Some(&i) = route.get(&node_id).filter(|i| subtrees[**i].job.node_id == node_id) else {
             continue;
         };
+        // A second call-back for one node (only a holder of the key could make it) is ignored.
+        if writers[i].is_some() {
+            continue;
+        }
         let lost = "its connection dropped".to_string();
-        let tx = super::protocol::link_child(rd, wr, subtrees[i].node_ids(), up_tx.clone(), lost);
+        let tx =
+            link_child(caller.reader, caller.writer, subtrees[i].node_ids(), up_tx.clone(), lost);
         let _ = tx
             .send(Envelope { to: Some(node_id), msg: Down::Start(Box::new(subtrees[i].clone())) });
         writers[i] = Some(tx);
         waiting -= 1;
     }
+    let refused = callbacks.refused();
+    // Nobody else has business on the port once the proxies are in.
+    drop(callbacks);
     let (down_tx, mut down_rx) = unbounded_channel::<Envelope>();
     let router_writers = writers.clone();
     let router_route = route.clone();
@@ -281,7 +276,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     for (i, w) in writers.iter().enumerate() {
         if w.is_none() {
             let node = subtrees[i].job.node_id;
-            let reason = "its proxy never called back".to_string();
+            let reason = format!("its proxy {}", never_called_back(refused, other_version));
             say(format!("node {} could not start: {reason}", node_name(node, &address)));
             sup.fail(JobEnd::NodeStartFailed {
                 node: plan.nodes[node as usize].name.clone(),

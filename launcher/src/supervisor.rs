@@ -33,6 +33,10 @@ use crate::time_limit::format_time_limit;
 const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
 /// How long to wait for output after the last rank exited (only an escaped process can delay it).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// How long the last exits may wait for the PMI service to settle them ([`PmiEvent::Settled`]).
+/// It takes a task hop locally and a round trip from a proxy; this bound only keeps a lost
+/// event from hanging the job.
+const PMI_SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs the job on this machine and waits for it to end.
 /// `placement` (from [`crate::binding::plan`]) says where each rank runs; `None`: unbound.
@@ -169,7 +173,7 @@ pub async fn run_local(
     let mut sup = Supervisor::new(pids, spec.kill_grace, &say, None);
     let deadline = spec.time_limit.map(|limit| Instant::now() + limit);
 
-    while sup.alive.iter().any(|a| *a) {
+    while sup.running() {
         tokio::select! {
             Some((rank, end)) = exit_rx.recv() => {
                 match end {
@@ -188,6 +192,7 @@ pub async fn run_local(
             _ = sleep_until(sup.kill_at.unwrap_or_else(Instant::now)), if sup.kill_at.is_some() => {
                 sup.kill_now();
             }
+            _ = sleep_until(sup.settle_by.unwrap_or_else(Instant::now)), if sup.settle_by.is_some() => {}
         }
     }
 
@@ -283,6 +288,11 @@ pub(crate) struct Supervisor<'a> {
     pub(crate) alive: Vec<bool>,
     pub(crate) statuses: Vec<Option<RankStatus>>,
     pub(crate) spoke: Vec<bool>,
+    /// Ranks that exited but are not yet settled by the PMI service: whether their exit dooms
+    /// the job (no finalize) is not known until they are.
+    pub(crate) unsettled: Vec<bool>,
+    /// Once every rank exited: how long the unsettled ones may still take.
+    pub(crate) settle_by: Option<Instant>,
     pub(crate) end: Option<JobEnd>,
     pub(crate) stopping: bool,
     pub(crate) kill_at: Option<Instant>,
@@ -305,6 +315,8 @@ impl<'a> Supervisor<'a> {
             alive: vec![true; n],
             statuses: vec![None; n],
             spoke: vec![false; n],
+            unsettled: vec![false; n],
+            settle_by: None,
             end: None,
             stopping: false,
             kill_at: None,
@@ -312,6 +324,31 @@ impl<'a> Supervisor<'a> {
             say,
             remote,
             last_interrupt: None,
+        }
+    }
+
+    /// Whether the job is still going: a rank runs, or an exited rank's PMI outcome is pending
+    /// (for at most [`PMI_SETTLE_LIMIT`] after the last exit). Without that wait, a job whose
+    /// ranks all leave without finalize ended 0 or 120 depending on which message came first.
+    pub(crate) fn running(&mut self) -> bool {
+        if self.alive.iter().any(|a| *a) {
+            return true;
+        }
+        if !self.unsettled.iter().any(|u| *u) {
+            return false;
+        }
+        let by = *self.settle_by.get_or_insert_with(|| Instant::now() + PMI_SETTLE_LIMIT);
+        if Instant::now() < by {
+            return true;
+        }
+        tracing::warn!("the PMI service did not settle every exited rank in time");
+        false
+    }
+
+    /// A rank will not be settled any more (its node is gone).
+    pub(crate) fn forget_unsettled(&mut self, rank: u32) {
+        if let Some(u) = self.unsettled.get_mut(rank as usize) {
+            *u = false;
         }
     }
 
@@ -375,6 +412,7 @@ impl<'a> Supervisor<'a> {
     pub(crate) fn rank_exited(&mut self, rank: u32, status: RankStatus, kill_on_bad_exit: bool) {
         let i = rank as usize;
         self.alive[i] = false;
+        self.unsettled[i] = true;
         self.statuses[i] = Some(status);
         if status.success() || self.stopping {
             return;
@@ -399,6 +437,7 @@ impl<'a> Supervisor<'a> {
     ) {
         let i = rank as usize;
         self.alive[i] = false;
+        self.unsettled[i] = true;
         self.statuses[i] = Some(RankStatus::Exited(127));
         if self.end.is_none() {
             let why = std::io::Error::from_raw_os_error(errno);
@@ -416,6 +455,7 @@ impl<'a> Supervisor<'a> {
                 }
             }
             PmiEvent::Finalized { .. } => {}
+            PmiEvent::Settled { rank } => self.forget_unsettled(rank),
             PmiEvent::Abort { rank, code, message } => {
                 if self.end.is_none() {
                     let why = message.map(|m| format!(": {m}")).unwrap_or_default();

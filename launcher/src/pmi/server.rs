@@ -41,6 +41,10 @@ pub enum PmiEvent {
     Abort { rank: u32, code: i32, message: Option<String> },
     /// The job cannot go on: a protocol violation, or a rank left without finalize.
     Failed { rank: Option<u32>, reason: String },
+    /// The service has finished with an exited rank: anything its departure means (a missing
+    /// finalize, an abandoned fence) was reported before this. The job's outcome is only known
+    /// once every exited rank is settled, so the supervisor waits for it.
+    Settled { rank: u32 },
 }
 
 /// Where a node's fences and name requests go when the job's root is elsewhere (a proxy).
@@ -188,7 +192,9 @@ async fn connection<S>(
                             break;
                         }
                     }
-                    Err(()) => return,
+                    // Stop reading, but still report the rank gone below: its exit must be
+                    // settled like any other.
+                    Err(()) => break,
                 }
             }
             msg = replies.recv() => match msg {
@@ -207,6 +213,7 @@ async fn connection<S>(
             }
         }
     }
+    drop(stream);
     if !drained {
         // A crashing rank's socket closes a moment before its exit is seen. Waiting for the
         // exit lets the crash itself, not the missing finalize, be reported as the cause.
@@ -320,6 +327,9 @@ struct StateTask {
     next_id: ReqId,
     spoke: HashSet<u32>,
     gone: HashSet<u32>,
+    /// Ranks whose process exit was reported, and those already reported settled.
+    exited: HashSet<u32>,
+    settled: HashSet<u32>,
     size: u32,
     events: UnboundedSender<PmiEvent>,
 }
@@ -342,6 +352,8 @@ impl StateTask {
             next_id: 0,
             spoke: HashSet::new(),
             gone: HashSet::new(),
+            exited: HashSet::new(),
+            settled: HashSet::new(),
             size,
             events,
         }
@@ -362,10 +374,18 @@ impl StateTask {
                 ToState::Broken { rank, reason } => {
                     let _ = self.events.send(PmiEvent::Failed { rank, reason });
                 }
-                ToState::RankExited { rank } => match self.conns.get(&rank) {
-                    Some(conn) if conn.send(ToConn::Drain).is_ok() => {}
-                    _ => self.gone(rank),
-                },
+                ToState::RankExited { rank } => {
+                    self.exited.insert(rank);
+                    if self.gone.contains(&rank) {
+                        self.settle(rank);
+                        continue;
+                    }
+                    // The connection reads the rank's last words, then reports it gone.
+                    match self.conns.get(&rank) {
+                        Some(conn) if conn.send(ToConn::Drain).is_ok() => {}
+                        _ => self.gone(rank),
+                    }
+                }
             }
         }
     }
@@ -396,6 +416,15 @@ impl StateTask {
         if self.gone.insert(rank) {
             let out = self.node.handle(NodeInput::RankGone { rank });
             self.apply(out);
+        }
+        if self.exited.contains(&rank) {
+            self.settle(rank);
+        }
+    }
+
+    fn settle(&mut self, rank: u32) {
+        if self.settled.insert(rank) {
+            let _ = self.events.send(PmiEvent::Settled { rank });
         }
     }
 
@@ -472,5 +501,61 @@ fn init_reply(request: &Request) -> wire::Reply {
             wire::Reply::InitResponse { version: *version, subversion: *subversion }
         }
         _ => wire::Reply::UnknownCommand { cmd: "init".into() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    fn job(size: u32) -> JobInfo {
+        JobInfo {
+            kvsname: "kvs_t_0".into(),
+            jobid: "t".into(),
+            size,
+            universe_size: size,
+            appnum: 0,
+            process_mapping: None,
+        }
+    }
+
+    /// A rank that leaves without finalize is reported failed before it is reported settled,
+    /// whatever the timing: the supervisor relies on that order.
+    #[tokio::test]
+    async fn an_exit_without_finalize_is_failed_then_settled() {
+        let mut pmi = PmiServer::start(job(1), 0, vec![0], PmiMode::Fd, None).await.unwrap();
+        let fd = pmi.take_child_end(0).unwrap();
+        let rank = std::os::unix::net::UnixStream::from(fd);
+        let mut reader = BufReader::new(rank.try_clone().unwrap());
+        (&rank).write_all(b"cmd=init pmi_version=1 pmi_subversion=1\n").unwrap();
+        let mut line = String::new();
+        let rank = tokio::task::spawn_blocking(move || {
+            reader.read_line(&mut line).unwrap();
+            rank
+        })
+        .await
+        .unwrap();
+        drop(rank);
+        pmi.rank_exited(0);
+        let mut events = Vec::new();
+        while let Some(e) = pmi.events.recv().await {
+            let last = matches!(e, PmiEvent::Settled { .. });
+            events.push(e);
+            if last {
+                break;
+            }
+        }
+        assert!(matches!(events[0], PmiEvent::Connected { rank: 0 }), "{events:?}");
+        assert!(matches!(events[1], PmiEvent::Failed { rank: Some(0), .. }), "{events:?}");
+        assert_eq!(events[2], PmiEvent::Settled { rank: 0 }, "{events:?}");
+    }
+
+    /// A rank that never spoke PMI is settled at its exit, with nothing to report.
+    #[tokio::test]
+    async fn a_silent_rank_is_settled_at_its_exit() {
+        let mut pmi = PmiServer::start(job(2), 0, vec![0, 1], PmiMode::Port, None).await.unwrap();
+        pmi.rank_exited(1);
+        assert_eq!(pmi.events.recv().await, Some(PmiEvent::Settled { rank: 1 }));
     }
 }

@@ -306,7 +306,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
         ));
     }
 
-    while sup.alive.iter().any(|a| *a) {
+    while sup.running() {
         tokio::select! {
             Some(msg) = up_rx.recv() => match msg {
                 Up::Started { node_id, pids, address: a } => {
@@ -389,6 +389,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
             _ = sleep_until(sup.kill_at.unwrap_or_else(Instant::now)), if sup.kill_at.is_some() => {
                 sup.kill_now();
             }
+            _ = sleep_until(sup.settle_by.unwrap_or_else(Instant::now)), if sup.settle_by.is_some() => {}
         }
     }
 
@@ -435,6 +436,10 @@ fn node_lost(
     node_name: &dyn Fn(u32, &HashMap<u32, String>) -> String,
 ) {
     let Some(flag) = lost.get_mut(node as usize) else { return };
+    // Nothing more comes from the node: its exited ranks will never be settled.
+    for &r in ranks_of.get(node as usize).map(Vec::as_slice).unwrap_or_default() {
+        sup.forget_unsettled(r);
+    }
     if *flag {
         return;
     }

@@ -456,6 +456,7 @@ impl<'a> Supervisor<'a> {
             }
             PmiEvent::Finalized { .. } => {}
             PmiEvent::Settled { rank } => self.forget_unsettled(rank),
+            PmiEvent::Warning { message } => (self.say)(format!("warning: {message}")),
             PmiEvent::Abort { rank, code, message } => {
                 if self.end.is_none() {
                     let why = message.map(|m| format!(": {m}")).unwrap_or_default();

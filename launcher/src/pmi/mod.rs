@@ -6,6 +6,7 @@
 
 pub mod mapping;
 pub mod node;
+pub mod peer;
 pub mod root;
 pub mod server;
 pub mod wire;

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::node::{JobInfo, NodeInput, NodeOutput, NodePmi, ReqId};
+use super::peer;
 use super::root::{RootInput, RootOutput, RootPmi};
 use super::wire::{self, Decoder, Framed, Protocol, Request};
 
@@ -41,6 +42,8 @@ pub enum PmiEvent {
     Abort { rank: u32, code: i32, message: Option<String> },
     /// The job cannot go on: a protocol violation, or a rank left without finalize.
     Failed { rank: Option<u32>, reason: String },
+    /// Something the job's user should know that does not stop the job (printed as a warning).
+    Warning { message: String },
     /// The service has finished with an exited rank: anything its departure means (a missing
     /// finalize, an abandoned fence) was reported before this. The job's outcome is only known
     /// once every exited rank is settled, so the supervisor waits for it.
@@ -115,9 +118,10 @@ impl PmiServer {
                 }
             }
             PmiMode::Port => {
+                // Loopback only: the ranks are on this node.
                 let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
                 port = Some(listener.local_addr()?);
-                tokio::spawn(accept_loop(listener, to_state.clone()));
+                tokio::spawn(accept_loop(listener, to_state.clone(), events_tx.clone()));
             }
         }
         let state = StateTask::new(job, node_id, local_ranks, events_tx, remote_root);
@@ -154,12 +158,44 @@ impl PmiServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, to_state: UnboundedSender<ToState>) {
-    while let Ok((stream, _)) = listener.accept().await {
+/// At most this many refused uids are named in the job's output (an attacker who opens
+/// connections in a loop must not flood it).
+const MAX_REFUSAL_WARNINGS: usize = 8;
+
+/// Serves `PMI_PORT`. Every user on the node can see the port, so a connection is let in only
+/// when its socket belongs to the launcher's own uid (the ranks'); others are closed unread.
+async fn accept_loop(
+    listener: TcpListener,
+    to_state: UnboundedSender<ToState>,
+    events: UnboundedSender<PmiEvent>,
+) {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut warned: HashSet<Option<u32>> = HashSet::new();
+    gangway_link::accept::serve(listener, "PMI port", move |stream| {
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+            return;
+        };
+        // A read of the kernel's socket table: quick, and done before anything is read.
+        let owner = peer::owner(peer, local).ok().flatten();
+        if owner != Some(me) {
+            if warned.len() < MAX_REFUSAL_WARNINGS && warned.insert(owner) {
+                let who = owner.map_or("a process that could not be identified".into(), |u| {
+                    format!("uid {u}")
+                });
+                let _ = events.send(PmiEvent::Warning {
+                    message: format!(
+                        "refused a connection to the job's PMI port {local} from {who}: only \
+                         the job's own ranks (uid {me}) may connect"
+                    ),
+                });
+            }
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let (conn_tx, conn_rx) = unbounded_channel();
         tokio::spawn(connection(stream, Unidentified::Pending(conn_tx), conn_rx, to_state.clone()));
-    }
+    })
+    .await;
 }
 
 /// A `PMI_PORT` connection's rank is unknown until its initack or fullinit; until then its

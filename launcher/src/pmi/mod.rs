@@ -1,9 +1,11 @@
 //! The PMI service MPI ranks wire up through: PMI-1 and PMI-2 on one socket per rank.
 //!
 //! `wire` parses and formats both protocols, `node` is the per-node state machine (KVS staging,
-//! fences, node attributes), `root` merges fences and owns the job-wide name service, `mapping`
-//! writes `PMI_process_mapping`. All four are pure; `server` does the socket I/O.
+//! fences, node attributes), `limits` bounds what ranks may store, `root` merges fences and owns
+//! the job-wide name service, `mapping` writes `PMI_process_mapping`. These are pure; `server`
+//! does the socket I/O, and `peer` tells who owns a connection to the `PMI_PORT` listener.
 
+pub mod limits;
 pub mod mapping;
 pub mod node;
 pub mod peer;

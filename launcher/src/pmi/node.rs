@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use super::limits::{Budgets, Refusal, Space, admit_name};
 use super::wire::{Reply, Request};
 
 /// What every rank of the job may ask about the job.
@@ -109,6 +110,13 @@ pub enum NodeOutput {
     Finalized {
         /// Which rank.
         rank: u32,
+    },
+    /// Tell the user (the job goes on): a rank's first put over a limit, naming it.
+    Warning {
+        /// The rank concerned.
+        rank: u32,
+        /// What happened, in words for the user.
+        message: String,
     },
 }
 
@@ -242,6 +250,8 @@ pub struct NodePmi {
     fence_failure_reported: Option<u64>,
     node_attrs: HashMap<String, String>,
     attr_waiters: HashMap<String, Vec<Held>>,
+    /// What each local rank has stored, against the limits.
+    budgets: Budgets,
 }
 
 impl NodePmi {
@@ -260,6 +270,7 @@ impl NodePmi {
             fence_failure_reported: None,
             node_attrs: HashMap::new(),
             attr_waiters: HashMap::new(),
+            budgets: Budgets::default(),
         }
     }
 
@@ -306,8 +317,16 @@ impl NodePmi {
                         message: format!("kvsname {k} is not this job's ({})", self.job.kvsname),
                     }));
                 } else {
-                    self.staged.insert(key, value);
-                    out.push(reply(Reply::PutDone));
+                    match self.budgets.admit(rank, Space::Kvs, &key, &value) {
+                        Ok(()) => {
+                            self.staged.insert(key, value);
+                            out.push(reply(Reply::PutDone));
+                        }
+                        Err(refused) => {
+                            out.push(reply(Reply::PutFailed { message: refused.to_string() }));
+                            self.tell(rank, "put", &key, &refused, out);
+                        }
+                    }
                 }
             }
             Request::Get { kvsname, key } => {
@@ -320,6 +339,12 @@ impl NodePmi {
             }
             Request::Fence => self.fence(id, rank, out),
             Request::NodeAttrPut { key, value } => {
+                if let Err(refused) = self.budgets.admit(rank, Space::NodeAttr, &key, &value) {
+                    let message = refused.to_string();
+                    out.push(reply(Reply::NodeAttrPutFailed { message }));
+                    self.tell(rank, "node attribute", &key, &refused, out);
+                    return;
+                }
                 for w in self.attr_waiters.remove(&key).unwrap_or_default() {
                     out.push(NodeOutput::Reply {
                         id: w.id,
@@ -345,9 +370,21 @@ impl NodePmi {
                     None => Reply::JobAttrNotFound,
                 }));
             }
-            request @ (Request::Publish { .. }
-            | Request::Unpublish { .. }
-            | Request::Lookup { .. }) => out.push(NodeOutput::NameUp { id, rank, request }),
+            Request::Publish { ref service, ref port } => {
+                // Lengths are checked here, where the rank can be told; the count at the root.
+                match admit_name(service, port, 0) {
+                    Ok(()) => out.push(NodeOutput::NameUp { id, rank, request }),
+                    Err(refused) => {
+                        let message = refused.to_string();
+                        let service = service.clone();
+                        out.push(reply(Reply::PublishFailed { message }));
+                        self.tell(rank, "published name", &service, &refused, out);
+                    }
+                }
+            }
+            request @ (Request::Unpublish { .. } | Request::Lookup { .. }) => {
+                out.push(NodeOutput::NameUp { id, rank, request })
+            }
             Request::Finalize => {
                 if let Some(state) = self.ranks.get_mut(&rank) {
                     state.finalized = true;
@@ -363,6 +400,28 @@ impl NodePmi {
             })),
             Request::Unknown { cmd } => out.push(reply(Reply::UnknownCommand { cmd })),
         }
+    }
+
+    /// Reports a rank's first refused put to the user, with the key (shortened) and the limit.
+    fn tell(
+        &mut self,
+        rank: u32,
+        what: &str,
+        key: &str,
+        refused: &Refusal,
+        out: &mut Vec<NodeOutput>,
+    ) {
+        if !self.budgets.first_refusal(rank) {
+            return;
+        }
+        let shown: String = key.chars().take(40).collect();
+        let more = if shown.len() < key.len() { "..." } else { "" };
+        out.push(NodeOutput::Warning {
+            rank,
+            message: format!(
+                "rank {rank}: PMI {what} {shown:?}{more} refused: {refused} (later refusals of this rank are not reported)"
+            ),
+        });
     }
 
     /// Newest first: this node's staged puts, puts in flight, then the merged job-wide copy.

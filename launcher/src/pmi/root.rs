@@ -6,6 +6,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
+use super::limits::admit_name;
 use super::node::ReqId;
 use super::wire::{Reply, Request};
 
@@ -103,13 +104,18 @@ impl RootPmi {
 
     fn name(&mut self, request: Request) -> Reply {
         match request {
-            Request::Publish { service, port } => match self.names.entry(service) {
-                Entry::Occupied(_) => Reply::PublishDuplicate,
-                Entry::Vacant(slot) => {
-                    slot.insert(port);
-                    Reply::PublishOk
+            Request::Publish { service, port } => {
+                if let Err(refused) = admit_name(&service, &port, self.names.len()) {
+                    return Reply::PublishFailed { message: refused.to_string() };
                 }
-            },
+                match self.names.entry(service) {
+                    Entry::Occupied(_) => Reply::PublishDuplicate,
+                    Entry::Vacant(slot) => {
+                        slot.insert(port);
+                        Reply::PublishOk
+                    }
+                }
+            }
             Request::Unpublish { service } => match self.names.remove(&service) {
                 Some(_) => Reply::UnpublishOk,
                 None => Reply::UnpublishNotFound,

@@ -21,6 +21,11 @@ use super::wire::{self, Decoder, Framed, Protocol, Request};
 /// finalize" on its own (a rank may close the socket and live on).
 const EXIT_AFTER_EOF_GRACE: Duration = Duration::from_secs(1);
 
+/// Requests one connection may have waiting for replies before it is read no further. PMI
+/// clients wait for each reply (a threaded PMI-2 client, one per thread); a rank that does not
+/// must not make the service queue its requests without bound.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// How ranks reach the PMI service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum PmiMode {
@@ -214,12 +219,14 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
 {
-    let mut conn = Conn { decoder: Decoder::new(), identity, to_state };
+    let mut conn = Conn { decoder: Decoder::new(), identity, to_state, in_flight: 0 };
     let mut buf = vec![0u8; 16 * 1024];
     let mut drained = false;
     loop {
         tokio::select! {
-            read = stream.read(&mut buf) => {
+            // A rank that sends faster than it reads its replies waits in its own socket
+            // buffer, not in our memory.
+            read = stream.read(&mut buf), if conn.in_flight < MAX_IN_FLIGHT => {
                 let n = match read { Ok(0) | Err(_) => break, Ok(n) => n };
                 conn.decoder.push(&buf[..n]);
                 match conn.forward_requests() {
@@ -235,6 +242,7 @@ async fn connection<S>(
             }
             msg = replies.recv() => match msg {
                 Some(ToConn::Bytes(bytes)) => {
+                    conn.in_flight = conn.in_flight.saturating_sub(1);
                     if stream.write_all(&bytes).await.is_err() {
                         break;
                     }
@@ -271,6 +279,8 @@ struct Conn {
     decoder: Decoder,
     identity: Unidentified,
     to_state: UnboundedSender<ToState>,
+    /// Requests passed on and not yet answered.
+    in_flight: usize,
 }
 
 impl Conn {
@@ -320,6 +330,7 @@ impl Conn {
                 }
             }
             if let Unidentified::Known(rank) = self.identity {
+                self.in_flight += 1;
                 let _ = self.to_state.send(ToState::Request { rank, framed });
             }
         }
@@ -512,6 +523,9 @@ impl StateTask {
                 }
                 NodeOutput::Finalized { rank } => {
                     let _ = self.events.send(PmiEvent::Finalized { rank });
+                }
+                NodeOutput::Warning { rank: _, message } => {
+                    let _ = self.events.send(PmiEvent::Warning { message });
                 }
             }
         }

@@ -197,6 +197,11 @@ pub enum Reply {
     FenceDone,
     /// `info-putnodeattr` stored.
     NodeAttrPutDone,
+    /// `info-putnodeattr` refused; the message says why.
+    NodeAttrPutFailed {
+        /// Why.
+        message: String,
+    },
     /// `info-getnodeattr` found.
     NodeAttrFound {
         /// The value.
@@ -215,6 +220,11 @@ pub enum Reply {
     PublishOk,
     /// Publish refused: the service name is taken.
     PublishDuplicate,
+    /// Publish refused for another reason (a limit); the message says why.
+    PublishFailed {
+        /// Why.
+        message: String,
+    },
     /// Unpublish succeeded.
     UnpublishOk,
     /// Unpublish of a name nobody published.
@@ -828,6 +838,9 @@ fn parts_v1(reply: &Reply) -> Parts {
         ),
         Reply::FenceDone => parts("barrier_out", &[]),
         Reply::NodeAttrPutDone => parts("info-putnodeattr-response", &[("rc", "0")]),
+        Reply::NodeAttrPutFailed { message } => {
+            parts("info-putnodeattr-response", &[("rc", "-1"), ("msg", message)])
+        }
         Reply::NodeAttrFound { value } => {
             parts("info-getnodeattr-response", &[("found", "TRUE"), ("value", value), ("rc", "0")])
         }
@@ -843,6 +856,9 @@ fn parts_v1(reply: &Reply) -> Parts {
         Reply::PublishOk => parts("publish_result", &[("rc", "0"), ("msg", "success")]),
         Reply::PublishDuplicate => {
             parts("publish_result", &[("rc", "1"), ("msg", "key_already_present")])
+        }
+        Reply::PublishFailed { message } => {
+            parts("publish_result", &[("rc", "-1"), ("msg", message)])
         }
         Reply::UnpublishOk => parts("unpublish_result", &[("rc", "0"), ("msg", "success")]),
         Reply::UnpublishNotFound => {
@@ -910,6 +926,9 @@ fn parts_v2(reply: &Reply) -> Parts {
         Reply::GetNotFound { .. } => parts("kvs-get-response", &[("found", "FALSE"), ("rc", "0")]),
         Reply::FenceDone => parts("kvs-fence-response", &[("rc", "0")]),
         Reply::NodeAttrPutDone => parts("info-putnodeattr-response", &[("rc", "0")]),
+        Reply::NodeAttrPutFailed { message } => {
+            parts("info-putnodeattr-response", &[("rc", "-1"), ("errmsg", message)])
+        }
         Reply::NodeAttrFound { value } => {
             parts("info-getnodeattr-response", &[("found", "TRUE"), ("value", value), ("rc", "0")])
         }
@@ -923,6 +942,9 @@ fn parts_v2(reply: &Reply) -> Parts {
             parts("info-getjobattr-response", &[("found", "FALSE"), ("rc", "0")])
         }
         Reply::PublishOk => parts("name-publish-response", &[("rc", "0")]),
+        Reply::PublishFailed { message } => {
+            parts("name-publish-response", &[("rc", "-1"), ("errmsg", message)])
+        }
         Reply::PublishDuplicate => parts(
             "name-publish-response",
             &[("rc", "1"), ("errmsg", "service name already published")],

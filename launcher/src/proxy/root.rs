@@ -298,8 +298,12 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     let mut next_ping = Instant::now();
     let mut ping_seq = 0u64;
     if spec.verbose {
+        let others = match refused {
+            0 => String::new(),
+            n => format!(" ({n} other connection(s) to the call-back port refused)"),
+        };
         say(format!(
-            "job {}: {} proxies called back in {:.1} ms",
+            "job {}: {} proxies called back in {:.1} ms{others}",
             spec.job_id,
             subtrees.len(),
             started.elapsed().as_secs_f64() * 1e3

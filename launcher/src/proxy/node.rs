@@ -544,3 +544,23 @@ impl LocalRanks {
         self.signal(Signal::SIGKILL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_lines_round_trip_and_bad_ones_never_echo_the_key() {
+        let key = Psk::random();
+        let addr: SocketAddr = "10.0.0.254:4242".parse().unwrap();
+        let (k, a) = parse_start_line(&start_line(&key, addr)).unwrap();
+        assert_eq!((k, a), (key.clone(), addr));
+        let hex = key.to_hex();
+        for bad in
+            [String::new(), hex.clone(), format!("{} {addr}", &hex[..40]), format!("{hex} nowhere")]
+        {
+            let err = parse_start_line(&bad).expect_err(&bad).to_string();
+            assert!(!err.contains(&hex[..16]), "{err}");
+        }
+    }
+}

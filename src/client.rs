@@ -280,11 +280,12 @@ fn check_server(stream: &UnixStream, target: &str) -> Result<(), ClientError> {
 
 /// Connects, asks, and turns the answer into an exit code: prints errors, hands the rest over.
 pub fn ask(request: &Request) -> Result<Reply, u8> {
-    let mut client = Client::connect().map_err(|e| {
-        eprintln!("gangway: error: {e}");
-        e.exit_code()
-    })?;
-    match client.call(request) {
+    answer(Client::connect().and_then(|mut client| client.call(request)))
+}
+
+/// Turns an answer into an exit code: prints errors, hands the rest over.
+pub fn answer(result: Result<Reply, ClientError>) -> Result<Reply, u8> {
+    match result {
         Ok(Reply::Error { code, message }) => {
             for line in message.lines() {
                 eprintln!("gangway: error: {line}");

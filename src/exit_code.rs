@@ -18,6 +18,9 @@ pub const NO_CONTROLLER: u8 = 116;
 pub const PERMISSION_DENIED: u8 = 117;
 /// The job was cancelled, or lost a node, before or while the command ran (`alloc`, `run`).
 pub const JOB_ENDED: u8 = 118;
+/// The controller cannot take new work now: its state disk is (nearly) full, or the caller
+/// holds as many connections as it may. Running jobs and queries carry on; try again later.
+pub const NO_NEW_WORK: u8 = 119;
 /// The ranks could not wire up: a PMI protocol violation, or a rank left without finalize.
 pub const PMI_FAILED: u8 = 120;
 /// The ranks do not fit the CPUs as asked (binding, CPUs per task, GPUs); nothing was started.

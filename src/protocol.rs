@@ -73,6 +73,10 @@ pub struct Submission {
     /// output create are as private as the submitter's own (absent: 022).
     #[serde(default)]
     pub umask: Option<u32>,
+    /// Made up by the client, one per submission: sending the same submission again (after
+    /// a broken connection) with the same key returns the first job instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// The umask a job runs with when its submission did not say.

@@ -117,7 +117,11 @@ async fn relay(mut stream: UnixStream, opts: &LocalOptions, jobs: &UnboundedSend
     };
     let (local_rd, local_wr) = stream.into_split();
     let (net_rd, net_wr) = tcp.into_split();
-    wire::spawn_relay(local_rd, local_wr, net_rd, net_wr, sealer, opener, LINE_MAX);
+    let relay = wire::spawn_relay(local_rd, local_wr, net_rd, net_wr, sealer, opener, LINE_MAX);
+    // Once the controller has ended the session (done, or refused: too many connections), the
+    // local side ends too: a caller holding it open would otherwise hold the agent's descriptors.
+    let _ = relay.down.await;
+    relay.up.abort();
 }
 
 /// The job whose session `pid` is in, if the owner task knows one.

@@ -69,6 +69,8 @@ pub fn main(args: AllocArgs) -> u8 {
         requeue: false,
         hold: args.shape.hold,
         umask: Some(super::batch::submitter_umask()),
+        // Held by this connection: a second connection could not take the job over anyway.
+        idempotency_key: None,
     };
     let mut client = match Client::connect() {
         Ok(c) => c,

@@ -7,7 +7,9 @@ use clap::{Args, Command, FromArgMatches};
 
 use super::directives::{self, IGNORE_UNKNOWN_FLAG, UnknownDirectives, valid_output_pattern};
 use super::shape::ShapeArgs;
-use crate::client;
+use crate::client::{self, ClientError};
+use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
+use crate::controller::disk::human;
 use crate::exit_code;
 use crate::protocol::{JobKind, Reply, Request, Submission};
 use gangway_launcher::rank_env::{ExportPolicy, base_environment};
@@ -93,6 +95,15 @@ pub fn main(first: BatchArgs) -> u8 {
         },
         (None, None) => return usage("give a script, or --wrap COMMAND".into()),
     };
+    if text.len() as u64 > MAX_SCRIPT_SIZE_CEILING {
+        return usage(format!(
+            "{}: the script is {}; no controller takes more than {} (its max_script_size, default {}). Keep data in files the script reads",
+            script_path.as_deref().unwrap_or("--wrap"),
+            human(text.len() as u64),
+            human(MAX_SCRIPT_SIZE_CEILING),
+            human(DEFAULT_MAX_SCRIPT_SIZE)
+        ));
+    }
     let name_for_errors = script_path.clone().unwrap_or_else(|| "--wrap".into());
     let found = match directives::extract(&text) {
         Ok(d) => d,
@@ -161,8 +172,9 @@ pub fn main(first: BatchArgs) -> u8 {
         requeue: !args.no_requeue,
         hold: args.shape.hold,
         umask: Some(submitter_umask()),
+        idempotency_key: Some(new_key()),
     };
-    match client::ask(&Request::Submit(Box::new(sub))) {
+    match submit(&Request::Submit(Box::new(sub))) {
         Ok(Reply::Submitted { id }) => {
             if args.parsable {
                 println!("{id}");
@@ -177,6 +189,49 @@ pub fn main(first: BatchArgs) -> u8 {
         }
         Err(code) => code,
     }
+}
+
+/// A fresh idempotency key: 128 random bits.
+fn new_key() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No random source: time and pid still make a key no earlier submission used.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("t{t:x}p{:x}", std::process::id());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Sends a submission, sending it again (same idempotency key, so never a second job) when the
+/// connection broke before the answer came: the controller may have stored it, or not.
+fn submit(request: &Request) -> Result<Reply, u8> {
+    const RETRIES: [u64; 2] = [200, 1000];
+    let mut broke = false;
+    for attempt in 0..=RETRIES.len() {
+        let result = client::Client::connect().and_then(|mut c| c.call(request));
+        let retry = match &result {
+            Err(e @ ClientError::Broken(_)) => {
+                broke = true;
+                Some(e.to_string())
+            }
+            // Right after a break the controller may be restarting: wait for it as well.
+            Err(e @ ClientError::Unreachable { .. }) if broke => Some(e.to_string()),
+            _ => None,
+        };
+        match (retry, RETRIES.get(attempt)) {
+            (Some(why), Some(ms)) => {
+                eprintln!(
+                    "gangway: warning: {why}; sending the submission again (it carries the same key, so it cannot create a second job)"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+            }
+            _ => return client::answer(result),
+        }
+    }
+    Err(exit_code::NO_CONTROLLER)
 }
 
 /// The job's environment per `--export` (the forms `run` takes: ALL, the default; NONE; or a

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::agent::{self, AgentOptions};
 use crate::auth::Key;
 use crate::controller::config::Config;
+use crate::controller::limits::raise_fd_limit;
 use crate::controller::server;
 use crate::exit_code;
 
@@ -96,6 +97,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 /// Runs `gangway controller`.
 pub fn controller(args: ControllerArgs) -> u8 {
     init_logging(&args.log);
+    raise_fd_limit();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -116,6 +118,7 @@ pub fn controller(args: ControllerArgs) -> u8 {
 /// Runs `gangway agent`.
 pub fn agent(args: AgentArgs) -> u8 {
     init_logging(&args.log);
+    raise_fd_limit();
     let fail = |m: String, code: u8| {
         eprintln!("gangway: error: {m}");
         code

@@ -203,6 +203,8 @@ pub fn run_as_job(request: RunRequest) -> u8 {
         requeue: flags.requeue,
         hold: false,
         umask: Some(super::batch::submitter_umask()),
+        // Held by this connection: a second connection could not take the job over anyway.
+        idempotency_key: None,
     };
     let mut client = match connect() {
         Ok(c) => c,

@@ -15,6 +15,7 @@ use super::allocator::{
     PartitionLimits, PendingJob, TaskGrant, Timestamp,
 };
 use super::config::Config;
+use super::idempotency::SubmissionKeys;
 use crate::exit_code;
 use crate::protocol::{
     BatchLaunch, FromAgent, Grant, GrantNode, JobId, JobInfo, JobKind, JobLaunch, NodeInfo,
@@ -265,6 +266,8 @@ pub struct Cluster {
     started_at: u64,
     /// The job's key-derived token and credentials are made by the I/O layer; this signs them.
     signer: Option<crate::auth::Key>,
+    /// Submissions' idempotency keys, per user (exactly-once submission).
+    keys: SubmissionKeys,
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.
@@ -351,7 +354,9 @@ impl Cluster {
             needs_schedule: true,
             started_at: now,
             signer: None,
+            keys: SubmissionKeys::default(),
         };
+        c.keys = SubmissionKeys::from_jobs(c.jobs.values().map(|j| (j.uid, j.id, &j.sub)));
         // Alloc and run jobs last only as long as their client's connection, which the restart
         // cut: no one is left to use them. Their agents are told to end them when they register.
         let orphaned: Vec<JobId> =
@@ -468,6 +473,10 @@ impl Cluster {
         now: u64,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if let Some(id) = self.keys.find(caller.uid, &sub) {
+            // Sent again after a broken connection: the job exists already.
+            return self.resubmitted(conn, id);
+        }
         let id = self.next_id;
         let mut job = Job {
             id,
@@ -524,6 +533,7 @@ impl Cluster {
         self.next_id += 1;
         self.event(now, Some(id), None, "submit", format!("{:?} by {}", job.sub.kind, job.user));
         let kind = job.sub.kind;
+        self.keys.record(job.uid, id, &job.sub);
         self.jobs.insert(id, job);
         self.active.insert(id);
         self.touch_job(id);
@@ -535,6 +545,21 @@ impl Cluster {
             self.holders.insert(id, conn);
         }
         fx
+    }
+
+    /// The answer to a submission whose idempotency key names job `id`: its id, as the first
+    /// time. An alloc or run job is held by its first connection; a second one cannot take it.
+    fn resubmitted(&self, conn: ConnId, id: JobId) -> Vec<Effect> {
+        let reply = match self.jobs.get(&id) {
+            Some(job) if job.sub.kind != JobKind::Batch => Reply::Error {
+                code: exit_code::FAILURE,
+                message: format!(
+                    "job {id} was already submitted with this idempotency key; an interactive job cannot be taken over by another connection"
+                ),
+            },
+            _ => Reply::Submitted { id },
+        };
+        vec![Effect::ToClient { conn, reply }, Effect::CloseClient { conn }]
     }
 
     /// A client connection closed: the jobs and steps it held end.
@@ -1929,6 +1954,7 @@ default = true
             umask: None,
             requeue: true,
             hold: false,
+            idempotency_key: None,
         }
     }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use gangway_launcher::nodes::hostlist;
 use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
+
+use crate::cli::shape::parse_memory;
 use serde::Deserialize;
 
 /// Why a configuration file was refused.
@@ -47,6 +49,20 @@ struct Raw {
     kill_grace: String,
     #[serde(default)]
     admins: Vec<String>,
+    #[serde(default = "default_max_script_size")]
+    max_script_size: String,
+    #[serde(default = "default_max_connections_per_user")]
+    max_connections_per_user: usize,
+    #[serde(default = "default_max_unauthenticated")]
+    max_unauthenticated: usize,
+    #[serde(default = "default_max_unauthenticated_per_host")]
+    max_unauthenticated_per_host: usize,
+    #[serde(default = "default_auth_timeout")]
+    auth_timeout: String,
+    #[serde(default = "default_min_free_space")]
+    min_free_space: String,
+    #[serde(default = "default_state_reserve")]
+    state_reserve: String,
     #[serde(default, rename = "partition")]
     partitions: Vec<RawPartition>,
     #[serde(default, rename = "node")]
@@ -89,6 +105,27 @@ fn default_grace() -> String {
 fn default_kill_grace() -> String {
     "5s".into()
 }
+fn default_max_script_size() -> String {
+    format!("{}M", DEFAULT_MAX_SCRIPT_SIZE >> 20)
+}
+fn default_max_connections_per_user() -> usize {
+    128
+}
+fn default_max_unauthenticated() -> usize {
+    256
+}
+fn default_max_unauthenticated_per_host() -> usize {
+    32
+}
+fn default_auth_timeout() -> String {
+    "5s".into()
+}
+fn default_min_free_space() -> String {
+    "64M".into()
+}
+fn default_state_reserve() -> String {
+    "8M".into()
+}
 
 /// A partition: a named set of nodes with time limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,11 +160,37 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Users who may act on anyone's jobs and on nodes (root always may).
     pub admins: Vec<String>,
+    /// What one client may hold or send, and the state disk's reserve (docs/cluster.md, "Limits").
+    pub limits: LimitsConfig,
     pub partitions: Vec<PartitionConfig>,
     /// Every node of any partition, in first-mention order.
     pub nodes: Vec<String>,
     pub node_settings: BTreeMap<String, NodeConfig>,
 }
+
+/// The settings that bound what clients can make the controller hold (docs/cluster.md, "Limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// The largest batch script accepted, in bytes.
+    pub max_script_size: u64,
+    /// Open client connections per user (root, the controller's user and admins: no limit).
+    pub max_connections_per_user: usize,
+    /// TCP connections that have not authenticated yet, in all and from one address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_host: usize,
+    /// How long a TCP connection may take to authenticate.
+    pub auth_timeout: Duration,
+    /// Below this much free space in `state_dir`, new submissions are refused.
+    pub min_free_space: u64,
+    /// The size of the reserve file kept in `state_dir`, given up when a commit runs out of space.
+    pub state_reserve: u64,
+}
+
+/// `max_script_size` when the configuration gives none (Slurm's default too).
+pub const DEFAULT_MAX_SCRIPT_SIZE: u64 = 4 << 20;
+
+/// The largest `max_script_size` accepted: a submission must fit one encrypted link message.
+pub const MAX_SCRIPT_SIZE_CEILING: u64 = 12 << 20;
 
 /// The socket path when the configuration names none.
 pub const DEFAULT_SOCKET: &str = "/run/gangway/controller.sock";
@@ -212,6 +275,35 @@ impl Config {
                 max_time,
             });
         }
+        let size = |key: &str, v: &str| {
+            parse_memory(v).map_err(|e| value(key, format!("'{v}': {e} (e.g. \"4M\", \"512K\")")))
+        };
+        let max_script_size = size("max_script_size", &raw.max_script_size)?;
+        if max_script_size == 0 || max_script_size > MAX_SCRIPT_SIZE_CEILING {
+            return Err(value(
+                "max_script_size",
+                format!("must be above 0 and at most {}M", MAX_SCRIPT_SIZE_CEILING >> 20),
+            ));
+        }
+        let positive = |key: &str, n: usize| {
+            if n == 0 { Err(value(key, "must be at least 1".into())) } else { Ok(n) }
+        };
+        let limits = LimitsConfig {
+            max_script_size,
+            max_connections_per_user: positive(
+                "max_connections_per_user",
+                raw.max_connections_per_user,
+            )?,
+            max_unauthenticated: positive("max_unauthenticated", raw.max_unauthenticated)?,
+            max_unauthenticated_per_host: positive(
+                "max_unauthenticated_per_host",
+                raw.max_unauthenticated_per_host,
+            )?,
+            auth_timeout: duration("auth_timeout", &raw.auth_timeout)?
+                .max(Duration::from_millis(100)),
+            min_free_space: size("min_free_space", &raw.min_free_space)?,
+            state_reserve: size("state_reserve", &raw.state_reserve)?,
+        };
         let mut node_settings = BTreeMap::new();
         for (name, n) in raw.nodes {
             if !nodes.contains(&name) {
@@ -231,6 +323,7 @@ impl Config {
             reconnect_grace: duration("reconnect_grace", &raw.reconnect_grace)?,
             kill_grace: duration("kill_grace", &raw.kill_grace)?,
             admins: raw.admins,
+            limits,
             partitions,
             nodes,
             node_settings,
@@ -274,6 +367,30 @@ drain = "bad DIMM"
         assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.node_settings["node3"].drain.as_deref(), Some("bad DIMM"));
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.limits.max_script_size, 4 << 20, "Slurm's default");
+        assert_eq!(c.limits.max_connections_per_user, 128);
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let text = GOOD.replace(
+            "lost_timeout = \"4s\"",
+            "lost_timeout = \"4s\"\nmax_script_size = \"64K\"\nmin_free_space = \"1M\"\nmax_connections_per_user = 3",
+        );
+        let c = Config::parse(&text, Path::new("c.toml")).expect("parses");
+        assert_eq!(c.limits.max_script_size, 64 << 10);
+        assert_eq!(c.limits.min_free_space, 1 << 20);
+        assert_eq!(c.limits.max_connections_per_user, 3);
+        for (bad, key) in [
+            ("max_script_size = \"1G\"", "max_script_size"),
+            ("max_script_size = \"lots\"", "max_script_size"),
+            ("max_connections_per_user = 0", "max_connections_per_user"),
+        ] {
+            let text =
+                GOOD.replace("lost_timeout = \"4s\"", &format!("lost_timeout = \"4s\"\n{bad}"));
+            let e = Config::parse(&text, Path::new("c.toml")).expect_err(bad).to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

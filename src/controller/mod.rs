@@ -5,5 +5,8 @@
 pub mod allocator;
 pub mod cluster;
 pub mod config;
+pub mod disk;
+pub mod idempotency;
+pub mod limits;
 pub mod server;
 pub mod store;

@@ -10,12 +10,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use gangway_link::accept;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{self, UnboundedSender, unbounded_channel};
 
 use super::cluster::{Caller, Cluster, ConnId, Effect};
 use super::config::Config;
+use super::disk::Disk;
+use super::limits::{
+    self, Closer, Gate, INPUT_QUEUE, LineError, OUTBOUND_BYTES, OUTBOUND_MESSAGES, Outbox,
+    OutboxRx, discard_line, read_line_bounded,
+};
 use super::store::{Store, StoreError};
 use crate::auth::{AuthError, Key};
 use crate::exit_code;
@@ -58,6 +64,12 @@ enum Input {
         caller: Caller,
         request: Box<Request>,
     },
+    /// An answer the connection task made itself (a malformed request, a token): queued behind
+    /// the owner's replies, so that one bounded queue holds everything a client is sent.
+    Say {
+        conn: ConnId,
+        reply: Reply,
+    },
     ClientGone {
         conn: ConnId,
     },
@@ -77,12 +89,59 @@ enum Input {
     },
 }
 
-/// What a connection task sends out.
+/// What a connection task sends out: a message already in JSON (serialized by the owner, so
+/// that the outbound queue can count its bytes), or the end.
 #[derive(Debug)]
 enum Outbound {
-    Reply(Reply),
-    ToAgent(ToAgent),
+    Message(String),
     Close,
+}
+
+impl Outbound {
+    fn reply(r: &Reply) -> Outbound {
+        Outbound::Message(serde_json::to_string(r).unwrap_or_default())
+    }
+
+    fn to_agent(m: &ToAgent) -> Outbound {
+        Outbound::Message(serde_json::to_string(m).unwrap_or_default())
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Outbound::Message(m) => m.len() + 1,
+            Outbound::Close => 0,
+        }
+    }
+}
+
+type Register = UnboundedSender<(ConnId, Outbox<Outbound>)>;
+
+/// What every connection task needs: the key, the owner's queues, and the limits.
+#[derive(Debug, Clone)]
+struct Shared {
+    key: Key,
+    input: mpsc::Sender<Input>,
+    reg: Register,
+    gate: Gate,
+    /// The largest request after authentication.
+    request_bytes: usize,
+    auth_timeout: Duration,
+    /// Who the per-user connection limit does not apply to.
+    admins: Vec<String>,
+    controller_uid: u32,
+}
+
+impl Shared {
+    fn exempt(&self, uid: u32, user: &str) -> bool {
+        uid == 0 || uid == self.controller_uid || self.admins.iter().any(|a| a == user)
+    }
+
+    /// A new connection's outbound queue, registered with the owner.
+    fn outbox(&self, conn: ConnId) -> OutboxRx<Outbound> {
+        let (tx, rx) = limits::outbox(OUTBOUND_MESSAGES, OUTBOUND_BYTES);
+        let _ = self.reg.send((conn, tx));
+        rx
+    }
 }
 
 /// Holds the state directory's lock while the controller lives.
@@ -148,55 +207,56 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
         .await
         .map_err(|source| ServerError::Listen { what: config.listen.to_string(), source })?;
     tracing::info!(socket = %config.socket.display(), listen = %config.listen, "listening");
+    let mut disk = Disk::new(&config.state_dir, &config.limits);
     ready(&config);
 
-    let (input_tx, mut input_rx) = unbounded_channel::<Input>();
-    let (reg_tx, mut reg_rx) = unbounded_channel::<(ConnId, UnboundedSender<Outbound>)>();
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+    let (reg_tx, mut reg_rx) = unbounded_channel::<(ConnId, Outbox<Outbound>)>();
+    let shared = Shared {
+        key: key.clone(),
+        input: input_tx,
+        reg: reg_tx,
+        gate: Gate::new(config.limits.clone()),
+        request_bytes: limits::request_bytes(&config.limits),
+        auth_timeout: config.limits.auth_timeout,
+        admins: config.admins.clone(),
+        controller_uid: nix::unistd::getuid().as_raw(),
+    };
     let ids = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     {
-        let (input_tx, reg_tx, ids, key) =
-            (input_tx.clone(), reg_tx.clone(), ids.clone(), key.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = unix.accept().await {
-                let conn = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(serve_unix(
-                    conn,
-                    stream,
-                    key.clone(),
-                    input_tx.clone(),
-                    reg_tx.clone(),
-                ));
-            }
-        });
+        let (shared, ids) = (shared.clone(), ids.clone());
+        tokio::spawn(accept::serve(unix, "the controller's local socket", move |stream| {
+            let conn = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(serve_unix(conn, stream, shared.clone()));
+        }));
     }
     {
-        let (input_tx, reg_tx, ids, key) =
-            (input_tx.clone(), reg_tx.clone(), ids.clone(), key.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = tcp.accept().await {
-                let conn = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(links::serve_tcp(
-                    conn,
-                    stream,
-                    key.clone(),
-                    input_tx.clone(),
-                    reg_tx.clone(),
-                ));
-            }
-        });
+        let (shared, ids) = (shared.clone(), ids.clone());
+        tokio::spawn(accept::serve(tcp, "the controller's TCP port", move |stream| {
+            let conn = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(links::serve_tcp(conn, stream, shared.clone()));
+        }));
     }
-    drop(input_tx);
+    drop(shared);
 
-    let mut outs: HashMap<ConnId, UnboundedSender<Outbound>> = HashMap::new();
+    let mut outs: HashMap<ConnId, Outbox<Outbound>> = HashMap::new();
+    // Replies and agent messages whose changes are not on disk yet (the state disk is full).
+    let mut held: Vec<Effect> = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut effects: Vec<Effect> = Vec::new();
+        // Answers that only read the state: they go out even while a commit waits for space.
+        let mut reads: Vec<Effect> = Vec::new();
         let mut inputs = Vec::new();
+        let mut ticked = false;
         tokio::select! {
             Some(i) = input_rx.recv() => inputs.push(i),
-            _ = ticker.tick() => effects.extend(cluster.tick(now_ms())),
+            _ = ticker.tick() => {
+                effects.extend(cluster.tick(now_ms()));
+                ticked = true;
+            }
         }
         while inputs.len() < BATCH {
             match input_rx.try_recv() {
@@ -212,15 +272,16 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             match input {
                 Input::Client { conn, mut caller, request } => {
                     caller.admin = cluster.is_admin(caller.uid, &caller.user);
-                    effects.extend(handle_request(
-                        &mut cluster,
-                        &store,
-                        conn,
-                        &caller,
-                        *request,
-                        now,
-                    ))
+                    let read_only = is_read_only(&request);
+                    let fx = match refuse_submission(&request, &config, &disk) {
+                        Some(reply) => {
+                            vec![Effect::ToClient { conn, reply }, Effect::CloseClient { conn }]
+                        }
+                        None => handle_request(&mut cluster, &store, conn, &caller, *request, now),
+                    };
+                    if read_only { reads.extend(fx) } else { effects.extend(fx) }
                 }
+                Input::Say { conn, reply } => reads.push(Effect::ToClient { conn, reply }),
                 Input::ClientGone { conn } => {
                     outs.remove(&conn);
                     effects.extend(cluster.client_gone(conn, now));
@@ -238,33 +299,84 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             }
         }
         effects.extend(cluster.schedule(now));
-        // Nothing leaves before what it reports is on disk.
-        let dirty = cluster.take_dirty();
-        if let Err(e) = store.write(&dirty) {
-            tracing::error!(error = %e, "cannot commit; stopping so that no reply claims an unsaved change");
-            return Err(e.into());
+        for e in reads {
+            deliver(&mut outs, &cluster, e);
         }
-        for e in effects {
-            match e {
-                Effect::ToClient { conn, reply } => send(&outs, conn, Outbound::Reply(reply)),
-                Effect::ToAgentConn { conn, msg } => send(&outs, conn, Outbound::ToAgent(msg)),
-                Effect::CloseClient { conn } | Effect::CloseAgent { conn } => {
-                    send(&outs, conn, Outbound::Close)
-                }
-                Effect::ToAgent { node, msg } => match cluster.agent_conn(&node) {
-                    Some(conn) => send(&outs, conn, Outbound::ToAgent(msg)),
-                    None => {
-                        tracing::debug!(%node, ?msg, "agent not connected; it resyncs when it registers")
-                    }
-                },
+        // Nothing that reports a change leaves before the change is on disk. A full disk holds
+        // the changes and their effects (retried every tick) instead of stopping the controller.
+        held.extend(effects);
+        let committed =
+            disk.commit(&mut store, cluster.take_dirty()) || (ticked && disk.tick(&mut store));
+        if committed {
+            for e in std::mem::take(&mut held) {
+                deliver(&mut outs, &cluster, e);
             }
         }
     }
 }
 
-fn send(outs: &HashMap<ConnId, UnboundedSender<Outbound>>, conn: ConnId, msg: Outbound) {
-    if let Some(tx) = outs.get(&conn) {
-        let _ = tx.send(msg);
+/// Requests whose answer only reads the state (and may leave while a commit waits for space).
+fn is_read_only(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Queue
+            | Request::History { .. }
+            | Request::Nodes
+            | Request::ShowJob { .. }
+            | Request::ShowNode { .. }
+    )
+}
+
+/// The refusal of a submission the controller cannot take: a script over `max_script_size`,
+/// or no room on the state disk (exit code 119).
+fn refuse_submission(request: &Request, config: &Config, disk: &Disk) -> Option<Reply> {
+    let Request::Submit(sub) = request else { return None };
+    if let Some(Err(message)) = sub.idempotency_key.as_deref().map(super::idempotency::check_key) {
+        return Some(Reply::Error { code: exit_code::USAGE, message });
+    }
+    let script = sub.script.as_ref().map_or(0, |s| s.len() as u64);
+    let max = config.limits.max_script_size;
+    if script > max {
+        return Some(Reply::Error {
+            code: exit_code::USAGE,
+            message: format!(
+                "the script is {}, over this cluster's limit of {} (max_script_size in the controller's configuration); keep data in files the script reads",
+                super::disk::human(script),
+                super::disk::human(max)
+            ),
+        });
+    }
+    let incoming = serde_json::to_string(sub).map_or(0, |t| t.len() as u64);
+    disk.admit(incoming)
+        .err()
+        .map(|e| Reply::Error { code: exit_code::NO_NEW_WORK, message: e.to_string() })
+}
+
+/// Sends one effect; a connection that cannot take it (its queue is full: it does not read)
+/// is closed and forgotten, never waited for.
+fn deliver(outs: &mut HashMap<ConnId, Outbox<Outbound>>, cluster: &Cluster, e: Effect) {
+    let (conn, msg) = match e {
+        Effect::ToClient { conn, reply } => (conn, Outbound::reply(&reply)),
+        Effect::ToAgentConn { conn, msg } => (conn, Outbound::to_agent(&msg)),
+        Effect::CloseClient { conn } | Effect::CloseAgent { conn } => (conn, Outbound::Close),
+        Effect::ToAgent { node, msg } => match cluster.agent_conn(&node) {
+            Some(conn) => (conn, Outbound::to_agent(&msg)),
+            None => {
+                tracing::debug!(%node, ?msg, "agent not connected; it resyncs when it registers");
+                return;
+            }
+        },
+    };
+    if let Some(out) = outs.get(&conn) {
+        let bytes = msg.bytes();
+        if out.push(msg, bytes).is_err() {
+            tracing::warn!(
+                conn,
+                queued = out.queued(),
+                "disconnecting a connection that does not read what it is sent"
+            );
+            outs.remove(&conn);
+        }
     }
 }
 
@@ -371,83 +483,144 @@ fn caller_for(uid: u32, gid: u32) -> Caller {
     Caller { uid, gid, admin: false, user }
 }
 
-async fn serve_unix(
-    conn: ConnId,
-    stream: UnixStream,
-    key: Key,
-    input: UnboundedSender<Input>,
-    reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
-) {
+async fn serve_unix(conn: ConnId, stream: UnixStream, shared: Shared) {
     let Ok(cred) = stream.peer_cred() else { return };
     let caller = caller_for(cred.uid(), cred.gid());
-    let (rd, wr) = stream.into_split();
-    serve_client(conn, caller, BufReader::new(rd), wr, input, reg, Some(key)).await;
+    let (rd, mut wr) = stream.into_split();
+    let Some(_slot) = user_slot(&shared, &caller, &mut wr).await else { return };
+    let tokens = Some(shared.key.clone());
+    serve_client(conn, caller, BufReader::new(rd), wr, shared, tokens).await;
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The caller's place under the per-user connection limit, or `None` after telling it why not.
+async fn user_slot<W: tokio::io::AsyncWrite + Unpin>(
+    shared: &Shared,
+    caller: &Caller,
+    wr: &mut W,
+) -> Option<limits::UserSlot> {
+    let exempt = shared.exempt(caller.uid, &caller.user);
+    match shared.gate.user(caller.uid, &caller.user, exempt) {
+        Ok(slot) => Some(slot),
+        Err(e) => {
+            tracing::warn!(user = %caller.user, limit = e.limit, "connection refused: over the per-user limit");
+            refuse(wr, exit_code::NO_NEW_WORK, &e.to_string()).await;
+            None
+        }
+    }
+}
+
+/// Writes one error reply and closes (a connection that is refused before it is served).
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, code: u8, message: &str) {
+    let reply = Reply::Error { code, message: message.to_string() };
+    let mut line = serde_json::to_string(&reply).unwrap_or_default();
+    line.push('\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(line.as_bytes())).await;
+    let _ = wr.shutdown().await;
+}
+
+/// Sends `input` to the owner, waiting while its queue is full (the back-pressure on a client
+/// that floods requests); `false` if the connection must end instead.
+async fn to_owner(shared: &Shared, closer: &mut Closer, input: Input) -> bool {
+    tokio::select! {
+        sent = shared.input.send(input) => sent.is_ok(),
+        _ = closer.closed() => false,
+    }
+}
+
+/// Writes a connection's outbound queue to `wr`, one JSON message per line, until the queue
+/// ends or the owner closes the connection (also in the middle of a write that does not
+/// progress: a client that does not read).
+async fn write_lines<W>(mut wr: W, mut out: OutboxRx<Outbound>)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut closer = out.closer();
+    while let Some(msg) = out.recv().await {
+        match msg {
+            Outbound::Message(mut line) => {
+                line.push('\n');
+                tokio::select! {
+                    w = wr.write_all(line.as_bytes()) => if w.is_err() { return },
+                    _ = closer.closed() => return,
+                }
+            }
+            Outbound::Close => {
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Serves a command's requests (one JSON line each) until it goes. `tokens`: the key, when
+/// this caller may ask for a token.
 async fn serve_client<R, W>(
     conn: ConnId,
     caller: Caller,
     mut rd: BufReader<R>,
-    mut wr: W,
-    input: UnboundedSender<Input>,
-    reg: UnboundedSender<(ConnId, UnboundedSender<Outbound>)>,
+    wr: W,
+    shared: Shared,
     tokens: Option<Key>,
 ) where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = unbounded_channel::<Outbound>();
-    let _ = reg.send((conn, tx.clone()));
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outbound::Reply(r) => {
-                    let mut line = serde_json::to_string(&r).unwrap_or_default();
-                    line.push('\n');
-                    if wr.write_all(line.as_bytes()).await.is_err() {
-                        return;
-                    }
+    let out = shared.outbox(conn);
+    let mut closer = out.closer();
+    let writer = tokio::spawn(write_lines(wr, out));
+    let mut line = Vec::new();
+    loop {
+        let got = tokio::select! {
+            got = read_line_bounded(&mut rd, &mut line, shared.request_bytes) => got,
+            _ = closer.closed() => break,
+        };
+        match got {
+            Ok(true) => {}
+            Ok(false) | Err(LineError::Io(_)) => break,
+            Err(LineError::TooLong { limit }) => {
+                tracing::warn!(user = %caller.user, limit, "request over the size limit; closing the connection");
+                let message = format!(
+                    "the request is over this controller's limit of {} (max_script_size plus {} for the rest of a submission); the connection is closed",
+                    super::disk::human(limit as u64),
+                    super::disk::human(limits::ENVELOPE_BYTES as u64)
+                );
+                let reply = Reply::Error { code: exit_code::USAGE, message };
+                if to_owner(&shared, &mut closer, Input::Say { conn, reply }).await {
+                    // Read (and drop) the rest of the line, so that a client still sending it
+                    // finishes and reads the answer; bounded in time, constant in memory.
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), discard_line(&mut rd)).await;
                 }
-                Outbound::Close => {
-                    let _ = wr.shutdown().await;
-                    return;
-                }
-                Outbound::ToAgent(_) => {}
+                break;
             }
         }
-    });
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match rd.read_line(&mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let request: Request = match serde_json::from_str(line.trim_end()) {
+        let request: Request = match serde_json::from_slice(line.trim_ascii_end()) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Outbound::Reply(Reply::Error {
+                let reply = Reply::Error {
                     code: exit_code::USAGE,
                     message: format!("malformed request: {e}"),
-                }));
+                };
+                if !to_owner(&shared, &mut closer, Input::Say { conn, reply }).await {
+                    break;
+                }
                 continue;
             }
         };
         if let Request::Token { valid_secs } = request {
             // Answered here: the key stays out of the owner task's hands.
-            let _ = tx.send(Outbound::Reply(issue_token(tokens.as_ref(), &caller, valid_secs)));
+            let reply = issue_token(tokens.as_ref(), &caller, valid_secs);
+            if !to_owner(&shared, &mut closer, Input::Say { conn, reply }).await {
+                break;
+            }
             continue;
         }
-        if input
-            .send(Input::Client { conn, caller: caller.clone(), request: Box::new(request) })
-            .is_err()
-        {
+        let input = Input::Client { conn, caller: caller.clone(), request: Box::new(request) };
+        if !to_owner(&shared, &mut closer, input).await {
             break;
         }
     }
-    let _ = input.send(Input::ClientGone { conn });
-    drop(tx);
+    let _ = shared.input.send(Input::ClientGone { conn }).await;
     let _ = writer.await;
 }
 

@@ -9,41 +9,53 @@ use std::time::Duration;
 use gangway_link::{Opener, Sealer};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use super::{Input, Outbound, caller_for, serve_client};
+use super::{Input, Outbound, Shared, caller_for, serve_client};
 use crate::auth::{Key, show_time, unix_now};
 use crate::controller::cluster::ConnId;
 use crate::exit_code;
 use crate::protocol::{FromAgent, Reply, ToAgent};
 use crate::wire::{self, PREAMBLE_MAX, Preamble, Relay, Vouch, WireError};
 
-/// How long a peer has to say who it is and finish the handshake.
-const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
-
-type Registrar = UnboundedSender<(ConnId, UnboundedSender<Outbound>)>;
+/// How long a client that has gone may take to read its last replies.
+const LAST_REPLIES_TIME: Duration = Duration::from_secs(10);
 
 /// Serves one TCP connection until it ends.
-pub(super) async fn serve_tcp(
-    conn: ConnId,
-    mut stream: TcpStream,
-    key: Key,
-    input: UnboundedSender<Input>,
-    reg: Registrar,
-) {
+pub(super) async fn serve_tcp(conn: ConnId, mut stream: TcpStream, shared: Shared) {
     let peer = stream.peer_addr().ok();
-    let line = match tokio::time::timeout(
-        HANDSHAKE_TIME,
-        gangway_link::tokio_io::read_preamble(&mut stream, PREAMBLE_MAX),
-    )
-    .await
-    {
-        Ok(Ok(Some(line))) => line,
-        _ => return,
+    let host = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    // Until the handshake proves who it is, the connection holds one of a few places, for
+    // `auth_timeout` at most; a newer connection may take its place (see `limits::Gate`).
+    let mut pending = shared.gate.pending(host);
+    let preamble_and_handshake = async {
+        let line = gangway_link::tokio_io::read_preamble(&mut stream, PREAMBLE_MAX)
+            .await
+            .ok()
+            .flatten()?;
+        let preamble = match Preamble::parse(&line) {
+            Ok(p) => p,
+            Err(why) => return Some(Err(why)),
+        };
+        let psk = preamble.psk(&shared.key);
+        match gangway_link::tokio_io::respond(&mut stream, &psk, line.as_bytes()).await {
+            Ok(link) => Some(Ok((preamble, link))),
+            Err(e) => {
+                tracing::warn!(?peer, preamble = %line, error = %e, "link refused");
+                None
+            }
+        }
     };
-    let preamble = match Preamble::parse(&line) {
-        Ok(p) => p,
-        Err(why) => {
+    let outcome = tokio::select! {
+        got = tokio::time::timeout(shared.auth_timeout, preamble_and_handshake) => got.ok().flatten(),
+        _ = &mut pending.evicted => {
+            tracing::debug!(?peer, "unauthenticated connection closed to make room for a newer one");
+            None
+        }
+    };
+    drop(pending);
+    let (preamble, (mut sealer, opener)) = match outcome {
+        Some(Ok(linked)) => linked,
+        Some(Err(why)) => {
             // In clear: nothing is known about the peer, and nothing secret is said.
             tracing::warn!(?peer, %why, "connection refused before the handshake");
             let reply = Reply::Error { code: exit_code::NO_CONTROLLER, message: why };
@@ -52,21 +64,10 @@ pub(super) async fn serve_tcp(
             wire::drain(&mut stream).await;
             return;
         }
-    };
-    let psk = preamble.psk(&key);
-    let handshake = gangway_link::tokio_io::respond(&mut stream, &psk, line.as_bytes());
-    let (mut sealer, opener) = match tokio::time::timeout(HANDSHAKE_TIME, handshake).await {
-        Ok(Ok(link)) => link,
-        Ok(Err(e)) => {
-            tracing::warn!(?peer, preamble = %line, error = %e, "link refused");
-            return;
-        }
-        Err(_) => return,
+        None => return,
     };
     match preamble {
-        Preamble::Agent { node } => {
-            serve_agent(conn, node, stream, sealer, opener, input, reg).await
-        }
+        Preamble::Agent { node } => serve_agent(conn, node, stream, sealer, opener, shared).await,
         Preamble::User { uid, expiry } => {
             if expiry <= unix_now() {
                 let message = format!(
@@ -85,11 +86,9 @@ pub(super) async fn serve_tcp(
                 .map(|u| u.gid.as_raw())
                 .unwrap_or(uid);
             // No token for token holders: a token that could renew itself would never expire.
-            bridge(conn, caller_for(uid, gid), stream, sealer, opener, None, input, reg).await;
+            bridge(conn, caller_for(uid, gid), stream, sealer, opener, None, shared).await;
         }
-        Preamble::Vouch { node } => {
-            serve_vouched(conn, node, stream, sealer, opener, key, input, reg).await
-        }
+        Preamble::Vouch { node } => serve_vouched(conn, node, stream, sealer, opener, shared).await,
     }
 }
 
@@ -101,19 +100,16 @@ fn clear_line(reply: &Reply) -> String {
 
 /// A session an agent relays for a local user: the first message says who (as the kernel told
 /// the agent); the owner task checks that this node's agent may vouch for that uid.
-#[allow(clippy::too_many_arguments)]
 async fn serve_vouched(
     conn: ConnId,
     node: String,
     mut stream: TcpStream,
     mut sealer: Sealer,
     mut opener: Opener,
-    key: Key,
-    input: UnboundedSender<Input>,
-    reg: Registrar,
+    shared: Shared,
 ) {
     let vouch = match tokio::time::timeout(
-        HANDSHAKE_TIME,
+        shared.auth_timeout,
         wire::recv::<_, Vouch>(&mut stream, &mut opener),
     )
     .await
@@ -122,7 +118,8 @@ async fn serve_vouched(
         _ => return,
     };
     let (answer, verdict) = tokio::sync::oneshot::channel();
-    if input.send(Input::Vouch { node: node.clone(), uid: vouch.uid, answer }).is_err() {
+    if shared.input.send(Input::Vouch { node: node.clone(), uid: vouch.uid, answer }).await.is_err()
+    {
         return;
     }
     let stopping = |_| (exit_code::NO_CONTROLLER, "the controller is stopping".to_string());
@@ -136,22 +133,34 @@ async fn serve_vouched(
     }
     tracing::debug!(%node, uid = vouch.uid, pid = vouch.pid, job = ?vouch.job, "vouched session");
     let caller = caller_for(vouch.uid, vouch.gid);
-    bridge(conn, caller, stream, sealer, opener, Some(key), input, reg).await;
+    let tokens = Some(shared.key.clone());
+    bridge(conn, caller, stream, sealer, opener, tokens, shared).await;
 }
 
 /// Serves a command's link with the request loop of local commands, through an in-memory pipe
-/// of JSON lines. `tokens`: the key, when this caller may ask for a token.
-#[allow(clippy::too_many_arguments)]
+/// of JSON lines (so the same limits apply: per user, request size, outbound queue). `tokens`:
+/// the key, when this caller may ask for a token.
 async fn bridge(
     conn: ConnId,
     caller: crate::controller::cluster::Caller,
-    stream: TcpStream,
-    sealer: Sealer,
+    mut stream: TcpStream,
+    mut sealer: Sealer,
     opener: Opener,
     tokens: Option<Key>,
-    input: UnboundedSender<Input>,
-    reg: Registrar,
+    shared: Shared,
 ) {
+    let exempt = shared.exempt(caller.uid, &caller.user);
+    let _slot = match shared.gate.user(caller.uid, &caller.user, exempt) {
+        Ok(slot) => slot,
+        Err(e) => {
+            tracing::warn!(user = %caller.user, limit = e.limit, "connection refused: over the per-user limit");
+            let reply = Reply::Error { code: exit_code::NO_NEW_WORK, message: e.to_string() };
+            let _ = wire::send(&mut stream, &mut sealer, &reply).await;
+            let _ = stream.shutdown().await;
+            wire::drain(&mut stream).await;
+            return;
+        }
+    };
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let (ours_rd, ours_wr) = tokio::io::split(ours);
     let (theirs_rd, theirs_wr) = tokio::io::split(theirs);
@@ -165,10 +174,10 @@ async fn bridge(
         opener,
         gangway_link::DEFAULT_MESSAGE_LIMIT,
     );
-    serve_client(conn, caller, BufReader::new(theirs_rd), theirs_wr, input, reg, tokens).await;
+    serve_client(conn, caller, BufReader::new(theirs_rd), theirs_wr, shared, tokens).await;
     // The last replies drain through the relay; a peer that does not read them is cut off.
     let Relay { mut up, down } = relay;
-    if tokio::time::timeout(HANDSHAKE_TIME, &mut up).await.is_err() {
+    if tokio::time::timeout(LAST_REPLIES_TIME, &mut up).await.is_err() {
         tracing::debug!("a client did not read its last replies");
         up.abort();
     }
@@ -183,12 +192,11 @@ async fn serve_agent(
     stream: TcpStream,
     mut sealer: Sealer,
     mut opener: Opener,
-    input: UnboundedSender<Input>,
-    reg: Registrar,
+    shared: Shared,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let first =
-        tokio::time::timeout(HANDSHAKE_TIME, wire::recv::<_, FromAgent>(&mut rd, &mut opener))
+        tokio::time::timeout(shared.auth_timeout, wire::recv::<_, FromAgent>(&mut rd, &mut opener))
             .await;
     let registration = match first {
         Ok(Ok(Some(FromAgent::Register(r)))) if r.name == node => r,
@@ -211,32 +219,40 @@ async fn serve_agent(
         }
         Ok(Ok(None)) | Err(_) => return,
     };
-    let (tx, mut rx) = unbounded_channel::<Outbound>();
-    let _ = reg.send((conn, tx));
+    let mut out = shared.outbox(conn);
     let msg = FromAgent::Register(registration);
-    if input.send(Input::Agent { conn, node: node.clone(), msg }).is_err() {
+    if shared.input.send(Input::Agent { conn, node: node.clone(), msg }).await.is_err() {
         return;
     }
+    let mut closer = out.closer();
+    let mut writer_closer = out.closer();
     tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outbound::ToAgent(m) => {
-                    if wire::send(&mut wr, &mut sealer, &m).await.is_err() {
-                        return;
+        // Messages arrive as JSON already (the owner counts their bytes); sealed here.
+        while let Some(o) = out.recv().await {
+            match o {
+                Outbound::Message(body) => {
+                    let sent = gangway_link::tokio_io::send(&mut wr, &mut sealer, body.as_bytes());
+                    tokio::select! {
+                        s = sent => if s.is_err() { return },
+                        _ = writer_closer.closed() => return,
                     }
                 }
                 Outbound::Close => {
                     let _ = wr.shutdown().await;
                     return;
                 }
-                Outbound::Reply(_) => {}
             }
         }
     });
     loop {
-        match wire::recv::<_, FromAgent>(&mut rd, &mut opener).await {
+        let got = tokio::select! {
+            got = wire::recv::<_, FromAgent>(&mut rd, &mut opener) => got,
+            _ = closer.closed() => break,
+        };
+        match got {
             Ok(Some(msg)) => {
-                if input.send(Input::Agent { conn, node: node.clone(), msg }).is_err() {
+                if shared.input.send(Input::Agent { conn, node: node.clone(), msg }).await.is_err()
+                {
                     break;
                 }
             }
@@ -250,5 +266,5 @@ async fn serve_agent(
             }
         }
     }
-    let _ = input.send(Input::AgentGone { conn });
+    let _ = shared.input.send(Input::AgentGone { conn }).await;
 }

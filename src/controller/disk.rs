@@ -128,15 +128,12 @@ impl Disk {
         }
     }
 
-    /// Whether changes are waiting for a commit (their replies and messages wait with them).
-    pub fn stuck(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Commits `dirty` (after anything still waiting). When the disk is full, the reserve is
     /// given up and the commit tried again; if it still fails, the changes wait for the next
-    /// call. Returns whether everything is on disk now.
+    /// call (the owner calls on every pass, so at least every tick). Returns whether everything
+    /// is on disk now.
     pub fn commit(&mut self, store: &mut Store, dirty: Dirty) -> bool {
+        let was_stuck = self.pending.is_some();
         let batch = match self.pending.take() {
             Some((mut older, _)) => {
                 merge(&mut older, dirty);
@@ -153,14 +150,14 @@ impl Disk {
         }
         match result {
             Ok(()) => {
-                if self.pending.is_none() && self.last_reserve_check.is_none() {
-                    self.keep_reserve();
+                if was_stuck {
+                    tracing::info!(dir = %self.dir.display(), "state committed again; taking new work");
                 }
                 true
             }
             Err(e) => {
                 let reason = e.to_string();
-                if self.pending.is_none() {
+                if !was_stuck {
                     tracing::error!(error = %reason, dir = %self.dir.display(), "cannot commit; holding the changes and their replies, retrying on every tick; new submissions are refused meanwhile");
                 }
                 // Kept whole: the next commit carries it with whatever comes after.
@@ -170,24 +167,11 @@ impl Disk {
         }
     }
 
-    /// On a tick: retries a waiting commit, and puts the reserve back once space allows.
-    pub fn tick(&mut self, store: &mut Store) -> bool {
+    /// On a tick: puts the reserve back once space allows (looked at every few seconds).
+    pub fn tick(&mut self) {
         let due = self.last_reserve_check.is_none_or(|t| t.elapsed() >= RESERVE_CHECK);
-        if due {
-            self.last_reserve_check = Some(Instant::now());
-            if self.pending.is_none() {
-                self.keep_reserve();
-            }
-        }
-        match &self.pending {
-            Some(_) => {
-                let ok = self.commit(store, Dirty::default());
-                if ok {
-                    tracing::info!(dir = %self.dir.display(), "state committed again; taking new work");
-                }
-                ok
-            }
-            None => false,
+        if due && self.pending.is_none() {
+            self.keep_reserve();
         }
     }
 
@@ -255,6 +239,44 @@ mod tests {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(3 * 1024), "3.0 KiB");
         assert_eq!(human(64 << 20), "64.0 MiB");
+    }
+
+    #[test]
+    fn a_commit_that_finds_the_disk_full_waits_and_goes_through_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let limits = LimitsConfig {
+            max_script_size: 1,
+            max_connections_per_user: 1,
+            max_unauthenticated: 1,
+            max_unauthenticated_per_host: 1,
+            auth_timeout: Duration::from_secs(1),
+            min_free_space: 0,
+            state_reserve: 0,
+        };
+        let mut disk = Disk::new(dir.path(), &limits);
+        let event = |detail: String| super::super::cluster::Event {
+            time: 1,
+            job: Some(7),
+            node: None,
+            kind: "submit",
+            detail,
+        };
+        store.cap_pages(Some(0));
+        let first =
+            Dirty { events: vec![event("a".repeat(64 << 10))], next_id: 8, ..Dirty::default() };
+        assert!(!disk.commit(&mut store, first), "the database cannot grow");
+        let err = disk.admit(0).expect_err("no new work while a commit waits").to_string();
+        assert!(err.contains("cannot save its state"), "{err}");
+        let second = Dirty { events: vec![event("b".into())], next_id: 9, ..Dirty::default() };
+        assert!(!disk.commit(&mut store, second), "still full");
+        store.cap_pages(None);
+        assert!(disk.commit(&mut store, Dirty::default()), "space came back");
+        assert!(disk.admit(0).is_ok());
+        let kept: Vec<String> = store.events_of(7).unwrap().into_iter().map(|e| e.2).collect();
+        assert_eq!(kept.len(), 2, "both batches, in order");
+        assert!(kept[0].starts_with('a') && kept[1] == "b");
+        assert_eq!(store.load().unwrap().2, 9);
     }
 
     #[test]

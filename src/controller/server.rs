@@ -305,9 +305,10 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
         // Nothing that reports a change leaves before the change is on disk. A full disk holds
         // the changes and their effects (retried every tick) instead of stopping the controller.
         held.extend(effects);
-        let committed =
-            disk.commit(&mut store, cluster.take_dirty()) || (ticked && disk.tick(&mut store));
-        if committed {
+        if ticked {
+            disk.tick();
+        }
+        if disk.commit(&mut store, cluster.take_dirty()) {
             for e in std::mem::take(&mut held) {
                 deliver(&mut outs, &cluster, e);
             }

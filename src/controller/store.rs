@@ -150,6 +150,16 @@ impl Store {
         Ok(())
     }
 
+    /// Caps the database's size in pages (`PRAGMA max_page_count`), so that tests can make
+    /// commits fail as on a full disk (SQLITE_FULL).
+    #[cfg(test)]
+    pub fn cap_pages(&self, pages: Option<u64>) {
+        let current: i64 =
+            self.db.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap_or_default();
+        let cap = pages.map_or(1 << 30, |p| current as u64 + p);
+        let _ = self.db.pragma_update(None, "max_page_count", cap as i64);
+    }
+
     /// A job's events, oldest first (`show job`).
     pub fn events_of(&self, job: JobId) -> Result<Vec<(u64, String, String)>, StoreError> {
         let mut q = self

@@ -8,6 +8,19 @@ use std::time::Duration;
 
 use crate::support::{VCluster, gangway, node_visible_dir, wait_until};
 
+/// What a test changes before the controller first starts.
+#[derive(Default)]
+pub struct Setup {
+    /// Extra top-level settings for the controller's TOML (e.g. limits).
+    pub config: String,
+    /// The controller's open-file limit, soft and hard.
+    pub controller_nofile: Option<u64>,
+    /// Called with the state directory (created, empty) before the controller starts: a test
+    /// may mount a small file system there.
+    #[allow(clippy::type_complexity)]
+    pub prepare_state_dir: Option<Box<dyn FnOnce(&std::path::Path)>>,
+}
+
 /// A controller on the host and one agent per node.
 pub struct Managed {
     pub vc: VCluster,
@@ -17,6 +30,8 @@ pub struct Managed {
     pub agents: BTreeMap<usize, Child>,
     /// `--synthetic` for the agents: nodes bigger than this machine.
     pub synthetic: Option<String>,
+    /// The controller's open-file limit (see [`Setup`]).
+    pub controller_nofile: Option<u64>,
 }
 
 pub fn free_port() -> u16 {
@@ -29,6 +44,14 @@ impl Managed {
     }
 
     pub fn up_as(nodes: usize, synthetic: Option<&str>) -> Option<Managed> {
+        Managed::up_full(nodes, synthetic, Setup::default())
+    }
+
+    pub fn up_with(nodes: usize, setup: Setup) -> Option<Managed> {
+        Managed::up_full(nodes, None, setup)
+    }
+
+    fn up_full(nodes: usize, synthetic: Option<&str>, setup: Setup) -> Option<Managed> {
         let vc = VCluster::up(nodes)?;
         let dir = node_visible_dir().join(format!("ctl-{}", vc.prefix));
         std::fs::create_dir_all(&dir).unwrap();
@@ -38,11 +61,16 @@ impl Managed {
         let port = free_port();
         let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
         let config = format!(
-            "cluster = \"it\"\nlisten = \"0.0.0.0:{port}\"\nsocket = \"{d}/ctl.sock\"\nstate_dir = \"{d}/state\"\nkey_file = \"{d}/key\"\nheartbeat_interval = \"300ms\"\nsuspect_timeout = \"1s\"\nlost_timeout = \"2s\"\nreconnect_grace = \"500ms\"\nkill_grace = \"1s\"\n\n[[partition]]\nname = \"batch\"\nnodes = \"{}\"\ndefault = true\nmax_time = \"1:00:00\"\n",
+            "cluster = \"it\"\nlisten = \"0.0.0.0:{port}\"\nsocket = \"{d}/ctl.sock\"\nstate_dir = \"{d}/state\"\nkey_file = \"{d}/key\"\nheartbeat_interval = \"300ms\"\nsuspect_timeout = \"1s\"\nlost_timeout = \"2s\"\nreconnect_grace = \"500ms\"\nkill_grace = \"1s\"\n{extra}\n[[partition]]\nname = \"batch\"\nnodes = \"{}\"\ndefault = true\nmax_time = \"1:00:00\"\n",
             names.join(","),
-            d = dir.display()
+            d = dir.display(),
+            extra = setup.config,
         );
         std::fs::write(dir.join("gangway.toml"), config).unwrap();
+        if let Some(prepare) = setup.prepare_state_dir {
+            std::fs::create_dir_all(dir.join("state")).unwrap();
+            prepare(&dir.join("state"));
+        }
         let mut m = Managed {
             vc,
             dir,
@@ -50,6 +78,7 @@ impl Managed {
             controller: None,
             agents: BTreeMap::new(),
             synthetic: synthetic.map(String::from),
+            controller_nofile: setup.controller_nofile,
         };
         m.start_controller();
         for i in 1..=nodes {
@@ -69,14 +98,26 @@ impl Managed {
             .append(true)
             .open(self.dir.join("controller.log"))
             .unwrap();
-        let child = Command::new(self.gangway_bin())
-            .args(["controller", "--config"])
+        let mut cmd = Command::new(self.gangway_bin());
+        cmd.args(["controller", "--config"])
             .arg(self.dir.join("gangway.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(n) = self.controller_nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: setrlimit is async-signal-safe and reads only the struct copied in here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         self.controller = Some(child);
         let sock = self.dir.join("ctl.sock");
         wait_until("the controller's socket", Duration::from_secs(10), || {

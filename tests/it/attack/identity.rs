@@ -482,6 +482,7 @@ fn a_vouch_without_the_key_is_refused() {
         requeue: false,
         hold: false,
         umask: None,
+        idempotency_key: None,
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

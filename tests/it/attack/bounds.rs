@@ -493,3 +493,42 @@ fn a_submission_sent_again_with_its_key_creates_one_job() {
     let bad = call(&m, &submission("once", "once", Some("has a space"), true));
     assert_eq!(bad["error"]["code"], 2, "{bad}");
 }
+
+#[test]
+fn the_batch_command_sends_a_submission_again_with_its_key_after_a_broken_connection() {
+    // A stand-in controller that stores the first submission but breaks the connection before
+    // answering, then answers the second.
+    let dir = crate::support::scratch();
+    let path = dir.path().join("ctl.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for answer in [false, true] {
+            let (s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            seen.push(v["submit"]["idempotency_key"].clone());
+            if answer {
+                writeln!(&s, "{{\"submitted\":{{\"id\":42}}}}").unwrap();
+            }
+        }
+        seen
+    });
+    let out = crate::support::run(
+        crate::support::gangway()
+            .args(["batch", "--parsable", "--wrap", "true"])
+            .env("GANGWAY_CONTROLLER", &path),
+    );
+    let keys = server.join().unwrap();
+    eprintln!(
+        "retried submission: keys sent {keys:?}; batch said {:?} / {:?}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "42");
+    assert!(out.stderr.contains("sending the submission again"), "{}", out.stderr);
+    assert!(keys[0].is_string() && keys[0] == keys[1], "the same key both times: {keys:?}");
+}

@@ -482,7 +482,7 @@ fn a_submission_sent_again_with_its_key_creates_one_job() {
     m.start_controller();
     let after_restart = call(&m, &request);
     assert_eq!(after_restart["submitted"]["id"].as_u64(), Some(id), "{after_restart}");
-    // Another key is another job; the same key of another user is theirs.
+    // Another key is another job (keys are per user: see the unit test in idempotency.rs).
     let other = call(&m, &submission("once", "once", Some("retry-test-0002"), true));
     assert_ne!(other["submitted"]["id"].as_u64(), Some(id), "{other}");
     let out = m.cli_out(&["queue", "--json"]);

@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a message changes incompatibly; both sides check it at the first message.
-pub const VERSION: u32 = 2;
+/// 3: heartbeats are acknowledged and grant a lease; agents report fenced jobs.
+pub const VERSION: u32 = 3;
 
 /// A job's identifier.
 pub type JobId = u64;
@@ -302,8 +303,12 @@ pub struct NodeInfo {
 #[serde(rename_all = "snake_case")]
 pub enum FromAgent {
     Register(Registration),
+    /// Numbered so the controller's [`ToAgent::Ack`] names it: an acknowledged heartbeat
+    /// extends the agent's lease from when it was sent (docs/cluster.md, "Fencing").
     Heartbeat {
         load: f64,
+        #[serde(default)]
+        seq: u64,
     },
     /// A job's process on this node ended (the batch script), or the job's last process here.
     JobEnded {
@@ -311,6 +316,13 @@ pub enum FromAgent {
         attempt: u32,
         exit_code: i32,
         message: Option<String>,
+    },
+    /// The job's processes here were killed because the agent's lease ran out (or the agent
+    /// could not vouch for them): the attempt is over here, though it did not end by itself.
+    Fenced {
+        job: JobId,
+        attempt: u32,
+        reason: String,
     },
 }
 
@@ -332,6 +344,10 @@ pub struct Registration {
     /// The agent's own uid (a non-root agent vouches only for it).
     #[serde(default)]
     pub uid: Option<u32>,
+    /// Attempts whose processes here were killed since the last registration (the lease ran
+    /// out, or the agent's previous life left them): job, attempt, why.
+    #[serde(default)]
+    pub fenced: Vec<(JobId, u32, String)>,
 }
 
 /// What the controller tells an agent.
@@ -340,6 +356,14 @@ pub struct Registration {
 pub enum ToAgent {
     Welcome {
         heartbeat_ms: u64,
+        /// How long after sending a heartbeat (or this registration) that is acknowledged the
+        /// agent may keep its jobs running: `lost_timeout - fence_margin`.
+        #[serde(default)]
+        lease_ms: u64,
+    },
+    /// The controller heard heartbeat `seq` (0: the registration) on this connection.
+    Ack {
+        seq: u64,
     },
     Refused {
         reason: String,

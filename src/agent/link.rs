@@ -120,6 +120,7 @@ pub(super) async fn connect(
         running,
         root: nix::unistd::geteuid().is_root(),
         uid: Some(nix::unistd::geteuid().as_raw()),
+        fenced: Vec::new(),
     });
     let (mut rd, mut wr) = stream.into_split();
     wire::send(&mut wr, &mut sealer, &reg).await.map_err(|e| unreachable(e.to_string()))?;
@@ -130,7 +131,7 @@ pub(super) async fn connect(
     .await
     .map_err(|_| unreachable("no answer to the registration".into()))?;
     match answer {
-        Ok(Some(ToAgent::Welcome { heartbeat_ms })) => Ok(Pending {
+        Ok(Some(ToAgent::Welcome { heartbeat_ms, .. })) => Ok(Pending {
             rd,
             wr,
             sealer,

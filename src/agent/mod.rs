@@ -177,7 +177,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = beat.tick() => { let _ = out.send(FromAgent::Heartbeat { load: load_average() }); }
+                _ = beat.tick() => { let _ = out.send(FromAgent::Heartbeat { load: load_average(), seq: 0 }); }
                 Some(ev) = ev_rx.recv() => {
                     if let Event::ControllerGone = ev {
                         tracing::warn!("lost the controller; jobs keep running, reconnecting");

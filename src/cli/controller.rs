@@ -21,7 +21,8 @@ Example (/etc/gangway/gangway.toml):
   key_file = \"/etc/gangway/key\"      # `gangway keygen`, same file on every node
   heartbeat_interval = \"1s\"
   suspect_timeout = \"3s\"
-  lost_timeout = \"6s\"
+  lost_timeout = \"6s\"                # silent this long: lost, jobs requeued elsewhere
+  fence_margin = \"500ms\"             # agents kill their jobs this long before that
   [[partition]]
   name = \"batch\"
   nodes = \"node[1-3]\"
@@ -105,6 +106,9 @@ pub fn controller(args: ControllerArgs) -> u8 {
             return exit_code::USAGE;
         }
     };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let Some(rt) = runtime() else { return exit_code::FAILURE };
     match rt.block_on(server::run(config, |_| {})) {
         Ok(()) => exit_code::SUCCESS,

@@ -1,7 +1,10 @@
 //! The controller's model: nodes, jobs and steps, and every transition between their states
 //! (submit, start, end, cancel, hold, requeue on a lost node, heartbeats, time limits, restart
 //! recovery). Pure: callers pass the time in, get [`Effect`]s back to carry out, and persist what
-//! [`Cluster::take_dirty`] lists. Only `server.rs` does I/O.
+//! [`Cluster::take_dirty`] lists. Only `server.rs` does I/O. Liveness and fencing are in
+//! [`liveness`].
+
+mod liveness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +20,9 @@ use super::allocator::{
 use super::config::Config;
 use super::idempotency::SubmissionKeys;
 use crate::exit_code;
+use liveness::PartLost;
+pub use liveness::{Mono, Verdict, verdict};
+
 use crate::protocol::{
     BatchLaunch, FromAgent, Grant, GrantNode, JobId, JobInfo, JobKind, JobLaunch, NodeInfo,
     Registration, Reply, StepGrant, StepRequest, Submission, ToAgent,
@@ -143,7 +149,9 @@ impl Job {
         r.priority = self.priority;
         r.submit_time = Timestamp(self.submit_time);
         r.held = self.held;
-        r.excluded_after_failure = self.excluded.clone();
+        // A node the job asked for by name is never avoided: the job waits for it to return.
+        r.excluded_after_failure =
+            self.excluded.iter().filter(|n| !s.nodelist.contains(n)).cloned().collect();
         r
     }
 }
@@ -172,9 +180,10 @@ pub struct NodeRecord {
     /// The agent's connection, while it has one.
     #[serde(skip)]
     pub conn: Option<ConnId>,
-    /// When its connection dropped (it is lost if it does not come back within the grace).
+    /// When its agent last spoke on its current connection (None: not since this controller
+    /// began listening), on the monotonic clock: it is lost `lost_timeout` after that.
     #[serde(skip)]
-    pub disconnected_at: Option<u64>,
+    pub last_heard: Option<Mono>,
 }
 
 /// A node's liveness.
@@ -262,8 +271,8 @@ pub struct Cluster {
     events: Vec<Event>,
     /// Something changed that may let a pending job start.
     needs_schedule: bool,
-    /// When this controller started (nodes get until `lost_timeout` after it to come back).
-    started_at: u64,
+    /// When this controller began listening: every node counts as heard then.
+    listening_since: Option<Mono>,
     /// The job's key-derived token and credentials are made by the I/O layer; this signs them.
     signer: Option<crate::auth::Key>,
     /// Submissions' idempotency keys, per user (exactly-once submission).
@@ -312,7 +321,7 @@ impl Cluster {
                 last_heartbeat: None,
                 load: None,
                 conn: None,
-                disconnected_at: None,
+                last_heard: None,
             });
             if let Some(d) = config.node_settings.get(name).and_then(|s| s.drain.clone())
                 && rec.drain.is_none()
@@ -324,7 +333,7 @@ impl Cluster {
                 rec.health = Health::Suspect;
                 rec.reason = Some("waiting for the agent to reconnect".into());
             }
-            rec.disconnected_at = Some(now);
+            rec.last_heard = None;
             nodes.insert(name.clone(), rec);
         }
         let mut active = BTreeSet::new();
@@ -352,7 +361,7 @@ impl Cluster {
             dirty_nodes: BTreeSet::new(),
             events: Vec::new(),
             needs_schedule: true,
-            started_at: now,
+            listening_since: None,
             signer: None,
             keys: SubmissionKeys::default(),
         };
@@ -970,22 +979,34 @@ impl Cluster {
 
     // ---------------------------------------------------------------- agents
 
-    /// An agent's message.
+    /// An agent's message, which arrived at `now` (wall time, for records) and `mono` (the
+    /// monotonic clock, for liveness).
     pub fn from_agent(
         &mut self,
         conn: ConnId,
         node: &str,
         msg: FromAgent,
         now: u64,
+        mono: Mono,
     ) -> Vec<Effect> {
+        let fx = self.agent_message(conn, node, msg, now);
+        self.heard(conn, node, mono);
+        fx
+    }
+
+    fn agent_message(&mut self, conn: ConnId, node: &str, msg: FromAgent, now: u64) -> Vec<Effect> {
         match msg {
             FromAgent::Register(r) => self.register(conn, r, now),
-            FromAgent::Heartbeat { load } => {
+            FromAgent::Heartbeat { load, seq } => {
+                let Some(ack) = self.ack(conn, node, seq) else {
+                    // A connection the node no longer uses (replaced, or the node was lost).
+                    return Vec::new();
+                };
                 let mut back = false;
                 if let Some(rec) = self.nodes.get_mut(node) {
                     rec.last_heartbeat = Some(now);
                     rec.load = Some(load);
-                    back = rec.health == Health::Suspect && rec.conn == Some(conn);
+                    back = rec.health == Health::Suspect;
                 }
                 if back {
                     if let Some(rec) = self.nodes.get_mut(node) {
@@ -995,7 +1016,13 @@ impl Cluster {
                     self.event(now, None, Some(node), "node_up", "heartbeats again".into());
                     self.sync_health(node);
                 }
-                Vec::new()
+                vec![ack]
+            }
+            FromAgent::Fenced { job, attempt, reason } => {
+                if self.agent_conn(node) != Some(conn) {
+                    return Vec::new();
+                }
+                self.fenced(node, job, attempt, &reason, now)
             }
             FromAgent::JobEnded { job, attempt, exit_code, message } => {
                 let mut fx = Vec::new();
@@ -1066,7 +1093,6 @@ impl Cluster {
             rec.agent_uid = r.uid;
             rec.last_heartbeat = Some(now);
             rec.conn = Some(conn);
-            rec.disconnected_at = None;
         }
         self.touch_node(&r.name);
         self.event(
@@ -1086,12 +1112,17 @@ impl Cluster {
             node: r.name.clone(),
             msg: ToAgent::Welcome {
                 heartbeat_ms: self.config.heartbeat_interval.as_millis() as u64,
+                lease_ms: self.config.lease().as_millis() as u64,
             },
         });
         if size_changed {
             self.rebuild_allocator();
         } else {
             self.sync_health(&r.name);
+        }
+        // What its agent killed since it last registered: over here, whatever else it reports.
+        for (job, attempt, reason) in &r.fenced {
+            fx.extend(self.fenced(&r.name, *job, *attempt, reason, now));
         }
         // What it still runs that is over (or another attempt's): end it.
         for (job, attempt) in &r.running {
@@ -1142,13 +1173,13 @@ impl Cluster {
         fx
     }
 
-    /// An agent's connection closed.
+    /// An agent's connection closed. The node takes no new work, but is lost only when it has
+    /// been silent for the lost timeout: its agent may still hold a lease and run its jobs.
     pub fn agent_gone(&mut self, conn: ConnId, now: u64) {
         let name = self.nodes.values().find(|n| n.conn == Some(conn)).map(|n| n.name.clone());
         if let Some(name) = name {
             if let Some(rec) = self.nodes.get_mut(&name) {
                 rec.conn = None;
-                rec.disconnected_at = Some(now);
                 if rec.health == Health::Up {
                     rec.health = Health::Suspect;
                     rec.reason = Some("agent connection closed".into());
@@ -1159,50 +1190,10 @@ impl Cluster {
         }
     }
 
-    /// Liveness and time limits; call every few hundred milliseconds.
-    pub fn tick(&mut self, now: u64) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        let suspect = self.config.suspect_timeout.as_millis() as u64;
-        let lost = self.config.lost_timeout.as_millis() as u64;
-        let grace = self.config.reconnect_grace.as_millis() as u64;
-        let mut to_lose = Vec::new();
-        let mut to_suspect = Vec::new();
-        for rec in self.nodes.values() {
-            if rec.health == Health::Down {
-                continue;
-            }
-            match (rec.conn, rec.disconnected_at) {
-                (None, Some(t)) => {
-                    // After a controller restart every agent gets the full lost timeout.
-                    let allowed = if t == self.started_at { lost } else { grace };
-                    if now.saturating_sub(t) >= allowed {
-                        to_lose.push((
-                            rec.name.clone(),
-                            "its agent disconnected and did not come back",
-                        ));
-                    }
-                }
-                _ => {
-                    let silent = now.saturating_sub(rec.last_heartbeat.unwrap_or(now));
-                    if silent >= lost {
-                        to_lose.push((rec.name.clone(), "no heartbeat within the lost timeout"));
-                    } else if silent >= suspect && rec.health == Health::Up {
-                        to_suspect.push(rec.name.clone());
-                    }
-                }
-            }
-        }
-        for name in to_suspect {
-            if let Some(rec) = self.nodes.get_mut(&name) {
-                rec.health = Health::Suspect;
-                rec.reason = Some("missed heartbeats".into());
-            }
-            self.event(now, None, Some(&name), "suspect", "missed heartbeats".into());
-            self.sync_health(&name);
-        }
-        for (name, why) in to_lose {
-            fx.extend(self.node_lost(&name, why, now, None));
-        }
+    /// Liveness and time limits; call every few hundred milliseconds with the wall time (for
+    /// records and time limits) and the monotonic clock (for liveness).
+    pub fn tick(&mut self, now: u64, mono: Mono) -> Vec<Effect> {
+        let mut fx = self.check_liveness(now, mono);
         // Time limits: TERM at the limit, KILL after the grace.
         let kill_grace = self.config.kill_grace.as_millis() as u64;
         let running: Vec<JobId> = self
@@ -1264,7 +1255,7 @@ impl Cluster {
             if let Some(rec) = self.nodes.get_mut(name) {
                 rec.health = Health::Down;
                 rec.reason = Some(format!("lost: {why}"));
-                rec.disconnected_at = None;
+                rec.last_heard = None;
                 if let Some(c) = rec.conn.take() {
                     fx.push(Effect::CloseAgent { conn: c });
                 }
@@ -1284,54 +1275,77 @@ impl Cluster {
             .copied()
             .collect();
         for id in victims {
-            let job = &self.jobs[&id];
-            let requeue = requeue_on_node_loss(job.sub.kind, job.sub.requeue);
-            let (attempt, nodes) = (job.attempt, job.nodes());
-            for n in nodes.iter().filter(|n| *n != name) {
-                fx.push(Effect::ToAgent {
-                    node: n.clone(),
-                    msg: ToAgent::Release { job: id, attempt },
-                });
-            }
-            self.alloc.release(id);
-            self.steps.retain(|s| s.job != id);
-            if requeue {
-                if let Some(j) = self.jobs.get_mut(&id) {
-                    j.state = JobState::Pending;
-                    j.attempt += 1;
-                    j.reason = "Requeued".into();
-                    if !j.excluded.iter().any(|e| e == name) {
-                        j.excluded.push(name.to_string());
-                    }
-                    j.granted.clear();
-                    j.start_time = None;
-                    j.stopping_since = None;
-                }
-                self.touch_job(id);
-                self.event(
-                    now,
-                    Some(id),
-                    Some(name),
-                    "requeue",
-                    format!("attempt {} after {name} was lost: {why}", attempt + 1),
-                );
-                if let Some(conn) = self.holders.get(&id) {
-                    fx.push(Effect::ToClient {
-                        conn: *conn,
-                        reply: Reply::Requeued {
-                            id,
-                            attempt: attempt + 1,
-                            reason: format!("node {name} was lost ({why})"),
-                        },
-                    });
-                }
-            } else {
-                let reason = format!("NodeFail: {name} was lost ({why})");
-                self.finish(id, JobState::NodeFail, &reason, None, now, &mut fx);
-            }
+            self.lose_part(id, name, why, PartLost::NodeLost, now, &mut fx);
         }
         self.needs_schedule = true;
         fx
+    }
+
+    /// A running job lost its part on `name`: it stops everywhere; batch jobs (and run jobs with
+    /// `--requeue`) go back to the queue, the others fail with `NodeFail`.
+    fn lose_part(
+        &mut self,
+        id: JobId,
+        name: &str,
+        why: &str,
+        how: PartLost,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        let what = match how {
+            PartLost::NodeLost => format!("{name} was lost"),
+            PartLost::Fenced => format!("{name} fenced it"),
+        };
+        let requeue = requeue_on_node_loss(job.sub.kind, job.sub.requeue);
+        let (attempt, nodes) = (job.attempt, job.nodes());
+        for n in nodes.iter().filter(|n| *n != name || how == PartLost::Fenced) {
+            fx.push(Effect::ToAgent {
+                node: n.clone(),
+                msg: ToAgent::Release { job: id, attempt },
+            });
+        }
+        self.alloc.release(id);
+        self.steps.retain(|s| s.job != id);
+        if requeue {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.state = JobState::Pending;
+                j.attempt += 1;
+                j.reason = "Requeued".into();
+                // A node the job named is never avoided (it would wait for it forever).
+                if how == PartLost::NodeLost
+                    && !j.excluded.iter().any(|e| e == name)
+                    && !j.sub.shape.nodelist.iter().any(|n| n == name)
+                {
+                    j.excluded.push(name.to_string());
+                }
+                j.granted.clear();
+                j.start_time = None;
+                j.stopping_since = None;
+            }
+            self.touch_job(id);
+            self.event(
+                now,
+                Some(id),
+                Some(name),
+                "requeue",
+                format!("attempt {} after {what}: {why}", attempt + 1),
+            );
+            if let Some(conn) = self.holders.get(&id) {
+                fx.push(Effect::ToClient {
+                    conn: *conn,
+                    reply: Reply::Requeued {
+                        id,
+                        attempt: attempt + 1,
+                        reason: format!("node {what} ({why})"),
+                    },
+                });
+            }
+        } else {
+            let reason = format!("NodeFail: {what} ({why})");
+            self.finish(id, JobState::NodeFail, &reason, None, now, fx);
+        }
+        self.needs_schedule = true;
     }
 
     /// Ends a job: frees its CPUs, tells its nodes and its client, records it.
@@ -1888,7 +1902,7 @@ mod tests {
     use crate::protocol::Shape;
     use std::path::Path;
 
-    fn config() -> Config {
+    pub(super) fn config() -> Config {
         let text = r#"
 cluster = "t"
 state_dir = "/nonexistent"
@@ -1906,15 +1920,15 @@ default = true
         Config::parse(text, Path::new("t.toml")).expect("config")
     }
 
-    fn root() -> Caller {
+    pub(super) fn root() -> Caller {
         Caller { uid: 0, gid: 0, user: "root".into(), admin: true }
     }
 
-    fn alice() -> Caller {
+    pub(super) fn alice() -> Caller {
         Caller { uid: 1000, gid: 1000, user: "alice".into(), admin: false }
     }
 
-    fn registration(name: &str) -> Registration {
+    pub(super) fn registration(name: &str) -> Registration {
         let model = gangway_topology::Shape::new(1, 2, 1).build().expect("model");
         Registration {
             version: crate::protocol::VERSION,
@@ -1926,20 +1940,22 @@ default = true
             running: Vec::new(),
             root: true,
             uid: Some(0),
+            fenced: Vec::new(),
         }
     }
 
     /// A cluster of three registered 2-core nodes (agent connections 101-103).
-    fn cluster() -> Cluster {
+    pub(super) fn cluster() -> Cluster {
         let mut c = Cluster::new(config(), 0, Vec::new(), Vec::new(), 1, 0);
+        c.listening(Mono(0));
         for i in 1..=3 {
             let name = format!("n{i}");
-            c.from_agent(100 + i, &name, FromAgent::Register(registration(&name)), 0);
+            c.from_agent(100 + i, &name, FromAgent::Register(registration(&name)), 0, Mono(0));
         }
         c
     }
 
-    fn batch(nodes: u32, ntasks: u32) -> Submission {
+    pub(super) fn batch(nodes: u32, ntasks: u32) -> Submission {
         Submission {
             kind: JobKind::Batch,
             name: "job".into(),
@@ -1958,7 +1974,7 @@ default = true
         }
     }
 
-    fn starts(fx: &[Effect]) -> Vec<(String, JobId, u32)> {
+    pub(super) fn starts(fx: &[Effect]) -> Vec<(String, JobId, u32)> {
         fx.iter()
             .filter_map(|e| match e {
                 Effect::ToAgent { node, msg: ToAgent::Start(l) } => {
@@ -1993,6 +2009,7 @@ default = true
             "n1",
             FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 0, message: None },
             20,
+            Mono(20),
         );
         assert_eq!(
             fx.iter()
@@ -2016,10 +2033,16 @@ default = true
             for i in 1..=3u64 {
                 let name = format!("n{i}");
                 if name != node {
-                    c.from_agent(100 + i, &name, FromAgent::Heartbeat { load: 0.0 }, t);
+                    c.from_agent(
+                        100 + i,
+                        &name,
+                        FromAgent::Heartbeat { load: 0.0, seq: 0 },
+                        t,
+                        Mono(t),
+                    );
                 }
             }
-            c.tick(t);
+            c.tick(t, Mono(t));
         }
         let job = c.job(1).expect("job");
         assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
@@ -2035,6 +2058,7 @@ default = true
             &node,
             FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 0, message: None },
             7100,
+            Mono(7100),
         );
         assert_eq!(c.job(1).expect("job").state, JobState::Running);
         let dirty = c.take_dirty();
@@ -2051,7 +2075,10 @@ default = true
         let node = starts(&c.schedule(0))[0].0.clone();
         let conn = 100 + node[1..].parse::<u64>().expect("n");
         c.agent_gone(conn, 100);
-        c.tick(1200);
+        // Its connection dropped, but its agent may still hold a lease: not lost yet.
+        c.tick(5999, Mono(5999));
+        assert_eq!(c.job(1).expect("job").state, JobState::Running);
+        c.tick(6000, Mono(6000));
         let job = c.job(1).expect("job");
         assert_eq!(job.state, JobState::NodeFail);
         assert!(job.reason.contains("NodeFail"), "{}", job.reason);
@@ -2086,14 +2113,20 @@ default = true
         c.schedule(0);
         let keep_alive = |c: &mut Cluster, t: u64| {
             for i in 1..=3u64 {
-                c.from_agent(100 + i, &format!("n{i}"), FromAgent::Heartbeat { load: 0.0 }, t);
+                c.from_agent(
+                    100 + i,
+                    &format!("n{i}"),
+                    FromAgent::Heartbeat { load: 0.0, seq: 0 },
+                    t,
+                    Mono(t),
+                );
             }
         };
         keep_alive(&mut c, 60_000);
-        let fx = c.tick(60_000);
+        let fx = c.tick(60_000, Mono(60_000));
         assert!(fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { signal, .. }, .. } if *signal == libc::SIGTERM)));
         keep_alive(&mut c, 62_000);
-        c.tick(62_000);
+        c.tick(62_000, Mono(62_000));
         assert_eq!(c.job(1).expect("job").state, JobState::Timeout);
 
         // An allocation told of its time limit leaves at once: still a timeout, not a cancel.
@@ -2103,7 +2136,7 @@ default = true
         c.submit(7, &root(), sub, 62_000);
         c.schedule(62_000);
         keep_alive(&mut c, 122_000);
-        let fx = c.tick(122_000);
+        let fx = c.tick(122_000, Mono(122_000));
         assert!(
             fx.iter()
                 .any(|e| matches!(e, Effect::ToClient { conn: 7, reply: Reply::Ended { .. } }))
@@ -2125,12 +2158,13 @@ default = true
         let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
         assert_eq!(running, 3);
         let mut again = Cluster::new(config(), 0, nodes, jobs, dirty.next_id, 50_000);
+        again.listening(Mono(50_000));
         // Nothing new starts on CPUs the running jobs still hold.
         assert!(starts(&again.schedule(50_000)).is_empty());
         // An agent comes back reporting its job: it keeps running, nothing is released.
         let mut reg = registration("n1");
         reg.running = vec![(1, 1)];
-        let fx = again.from_agent(201, "n1", FromAgent::Register(reg), 50_100);
+        let fx = again.from_agent(201, "n1", FromAgent::Register(reg), 50_100, Mono(50_100));
         assert!(
             !fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Release { .. }, .. })),
             "{fx:?}"
@@ -2142,7 +2176,7 @@ default = true
     #[test]
     fn agents_of_unknown_nodes_or_versions_are_refused_on_their_own_connection() {
         let mut c = cluster();
-        let fx = c.from_agent(300, "n9", FromAgent::Register(registration("n9")), 1);
+        let fx = c.from_agent(300, "n9", FromAgent::Register(registration("n9")), 1, Mono(1));
         assert!(
             matches!(&fx[0], Effect::ToAgentConn { conn: 300, msg: ToAgent::Refused { reason } } if reason.contains("in no partition")),
             "{fx:?}"
@@ -2150,7 +2184,7 @@ default = true
         assert!(matches!(fx[1], Effect::CloseAgent { conn: 300 }));
         let mut old = registration("n1");
         old.version = 0;
-        let fx = c.from_agent(301, "n1", FromAgent::Register(old), 2);
+        let fx = c.from_agent(301, "n1", FromAgent::Register(old), 2, Mono(2));
         assert!(matches!(&fx[0], Effect::ToAgentConn { conn: 301, .. }), "{fx:?}");
         // n1's registered agent keeps its connection.
         assert_eq!(c.agent_conn("n1"), Some(101));
@@ -2167,7 +2201,7 @@ default = true
         let mut r = registration("n2");
         r.root = false;
         r.uid = Some(1000);
-        c.from_agent(202, "n2", FromAgent::Register(r), 1);
+        c.from_agent(202, "n2", FromAgent::Register(r), 1, Mono(1));
         assert_eq!(c.may_vouch("n2", 1000), Ok(()));
         let (code, other) = c.may_vouch("n2", 0).expect_err("not its uid");
         assert!(other.contains("not run as root"), "{other}");
@@ -2176,7 +2210,7 @@ default = true
         let mut r = registration("n3");
         r.root = false;
         r.uid = None;
-        c.from_agent(203, "n3", FromAgent::Register(r), 1);
+        c.from_agent(203, "n3", FromAgent::Register(r), 1, Mono(1));
         assert!(c.may_vouch("n3", 1000).is_err());
         // Once its connection is gone, nobody's.
         c.agent_gone(101, 2);

@@ -43,8 +43,11 @@ struct Raw {
     suspect_timeout: String,
     #[serde(default = "default_lost")]
     lost_timeout: String,
-    #[serde(default = "default_grace")]
-    reconnect_grace: String,
+    #[serde(default = "default_fence_margin")]
+    fence_margin: String,
+    /// Retired (a dropped connection no longer makes a node lost); accepted with a warning so
+    /// that older files still load.
+    reconnect_grace: Option<toml::Value>,
     #[serde(default = "default_kill_grace")]
     kill_grace: String,
     #[serde(default)]
@@ -99,8 +102,8 @@ fn default_suspect() -> String {
 fn default_lost() -> String {
     "6s".into()
 }
-fn default_grace() -> String {
-    "1s".into()
+fn default_fence_margin() -> String {
+    "500ms".into()
 }
 fn default_kill_grace() -> String {
     "5s".into()
@@ -155,8 +158,11 @@ pub struct Config {
     pub key_file: PathBuf,
     pub heartbeat_interval: Duration,
     pub suspect_timeout: Duration,
+    /// Silent this long, a node is lost and its jobs requeued. Never less than an agent's lease
+    /// plus [`Config::fence_margin`]: see [`Config::lease`].
     pub lost_timeout: Duration,
-    pub reconnect_grace: Duration,
+    /// How long before the controller may declare a node lost its agent's lease has run out.
+    pub fence_margin: Duration,
     pub kill_grace: Duration,
     /// Users who may act on anyone's jobs and on nodes (root always may).
     pub admins: Vec<String>,
@@ -166,6 +172,8 @@ pub struct Config {
     /// Every node of any partition, in first-mention order.
     pub nodes: Vec<String>,
     pub node_settings: BTreeMap<String, NodeConfig>,
+    /// Accepted but worth telling the administrator (retired keys), for the log.
+    pub warnings: Vec<String>,
 }
 
 /// The settings that bound what clients can make the controller hold (docs/cluster.md, "Limits").
@@ -191,6 +199,14 @@ pub const DEFAULT_MAX_SCRIPT_SIZE: u64 = 4 << 20;
 
 /// The largest `max_script_size` accepted: a submission must fit one encrypted link message.
 pub const MAX_SCRIPT_SIZE_CEILING: u64 = 12 << 20;
+
+/// The smallest `fence_margin`: it must cover a fencer waking up late on a busy node and the
+/// kernel delivering its kills, plus clock-rate differences between machines.
+pub const MIN_FENCE_MARGIN: Duration = Duration::from_millis(100);
+
+/// How many heartbeats an agent's lease must span, so one or two lost or late ones do not
+/// fence a healthy node.
+pub const LEASE_HEARTBEATS: u32 = 3;
 
 /// The socket path when the configuration names none.
 pub const DEFAULT_SOCKET: &str = "/run/gangway/controller.sock";
@@ -232,6 +248,38 @@ impl Config {
             return Err(value(
                 "lost_timeout",
                 "need 0 < heartbeat_interval < suspect_timeout <= lost_timeout".into(),
+            ));
+        }
+        let fence_margin = duration("fence_margin", &raw.fence_margin)?;
+        if fence_margin < MIN_FENCE_MARGIN {
+            return Err(value(
+                "fence_margin",
+                format!(
+                    "{} is too small: at least {}ms (it covers a fencer waking up late and its kills landing)",
+                    humantime::format_duration(fence_margin),
+                    MIN_FENCE_MARGIN.as_millis()
+                ),
+            ));
+        }
+        if lost_timeout < fence_margin + heartbeat_interval * LEASE_HEARTBEATS {
+            return Err(value(
+                "lost_timeout",
+                format!(
+                    "{} is too short: an agent's lease lasts lost_timeout - fence_margin ({}) and must span at least {LEASE_HEARTBEATS} heartbeats ({} each); raise lost_timeout to {} or more, or lower heartbeat_interval",
+                    humantime::format_duration(lost_timeout),
+                    humantime::format_duration(fence_margin),
+                    humantime::format_duration(heartbeat_interval),
+                    humantime::format_duration(
+                        fence_margin + heartbeat_interval * LEASE_HEARTBEATS
+                    ),
+                ),
+            ));
+        }
+        let mut warnings = Vec::new();
+        if raw.reconnect_grace.is_some() {
+            warnings.push(format!(
+                "{}: reconnect_grace is retired and ignored: a node is lost only after lost_timeout without a word from its agent, however its connection ended (docs/cluster.md, \"Fencing\"); remove the line",
+                path.display()
             ));
         }
         if raw.cluster.is_empty() {
@@ -320,14 +368,21 @@ impl Config {
             heartbeat_interval,
             suspect_timeout,
             lost_timeout,
-            reconnect_grace: duration("reconnect_grace", &raw.reconnect_grace)?,
+            fence_margin,
             kill_grace: duration("kill_grace", &raw.kill_grace)?,
             admins: raw.admins,
             limits,
             partitions,
             nodes,
             node_settings,
+            warnings,
         })
+    }
+
+    /// How long an acknowledged heartbeat keeps an agent's jobs alive, counted from when the
+    /// agent sent it: `lost_timeout - fence_margin`.
+    pub fn lease(&self) -> Duration {
+        self.lost_timeout.saturating_sub(self.fence_margin)
     }
 }
 
@@ -407,5 +462,35 @@ drain = "bad DIMM"
         let bad = format!("{GOOD}\ncolour = 1\n");
         let e = Config::parse(&bad, Path::new("c.toml")).expect_err("unknown key").to_string();
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn the_lease_is_the_lost_timeout_less_the_fence_margin() {
+        let c = Config::parse(GOOD, Path::new("c.toml")).expect("parses");
+        assert_eq!(c.fence_margin, Duration::from_millis(500), "the default");
+        assert_eq!(c.lease(), Duration::from_millis(3500));
+        let c = Config::parse(&format!("fence_margin = \"1s\"\n{GOOD}"), Path::new("c.toml"))
+            .expect("parses");
+        assert_eq!(c.lease(), Duration::from_secs(3));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_lease_too_short_for_a_few_heartbeats_or_a_tiny_margin_is_refused() {
+        // 4s - 3s leaves 1s: two heartbeats of 500ms.
+        let bad = format!("fence_margin = \"3s\"\n{GOOD}");
+        let e = Config::parse(&bad, Path::new("c.toml")).expect_err("short lease").to_string();
+        assert!(e.contains("lost_timeout") && e.contains("4s 500ms or more"), "{e}");
+        let bad = format!("fence_margin = \"10ms\"\n{GOOD}");
+        let e = Config::parse(&bad, Path::new("c.toml")).expect_err("tiny margin").to_string();
+        assert!(e.contains("fence_margin") && e.contains("at least 100ms"), "{e}");
+    }
+
+    #[test]
+    fn reconnect_grace_still_loads_with_a_warning() {
+        let old = format!("reconnect_grace = \"500ms\"\n{GOOD}");
+        let c = Config::parse(&old, Path::new("c.toml")).expect("an older file still loads");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("reconnect_grace is retired"), "{:?}", c.warnings);
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, UnboundedSender, unbounded_channel};
 
-use super::cluster::{Caller, Cluster, ConnId, Effect};
+use super::cluster::{Caller, Cluster, ConnId, Effect, Mono};
 use super::config::Config;
 use super::disk::Disk;
 use super::limits::{
@@ -184,6 +184,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Liveness's clock: monotonic milliseconds since the controller started (never wall time,
+/// which can jump; see docs/cluster.md, "Fencing").
+fn mono_since(origin: tokio::time::Instant) -> Mono {
+    Mono(origin.elapsed().as_millis() as u64)
+}
+
 /// Runs the controller until it is killed. `ready` is called once it listens.
 pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), ServerError> {
     let _lock = lock_state_dir(&config.state_dir)?;
@@ -206,6 +212,10 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
     let tcp = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen { what: config.listen.to_string(), source })?;
+    // Every node counts as heard now: until this moment its agent's connections were refused,
+    // which let it keep its lease (docs/cluster.md, "Fencing").
+    let origin = tokio::time::Instant::now();
+    cluster.listening(mono_since(origin));
     tracing::info!(socket = %config.socket.display(), listen = %config.listen, "listening");
     let mut disk = Disk::new(&config.state_dir, &config.limits);
     ready(&config);
@@ -254,7 +264,7 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
         tokio::select! {
             Some(i) = input_rx.recv() => inputs.push(i),
             _ = ticker.tick() => {
-                effects.extend(cluster.tick(now_ms()));
+                effects.extend(cluster.tick(now_ms(), mono_since(origin)));
                 ticked = true;
             }
         }
@@ -268,6 +278,8 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             outs.insert(conn, tx);
         }
         let now = now_ms();
+        // Taken after the messages arrived: a node is never thought heard earlier than it was.
+        let mono = mono_since(origin);
         for input in inputs {
             match input {
                 Input::Client { conn, mut caller, request } => {
@@ -287,7 +299,7 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
                     effects.extend(cluster.client_gone(conn, now));
                 }
                 Input::Agent { conn, node, msg } => {
-                    effects.extend(cluster.from_agent(conn, &node, msg, now))
+                    effects.extend(cluster.from_agent(conn, &node, msg, now, mono))
                 }
                 Input::AgentGone { conn } => {
                     outs.remove(&conn);

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => gangway::cli::control::keygen(args),
         Command::Controller(args) => gangway::cli::controller::controller(args),
         Command::Agent(args) => gangway::cli::controller::agent(*args),
+        Command::Fence => gangway::agent::fence::main(),
     };
     ExitCode::from(code)
 }

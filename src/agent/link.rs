@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
+use super::lease::Boot;
 use super::{AgentOptions, Event};
 use crate::protocol::{FromAgent, JobId, Registration, ToAgent};
 use crate::wire::{self, Preamble, WireError};
@@ -20,6 +21,9 @@ pub(super) enum ConnectError {
     Refused(String),
     /// For now: try again later.
     Unreachable(String),
+    /// For now, and the connection was refused: no controller process listens there now (which
+    /// lets the lease run on, see docs/cluster.md, "Fencing").
+    NoListener(String),
 }
 
 /// A registered connection, before its tasks start.
@@ -29,19 +33,24 @@ pub(super) struct Pending {
     sealer: Sealer,
     opener: Opener,
     pub heartbeat: Duration,
+    /// The lease an acknowledged heartbeat grants, and when the registration left.
+    pub lease: Duration,
+    pub registered_at: Boot,
 }
 
 /// A running link: messages for the controller go into `out`.
 pub(super) struct Link {
     pub out: UnboundedSender<FromAgent>,
     pub heartbeat: Duration,
+    /// The task reading the controller's messages (aborted when the agent gives up the link).
+    pub reader: tokio::task::JoinHandle<()>,
 }
 
 impl Pending {
     /// Starts the link's tasks: what the controller sends becomes events, and
     /// [`Event::ControllerGone`] when the link ends.
     pub fn start(self, events: UnboundedSender<Event>) -> Link {
-        let Pending { mut rd, mut wr, mut sealer, mut opener, heartbeat } = self;
+        let Pending { mut rd, mut wr, mut sealer, mut opener, heartbeat, .. } = self;
         let (out, mut out_rx) = unbounded_channel::<FromAgent>();
         tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
@@ -50,7 +59,7 @@ impl Pending {
                 }
             }
         });
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             loop {
                 match wire::recv::<_, ToAgent>(&mut rd, &mut opener).await {
                     Ok(Some(msg)) => {
@@ -70,7 +79,7 @@ impl Pending {
             }
             let _ = events.send(Event::ControllerGone);
         });
-        Link { out, heartbeat }
+        Link { out, heartbeat, reader }
     }
 }
 
@@ -80,13 +89,17 @@ pub(super) async fn connect(
     topology: &str,
     port: u16,
     running: Vec<(JobId, u32)>,
+    fenced: Vec<(JobId, u32, String)>,
 ) -> Result<Pending, ConnectError> {
     let unreachable = |e: String| ConnectError::Unreachable(e);
     let mut stream =
         tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&opts.controller))
             .await
             .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ConnectError::NoListener(e.to_string()),
+                _ => unreachable(e.to_string()),
+            })?;
     let _ = stream.set_nodelay(true);
     let local: Option<SocketAddr> = stream.local_addr().ok();
     let preamble = Preamble::Agent { node: opts.name.clone() };
@@ -120,9 +133,11 @@ pub(super) async fn connect(
         running,
         root: nix::unistd::geteuid().is_root(),
         uid: Some(nix::unistd::geteuid().as_raw()),
-        fenced: Vec::new(),
+        fenced,
     });
     let (mut rd, mut wr) = stream.into_split();
+    // Before it leaves: the welcome's lease counts from no later than the controller heard it.
+    let registered_at = Boot::now();
     wire::send(&mut wr, &mut sealer, &reg).await.map_err(|e| unreachable(e.to_string()))?;
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
@@ -131,12 +146,18 @@ pub(super) async fn connect(
     .await
     .map_err(|_| unreachable("no answer to the registration".into()))?;
     match answer {
-        Ok(Some(ToAgent::Welcome { heartbeat_ms, .. })) => Ok(Pending {
+        Ok(Some(ToAgent::Welcome { lease_ms: 0, .. })) => Err(ConnectError::Refused(
+            "the controller grants no lease (an older gangway); install the same gangway everywhere"
+                .into(),
+        )),
+        Ok(Some(ToAgent::Welcome { heartbeat_ms, lease_ms })) => Ok(Pending {
             rd,
             wr,
             sealer,
             opener,
             heartbeat: Duration::from_millis(heartbeat_ms.max(50)),
+            lease: Duration::from_millis(lease_ms),
+            registered_at,
         }),
         Ok(Some(ToAgent::Refused { reason })) => Err(ConnectError::Refused(reason)),
         Ok(Some(other)) => Err(unreachable(format!("unexpected first message {other:?}"))),

@@ -1,12 +1,17 @@
 //! `gangway agent`: one per node. Registers with the controller (reporting the node's model),
 //! heartbeats, runs batch scripts and step proxies as their users, reports how they end, and
-//! keeps running them while the controller is away, reconnecting until it is back. Local users
-//! (jobs included) reach the controller through its socket ([`local`]).
+//! keeps running them while the controller is away and its lease lasts, reconnecting until it
+//! is back. Local users (jobs included) reach the controller through its socket ([`local`]).
+//! Fencing (the lease, the fencer, the leftover sweep) is in [`fence`].
 
+pub mod fence;
 pub mod launch;
+pub mod lease;
+pub mod leftovers;
 mod link;
 pub mod local;
 pub mod process;
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +27,9 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::auth::Key;
 use crate::protocol::{FromAgent, JobId, JobLaunch, ToAgent};
+use fence::Fencing;
 use launch::StepLaunch;
+use lease::Boot;
 use link::{ConnectError, Link, connect};
 use process::{BatchOutput, RunAs};
 
@@ -65,6 +72,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    SpoolLock(#[from] leftovers::SpoolError),
 }
 
 /// One job this node runs a part of.
@@ -76,6 +85,9 @@ struct LocalJob {
     /// How its batch script ended (exit code, why), kept until the controller releases the
     /// job: a report lost with a connection is sent again after every registration.
     ended: Option<(i32, Option<String>)>,
+    /// Why its processes here were killed by a fence (reported with every registration until
+    /// the controller releases the job).
+    fenced: Option<String>,
 }
 
 impl LocalJob {
@@ -90,26 +102,48 @@ impl LocalJob {
     }
 }
 
+/// How a batch script ended.
+#[derive(Debug)]
+pub struct ScriptEnd {
+    job: JobId,
+    attempt: u32,
+    sid: u32,
+    code: i32,
+    message: Option<String>,
+}
+
 /// Events for the owner task.
 #[derive(Debug)]
 enum Event {
     FromController(ToAgent),
     ControllerGone,
     Step(StepLaunch),
-    ScriptEnded { job: JobId, attempt: u32, sid: u32, code: i32, message: Option<String> },
+    ScriptEnded(ScriptEnd),
     ProxyEnded { job: JobId, sid: u32 },
     WhichJob(local::JobQuery),
+    Fencer(fence::Report),
 }
 
 /// Runs the agent until the controller refuses it.
 pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     std::fs::create_dir_all(&opts.spool)
         .map_err(|source| AgentError::Spool { path: opts.spool.clone(), source })?;
+    let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
+    // Before anything else: end what a previous life left, and start the fencer.
+    let (fence_tx, mut fence_rx) = unbounded_channel::<fence::Report>();
+    let mut fencing = Fencing::start(&opts.spool, fence_tx)?;
+    {
+        let ev = ev_tx.clone();
+        tokio::spawn(async move {
+            while let Some(r) = fence_rx.recv().await {
+                let _ = ev.send(Event::Fencer(r));
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", opts.port))
         .await
         .map_err(|source| AgentError::Listen { port: opts.port, source })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
-    let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
     let (step_tx, mut step_rx) = unbounded_channel::<StepLaunch>();
     tokio::spawn(launch::serve(listener, opts.key.clone(), opts.name.clone(), step_tx));
     {
@@ -142,12 +176,21 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut backoff = Duration::from_millis(100);
     let mut said_waiting = false;
     loop {
-        let running: Vec<(JobId, u32)> =
-            jobs.values().map(|j| (j.launch.job, j.launch.attempt)).collect();
-        let link = match connect(&opts, &topology_json, port, running).await {
+        let (running, fenced) = fencing.registration(&jobs);
+        let began = Boot::now();
+        let link = match connect(&opts, &topology_json, port, running, fenced).await {
             Ok(link) => link,
             Err(ConnectError::Refused(why)) => return Err(AgentError::Refused(why)),
-            Err(ConnectError::Unreachable(why)) => {
+            Err(e @ (ConnectError::Unreachable(_) | ConnectError::NoListener(_))) => {
+                let why = match e {
+                    ConnectError::NoListener(why) => {
+                        // No controller process listens: one that starts later counts this node
+                        // as heard at its start, so the lease may run on from this attempt.
+                        fencing.refused(began);
+                        why
+                    }
+                    ConnectError::Unreachable(why) | ConnectError::Refused(why) => why,
+                };
                 if !said_waiting {
                     tracing::warn!(controller = %opts.controller, error = %why, "controller unreachable; retrying");
                     said_waiting = true;
@@ -159,17 +202,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                     tokio::select! {
                         _ = &mut wait => break,
                         // Reports are kept in `jobs` and sent after registering.
-                        Some(ev) = ev_rx.recv() => handle(ev, &opts, &mut jobs, &mut Vec::new(), &ev_tx),
+                        Some(ev) = ev_rx.recv() => handle(ev, &opts, &mut jobs, &mut Vec::new(), &ev_tx, &mut fencing),
                     }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(fencing.retry_cap());
                 continue;
             }
         };
         said_waiting = false;
         backoff = Duration::from_millis(100);
         tracing::info!(controller = %opts.controller, "registered");
-        let Link { out, heartbeat } = link.start(ev_tx.clone());
+        fencing.welcomed(link.lease, link.registered_at);
+        let Link { out, heartbeat, reader } = link.start(ev_tx.clone());
         for report in jobs.values().filter_map(LocalJob::end_report) {
             let _ = out.send(report);
         }
@@ -177,14 +221,24 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = beat.tick() => { let _ = out.send(FromAgent::Heartbeat { load: load_average(), seq: 0 }); }
+                _ = beat.tick() => {
+                    if fencing.lapsed() {
+                        // No acknowledgement for a whole lease: register again (the controller
+                        // may count this node lost by now).
+                        tracing::warn!("lease ran out on a live connection; reconnecting");
+                        reader.abort();
+                        break;
+                    }
+                    let seq = fencing.heartbeat();
+                    let _ = out.send(FromAgent::Heartbeat { load: load_average(), seq });
+                }
                 Some(ev) = ev_rx.recv() => {
                     if let Event::ControllerGone = ev {
                         tracing::warn!("lost the controller; jobs keep running, reconnecting");
                         break;
                     }
                     let mut reports = Vec::new();
-                    handle(ev, &opts, &mut jobs, &mut reports, &ev_tx);
+                    handle(ev, &opts, &mut jobs, &mut reports, &ev_tx, &mut fencing);
                     for r in reports {
                         let _ = out.send(r);
                     }
@@ -200,11 +254,15 @@ fn handle(
     jobs: &mut HashMap<JobId, LocalJob>,
     reports: &mut Vec<FromAgent>,
     ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
 ) {
+    // First, whatever the event: the agent may wake from a long stop with its lease gone.
+    fencing.check(jobs, reports);
     match ev {
         Event::FromController(ToAgent::Start(launch)) => {
-            start_job(*launch, opts, jobs, reports, ev_tx)
+            start_job(*launch, opts, jobs, reports, ev_tx, fencing)
         }
+        Event::FromController(ToAgent::Ack { seq }) => fencing.acked(seq),
         Event::FromController(ToAgent::Signal { job, attempt, signal }) => {
             if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt == attempt)
                 && let Ok(sig) = Signal::try_from(signal)
@@ -215,25 +273,28 @@ fn handle(
             }
         }
         Event::FromController(ToAgent::Release { job, attempt }) => {
-            if jobs.get(&job).is_some_and(|j| j.launch.attempt <= attempt)
-                && let Some(j) = jobs.remove(&job)
-            {
-                end_sessions(j.sessions, opts.kill_grace);
+            if jobs.get(&job).is_some_and(|j| j.launch.attempt <= attempt) {
+                jobs.remove(&job);
                 let _ = std::fs::remove_file(script_path(opts, job, attempt));
             }
+            fencing.release(job, attempt, opts.kill_grace);
         }
         Event::FromController(_) | Event::ControllerGone => {}
-        Event::Step(step) => start_proxy(step, opts, jobs, ev_tx),
-        Event::ScriptEnded { job, attempt, sid, code, message } => {
-            if let Some(j) = jobs.get_mut(&job).filter(|j| j.launch.attempt == attempt) {
-                j.sessions.retain(|s| *s != sid);
-                j.ended = Some((code, message));
-                reports.extend(j.end_report());
+        Event::Step(step) => start_proxy(step, opts, jobs, ev_tx, fencing),
+        Event::ScriptEnded(end) => {
+            if let Some(end) = fencing.script_ended(end, jobs) {
+                script_ended(end, jobs, reports);
             }
         }
         Event::ProxyEnded { job, sid } => {
             if let Some(j) = jobs.get_mut(&job) {
                 j.sessions.retain(|s| *s != sid);
+            }
+            fencing.leader_gone(sid);
+        }
+        Event::Fencer(report) => {
+            for end in fencing.on_report(report, jobs, reports) {
+                script_ended(end, jobs, reports);
             }
         }
         Event::WhichJob(q) => {
@@ -243,18 +304,17 @@ fn handle(
     }
 }
 
-/// TERM every session now, KILL what is left after the grace (without blocking the agent).
-fn end_sessions(sessions: Vec<u32>, grace: Duration) {
-    for sid in &sessions {
-        process::signal_session(*sid, Signal::SIGTERM);
-        process::signal_session(*sid, Signal::SIGCONT);
+/// Records how a batch script ended (unless its job was fenced meanwhile) and reports it.
+fn script_ended(end: ScriptEnd, jobs: &mut HashMap<JobId, LocalJob>, reports: &mut Vec<FromAgent>) {
+    let ScriptEnd { job, attempt, sid, code, message } = end;
+    if let Some(j) =
+        jobs.get_mut(&job).filter(|j| j.launch.attempt == attempt && j.fenced.is_none())
+    {
+        j.sessions.retain(|s| *s != sid);
+        j.ended = Some((code, message));
+        reports.extend(j.end_report());
     }
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        for sid in sessions {
-            process::signal_session(sid, Signal::SIGKILL);
-        }
-    });
+    // Its session stays guarded until the job is released: what the script left is killed then.
 }
 
 fn script_path(opts: &AgentOptions, job: JobId, attempt: u32) -> PathBuf {
@@ -267,6 +327,7 @@ fn start_job(
     jobs: &mut HashMap<JobId, LocalJob>,
     reports: &mut Vec<FromAgent>,
     ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
 ) {
     let (job, attempt) = (launch.job, launch.attempt);
     if let Some(old) = jobs.get(&job) {
@@ -274,11 +335,18 @@ fn start_job(
             return; // already known (a resync after reconnecting)
         }
         if let Some(old) = jobs.remove(&job) {
-            end_sessions(old.sessions, opts.kill_grace);
+            fencing.release(job, old.launch.attempt, opts.kill_grace);
         }
     }
-    let mut local = LocalJob { launch, sessions: Vec::new(), ended: None };
+    let mut local = LocalJob { launch, sessions: Vec::new(), ended: None, fenced: None };
     if let Some(batch) = local.launch.batch.clone() {
+        // Never a script without a lease: the controller may already count this node lost.
+        if let Err(why) = fencing.may_start() {
+            tracing::warn!(job, reason = %why, "batch script not started");
+            fence::mark_fenced_new(&mut local, &why, reports);
+            jobs.insert(job, local);
+            return;
+        }
         let fail = |jobs: &mut HashMap<JobId, LocalJob>,
                     reports: &mut Vec<FromAgent>,
                     mut local: LocalJob,
@@ -328,6 +396,7 @@ fn start_job(
         match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false) {
             Ok(spawned) => {
                 let sid = spawned.pid;
+                fencing.guard(job, attempt, sid);
                 local.sessions.push(sid);
                 let tx = ev_tx.clone();
                 let mut child = spawned.child;
@@ -343,7 +412,8 @@ fn start_job(
                         },
                         Err(e) => (1, Some(e.to_string())),
                     };
-                    let _ = tx.send(Event::ScriptEnded { job, attempt, sid, code, message });
+                    let _ =
+                        tx.send(Event::ScriptEnded(ScriptEnd { job, attempt, sid, code, message }));
                 });
             }
             Err(e) => {
@@ -387,6 +457,7 @@ fn start_proxy(
     opts: &AgentOptions,
     jobs: &mut HashMap<JobId, LocalJob>,
     ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
 ) {
     let StepLaunch { credential: c, node_id, stream, sealer, opener } = step;
     let refuse = |stream: tokio::net::TcpStream, mut sealer: gangway_link::Sealer, why: String| {
@@ -410,6 +481,10 @@ fn start_proxy(
         let why =
             format!("the credential is for attempt {} of job {}, which is over", c.attempt, c.job);
         refuse(stream, sealer, why);
+        return;
+    }
+    if let Some(why) = job.fenced.clone().or_else(|| fencing.may_start().err()) {
+        refuse(stream, sealer, format!("job {} cannot run here now: {why}", c.job));
         return;
     }
     let cpus = c.nodes.get(node_id as usize).map(|(_, cpus)| cpus.clone()).unwrap_or_default();
@@ -455,6 +530,7 @@ fn start_proxy(
         }
     };
     let sid = spawned.pid;
+    fencing.guard(c.job, c.attempt, sid);
     job.sessions.push(sid);
     let (job_id, tx) = (c.job, ev_tx.clone());
     tokio::spawn(async move {

@@ -104,6 +104,8 @@ pub fn spawn(
         )),
         None => None,
     };
+    // The agent's pid, for the child to check it was not orphaned before its death signal was set.
+    let agent = std::process::id() as libc::pid_t;
     let mut cpu_mask = nix::sched::CpuSet::new();
     if let Some(c) = &cpus {
         for cpu in c.iter() {
@@ -111,8 +113,8 @@ pub fn spawn(
         }
     }
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe system calls (setsid, umask, setgroups, setgid, setuid, chdir, open,
-    // dup2, write, sched_setaffinity) on data prepared before the fork.
+    // async-signal-safe system calls (setsid, umask, setgroups, setgid, setuid, prctl, getppid,
+    // chdir, open, dup2, write, sched_setaffinity) on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -126,6 +128,15 @@ pub fn spawn(
                     || libc::setuid(*uid) != 0)
             {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Set after the identity change, which clears it: if the agent dies before its
+            // fencer guards this session, the leader dies with it (the agent spawns from its
+            // one runtime thread, so that thread's end is the agent's).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != agent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             if libc::chdir(cwd.as_ptr()) != 0 && libc::chdir(fallback_cwd.as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());

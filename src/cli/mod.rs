@@ -63,4 +63,7 @@ pub enum Command {
     Controller(controller::ControllerArgs),
     /// The per-node daemon: registers, heartbeats, runs job steps.
     Agent(Box<controller::AgentArgs>),
+    /// The agent's fencer (started by the agent itself): kills its jobs when its lease runs out.
+    #[command(hide = true)]
+    Fence,
 }

@@ -135,7 +135,8 @@ impl Managed {
         }
     }
 
-    /// `gangway agent` inside node `i`, with this controller's address and `key`.
+    /// `gangway agent` inside node `i`, with this controller's address and `key` (give it a
+    /// `--spool`: one agent per spool).
     pub fn agent_command(&self, i: usize, key: &std::path::Path) -> Command {
         let host = &self.vc.env["VCLUSTER_HOST_ADDR"];
         let mut c = Command::new(crate::support::repo_root().join("tests/cluster/vcluster"));
@@ -143,7 +144,7 @@ impl Managed {
             .arg(self.gangway_bin())
             .args(["agent", "--controller", &format!("{host}:{}", self.port), "--key-file"])
             .arg(key)
-            .args(["--spool", "/tmp/gangway-spool", "--kill-grace", "1s"])
+            .args(["--kill-grace", "1s"])
             .stdin(Stdio::null());
         c
     }
@@ -156,6 +157,7 @@ impl Managed {
             .unwrap();
         let child = self
             .agent_command(i, &self.dir.join("key"))
+            .args(["--spool", "/tmp/gangway-spool"])
             .args(self.synthetic.iter().flat_map(|s| ["--synthetic", s.as_str()]))
             .stdout(log.try_clone().unwrap())
             .stderr(log)

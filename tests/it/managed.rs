@@ -286,12 +286,30 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
         // Sockets of their own: node1's agent answers on the default one.
         (
             &wrong,
-            ["--port", "7719", "--name", "node1", "--socket", "/tmp/wrong1.sock"],
+            [
+                "--port",
+                "7719",
+                "--name",
+                "node1",
+                "--socket",
+                "/tmp/wrong1.sock",
+                "--spool",
+                "/tmp/spool-b",
+            ],
             "do not share the same key",
         ),
         (
             &right,
-            ["--port", "7720", "--name", "node9", "--socket", "/tmp/wrong2.sock"],
+            [
+                "--port",
+                "7720",
+                "--name",
+                "node9",
+                "--socket",
+                "/tmp/wrong2.sock",
+                "--spool",
+                "/tmp/spool-c",
+            ],
             "node 'node9' is in no partition",
         ),
     ];

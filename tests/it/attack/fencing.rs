@@ -1,1 +1,308 @@
-//! (filled in by the trust-and-fencing work)
+//! A job never runs twice at once. Batch jobs append timestamped ticks (wall clock, node,
+//! attempt, every ~100 ms) to a shared file; then their node is partitioned past the lost
+//! timeout, or its agent is SIGKILLed, or SIGSTOPped for 10 s. Each time the job is requeued,
+//! completes exactly once, and the ticks of its attempts never overlap. A restarted agent ends
+//! what its previous life left; jobs outlive a controller that is down longer than the lost
+//! timeout. Figures (the largest overlap) are printed for the closing note: `--nocapture`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::controlled::{Managed, text};
+use crate::support::wait_until;
+
+/// Ticks a job writes: `first` lines in its first attempt, `later` in the others, then `DONE`.
+/// With `orphaned`, the loop runs in a background subshell of the script (a process that
+/// outlives the script's own shell, as a daemonised tool would).
+fn tick_script(log: &Path, first: u32, later: u32, orphaned: bool) -> String {
+    let lines = format!(
+        "ticks={later}; [ $GANGWAY_RESTART_COUNT -gt 0 ] || ticks={first}; i=0; while [ $i -lt $ticks ]; do echo \"$(date +%s.%N) $(hostname) $GANGWAY_RESTART_COUNT\" >> {log}; i=$((i+1)); sleep 0.1; done; echo \"DONE $GANGWAY_RESTART_COUNT\" >> {log}",
+        log = log.display()
+    );
+    if orphaned { format!("( {lines} ) & wait") } else { lines }
+}
+
+/// A one-CPU batch job ticking into its own log (`first`/`later` ticks, see [`tick_script`]);
+/// `FENCE_MARK` in its environment names it.
+fn submit_ticker(m: &Managed, log: &Path, mark: &str, ticks: (u32, u32), orphaned: bool) -> u64 {
+    let out = m
+        .cli()
+        .env("FENCE_MARK", mark)
+        .args(["batch", "--parsable", "-n", "1", "-o", "/dev/null", "--wrap"])
+        .arg(tick_script(log, ticks.0, ticks.1, orphaned))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A tick log: the time of every tick per attempt, and how many attempts said DONE.
+#[derive(Debug, Default)]
+struct Ticks {
+    /// Attempt (restart count) → (node, tick times).
+    attempts: BTreeMap<u32, (String, Vec<f64>)>,
+    done: usize,
+}
+
+fn read_ticks(log: &Path) -> Ticks {
+    let mut t = Ticks::default();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w[..] {
+            ["DONE", _] => t.done += 1,
+            [time, node, attempt] => {
+                let (Ok(time), Ok(attempt)) = (time.parse::<f64>(), attempt.parse::<u32>()) else {
+                    continue;
+                };
+                let e = t.attempts.entry(attempt).or_insert_with(|| (node.to_string(), Vec::new()));
+                e.1.push(time);
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+impl std::fmt::Display for Ticks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (a, (node, t)) in &self.attempts {
+            let (first, last) = (t.first().unwrap_or(&0.0), t.last().unwrap_or(&0.0));
+            write!(f, "attempt {} on {node}: {} ticks {first:.3}..{last:.3}; ", a + 1, t.len())?;
+        }
+        write!(f, "{} DONE", self.done)
+    }
+}
+
+impl Ticks {
+    /// The longest time two attempts ticked at once (0: each began after the one before ended).
+    fn max_overlap(&self) -> f64 {
+        let spans: Vec<(f64, f64)> =
+            self.attempts.values().filter_map(|(_, v)| Some((*v.first()?, *v.last()?))).collect();
+        let mut worst = 0.0f64;
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                worst = worst.max(a.1.min(b.1) - a.0.max(b.0));
+            }
+        }
+        worst
+    }
+}
+
+/// The host pids of `pid`'s children.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The host pid of node `i`'s agent: the child of the `nsenter` this test started.
+fn agent_pid(m: &Managed, i: usize) -> i32 {
+    let nsenter = m.agents[&i].id() as i32;
+    let found = children(nsenter).into_iter().find(|p| cmdline(*p).iter().any(|a| a == "agent"));
+    found.unwrap_or_else(|| panic!("no agent under nsenter {nsenter}"))
+}
+
+/// The host pid of an agent's fencer (its child `gangway fence`), if it has one.
+fn fencer_pid(agent: i32) -> Option<i32> {
+    children(agent).into_iter().find(|p| cmdline(*p).get(1).is_some_and(|a| a == "fence"))
+}
+
+/// Live processes whose environment holds every one of `vars`.
+fn processes_with(vars: &[(&str, &str)]) -> Vec<i32> {
+    let wanted: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if crate::support::process_state(pid).is_some_and(|s| s != 'Z')
+            && wanted.iter().all(|w| vars.contains(&w.as_bytes()))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn node_index(node: &str) -> usize {
+    node.trim_start_matches("node").parse().unwrap()
+}
+
+fn node_of(m: &Managed, id: u64) -> String {
+    m.job(id)["nodes"][0].as_str().unwrap_or_default().to_string()
+}
+
+/// Two tickers running (both with a few ticks written): their logs, and the node of the first.
+fn two_tickers(m: &Managed, mark: &str) -> (Vec<(u64, PathBuf)>, String) {
+    let jobs: Vec<(u64, PathBuf)> = (0..2)
+        .map(|k| {
+            let log = m.dir.join(format!("ticks-{k}.log"));
+            (submit_ticker(m, &log, mark, (50, 50), false), log)
+        })
+        .collect();
+    wait_until("both tickers ticking", Duration::from_secs(30), || {
+        jobs.iter()
+            .all(|(_, log)| read_ticks(log).attempts.get(&0).is_some_and(|(_, t)| t.len() >= 3))
+    });
+    let node = node_of(m, jobs[0].0);
+    (jobs, node)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Partition,
+    KillAgent,
+    StopAgent,
+}
+
+/// Runs `fault` on the node of the first of two tickers, and checks what users care about.
+fn fault_run(fault: Fault) {
+    let Some(mut m) = Managed::up(3) else { return };
+    let mark = format!("{}-{fault:?}", m.vc.prefix);
+    let (jobs, node) = two_tickers(&m, &mark);
+    let i = node_index(&node);
+    let victims: Vec<u64> =
+        jobs.iter().map(|(id, _)| *id).filter(|id| node_of(&m, *id) == node).collect();
+    let agent = Pid::from_raw(agent_pid(&m, i));
+    match fault {
+        Fault::Partition => assert!(m.vc.ctl(&["partition", &node]).status.success()),
+        Fault::KillAgent => kill(agent, Signal::SIGKILL).unwrap(),
+        Fault::StopAgent => kill(agent, Signal::SIGSTOP).unwrap(),
+    }
+    let stopped = std::time::Instant::now();
+    wait_until("the victims requeued and running elsewhere", Duration::from_secs(30), || {
+        victims.iter().all(|id| {
+            let j = m.job(*id);
+            j["attempt"].as_u64().unwrap_or(0) >= 2 && j["state"] != "PENDING"
+        })
+    });
+    // The fault lasts while the new attempts run a while (as a long partition would).
+    wait_until("the new attempts ticking", Duration::from_secs(30), || {
+        jobs.iter()
+            .filter(|(id, _)| victims.contains(id))
+            .all(|(_, log)| read_ticks(log).attempts.range(1..).any(|(_, (_, t))| t.len() >= 10))
+    });
+    match fault {
+        Fault::Partition => assert!(m.vc.ctl(&["heal", &node]).status.success()),
+        Fault::KillAgent => m.start_agent(i),
+        Fault::StopAgent => {
+            std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
+            kill(agent, Signal::SIGCONT).unwrap();
+        }
+    }
+    m.wait_done(&jobs.iter().map(|(id, _)| *id).collect::<Vec<_>>(), Duration::from_secs(60));
+    let ticks: Vec<Ticks> = jobs.iter().map(|(_, log)| read_ticks(log)).collect();
+    let worst = ticks.iter().map(Ticks::max_overlap).fold(0.0f64, f64::max);
+    eprintln!(
+        "fencing {fault:?}: max overlap of two attempts' ticks {worst:.3} s over {} jobs ({} requeued)",
+        jobs.len(),
+        victims.len()
+    );
+    for ((id, _), t) in jobs.iter().zip(&ticks) {
+        let j = m.job(*id);
+        assert_eq!(j["state"], "COMPLETED", "job {id}: {j}\n{t}");
+        assert_eq!(t.done, 1, "job {id} completed exactly once: {t}");
+        if victims.contains(id) {
+            assert!(j["attempt"].as_u64().unwrap_or(0) >= 2, "{j}");
+            assert_eq!(t.attempts[&0].0, node, "attempt 1 ran on the victim: {t}");
+            assert!(t.attempts.len() >= 2, "requeued: {t}");
+        }
+    }
+    assert!(worst <= 0.0, "attempts ran at once for {worst:.3} s\n{}", m.logs());
+    // The node comes back and takes work again.
+    m.wait_idle(3);
+}
+
+#[test]
+fn a_partitioned_node_fences_its_jobs_before_they_run_elsewhere() {
+    fault_run(Fault::Partition);
+}
+
+#[test]
+fn a_killed_agent_takes_its_jobs_with_it_before_they_run_elsewhere() {
+    fault_run(Fault::KillAgent);
+}
+
+#[test]
+fn a_stopped_agent_is_fenced_before_its_jobs_run_elsewhere() {
+    fault_run(Fault::StopAgent);
+}
+
+#[test]
+fn a_restarted_agent_ends_what_its_previous_life_left() {
+    let Some(mut m) = Managed::up(3) else { return };
+    let mark = format!("{}-leftover", m.vc.prefix);
+    let log = m.dir.join("ticks-leftover.log");
+    // The first attempt would tick for half a minute: longer than the sweep may take.
+    let id = submit_ticker(&m, &log, &mark, (300, 20), true);
+    wait_until("the ticker ticking", Duration::from_secs(30), || {
+        read_ticks(&log).attempts.get(&0).is_some_and(|(_, t)| t.len() >= 3)
+    });
+    let node = node_of(&m, id);
+    let agent = agent_pid(&m, node_index(&node));
+    // Both at once: stopped first, so that neither sees the other die and kills the job.
+    let fencer = fencer_pid(agent).map(Pid::from_raw);
+    let agent = Pid::from_raw(agent);
+    for sig in [Signal::SIGSTOP, Signal::SIGKILL] {
+        for p in fencer.iter().chain([&agent]) {
+            kill(*p, sig).unwrap();
+        }
+    }
+    let first = [("FENCE_MARK", mark.as_str()), ("GANGWAY_RESTART_COUNT", "0")];
+    std::thread::sleep(Duration::from_millis(500));
+    let left = processes_with(&first);
+    assert!(!left.is_empty(), "the killed agent left its job running (the case to sweep)");
+    m.start_agent(node_index(&node));
+    wait_until("the leftovers gone", Duration::from_secs(20), || processes_with(&first).is_empty());
+    m.wait_done(&[id], Duration::from_secs(60));
+    let t = read_ticks(&log);
+    let j = m.job(id);
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{t}");
+    assert_eq!(t.done, 1, "completed exactly once: {t}");
+    assert!(j["attempt"].as_u64().unwrap_or(0) >= 2, "{j}");
+    let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+    assert!(shown.contains("fenced it"), "{shown}");
+    eprintln!(
+        "fencing leftovers: {} processes left by the killed agent, all ended by its successor; overlap {:.3} s",
+        left.len(),
+        t.max_overlap()
+    );
+    assert!(t.max_overlap() <= 0.0, "{t}");
+}
+
+#[test]
+fn jobs_outlive_a_controller_down_longer_than_the_lost_timeout() {
+    let Some(mut m) = Managed::up(3) else { return };
+    let mark = format!("{}-ctl", m.vc.prefix);
+    let log = m.dir.join("ticks-ctl.log");
+    let id = submit_ticker(&m, &log, &mark, (50, 50), false);
+    wait_until("the ticker ticking", Duration::from_secs(30), || {
+        read_ticks(&log).attempts.get(&0).is_some_and(|(_, t)| t.len() >= 3)
+    });
+    m.kill_controller();
+    // Longer than lost_timeout (2 s): the agents keep their leases only because no controller
+    // listens (their connections are refused, not timed out).
+    std::thread::sleep(Duration::from_secs(3));
+    m.start_controller();
+    m.wait_done(&[id], Duration::from_secs(60));
+    let t = read_ticks(&log);
+    let j = m.job(id);
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{t}\n{}", m.logs());
+    assert_eq!(j["attempt"], 1, "never fenced nor requeued: {j}");
+    assert_eq!((t.done, t.attempts.len()), (1, 1), "{t}");
+}

@@ -71,8 +71,10 @@ def bench(env, work, procs):
     port = 17700 + os.getpid() % 200
     with open(f"{work}/gangway.toml", "w") as f:
         f.write(f'cluster = "bench"\nlisten = "0.0.0.0:{port}"\nsocket = "{work}/ctl.sock"\n'
-                f'state_dir = "{work}/state"\nkey_file = "{work}/key"\nheartbeat_interval = "500ms"\n'
-                f'suspect_timeout = "1500ms"\nlost_timeout = "3s"\nreconnect_grace = "500ms"\n'
+                f'state_dir = "{work}/state"\nkey_file = "{work}/key"\nheartbeat_interval = "250ms"\n'
+                # A node is lost after 1.5 s of silence; its agent's lease (1 s, four heartbeats)
+                # ends 500 ms before that, so its jobs are dead by then (docs/cluster.md, Fencing).
+                f'suspect_timeout = "750ms"\nlost_timeout = "1500ms"\nfence_margin = "500ms"\n'
                 f'[[partition]]\nname = "batch"\nnodes = "node[1-3]"\ndefault = true\n')
     log = open(f"{work}/controller.log", "w")
     procs.append(subprocess.Popen([gw, "controller", "-C", f"{work}/gangway.toml", "--log", "warn"], stdout=log, stderr=log))

@@ -176,6 +176,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut backoff = Duration::from_millis(100);
     let mut said_waiting = false;
     loop {
+        // A lease that ran out (the agent may just have woken) fences before anything is said.
+        fencing.check(&mut jobs, &mut Vec::new());
         let (running, fenced) = fencing.registration(&jobs);
         let began = Boot::now();
         let link = match connect(&opts, &topology_json, port, running, fenced).await {

@@ -63,7 +63,8 @@ pub struct AgentArgs {
     /// Port for step launches.
     #[arg(long, default_value_t = gangway_launcher::bootstrap::agent::DEFAULT_AGENT_PORT)]
     pub port: u16,
-    /// Where batch scripts are kept while they run (default /var/spool/gangway/NAME).
+    /// Where batch scripts and the records of running job sessions are kept (default
+    /// /var/spool/gangway/NAME; node-local; one agent per spool: it is locked).
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
     /// The local socket through which this node's users and jobs reach the controller

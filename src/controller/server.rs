@@ -311,7 +311,13 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             }
         }
         effects.extend(cluster.schedule(now));
-        for e in reads {
+        // Heartbeat acknowledgements report nothing stored: like read-only answers they leave at
+        // once, so a slow or full disk never runs the agents' leases out (docs/cluster.md,
+        // "Fencing").
+        let (acks, effects): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::ToAgentConn { msg: ToAgent::Ack { .. }, .. }));
+        for e in reads.into_iter().chain(acks) {
             deliver(&mut outs, &cluster, e);
         }
         // Nothing that reports a change leaves before the change is on disk. A full disk holds

@@ -78,6 +78,14 @@ impl std::fmt::Display for Ticks {
 }
 
 impl Ticks {
+    /// The shortest time between one attempt's last tick and the next attempt's first.
+    fn min_gap(&self) -> Option<f64> {
+        let mut spans: Vec<(f64, f64)> =
+            self.attempts.values().filter_map(|(_, v)| Some((*v.first()?, *v.last()?))).collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        spans.windows(2).map(|w| w[1].0 - w[0].1).reduce(f64::min)
+    }
+
     /// The longest time two attempts ticked at once (0: each began after the one before ended).
     fn max_overlap(&self) -> f64 {
         let spans: Vec<(f64, f64)> =
@@ -208,8 +216,9 @@ fn fault_run(fault: Fault) {
     m.wait_done(&jobs.iter().map(|(id, _)| *id).collect::<Vec<_>>(), Duration::from_secs(60));
     let ticks: Vec<Ticks> = jobs.iter().map(|(_, log)| read_ticks(log)).collect();
     let worst = ticks.iter().map(Ticks::max_overlap).fold(0.0f64, f64::max);
+    let gap = ticks.iter().filter_map(Ticks::min_gap).reduce(f64::min).unwrap_or(0.0);
     eprintln!(
-        "fencing {fault:?}: max overlap of two attempts' ticks {worst:.3} s over {} jobs ({} requeued)",
+        "fencing {fault:?}: max overlap of two attempts' ticks {worst:.3} s over {} jobs ({} requeued); smallest gap from an attempt's last tick to the next's first {gap:.3} s",
         jobs.len(),
         victims.len()
     );

@@ -3,6 +3,7 @@
 //! When a rank fails, `gangway run` exits with that rank's own code (or 128 + the signal that
 //! killed it), the way a shell reports a command; its own failures use the codes below.
 
+use gangway_launcher::exit_status::exit_byte;
 use gangway_launcher::job::{JobEnd, JobReport};
 
 /// Every rank exited 0.
@@ -42,9 +43,9 @@ pub const INTERRUPTED: u8 = 130;
 pub fn for_report(report: &JobReport) -> u8 {
     match &report.end {
         JobEnd::Success => SUCCESS,
-        JobEnd::RankFailed { status, .. } => clamp(status.shell_code()),
+        JobEnd::RankFailed { status, .. } => status.exit_code(),
         // An aborted job must never look successful, even with MPI_Abort(comm, 0).
-        JobEnd::Aborted { code, .. } => match clamp(*code) {
+        JobEnd::Aborted { code, .. } => match exit_byte(*code) {
             0 => 1,
             c => c,
         },
@@ -61,15 +62,10 @@ pub fn for_report(report: &JobReport) -> u8 {
     }
 }
 
-/// What `exit(code)` would leave of a code: its low 8 bits.
-fn clamp(code: i32) -> u8 {
-    (code & 0xff) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gangway_launcher::job::RankStatus;
+    use gangway_launcher::exit_status::RankStatus;
 
     fn report(end: JobEnd) -> JobReport {
         JobReport { end, ranks: vec![], warnings: vec![] }

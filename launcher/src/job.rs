@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::exit_status::RankStatus;
 use crate::input::InputMode;
 use crate::pmi::server::PmiMode;
 use crate::rank_env::ExportPolicy;
@@ -40,39 +41,6 @@ pub struct JobSpec {
     pub user: String,
     /// Progress messages on stderr.
     pub verbose: bool,
-}
-
-/// How a rank process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RankStatus {
-    Exited(i32),
-    Signaled(i32),
-}
-
-impl RankStatus {
-    /// Whether this counts as success.
-    pub fn success(self) -> bool {
-        self == RankStatus::Exited(0)
-    }
-
-    /// The status as a shell would report it: the code, or 128 + signal.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            RankStatus::Exited(code) => code,
-            RankStatus::Signaled(sig) => 128 + sig,
-        }
-    }
-}
-
-impl std::fmt::Display for RankStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RankStatus::Exited(code) => write!(f, "exited with code {code}"),
-            RankStatus::Signaled(sig) => {
-                write!(f, "exited with signal {}", crate::signals::describe(*sig))
-            }
-        }
-    }
 }
 
 /// Why a job ended; the first cause wins.

@@ -2,6 +2,7 @@
 
 pub mod binding;
 pub mod bootstrap;
+pub mod exit_status;
 pub mod input;
 pub mod job;
 pub mod layout;

@@ -15,7 +15,7 @@ use tokio::net::unix::pipe;
 
 use gangway_topology::{CpuSet, NodeSet};
 
-use crate::job::RankStatus;
+use crate::exit_status::RankStatus;
 
 /// How a rank's standard input is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,12 +140,7 @@ impl ExitWatch {
             if let Some((step, errno)) = read_exec_error(&self.exec_error) {
                 return Ok(ProcessEnd::ExecFailed { step, errno });
             }
-            let end = if libc::WIFSIGNALED(status) {
-                RankStatus::Signaled(libc::WTERMSIG(status))
-            } else {
-                RankStatus::Exited(libc::WEXITSTATUS(status))
-            };
-            return Ok(ProcessEnd::Status(end));
+            return Ok(ProcessEnd::Status(RankStatus::from_wait_status(status)));
         }
     }
 }

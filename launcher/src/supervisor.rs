@@ -17,8 +17,9 @@ use tokio::time::{Instant, sleep_until};
 
 use gangway_topology::Placement;
 
+use crate::exit_status::RankStatus;
 use crate::input;
-use crate::job::{JobEnd, JobReport, JobSpec, LaunchError, RankStatus};
+use crate::job::{JobEnd, JobReport, JobSpec, LaunchError};
 use crate::output::{self, DestinationId, LineAssembler, OutputSink, PatternVars};
 use crate::pmi::mapping::process_mapping;
 use crate::pmi::node::JobInfo;

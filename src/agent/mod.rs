@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use gangway_launcher::bootstrap::agent::{exit_frame, stderr_frame};
 use gangway_launcher::bootstrap::{RemoteExit, exit_of};
+use gangway_launcher::exit_status::RankStatus;
 use gangway_launcher::signals::describe;
 use gangway_topology::Topology;
 use nix::sys::signal::Signal;
@@ -403,14 +404,14 @@ fn start_job(
                 let tx = ev_tx.clone();
                 let mut child = spawned.child;
                 tokio::spawn(async move {
-                    use std::os::unix::process::ExitStatusExt;
                     let (code, message) = match child.wait().await {
-                        Ok(s) => match (s.code(), s.signal()) {
-                            (Some(c), _) => (c, None),
-                            (None, Some(n)) => {
-                                (128 + n, Some(format!("the script was killed by {}", describe(n))))
-                            }
-                            _ => (1, None),
+                        Ok(s) => match RankStatus::of(s) {
+                            Some(end @ RankStatus::Signaled(n)) => (
+                                end.shell_code(),
+                                Some(format!("the script was killed by {}", describe(n))),
+                            ),
+                            Some(end) => (end.shell_code(), None),
+                            None => (1, None),
                         },
                         Err(e) => (1, Some(e.to_string())),
                     };

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 
 use super::{BootstrapError, Feed, Receivers, RemoteExit, RemoteStdin, feed};
+use crate::exit_status::RankStatus;
 
 /// How much of a child's stderr is kept for turning an early failure into an error message.
 const STDERR_KEEP: usize = 16 * 1024;
@@ -113,11 +114,9 @@ impl RunningChild {
 
 /// Maps a wait status onto a [`RemoteExit`] (signals by name, `TERM`).
 pub fn exit_of(status: ExitStatus) -> RemoteExit {
-    if let Some(code) = status.code() {
-        return RemoteExit::Code(code);
-    }
-    match status.signal() {
-        Some(n) => RemoteExit::Signal(signal_name(n)),
+    match RankStatus::of(status) {
+        Some(RankStatus::Exited(code)) => RemoteExit::Code(code),
+        Some(RankStatus::Signaled(n)) => RemoteExit::Signal(signal_name(n)),
         None => RemoteExit::ConnectionLost(format!("unknown wait status {status}")),
     }
 }

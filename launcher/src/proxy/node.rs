@@ -524,7 +524,7 @@ impl LocalRanks {
         let end = match end {
             Ok(ProcessEnd::Status(status)) => RemoteEnd::Status(status),
             Ok(ProcessEnd::ExecFailed { errno, .. }) => RemoteEnd::SetupFailed { errno },
-            Err(_) => RemoteEnd::Status(crate::job::RankStatus::Exited(-1)),
+            Err(_) => RemoteEnd::Status(crate::exit_status::RankStatus::Exited(-1)),
         };
         let _ = up.send(Up::Exited { rank, pid, end });
         if let Some(pmi) = &self.pmi {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::binding::BindingOptions;
 use crate::bootstrap::ssh_config::HostKeyPolicy;
 use crate::bootstrap::{self, Bootstrap};
-use crate::job::RankStatus;
+use crate::exit_status::RankStatus;
 use crate::pmi::server::{PmiEvent, PmiMode};
 use crate::pmi::wire::{Reply, Request};
 

@@ -19,8 +19,9 @@ use super::protocol::{
 };
 use crate::binding::BindingOptions;
 use crate::bootstrap::{self, HostSpec, RemoteCommand};
+use crate::exit_status::RankStatus;
 use crate::input::InputMode;
-use crate::job::{JobEnd, JobReport, JobSpec, LaunchError, RankStatus};
+use crate::job::{JobEnd, JobReport, JobSpec, LaunchError};
 use crate::nodes::{Node, hostlist};
 use crate::output::{self, OutputSink};
 use crate::pmi::mapping::process_mapping;

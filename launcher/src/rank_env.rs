@@ -133,13 +133,13 @@ pub fn rank_variables(id: &RankIdentity<'_>) -> Vec<(&'static str, String)> {
 pub fn rank_environment(
     base: &[(OsString, OsString)],
     id: &RankIdentity<'_>,
-    pmi: Vec<(&'static str, String)>,
+    pmi: &[(String, String)],
     binding: Option<&gangway_topology::Binding>,
     cpus_per_task: u32,
 ) -> Vec<(OsString, OsString)> {
     let mut env = base.to_vec();
-    let mut extra = rank_variables(id);
-    extra.extend(pmi);
+    let mut extra: Vec<(&str, String)> = rank_variables(id);
+    extra.extend(pmi.iter().map(|(name, value)| (name.as_str(), value.clone())));
     if let Some(b) = binding {
         extra.push(("GANGWAY_CPUS", b.cpus.to_list_string()));
         extra.push(("GANGWAY_MEM_NODES", b.mem_nodes.to_list_string()));

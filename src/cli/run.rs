@@ -581,7 +581,7 @@ pub fn main(args: RunArgs) -> u8 {
             return exit_code::LAUNCH_FAILED;
         }
     };
-    let result = runtime.block_on(gangway_launcher::supervisor::run_local(spec, placement));
+    let result = runtime.block_on(gangway_launcher::local_run::run_local(spec, placement));
     finish(result)
 }
 

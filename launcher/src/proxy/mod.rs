@@ -5,6 +5,8 @@
 //! `node` is the proxy itself, `root` the launcher side.
 
 pub mod callback;
+pub mod fan_out;
 pub mod node;
+pub mod plan;
 pub mod protocol;
 pub mod root;

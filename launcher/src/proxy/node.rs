@@ -6,32 +6,26 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gangway_link::Psk;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until};
 
-use super::callback::{
-    Arrival, CallBackError, CallbackListener, LinkWriter, call_back, link_child,
-};
-use super::protocol::{
-    Down, Envelope, FrameError, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up,
-};
+use super::callback::{CallBackError, CallbackListener, LinkWriter, call_back};
+use super::fan_out::{self, Links, never_called_back};
+use super::protocol::{Down, Envelope, FrameError, RemoteEnd, Stream, Subtree, Up};
 use crate::binding::{self, Machine};
-use crate::bootstrap::{self, HostSpec, RemoteCommand};
-use crate::output::{self, LineAssembler};
+use crate::bootstrap::RemoteCommand;
+use crate::output::LineAssembler;
 use crate::pmi::node::{JobInfo, NodeInput};
 use crate::pmi::server::{PmiServer, ToRoot};
-use crate::rank_env::{self, RankIdentity};
-use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
+use crate::ranks::{self, ExitReport, NodeLaunch, NodeRanks, RankOutput};
+use crate::spawn::ProcessEnd;
 
 /// How long a rank's output may lag behind its exit (only an escaped child can hold the pipe).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
@@ -48,12 +42,6 @@ pub enum ProxyError {
     Connect { addr: SocketAddr, source: CallBackError },
     #[error("the launcher did not answer: {0}")]
     Protocol(String),
-}
-
-/// The first line a proxy reads on stdin: the job's call-back key and where to call back.
-/// It travels only inside the session that starts the proxy (SSH, or an agent's step link).
-pub fn start_line(key: &Psk, parent: SocketAddr) -> String {
-    format!("{} {parent}\n", key.to_hex())
 }
 
 /// Runs the proxy for `node_id` until its parent goes away. Returns the process exit code.
@@ -84,7 +72,7 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
     });
 
     let children = Children::start(&subtree, &key, up_tx.clone()).await;
-    let mut ranks = match LocalRanks::start(&subtree, up_tx.clone(), address).await {
+    let mut local = match LocalRanks::start(&subtree, up_tx.clone(), address).await {
         Ok(ranks) => ranks,
         Err(message) => {
             let _ = up_tx.send(Up::StartFailed { node_id, message });
@@ -103,16 +91,16 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
                         last_ping = Instant::now();
                     }
                     if envelope.to.is_none_or(|to| to == node_id) {
-                        ranks.handle(&envelope.msg, node_id, &up_tx);
+                        local.handle(&envelope.msg, node_id, &up_tx);
                     }
                     children.forward(&envelope);
                 }
                 // The launcher closed the connection (job over) or it broke: either way, stop.
                 _ => break,
             },
-            Some(exit) = ranks.exits.recv() => ranks.exited(exit, &up_tx),
-            Some(event) = ranks.pmi_events.recv() => { let _ = up_tx.send(Up::Pmi(event)); }
-            Some(up) = ranks.to_root.recv() => {
+            Some(exit) = local.exits.recv() => local.exited(exit, &up_tx),
+            Some(event) = local.pmi_events.recv() => { let _ = up_tx.send(Up::Pmi(event)); }
+            Some(up) = local.to_root.recv() => {
                 let _ = up_tx.send(match up {
                     ToRoot::Fence { epoch, pairs } => Up::Fence { node_id, epoch, pairs },
                     ToRoot::Name { id, request } => Up::Name { node_id, id, request },
@@ -122,8 +110,8 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
             _ = sleep_until(last_ping + ping_timeout) => break,
         }
     }
-    ranks.kill_all();
-    crate::supervisor::kill_leftovers();
+    local.kill_all();
+    ranks::kill_leftovers().await;
     drop(children);
     Ok(())
 }
@@ -174,27 +162,28 @@ async fn write_up(mut to_parent: LinkWriter, mut rx: UnboundedReceiver<Up>) {
 }
 
 /// The proxies this proxy started, and how to reach each one's subtree.
+#[derive(Default)]
 struct Children {
-    writers: Vec<UnboundedSender<Envelope>>,
-    route: HashMap<u32, usize>,
+    links: Links,
     _sessions: Vec<RemoteCommand>,
 }
 
 impl Children {
+    /// Starts a proxy for every subtree below this node. A child that cannot be started, or
+    /// never calls back, is reported up as failed to start; the others run.
     async fn start(subtree: &Subtree, key: &Psk, up: UnboundedSender<Up>) -> Children {
-        let mut children =
-            Children { writers: Vec::new(), route: HashMap::new(), _sessions: Vec::new() };
+        let mut children = Children::default();
         if subtree.below.is_empty() {
             return children;
         }
-        let fail_all = |up: &UnboundedSender<Up>, below: &Subtree, message: String| {
+        let fail = |below: &Subtree, message: String| {
             let _ = up.send(Up::StartFailed { node_id: below.job.node_id, message });
         };
         let bootstrap = match subtree.job.bootstrap.build() {
             Ok(b) => b,
             Err(e) => {
                 for below in &subtree.below {
-                    fail_all(&up, below, e.clone());
+                    fail(below, e.clone());
                 }
                 return children;
             }
@@ -203,104 +192,39 @@ impl Children {
             Ok(l) => l,
             Err(e) => {
                 for below in &subtree.below {
-                    fail_all(&up, below, format!("cannot listen for proxies: {e}"));
+                    fail(below, format!("cannot listen for proxies: {e}"));
                 }
                 return children;
             }
         };
-        let port = listener.port();
-        let mut starting = JoinSet::new();
-        for (i, below) in subtree.below.iter().enumerate() {
-            let bootstrap = Arc::clone(&bootstrap);
-            let host =
-                HostSpec { host: below.host.clone(), user: below.user.clone(), port: below.port };
-            let argv = proxy_argv(&subtree.job.proxy_path, below.job.node_id);
-            starting.spawn(async move { (i, bootstrap::start_async(bootstrap, host, argv).await) });
-        }
-        let mut pending: HashMap<u32, &Subtree> = HashMap::new();
-        while let Some(Ok((i, started))) = starting.join_next().await {
-            let below = &subtree.below[i];
-            match started {
+        let (below, proxy_path, port) = (&subtree.below, &subtree.job.proxy_path, listener.port());
+        let mut started = Vec::new();
+        for (i, result) in fan_out::start_sessions(&bootstrap, below, proxy_path, key, port).await {
+            match result {
                 Ok(cmd) => {
-                    if let Some(stdin) = &cmd.stdin {
-                        let back = SocketAddr::new(cmd.local_addr.ip(), port);
-                        let _ = stdin.write(start_line(key, back).into_bytes());
-                    }
                     children._sessions.push(cmd);
-                    pending.insert(below.job.node_id, below);
+                    started.push(i);
                 }
-                Err(e) => fail_all(&up, below, e.to_string()),
+                Err(e) => fail(&below[i], e.to_string()),
             }
         }
         let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let mut other_version = None;
-        while !pending.is_empty() {
-            let caller = match timeout_at(deadline, listener.next()).await {
-                Ok(Some(Arrival::Proxy(caller))) => caller,
-                Ok(Some(Arrival::WrongVersion { version })) => {
-                    other_version = Some(version);
-                    continue;
-                }
-                _ => break,
-            };
-            let Some(below) = pending.remove(&caller.node_id) else {
-                continue;
-            };
-            let node_id = caller.node_id;
-            let index = children.writers.len();
-            for id in below.node_ids() {
-                children.route.insert(id, index);
-            }
-            let start = Envelope { to: Some(node_id), msg: Down::Start(Box::new(below.clone())) };
-            let lost = format!("connection to the proxy on {} dropped", below.host);
-            let tx = link_child(caller.reader, caller.writer, below.node_ids(), up.clone(), lost);
-            let _ = tx.send(start);
-            children.writers.push(tx);
+        let lost = |b: &Subtree| format!("connection to the proxy on {} dropped", b.host);
+        let joined =
+            fan_out::join(&mut listener, below, started.clone(), deadline, &up, lost, |_, _| {})
+                .await;
+        let why = never_called_back(joined.refused, joined.other_version);
+        for i in started.into_iter().filter(|&i| joined.links.links[i].is_none()) {
+            fail(&below[i], format!("the proxy on {} {why}", below[i].host));
         }
-        let why = never_called_back(listener.refused(), other_version);
-        for (_, below) in pending {
-            fail_all(&up, below, format!("the proxy on {} {why}", below.host));
-        }
+        children.links = joined.links;
         children
     }
 
     /// Passes a message on to the subtree(s) it is meant for.
     fn forward(&self, envelope: &Envelope) {
-        match envelope.to {
-            None => {
-                for w in &self.writers {
-                    let _ = w.send(envelope.clone());
-                }
-            }
-            Some(id) => {
-                if let Some(w) = self.route.get(&id).and_then(|i| self.writers.get(*i)) {
-                    let _ = w.send(envelope.clone());
-                }
-            }
-        }
+        self.links.forward(envelope);
     }
-}
-
-/// Why a proxy that was started did not join: the words after "the proxy on X", with what
-/// the call-back port saw instead (a hint at a firewall, another version or a stray client).
-pub fn never_called_back(refused: usize, other_version: Option<u32>) -> String {
-    let mut why = "never called back".to_string();
-    if let Some(v) = other_version {
-        why.push_str(&format!(
-            " (a proxy of protocol {v} did, this gangway speaks {PROTOCOL_VERSION}: install the same gangway version on every node)"
-        ));
-    } else if refused > 0 {
-        why.push_str(&format!(
-            " ({refused} other connection(s) to the call-back port were refused: no valid key or no greeting within {} s)",
-            super::callback::HANDSHAKE_TIMEOUT.as_secs()
-        ));
-    }
-    why
-}
-
-/// The command line that starts a proxy for `node_id` on another node.
-pub fn proxy_argv(proxy_path: &str, node_id: u32) -> Vec<String> {
-    vec![proxy_path.to_string(), "proxy".into(), "--node".into(), node_id.to_string()]
 }
 
 /// This node's ranks.
@@ -313,6 +237,8 @@ struct LocalRanks {
     pmi: Option<PmiServer>,
     /// Forwarded input for this node's stdin ranks (`None` in a channel closes that pipe).
     stdin: Vec<UnboundedSender<Option<Vec<u8>>>>,
+    /// Keeps the ranks' output pumps running; dropping it cuts them off.
+    _started: Option<NodeRanks>,
 }
 
 impl LocalRanks {
@@ -328,6 +254,7 @@ impl LocalRanks {
             to_root,
             pmi: None,
             stdin: Vec::new(),
+            _started: None,
         }
     }
 
@@ -337,9 +264,7 @@ impl LocalRanks {
         address: std::net::IpAddr,
     ) -> Result<LocalRanks, String> {
         let job = &subtree.job;
-        spawn::ensure_standard_fds();
-        // SAFETY: prctl with these arguments only sets a flag on this process.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        ranks::prepare_parent();
         let local_size = job.ranks.len() as u32;
         let placement = binding::plan(local_size, &job.binding, &Machine::Local, false)
             .map_err(|e| format!("node {}: {e}", job.node_id))?;
@@ -372,7 +297,8 @@ impl LocalRanks {
         let args: Vec<OsString> = job.args.iter().map(|a| OsString::from_vec(a.clone())).collect();
         let cwd = job.cwd.as_ref().map(|c| PathBuf::from(OsString::from_vec(c.clone())));
 
-        // Output goes up as (rank, stream) chunks of whole lines.
+        // Output goes up as (rank, stream) chunks of whole lines: tag 2 * rank is the rank's
+        // stdout, 2 * rank + 1 its stderr.
         let (out_tx, mut out_rx) = unbounded_channel::<(usize, Vec<u8>)>();
         let up_out = up.clone();
         tokio::spawn(async move {
@@ -381,103 +307,66 @@ impl LocalRanks {
                 let _ = up_out.send(Up::Output { rank: (tag / 2) as u32, stream, bytes });
             }
         });
-        let (exit_tx, exits) = unbounded_channel();
-        let mut ranks = LocalRanks {
-            pids: HashMap::new(),
-            alive: HashMap::new(),
-            exits,
-            pmi_events: unbounded_channel().1,
-            to_root,
-            pmi: None,
-            stdin: Vec::new(),
-        };
-        for (local_rank, &rank) in job.ranks.iter().enumerate() {
-            let identity = RankIdentity {
-                job_id: &job.job_id,
-                rank,
-                size: job.size,
-                local_rank: local_rank as u32,
-                local_size,
-                node_id: job.node_id,
-                nnodes: job.nnodes,
-                nodelist: &job.nodelist,
-            };
-            let child_end = pmi.take_child_end(rank);
-            let child_fd = child_end.as_ref().map(|fd| fd.as_raw_fd());
-            let binding =
-                placement.as_ref().and_then(|p| p.ranks.get(local_rank)).map(|r| &r.binding);
-            let env = rank_env::rank_environment(
-                &base_env,
-                &identity,
-                pmi.rank_env(rank, child_fd),
-                binding.map(|b| &**b),
-                job.binding.cpus_per_task,
-            );
-            let stdin = if job.input.reaches(rank) { StdinSetup::Pipe } else { StdinSetup::Null };
-            let spawned = spawn::spawn_rank(RankCommand {
-                program: &program,
-                argv0: &argv0,
-                args: &args,
-                cwd: cwd.as_deref(),
-                env,
-                stdin,
-                direct_output: false,
-                inherit_fd: child_fd,
-                cpus: binding.filter(|b| !b.unbound).map(|b| &b.cpus),
-                mem_nodes: binding.map(|b| &b.mem_nodes).filter(|m| !m.is_empty()),
-            });
-            drop(child_end);
-            let process = match spawned {
-                Ok(p) => p,
-                Err(e) => {
-                    ranks.kill_all();
-                    return Err(format!("node {}: cannot start rank {rank}: {e}", job.node_id));
-                }
-            };
-            ranks.pids.insert(rank, process.pid);
-            ranks.alive.insert(rank, true);
-            let label = job.label.then(|| format!("{rank}: "));
+        let label = job.label;
+        let rank_output = |rank: u32| {
+            let lines = || LineAssembler::lines(label.then(|| format!("{rank}: ")));
             let tag = rank as usize * 2;
-            let mut pumps = JoinSet::new();
-            if let Some(o) = process.stdout {
-                pumps.spawn(output::pump(
-                    o,
-                    LineAssembler::lines(label.clone()),
-                    tag,
-                    out_tx.clone(),
-                ));
-            }
-            if let Some(e) = process.stderr {
-                pumps.spawn(output::pump(e, LineAssembler::lines(label), tag + 1, out_tx.clone()));
-            }
-            if let Some(mut pipe) = process.stdin {
-                let (tx, mut rx) = unbounded_channel::<Option<Vec<u8>>>();
-                tokio::spawn(async move {
-                    use tokio::io::AsyncWriteExt;
-                    while let Some(Some(bytes)) = rx.recv().await {
-                        if pipe.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                ranks.stdin.push(tx);
-            }
-            let exit_tx = exit_tx.clone();
-            let watch = process.exit;
+            RankOutput { stdout: (tag, lines()), stderr: (tag + 1, lines()) }
+        };
+        let launch = NodeLaunch {
+            program: &program,
+            argv0: &argv0,
+            args: &args,
+            cwd: cwd.as_deref(),
+            base_env: &base_env,
+            job_id: &job.job_id,
+            size: job.size,
+            node_id: job.node_id,
+            nnodes: job.nnodes,
+            nodelist: &job.nodelist,
+            ranks: &job.ranks,
+            placement: placement.as_ref(),
+            cpus_per_task: job.binding.cpus_per_task,
+            input: job.input,
+            inherit_stdin: false,
+            direct_output: false,
+            output: &rank_output,
+            sink: out_tx,
+            exit_report: ExitReport::AfterOutput(OUTPUT_DRAIN),
+        };
+        let mut started = ranks::start(launch, &mut pmi).await.map_err(|failed| {
+            format!("node {}: cannot start rank {}: {}", job.node_id, failed.rank, failed.source)
+        })?;
+        let mut stdin = Vec::new();
+        for (_, mut pipe) in std::mem::take(&mut started.stdin) {
+            let (tx, mut rx) = unbounded_channel::<Option<Vec<u8>>>();
             tokio::spawn(async move {
-                let end = watch.wait().await;
-                // Report the exit only after the rank's last output went up, so the launcher
-                // never waits for stragglers (a child still holding the pipe is cut off).
-                let _ = timeout(OUTPUT_DRAIN, async { while pumps.join_next().await.is_some() {} })
-                    .await;
-                let _ = exit_tx.send((rank, end));
+                use tokio::io::AsyncWriteExt;
+                while let Some(Some(bytes)) = rx.recv().await {
+                    if pipe.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
             });
+            stdin.push(tx);
         }
-        let pids = ranks.pids.iter().map(|(r, p)| (*r, *p)).collect();
-        let _ = up.send(Up::Started { node_id: job.node_id, pids, address: address.to_string() });
-        ranks.pmi_events = std::mem::replace(&mut pmi.events, unbounded_channel().1);
-        ranks.pmi = Some(pmi);
-        Ok(ranks)
+        let pids = started.pids.clone();
+        let _ = up.send(Up::Started {
+            node_id: job.node_id,
+            pids: pids.clone(),
+            address: address.to_string(),
+        });
+        let exits = std::mem::replace(&mut started.exits, unbounded_channel().1);
+        Ok(LocalRanks {
+            alive: pids.iter().map(|&(rank, _)| (rank, true)).collect(),
+            pids: pids.into_iter().collect(),
+            exits,
+            pmi_events: std::mem::replace(&mut pmi.events, unbounded_channel().1),
+            to_root,
+            pmi: Some(pmi),
+            stdin,
+            _started: Some(started),
+        })
     }
 
     fn handle(&mut self, msg: &Down, node_id: u32, up: &UnboundedSender<Up>) {
@@ -548,6 +437,7 @@ impl LocalRanks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::fan_out::start_line;
 
     #[test]
     fn start_lines_round_trip_and_bad_ones_never_echo_the_key() {

@@ -1,82 +1,41 @@
-//! The launcher's side of a multi-node job: builds the proxy tree, starts its top over SSH,
-//! owns the job-wide PMI root, watches every node's pings, and makes every decision.
+//! The launcher's side of a multi-node job: starts the top of the proxy tree, owns the job-wide
+//! PMI root, watches every node's pings, and makes every decision.
+//!
+//! [`run_cluster`] is a sequence of named steps: plan the nodes' work and the tree
+//! ([`super::plan`]), start the top proxies ([`start_top`]), wait for their call-backs
+//! ([`super::fan_out::join`]), give up the nodes that never joined, then supervise
+//! ([`ClusterRun`]) until the job ends.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gangway_link::Psk;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout_at};
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::time::{Instant, sleep_until};
 
-use super::callback::{Arrival, CallbackListener, link_child};
-use super::node::{never_called_back, proxy_argv, start_line};
-use super::protocol::{
-    BootstrapConfig, Down, Envelope, NodeJob, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up,
-};
-use crate::binding::BindingOptions;
-use crate::bootstrap::{self, HostSpec, RemoteCommand};
-use crate::exit_status::RankStatus;
+use super::callback::CallbackListener;
+use super::fan_out::{self, Joined, Links, never_called_back};
+pub use super::plan::ClusterPlan;
+use super::plan::{node_jobs, proxy_tree};
+use super::protocol::{Down, Envelope, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up};
+use crate::bootstrap::{Bootstrap, RemoteCommand};
 use crate::input::InputMode;
-use crate::job::{JobEnd, JobReport, JobSpec, LaunchError};
-use crate::nodes::{Node, hostlist};
-use crate::output::{self, OutputSink};
-use crate::pmi::mapping::process_mapping;
+use crate::job::{JobReport, JobSpec, LaunchError};
+use crate::output::{self, DestinationId, OutputSink};
+use crate::output_routes::OutputRoutes;
 use crate::pmi::root::{RootInput, RootOutput, RootPmi};
-use crate::rank_env;
 use crate::signals::CaughtSignals;
-use crate::supervisor::{OutputRoutes, Supervisor, pmi_warnings};
-
-/// Where and how a multi-node job runs.
-#[derive(Debug, Clone)]
-pub struct ClusterPlan {
-    /// The nodes used, in node-id order.
-    pub nodes: Vec<Node>,
-    /// The node of every rank.
-    pub node_of_rank: Vec<u32>,
-    pub bootstrap: BootstrapConfig,
-    /// The `gangway` binary on the nodes.
-    pub proxy_path: String,
-    /// How many proxies each proxy (and the launcher) starts.
-    pub tree_width: usize,
-    pub ping_interval: Duration,
-    pub ping_timeout: Duration,
-    pub binding: BindingOptions,
-}
-
-/// Arranges node ids 0..n into a tree: the launcher starts the first `width`, each of those
-/// starts up to `width` more, and so on (breadth first, so the depth is log_width(n)).
-pub fn tree_shape(n: usize, width: usize) -> Vec<(usize, Vec<usize>)> {
-    let width = width.max(1);
-    // children[i] for node i, and the launcher's own list at the end.
-    let mut children = vec![Vec::new(); n + 1];
-    for node in 0..n {
-        let parent = if node < width { n } else { (node - width) / width };
-        children[parent].push(node);
-    }
-    let top = children.pop().unwrap_or_default();
-    let mut shape = vec![(n, top)];
-    shape.extend(children.into_iter().enumerate());
-    shape
-}
-
-fn subtree_of(node: usize, children: &[Vec<usize>], jobs: &[NodeJob], nodes: &[Node]) -> Subtree {
-    Subtree {
-        host: nodes[node].name.clone(),
-        user: nodes[node].user.clone(),
-        port: nodes[node].port,
-        job: jobs[node].clone(),
-        below: children[node].iter().map(|&c| subtree_of(c, children, jobs, nodes)).collect(),
-    }
-}
+use crate::spawn::{ProcessEnd, SetupStep};
+use crate::supervisor::Supervisor;
+use crate::supervisor::policy::{RankState, StopPolicy, StopRules};
+use crate::supervisor::report::job_report;
+use crate::supervisor::signaller::Signaller;
 
 /// Runs the job on the plan's nodes and waits for it to end.
 pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, LaunchError> {
-    let n = spec.ntasks;
-    let nnodes = plan.nodes.len();
     let mut routes = OutputRoutes::open(&spec)?;
     let sink = OutputSink::start(std::mem::take(&mut routes.files));
     let Some(out) = sink.sender() else {
@@ -90,65 +49,14 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     };
     let started = std::time::Instant::now();
 
-    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
-    let nodelist = hostlist::compress(&names).unwrap_or_else(|_| names.join(","));
-    let base_env = rank_env::base_environment(&spec.export, std::env::vars_os());
-    use std::os::unix::ffi::OsStrExt;
-    let env: Vec<(Vec<u8>, Vec<u8>)> =
-        base_env.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
-    let mapping = process_mapping(&plan.node_of_rank);
-    // Remote ranks start where this command was typed (as with mpiexec and srun), not in the
-    // login's home directory; the program path must not depend on either.
-    let here = std::env::current_dir().ok();
-    let cwd = spec.cwd.clone().or(here.clone());
-    let program = match (&here, spec.program.is_relative()) {
-        (Some(dir), true) => dir.join(&spec.program),
-        _ => spec.program.clone(),
-    };
-    let jobs: Vec<NodeJob> = (0..nnodes)
-        .map(|node| NodeJob {
-            node_id: node as u32,
-            nnodes: nnodes as u32,
-            nodelist: nodelist.clone(),
-            job_id: spec.job_id.clone(),
-            size: n,
-            ranks: (0..n).filter(|r| plan.node_of_rank[*r as usize] == node as u32).collect(),
-            program: program.as_os_str().as_bytes().to_vec(),
-            argv0: spec.argv0.as_bytes().to_vec(),
-            args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            cwd: cwd.as_ref().map(|c| c.as_os_str().as_bytes().to_vec()),
-            env: env.clone(),
-            label: spec.label,
-            input: spec.input,
-            kvsname: format!("kvs_{}_0", spec.job_id),
-            process_mapping: mapping.clone(),
-            pmi_mode: spec.pmi_mode,
-            binding: plan.binding.clone(),
-            bootstrap: plan.bootstrap.clone(),
-            proxy_path: plan.proxy_path.clone(),
-            ping_interval_ms: plan.ping_interval.as_millis() as u64,
-            ping_timeout_ms: plan.ping_timeout.as_millis() as u64,
-        })
-        .collect();
-    let shape = tree_shape(nnodes, plan.tree_width);
-    let mut children = vec![Vec::new(); nnodes];
-    let mut top = Vec::new();
-    for (parent, kids) in shape {
-        if parent == nnodes {
-            top = kids;
-        } else {
-            children[parent] = kids;
-        }
-    }
-    let subtrees: Vec<Subtree> =
-        top.iter().map(|&t| subtree_of(t, &children, &jobs, &plan.nodes)).collect();
+    let jobs = node_jobs(&spec, &plan, std::env::vars_os(), std::env::current_dir().ok());
+    let subtrees = proxy_tree(&jobs, &plan.nodes, plan.tree_width);
 
     // The job's call-back key: proxies get it in their start line and must prove they hold it.
     let key = Psk::random();
     let mut callbacks = CallbackListener::bind(key.clone())
         .await
         .map_err(|source| LaunchError::Setup { what: "the proxy listener", source })?;
-    let port = callbacks.port();
     let bootstrap = plan.bootstrap.build().map_err(|e| LaunchError::Setup {
         what: "the SSH bootstrap",
         source: std::io::Error::other(e),
@@ -156,148 +64,70 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     let mut caught = CaughtSignals::install()
         .map_err(|source| LaunchError::Setup { what: "signal handlers", source })?;
 
-    // Start the top of the tree, all at once; never more than one session per node.
-    let mut starting = JoinSet::new();
-    for (i, sub) in subtrees.iter().enumerate() {
-        let host = HostSpec { host: sub.host.clone(), user: sub.user.clone(), port: sub.port };
-        let argv = proxy_argv(&plan.proxy_path, sub.job.node_id);
-        let b = Arc::clone(&bootstrap);
-        starting.spawn(async move { (i, bootstrap::start_async(b, host, argv).await) });
-    }
-    let mut sessions: Vec<RemoteCommand> = Vec::new();
-    let mut address: HashMap<u32, String> = HashMap::new();
-    let mut start_error = None;
-    while let Some(Ok((i, result))) = starting.join_next().await {
-        match result {
-            Ok(cmd) => {
-                address.insert(subtrees[i].job.node_id, cmd.peer_addr.ip().to_string());
-                if let Some(stdin) = &cmd.stdin {
-                    let back = SocketAddr::new(cmd.local_addr.ip(), port);
-                    let _ = stdin.write(start_line(&key, back).into_bytes());
-                }
-                sessions.push(cmd);
-            }
-            Err(e) => {
-                start_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-    if let Some(message) = start_error {
-        for s in &sessions {
-            s.terminate();
-        }
-        // The writer thread ends only when every sender is gone.
-        drop(out);
-        sink.finish();
-        return Err(LaunchError::Node { message });
-    }
-
-    // Down: one writer per top proxy; a router picks the subtree for addressed messages.
-    let mut route: HashMap<u32, usize> = HashMap::new();
-    for (i, sub) in subtrees.iter().enumerate() {
-        for id in sub.node_ids() {
-            route.insert(id, i);
-        }
-    }
-    let (up_tx, mut up_rx) = unbounded_channel::<Up>();
-    let mut writers: Vec<Option<UnboundedSender<Envelope>>> = vec![None; subtrees.len()];
-    let connect_deadline = Instant::now() + plan.ping_timeout.max(Duration::from_secs(10));
-    let mut waiting = subtrees.len();
-    let mut other_version = None;
-    // Each call-back is handshaken on its own task: whatever else connects here (idle or
-    // garbage connections, a wrong key) cannot hold up the proxies.
-    while waiting > 0 {
-        let caller = match timeout_at(connect_deadline, callbacks.next()).await {
-            Ok(Some(Arrival::Proxy(caller))) => caller,
-            Ok(Some(Arrival::WrongVersion { version })) => {
-                if other_version.replace(version).is_none() {
-                    say(format!(
-                        "a proxy speaks protocol {version}, this gangway {PROTOCOL_VERSION}; install the same version everywhere"
-                    ));
-                }
-                continue;
-            }
-            _ => break,
-        };
-        let node_id = caller.node_id;
-        let Some(&i) = route.get(&node_id).filter(|i| subtrees[**i].job.node_id == node_id) else {
-            continue;
-        };
-        // A second call-back for one node (only a holder of the key could make it) is ignored.
-        if writers[i].is_some() {
-            continue;
-        }
-        let lost = "its connection dropped".to_string();
-        let tx =
-            link_child(caller.reader, caller.writer, subtrees[i].node_ids(), up_tx.clone(), lost);
-        let _ = tx
-            .send(Envelope { to: Some(node_id), msg: Down::Start(Box::new(subtrees[i].clone())) });
-        writers[i] = Some(tx);
-        waiting -= 1;
-    }
-    let refused = callbacks.refused();
-    // Nobody else has business on the port once the proxies are in.
-    drop(callbacks);
-    let (down_tx, mut down_rx) = unbounded_channel::<Envelope>();
-    let router_writers = writers.clone();
-    let router_route = route.clone();
-    tokio::spawn(async move {
-        while let Some(env) = down_rx.recv().await {
-            match env.to {
-                None => {
-                    for w in router_writers.iter().flatten() {
-                        let _ = w.send(env.clone());
-                    }
-                }
-                Some(id) => {
-                    if let Some(Some(w)) =
-                        router_route.get(&id).and_then(|i| router_writers.get(*i))
-                    {
-                        let _ = w.send(env);
-                    }
-                }
-            }
-        }
-    });
-
-    let mut sup =
-        Supervisor::new(vec![None; n as usize], spec.kill_grace, &say, Some(down_tx.clone()));
-    let mut lost: Vec<bool> = vec![false; nnodes];
-    let mut last_seen: Vec<Instant> = vec![Instant::now(); nnodes];
-    let mut node_started = vec![false; nnodes];
-    let ranks_of: Vec<Vec<u32>> = jobs.iter().map(|j| j.ranks.clone()).collect();
-    let node_name = |node: u32, address: &HashMap<u32, String>| {
-        let name = &plan.nodes[node as usize].name;
-        match address.get(&node) {
-            Some(a) if a != name => format!("{name} ({a})"),
-            _ => name.clone(),
+    let top = match start_top(&bootstrap, &subtrees, &plan.proxy_path, &key, callbacks.port()).await
+    {
+        Ok(top) => top,
+        Err(message) => {
+            // The writer thread ends only when every sender is gone.
+            drop(out);
+            sink.finish();
+            return Err(LaunchError::Node { message });
         }
     };
-    // Proxies that never called back: their nodes are lost before they start.
-    for (i, w) in writers.iter().enumerate() {
-        if w.is_none() {
-            let node = subtrees[i].job.node_id;
-            let reason = format!("its proxy {}", never_called_back(refused, other_version));
-            say(format!("node {} could not start: {reason}", node_name(node, &address)));
-            sup.fail(JobEnd::NodeStartFailed {
-                node: plan.nodes[node as usize].name.clone(),
-                message: reason,
-            });
-            for id in subtrees[i].node_ids() {
-                lost[id as usize] = true;
-                for &r in &ranks_of[id as usize] {
-                    sup.alive[r as usize] = false;
-                }
-            }
-            sup.begin_stop();
-        }
-    }
-    forward_stdin(spec.input, &plan.node_of_rank, down_tx.clone());
 
-    let mut root = RootPmi::new(nnodes as u32);
-    let deadline = spec.time_limit.map(|limit| Instant::now() + limit);
-    let mut next_ping = Instant::now();
-    let mut ping_seq = 0u64;
+    let (up_tx, up_rx) = unbounded_channel::<Up>();
+    let deadline = Instant::now() + plan.ping_timeout.max(Duration::from_secs(10));
+    // Each call-back is handshaken on its own task: whatever else connects here (idle or
+    // garbage connections, a wrong key) cannot hold up the proxies.
+    let joined = fan_out::join(
+        &mut callbacks,
+        &subtrees,
+        0..subtrees.len(),
+        deadline,
+        &up_tx,
+        |_| "its connection dropped".to_string(),
+        |version, first| {
+            if first {
+                say(format!(
+                    "a proxy speaks protocol {version}, this gangway {PROTOCOL_VERSION}; install the same version everywhere"
+                ));
+            }
+        },
+    )
+    .await;
+    // Nobody else has business on the port once the proxies are in.
+    drop(callbacks);
+    drop(up_tx);
+    let Joined { links, refused, other_version } = joined;
+    let silent: Vec<usize> = (0..subtrees.len()).filter(|&i| links.links[i].is_none()).collect();
+    let down = route_down(links);
+
+    let rules = StopRules {
+        kill_grace: spec.kill_grace,
+        kill_on_bad_exit: spec.kill_on_bad_exit,
+        time_limit: spec.time_limit,
+        job_id: spec.job_id.clone(),
+        program: spec.program.clone(),
+    };
+    let policy = StopPolicy::new(spec.ntasks as usize, rules, Instant::now());
+    let signals = ProxySignals { down: down.clone() };
+    let mut run = ClusterRun {
+        sup: Supervisor::new(policy, signals, &say),
+        say: &say,
+        nodes: NodeTable::new(&plan, &jobs, top.address),
+        pmi_root: RootPmi::new(plan.nodes.len() as u32),
+        rank_output: &routes.rank,
+        out: out.clone(),
+        down: down.clone(),
+        spec: &spec,
+        plan: &plan,
+        started,
+    };
+    let why = never_called_back(refused, other_version);
+    for i in silent {
+        run.never_joined(&subtrees[i], &why);
+    }
+    forward_stdin(spec.input, &plan.node_of_rank, down.clone());
     if spec.verbose {
         let others = match refused {
             0 => String::new(),
@@ -311,161 +141,291 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
         ));
     }
 
-    while sup.running() {
-        tokio::select! {
-            Some(msg) = up_rx.recv() => match msg {
-                Up::Started { node_id, pids, address: a } => {
-                    node_started[node_id as usize] = true;
-                    address.entry(node_id).or_insert(a);
-                    for (rank, pid) in pids {
-                        if let Some(p) = sup.pids.get_mut(rank as usize) {
-                            *p = Some(pid);
-                        }
-                    }
-                    if spec.verbose && node_started.iter().all(|s| *s) {
-                        say(format!("job {}: all {n} ranks started in {:.1} ms", spec.job_id, started.elapsed().as_secs_f64() * 1e3));
-                    }
-                }
-                Up::StartFailed { node_id, message } => {
-                    say(format!("node {} could not start: {message}", node_name(node_id, &address)));
-                    sup.fail(JobEnd::NodeStartFailed { node: plan.nodes[node_id as usize].name.clone(), message });
-                    for &r in &ranks_of[node_id as usize] {
-                        sup.alive[r as usize] = false;
-                    }
-                    sup.begin_stop();
-                }
-                Up::Output { rank, stream, bytes } => {
-                    if let Some(&(o, e)) = routes.rank.get(rank as usize) {
-                        let _ = out.send((if stream == Stream::Stdout { o } else { e }, bytes));
-                    }
-                }
-                Up::Exited { rank, pid, end } => {
-                    if let Some(p) = sup.pids.get_mut(rank as usize) {
-                        *p = Some(pid);
-                    }
-                    if sup.alive.get(rank as usize).copied().unwrap_or(false) {
-                        match end {
-                            RemoteEnd::Status(status) => sup.rank_exited(rank, status, spec.kill_on_bad_exit),
-                            RemoteEnd::SetupFailed { errno } => {
-                                sup.exec_failed(rank, crate::spawn::SetupStep::Exec, errno, &spec.program)
-                            }
-                        }
-                    }
-                }
-                Up::Pmi(event) => sup.pmi_event(event),
-                Up::Fence { node_id, epoch, pairs } => {
-                    for o in root.handle(RootInput::FenceUp { node: node_id, epoch, pairs }) {
-                        route_root(o, &down_tx);
-                    }
-                }
-                Up::Name { node_id, id, request } => {
-                    for o in root.handle(RootInput::NameUp { node: node_id, id, request }) {
-                        route_root(o, &down_tx);
-                    }
-                }
-                Up::Pong { node_id, .. } => {
-                    if let Some(t) = last_seen.get_mut(node_id as usize) {
-                        *t = Instant::now();
-                    }
-                }
-                Up::Lost { node_ids, reason } => {
-                    for node in node_ids {
-                        node_lost(node, &reason, &mut lost, &mut sup, &ranks_of, &plan.nodes, &address, &node_name);
-                    }
-                }
-                Up::Hello { .. } => {}
-            },
-            sig = caught.recv() => sup.on_signal(sig),
-            _ = sleep_until(next_ping) => {
-                ping_seq += 1;
-                next_ping = Instant::now() + plan.ping_interval;
-                let _ = down_tx.send(Envelope { to: None, msg: Down::Ping(ping_seq) });
-                let now = Instant::now();
-                for node in 0..nnodes {
-                    if !lost[node] && now.duration_since(last_seen[node]) > plan.ping_timeout {
-                        let reason = format!("no ping reply for {:.0} s", plan.ping_timeout.as_secs_f64());
-                        node_lost(node as u32, &reason, &mut lost, &mut sup, &ranks_of, &plan.nodes, &address, &node_name);
-                    }
-                }
-            }
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && sup.end.is_none() => {
-                sup.on_time_limit(&spec.job_id, spec.time_limit.unwrap_or_default());
-            }
-            _ = sleep_until(sup.kill_at.unwrap_or_else(Instant::now)), if sup.kill_at.is_some() => {
-                sup.kill_now();
-            }
-            _ = sleep_until(sup.settle_by.unwrap_or_else(Instant::now)), if sup.settle_by.is_some() => {}
-        }
-    }
+    run.supervise(up_rx, &mut caught).await;
 
     if spec.verbose {
-        sup.say_summary(&spec.job_id, started.elapsed());
+        say(run.sup.policy().summary(started.elapsed()));
     }
     // Every rank's output arrived before its exit (the proxies see to that). Closing the
     // connections ends the proxies, which kill whatever their ranks left.
-    drop(down_tx);
-    drop(writers);
-    for s in &sessions {
+    drop(down);
+    for s in &top.sessions {
         s.terminate();
     }
-    let warnings = pmi_warnings(&sup.spoke, &spec.program);
-    let end = sup.end.clone().unwrap_or(JobEnd::Success);
-    let ranks = sup.pids.iter().zip(&sup.statuses).map(|(p, s)| p.zip(*s)).collect();
-    drop(sup);
+    let report = job_report(run.sup.policy(), &spec.program);
+    drop(run);
     drop(out);
     sink.finish();
-    Ok(JobReport { end, ranks, warnings })
+    Ok(report)
 }
 
-fn route_root(output: RootOutput, down: &UnboundedSender<Envelope>) {
-    let envelope = match output {
-        RootOutput::FenceDown { epoch, pairs } => {
-            Envelope { to: None, msg: Down::FenceDone { epoch, pairs } }
-        }
-        RootOutput::NameDown { node, id, reply } => {
-            Envelope { to: Some(node), msg: Down::Name { id, reply } }
-        }
-    };
-    let _ = down.send(envelope);
+/// The top of the tree, started.
+struct TopSessions {
+    sessions: Vec<RemoteCommand>,
+    /// Each top node's address as its session saw it, by node id.
+    address: HashMap<u32, String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn node_lost(
-    node: u32,
-    reason: &str,
-    lost: &mut [bool],
-    sup: &mut Supervisor<'_>,
-    ranks_of: &[Vec<u32>],
-    nodes: &[Node],
-    address: &HashMap<u32, String>,
-    node_name: &dyn Fn(u32, &HashMap<u32, String>) -> String,
-) {
-    let Some(flag) = lost.get_mut(node as usize) else { return };
-    // Nothing more comes from the node: its exited ranks will never be settled.
-    for &r in ranks_of.get(node as usize).map(Vec::as_slice).unwrap_or_default() {
-        sup.forget_unsettled(r);
-    }
-    if *flag {
-        return;
-    }
-    *flag = true;
-    let ranks = &ranks_of[node as usize];
-    let had_live_ranks = ranks.iter().any(|r| sup.alive[*r as usize]);
-    if !had_live_ranks && sup.end.is_some() {
-        return;
-    }
-    (sup.say_fn())(format!("{} lost: {reason}", node_name(node, address)));
-    for &r in ranks {
-        if sup.alive[r as usize] {
-            sup.alive[r as usize] = false;
-            sup.statuses[r as usize] = Some(RankStatus::Signaled(libc::SIGKILL));
+/// Starts the proxies of the top subtrees, all at once, never more than one session per node.
+/// If any cannot start, the job cannot run: the others are terminated, and the first error
+/// comes back.
+async fn start_top(
+    bootstrap: &Arc<dyn Bootstrap>,
+    subtrees: &[Subtree],
+    proxy_path: &str,
+    key: &Psk,
+    port: u16,
+) -> Result<TopSessions, String> {
+    let mut top = TopSessions { sessions: Vec::new(), address: HashMap::new() };
+    let mut start_error = None;
+    for (i, result) in fan_out::start_sessions(bootstrap, subtrees, proxy_path, key, port).await {
+        match result {
+            Ok(cmd) => {
+                top.address.insert(subtrees[i].job.node_id, cmd.peer_addr.ip().to_string());
+                top.sessions.push(cmd);
+            }
+            Err(e) => {
+                start_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
-    sup.fail(JobEnd::NodeLost {
-        node: nodes[node as usize].name.clone(),
-        reason: reason.to_string(),
+    match start_error {
+        None => Ok(top),
+        Some(message) => {
+            for s in &top.sessions {
+                s.terminate();
+            }
+            Err(message)
+        }
+    }
+}
+
+/// The down direction: one writer per top proxy; a router task picks the subtree of each
+/// addressed message.
+fn route_down(links: Links) -> UnboundedSender<Envelope> {
+    let (down_tx, mut down_rx) = unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        while let Some(envelope) = down_rx.recv().await {
+            links.forward(&envelope);
+        }
     });
-    sup.begin_stop();
+    down_tx
+}
+
+/// Signals for ranks on other nodes: one message down, and every proxy signals its own ranks'
+/// process groups.
+struct ProxySignals {
+    down: UnboundedSender<Envelope>,
+}
+
+impl Signaller for ProxySignals {
+    fn signal(&self, signal: Signal, ranks: &[RankState]) -> usize {
+        let _ = self.down.send(Envelope { to: None, msg: Down::Signal(signal as i32) });
+        ranks.iter().filter(|r| r.running).count()
+    }
+}
+
+/// What the launcher knows of each node while the job runs.
+struct NodeTable<'p> {
+    plan: &'p ClusterPlan,
+    /// The job's ranks on each node.
+    ranks_of: Vec<Vec<u32>>,
+    /// Each node's address, once known (from its session, or its start report).
+    address: HashMap<u32, String>,
+    lost: Vec<bool>,
+    last_seen: Vec<Instant>,
+    started: Vec<bool>,
+}
+
+impl<'p> NodeTable<'p> {
+    fn new(
+        plan: &'p ClusterPlan,
+        jobs: &[super::protocol::NodeJob],
+        address: HashMap<u32, String>,
+    ) -> Self {
+        let n = plan.nodes.len();
+        NodeTable {
+            plan,
+            ranks_of: jobs.iter().map(|j| j.ranks.clone()).collect(),
+            address,
+            lost: vec![false; n],
+            last_seen: vec![Instant::now(); n],
+            started: vec![false; n],
+        }
+    }
+
+    fn name(&self, node: u32) -> &str {
+        &self.plan.nodes[node as usize].name
+    }
+
+    /// The node as messages name it: `n1`, or `n1 (10.0.0.2)` when its address differs.
+    fn shown_as(&self, node: u32) -> String {
+        let name = self.name(node);
+        match self.address.get(&node) {
+            Some(a) if a != name => format!("{name} ({a})"),
+            _ => name.to_string(),
+        }
+    }
+
+    fn ranks(&self, node: u32) -> &[u32] {
+        self.ranks_of.get(node as usize).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// A multi-node job while it runs: its supervisor, its nodes, its PMI root, and where output
+/// and down messages go.
+struct ClusterRun<'a> {
+    sup: Supervisor<'a, ProxySignals>,
+    /// Messages for the user.
+    say: &'a dyn Fn(String),
+    nodes: NodeTable<'a>,
+    pmi_root: RootPmi,
+    /// Per rank: (stdout, stderr) destinations.
+    rank_output: &'a [(DestinationId, DestinationId)],
+    out: UnboundedSender<(DestinationId, Vec<u8>)>,
+    down: UnboundedSender<Envelope>,
+    spec: &'a JobSpec,
+    plan: &'a ClusterPlan,
+    started: std::time::Instant,
+}
+
+impl ClusterRun<'_> {
+    /// A top proxy never called back: its node and every node below it are lost before they
+    /// start.
+    fn never_joined(&mut self, sub: &Subtree, why: &str) {
+        let node = sub.job.node_id;
+        let mut ranks = Vec::new();
+        for id in sub.node_ids() {
+            self.nodes.lost[id as usize] = true;
+            ranks.extend_from_slice(self.nodes.ranks(id));
+        }
+        let shown_as = self.nodes.shown_as(node);
+        let name = self.nodes.name(node);
+        let reason = format!("its proxy {why}");
+        self.sup
+            .decide(|policy, now| policy.node_start_failed(&shown_as, name, reason, &ranks, now));
+    }
+
+    /// The supervisor's loop: proxies' messages, caught signals, pings and the policy's timers,
+    /// until the job ends.
+    async fn supervise(&mut self, mut up: UnboundedReceiver<Up>, caught: &mut CaughtSignals) {
+        let mut next_ping = Instant::now();
+        let mut ping_seq = 0u64;
+        while self.sup.running() {
+            let timer = self.sup.next_timer();
+            tokio::select! {
+                Some(msg) = up.recv() => self.on_up(msg),
+                sig = caught.recv() => self.sup.decide(|policy, now| policy.signal_caught(sig, now)),
+                _ = sleep_until(next_ping) => {
+                    ping_seq += 1;
+                    next_ping = Instant::now() + self.plan.ping_interval;
+                    self.ping(ping_seq);
+                }
+                _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => self.sup.tick(),
+            }
+        }
+    }
+
+    fn on_up(&mut self, msg: Up) {
+        match msg {
+            Up::Started { node_id, pids, address } => {
+                self.nodes.started[node_id as usize] = true;
+                self.nodes.address.entry(node_id).or_insert(address);
+                for (rank, pid) in pids {
+                    self.sup.policy_mut().set_pid(rank, pid);
+                }
+                if self.spec.verbose && self.nodes.started.iter().all(|s| *s) {
+                    (self.say)(format!(
+                        "job {}: all {} ranks started in {:.1} ms",
+                        self.spec.job_id,
+                        self.spec.ntasks,
+                        self.started.elapsed().as_secs_f64() * 1e3
+                    ));
+                }
+            }
+            Up::StartFailed { node_id, message } => {
+                let shown_as = self.nodes.shown_as(node_id);
+                let (name, ranks) = (self.nodes.name(node_id), self.nodes.ranks(node_id));
+                self.sup.decide(|policy, now| {
+                    policy.node_start_failed(&shown_as, name, message, ranks, now)
+                });
+            }
+            Up::Output { rank, stream, bytes } => {
+                if let Some(&(o, e)) = self.rank_output.get(rank as usize) {
+                    let _ = self.out.send((if stream == Stream::Stdout { o } else { e }, bytes));
+                }
+            }
+            Up::Exited { rank, pid, end } => {
+                self.sup.policy_mut().set_pid(rank, pid);
+                let end = match end {
+                    RemoteEnd::Status(status) => ProcessEnd::Status(status),
+                    RemoteEnd::SetupFailed { errno } => {
+                        ProcessEnd::ExecFailed { step: SetupStep::Exec, errno }
+                    }
+                };
+                self.sup.decide(|policy, now| policy.rank_ended(rank, end, now));
+            }
+            Up::Pmi(event) => self.sup.decide(|policy, now| policy.pmi_event(event, now)),
+            Up::Fence { node_id, epoch, pairs } => {
+                self.pass_to_pmi_root(RootInput::FenceUp { node: node_id, epoch, pairs })
+            }
+            Up::Name { node_id, id, request } => {
+                self.pass_to_pmi_root(RootInput::NameUp { node: node_id, id, request })
+            }
+            Up::Pong { node_id, .. } => {
+                if let Some(t) = self.nodes.last_seen.get_mut(node_id as usize) {
+                    *t = Instant::now();
+                }
+            }
+            Up::Lost { node_ids, reason } => {
+                for node in node_ids {
+                    self.node_lost(node, &reason);
+                }
+            }
+            Up::Hello { .. } => {}
+        }
+    }
+
+    /// Sends a ping everywhere, and gives up the nodes that answered none for too long.
+    fn ping(&mut self, seq: u64) {
+        let _ = self.down.send(Envelope { to: None, msg: Down::Ping(seq) });
+        let now = Instant::now();
+        let timeout = self.plan.ping_timeout;
+        for node in 0..self.plan.nodes.len() {
+            if !self.nodes.lost[node] && now.duration_since(self.nodes.last_seen[node]) > timeout {
+                let reason = format!("no ping reply for {:.0} s", timeout.as_secs_f64());
+                self.node_lost(node as u32, &reason);
+            }
+        }
+    }
+
+    fn node_lost(&mut self, node: u32, reason: &str) {
+        let Some(&already) = self.nodes.lost.get(node as usize) else { return };
+        // Nothing more comes from the node: its exited ranks will never be settled.
+        self.sup.policy_mut().never_settled(self.nodes.ranks(node));
+        if already {
+            return;
+        }
+        self.nodes.lost[node as usize] = true;
+        let shown_as = self.nodes.shown_as(node);
+        let (name, ranks) = (self.nodes.name(node), self.nodes.ranks(node));
+        self.sup.decide(|policy, now| policy.node_lost(&shown_as, name, reason, ranks, now));
+    }
+
+    /// Hands a node's fence or name request to the job-wide PMI root, and its answers down.
+    fn pass_to_pmi_root(&mut self, input: RootInput) {
+        for output in self.pmi_root.handle(input) {
+            let envelope = match output {
+                RootOutput::FenceDown { epoch, pairs } => {
+                    Envelope { to: None, msg: Down::FenceDone { epoch, pairs } }
+                }
+                RootOutput::NameDown { node, id, reply } => {
+                    Envelope { to: Some(node), msg: Down::Name { id, reply } }
+                }
+            };
+            let _ = self.down.send(envelope);
+        }
+    }
 }
 
 /// Sends our stdin to the node of the rank that reads it, or to every node (`--input`).
@@ -496,25 +456,4 @@ fn forward_stdin(mode: InputMode, node_of_rank: &[u32], down: UnboundedSender<En
         }
         let _ = down.send(Envelope { to: node, msg: Down::InputEnd });
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tree_shapes() {
-        // Flat when the width covers every node.
-        assert_eq!(tree_shape(3, 8)[0], (3, vec![0, 1, 2]));
-        // Width 2 over 7 nodes: the launcher starts 0 and 1; 0 starts 2, 3; 1 starts 4, 5; 2 starts 6.
-        let shape = tree_shape(7, 2);
-        assert_eq!(shape[0], (7, vec![0, 1]));
-        assert_eq!(shape[1], (0, vec![2, 3]));
-        assert_eq!(shape[2], (1, vec![4, 5]));
-        assert_eq!(shape[3], (2, vec![6]));
-        // Every node has exactly one parent.
-        let mut seen: Vec<usize> = tree_shape(100, 3).into_iter().flat_map(|(_, k)| k).collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..100).collect::<Vec<_>>());
-    }
 }

@@ -18,10 +18,10 @@ use gangway_link::{Opener, Psk};
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Bootstrap, BootstrapError, DEFAULT_CONNECT_TIMEOUT, Feed, HostSpec, RemoteCommand, RemoteExit,
-    RemoteStdin, Started, check_argv, feed,
-};
+use super::error::BootstrapError;
+use super::host::HostSpec;
+use super::remote::{Feed, RemoteCommand, RemoteExit, RemoteStdin, Started, feed};
+use super::transport::{Bootstrap, DEFAULT_CONNECT_TIMEOUT, check_argv};
 
 /// The agents' default port for step launches.
 pub const DEFAULT_AGENT_PORT: u16 = 7718;

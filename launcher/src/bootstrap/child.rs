@@ -1,9 +1,7 @@
 //! Plumbing shared by the transports that run a local child process (`local`, `openssh`): reader,
-//! writer and waiter threads that bridge the child's pipes to tokio channels, and a wake pipe for
-//! the ssh2 transport's poll loop.
+//! writer and waiter threads that bridge the child's pipes to tokio channels.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -14,41 +12,13 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 
-use super::{BootstrapError, Feed, Receivers, RemoteExit, RemoteStdin, feed};
+use super::error::BootstrapError;
+use super::remote::{Feed, Receivers, RemoteExit, RemoteStdin, feed};
 use crate::exit_status::RankStatus;
 
 /// How much of a child's stderr is kept for turning an early failure into an error message.
 const STDERR_KEEP: usize = 16 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
-
-/// A self-pipe: writing a byte wakes a thread blocked in `poll` on the read end.
-#[derive(Debug)]
-pub(crate) struct WakePipe {
-    read: OwnedFd,
-    write: OwnedFd,
-}
-
-impl WakePipe {
-    pub(crate) fn new() -> io::Result<WakePipe> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        Ok(WakePipe { read, write })
-    }
-
-    pub(crate) fn wake(&self) {
-        // A full pipe already means "wake up"; nothing else can go wrong that matters.
-        let _ = nix::unistd::write(self.write.as_fd(), &[1]);
-    }
-
-    pub(crate) fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(self.read.as_fd(), &mut buf), Ok(n) if n > 0) {}
-    }
-
-    pub(crate) fn read_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
-    }
-}
 
 /// The child's stderr as far as it has been read, and whether it reached EOF.
 #[derive(Debug, Default)]

@@ -4,7 +4,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use super::{Bootstrap, BootstrapError, HostSpec, RemoteCommand, Started, check_argv, child};
+use super::child;
+use super::error::BootstrapError;
+use super::host::HostSpec;
+use super::remote::{RemoteCommand, Started};
+use super::transport::{Bootstrap, check_argv};
 
 /// Starts commands on this machine; the host spec is only used as a label.
 #[derive(Debug, Clone, Default)]

@@ -12,13 +12,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::child;
+use super::error::BootstrapError;
 use super::error::HostKeyId;
+use super::host::HostSpec;
+use super::marker::{MarkerLine, parse_marker, parse_ssh_connection};
 use super::quote::wrapper_script;
+use super::remote::{RemoteCommand, RemoteExit, Started};
 use super::ssh_config::HostKeyPolicy;
-use super::{
-    Bootstrap, BootstrapError, DEFAULT_CONNECT_TIMEOUT, HostSpec, MarkerLine, RemoteCommand,
-    RemoteExit, Started, check_argv, child, parse_marker, parse_ssh_connection,
-};
+use super::transport::{Bootstrap, DEFAULT_CONNECT_TIMEOUT, check_argv};
 
 /// Beyond ConnectTimeout (which covers the TCP connect and the banner, not key exchange and
 /// auth), how long we give `ssh` to get the command running before we kill it.

@@ -4,7 +4,7 @@
 //! quoted for `sh`; the wrapper checks the program exists before it reports "running", so a
 //! missing program is an error from `start`, not a mystery exit later.
 
-use super::MARKER;
+use super::marker::MARKER;
 
 /// Quotes one word for a POSIX shell: bare when it only holds characters no shell treats
 /// specially, else single-quoted with each `'` written as `'\''`.

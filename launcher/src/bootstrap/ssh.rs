@@ -18,15 +18,16 @@ use std::time::{Duration, Instant};
 
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
-use super::child::WakePipe;
+use super::error::BootstrapError;
 use super::error::HostKeyId;
+use super::host::HostSpec;
+use super::marker::{MarkerLine, parse_marker};
 use super::quote::wrapper_script;
+use super::remote::{Feed, RemoteCommand, RemoteExit, RemoteStdin, Started, feed};
 pub use super::ssh_config::HostKeyPolicy;
 use super::ssh_config::{HostConfig, SshConfig};
-use super::{
-    Bootstrap, BootstrapError, DEFAULT_CONNECT_TIMEOUT, Feed, HostSpec, MarkerLine, RemoteCommand,
-    RemoteExit, RemoteStdin, Started, check_argv, feed, parse_marker,
-};
+use super::transport::{Bootstrap, DEFAULT_CONNECT_TIMEOUT, check_argv};
+use super::wake::WakePipe;
 
 /// Key files tried when the config names none, in OpenSSH's order.
 const DEFAULT_KEYS: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];

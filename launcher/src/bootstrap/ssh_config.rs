@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::BootstrapError;
+use super::error::BootstrapError;
 
 /// What to do with a host key that is not on record (ssh's StrictHostKeyChecking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,7 +1,7 @@
 //! The messages between the launcher and its proxies.
 //!
 //! Each travels as one `postcard` body in one message of an encrypted call-back link
-//! ([`super::callback`]). Every link starts with [`Up::Hello`], whose version must match; a
+//! (`callback.rs`). Every link starts with [`Up::Hello`], whose version must match; a
 //! proxy then gets its [`NodeJob`].
 
 use std::path::PathBuf;

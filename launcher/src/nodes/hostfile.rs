@@ -14,8 +14,11 @@
 
 use std::path::PathBuf;
 
+use super::error::NodeSourceError;
+use super::hostlist;
+use super::node::Node;
+use super::source::NodeSource;
 use super::spec::{NodeList, Spec, SpecError};
-use super::{Node, NodeSource, NodeSourceError, hostlist};
 
 /// A hostfile named on the command line (`--hostfile`).
 #[derive(Debug, Clone, PartialEq, Eq)]

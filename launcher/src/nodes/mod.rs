@@ -11,120 +11,28 @@
 //! (or `port=N` on a hostfile line); `user@host` sets the login.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::io;
 use std::path::PathBuf;
-
-use thiserror::Error;
 
 pub mod hostfile;
 pub mod hostlist;
 pub mod pbs;
 pub mod slurm;
-mod spec;
 
+mod error;
+mod node;
+mod source;
+mod spec;
+mod variables;
+
+pub use error::NodeSourceError;
+pub use node::Node;
+pub use source::NodeSource;
 pub use spec::{SpecError, parse_hosts};
+pub use variables::{PBS_NODEFILE, SLURM_JOB_NODELIST, SLURM_NODELIST, SLURM_TASKS_PER_NODE};
 
 use hostfile::Hostfile;
 use pbs::PbsNodefile;
-use slurm::{SlurmAllocation, SlurmError};
-
-/// One machine a job may run ranks on, as a node source describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Node {
-    /// Host name (or address) to reach the node by; unique within one source's list.
-    pub name: String,
-    /// Login for SSH, when the source names one (`alice@node1`, `user=alice`).
-    pub user: Option<String>,
-    /// SSH port, when the source names one (`ssh://node1:2222`, `port=2222`).
-    pub port: Option<u16>,
-    /// Ranks the node takes by default. `None` when the source did not say (a host named once
-    /// without a count); the launcher then decides, e.g. from the node's cores.
-    pub slots: Option<u32>,
-    /// Ranks the node may take at most when oversubscribing (Open MPI's `max_slots`); `None` for
-    /// no stated limit.
-    pub max_slots: Option<u32>,
-}
-
-impl Node {
-    /// A node with only a name.
-    pub fn new(name: impl Into<String>) -> Self {
-        Node { name: name.into(), ..Node::default() }
-    }
-}
-
-/// Writes the node as a spec that reaches it: `node1`, `alice@node1`, `ssh://alice@node1:2222`.
-impl fmt::Display for Node {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.port.is_some() {
-            f.write_str("ssh://")?;
-        }
-        if let Some(user) = &self.user {
-            write!(f, "{user}@")?;
-        }
-        f.write_str(&self.name)?;
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why a node source could not produce its nodes. Messages say where the problem is (the flag,
-/// `file:line`, or the variable) and what to write instead.
-#[derive(Debug, Error)]
-pub enum NodeSourceError {
-    /// `--hosts` did not parse.
-    #[error("--hosts: {problem}")]
-    Hosts {
-        /// What is wrong.
-        problem: SpecError,
-    },
-    /// One line of a hostfile (or of a PBS node file) did not parse.
-    #[error("{file}:{line}: {problem}")]
-    Line {
-        /// The file as given.
-        file: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        problem: SpecError,
-    },
-    /// A hostfile or node file without any host.
-    #[error(
-        "{file}: no hosts in the file (write one host per line, e.g. 'node1' or 'node1 slots=4')"
-    )]
-    NoHosts {
-        /// The file as given.
-        file: String,
-    },
-    /// The file could not be read.
-    #[error("cannot read {what} {}: {source}", .path.display())]
-    Read {
-        /// `"hostfile"` or `"PBS_NODEFILE"`.
-        what: &'static str,
-        /// The path as given.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The Slurm variables did not parse or disagree.
-    #[error(transparent)]
-    Slurm(#[from] SlurmError),
-    /// Both explicit flags at once: which one was meant is a guess we do not make.
-    #[error("give either --hosts or --hostfile, not both")]
-    BothGiven,
-}
-
-/// A place nodes come from. Implementations are values chosen once by [`select_source`] and
-/// passed on; [`NodeSource::nodes`] may be called again (e.g. to re-read a hostfile).
-pub trait NodeSource {
-    /// The nodes, in the source's order, each host once, repeats merged into slots.
-    fn nodes(&self) -> Result<Vec<Node>, NodeSourceError>;
-    /// Where the nodes come from, for messages: `hostfile hosts.txt`, `Slurm allocation ...`.
-    fn describe(&self) -> String;
-}
+use slurm::SlurmAllocation;
 
 /// The node-related flags of the command line, already split from clap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,15 +42,6 @@ pub struct NodeRequest {
     /// `--hostfile`.
     pub hostfile: Option<PathBuf>,
 }
-
-/// Variable holding the Slurm allocation's hostlist.
-pub const SLURM_JOB_NODELIST: &str = "SLURM_JOB_NODELIST";
-/// Older name of [`SLURM_JOB_NODELIST`], still set by Slurm; read when the new one is absent.
-pub const SLURM_NODELIST: &str = "SLURM_NODELIST";
-/// Variable holding the Slurm allocation's tasks per node (`2(x3),1`).
-pub const SLURM_TASKS_PER_NODE: &str = "SLURM_TASKS_PER_NODE";
-/// Variable holding the path of the PBS/Torque node file.
-pub const PBS_NODEFILE: &str = "PBS_NODEFILE";
 
 /// Picks the node source: explicit `--hosts` or `--hostfile` first (both at once is an error),
 /// then a foreign allocation (Slurm, then PBS), else the local machine.

@@ -4,9 +4,12 @@
 
 use std::path::PathBuf;
 
+use super::error::NodeSourceError;
 use super::hostlist::{HostlistError, is_name_char, shorten};
+use super::node::Node;
+use super::source::NodeSource;
 use super::spec::{NodeList, Settings, SpecError};
-use super::{Node, NodeSource, NodeSourceError, PBS_NODEFILE};
+use super::variables::PBS_NODEFILE;
 
 /// The node file of a PBS job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,13 +2,15 @@
 //! expression) and `SLURM_TASKS_PER_NODE` (counts in node order, `2(x3),1` meaning 2 on each of
 //! the first three nodes, then 1).
 
-use thiserror::Error;
-
+use super::error::NodeSourceError;
+pub use super::error::SlurmError;
 use super::hostlist::{self, HostlistError, shorten};
+use super::node::Node;
+use super::source::NodeSource;
 use super::spec::{NodeList, Settings, SpecError};
-use super::{Node, NodeSource, NodeSourceError, SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE};
+use super::variables::{SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE};
 
-/// The Slurm variables, as found in the environment by [`super::select_source`].
+/// The Slurm variables, as found in the environment by `select_source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlurmAllocation {
     /// `SLURM_JOB_NODELIST` (or the older `SLURM_NODELIST`).
@@ -32,45 +34,6 @@ impl NodeSource for SlurmAllocation {
             None => format!("Slurm allocation ({SLURM_JOB_NODELIST}={})", shorten(&self.nodelist)),
         }
     }
-}
-
-/// Why the Slurm variables could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SlurmError {
-    /// The node list did not expand.
-    #[error("{SLURM_JOB_NODELIST}='{value}': {problem}")]
-    NodeList {
-        /// The variable's value (shortened).
-        value: String,
-        /// What is wrong.
-        problem: SpecError,
-    },
-    /// A piece of the tasks variable is not `N` or `N(xK)` with N, K >= 1.
-    #[error(
-        "{SLURM_TASKS_PER_NODE}='{value}': '{part}' is not a task count like '2' or a repeated \
-         count like '2(x3)' (counts and repeats are whole numbers >= 1)"
-    )]
-    BadTasks {
-        /// The variable's value (shortened).
-        value: String,
-        /// The offending piece.
-        part: String,
-    },
-    /// The two variables describe different numbers of nodes.
-    #[error(
-        "{SLURM_TASKS_PER_NODE}='{tasks}' covers {counted} nodes but {SLURM_JOB_NODELIST}='{nodelist}' \
-         names {nodes} (are both from the same job? unset them to run outside the allocation)"
-    )]
-    Mismatch {
-        /// `SLURM_TASKS_PER_NODE` (shortened).
-        tasks: String,
-        /// Nodes it covers.
-        counted: u128,
-        /// `SLURM_JOB_NODELIST` (shortened).
-        nodelist: String,
-        /// Nodes that names.
-        nodes: usize,
-    },
 }
 
 /// Parses `SLURM_TASKS_PER_NODE` into `(count, repeat)` pairs: `2(x3),1` gives `[(2, 3), (1, 1)]`.

@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
-use super::Node;
 use super::hostlist::{self, HostlistError};
+use super::node::Node;
 
 /// What is wrong with one host spec or hostfile line. Each message says what to write instead;
 /// the caller adds where it was (`--hosts`, or `file:line`).

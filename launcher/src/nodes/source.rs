@@ -3,7 +3,7 @@
 use super::error::NodeSourceError;
 use super::node::Node;
 
-/// A place nodes come from. Implementations are values chosen once by [`select_source`] and
+/// A place nodes come from. Implementations are values chosen once by `select_source` and
 /// passed on; [`NodeSource::nodes`] may be called again (e.g. to re-read a hostfile).
 pub trait NodeSource {
     /// The nodes, in the source's order, each host once, repeats merged into slots.

@@ -2,9 +2,9 @@
 //! PMI root, watches every node's pings, and makes every decision.
 //!
 //! [`run_cluster`] is a sequence of named steps: plan the nodes' work and the tree
-//! ([`super::plan`]), start the top proxies ([`start_top`]), wait for their call-backs
+//! ([`super::plan`]), start the top proxies (`start_top`), wait for their call-backs
 //! ([`super::fan_out::join`]), give up the nodes that never joined, then supervise
-//! ([`ClusterRun`]) until the job ends.
+//! (`ClusterRun`) until the job ends.
 
 use std::collections::HashMap;
 use std::io::Read;

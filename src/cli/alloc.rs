@@ -2,10 +2,10 @@
 //! a shell in it, and gives it back when that ends.
 
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use clap::Args;
+use gangway_launcher::exit_status::RankStatus;
 
 use super::shape::ShapeArgs;
 use crate::client::{Client, ClientError};
@@ -135,6 +135,7 @@ pub fn main(args: AllocArgs) -> u8 {
         if hung_up.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
             let _ = child.kill();
         }
+        #[expect(clippy::disallowed_methods, reason = "a plain blocking loop: no runtime here")]
         std::thread::sleep(Duration::from_millis(20));
     };
     if let Some(message) = ended.or_else(|| ended_rx.try_recv().ok()) {
@@ -142,7 +143,7 @@ pub fn main(args: AllocArgs) -> u8 {
         return exit_code::JOB_ENDED;
     }
     let code = match status {
-        Some(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Some(s) => RankStatus::of(s).map_or(128, RankStatus::shell_code),
         None => 1,
     };
     // Tell the controller we are done, on the connection that holds the job.

@@ -226,6 +226,10 @@ fn submit(request: &Request) -> Result<Reply, u8> {
                 eprintln!(
                     "gangway: warning: {why}; sending the submission again (it carries the same key, so it cannot create a second job)"
                 );
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "a plain blocking command: no runtime here"
+                )]
                 std::thread::sleep(std::time::Duration::from_millis(*ms));
             }
             _ => return client::answer(result),

@@ -2,6 +2,10 @@
 
 // Test helpers fail the test by panicking; that is their job.
 #![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the tests are plain threads driving processes: a sleep blocks no runtime"
+)]
 
 mod attack;
 mod binding;

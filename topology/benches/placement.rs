@@ -1,8 +1,7 @@
 //! Placement cost on a 2-socket, 128-core, 2-thread node and on 10,000 such nodes (the
 //! allocator's scale). Target: under 10 µs per node-level placement.
 
-// A bench that cannot build its input should stop loudly.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a bench that cannot build its input should stop loudly")]
 
 use std::hint::black_box;
 

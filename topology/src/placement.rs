@@ -903,8 +903,10 @@ struct Scratch {
     per_socket: Vec<u32>,
 }
 
-// One call per node in the hot loop; a context struct would only rename these.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per node in the hot loop; a context struct would only rename these"
+)]
 fn place_node(
     req: &PlacementRequest,
     topo: &Topology,

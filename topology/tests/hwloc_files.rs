@@ -1,9 +1,6 @@
 //! Loads the real-machine XML exports and synthetic descriptions through hwloc and checks the
 //! model's counts against hwloc's own command-line tools on the same input.
 
-// Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,8 +1,10 @@
 //! Placement on built shapes and real-machine exports: the documented behaviours, the error
 //! messages users see, and `render_map` snapshots for `--dry-run`.
 
-// Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns fail the test by panicking, like the tests themselves"
+)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! hwloc synthetic descriptions: no shared PUs unless oversubscribed, exact CPU counts, NUMA
 //! locality for block, socket alternation for cyclic, determinism.
 
-// Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns fail the test by panicking, like the tests themselves"
+)]
 
 use std::collections::BTreeMap;
 

@@ -13,10 +13,6 @@ use std::time::Duration;
 use gangway_topology::{CpuSet, Topology};
 use serde::{Deserialize, Serialize};
 
-use super::allocator::{
-    self, ClusterState, Decision, JobRequest, JobStart, MemoryRequest, NodeGrant, NodeHealth,
-    PartitionLimits, PendingJob, TaskGrant, Timestamp,
-};
 use super::config::Config;
 use super::idempotency::SubmissionKeys;
 use crate::exit_code;
@@ -26,6 +22,10 @@ pub use liveness::{Mono, Verdict, verdict};
 use crate::protocol::{
     BatchLaunch, FromAgent, Grant, GrantNode, JobId, JobInfo, JobKind, JobLaunch, NodeInfo,
     Registration, Reply, StepGrant, StepRequest, Submission, ToAgent,
+};
+use gangway_scheduler::{
+    self as allocator, Bytes, ClusterState, Decision, JobRequest, JobStart, MemoryRequest,
+    NodeGrant, NodeHealth, PartitionLimits, PendingJob, TaskGrant, Timestamp,
 };
 
 /// A client connection's id (alloc/run holders and step launchers are tied to one).
@@ -136,8 +136,8 @@ impl Job {
         r.ntasks_per_node = s.ntasks_per_node;
         r.cpus_per_task = s.cpus_per_task.unwrap_or(1);
         r.memory = match (s.mem_per_node, s.mem_per_cpu) {
-            (Some(m), _) => Some(MemoryRequest::PerNode(m)),
-            (None, Some(m)) => Some(MemoryRequest::PerCpu(m)),
+            (Some(m), _) => Some(MemoryRequest::PerNode(Bytes(m))),
+            (None, Some(m)) => Some(MemoryRequest::PerCpu(Bytes(m))),
             _ => None,
         };
         r.gpus_per_task = s.gpus_per_task.unwrap_or(0);
@@ -1453,7 +1453,7 @@ impl Cluster {
             .map(|g| GrantedNode {
                 node: g.node.clone(),
                 cpus: g.cpus.to_list_string(),
-                memory: g.memory,
+                memory: g.memory.get(),
                 gpus: g.gpus.to_list_string(),
                 exclusive: g.exclusive,
                 tasks: g.tasks.iter().map(|t| t.cpus.to_list_string()).collect(),
@@ -1698,8 +1698,8 @@ impl Cluster {
             partitions,
             cpus_total: if registered { node.usable_cpus().len() as u32 } else { 0 },
             cpus_alloc: node.allocated_cpus().len() as u32,
-            memory_total: if registered { node.total_memory() } else { 0 },
-            memory_alloc: node.allocated_memory(),
+            memory_total: if registered { node.total_memory().get() } else { 0 },
+            memory_alloc: node.allocated_memory().get(),
             gpus: if registered { t.gpus.len() as u32 } else { 0 },
             load: rec.load,
             addr: rec.addr.clone(),
@@ -1874,7 +1874,7 @@ fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
                 node: g.node.clone(),
                 node_index,
                 cpus: CpuSet::parse_list(&g.cpus).ok()?,
-                memory: g.memory,
+                memory: Bytes(g.memory),
                 gpus: CpuSet::parse_list(&g.gpus).unwrap_or_default(),
                 exclusive: g.exclusive,
                 tasks: g

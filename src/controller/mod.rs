@@ -1,8 +1,7 @@
-//! The controller: the cluster's queue, nodes and allocations. Pure parts: the gang allocator
-//! ([`allocator`]) and the state model with every transition ([`cluster`]); I/O parts: the
-//! SQLite store ([`store`]) and the sockets ([`server`]).
+//! The controller: the cluster's queue, nodes and allocations. Pure parts: the state model
+//! with every transition ([`cluster`]), which places jobs with the `gangway-scheduler` crate;
+//! I/O parts: the SQLite store ([`store`]) and the sockets ([`server`]).
 
-pub mod allocator;
 pub mod cluster;
 pub mod config;
 pub mod disk;

@@ -1,5 +1,5 @@
 //! The machine model gangway places ranks on: hardware discovery (hwloc) into a plain model,
-//! CPU sets, pure rank placement, and the text views of both.
+//! CPU sets, pure rank placement, the one GPU-affinity rule, and the text views of both.
 //!
 //! Invariants: this crate never spawns processes, and placement never touches files or clocks;
 //! only [`discover`](Topology::discover) and the XML loaders do I/O.
@@ -7,6 +7,7 @@
 pub mod cpuset;
 mod discover;
 pub mod error;
+pub mod gpu;
 pub mod model;
 pub mod options;
 pub mod placement;
@@ -16,6 +17,7 @@ pub mod shape;
 pub use cpuset::{CpuSet, CpuSetParseError, NodeSet};
 pub use discover::available_cpus;
 pub use error::TopologyError;
+pub use gpu::GpuChooser;
 pub use model::{
     Cache, CacheKind, Core, Counts, DeviceKind, Gpu, NumaNode, OsDevice, Package, Pu, Topology,
     TopologySource,
@@ -24,8 +26,8 @@ pub use options::{
     CpuBind, Distribution, Hint, MemBind, NodeDistribution, OptionError, SocketDistribution,
 };
 pub use placement::{
-    Binding, CpuUnit, NodeSpec, Placement, PlacementError, PlacementNode, PlacementRequest,
-    RankPlacement, place,
+    AllocatedNode, Binding, CpuUnit, NodeSpec, Placement, PlacementError, PlacementNode,
+    PlacementRequest, RankPlacement, place,
 };
 pub use render::{human_bytes, render_map, render_tree};
 pub use shape::{PuNumbering, Shape};

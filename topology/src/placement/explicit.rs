@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use super::error::PlacementError;
-use super::gpus::pick_gpus;
 use super::layout::Layout;
 use super::outcome::{Binding, Placement, RankPlacement};
 use super::request::PlacementRequest;
 use super::spread::NodeRanks;
 use crate::cpuset::{CpuSet, NodeSet};
+use crate::gpu::GpuChooser;
 use crate::model::Topology;
 use crate::options::CpuBind;
 
@@ -42,16 +42,17 @@ pub(super) fn place_explicit(
             });
         }
     }
-    let mut gpu_used = vec![0u32; topo.gpus.len()];
+    let mut chooser = GpuChooser::new(topo, layout.gpus.as_ref());
+    let have_gpus = chooser.available_count();
     if req.gpus_per_task > 0 {
         let need = u64::from(k) * u64::from(req.gpus_per_task);
-        if need > topo.gpus.len() as u64 && (!req.oversubscribe || topo.gpus.is_empty()) {
+        if need > have_gpus as u64 && (!req.oversubscribe || have_gpus == 0) {
             return Err(PlacementError::NotEnoughGpus {
                 per_task: req.gpus_per_task,
                 need,
                 tasks: k,
                 node,
-                have: topo.gpus.len(),
+                have: have_gpus,
             });
         }
     }
@@ -90,7 +91,7 @@ pub(super) fn place_explicit(
                 cores,
                 numa,
                 mem_nodes,
-                gpus: pick_gpus(topo, req, cpus, &mut gpu_used),
+                gpus: chooser.pick(cpus, req.gpus_per_task),
                 oversubscribed: shared.is_some(),
                 unbound: false,
             }),

@@ -14,6 +14,8 @@ use crate::options::{CpuBind, Hint, MemBind};
 #[derive(Debug, Default)]
 pub(super) struct Layout {
     pub(super) avail: CpuSet,
+    /// GPUs (indexes) the job may use; `None`: all of the node's.
+    pub(super) gpus: Option<CpuSet>,
     /// Units in socket → NUMA → core order.
     pub(super) units: Vec<Unit>,
     /// Per unit: [start, end) of its NUMA run (within its socket) in `units`.
@@ -53,6 +55,7 @@ impl Layout {
     pub(super) fn build(
         topo: &Topology,
         extra: Option<&CpuSet>,
+        gpus: Option<&CpuSet>,
         req: &PlacementRequest,
         unit: CpuUnit,
     ) -> Self {
@@ -167,7 +170,16 @@ impl Layout {
             .filter(|n| n.cpuset.intersects(&avail))
             .map(|n| (n.cpuset.clone(), n.os_index, topo.allowed_nodeset.contains(n.os_index)))
             .collect();
-        Layout { avail, units, numa_run, sockets, core_cpus, domain_cpus, numa }
+        Layout {
+            avail,
+            gpus: gpus.cloned(),
+            units,
+            numa_run,
+            sockets,
+            core_cpus,
+            domain_cpus,
+            numa,
+        }
     }
 
     /// Adds to `numa` the NUMA nodes local to `cpus` (a subset of `avail`), and to `mem` those
@@ -214,7 +226,7 @@ impl Layout {
 /// allocation) come back to back in big clusters.
 #[derive(Default)]
 pub(super) struct LayoutCache {
-    pub(super) key: Option<(*const Topology, Option<CpuSet>)>,
+    pub(super) key: Option<(*const Topology, Option<CpuSet>, Option<CpuSet>)>,
     pub(super) layout: Layout,
 }
 
@@ -238,12 +250,16 @@ impl LayoutCache {
         let topo = n.topology();
         let ptr: *const Topology = topo;
         let hit = match &self.key {
-            Some((p, a)) => std::ptr::eq(*p, ptr) && a.as_ref() == n.available(),
+            Some((p, a, g)) => {
+                std::ptr::eq(*p, ptr)
+                    && a.as_ref() == n.available()
+                    && g.as_ref() == n.available_gpus()
+            }
             None => false,
         };
         if !hit {
-            self.layout = Layout::build(topo, n.available(), req, unit);
-            self.key = Some((ptr, n.available().cloned()));
+            self.layout = Layout::build(topo, n.available(), n.available_gpus(), req, unit);
+            self.key = Some((ptr, n.available().cloned(), n.available_gpus().cloned()));
         }
         (&self.layout, !hit)
     }

@@ -10,12 +10,12 @@
 //! The pieces, one concern each: `request` (what to place, and on what), `outcome` (what was
 //! decided) and `error`; `spread` puts ranks on nodes, `layout` cuts one node's CPUs into
 //! units, `node` places one node's ranks on them (block, cyclic, fcyclic), `explicit` follows
-//! `--cpu-bind=map_cpu/mask_cpu`, `gpus` picks each rank's GPUs. This file holds [`place`],
+//! `--cpu-bind=map_cpu/mask_cpu`; each rank's GPUs come from the crate's one GPU-affinity rule
+//! ([`crate::GpuChooser`]), which the scheduler's grants use too. This file holds [`place`],
 //! which runs them in order.
 
 mod error;
 mod explicit;
-mod gpus;
 mod layout;
 mod node;
 mod outcome;
@@ -24,7 +24,7 @@ mod spread;
 
 pub use error::PlacementError;
 pub use outcome::{Binding, Placement, RankPlacement};
-pub use request::{CpuUnit, NodeSpec, PlacementNode, PlacementRequest};
+pub use request::{AllocatedNode, CpuUnit, NodeSpec, PlacementNode, PlacementRequest};
 
 use crate::options::CpuBind;
 use layout::LayoutCache;

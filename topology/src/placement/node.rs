@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use super::error::PlacementError;
 use super::explicit::place_explicit;
-use super::gpus::pick_gpus;
 use super::layout::{Layout, NONE, Unit};
 use super::outcome::{Binding, Placement, RankPlacement};
 use super::request::PlacementRequest;
 use super::spread::NodeRanks;
 use crate::cpuset::CpuSet;
+use crate::gpu::GpuChooser;
 use crate::model::Topology;
 use crate::options::{CpuBind, SocketDistribution};
 
@@ -105,23 +105,24 @@ pub(super) fn place_node(
         }
     }
 
-    // GPUs chosen while building ranks; `gpu_used` counts how often each was handed out.
-    let mut gpu_used = vec![0u32; topo.gpus.len()];
+    // GPUs chosen while building ranks, by the one GPU-affinity rule.
+    let mut chooser = GpuChooser::new(topo, layout.gpus.as_ref());
+    let have_gpus = chooser.available_count();
     if req.gpus_per_task > 0 {
         let need_gpus = u64::from(k) * u64::from(req.gpus_per_task);
-        if need_gpus > topo.gpus.len() as u64 && (!req.oversubscribe || topo.gpus.is_empty()) {
+        if need_gpus > have_gpus as u64 && (!req.oversubscribe || have_gpus == 0) {
             return Err(PlacementError::NotEnoughGpus {
                 per_task: req.gpus_per_task,
                 need: need_gpus,
                 tasks: k,
                 node,
-                have: topo.gpus.len(),
+                have: have_gpus,
             });
         }
     }
 
     let unbound = over || req.cpu_bind == CpuBind::None;
-    let gpus_per_rank = req.gpus_per_task > 0 && !topo.gpus.is_empty();
+    let gpus_per_rank = req.gpus_per_task > 0 && have_gpus > 0;
     // Unbound ranks all get the node's available CPUs; without per-rank GPUs their bindings
     // are equal, so they share one.
     let mut shared: Option<Arc<Binding>> = None;
@@ -143,7 +144,7 @@ pub(super) fn place_node(
                     b.oversubscribed = over;
                     b.unbound = unbound;
                     if gpus_per_rank {
-                        b.gpus = pick_gpus(topo, req, &layout.unit_cpus(units), &mut gpu_used);
+                        b.gpus = chooser.pick(&layout.unit_cpus(units), req.gpus_per_task);
                     }
                     if unbound {
                         b.cpus.clone_from(&layout.avail);

@@ -62,6 +62,10 @@ pub trait PlacementNode {
     fn available(&self) -> Option<&CpuSet> {
         None
     }
+    /// GPUs (indexes as in [`crate::Gpu::index`]) this job may use, if not all of them.
+    fn available_gpus(&self) -> Option<&CpuSet> {
+        None
+    }
 }
 
 impl PlacementNode for Topology {
@@ -76,6 +80,9 @@ impl<T: PlacementNode + ?Sized> PlacementNode for &T {
     }
     fn available(&self) -> Option<&CpuSet> {
         (**self).available()
+    }
+    fn available_gpus(&self) -> Option<&CpuSet> {
+        (**self).available_gpus()
     }
 }
 
@@ -100,6 +107,30 @@ impl PlacementNode for NodeSpec<'_> {
     }
     fn available(&self) -> Option<&CpuSet> {
         self.available.as_ref()
+    }
+}
+
+/// A node model plus the CPUs and GPUs a job holds on it (a scheduler's grant): placement
+/// binds inside both, so the GPUs a task is bound to are among the GPUs granted.
+#[derive(Debug, Clone)]
+pub struct AllocatedNode<'a> {
+    /// The node's hardware.
+    pub topology: &'a Topology,
+    /// CPUs (OS indexes) the job may use; `None` means all allowed CPUs.
+    pub cpus: Option<CpuSet>,
+    /// GPUs (indexes as in [`crate::Gpu::index`]) the job may use; `None` means all of them.
+    pub gpus: Option<CpuSet>,
+}
+
+impl PlacementNode for AllocatedNode<'_> {
+    fn topology(&self) -> &Topology {
+        self.topology
+    }
+    fn available(&self) -> Option<&CpuSet> {
+        self.cpus.as_ref()
+    }
+    fn available_gpus(&self) -> Option<&CpuSet> {
+        self.gpus.as_ref()
     }
 }
 

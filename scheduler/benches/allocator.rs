@@ -6,9 +6,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gangway::controller::allocator::{
-    ClusterBuilder, ClusterState, Decision, JobRequest, MemoryRequest, PartitionLimits, PendingJob,
-    Timestamp, schedule,
+use gangway_scheduler::{
+    Bytes, ClusterBuilder, ClusterState, Decision, JobRequest, MemoryRequest, PartitionLimits,
+    PendingJob, Timestamp, schedule,
 };
 
 const NODES: usize = 10_000;
@@ -56,7 +56,7 @@ fn queue() -> Vec<PendingJob> {
                 5 | 6 => JobRequest::new()
                     .ntasks(8)
                     .cpus_per_task(4)
-                    .memory(MemoryRequest::PerCpu(1 << 30)),
+                    .memory(MemoryRequest::PerCpu(Bytes::gib(1))),
                 7 => JobRequest::new().nodes(16, 16).ntasks_per_node(128),
                 8 => JobRequest::new().nodes(2, 8).ntasks(256).exclusive(),
                 _ => JobRequest::new().nodes(64, 64).ntasks_per_node(32).cpus_per_task(4),

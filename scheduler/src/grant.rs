@@ -1,0 +1,190 @@
+//! Grants: the exact CPUs, memory and GPUs a starting job gets on each of its nodes, built by
+//! topology placement over each node's free CPUs and GPUs. GPUs come from placement too, so
+//! they follow the one GPU-affinity rule ([`gangway_topology::GpuChooser`]) the launcher binds
+//! with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gangway_topology::{
+    AllocatedNode, CpuBind, CpuSet, Distribution, NodeDistribution, PlacementRequest,
+    SocketDistribution, Topology, place,
+};
+
+use crate::cluster::ClusterState;
+use crate::gang::{Candidate, NodeFree};
+use crate::request::{JobRequest, MemoryRequest};
+use crate::types::{Bytes, JobId};
+
+/// One task's share of a node grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskGrant {
+    /// CPUs (OS indexes) of the task.
+    pub cpus: CpuSet,
+    /// GPUs of the task.
+    pub gpus: CpuSet,
+}
+
+/// What a starting job gets on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGrant {
+    /// The node's name.
+    pub node: String,
+    /// The node's index in [`ClusterState::nodes`].
+    pub node_index: usize,
+    /// Every CPU granted (OS indexes): the union of the tasks' CPUs, or the whole node when
+    /// exclusive.
+    pub cpus: CpuSet,
+    /// Memory granted.
+    pub memory: Bytes,
+    /// GPUs granted.
+    pub gpus: CpuSet,
+    /// Whether the node is the job's alone.
+    pub exclusive: bool,
+    /// The tasks placed here, in order.
+    pub tasks: Vec<TaskGrant>,
+}
+
+/// A job to start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStart {
+    /// The job.
+    pub job: JobId,
+    /// Its partition.
+    pub partition: String,
+    /// Its time limit (its own, or the partition's default; `None`: unlimited).
+    pub time_limit: Option<Duration>,
+    /// Its nodes, in task order.
+    pub nodes: Vec<NodeGrant>,
+}
+
+/// Places tasks on one node's free CPUs and GPUs; remembers the last result because identical
+/// nodes with identical free resources come back to back in big gangs.
+#[derive(Debug, Default)]
+pub(crate) struct PlacementCache {
+    key: Option<PlacementKey>,
+    tasks: Vec<TaskGrant>,
+}
+
+/// What a cached placement depends on.
+#[derive(Debug, PartialEq)]
+struct PlacementKey {
+    topology: *const Topology,
+    cpus: CpuSet,
+    gpus: CpuSet,
+    count: u32,
+    cpus_per_task: u32,
+    gpus_per_task: u32,
+}
+
+impl PlacementCache {
+    /// The tasks' CPUs and GPUs, or `None` when they do not fit without sharing.
+    pub(crate) fn place(
+        &mut self,
+        topology: &Arc<Topology>,
+        free: &NodeFree,
+        count: u32,
+        request: &JobRequest,
+    ) -> Option<&[TaskGrant]> {
+        let key = PlacementKey {
+            topology: Arc::as_ptr(topology),
+            cpus: free.cpus.clone(),
+            gpus: if request.gpus_per_task > 0 { free.gpus.clone() } else { CpuSet::new() },
+            count,
+            cpus_per_task: request.cpus_per_task,
+            gpus_per_task: request.gpus_per_task,
+        };
+        if self.key.as_ref() != Some(&key) {
+            let placement_request = PlacementRequest {
+                ntasks: count,
+                cpus_per_task: request.cpus_per_task,
+                // Block inside the node fills one socket (then NUMA node) before the next,
+                // leaving whole domains free for later jobs.
+                distribution: Distribution {
+                    node: NodeDistribution::Block,
+                    socket: SocketDistribution::Block,
+                },
+                cpu_bind: CpuBind::Cores,
+                gpus_per_task: request.gpus_per_task,
+                ..PlacementRequest::default()
+            };
+            let spec = [AllocatedNode {
+                topology: topology.as_ref(),
+                cpus: Some(key.cpus.clone()),
+                gpus: Some(key.gpus.clone()),
+            }];
+            let placement = place(&placement_request, &spec).ok()?;
+            if placement.oversubscribed {
+                return None;
+            }
+            self.tasks = placement
+                .ranks
+                .iter()
+                .map(|r| TaskGrant {
+                    cpus: r.binding.cpus.clone(),
+                    gpus: r.binding.gpus.iter().copied().collect(),
+                })
+                .collect();
+            self.key = Some(key);
+        }
+        Some(&self.tasks)
+    }
+}
+
+/// Builds the grants for the chosen nodes; `None` if placement disagrees with the capacity
+/// estimate (then the job waits, and nothing is changed).
+pub(crate) fn build_grants(
+    state: &ClusterState,
+    work: &[NodeFree],
+    candidates: &[Candidate],
+    chosen: &[(usize, u32)],
+    request: &JobRequest,
+    cache: &mut PlacementCache,
+) -> Option<Vec<NodeGrant>> {
+    let mut grants = Vec::with_capacity(chosen.len());
+    for &(pos, count) in chosen {
+        let index = candidates.get(pos)?.node;
+        let node = state.nodes.get(index)?;
+        let free = work.get(index)?;
+        let whole;
+        let free = if request.exclusive {
+            whole = NodeFree::empty(node);
+            &whole
+        } else {
+            free
+        };
+        let tasks = cache.place(&node.topology, free, count, request)?.to_vec();
+        if tasks.iter().any(|t| t.gpus.len() < request.gpus_per_task as usize) {
+            return None;
+        }
+        let mut cpus = CpuSet::new();
+        let mut gpus = CpuSet::new();
+        for t in &tasks {
+            cpus |= &t.cpus;
+            gpus |= &t.gpus;
+        }
+        let mut memory = match request.memory {
+            Some(MemoryRequest::PerNode(m)) => m,
+            Some(MemoryRequest::PerCpu(m)) => m.saturating_mul(cpus.len() as u64),
+            None => Bytes::ZERO,
+        };
+        if memory > free.memory {
+            return None;
+        }
+        if request.exclusive {
+            cpus = node.usable_cpus.clone();
+            memory = node.total_memory();
+            gpus = node.all_gpus();
+        }
+        grants.push(NodeGrant {
+            node: node.name.clone(),
+            node_index: index,
+            cpus,
+            memory,
+            gpus,
+            exclusive: request.exclusive,
+            tasks,
+        });
+    }
+    Some(grants)
+}

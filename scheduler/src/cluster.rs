@@ -95,6 +95,8 @@ pub struct Node {
     pub(crate) used_gpus: CpuSet,
     /// Units with no usable CPU allocated.
     pub(crate) free_units: u32,
+    /// Free units per NUMA node (in [`Topology::numa_nodes`] order).
+    numa_free_units: Vec<u32>,
     pub(crate) exclusive: bool,
 }
 
@@ -121,8 +123,16 @@ impl Node {
             used_memory: Bytes::ZERO,
             used_gpus: CpuSet::new(),
             free_units: total_units,
+            numa_free_units: Vec::new(),
             exclusive: false,
         }
+        .with_numa_counts()
+    }
+
+    fn with_numa_counts(mut self) -> Self {
+        let free = self.usable_cpus.difference(&self.used_cpus);
+        self.numa_free_units = numa_units(&self.topology, &free);
+        self
     }
 
     /// The node's name.
@@ -187,6 +197,22 @@ impl Node {
         Bytes(self.topology.total_memory)
     }
 
+    /// Placement units (cores) with no allocated CPU.
+    pub fn free_units(&self) -> u32 {
+        self.free_units
+    }
+
+    /// Free placement units per NUMA node, in the model's NUMA order: what `gangway nodes`
+    /// shows, and what tells whether a task can stay inside one NUMA node.
+    pub fn free_units_per_numa(&self) -> &[u32] {
+        &self.numa_free_units
+    }
+
+    /// Placement units (cores) jobs may use.
+    pub fn total_units(&self) -> u32 {
+        self.total_units
+    }
+
     /// Indexes (into [`ClusterState::partitions`]) of the partitions holding the node.
     pub fn partitions(&self) -> &[usize] {
         &self.partitions
@@ -198,6 +224,13 @@ impl Node {
 
     pub(crate) fn all_gpus(&self) -> CpuSet {
         self.topology.gpus.iter().map(|g| g.index).collect()
+    }
+
+    /// Recomputes the free counts after the used sets changed.
+    fn refresh_free(&mut self) {
+        let free = self.usable_cpus.difference(&self.used_cpus);
+        self.free_units = count_units(&self.topology, &free);
+        self.numa_free_units = numa_units(&self.topology, &free);
     }
 
     /// Recomputes the totals after allocations changed.
@@ -212,6 +245,7 @@ impl Node {
         }
         let free = self.usable_cpus.difference(&cpus);
         self.free_units = count_units(&self.topology, &free);
+        self.numa_free_units = numa_units(&self.topology, &free);
         self.used_cpus = cpus;
         self.used_gpus = gpus;
         self.used_memory = memory;
@@ -222,6 +256,18 @@ impl Node {
 /// Cores holding at least one of `cpus`: how many placement units the CPUs make.
 pub(crate) fn count_units(topology: &Topology, cpus: &CpuSet) -> u32 {
     topology.cores.iter().filter(|c| c.cpuset.intersects(cpus)).count() as u32
+}
+
+/// [`count_units`] per NUMA node.
+fn numa_units(topology: &Topology, cpus: &CpuSet) -> Vec<u32> {
+    topology
+        .numa_nodes
+        .iter()
+        .map(|n| {
+            let cores = n.cores.iter().filter_map(|&c| topology.cores.get(c as usize));
+            cores.filter(|c| c.cpuset.intersects(cpus)).count() as u32
+        })
+        .collect()
 }
 
 /// A partition: a named set of nodes with time limits.
@@ -235,6 +281,12 @@ pub struct Partition {
     pub default_time: Option<Duration>,
     /// Longest time limit a job may ask for.
     pub max_time: Option<Duration>,
+    /// CPUs jobs may use on all its nodes: the denominator of a job's CPU share.
+    pub cpus: u64,
+    /// Memory of all its nodes.
+    pub memory: Bytes,
+    /// GPUs of all its nodes.
+    pub gpus: u64,
 }
 
 /// Why the cluster's state could not be changed as asked.
@@ -284,6 +336,8 @@ pub struct ClusterState {
     partitions: Vec<Partition>,
     partition_index: HashMap<String, usize>,
     default_partition: Option<usize>,
+    /// Nodes each job holds something on: freeing a job visits its nodes, not all of them.
+    job_nodes: HashMap<JobId, Vec<usize>>,
 }
 
 impl ClusterState {
@@ -337,11 +391,21 @@ impl ClusterState {
             self.default_partition = Some(index);
         }
         self.partition_index.insert(name.clone(), index);
+        let members = nodes.iter().filter_map(|&i| self.nodes.get(i));
+        let (mut cpus, mut memory, mut gpus) = (0u64, Bytes::ZERO, 0u64);
+        for n in members {
+            cpus += n.usable_cpus.len() as u64;
+            memory += n.total_memory();
+            gpus += u64::from(n.gpu_count());
+        }
         self.partitions.push(Partition {
             name,
             nodes,
             default_time: limits.default_time,
             max_time: limits.max_time,
+            cpus,
+            memory,
+            gpus,
         });
         Ok(index)
     }
@@ -395,8 +459,14 @@ impl ClusterState {
                 }
             }
         }
+        let held = self.job_nodes.entry(start.job).or_default();
         for grant in &start.nodes {
             if let Some(node) = self.nodes.get_mut(grant.node_index) {
+                // Grants never overlap (checked above), so the totals grow by this grant.
+                node.used_cpus |= &grant.cpus;
+                node.used_gpus |= &grant.gpus;
+                node.used_memory += grant.memory;
+                node.exclusive |= grant.exclusive;
                 node.allocations.push(Allocation {
                     job: start.job,
                     cpus: grant.cpus.clone(),
@@ -404,7 +474,10 @@ impl ClusterState {
                     gpus: grant.gpus.clone(),
                     exclusive: grant.exclusive,
                 });
-                node.refresh_totals();
+                node.refresh_free();
+                if !held.contains(&grant.node_index) {
+                    held.push(grant.node_index);
+                }
             }
         }
         Ok(())
@@ -413,7 +486,8 @@ impl ClusterState {
     /// Frees everything a job holds; returns on how many nodes it held something.
     pub fn release(&mut self, job: JobId) -> usize {
         let mut released = 0;
-        for node in &mut self.nodes {
+        for i in self.job_nodes.remove(&job).unwrap_or_default() {
+            let Some(node) = self.nodes.get_mut(i) else { continue };
             let before = node.allocations.len();
             node.allocations.retain(|a| a.job != job);
             if node.allocations.len() != before {
@@ -422,6 +496,11 @@ impl ClusterState {
             }
         }
         released
+    }
+
+    /// Nodes (indexes) a job holds something on.
+    pub fn nodes_of(&self, job: JobId) -> &[usize] {
+        self.job_nodes.get(&job).map_or(&[], Vec::as_slice)
     }
 
     /// Every node, in configuration order.

@@ -5,8 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
-use gangway_topology::CpuSet;
-
+use crate::avail::{Avail, Need};
 use crate::cluster::{ClusterState, Node};
 use crate::request::{JobRequest, MemoryRequest};
 use crate::types::Bytes;
@@ -36,41 +35,68 @@ impl JobShape {
         }
     }
 
-    /// Tasks of this job a node can take with `free` resources.
-    pub(crate) fn capacity(&self, node: &Node, free: &NodeFree, exclusive: bool) -> u32 {
+    /// Tasks of this job a node can take with `avail` free there.
+    pub(crate) fn capacity(&self, node: &Node, avail: &Avail, exclusive: bool) -> u32 {
         let whole;
-        let free = if exclusive {
+        let avail = if exclusive {
             // Exclusive jobs take untouched nodes only, and then everything on them.
-            if free.busy {
+            if avail.busy() {
                 return 0;
             }
-            whole = NodeFree::empty(node);
+            whole = Avail::whole(node);
             &whole
         } else {
-            if free.exclusive {
+            if avail.exclusive > 0 {
                 return 0;
             }
-            free
+            avail
         };
-        let mut cap = free.units / self.cpus_per_task;
+        let mut cap = avail.units() / self.cpus_per_task;
         if let Some(per_node) = self.tasks_per_node {
             cap = cap.min(per_node);
         }
         match self.memory {
-            Some(MemoryRequest::PerNode(m)) if m > free.memory => return 0,
+            Some(MemoryRequest::PerNode(m)) if m > avail.memory() => return 0,
             Some(MemoryRequest::PerCpu(m)) if m > Bytes::ZERO => {
                 let per_task = m
                     .saturating_mul(u64::from(self.cpus_per_task))
                     .saturating_mul(u64::from(node.cpus_per_unit));
-                let fits = free.memory.get() / per_task.get().max(1);
+                let fits = avail.memory().get() / per_task.get().max(1);
                 cap = cap.min(u32::try_from(fits).unwrap_or(u32::MAX));
             }
             _ => {}
         }
-        if let Some(gpu_cap) = (free.gpus.len() as u32).checked_div(self.gpus_per_task) {
+        if let Some(gpu_cap) = avail.gpus().checked_div(self.gpus_per_task) {
             cap = cap.min(gpu_cap);
         }
         cap
+    }
+
+    /// What `count` tasks of this job hold on `node` (the whole node when exclusive).
+    pub(crate) fn need(&self, node: &Node, count: u32, exclusive: bool) -> Need {
+        if exclusive {
+            let whole = Avail::whole(node);
+            return Need {
+                units: whole.units(),
+                memory: whole.memory(),
+                gpus: whole.gpus(),
+                exclusive,
+            };
+        }
+        let units = count.saturating_mul(self.cpus_per_task);
+        let memory = match self.memory {
+            Some(MemoryRequest::PerNode(m)) => m,
+            Some(MemoryRequest::PerCpu(m)) => {
+                m.saturating_mul(u64::from(units) * u64::from(node.cpus_per_unit))
+            }
+            None => Bytes::ZERO,
+        };
+        Need { units, memory, gpus: count.saturating_mul(self.gpus_per_task), exclusive }
+    }
+
+    /// Units one node must have free to take `tasks` of this job: a cheap first filter.
+    pub(crate) fn units_for(&self, tasks: u32) -> u32 {
+        tasks.saturating_mul(self.cpus_per_task)
     }
 }
 
@@ -99,49 +125,10 @@ impl Constraints {
     pub(crate) fn required_positions(&self, candidates: &[Candidate]) -> Vec<Option<usize>> {
         self.required.iter().map(|&node| candidates.iter().position(|c| c.node == node)).collect()
     }
-}
 
-/// What is free on a node during a pass.
-#[derive(Debug, Clone)]
-pub(crate) struct NodeFree {
-    pub(crate) cpus: CpuSet,
-    pub(crate) units: u32,
-    pub(crate) memory: Bytes,
-    pub(crate) gpus: CpuSet,
-    /// Something is allocated here.
-    pub(crate) busy: bool,
-    /// An exclusive job holds it.
-    pub(crate) exclusive: bool,
-    /// A waiting higher-priority job could use it.
-    pub(crate) reserved: bool,
-}
-
-impl NodeFree {
-    pub(crate) fn empty(node: &Node) -> Self {
-        Self {
-            cpus: node.usable_cpus.clone(),
-            units: node.total_units,
-            memory: node.total_memory(),
-            gpus: node.all_gpus(),
-            busy: false,
-            exclusive: false,
-            reserved: false,
-        }
-    }
-
-    pub(crate) fn now(node: &Node) -> Self {
-        if node.allocations.is_empty() {
-            return Self::empty(node);
-        }
-        Self {
-            cpus: node.usable_cpus.difference(&node.used_cpus),
-            units: node.free_units,
-            memory: node.total_memory().saturating_sub(node.used_memory),
-            gpus: node.all_gpus().difference(&node.used_gpus),
-            busy: true,
-            exclusive: node.exclusive,
-            reserved: false,
-        }
+    /// Whether the request names no nodes (most jobs): any node of the partition will do.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.excluded.is_empty() && self.required.is_empty()
     }
 }
 
@@ -154,6 +141,34 @@ pub(crate) struct Candidate {
     pub(crate) partial: bool,
 }
 
+/// The nodes a job may use, in partition order, as gang selection sees them: how many tasks
+/// each can take and whether it already runs something.
+pub(crate) trait GangView {
+    /// Number of candidate positions.
+    fn len(&self) -> usize;
+    /// Tasks the node at `pos` can take (0: none, or not usable).
+    fn cap(&self, pos: usize) -> u32;
+    /// Whether the node at `pos` already runs something (filled before idle nodes).
+    fn partial(&self, pos: usize) -> bool;
+    /// The first position at or after `from` with the given `partial` flag that can take at
+    /// least `share` tasks. Views with an index answer this without visiting every node.
+    fn next_fit(&self, from: usize, partial: bool, share: u32) -> Option<usize> {
+        (from..self.len()).find(|&p| self.partial(p) == partial && self.cap(p) >= share)
+    }
+}
+
+impl GangView for [Candidate] {
+    fn len(&self) -> usize {
+        <[Candidate]>::len(self)
+    }
+    fn cap(&self, pos: usize) -> u32 {
+        self.get(pos).map_or(0, |c| c.cap)
+    }
+    fn partial(&self, pos: usize) -> bool {
+        self.get(pos).is_some_and(|c| c.partial)
+    }
+}
+
 /// Chooses the gang: node positions in `candidates` with their task counts, or `None` when
 /// the shape does not fit. Required nodes come first, then partly used nodes, then idle ones.
 pub(crate) fn select_nodes(
@@ -161,21 +176,27 @@ pub(crate) fn select_nodes(
     required: &[Option<usize>],
     shape: &JobShape,
 ) -> Option<Vec<(usize, u32)>> {
+    select(candidates, required, shape)
+}
+
+/// [`select_nodes`] over any [`GangView`]: the one packing policy, whether the view is a list
+/// of every candidate or an index over a partition.
+pub(crate) fn select<V: GangView + ?Sized>(
+    view: &V,
+    required: &[Option<usize>],
+    shape: &JobShape,
+) -> Option<Vec<(usize, u32)>> {
     let mut chosen: Vec<(usize, u32)> = Vec::new();
     let mut sum = 0u64;
-    let mut is_chosen = vec![false; candidates.len()];
     for r in required {
         let pos = (*r)?;
-        let cand = candidates.get(pos)?;
-        if cand.cap == 0 {
+        let cap = view.cap(pos);
+        if cap == 0 {
             return None;
         }
-        if let Some(flag) = is_chosen.get_mut(pos)
-            && !*flag
-        {
-            *flag = true;
-            chosen.push((pos, cand.cap));
-            sum += u64::from(cand.cap);
+        if !chosen.iter().any(|&(p, _)| p == pos) {
+            chosen.push((pos, cap));
+            sum += u64::from(cap);
         }
     }
     let ntasks = u64::from(shape.ntasks);
@@ -190,20 +211,19 @@ pub(crate) fn select_nodes(
         // a small job lands on one (the fullest) node that fits it rather than on several.
         let slots = (max_nodes - chosen.len()).max(1) as u64;
         let share = ntasks.saturating_sub(sum).div_ceil(slots).max(1);
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        let fixed = chosen.len();
         'walk: for want_partial in [true, false] {
-            for (pos, c) in candidates.iter().enumerate() {
+            let mut from = 0;
+            while let Some(pos) = view.next_fit(from, want_partial, share) {
                 if done(&chosen, sum) || chosen.len() >= max_nodes {
                     break 'walk;
                 }
-                if c.partial != want_partial || u64::from(c.cap) < share {
-                    continue;
-                }
-                if let Some(flag) = is_chosen.get_mut(pos)
-                    && !*flag
-                {
-                    *flag = true;
-                    chosen.push((pos, c.cap));
-                    sum += u64::from(c.cap);
+                from = pos + 1;
+                if !chosen.get(..fixed).unwrap_or_default().iter().any(|&(p, _)| p == pos) {
+                    let cap = view.cap(pos);
+                    chosen.push((pos, cap));
+                    sum += u64::from(cap);
                 }
             }
         }
@@ -213,11 +233,11 @@ pub(crate) fn select_nodes(
         let fixed = chosen.len().min(required.len());
         chosen.truncate(fixed);
         sum = chosen.iter().map(|&(_, cap)| u64::from(cap)).sum();
-        let mut rest: Vec<(usize, u32)> = candidates
-            .iter()
-            .enumerate()
-            .filter(|(pos, c)| c.cap > 0 && !chosen.iter().any(|&(p, _)| p == *pos))
-            .map(|(pos, c)| (pos, c.cap))
+        let mut rest: Vec<(usize, u32)> = (0..view.len())
+            .filter_map(|pos| {
+                let cap = view.cap(pos);
+                (cap > 0 && !chosen.iter().any(|&(p, _)| p == pos)).then_some((pos, cap))
+            })
             .collect();
         rest.sort_unstable_by_key(|&(pos, cap)| (Reverse(cap), pos));
         for (pos, cap) in rest {

@@ -11,8 +11,7 @@ use gangway_topology::{
     SocketDistribution, Topology, place,
 };
 
-use crate::cluster::ClusterState;
-use crate::gang::{Candidate, NodeFree};
+use crate::cluster::{ClusterState, Node};
 use crate::request::{JobRequest, MemoryRequest};
 use crate::types::{Bytes, JobId};
 
@@ -58,6 +57,30 @@ pub struct JobStart {
     pub nodes: Vec<NodeGrant>,
 }
 
+/// The exact CPUs, GPUs and memory free on a node: what placement works on.
+#[derive(Debug, Clone)]
+pub(crate) struct Free {
+    cpus: CpuSet,
+    gpus: CpuSet,
+    memory: Bytes,
+}
+
+impl Free {
+    /// The whole node.
+    fn whole(node: &Node) -> Self {
+        Free { cpus: node.usable_cpus.clone(), gpus: node.all_gpus(), memory: node.total_memory() }
+    }
+
+    /// What is free now.
+    fn now(node: &Node) -> Self {
+        Free {
+            cpus: node.usable_cpus.difference(&node.used_cpus),
+            gpus: node.all_gpus().difference(&node.used_gpus),
+            memory: node.total_memory().saturating_sub(node.used_memory),
+        }
+    }
+}
+
 /// Places tasks on one node's free CPUs and GPUs; remembers the last result because identical
 /// nodes with identical free resources come back to back in big gangs.
 #[derive(Debug, Default)]
@@ -82,7 +105,7 @@ impl PlacementCache {
     pub(crate) fn place(
         &mut self,
         topology: &Arc<Topology>,
-        free: &NodeFree,
+        free: &Free,
         count: u32,
         request: &JobRequest,
     ) -> Option<&[TaskGrant]> {
@@ -131,29 +154,20 @@ impl PlacementCache {
     }
 }
 
-/// Builds the grants for the chosen nodes; `None` if placement disagrees with the capacity
+/// Builds the grants for the chosen nodes (indexes into the cluster's nodes, with task
+/// counts) from what is free on them now; `None` if placement disagrees with the capacity
 /// estimate (then the job waits, and nothing is changed).
 pub(crate) fn build_grants(
     state: &ClusterState,
-    work: &[NodeFree],
-    candidates: &[Candidate],
     chosen: &[(usize, u32)],
     request: &JobRequest,
     cache: &mut PlacementCache,
 ) -> Option<Vec<NodeGrant>> {
     let mut grants = Vec::with_capacity(chosen.len());
-    for &(pos, count) in chosen {
-        let index = candidates.get(pos)?.node;
+    for &(index, count) in chosen {
         let node = state.nodes.get(index)?;
-        let free = work.get(index)?;
-        let whole;
-        let free = if request.exclusive {
-            whole = NodeFree::empty(node);
-            &whole
-        } else {
-            free
-        };
-        let tasks = cache.place(&node.topology, free, count, request)?.to_vec();
+        let free = if request.exclusive { Free::whole(node) } else { Free::now(node) };
+        let tasks = cache.place(&node.topology, &free, count, request)?.to_vec();
         if tasks.iter().any(|t| t.gpus.len() < request.gpus_per_task as usize) {
             return None;
         }

@@ -8,20 +8,34 @@
 //! Dependencies point one way: `gangway-topology` ← `gangway-scheduler` ← the controller.
 
 pub mod allocator;
+pub(crate) mod avail;
 pub mod builder;
 pub mod cluster;
+pub mod decision;
+pub mod engine;
 pub(crate) mod gang;
 pub mod grant;
+pub mod policy;
 pub mod request;
+pub mod sim;
 pub mod types;
 pub mod validate;
 
-pub use allocator::{Decision, PendingReason, schedule};
+pub use allocator::{Decision, schedule};
 pub use builder::ClusterBuilder;
 pub use cluster::{
     Allocation, ClusterError, ClusterState, Node, NodeHealth, NodeState, Partition, PartitionLimits,
 };
+pub use decision::{AfterPreempt, ExpectedStart, PendingReason, PreemptCause, Preemption};
+pub use engine::{Budget, Event, JobStatus, NewJob, Pass, Scheduler, ShareRow, SubmitError};
 pub use grant::{JobStart, NodeGrant, TaskGrant};
+pub use policy::accounts::UsageRecord;
+pub use policy::config::{
+    AccountConfig, BackfillMode, ConfigError, Limits, PriorityWeights, QosConfig, SchedulerConfig,
+    UserConfig,
+};
+pub use policy::priority::{Factor, PriorityExplanation, Term};
+pub use policy::quota::Tally;
 pub use request::{JobRequest, MemoryRequest, PendingJob};
 pub use types::{Bytes, JobId, Timestamp, format_duration};
 pub use validate::{Rejection, validate};

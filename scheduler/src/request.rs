@@ -7,7 +7,7 @@ use crate::types::{Bytes, JobId, Timestamp};
 use crate::validate::Rejection;
 
 /// Memory a job asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MemoryRequest {
     /// `--mem`: memory on every node of the job.
     PerNode(Bytes),

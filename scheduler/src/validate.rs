@@ -4,14 +4,18 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
+use crate::avail::Avail;
 use crate::cluster::{ClusterState, Node};
-use crate::gang::{Candidate, Constraints, JobShape, NodeFree, select_nodes};
+use crate::gang::{Candidate, Constraints, JobShape, select_nodes};
 use crate::request::{JobRequest, MemoryRequest};
 use crate::types::{Bytes, format_duration};
 
 /// Why a request can never run on this cluster. Each message names the problem and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// A running job's grants could not be recorded (after a restart).
+    #[error("cannot record the running job's allocation: {0}")]
+    Recovery(String),
     /// The cluster has no partition.
     #[error("the cluster has no partitions; add one to the controller's configuration")]
     NoPartitions,
@@ -307,7 +311,7 @@ pub fn validate(cluster: &ClusterState, request: &JobRequest) -> Result<(), Reje
         .filter(|&&i| !constraints.excluded.contains(&i))
         .filter_map(|&i| {
             let node = cluster.nodes.get(i)?;
-            let cap = shape.capacity(node, &NodeFree::empty(node), request.exclusive);
+            let cap = shape.capacity(node, &Avail::whole(node), request.exclusive);
             Some(Candidate { node: i, cap, partial: false })
         })
         .collect();

@@ -1,0 +1,352 @@
+//! The reservation profile: how each node's free resources change over time — running jobs
+//! giving theirs back at their time limits, reservations taking and returning theirs — and
+//! the earliest time and nodes at which a job's whole gang fits for its whole time limit.
+//!
+//! The sweep walks the profile's moments in time order, keeping each node's free resources
+//! and a histogram of how many tasks each node could take; it runs the gang selection (the
+//! same packing rule as a start now) only when the histogram says the gang could fit. Nodes
+//! that are reserved later in the job's window are judged by their lowest point in it.
+
+use std::time::Duration;
+
+use crate::avail::{Avail, Need};
+use crate::cluster::ClusterState;
+use crate::gang::{Candidate, JobShape, select};
+use crate::types::{JobId, Timestamp};
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A running job gives its resources back (at its time limit).
+    Release,
+    /// A reservation takes its resources.
+    Take,
+    /// A reservation gives them back.
+    Return,
+}
+
+/// A change of one node's free resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    at: Timestamp,
+    job: JobId,
+    need: Need,
+    kind: Kind,
+}
+
+impl Step {
+    fn up(&self) -> bool {
+        self.kind != Kind::Take
+    }
+
+    /// When the step happens, seen from `now`: a job past its time limit still holds its
+    /// resources (it is being stopped), so its release is taken to come just after now.
+    fn when(&self, now: Timestamp) -> Timestamp {
+        if self.kind == Kind::Release && self.at <= now {
+            now.after(Duration::from_millis(1))
+        } else {
+            self.at
+        }
+    }
+
+    fn apply(&self, a: &mut Avail) {
+        if self.up() {
+            a.give(&self.need);
+        } else {
+            a.take(&self.need);
+        }
+    }
+}
+
+/// A job's place in the future: from `start` to `end` on these nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    pub job: JobId,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// (node index, what it takes there, tasks there)
+    pub nodes: Vec<(usize, Need, u32)>,
+}
+
+/// Where and when a gang fits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub at: Timestamp,
+    /// (node index, tasks)
+    pub nodes: Vec<(usize, u32)>,
+}
+
+/// What a sweep looks for.
+#[derive(Debug, Clone)]
+pub(crate) struct Query<'a> {
+    /// Usable nodes, in partition order.
+    pub nodes: &'a [usize],
+    /// Positions in `nodes` of the nodes the job must include.
+    pub required: &'a [Option<usize>],
+    pub shape: &'a JobShape,
+    pub exclusive: bool,
+    /// How long the job may run (`None`: no limit).
+    pub duration: Option<Duration>,
+    pub now: Timestamp,
+    /// Look no further than this (the answer is then "not before").
+    pub horizon: Timestamp,
+}
+
+/// Every node's future steps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Profile {
+    steps: Vec<Vec<Step>>,
+}
+
+impl Profile {
+    /// An empty profile for `nodes` nodes.
+    pub fn new(nodes: usize) -> Self {
+        Self { steps: vec![Vec::new(); nodes] }
+    }
+
+    fn insert(&mut self, node: usize, step: Step) {
+        if let Some(steps) = self.steps.get_mut(node) {
+            let at = steps.partition_point(|s| s.at <= step.at);
+            steps.insert(at, step);
+        }
+    }
+
+    /// A running job gives `need` back on `node` at `at` (its time limit).
+    pub fn add_release(&mut self, node: usize, job: JobId, need: Need, at: Timestamp) {
+        if at != Timestamp::NEVER {
+            self.insert(node, Step { at, job, need, kind: Kind::Release });
+        }
+    }
+
+    /// Takes a reservation's resources for its window.
+    pub fn add_reservation(&mut self, r: &Reservation) {
+        for &(node, need, _) in &r.nodes {
+            self.insert(node, Step { at: r.start, job: r.job, need, kind: Kind::Take });
+            if r.end != Timestamp::NEVER {
+                self.insert(node, Step { at: r.end, job: r.job, need, kind: Kind::Return });
+            }
+        }
+    }
+
+    /// Forgets every step of `job` on `nodes`.
+    pub fn remove_job(&mut self, job: JobId, nodes: impl IntoIterator<Item = usize>) {
+        for n in nodes {
+            if let Some(steps) = self.steps.get_mut(n) {
+                steps.retain(|s| s.job != job);
+            }
+        }
+    }
+
+    /// The least free on `node` from now on wherever a reservation holds resources, starting
+    /// from `avail` free now: what a job running past the reservations' starts may use without
+    /// delaying them. `None` when no reservation touches the node.
+    pub fn spare(&self, node: usize, avail: Avail, now: Timestamp) -> Option<Avail> {
+        let steps = self.steps.get(node)?;
+        if !steps.iter().any(|s| s.kind == Kind::Take) {
+            return None;
+        }
+        let mut a = avail;
+        let mut began = false;
+        for s in steps.iter().filter(|s| s.when(now) <= now) {
+            s.apply(&mut a);
+            began |= s.kind == Kind::Take;
+        }
+        let mut least = began.then_some(a);
+        let mut future: Vec<&Step> = steps.iter().filter(|s| s.when(now) > now).collect();
+        future.sort_by_key(|s| s.when(now));
+        for s in future {
+            s.apply(&mut a);
+            if s.kind == Kind::Take {
+                least = Some(least.map_or(a, |l| l.min(a)));
+            }
+        }
+        least
+    }
+
+    /// The earliest moment at or after `q.now` (and before `q.horizon`) at which the gang fits
+    /// for its whole duration, with its nodes; `None` if it never does with these nodes.
+    pub fn earliest(&self, cluster: &ClusterState, q: &Query<'_>) -> Option<Slot> {
+        let mut sweep = Sweep::new(self, cluster, q)?;
+        sweep.run(self, cluster, q)
+    }
+}
+
+/// The state of one sweep.
+struct Sweep {
+    /// Free resources of each position at the current moment.
+    cur: Vec<Avail>,
+    /// Tasks each position can take for the whole window.
+    caps: Vec<u32>,
+    /// Positions by tasks they can take (capped at the job's task count).
+    hist: Vec<u32>,
+    /// Future steps: (time, position, index in the node's steps).
+    events: Vec<(Timestamp, u32, u32)>,
+    /// Positions with a reservation starting in the future (judged by their window minimum).
+    reserved: Vec<u32>,
+}
+
+impl Sweep {
+    fn new(profile: &Profile, cluster: &ClusterState, q: &Query<'_>) -> Option<Self> {
+        let mut cur = Vec::with_capacity(q.nodes.len());
+        let mut events = Vec::new();
+        let mut reserved = Vec::new();
+        for (pos, &n) in q.nodes.iter().enumerate() {
+            let mut a = Avail::now(cluster.nodes.get(n)?);
+            let steps = profile.steps.get(n).map_or(&[][..], Vec::as_slice);
+            let mut has_future_take = false;
+            for (k, s) in steps.iter().enumerate() {
+                let when = s.when(q.now);
+                if when > q.now {
+                    events.push((when, pos as u32, k as u32));
+                    has_future_take |= !s.up();
+                } else {
+                    s.apply(&mut a);
+                }
+            }
+            if has_future_take {
+                reserved.push(pos as u32);
+            }
+            cur.push(a);
+        }
+        events.sort_unstable();
+        let top = q.shape.ntasks as usize + 1;
+        Some(Sweep { caps: vec![0; cur.len()], cur, hist: vec![0; top], events, reserved })
+    }
+
+    fn window_end(q: &Query<'_>, t: Timestamp) -> Timestamp {
+        t.after_limit(q.duration)
+    }
+
+    /// Tasks position `pos` can take from `t` for the job's whole window.
+    fn cap_at(
+        &self,
+        profile: &Profile,
+        cluster: &ClusterState,
+        q: &Query<'_>,
+        pos: usize,
+        t: Timestamp,
+    ) -> u32 {
+        let (Some(&n), Some(&now)) = (q.nodes.get(pos), self.cur.get(pos)) else { return 0 };
+        let Some(node) = cluster.nodes.get(n) else { return 0 };
+        let mut least = now;
+        if self.reserved.binary_search(&(pos as u32)).is_ok() {
+            let end = Self::window_end(q, t);
+            let mut a = now;
+            // Steps are in time order; overdue releases (first) only ever raise the level,
+            // so skipping them can only make the minimum lower: safe.
+            for s in profile.steps.get(n).map_or(&[][..], Vec::as_slice) {
+                if s.at <= t {
+                    continue;
+                }
+                if s.at >= end {
+                    break;
+                }
+                s.apply(&mut a);
+                if !s.up() {
+                    least = least.min(a);
+                }
+            }
+        }
+        q.shape.capacity(node, &least, q.exclusive)
+    }
+
+    fn set_cap(&mut self, pos: usize, cap: u32) {
+        let top = self.hist.len() - 1;
+        if let Some(old) = self.caps.get_mut(pos) {
+            if let Some(h) = self.hist.get_mut((*old as usize).min(top)) {
+                *h -= 1;
+            }
+            *old = cap;
+        }
+        if let Some(h) = self.hist.get_mut((cap as usize).min(top)) {
+            *h += 1;
+        }
+    }
+
+    /// Whether the histogram allows the gang: enough usable nodes, and the biggest allowed
+    /// number of them hold every task.
+    fn may_fit(&self, shape: &JobShape) -> bool {
+        let (mut taken, mut sum, mut usable) = (0u32, 0u64, 0u32);
+        for (cap, &count) in self.hist.iter().enumerate().skip(1).rev() {
+            usable += count;
+            let take = count.min(shape.max_nodes.saturating_sub(taken));
+            sum += u64::from(take) * cap as u64;
+            taken += take;
+        }
+        usable >= shape.min_nodes && sum >= u64::from(shape.ntasks)
+    }
+
+    fn try_select(&self, q: &Query<'_>, t: Timestamp) -> Option<Slot> {
+        let candidates: Vec<Candidate> = q
+            .nodes
+            .iter()
+            .zip(self.caps.iter().zip(&self.cur))
+            .map(|(&node, (&cap, cur))| Candidate { node, cap, partial: cur.busy() })
+            .collect();
+        let chosen = select(candidates.as_slice(), q.required, q.shape)?;
+        let nodes = chosen
+            .into_iter()
+            .filter_map(|(pos, count)| Some((candidates.get(pos)?.node, count)))
+            .collect();
+        Some(Slot { at: t, nodes })
+    }
+
+    fn run(&mut self, profile: &Profile, cluster: &ClusterState, q: &Query<'_>) -> Option<Slot> {
+        if let Some(h) = self.hist.first_mut() {
+            *h = self.cur.len() as u32;
+        }
+        for pos in 0..self.cur.len() {
+            let cap = self.cap_at(profile, cluster, q, pos, q.now);
+            self.set_cap(pos, cap);
+        }
+        if self.may_fit(q.shape)
+            && let Some(slot) = self.try_select(q, q.now)
+        {
+            return Some(slot);
+        }
+        let events = std::mem::take(&mut self.events);
+        let mut i = 0;
+        let mut touched: Vec<usize> = Vec::new();
+        while let Some(&(t, ..)) = events.get(i) {
+            if t >= q.horizon {
+                return None;
+            }
+            touched.clear();
+            let mut rose = false;
+            while let Some(&(at, pos, k)) = events.get(i) {
+                if at != t {
+                    break;
+                }
+                i += 1;
+                let pos = pos as usize;
+                let Some(&n) = q.nodes.get(pos) else { continue };
+                let Some(step) = profile.steps.get(n).and_then(|s| s.get(k as usize)) else {
+                    continue;
+                };
+                if let Some(a) = self.cur.get_mut(pos) {
+                    step.apply(a);
+                }
+                rose |= step.up();
+                touched.push(pos);
+            }
+            // Reserved nodes' windows move with time even when nothing happens on them.
+            touched.extend(self.reserved.iter().map(|&p| p as usize));
+            touched.sort_unstable();
+            touched.dedup();
+            for &pos in &touched {
+                let cap = self.cap_at(profile, cluster, q, pos, t);
+                self.set_cap(pos, cap);
+            }
+            if rose
+                && self.may_fit(q.shape)
+                && let Some(slot) = self.try_select(q, t)
+            {
+                return Some(slot);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -337,7 +337,7 @@ pub struct ClusterState {
     partition_index: HashMap<String, usize>,
     default_partition: Option<usize>,
     /// Nodes each job holds something on: freeing a job visits its nodes, not all of them.
-    job_nodes: HashMap<JobId, Vec<usize>>,
+    job_nodes: crate::hash::FastMap<JobId, Vec<usize>>,
 }
 
 impl ClusterState {

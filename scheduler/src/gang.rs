@@ -3,10 +3,10 @@
 //! come later from placement ([`crate::grant`]).
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
 
 use crate::avail::{Avail, Need};
 use crate::cluster::{ClusterState, Node};
+use crate::hash::FastSet;
 use crate::request::{JobRequest, MemoryRequest};
 use crate::types::Bytes;
 
@@ -102,12 +102,19 @@ impl JobShape {
 
 /// Nodes a request names, as indexes.
 pub(crate) struct Constraints {
-    pub(crate) excluded: HashSet<usize>,
+    pub(crate) excluded: FastSet<usize>,
     pub(crate) required: Vec<usize>,
 }
 
 impl Constraints {
     pub(crate) fn new(cluster: &ClusterState, request: &JobRequest) -> Self {
+        if request.nodelist.is_empty()
+            && request.exclude.is_empty()
+            && request.excluded_after_failure.is_empty()
+        {
+            // Most jobs name no nodes: nothing to look up or allocate.
+            return Self { excluded: FastSet::default(), required: Vec::new() };
+        }
         let excluded = request
             .exclude
             .iter()

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod engine;
 pub(crate) mod gang;
 pub mod grant;
+pub(crate) mod hash;
 pub mod policy;
 pub mod request;
 pub mod sim;

@@ -56,7 +56,11 @@ impl Scheduler {
     }
 
     /// Builds the books of a new job: account, QOS, class, priority as of `now`.
-    pub(super) fn make_job(&mut self, job: NewJob, now: Timestamp) -> Result<Job, SubmitError> {
+    pub(super) fn make_job(
+        &mut self,
+        job: NewJob,
+        now: Timestamp,
+    ) -> Result<Box<Job>, SubmitError> {
         if self.jobs.contains_key(&job.id) {
             return Err(SubmitError::Duplicate(job.id));
         }
@@ -76,8 +80,10 @@ impl Scheduler {
         if self.fairshare.len() <= assoc as usize {
             self.fairshare.resize(assoc as usize + 1, 1.0);
         }
-        let mut j = Job {
+        let partition = self.partition_index(&job.request);
+        let mut j = Box::new(Job {
             id: job.id,
+            partition,
             class: class_of(&job.request),
             request: job.request,
             account,
@@ -91,7 +97,7 @@ impl Scheduler {
             at: Where::Queued,
             reported: None,
             awaiting: Vec::new(),
-        };
+        });
         self.set_priority(&mut j, now);
         Ok(j)
     }
@@ -116,25 +122,7 @@ impl Scheduler {
 
     /// Computes a job's factors and priority as of `now`.
     pub(super) fn set_priority(&self, job: &mut Job, now: Timestamp) {
-        let config = &self.policy.config;
-        let part =
-            self.partition_index(&job.request).and_then(|p| self.cluster.partitions().get(p));
-        let cpus = u64::from(job.request.task_count())
-            * u64::from(job.request.cpus_per_task.max(1))
-            * part
-                .and_then(|p| p.nodes.first())
-                .and_then(|&n| self.cluster.nodes().get(n))
-                .map_or(1, |n| u64::from(n.cpus_per_unit));
-        job.factors = Factors {
-            age: Factors::age_of(now.since(job.eligible), config.max_age),
-            size: Factors::size_of(cpus, part.map_or(1, |p| p.cpus), config.favor_small),
-            partition: part.map_or(0.0, |p| self.policy.partition_factor(&p.name)),
-            qos: self.policy.qos_factor(job.qos),
-            fairshare: self.fairshare.get(job.assoc as usize).copied().unwrap_or(1.0),
-            nice: job.nice,
-            admin: job.request.priority,
-        };
-        job.priority = priority(&job.factors, &config.weights);
+        Prioritizer::new(self).set(job, now);
     }
 
     /// Full-pass preparation: charges running jobs' usage, recomputes fair-share factors and
@@ -163,28 +151,37 @@ impl Scheduler {
                 fair_share_factor(used, shares.get(i).copied().unwrap_or(0.0)) as f32
             })
             .collect();
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        let mut order = std::collections::BTreeSet::new();
-        let mut parked: std::collections::BTreeMap<Park, std::collections::BTreeSet<_>> =
+        let mut jobs = std::mem::take(&mut self.jobs);
+        let prioritizer = Prioritizer::new(self);
+        let mut order = Vec::with_capacity(self.queue.order.len());
+        let mut parked: std::collections::BTreeMap<Park, Vec<_>> =
             std::collections::BTreeMap::new();
-        for id in ids {
-            let Some(mut job) = self.jobs.remove(&id) else { continue };
-            if job.run().is_none() {
-                self.set_priority(&mut job, now);
-            }
+        for job in jobs.values_mut() {
             match &job.at {
                 Where::Queued => {
-                    order.insert(job.key());
+                    prioritizer.set(job, now);
+                    order.push(job.key());
                 }
                 Where::Parked(p) => {
-                    parked.entry(*p).or_default().insert(job.key());
+                    let p = *p;
+                    prioritizer.set(job, now);
+                    parked.entry(p).or_default().push(job.key());
                 }
-                _ => {}
+                Where::Held | Where::Dependency => prioritizer.set(job, now),
+                Where::Running(_) => {}
             }
-            self.jobs.insert(id, job);
         }
-        self.queue.order = order;
-        self.queue.parked = parked;
+        self.jobs = jobs;
+        // Built from sorted keys: a bulk build, not one insertion at a time.
+        order.sort_unstable();
+        self.queue.order = order.into_iter().collect();
+        self.queue.parked = parked
+            .into_iter()
+            .map(|(p, mut keys)| {
+                keys.sort_unstable();
+                (p, keys.into_iter().collect())
+            })
+            .collect();
     }
 
     /// After a reload: each job's account, association and QOS by name in the new policy.
@@ -277,8 +274,7 @@ impl Scheduler {
     /// Marks a node's state in the lanes (and its spare if reserved).
     pub(super) fn refresh_node(&mut self, i: usize) {
         let Some(node) = self.cluster.nodes().get(i) else { return };
-        let closed = self.closed.get(i).copied().unwrap_or(false);
-        let usable = node.health() == NodeHealth::Up && !closed && !node.exclusive;
+        let usable = node.health() == NodeHealth::Up && !node.exclusive;
         let partial = !node.allocations().is_empty();
         self.lanes.set(i, usable, node.free_units, partial);
     }
@@ -399,6 +395,7 @@ impl Scheduler {
             self.wake(&p, now);
         }
         self.stale = true;
+        self.profile_epoch += 1;
         if requeue && let Some(job) = self.jobs.get_mut(&id) {
             job.eligible = now;
             job.reported = None;
@@ -436,6 +433,7 @@ impl Scheduler {
     /// Forgets a job's reservation.
     pub(super) fn drop_reservation(&mut self, id: JobId, now: Timestamp) {
         let Some(r) = self.reservations.remove(&id) else { return };
+        self.profile_epoch += 1;
         self.profile.remove_job(id, r.nodes.iter().map(|(n, ..)| *n));
         for (n, ..) in &r.nodes {
             self.refresh_spare(*n, now);
@@ -466,13 +464,58 @@ impl Scheduler {
 
     /// Reports a waiting job's reason (and reservation) if it changed.
     pub(super) fn report(&mut self, id: JobId, reason: PendingReason, out: &mut Vec<Decision>) {
-        let expected = self.expected(id);
+        let at = self.reservations.get(&id).map(|r| r.start);
         let Some(job) = self.jobs.get_mut(&id) else { return };
-        let now = (reason, expected.as_ref().map(|e| e.at));
-        if job.reported != Some(now) {
-            job.reported = Some(now);
-            out.push(Decision::Wait { job: id, reason, expected });
+        if job.reported == Some((reason, at)) {
+            return;
         }
+        job.reported = Some((reason, at));
+        out.push(Decision::Wait { job: id, reason, expected: self.expected(id) });
+    }
+}
+
+/// What a job's priority is computed from, borrowed once for a whole queue.
+struct Prioritizer<'a> {
+    policy: &'a Policy,
+    fairshare: &'a [f32],
+    /// Per partition: (CPUs, CPUs per core of its first node, partition factor).
+    parts: Vec<(u64, u64, f32)>,
+}
+
+impl<'a> Prioritizer<'a> {
+    fn new(s: &'a Scheduler) -> Self {
+        let parts = s
+            .cluster
+            .partitions()
+            .iter()
+            .map(|p| {
+                let per_unit = p
+                    .nodes
+                    .first()
+                    .and_then(|&n| s.cluster.nodes().get(n))
+                    .map_or(1, |n| u64::from(n.cpus_per_unit));
+                (p.cpus, per_unit, s.policy.partition_factor(&p.name))
+            })
+            .collect();
+        Prioritizer { policy: &s.policy, fairshare: &s.fairshare, parts }
+    }
+
+    fn set(&self, job: &mut Job, now: Timestamp) {
+        let config = &self.policy.config;
+        let part = job.partition.and_then(|p| self.parts.get(p));
+        let cpus = u64::from(job.request.task_count())
+            * u64::from(job.request.cpus_per_task.max(1))
+            * part.map_or(1, |p| p.1);
+        job.factors = Factors {
+            age: Factors::age_of(now.since(job.eligible), config.max_age),
+            size: Factors::size_of(cpus, part.map_or(1, |p| p.0), config.favor_small),
+            partition: part.map_or(0.0, |p| p.2),
+            qos: self.policy.qos_factor(job.qos),
+            fairshare: self.fairshare.get(job.assoc as usize).copied().unwrap_or(1.0),
+            nice: job.nice,
+            admin: job.request.priority,
+        };
+        job.priority = priority(&job.factors, &config.weights);
     }
 }
 
@@ -498,6 +541,7 @@ impl Scheduler {
         } else {
             self.quotas.count_queued(&self.policy.tree, j.account, true);
             self.queue.enqueue(&mut j);
+            self.fresh.push_back(id);
         }
         self.jobs.insert(id, j);
     }

@@ -59,6 +59,8 @@ pub(crate) struct Run {
 pub(crate) struct Job {
     pub id: JobId,
     pub request: JobRequest,
+    /// Index of its partition (`None`: it names one that does not exist).
+    pub partition: Option<usize>,
     pub account: AccountId,
     pub assoc: AssocId,
     pub qos: u16,

@@ -16,12 +16,13 @@ pub(crate) mod profile;
 mod scan;
 mod view;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use crate::avail::Avail;
 use crate::cluster::{ClusterState, NodeHealth};
 use crate::decision::{Decision, ExpectedStart, PendingReason};
 use crate::grant::{JobStart, PlacementCache};
+use crate::hash::{FastMap, FastSet};
 use crate::policy::Policy;
 use crate::policy::accounts::{UsageRecord, UsageValue, fair_share_factor};
 use crate::policy::config::{ConfigError, SchedulerConfig};
@@ -222,9 +223,11 @@ struct Scan {
     full: bool,
     /// Last job looked at.
     cursor: Option<QueueKey>,
+    /// Jobs queued since the previous pass (the pass judges them in their turn).
+    fresh: Vec<JobId>,
     /// Jobs that failed to fit, by (class, view): alike jobs after them fail too, since a
     /// pass only ever takes resources.
-    failed: HashSet<(u64, u8)>,
+    failed: FastSet<(u64, u8)>,
 }
 
 /// The scheduler: cluster state, jobs, policies and indexes.
@@ -232,7 +235,7 @@ struct Scan {
 pub struct Scheduler {
     policy: Policy,
     cluster: ClusterState,
-    jobs: HashMap<JobId, Job>,
+    jobs: FastMap<JobId, Box<Job>>,
     queue: Queue,
     quotas: Quotas,
     /// Decayed usage of each user-in-account.
@@ -241,17 +244,24 @@ pub struct Scheduler {
     fairshare: Vec<f32>,
     lanes: Lanes,
     profile: Profile,
-    reservations: HashMap<JobId, Reservation>,
+    reservations: FastMap<JobId, Reservation>,
     /// EASY: the job holding each partition's reservation.
     holders: Vec<Option<JobId>>,
     /// EASY: the earliest reservation start touching each partition.
     shadow: Vec<Timestamp>,
     /// Reserved nodes: what jobs running past the reservations may use there.
-    spare: HashMap<usize, Avail>,
+    spare: FastMap<usize, Avail>,
+    /// Bumped whenever resources may have come free earlier than the profile said (a job
+    /// ended, a reservation went, a node changed): reservations made since are still earliest.
+    profile_epoch: u64,
+    /// The profile epoch when the last pass from the top finished.
+    settled_epoch: u64,
     /// Lenders with jobs waiting for their lent quota to come back (they lend nothing more).
-    wanting: HashMap<u32, HashSet<JobId>>,
+    wanting: FastMap<u32, FastSet<JobId>>,
     /// No-backfill mode: nodes kept for waiting jobs in this pass.
     closed: Vec<bool>,
+    /// No-backfill mode: partitions whose every node is kept.
+    closed_parts: Vec<bool>,
     scan: Option<Scan>,
     /// Resources were freed (or priorities changed) since the last pass began at the top.
     stale: bool,
@@ -259,7 +269,7 @@ pub struct Scheduler {
     fresh: VecDeque<JobId>,
     next_full: Option<Timestamp>,
     /// Whether each class fits the partition at all, by (class, health epoch).
-    static_fit: HashMap<u64, (u64, PendingReason)>,
+    static_fit: FastMap<u64, (u64, PendingReason)>,
     health_epoch: u64,
     cache: PlacementCache,
 }
@@ -276,21 +286,24 @@ impl Scheduler {
             holders: vec![None; cluster.partitions().len()],
             shadow: vec![Timestamp::NEVER; cluster.partitions().len()],
             closed: vec![false; cluster.nodes().len()],
+            closed_parts: vec![false; cluster.partitions().len()],
             policy,
             lanes,
             cluster,
-            jobs: HashMap::new(),
+            jobs: FastMap::default(),
             queue: Queue::default(),
             usage: Vec::new(),
             fairshare: Vec::new(),
-            reservations: HashMap::new(),
-            spare: HashMap::new(),
-            wanting: HashMap::new(),
+            reservations: FastMap::default(),
+            spare: FastMap::default(),
+            wanting: FastMap::default(),
+            profile_epoch: 0,
+            settled_epoch: u64::MAX,
             scan: None,
             stale: true,
             fresh: VecDeque::new(),
             next_full: None,
-            static_fit: HashMap::new(),
+            static_fit: FastMap::default(),
             health_epoch: 0,
             cache: PlacementCache::default(),
         };
@@ -483,6 +496,7 @@ impl Scheduler {
 
     /// Everything derived from the policy or the health of nodes must be recomputed.
     fn invalidate(&mut self) {
+        self.profile_epoch += 1;
         self.next_full = None;
         self.scan = None;
         self.stale = true;

@@ -62,6 +62,8 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reservation {
     pub job: JobId,
+    /// [`crate::Scheduler`]'s profile epoch when it was made: unchanged epoch, still earliest.
+    pub epoch: u64,
     pub start: Timestamp,
     pub end: Timestamp,
     /// (node index, what it takes there, tasks there)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::jobs::{Job, Where};
 use super::profile::{Query, Reservation};
-use super::view::{LaneView, ViewKind, open_candidates, required_positions, static_fit};
+use super::view::{LaneView, ViewKind, required_positions, static_fit};
 use super::{Budget, Pass, Scan, Scheduler};
 use crate::cluster::NodeHealth;
 use crate::decision::{Decision, PendingReason};
@@ -59,8 +59,7 @@ impl Scheduler {
             }
             if self.scan.is_none() {
                 if self.next_full.is_none_or(|t| now >= t) {
-                    self.begin_scan(now, true);
-                    out.full = true;
+                    out.full |= self.begin_scan(now, true);
                 } else if self.stale {
                     self.begin_scan(now, false);
                 } else if let Some(id) = self.fresh.pop_front() {
@@ -75,7 +74,27 @@ impl Scheduler {
             }
             let Some(scan) = &self.scan else { continue };
             let from = scan.cursor.map_or(Bound::Unbounded, Bound::Excluded);
-            let next = self.queue.order.range((from, Bound::Unbounded)).next().copied();
+            let mut next = self.queue.order.range((from, Bound::Unbounded)).next().copied();
+            if next.is_some() && self.all_closed() {
+                // Without backfill, once every partition waits for a blocked job nothing after
+                // it can start: the rest keep their reasons; those queued since the last pass
+                // have none yet and are judged on their own.
+                let cursor = scan.cursor;
+                let unjudged: Vec<JobId> = scan
+                    .fresh
+                    .iter()
+                    .copied()
+                    .filter(|id| {
+                        self.jobs.get(id).is_some_and(|j| {
+                            j.at == Where::Queued && cursor.is_none_or(|c| j.key() > c)
+                        })
+                    })
+                    .collect();
+                for id in unjudged {
+                    self.timed(id, now, &mut out, &mut clock);
+                }
+                next = None;
+            }
             match next {
                 Some(key) => {
                     if let Some(s) = self.scan.as_mut() {
@@ -84,28 +103,44 @@ impl Scheduler {
                     self.timed(key.2, now, &mut out, &mut clock);
                 }
                 None => {
+                    self.settled_epoch = self.profile_epoch;
                     if self.scan.take().is_some_and(|s| s.full) {
-                        // At most one full pass per moment, whatever the interval.
-                        let interval = self.policy.config.full_pass_interval;
-                        self.next_full = Some(now.after(interval.max(Duration::from_millis(1))));
+                        self.finish_full(now);
                     }
                 }
             }
         }
     }
 
-    fn begin_scan(&mut self, now: Timestamp, full: bool) {
+    fn all_closed(&self) -> bool {
+        !self.closed_parts.is_empty() && self.closed_parts.iter().all(|&c| c)
+    }
+
+    /// Starts a pass from the top; `false` when a due full pass found nothing to do.
+    fn begin_scan(&mut self, now: Timestamp, full: bool) -> bool {
         if full {
+            let before: Vec<JobId> = self.queue.order.iter().map(|k| k.2).collect();
             self.recompute_priorities(now);
+            // Nothing freed, no reservation moved, the same order: every job would be judged
+            // against the same resources in the same order as last time. Skip the scan.
+            if !self.stale
+                && self.profile_epoch == self.settled_epoch
+                && self.queue.order.iter().map(|k| k.2).eq(before.iter().copied())
+            {
+                self.finish_full(now);
+                return false;
+            }
             // EASY reservations are made afresh. Conservative ones stay: each job's is moved
             // only when the pass reaches it, with every other in place, so it can only move
             // earlier (its old slot is still free) and no job is ever pushed back.
             // Claims of jobs waiting for preempted jobs stay too: the room is being made for them.
             if self.policy.config.backfill != BackfillMode::Conservative {
+                // ... and so do those made since anything was freed: they are still earliest.
                 let held: Vec<JobId> = self
                     .reservations
-                    .keys()
-                    .copied()
+                    .values()
+                    .filter(|r| r.epoch != self.profile_epoch)
+                    .map(|r| r.job)
                     .filter(|id| self.jobs.get(id).is_none_or(|j| j.awaiting.is_empty()))
                     .collect();
                 for id in held {
@@ -114,17 +149,18 @@ impl Scheduler {
             }
         }
         // Nodes kept for waiting jobs are kept again, if still wanted, by this pass.
-        for n in 0..self.closed.len() {
-            if self.closed.get(n).copied().unwrap_or(false) {
-                if let Some(c) = self.closed.get_mut(n) {
-                    *c = false;
-                }
-                self.refresh_node(n);
-            }
-        }
-        self.scan = Some(Scan { full, ..Scan::default() });
+        self.closed.iter_mut().for_each(|c| *c = false);
+        self.closed_parts.iter_mut().for_each(|c| *c = false);
+        let fresh = self.fresh.drain(..).collect();
+        self.scan = Some(Scan { full, fresh, ..Scan::default() });
         self.stale = false;
-        self.fresh.clear();
+        true
+    }
+
+    fn finish_full(&mut self, now: Timestamp) {
+        // At most one full pass per moment, whatever the interval.
+        let interval = self.policy.config.full_pass_interval;
+        self.next_full = Some(now.after(interval.max(Duration::from_millis(1))));
     }
 
     fn timed(
@@ -187,7 +223,7 @@ impl Scheduler {
         if job.request.check_shape().is_err() {
             return Verdict::Wait(R::Unsatisfiable);
         }
-        let Some(p) = self.partition_index(&job.request) else {
+        let Some(p) = job.partition else {
             return Verdict::Wait(R::Unsatisfiable);
         };
         let Some(part) = self.cluster.partitions().get(p) else {
@@ -264,6 +300,7 @@ impl Scheduler {
         // first).
         let was_holder = self.holders.get(p).copied().flatten() == Some(job.id);
         let kept = self.reservations.get(&job.id).cloned();
+        let epoch_before = self.profile_epoch;
         if kept.is_some() {
             self.drop_reservation(job.id, now);
             if let Some(s) = self.scan.as_mut() {
@@ -295,6 +332,10 @@ impl Scheduler {
             return Verdict::Wait(R::Preemption);
         }
         let free_slot = self.holders.get(p).copied().flatten().is_none();
+        if kept.is_some() && self.profile_epoch == epoch_before + 1 {
+            // Only its own reservation was dropped, and it goes back as it was.
+            self.profile_epoch = epoch_before;
+        }
         match (mode, kept) {
             (BackfillMode::None, _) => self.close(p, &constraints),
             (_, Some(r)) if was_holder && free_slot => self.restore_reservation(r, p, now),
@@ -316,8 +357,17 @@ impl Scheduler {
         limit: Option<Duration>,
         now: Timestamp,
     ) -> Verdict {
-        let had = self.reservations.contains_key(&job.id);
-        if had {
+        // A reservation made since anything last freed resources is still the earliest: keep
+        // it without a sweep (what keeps a full pass over a deep queue cheap).
+        let old = self.reservations.get(&job.id).map(|r| (r.start, r.epoch));
+        if let Some((start, epoch)) = old
+            && epoch == self.profile_epoch
+            && start > now
+        {
+            return Verdict::Wait(job.reported.map_or(PendingReason::Resources, |r| r.0));
+        }
+        let epoch_before = self.profile_epoch;
+        if old.is_some() {
             self.drop_reservation(job.id, now);
         } else if self.reservations.len() >= self.policy.config.reservation_depth {
             // Every job ahead holds a reservation; this one may not jump them unprotected.
@@ -335,6 +385,10 @@ impl Scheduler {
         } else {
             PendingReason::Resources
         };
+        if old.is_some_and(|(start, _)| slot.at >= start) {
+            // It did not move: nothing was freed for the others either.
+            self.profile_epoch = epoch_before;
+        }
         self.add_reservation(job, p, shape, limit, slot.at, &slot.nodes, now);
         Verdict::Wait(reason)
     }
@@ -361,6 +415,9 @@ impl Scheduler {
     }
 
     pub(super) fn admit(&self, job: &Job, tally: &Tally) -> Admission {
+        if self.policy.unlimited {
+            return Admission::Own;
+        }
         let limits = self.policy.qos_limits(job.qos);
         let wanting = |a: u32| self.wanting.get(&a).is_some_and(|w| w.iter().any(|&j| j != job.id));
         self.quotas.admit(&self.policy.tree, job.account, job.qos, &limits, tally, &wanting)
@@ -381,32 +438,22 @@ impl Scheduler {
         }
         let part = self.lanes.part(p)?;
         let exclusive = job.request.exclusive;
-        let quick = kind != ViewKind::Open || self.policy.config.backfill != BackfillMode::None;
-        let chosen = if quick && !part.may_fit(shape, exclusive) {
+        let all_closed =
+            kind != ViewKind::Open && self.closed_parts.get(p).copied().unwrap_or(false);
+        let chosen = if all_closed || !part.may_fit(shape, exclusive) {
             None
         } else {
             let required = required_positions(&part.nodes, constraints);
-            let picked = if kind == ViewKind::Open {
-                let c = open_candidates(
-                    &self.cluster,
-                    &part.nodes,
-                    shape,
-                    exclusive,
-                    &constraints.excluded,
-                );
-                select(c.as_slice(), &required, shape)
-            } else {
-                let view = LaneView {
-                    cluster: &self.cluster,
-                    part,
-                    shape,
-                    exclusive,
-                    excluded: &constraints.excluded,
-                    spare: (kind == ViewKind::Long).then_some(&self.spare),
-                };
-                select(&view, &required, shape)
+            let view = LaneView {
+                cluster: &self.cluster,
+                part,
+                shape,
+                exclusive,
+                excluded: &constraints.excluded,
+                spare: (kind == ViewKind::Long).then_some(&self.spare),
+                closed: (kind != ViewKind::Open).then_some(self.closed.as_slice()),
             };
-            picked.map(|c| {
+            select(&view, &required, shape).map(|c| {
                 c.into_iter().filter_map(|(pos, n)| Some((*part.nodes.get(pos)?, n))).collect()
             })
         };
@@ -501,6 +548,7 @@ impl Scheduler {
     ) {
         let r = Reservation {
             job: job.id,
+            epoch: self.profile_epoch,
             start: at,
             end: at.after_limit(limit),
             nodes: nodes
@@ -534,16 +582,21 @@ impl Scheduler {
 
     /// No backfill: what the blocked job could use is kept from the jobs after it.
     fn close(&mut self, p: usize, constraints: &Constraints) {
+        if self.closed_parts.get(p).copied().unwrap_or(true) {
+            return;
+        }
         let Some(part) = self.cluster.partitions().get(p) else { return };
-        let nodes: Vec<usize> =
-            part.nodes.iter().copied().filter(|n| !constraints.excluded.contains(n)).collect();
-        for n in nodes {
-            if let Some(c) = self.closed.get_mut(n)
-                && !*c
+        for &n in &part.nodes {
+            if !constraints.excluded.contains(&n)
+                && let Some(c) = self.closed.get_mut(n)
             {
                 *c = true;
-                self.refresh_node(n);
             }
+        }
+        if constraints.excluded.is_empty()
+            && let Some(c) = self.closed_parts.get_mut(p)
+        {
+            *c = true;
         }
     }
 

@@ -2,13 +2,12 @@
 //! "long": capped on reserved nodes by what a job running past the reservations may use),
 //! and the static question of whether a shape could ever fit the partition's nodes.
 
-use std::collections::{HashMap, HashSet};
-
 use super::lanes::{IDLE, PARTIAL, PartLanes};
 use crate::avail::Avail;
 use crate::cluster::{ClusterState, NodeHealth};
 use crate::decision::PendingReason;
 use crate::gang::{Candidate, Constraints, GangView, JobShape, select};
+use crate::hash::{FastMap, FastSet};
 
 /// Which free resources a job is judged against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +28,11 @@ pub(crate) struct LaneView<'a> {
     pub part: &'a PartLanes,
     pub shape: &'a JobShape,
     pub exclusive: bool,
-    pub excluded: &'a HashSet<usize>,
+    pub excluded: &'a FastSet<usize>,
     /// Long view: caps on reserved nodes.
-    pub spare: Option<&'a HashMap<usize, Avail>>,
+    pub spare: Option<&'a FastMap<usize, Avail>>,
+    /// Nodes kept for waiting jobs (no-backfill mode), unless the view is open.
+    pub closed: Option<&'a [bool]>,
 }
 
 impl GangView for LaneView<'_> {
@@ -41,7 +42,10 @@ impl GangView for LaneView<'_> {
 
     fn cap(&self, pos: usize) -> u32 {
         let Some(&n) = self.part.nodes.get(pos) else { return 0 };
-        if self.part.units(pos) == 0 || self.excluded.contains(&n) {
+        if self.part.units(pos) == 0
+            || self.excluded.contains(&n)
+            || self.closed.is_some_and(|c| c.get(n).copied().unwrap_or(false))
+        {
             return 0;
         }
         let Some(node) = self.cluster.nodes.get(n) else { return 0 };
@@ -71,30 +75,6 @@ impl GangView for LaneView<'_> {
             at = pos + 1;
         }
     }
-}
-
-/// Every usable-or-not node of a partition with what it could take now, ignoring closures
-/// and reservations (the open view), as a candidate list.
-pub(crate) fn open_candidates(
-    cluster: &ClusterState,
-    nodes: &[usize],
-    shape: &JobShape,
-    exclusive: bool,
-    excluded: &HashSet<usize>,
-) -> Vec<Candidate> {
-    nodes
-        .iter()
-        .map(|&n| {
-            let cap = match cluster.nodes.get(n) {
-                Some(node) if node.health() == NodeHealth::Up && !excluded.contains(&n) => {
-                    shape.capacity(node, &Avail::now(node), exclusive)
-                }
-                _ => 0,
-            };
-            let partial = cluster.nodes.get(n).is_some_and(|n| !n.allocations().is_empty());
-            Candidate { node: n, cap, partial }
-        })
-        .collect()
 }
 
 /// Positions in `nodes` of the nodes `constraints` requires (`None`: not in the partition).

@@ -212,7 +212,7 @@ impl Default for SchedulerConfig {
             favor_small: false,
             half_life: Duration::from_secs(7 * 86_400),
             full_pass_interval: Duration::from_secs(30),
-            reservation_depth: 200,
+            reservation_depth: 64,
             partition_priority: Vec::new(),
             accounts: Vec::new(),
             users: Vec::new(),

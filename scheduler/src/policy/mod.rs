@@ -25,6 +25,8 @@ pub(crate) struct Policy {
     pub max_qos_priority: u32,
     partition_priority: HashMap<String, u32>,
     pub max_partition_priority: u32,
+    /// No account or QOS has a limit on running jobs: every quota check says yes.
+    pub unlimited: bool,
 }
 
 impl Policy {
@@ -57,6 +59,15 @@ impl Policy {
         let partition_priority: HashMap<String, u32> =
             config.partition_priority.iter().cloned().collect();
         let max_partition_priority = partition_priority.values().copied().max().unwrap_or(0);
+        let limited = |l: &Limits| {
+            l.cpus.is_some()
+                || l.gpus.is_some()
+                || l.memory.is_some()
+                || l.nodes.is_some()
+                || l.running_jobs.is_some()
+        };
+        let unlimited = !tree.accounts.iter().any(|a| limited(&a.limits))
+            && !qos.iter().any(|q| limited(&q.limits));
         Ok(Self {
             config,
             tree,
@@ -67,6 +78,7 @@ impl Policy {
             max_qos_priority,
             partition_priority,
             max_partition_priority,
+            unlimited,
         })
     }
 

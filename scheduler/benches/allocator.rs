@@ -6,9 +6,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gangway_scheduler::allocator::Decision;
 use gangway_scheduler::{
-    Bytes, ClusterBuilder, ClusterState, Decision, JobRequest, MemoryRequest, PartitionLimits,
-    PendingJob, Timestamp, schedule,
+    Bytes, ClusterBuilder, ClusterState, JobRequest, MemoryRequest, PartitionLimits, PendingJob,
+    Timestamp, schedule,
 };
 
 const NODES: usize = 10_000;

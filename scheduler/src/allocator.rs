@@ -12,6 +12,9 @@ use crate::policy::config::SchedulerConfig;
 use crate::request::PendingJob;
 use crate::types::{JobId, Timestamp};
 
+// The submission check, beside the pass, for callers that use this module as their allocator.
+pub use crate::validate::{Rejection, validate};
+
 /// What the allocator decided for one pending job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

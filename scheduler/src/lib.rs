@@ -22,12 +22,14 @@ pub mod sim;
 pub mod types;
 pub mod validate;
 
-pub use allocator::{Decision, schedule};
+pub use allocator::schedule;
 pub use builder::ClusterBuilder;
 pub use cluster::{
     Allocation, ClusterError, ClusterState, Node, NodeHealth, NodeState, Partition, PartitionLimits,
 };
-pub use decision::{AfterPreempt, ExpectedStart, PendingReason, PreemptCause, Preemption};
+pub use decision::{
+    AfterPreempt, Decision, ExpectedStart, PendingReason, PreemptCause, Preemption,
+};
 pub use engine::{Budget, Event, JobStatus, NewJob, Pass, Scheduler, ShareRow, SubmitError};
 pub use grant::{JobStart, NodeGrant, TaskGrant};
 pub use policy::accounts::UsageRecord;

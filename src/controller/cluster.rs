@@ -23,9 +23,10 @@ use crate::protocol::{
     BatchLaunch, FromAgent, Grant, GrantNode, JobId, JobInfo, JobKind, JobLaunch, NodeInfo,
     Registration, Reply, StepGrant, StepRequest, Submission, ToAgent,
 };
+use gangway_scheduler::allocator::{self, Decision};
 use gangway_scheduler::{
-    self as allocator, Bytes, ClusterState, Decision, JobRequest, JobStart, MemoryRequest,
-    NodeGrant, NodeHealth, PartitionLimits, PendingJob, TaskGrant, Timestamp,
+    Bytes, ClusterState, JobRequest, JobStart, MemoryRequest, NodeGrant, NodeHealth,
+    PartitionLimits, PendingJob, TaskGrant, Timestamp,
 };
 
 /// A client connection's id (alloc/run holders and step launchers are tied to one).

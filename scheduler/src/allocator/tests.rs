@@ -7,6 +7,7 @@ use std::time::Duration;
 use gangway_topology::CpuSet;
 use proptest::prelude::*;
 
+use crate::allocator::Decision;
 use crate::*;
 
 const GIB: Bytes = Bytes::gib(1);

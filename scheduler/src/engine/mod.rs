@@ -328,12 +328,13 @@ impl Scheduler {
         self.queue.order.len()
     }
 
-    /// Accounts whose own holdings (borrowed capacity aside) are over one of their limits:
-    /// always empty unless something is wrong; for tests and diagnostics.
+    /// Accounts whose own holdings (borrowed capacity aside) are over one of their limits, or
+    /// that lent more than they left unused: always empty unless something is wrong; for
+    /// tests and diagnostics.
     pub fn over_quota(&self) -> Vec<String> {
         let tree = &self.policy.tree;
         (1..tree.accounts.len() as u32)
-            .filter(|&a| !self.quotas.within_limits(tree, a))
+            .filter(|&a| !self.quotas.within_limits(tree, a) || !self.quotas.lends_within(tree, a))
             .map(|a| tree.name(a).to_owned())
             .collect()
     }

@@ -356,6 +356,20 @@ impl Quotas {
     }
 }
 
+impl Quotas {
+    /// Whether what an account holds plus what it lent stays within its limits.
+    pub fn lends_within(&self, tree: &Tree, account: AccountId) -> bool {
+        let Some(acc) = tree.get(account) else { return true };
+        let mut held = self.own_of(account);
+        held.add(&self.lent_of(account));
+        let l = &acc.limits;
+        l.cpus.is_none_or(|v| held.cpus <= v)
+            && l.gpus.is_none_or(|v| held.gpus <= v)
+            && l.memory.is_none_or(|v| held.memory <= v)
+            && l.nodes.is_none_or(|v| held.nodes <= v)
+    }
+}
+
 /// How far `held` is over `limits` on the kinds in `kinds`.
 fn deficit_over(limits: &Limits, held: &Tally, kinds: Kinds) -> Tally {
     let by = |limit: Option<u64>, held: u64| limit.map_or(0, |l| held.saturating_sub(l));

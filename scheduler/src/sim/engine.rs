@@ -70,6 +70,8 @@ pub struct JobOutcome {
     pub backfilled: bool,
     /// Refused at submission.
     pub rejected: bool,
+    /// The first start time the scheduler promised it (its first reservation).
+    pub first_expected: Option<Timestamp>,
     /// Cancelled by a preemption.
     pub cancelled: bool,
 }
@@ -110,7 +112,14 @@ pub struct SimReport {
     pub first_submit: Timestamp,
     /// Last job end.
     pub last_end: Timestamp,
+    /// Starts of a job that was already running: must stay zero (a job never runs twice at
+    /// once).
+    pub double_starts: usize,
 }
+
+/// Something to call after each decision is carried out: the time, the scheduler (to check
+/// invariants) and the decision.
+pub type Observer<'a> = &'a mut dyn FnMut(Timestamp, &Scheduler, &Decision);
 
 /// Events of the virtual clock, in the order they are handled at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,6 +145,7 @@ struct Sim<'a> {
     tick_due: Option<Timestamp>,
     submits_left: usize,
     report: SimReport,
+    observer: Option<Observer<'a>>,
 }
 
 /// Replays `jobs` on `cluster` under `config`, in virtual time.
@@ -144,7 +154,19 @@ pub fn simulate(
     config: SchedulerConfig,
     jobs: &[SimJob],
     options: &SimOptions,
+    clock: Option<&mut dyn FnMut() -> u64>,
+) -> Result<SimReport, ConfigError> {
+    simulate_observed(cluster, config, jobs, options, clock, None)
+}
+
+/// [`simulate`], calling `observer` after each decision (tests check invariants there).
+pub fn simulate_observed<'a>(
+    cluster: ClusterState,
+    config: SchedulerConfig,
+    jobs: &'a [SimJob],
+    options: &SimOptions,
     mut clock: Option<&mut dyn FnMut() -> u64>,
+    observer: Option<Observer<'a>>,
 ) -> Result<SimReport, ConfigError> {
     let total_cpus = cluster.nodes().iter().map(|n| n.usable_cpus().len() as u64).sum();
     let mut sim = Sim {
@@ -161,6 +183,7 @@ pub fn simulate(
         tick_due: None,
         submits_left: jobs.len(),
         report: SimReport { total_cpus, ..SimReport::default() },
+        observer,
     };
     for (i, j) in jobs.iter().enumerate() {
         sim.events.push(Reverse((j.submit, What::Submit(i))));
@@ -245,7 +268,10 @@ impl Sim<'_> {
             self.report.decision_times.extend(&pass.decision_times);
             self.report.decisions += pass.decisions.len();
             for d in pass.decisions {
-                self.carry_out(d, now);
+                self.carry_out(&d, now);
+                if let Some(o) = self.observer.as_mut() {
+                    o(now, &self.scheduler, &d);
+                }
             }
             if pass.done {
                 return;
@@ -253,11 +279,15 @@ impl Sim<'_> {
         }
     }
 
-    fn carry_out(&mut self, d: Decision, now: Timestamp) {
+    fn carry_out(&mut self, d: &Decision, now: Timestamp) {
         match d {
             Decision::Start { start, backfilled, .. } => {
+                let backfilled = *backfilled;
                 let Some(&i) = self.index.get(&start.job) else { return };
                 let Some(job) = self.jobs.get(i) else { return };
+                if self.running.contains_key(&start.job) {
+                    self.report.double_starts += 1;
+                }
                 let attempt = self.attempts.entry(start.job).or_insert(0);
                 *attempt += 1;
                 let cpus: u64 = start.nodes.iter().map(|g| g.cpus.len() as u64).sum();
@@ -285,6 +315,11 @@ impl Sim<'_> {
                     let requeue = p.then == AfterPreempt::Requeue;
                     let end = What::End { job: p.victim, attempt, requeue, preempted: !requeue };
                     self.events.push(Reverse((now.after(p.grace), end)));
+                }
+            }
+            Decision::Wait { job, expected: Some(e), .. } => {
+                if let Some(o) = self.index.get(job).and_then(|&i| self.outcomes.get_mut(i)) {
+                    o.first_expected.get_or_insert(e.at);
                 }
             }
             Decision::Wait { .. } => {}

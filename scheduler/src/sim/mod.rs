@@ -9,7 +9,9 @@ pub mod metrics;
 pub mod svg;
 pub mod swf;
 
-pub use engine::{JobOutcome, Sample, SimJob, SimOptions, SimReport, simulate};
+pub use engine::{
+    JobOutcome, Observer, Sample, SimJob, SimOptions, SimReport, simulate, simulate_observed,
+};
 pub use generate::{GeneratorConfig, Rng, generate};
 pub use metrics::{Metrics, SLOWDOWN_THRESHOLD, quantile};
 pub use swf::{Swf, SwfError, SwfJob};

@@ -380,8 +380,10 @@ impl Scheduler {
                 self.refresh_spare(n, now);
             }
         }
-        for other in self.jobs.values_mut() {
-            other.awaiting.retain(|&v| v != id);
+        if let Some(by) = self.preempted_for.remove(&id)
+            && let Some(preemptor) = self.jobs.get_mut(&by)
+        {
+            preemptor.awaiting.retain(|&v| v != id);
         }
         let mut wake: Vec<Park> = self.policy.tree.path(account).map(Park::Account).collect();
         wake.extend(run.borrowed.iter().map(|&(l, _)| Park::Account(l)));

@@ -12,6 +12,9 @@ pub(crate) const PARTIAL: usize = 0;
 /// Lane of idle nodes.
 pub(crate) const IDLE: usize = 1;
 
+/// Positions per block of the lanes' summary.
+const BLOCK: usize = 64;
+
 /// One partition's lanes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PartLanes {
@@ -19,8 +22,9 @@ pub(crate) struct PartLanes {
     pub nodes: Vec<usize>,
     /// Free units of usable nodes, per lane; 0 elsewhere.
     lanes: [Vec<u32>; 2],
-    /// No non-zero entry of each lane before this position.
-    first: [usize; 2],
+    /// Largest entry of each block of [`BLOCK`] positions, per lane: a search skips whole
+    /// blocks without room (10,000 nodes are 157 blocks).
+    blocks: [Vec<u32>; 2],
     /// Usable nodes by free units (index 0 unused).
     hist: Vec<u32>,
     /// Usable idle nodes.
@@ -60,7 +64,7 @@ impl Lanes {
                 PartLanes {
                     nodes: part.nodes.clone(),
                     lanes: [vec![0; len], vec![0; len]],
-                    first: [len, len],
+                    blocks: [vec![0; len.div_ceil(BLOCK)], vec![0; len.div_ceil(BLOCK)]],
                     hist: vec![0; max_units as usize + 1],
                     idle: 0,
                 }
@@ -109,6 +113,19 @@ impl PartLanes {
             if let Some(slot) = self.lanes[lane].get_mut(pos) {
                 *slot = new;
             }
+            let b = pos / BLOCK;
+            let block_max = self.blocks[lane].get(b).copied().unwrap_or(0);
+            if new >= block_max {
+                if let Some(m) = self.blocks[lane].get_mut(b) {
+                    *m = new;
+                }
+            } else if old == block_max {
+                let end = ((b + 1) * BLOCK).min(self.lanes[lane].len());
+                let m = self.lanes[lane].get(b * BLOCK..end).unwrap_or_default().iter().max();
+                if let Some(slot) = self.blocks[lane].get_mut(b) {
+                    *slot = m.copied().unwrap_or(0);
+                }
+            }
             if new > 0 {
                 if let Some(h) = self.hist.get_mut(new as usize) {
                     *h += 1;
@@ -116,20 +133,26 @@ impl PartLanes {
                 if lane == IDLE {
                     self.idle += 1;
                 }
-                self.first[lane] = self.first[lane].min(pos);
-            } else if self.first[lane] == pos {
-                let rest = self.lanes[lane].get(pos..).unwrap_or_default();
-                self.first[lane] = pos + rest.iter().position(|&u| u > 0).unwrap_or(rest.len());
             }
         }
     }
 
     /// The first position at or after `from` in `lane` with at least `units` free.
     pub fn next(&self, lane: usize, from: usize, units: u32) -> Option<usize> {
-        let start = from.max(self.first[lane]);
         let units = units.max(1);
-        let rest = self.lanes[lane].get(start..)?;
-        rest.iter().position(|&u| u >= units).map(|i| start + i)
+        let values = &self.lanes[lane];
+        let mut pos = from;
+        while pos < values.len() {
+            let b = pos / BLOCK;
+            let end = ((b + 1) * BLOCK).min(values.len());
+            if self.blocks[lane].get(b).is_some_and(|&m| m >= units)
+                && let Some(i) = values.get(pos..end)?.iter().position(|&u| u >= units)
+            {
+                return Some(pos + i);
+            }
+            pos = end;
+        }
+        None
     }
 
     /// Free units at `pos` (0 when unusable or full).
@@ -176,6 +199,22 @@ mod tests {
     use super::*;
     use crate::ClusterBuilder;
     use crate::request::JobRequest;
+
+    #[test]
+    fn block_summaries_follow_updates() {
+        let cluster = ClusterBuilder::new().nodes(200).shape(1, 8, 1).build().unwrap();
+        let mut lanes = Lanes::new(&cluster);
+        for n in 0..200 {
+            lanes.set(n, true, 1, true);
+        }
+        lanes.set(150, true, 8, true);
+        assert_eq!(lanes.part(0).unwrap().next(PARTIAL, 0, 5), Some(150));
+        lanes.set(150, true, 2, true);
+        assert_eq!(lanes.part(0).unwrap().next(PARTIAL, 0, 5), None, "the block's max went down");
+        lanes.set(199, true, 6, true);
+        assert_eq!(lanes.part(0).unwrap().next(PARTIAL, 151, 5), Some(199));
+        assert_eq!(lanes.part(0).unwrap().next(PARTIAL, 70, 1), Some(70));
+    }
 
     #[test]
     fn lanes_follow_updates_and_answer_quickly() {

@@ -256,6 +256,8 @@ pub struct Scheduler {
     profile_epoch: u64,
     /// The profile epoch when the last pass from the top finished.
     settled_epoch: u64,
+    /// Each job being preempted, and the job it makes room for.
+    preempted_for: FastMap<JobId, JobId>,
     /// Lenders with jobs waiting for their lent quota to come back (they lend nothing more).
     wanting: FastMap<u32, FastSet<JobId>>,
     /// No-backfill mode: nodes kept for waiting jobs in this pass.
@@ -297,6 +299,7 @@ impl Scheduler {
             reservations: FastMap::default(),
             spare: FastMap::default(),
             wanting: FastMap::default(),
+            preempted_for: FastMap::default(),
             profile_epoch: 0,
             settled_epoch: u64::MAX,
             scan: None,

@@ -129,6 +129,7 @@ impl Scheduler {
             if let Some(&(victim, ..)) = victims.get(v) {
                 self.preempt(victim, job.id, PreemptCause::Qos, now, decisions);
                 job.awaiting.push(victim);
+                self.preempted_for.insert(victim, job.id);
             }
         }
         true

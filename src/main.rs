@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => gangway::cli::controller::controller(args),
         Command::Agent(args) => gangway::cli::controller::agent(*args),
         Command::Fence => gangway::agent::fence::main(),
+        Command::Simulate(args) => gangway::cli::simulate::main(*args),
     };
     ExitCode::from(code)
 }

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod query;
 pub mod run;
 pub mod shape;
+pub mod simulate;
 pub mod step;
 pub mod topology;
 
@@ -66,4 +67,6 @@ pub enum Command {
     /// The agent's fencer (started by the agent itself): kills its jobs when its lease runs out.
     #[command(hide = true)]
     Fence,
+    /// Replay a workload on simulated nodes, in virtual time, through the scheduler.
+    Simulate(Box<simulate::SimulateArgs>),
 }

@@ -7,5 +7,6 @@ pub mod config;
 pub mod disk;
 pub mod idempotency;
 pub mod limits;
+pub mod config_scheduling;
 pub mod server;
 pub mod store;

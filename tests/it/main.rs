@@ -16,5 +16,6 @@ mod managed;
 mod mpi;
 mod multinode;
 mod signals;
+mod simulate;
 mod support;
 mod usage;

@@ -24,7 +24,7 @@ pub enum PendingReason {
     /// It is held (`gangway release` lets it run).
     Held,
     /// It no longer fits the cluster's configuration (its partition or nodes were removed);
-    /// [`crate::validate`] says why.
+    /// [`crate::validate()`] says why.
     Unsatisfiable,
     /// It waits for other jobs (dependencies; kept out of every pass until they are met).
     Dependency,

@@ -1,9 +1,17 @@
 //! gangway's scheduling core: the cluster as the scheduler sees it, what jobs ask for, where
-//! they go (gang placement over topology-aware grants) and why the others wait.
+//! they go (gang placement over topology-aware grants), when the others should start and why
+//! they wait — and a simulator that drives the same code in virtual time.
+//!
+//! The controller holds one [`Scheduler`]: it submits jobs ([`Scheduler::submit`]), reports
+//! what happened ([`Event`]: a job ended, was cancelled, held, released, a node changed), asks
+//! for passes ([`Scheduler::pass`], bounded by a [`Budget`], carried on in the next call) and
+//! carries out the [`Decision`]s (start with these grants; wait for this reason, expected then
+//! and there; preempt this job, with a grace, then requeue or cancel). Usage for fair share is
+//! state the controller stores ([`Scheduler::usage`], [`Scheduler::restore_usage`]); a reload
+//! is [`Scheduler::reconfigure`], checked before anything changes.
 //!
 //! Pure: no I/O, no clock, no threads. Time arrives as values ([`Timestamp`],
-//! [`std::time::Duration`]); callers carry the decisions out (store them, tell the agents) and
-//! then record them with [`ClusterState::allocate`].
+//! [`std::time::Duration`]); a caller that wants timings lends a clock closure.
 //!
 //! Dependencies point one way: `gangway-topology` ← `gangway-scheduler` ← the controller.
 

@@ -515,8 +515,13 @@ impl Scheduler {
         start: &JobStart,
         started: Timestamp,
     ) -> Result<(), SubmitError> {
+        if start.job != job.id {
+            let why = format!("the grants are job {}'s, not job {}'s", start.job, job.id);
+            return Err(SubmitError::Rejected(Rejection::Recovery(why)));
+        }
         let mut j = self.make_job(job, started)?;
         let p = self.partition_index(&j.request);
+        let account = j.account;
         j.at = Where::Held;
         let id = j.id;
         self.jobs.insert(id, j);
@@ -524,6 +529,8 @@ impl Scheduler {
             self.jobs.remove(&id);
             return Err(SubmitError::Rejected(Rejection::Recovery(e.to_string())));
         }
+        // Counted in, as a submission would be, so that starting counts it out again.
+        self.quotas.count_queued(&self.policy.tree, account, true);
         self.record_start(id, p.unwrap_or(0), start, Vec::new(), false, started);
         Ok(())
     }

@@ -485,3 +485,34 @@ fn submissions_are_checked() {
     assert_eq!(w.s.submit(job(1, "ann"), w.now), Err(SubmitError::Duplicate(1)));
     assert!(matches!(w.s.submit(job(2, "ann"), w.now), Err(SubmitError::QueuedLimit(_))));
 }
+
+#[test]
+fn running_jobs_are_recovered_after_a_restart() {
+    let mut w = World::mode(1, BackfillMode::Easy);
+    w.submit(1, whole(1).time_limit(MIN));
+    let p = w.pass();
+    let start = p
+        .decisions
+        .iter()
+        .find_map(|d| match d {
+            Decision::Start { start, .. } => Some(start.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // A new scheduler (the controller restarted) learns the running job from its store.
+    let mut again = World::mode(1, BackfillMode::Easy);
+    let job = NewJob::new(1, whole(1).time_limit(MIN), "ann");
+    again.s.recover(job, &start, t(0)).unwrap();
+    assert!(again.running(1));
+    again.at(10);
+    again.submit(2, JobRequest::new());
+    again.pass();
+    assert_eq!(again.reason(2), Some(PendingReason::Resources));
+    assert_eq!(again.s.job(2).unwrap().expected.map(|e| e.at), Some(t(60)));
+    again.at(60);
+    again.end(1);
+    assert_eq!(started(&again.pass()), vec![(2, false)]);
+    // Recording the same grants twice is refused.
+    let dup = NewJob::new(3, whole(1), "ann");
+    assert!(again.s.recover(dup, &start, t(60)).is_err());
+}

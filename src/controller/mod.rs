@@ -4,9 +4,9 @@
 
 pub mod cluster;
 pub mod config;
+pub mod config_scheduling;
 pub mod disk;
 pub mod idempotency;
 pub mod limits;
-pub mod config_scheduling;
 pub mod server;
 pub mod store;

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when a message changes incompatibly; both sides check it at the first message.
 /// 3: heartbeats are acknowledged and grant a lease; agents report fenced jobs.
-pub const VERSION: u32 = 3;
+/// 4: agents confirm that a released attempt's processes are gone ([`FromAgent::Released`]).
+pub const VERSION: u32 = 4;
 
 /// A job's identifier.
 pub type JobId = u64;
@@ -324,6 +325,13 @@ pub enum FromAgent {
         attempt: u32,
         reason: String,
     },
+    /// Every process of `job` up to `attempt` here is gone (after a [`ToAgent::Release`]): a
+    /// requeued job's next attempt waits for this from each node of the one before
+    /// (docs/cluster.md, "When a node dies").
+    Released {
+        job: JobId,
+        attempt: u32,
+    },
 }
 
 /// An agent's first message.
@@ -348,6 +356,11 @@ pub struct Registration {
     /// out, or the agent's previous life left them): job, attempt, why.
     #[serde(default)]
     pub fenced: Vec<(JobId, u32, String)>,
+    /// Attempts released by the controller whose processes here are still being ended (each
+    /// job with the highest attempt released): any other attempt the controller waits for, not
+    /// in `running` either, is gone.
+    #[serde(default)]
+    pub releasing: Vec<(JobId, u32)>,
 }
 
 /// What the controller tells an agent.
@@ -377,7 +390,8 @@ pub enum ToAgent {
         attempt: u32,
         signal: i32,
     },
-    /// The job is over here: end whatever of it still runs (TERM, then KILL) and forget it.
+    /// The job is over here: end whatever of it still runs (TERM, then KILL), forget it, and
+    /// say [`FromAgent::Released`] once nothing of it is left.
     Release {
         job: JobId,
         attempt: u32,

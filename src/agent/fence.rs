@@ -10,7 +10,8 @@
 //! "Fencing").
 //!
 //! [`Fencing`] is the agent's side: the lease, the guarded sessions and their spool records,
-//! which jobs were fenced, and the rule that nothing starts without a lease.
+//! which jobs were fenced, the rule that nothing starts without a lease, and the released jobs
+//! still being ended (their confirmation, [`super::release`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
@@ -218,6 +219,8 @@ pub enum Report {
     Synced(u64),
     /// Fencer number N is gone (its socket closed).
     Gone(u64),
+    /// One ending of a released job's sessions is over: nothing of them is left.
+    Released(JobId),
 }
 
 /// A job session the agent started and the fencer guards.
@@ -247,6 +250,20 @@ pub struct Fencing {
     syncs: u64,
     /// Script ends by SIGKILL waiting for the fencer's word: was it a fence?
     deferred: Vec<(u64, ScriptEnd)>,
+    /// Sessions fenced here (killed, not yet seen gone), kept until their job is released: its
+    /// confirmation waits for them too.
+    dying: Vec<Guarded>,
+    /// Released jobs whose sessions are still being ended.
+    ending: BTreeMap<JobId, Ending>,
+}
+
+/// A released job's endings in progress.
+#[derive(Debug, Default)]
+struct Ending {
+    /// Endings still running (one per release that found sessions).
+    running: usize,
+    /// The highest attempt released: what the confirmation names.
+    upto: u32,
 }
 
 impl Fencing {
@@ -271,6 +288,8 @@ impl Fencing {
             seq: 0,
             syncs: 0,
             deferred: Vec::new(),
+            dying: Vec::new(),
+            ending: BTreeMap::new(),
         };
         f.spawn_fencer();
         Ok(f)
@@ -383,36 +402,51 @@ impl Fencing {
     }
 
     /// The controller released `job` up to `attempt`: TERM its sessions now, KILL what is left
-    /// after `grace`, then stop guarding them.
-    pub fn release(&mut self, job: JobId, attempt: u32, grace: Duration) {
+    /// after `grace`, stop guarding them, and confirm once nothing of them is left. The
+    /// confirmation is returned at once if nothing of the job runs here (and no earlier ending of
+    /// it is still in progress); else it comes as a [`Report::Released`].
+    pub fn release(&mut self, job: JobId, attempt: u32, grace: Duration) -> Option<FromAgent> {
         self.leftovers.retain(|(j, a)| !(*j == job && *a <= attempt));
-        let ending: Vec<Guarded> = self
-            .guarded
-            .values()
-            .filter(|g| g.job == job && g.attempt <= attempt)
-            .copied()
-            .collect();
-        if ending.is_empty() {
-            return;
-        }
+        let mine = |g: &Guarded| g.job == job && g.attempt <= attempt;
+        let mut ending: Vec<Guarded> = self.guarded.values().filter(|g| mine(g)).copied().collect();
         for g in &ending {
             self.guarded.remove(&g.session.sid);
         }
+        // Fenced sessions were killed already; the confirmation still waits until they are gone.
+        ending.extend(self.dying.iter().filter(|g| mine(g)));
+        self.dying.retain(|g| !mine(g));
+        let e = self.ending.entry(job).or_default();
+        e.upto = e.upto.max(attempt);
+        if ending.is_empty() {
+            return self.ended(job, false);
+        }
+        e.running += 1;
         let list: Vec<SessionRef> = ending.iter().map(|g| g.session).collect();
-        sessions::signal_all(&list, Some(Signal::SIGTERM));
-        sessions::signal_all(&list, Some(Signal::SIGCONT));
-        let (spool, tx) = (self.spool.clone(), self.to_fencer.clone());
-        // The fencer keeps guarding them through the grace: a lapse then still kills them.
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            sessions::signal_all(&list, Some(Signal::SIGKILL));
-            for s in list {
-                leftovers::forget(&spool, s);
-                if let Some(tx) = &tx {
-                    let _ = tx.send(format!("unguard {}\n", s.sid));
-                }
-            }
-        });
+        // The fencer keeps guarding them until they are gone: a lapse meanwhile still kills them.
+        tokio::spawn(super::release::end(
+            list,
+            grace,
+            self.spool.clone(),
+            self.to_fencer.clone(),
+            self.reports.clone(),
+            job,
+        ));
+        None
+    }
+
+    /// An ending of `job` is over (`one`), or a release found nothing to end: the confirmation,
+    /// once no ending of the job is left.
+    fn ended(&mut self, job: JobId, one: bool) -> Option<FromAgent> {
+        let e = self.ending.get_mut(&job)?;
+        if one {
+            e.running = e.running.saturating_sub(1);
+        }
+        if e.running > 0 {
+            return None;
+        }
+        let attempt = e.upto;
+        self.ending.remove(&job);
+        Some(FromAgent::Released { job, attempt })
     }
 
     /// Before anything else the agent does (it may have been stopped for a long time): if the
@@ -448,6 +482,7 @@ impl Fencing {
         sessions::signal_all(&list, Some(Signal::SIGKILL));
         for g in &all {
             self.forget(g);
+            self.dying.push(*g);
             mark_fenced(jobs, g.job, g.attempt, why, reports);
         }
         tracing::warn!(sessions = all.len(), reason = why, "fenced this node's jobs");
@@ -465,6 +500,7 @@ impl Fencing {
                 for sid in sids {
                     if let Some(g) = self.guarded.get(&sid).copied() {
                         self.forget(&g);
+                        self.dying.push(g);
                         let why = "the agent's lease ran out; its fencer killed the job here";
                         mark_fenced(jobs, g.job, g.attempt, why, reports);
                     }
@@ -486,6 +522,10 @@ impl Fencing {
                 Vec::new()
             }
             Report::Gone(_) => Vec::new(),
+            Report::Released(job) => {
+                reports.extend(self.ended(job, true));
+                Vec::new()
+            }
         }
     }
 
@@ -508,13 +548,13 @@ impl Fencing {
         None
     }
 
-    /// What the registration reports: the attempts still running here, and those fenced (with
-    /// why) since the last one.
+    /// What the registration reports: the attempts still running here, those fenced (with why)
+    /// since the last one, and those released but still being ended.
     #[allow(clippy::type_complexity)]
     pub(super) fn registration(
         &self,
         jobs: &HashMap<JobId, LocalJob>,
-    ) -> (Vec<(JobId, u32)>, Vec<(JobId, u32, String)>) {
+    ) -> (Vec<(JobId, u32)>, Vec<(JobId, u32, String)>, Vec<(JobId, u32)>) {
         let running = jobs
             .values()
             .filter(|j| j.fenced.is_none())
@@ -531,7 +571,8 @@ impl Fencing {
                 "the agent restarted; what its previous life left of the job was killed".into(),
             )
         }));
-        (running, fenced)
+        let releasing = self.ending.iter().map(|(j, e)| (*j, e.upto)).collect();
+        (running, fenced, releasing)
     }
 }
 

@@ -90,6 +90,7 @@ pub(super) async fn connect(
     port: u16,
     running: Vec<(JobId, u32)>,
     fenced: Vec<(JobId, u32, String)>,
+    releasing: Vec<(JobId, u32)>,
 ) -> Result<Pending, ConnectError> {
     let unreachable = |e: String| ConnectError::Unreachable(e);
     let mut stream =
@@ -134,6 +135,7 @@ pub(super) async fn connect(
         root: nix::unistd::geteuid().is_root(),
         uid: Some(nix::unistd::geteuid().as_raw()),
         fenced,
+        releasing,
     });
     let (mut rd, mut wr) = stream.into_split();
     // Before it leaves: the welcome's lease counts from no later than the controller heard it.

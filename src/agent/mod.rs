@@ -2,7 +2,8 @@
 //! heartbeats, runs batch scripts and step proxies as their users, reports how they end, and
 //! keeps running them while the controller is away and its lease lasts, reconnecting until it
 //! is back. Local users (jobs included) reach the controller through its socket ([`local`]).
-//! Fencing (the lease, the fencer, the leftover sweep) is in [`fence`].
+//! Fencing (the lease, the fencer, the leftover sweep) is in [`fence`]; ending a released job
+//! and confirming it is gone, in [`release`].
 
 pub mod fence;
 pub mod launch;
@@ -11,6 +12,7 @@ pub mod leftovers;
 mod link;
 pub mod local;
 pub mod process;
+mod release;
 pub mod sessions;
 
 use std::collections::HashMap;
@@ -179,9 +181,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     loop {
         // A lease that ran out (the agent may just have woken) fences before anything is said.
         fencing.check(&mut jobs, &mut Vec::new());
-        let (running, fenced) = fencing.registration(&jobs);
+        let (running, fenced, releasing) = fencing.registration(&jobs);
         let began = Boot::now();
-        let link = match connect(&opts, &topology_json, port, running, fenced).await {
+        let link = match connect(&opts, &topology_json, port, running, fenced, releasing).await {
             Ok(link) => link,
             Err(ConnectError::Refused(why)) => return Err(AgentError::Refused(why)),
             Err(e @ (ConnectError::Unreachable(_) | ConnectError::NoListener(_))) => {
@@ -280,7 +282,7 @@ fn handle(
                 jobs.remove(&job);
                 let _ = std::fs::remove_file(script_path(opts, job, attempt));
             }
-            fencing.release(job, attempt, opts.kill_grace);
+            reports.extend(fencing.release(job, attempt, opts.kill_grace));
         }
         Event::FromController(_) | Event::ControllerGone => {}
         Event::Step(step) => start_proxy(step, opts, jobs, ev_tx, fencing),
@@ -338,7 +340,7 @@ fn start_job(
             return; // already known (a resync after reconnecting)
         }
         if let Some(old) = jobs.remove(&job) {
-            fencing.release(job, old.launch.attempt, opts.kill_grace);
+            reports.extend(fencing.release(job, old.launch.attempt, opts.kill_grace));
         }
     }
     let mut local = LocalJob { launch, sessions: Vec::new(), ended: None, fenced: None };

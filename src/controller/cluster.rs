@@ -2,9 +2,11 @@
 //! (submit, start, end, cancel, hold, requeue on a lost node, heartbeats, time limits, restart
 //! recovery). Pure: callers pass the time in, get [`Effect`]s back to carry out, and persist what
 //! [`Cluster::take_dirty`] lists. Only `server.rs` does I/O. Liveness and fencing are in
-//! [`liveness`].
+//! [`liveness`]; a requeued job's wait for its previous attempt to end everywhere in
+//! [`release`].
 
 mod liveness;
+mod release;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -112,6 +114,10 @@ pub struct Job {
     /// When a stop (cancel, time limit) began; a KILL follows after the grace.
     #[serde(default)]
     pub stopping_since: Option<u64>,
+    /// A requeued job: the nodes still ending an earlier attempt (node, attempt). The next
+    /// attempt starts only when this is empty (see [`release`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releasing: Vec<(String, u32)>,
 }
 
 impl Job {
@@ -509,6 +515,7 @@ impl Cluster {
             granted: Vec::new(),
             next_step: 0,
             stopping_since: None,
+            releasing: Vec::new(),
         };
         job.held = job.sub.hold;
         let request = job.request();
@@ -1025,6 +1032,12 @@ impl Cluster {
                 }
                 self.fenced(node, job, attempt, &reason, now)
             }
+            FromAgent::Released { job, attempt } => {
+                if self.agent_conn(node) != Some(conn) {
+                    return Vec::new();
+                }
+                self.released(node, job, attempt, now)
+            }
             FromAgent::JobEnded { job, attempt, exit_code, message } => {
                 let mut fx = Vec::new();
                 let current = self.jobs.get(&job).map(|j| (j.attempt, j.state, j.sub.kind));
@@ -1139,6 +1152,9 @@ impl Cluster {
                 });
             }
         }
+        // Requeued jobs waiting for this node to end an earlier attempt: what it no longer
+        // mentions is gone.
+        self.settle_releases(&r.name, &r.running, &r.releasing, now);
         // Jobs that should run here but the agent does not report: a batch script's host that
         // restarted lost it; other nodes just get the job again (steps authorise against it).
         let reported: BTreeSet<JobId> = r.running.iter().map(|(j, _)| *j).collect();
@@ -1263,6 +1279,7 @@ impl Cluster {
             }
             self.event(now, None, Some(name), "node_lost", why.to_string());
             self.sync_health(name);
+            self.lost_releases(name, now);
         }
         let victims: Vec<JobId> = self
             .active
@@ -1299,8 +1316,11 @@ impl Cluster {
             PartLost::Fenced => format!("{name} fenced it"),
         };
         let requeue = requeue_on_node_loss(job.sub.kind, job.sub.requeue);
-        let (attempt, nodes) = (job.attempt, job.nodes());
-        for n in nodes.iter().filter(|n| *n != name || how == PartLost::Fenced) {
+        let attempt = job.attempt;
+        // A lost node is not told: its lease has run out, its fencer killed the job there.
+        let told: Vec<String> =
+            job.nodes().into_iter().filter(|n| n != name || how == PartLost::Fenced).collect();
+        for n in &told {
             fx.push(Effect::ToAgent {
                 node: n.clone(),
                 msg: ToAgent::Release { job: id, attempt },
@@ -1332,6 +1352,8 @@ impl Cluster {
                 "requeue",
                 format!("attempt {} after {what}: {why}", attempt + 1),
             );
+            // The next attempt may not run beside what is left of this one.
+            self.await_release(id, attempt, told, now);
             if let Some(conn) = self.holders.get(&id) {
                 fx.push(Effect::ToClient {
                     conn: *conn,
@@ -1366,6 +1388,8 @@ impl Cluster {
         job.end_time = Some(now);
         job.exit_code = exit.or(job.exit_code);
         job.stopping_since = None;
+        // Over: no next attempt waits for anything.
+        job.releasing.clear();
         let (attempt, nodes) = (job.attempt, job.nodes());
         if was_running {
             for n in nodes {
@@ -1405,10 +1429,20 @@ impl Cluster {
         let decisions = allocator::schedule(&self.alloc, &pending);
         let mut waiting_updates = Vec::new();
         for d in decisions {
-            match d {
-                Decision::Start(start) => fx.extend(self.start(start, now)),
+            // A requeued job whose previous attempt is still ending somewhere waits, keeping
+            // what the allocator chose for it from the jobs after it (its place in the queue).
+            let d = match d {
+                Decision::Start(start) => match self.release_reason(start.job) {
+                    Some(why) => Err((start.job, why)),
+                    None => Ok(start),
+                },
                 Decision::Wait { job, reason } => {
-                    let text = reason.to_string();
+                    Err((job, self.release_reason(job).unwrap_or_else(|| reason.to_string())))
+                }
+            };
+            match d {
+                Ok(start) => fx.extend(self.start(start, now)),
+                Err((job, text)) => {
                     if let Some(j) = self.jobs.get_mut(&job)
                         && j.reason != text
                     {
@@ -1942,6 +1976,7 @@ default = true
             root: true,
             uid: Some(0),
             fenced: Vec::new(),
+            releasing: Vec::new(),
         }
     }
 

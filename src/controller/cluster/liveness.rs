@@ -307,7 +307,10 @@ mod tests {
         assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
         assert!(job.excluded.is_empty(), "its node is fine: {:?}", job.excluded);
         assert_eq!(c.node_info(&node, 500).expect("node").state, "idle");
-        assert_eq!(starts(&c.schedule(500)).len(), 1, "runs again at once");
+        // Runs again once the node says the killed processes are gone (see `release`).
+        let gone = FromAgent::Released { job: 1, attempt: 1 };
+        c.from_agent(conn_of(&node), &node, gone, 510, Mono(510));
+        assert_eq!(starts(&c.schedule(510)).len(), 1, "runs again at once");
         // The same fence reported again (with the next registration): late, just released.
         let fx = c.from_agent(conn_of(&node), &node, fenced(1), 600, Mono(600));
         assert_eq!(releases(&fx), vec![(node.clone(), 1, 1)]);

@@ -19,6 +19,8 @@ pub struct Setup {
     /// may mount a small file system there.
     #[allow(clippy::type_complexity)]
     pub prepare_state_dir: Option<Box<dyn FnOnce(&std::path::Path)>>,
+    /// The agents' `--kill-grace` (default 1 s).
+    pub agent_kill_grace: Option<&'static str>,
 }
 
 /// A controller on the host and one agent per node.
@@ -32,6 +34,8 @@ pub struct Managed {
     pub synthetic: Option<String>,
     /// The controller's open-file limit (see [`Setup`]).
     pub controller_nofile: Option<u64>,
+    /// The agents' `--kill-grace`.
+    pub agent_kill_grace: &'static str,
 }
 
 pub fn free_port() -> u16 {
@@ -79,6 +83,7 @@ impl Managed {
             agents: BTreeMap::new(),
             synthetic: synthetic.map(String::from),
             controller_nofile: setup.controller_nofile,
+            agent_kill_grace: setup.agent_kill_grace.unwrap_or("1s"),
         };
         m.start_controller();
         for i in 1..=nodes {
@@ -144,7 +149,7 @@ impl Managed {
             .arg(self.gangway_bin())
             .args(["agent", "--controller", &format!("{host}:{}", self.port), "--key-file"])
             .arg(key)
-            .args(["--kill-grace", "1s"])
+            .args(["--kill-grace", self.agent_kill_grace])
             .stdin(Stdio::null());
         c
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::controlled::{Managed, text};
+use crate::controlled::{Managed, Setup, text};
 use crate::support::wait_until;
 
 /// Ticks a job writes: `first` lines in its first attempt, `later` in the others, then `DONE`.
@@ -314,4 +314,105 @@ fn jobs_outlive_a_controller_down_longer_than_the_lost_timeout() {
     assert_eq!(j["state"], "COMPLETED", "{j}\n{t}\n{}", m.logs());
     assert_eq!(j["attempt"], 1, "never fenced nor requeued: {j}");
     assert_eq!((t.done, t.attempts.len()), (1, 1), "{t}");
+}
+
+/// A rank that ticks into `log` (time, node, restart count: its first argument) from a
+/// background subshell that ignores SIGTERM, so that only a SIGKILL (after the agent's grace)
+/// ends it: in its first attempt it ticks until killed, in later ones `later` times and ends.
+fn stubborn_rank(dir: &Path, log: &Path, later: u32) -> PathBuf {
+    let path = dir.join("stubborn-rank.sh");
+    let text = format!(
+        "#!/bin/sh\ntrap '' TERM\nticks=1000000; [ \"$1\" -gt 0 ] && ticks={later}\n( i=0; while [ $i -lt $ticks ]; do echo \"$(date +%s.%N) $(hostname) $1\" >> {log}; i=$((i+1)); sleep 0.1; done ) &\nwait\n",
+        log = log.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Per node and attempt: the first and last tick.
+fn spans_by_node(log: &Path) -> BTreeMap<(u32, String), (f64, f64)> {
+    let mut spans: BTreeMap<(u32, String), (f64, f64)> = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let [time, node, attempt] = w[..] else { continue };
+        let (Ok(time), Ok(attempt)) = (time.parse::<f64>(), attempt.parse::<u32>()) else {
+            continue;
+        };
+        let e = spans.entry((attempt, node.to_string())).or_insert((time, time));
+        e.0 = e.0.min(time);
+        e.1 = e.1.max(time);
+    }
+    spans
+}
+
+/// A 3-node batch job whose step's ranks ignore SIGTERM loses one node. The surviving nodes
+/// end the attempt (SIGTERM, then SIGKILL after a 3 s grace); the requeued attempt starts only
+/// once both have confirmed nothing of it is left, so no tick of the new attempt comes before
+/// the last tick of the old one, on any node.
+#[test]
+fn a_requeued_multi_node_job_starts_again_only_once_its_surviving_nodes_ended_it() {
+    let setup = Setup { agent_kill_grace: Some("3s"), ..Setup::default() };
+    let Some(m) = Managed::up_with(4, setup) else { return };
+    let log = m.dir.join("ticks-multinode.log");
+    let rank = stubborn_rank(&m.dir, &log, 20);
+    let script = m.dir.join("multinode.sh");
+    // Steps' ranks do not see the batch job's GANGWAY_RESTART_COUNT: pass it on.
+    let body = format!(
+        "#!/bin/sh\n{} run {} \"$GANGWAY_RESTART_COUNT\"\n",
+        m.gangway_bin().display(),
+        rank.display()
+    );
+    std::fs::write(&script, body).unwrap();
+    let id = m.submit(&["-N", "3", "-n", "3", "-o", "/dev/null", script.to_str().unwrap()]);
+    wait_until("every rank of attempt 1 ticking", Duration::from_secs(30), || {
+        spans_by_node(&log).keys().filter(|(a, _)| *a == 0).count() == 3
+    });
+    let nodes: Vec<String> = m.job(id)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    // Not the script's node: the survivors include the batch script and the launcher.
+    let victim = nodes[2].clone();
+    let killed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let out = m.vc.ctl(&["kill", &victim]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the job requeued", Duration::from_secs(30), || {
+        m.job(id)["attempt"].as_u64().unwrap_or(0) >= 2
+    });
+    let waiting = m.job(id);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let j = m.job(id);
+    let spans = spans_by_node(&log);
+    let old: Vec<(&String, f64)> =
+        spans.iter().filter(|((a, _), _)| *a == 0).map(|((_, n), s)| (n, s.1)).collect();
+    let first_new =
+        spans.iter().filter(|((a, _), _)| *a > 0).map(|(_, s)| s.0).fold(f64::INFINITY, f64::min);
+    let last_old = old.iter().map(|(_, t)| *t).fold(0.0f64, f64::max);
+    let figures: Vec<String> = old
+        .iter()
+        .map(|(n, t)| format!("{n} last tick of attempt 1 at kill{:+.3} s", t - killed))
+        .collect();
+    eprintln!(
+        "requeue of a 3-node job that lost {victim}: {}; first tick of attempt 2 at kill{:+.3} s; gap after the old attempt's last tick {:.3} s (reason while waiting: {})",
+        figures.join(", "),
+        first_new - killed,
+        first_new - last_old,
+        waiting["reason"]
+    );
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{spans:?}\n{}", m.logs());
+    assert_eq!(j["attempt"], 2, "{j}");
+    assert_eq!(old.len(), 3, "{spans:?}");
+    assert!(first_new.is_finite(), "attempt 2 ticked: {spans:?}");
+    assert!(
+        first_new > last_old,
+        "attempt 2 ticked {:.3} s before attempt 1's last tick\n{spans:?}",
+        last_old - first_new
+    );
+    let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+    assert!(shown.contains("released"), "{shown}");
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use gangway_topology::Placement;
+use nix::sys::signal::Signal;
 use tokio::time::{Instant, sleep_until};
 
 use crate::exit_status::RankStatus;
@@ -16,7 +17,7 @@ use crate::pmi::node::JobInfo;
 use crate::pmi::server::PmiServer;
 use crate::rank_env;
 use crate::ranks::{self, ExitReport, NodeLaunch};
-use crate::signals::CaughtSignals;
+use crate::signals::{self, CaughtSignals};
 use crate::spawn::ProcessEnd;
 use crate::supervisor::Supervisor;
 use crate::supervisor::policy::{StopPolicy, StopRules};
@@ -134,7 +135,14 @@ pub async fn run_local(
                 pmi.rank_exited(rank);
             }
             Some(event) = pmi.events.recv() => sup.decide(|policy, now| policy.pmi_event(event, now)),
-            sig = caught.recv() => sup.decide(|policy, now| policy.signal_caught(sig, now)),
+            sig = caught.recv() => {
+                if sig == Signal::SIGCONT {
+                    // Else a SIGTSTP the ranks have not run to take yet is discarded.
+                    let live: Vec<u32> = sup.policy().ranks().iter().filter(|r| r.running).filter_map(|r| r.pid).collect();
+                    signals::wait_taken(&live, Signal::SIGTSTP, signals::TAKE_LIMIT).await;
+                }
+                sup.decide(|policy, now| policy.signal_caught(sig, now))
+            }
             _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => sup.tick(),
         }
     }

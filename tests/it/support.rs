@@ -239,13 +239,17 @@ impl Live {
         self.lines.lock().unwrap().iter().filter(|l| *l == line).count()
     }
 
-    /// Waits until `line` has appeared `times` times.
+    /// Waits until `line` has appeared `times` times; a timeout says which lines did come.
     pub fn expect(&self, line: &str, times: usize) {
-        wait_until(
-            &format!("{times} x '{line}' (have {:?})", self.lines.lock().unwrap()),
-            Duration::from_secs(20),
-            || self.count(line) >= times,
-        );
+        let start = Instant::now();
+        while self.count(line) < times {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {times} x '{line}' (have {:?})",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

@@ -25,6 +25,7 @@ use crate::output::LineAssembler;
 use crate::pmi::node::{JobInfo, NodeInput};
 use crate::pmi::server::{PmiServer, ToRoot};
 use crate::ranks::{self, ExitReport, NodeLaunch, NodeRanks, RankOutput};
+use crate::signals;
 use crate::spawn::ProcessEnd;
 
 /// How long a rank's output may lag behind its exit (only an escaped child can hold the pipe).
@@ -91,6 +92,10 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
                         last_ping = Instant::now();
                     }
                     if envelope.to.is_none_or(|to| to == node_id) {
+                        if matches!(envelope.msg, Down::Signal(s) if s == Signal::SIGCONT as i32) {
+                            // Else a SIGTSTP the ranks have not run to take yet is discarded.
+                            signals::wait_taken(&local.live(), Signal::SIGTSTP, signals::TAKE_LIMIT).await;
+                        }
                         local.handle(&envelope.msg, node_id, &up_tx);
                     }
                     children.forward(&envelope);
@@ -419,6 +424,15 @@ impl LocalRanks {
         if let Some(pmi) = &self.pmi {
             pmi.rank_exited(rank);
         }
+    }
+
+    /// The pids of the ranks still running here.
+    fn live(&self) -> Vec<u32> {
+        self.pids
+            .iter()
+            .filter(|(rank, _)| self.alive.get(rank).copied().unwrap_or(false))
+            .map(|(_, pid)| *pid)
+            .collect()
     }
 
     fn signal(&self, sig: Signal) {

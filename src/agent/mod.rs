@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub socket: PathBuf,
     pub topology: Topology,
     pub kill_grace: Duration,
+    /// Local connections one user may hold at once (0: no limit).
+    pub max_connections_per_user: usize,
 }
 
 /// Why the agent stopped.
@@ -164,6 +166,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         controller: opts.controller.clone(),
         key: opts.key.clone(),
         node: opts.name.clone(),
+        max_per_user: opts.max_connections_per_user,
     };
     tokio::spawn(local::serve(socket, local_opts, query_tx));
     {

@@ -80,6 +80,10 @@ pub struct AgentArgs {
     /// After SIGTERM, how long a job's processes get before SIGKILL.
     #[arg(long, default_value = "5s")]
     pub kill_grace: String,
+    /// Connections to the local socket one user may hold at once (root is not counted; 0: no
+    /// limit); one more is refused with exit code 119.
+    #[arg(long, value_name = "N", default_value_t = agent::local::DEFAULT_MAX_PER_USER)]
+    pub max_connections_per_user: usize,
     #[arg(long, default_value = "info")]
     pub log: String,
 }
@@ -163,6 +167,7 @@ pub fn agent(args: AgentArgs) -> u8 {
         port: args.port,
         topology,
         kill_grace: kill_grace.max(Duration::from_millis(1)),
+        max_connections_per_user: args.max_connections_per_user,
     };
     let Some(rt) = runtime() else { return exit_code::FAILURE };
     match rt.block_on(agent::run(opts)) {

@@ -21,6 +21,8 @@ pub struct Setup {
     pub prepare_state_dir: Option<Box<dyn FnOnce(&std::path::Path)>>,
     /// The agents' `--kill-grace` (default 1 s).
     pub agent_kill_grace: Option<&'static str>,
+    /// More flags for every agent.
+    pub agent_args: Vec<String>,
 }
 
 /// A controller on the host and one agent per node.
@@ -36,6 +38,8 @@ pub struct Managed {
     pub controller_nofile: Option<u64>,
     /// The agents' `--kill-grace`.
     pub agent_kill_grace: &'static str,
+    /// More flags for every agent (see [`Setup`]).
+    pub agent_args: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -84,6 +88,7 @@ impl Managed {
             synthetic: synthetic.map(String::from),
             controller_nofile: setup.controller_nofile,
             agent_kill_grace: setup.agent_kill_grace.unwrap_or("1s"),
+            agent_args: setup.agent_args,
         };
         m.start_controller();
         for i in 1..=nodes {
@@ -164,6 +169,7 @@ impl Managed {
             .agent_command(i, &self.dir.join("key"))
             .args(["--spool", "/tmp/gangway-spool"])
             .args(self.synthetic.iter().flat_map(|s| ["--synthetic", s.as_str()]))
+            .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -548,3 +548,62 @@ fn the_batch_command_sends_a_submission_again_with_its_key_after_a_broken_connec
         "the same key both times: {keys:?}"
     );
 }
+
+/// A local user holding connections to a node's agent socket reaches the agent's own per-user
+/// cap (`gangway agent --max-connections-per-user`): one more is refused at once, with exit code
+/// 119 and a message naming the flag, before anything reaches the controller; other users and
+/// root still get in, and so does the user once it lets go.
+#[test]
+fn a_local_user_cannot_hold_more_than_its_share_of_an_agent_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    // A node-visible socket (one node only: one agent per socket), so that the test, on the
+    // host, can connect to it as another user.
+    let dir = crate::support::node_visible_dir().join(format!("agent-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("agent.sock");
+    let agent_args = ["--socket", sock.to_str().unwrap(), "--max-connections-per-user", "4"];
+    let setup = Setup {
+        agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+        ..Setup::default()
+    };
+    let Some(m) = Managed::up_with(1, setup) else { return };
+    let queue_as = |user: &str| {
+        Command::new("runuser")
+            .args(["-u", user, "--", "timeout", "30"])
+            .arg(m.gangway_bin())
+            .arg("queue")
+            .env("GANGWAY_CONTROLLER", &sock)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = queue_as("gwtest");
+    assert!(out.status.success(), "through the agent: {}", text(&out));
+    let holder = Holder::start(&sock, uid_of("gwtest"), 4);
+    let mut refused = String::new();
+    wait_until("gwtest at the agent's limit", Duration::from_secs(20), || {
+        let out = queue_as("gwtest");
+        refused = text(&out);
+        out.status.code() == Some(119)
+    });
+    assert!(
+        refused.contains("--max-connections-per-user 4")
+            && refused.contains("too many connections"),
+        "{refused}"
+    );
+    for other in ["nobody", "root"] {
+        let out = queue_as(other);
+        assert!(out.status.success(), "{other} is not affected: {}", text(&out));
+    }
+    eprintln!(
+        "agent socket per-user cap: gwtest holding 4, the 5th refused with: {}",
+        refused.trim()
+    );
+    drop(holder);
+    wait_until("gwtest back under the agent's limit", Duration::from_secs(20), || {
+        queue_as("gwtest").status.success()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

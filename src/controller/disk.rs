@@ -113,12 +113,21 @@ impl Disk {
         d
     }
 
+    /// Why no change can be taken now, if a commit is waiting for space.
+    pub fn holding(&self) -> Result<(), NoRoom> {
+        match &self.pending {
+            Some((_, reason)) => Err(NoRoom::Uncommitted {
+                dir: self.dir.display().to_string(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a submission of `incoming` bytes may be taken now.
     pub fn admit(&self, incoming: u64) -> Result<(), NoRoom> {
+        self.holding()?;
         let dir = self.dir.display().to_string();
-        if let Some((_, reason)) = &self.pending {
-            return Err(NoRoom::Uncommitted { dir, reason: reason.clone() });
-        }
         match free_space(&self.dir) {
             Ok(free) if !has_room(free, self.min_free, incoming) => {
                 Err(NoRoom::LowSpace { dir, free: human(free), min: human(self.min_free) })

@@ -284,14 +284,16 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             match input {
                 Input::Client { conn, mut caller, request } => {
                     caller.admin = cluster.is_admin(caller.uid, &caller.user);
-                    let read_only = is_read_only(&request);
-                    let fx = match refuse_submission(&request, &config, &disk) {
-                        Some(reply) => {
-                            vec![Effect::ToClient { conn, reply }, Effect::CloseClient { conn }]
-                        }
-                        None => handle_request(&mut cluster, &store, conn, &caller, *request, now),
-                    };
-                    if read_only { reads.extend(fx) } else { effects.extend(fx) }
+                    let (fx, at_once) = client_request(
+                        &mut cluster,
+                        &store,
+                        (&config, &disk),
+                        conn,
+                        &caller,
+                        *request,
+                        now,
+                    );
+                    if at_once { reads.extend(fx) } else { effects.extend(fx) }
                 }
                 Input::Say { conn, reply } => reads.push(Effect::ToClient { conn, reply }),
                 Input::ClientGone { conn } => {
@@ -332,6 +334,36 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             }
         }
     }
+}
+
+/// One client request: its effects, and whether they may leave at once (a read-only answer, or
+/// a refusal: nothing changed) rather than after the next commit.
+///
+/// While a commit waits for disk space, a request that would change the state is refused with
+/// exit code 119 instead of being carried out and held with its reply: what the controller holds
+/// then grows only with what its agents report (bounded by the jobs they run), never with what
+/// clients send. `done` still goes through (one per connection, which it closes).
+fn client_request(
+    cluster: &mut Cluster,
+    store: &Store,
+    (config, disk): (&Config, &Disk),
+    conn: ConnId,
+    caller: &Caller,
+    request: Request,
+    now: u64,
+) -> (Vec<Effect>, bool) {
+    if let Some(reply) = refuse_submission(&request, config, disk) {
+        return (vec![Effect::ToClient { conn, reply }, Effect::CloseClient { conn }], true);
+    }
+    let read_only = is_read_only(&request);
+    if !read_only
+        && !matches!(request, Request::Done { .. })
+        && let Err(no_room) = disk.holding()
+    {
+        let reply = Reply::Error { code: exit_code::NO_NEW_WORK, message: no_room.to_string() };
+        return (vec![Effect::ToClient { conn, reply }], true);
+    }
+    (handle_request(cluster, store, conn, caller, request, now), read_only)
 }
 
 /// Requests whose answer only reads the state (and may leave while a commit waits for space).
@@ -665,4 +697,91 @@ fn issue_token(key: Option<&Key>, caller: &Caller, valid_secs: u64) -> Reply {
     }
     let expiry = crate::auth::unix_now().saturating_add(valid_secs);
     Reply::Token { token: key.user_token(caller.uid, expiry).to_string(), expiry }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cluster::Dirty;
+    use super::*;
+    use crate::protocol::Submission;
+
+    fn config(dir: &Path) -> Config {
+        let text = format!(
+            "cluster = \"t\"\nstate_dir = \"{}\"\nkey_file = \"/nonexistent\"\nmin_free_space = \"0\"\nstate_reserve = \"0\"\n[[partition]]\nname = \"batch\"\nnodes = \"n[1-2]\"\ndefault = true\n",
+            dir.display()
+        );
+        Config::parse(&text, Path::new("t.toml")).expect("config")
+    }
+
+    fn held_job() -> Request {
+        let sub: Submission = serde_json::from_value(serde_json::json!({
+            "kind": "batch", "name": "t", "shape": {
+                "min_nodes": null, "max_nodes": null, "ntasks": null, "ntasks_per_node": null,
+                "cpus_per_task": null, "mem_per_node": null, "mem_per_cpu": null,
+                "gpus_per_task": null, "exclusive": false, "partition": null,
+                "time_limit_secs": null, "nodelist": [], "exclude": []},
+            "cwd": "/", "env": [], "script": "#!/bin/sh\ntrue\n", "command": "t",
+            "output": null, "error": null, "requeue": true, "hold": true
+        }))
+        .expect("submission");
+        Request::Submit(Box::new(sub))
+    }
+
+    fn is_119(fx: &[Effect]) -> bool {
+        matches!(
+            fx.first(),
+            Some(Effect::ToClient { reply: Reply::Error { code: exit_code::NO_NEW_WORK, .. }, .. })
+        )
+    }
+
+    /// A client that keeps sending requests while the state disk is full (here: 10,000 holds and
+    /// releases) makes the controller hold nothing more: each is refused at once with 119.
+    #[test]
+    fn while_a_commit_waits_for_space_changes_are_refused_at_once_not_held() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = config(dir.path());
+        let mut store = Store::open(dir.path()).expect("store");
+        let mut disk = Disk::new(dir.path(), &config.limits);
+        let mut cluster = Cluster::new(config.clone(), 0, Vec::new(), Vec::new(), 1, 0);
+        let root = Caller { uid: 0, gid: 0, user: "root".into(), admin: true };
+        let ask = |cluster: &mut Cluster, disk: &Disk, store: &Store, r: Request| {
+            client_request(cluster, store, (&config, disk), 7, &root, r, 1)
+        };
+        let (fx, at_once) = ask(&mut cluster, &disk, &store, held_job());
+        assert!(!at_once && !is_119(&fx), "{fx:?}");
+        assert!(disk.commit(&mut store, cluster.take_dirty()));
+
+        // The disk fills: a change cannot be committed, and is held with its reply.
+        store.cap_pages(Some(0));
+        let (fx, at_once) = ask(&mut cluster, &disk, &store, Request::Release { ids: vec![1] });
+        assert!(!at_once, "the first change is taken, its reply held: {fx:?}");
+        let mut dirty = cluster.take_dirty();
+        dirty.events[0].detail = "x".repeat(64 << 10);
+        assert!(!disk.commit(&mut store, dirty), "the database cannot grow");
+
+        let mut held: Vec<Effect> = Vec::new();
+        for i in 0..10_000 {
+            let ids = vec![1];
+            let r = if i % 2 == 0 { Request::Hold { ids } } else { Request::Release { ids } };
+            let (fx, at_once) = ask(&mut cluster, &disk, &store, r);
+            assert!(at_once && is_119(&fx), "request {i}: {fx:?}");
+            if !at_once {
+                held.extend(fx);
+            }
+        }
+        assert!(held.is_empty());
+        let dirty = cluster.take_dirty();
+        assert!(dirty.jobs.is_empty() && dirty.events.is_empty(), "nothing changed: {dirty:?}");
+        // Queries are still answered, and a submission is refused (and its connection closed).
+        let (fx, at_once) = ask(&mut cluster, &disk, &store, Request::Queue);
+        assert!(at_once && matches!(fx[..], [Effect::ToClient { reply: Reply::Jobs { .. }, .. }]));
+        let (fx, at_once) = ask(&mut cluster, &disk, &store, held_job());
+        assert!(at_once && is_119(&fx) && matches!(fx[1], Effect::CloseClient { conn: 7 }));
+
+        // Space returns: the held change commits, and changes are taken again.
+        store.cap_pages(None);
+        assert!(disk.commit(&mut store, Dirty::default()));
+        let (fx, at_once) = ask(&mut cluster, &disk, &store, Request::Hold { ids: vec![1] });
+        assert!(!at_once && !is_119(&fx), "{fx:?}");
+    }
 }

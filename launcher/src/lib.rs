@@ -3,6 +3,7 @@
 pub mod binding;
 pub mod bootstrap;
 pub mod exit_status;
+pub mod flow;
 pub mod input;
 pub mod job;
 pub mod layout;

@@ -1,7 +1,10 @@
 //! Rank stdout/stderr: file name patterns, whole-line assembly with labels, and the one writer.
 //!
 //! Every destination (our stdout, our stderr, each output file) is written by a single thread
-//! that receives whole lines, so lines of different ranks can never be mixed mid-line.
+//! that receives whole lines, so lines of different ranks can never be mixed mid-line. What it
+//! has queued is bounded ([`crate::flow`]): a rank's pipe is read only while there is room.
+
+use std::sync::Arc;
 
 use std::fs::File;
 use std::io::Write;
@@ -10,7 +13,9 @@ use std::os::fd::FromRawFd;
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::flow::{Budget, OutputTx, Progress, SINK_BUDGET};
 
 /// A line longer than this is cut, so one runaway rank cannot hold the others' output forever.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -216,7 +221,7 @@ pub const STDERR: DestinationId = 1;
 /// The writer thread and the channel into it.
 #[derive(Debug)]
 pub struct OutputSink {
-    tx: Option<UnboundedSender<(DestinationId, Vec<u8>)>>,
+    tx: Option<OutputTx>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -224,15 +229,17 @@ impl OutputSink {
     /// Starts the writer; `files` become destinations 2, 3, ... in order.
     pub fn start(files: Vec<File>) -> Self {
         let (tx, rx) = unbounded_channel();
+        let budget = Budget::new(SINK_BUDGET);
+        let written = Arc::clone(&budget);
         let thread = std::thread::Builder::new()
             .name("gangway-output".into())
-            .spawn(move || write_loop(files, rx))
+            .spawn(move || write_loop(files, rx, &written))
             .ok();
-        OutputSink { tx: Some(tx), thread }
+        OutputSink { tx: Some(OutputTx::new(tx, budget)), thread }
     }
 
     /// A sender for a reader task.
-    pub fn sender(&self) -> Option<UnboundedSender<(DestinationId, Vec<u8>)>> {
+    pub fn sender(&self) -> Option<OutputTx> {
         self.tx.clone()
     }
 
@@ -245,13 +252,19 @@ impl OutputSink {
     }
 }
 
-fn write_loop(files: Vec<File>, mut rx: UnboundedReceiver<(DestinationId, Vec<u8>)>) {
+fn write_loop(
+    files: Vec<File>,
+    mut rx: UnboundedReceiver<(DestinationId, Vec<u8>)>,
+    budget: &Budget,
+) {
     // SAFETY: fds 1 and 2 are open for the life of the process; ManuallyDrop keeps them open.
     let std_streams = unsafe {
         [ManuallyDrop::new(File::from_raw_fd(1)), ManuallyDrop::new(File::from_raw_fd(2))]
     };
     let mut broken = vec![false; files.len() + 2];
     while let Some((dest, bytes)) = rx.blocking_recv() {
+        // Written or dropped, the bytes leave the queue: room for more.
+        let _room = GiveBack(budget, bytes.len());
         if broken.get(dest).copied().unwrap_or(true) {
             continue;
         }
@@ -269,12 +282,23 @@ fn write_loop(files: Vec<File>, mut rx: UnboundedReceiver<(DestinationId, Vec<u8
     }
 }
 
-/// Copies one rank stream into the sink, whole lines at a time, until end of file.
+/// Gives bytes back to a budget when dropped.
+struct GiveBack<'a>(&'a Budget, usize);
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        self.0.give(self.1);
+    }
+}
+
+/// Copies one rank stream into the sink, whole lines at a time, until end of file; reading
+/// waits while the sink's budget is spent, so the rank blocks on a full pipe meanwhile.
 pub async fn pump(
     mut source: impl AsyncRead + Unpin,
     mut assembler: LineAssembler,
     dest: DestinationId,
-    sink: UnboundedSender<(DestinationId, Vec<u8>)>,
+    sink: OutputTx,
+    progress: Arc<Progress>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -282,16 +306,17 @@ pub async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        progress.read(n);
         let mut out = Vec::new();
         assembler.push(&buf[..n], &mut out);
-        if !out.is_empty() && sink.send((dest, out)).is_err() {
+        if !out.is_empty() && sink.send_when_room((dest, out), &progress).await.is_err() {
             return;
         }
     }
     let mut out = Vec::new();
     assembler.finish(&mut out);
     if !out.is_empty() {
-        let _ = sink.send((dest, out));
+        let _ = sink.send_when_room((dest, out), &progress).await;
     }
 }
 

@@ -19,10 +19,10 @@ use gangway_topology::Placement;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::JoinSet;
-use tokio::time::timeout;
 
+use crate::flow::{self, OutputTx, Progress};
 use crate::input::InputMode;
 use crate::output::{self, DestinationId, LineAssembler};
 use crate::pmi::server::PmiServer;
@@ -68,7 +68,8 @@ pub enum ExitReport {
     /// As soon as it is seen; the owner waits for output at the end ([`NodeRanks::drain_output`]).
     /// A failed rank stops the job at once even if something it started holds its pipes.
     AtOnce,
-    /// Once its last output went to the sink, waiting at most this long: for a proxy, whose
+    /// Once its last output went to the sink, waiting at most this long without any of it
+    /// moving (a slow reader is waited for, an escaped holder of a pipe is not): for a proxy, whose
     /// output and exits travel up one ordered link, so the launcher never waits for
     /// stragglers (a child still holding the pipe is cut off).
     AfterOutput(Duration),
@@ -105,8 +106,9 @@ pub struct NodeLaunch<'a> {
     pub direct_output: bool,
     /// Where each rank's output goes, by rank (not used with `direct_output`).
     pub output: &'a dyn Fn(u32) -> RankOutput,
-    /// Where the pumps send output, tagged with its destination.
-    pub sink: UnboundedSender<(DestinationId, Vec<u8>)>,
+    /// Where the pumps send output, tagged with its destination: they read a rank's pipe only
+    /// while its budget has room ([`crate::flow`]).
+    pub sink: OutputTx,
     pub exit_report: ExitReport,
 }
 
@@ -141,6 +143,8 @@ pub struct NodeRanks {
     /// One task per rank: its exit, then (or before, with `AfterOutput`) its output pumps.
     /// Dropping the set cuts off whatever still pumps.
     watchers: JoinSet<()>,
+    /// How each rank's pumps are doing, for the wait for their last output.
+    progress: Vec<std::sync::Arc<Progress>>,
 }
 
 /// Makes this process fit to parent ranks. Call it before creating anything a rank must not
@@ -166,6 +170,7 @@ pub async fn start(
         exits,
         stdin: Vec::new(),
         watchers: JoinSet::new(),
+        progress: Vec::new(),
     };
     for (local_rank, &rank) in launch.ranks.iter().enumerate() {
         let identity = RankIdentity {
@@ -218,14 +223,29 @@ pub async fn start(
         };
         ranks.pids.push((rank, process.pid));
         let mut pumps = JoinSet::new();
+        let progress = Progress::new();
+        ranks.progress.push(progress.clone());
         if process.stdout.is_some() || process.stderr.is_some() {
             let RankOutput { stdout: (out_dest, out_lines), stderr: (err_dest, err_lines) } =
                 (launch.output)(rank);
+            let sink = &launch.sink;
             if let Some(stdout) = process.stdout {
-                pumps.spawn(output::pump(stdout, out_lines, out_dest, launch.sink.clone()));
+                pumps.spawn(output::pump(
+                    stdout,
+                    out_lines,
+                    out_dest,
+                    sink.clone(),
+                    progress.clone(),
+                ));
             }
             if let Some(stderr) = process.stderr {
-                pumps.spawn(output::pump(stderr, err_lines, err_dest, launch.sink.clone()));
+                pumps.spawn(output::pump(
+                    stderr,
+                    err_lines,
+                    err_dest,
+                    sink.clone(),
+                    progress.clone(),
+                ));
             }
         }
         ranks.stdin.extend(process.stdin.map(|pipe| (rank, pipe)));
@@ -234,14 +254,14 @@ pub async fn start(
         let report = launch.exit_report;
         ranks.watchers.spawn(async move {
             let end = watch.wait().await;
-            let all_output = async { while pumps.join_next().await.is_some() {} };
             match report {
                 ExitReport::AtOnce => {
                     let _ = exit_tx.send((rank, end));
-                    all_output.await;
+                    while pumps.join_next().await.is_some() {}
                 }
-                ExitReport::AfterOutput(limit) => {
-                    let _ = timeout(limit, all_output).await;
+                ExitReport::AfterOutput(idle) => {
+                    // As long as the output moves: a slow reader is no reason to lose any.
+                    flow::drain(&mut pumps, std::slice::from_ref(&progress), idle).await;
                     let _ = exit_tx.send((rank, end));
                 }
             }
@@ -251,11 +271,12 @@ pub async fn start(
 }
 
 impl NodeRanks {
-    /// Waits, at most `limit`, until every exited rank's output has reached the sink; what
-    /// still pumps after that is cut off. Afterwards nothing here holds the sink, so a writer
-    /// thread waiting for its senders to go can finish.
-    pub async fn drain_output(&mut self, limit: Duration) {
-        let _ = timeout(limit, async { while self.watchers.join_next().await.is_some() {} }).await;
+    /// Waits until every exited rank's output has reached the sink, as long as it moves (a slow
+    /// reader of the output waits its turn), and at most `idle` while nothing moves; what still
+    /// pumps after that is cut off. Afterwards nothing here holds the sink, so a writer thread
+    /// waiting for its senders to go can finish.
+    pub async fn drain_output(&mut self, idle: Duration) {
+        flow::drain(&mut self.watchers, &self.progress, idle).await;
         self.cut_off().await;
     }
 

@@ -8,6 +8,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gangway_link::Psk;
@@ -21,6 +22,7 @@ use super::fan_out::{self, Links, never_called_back};
 use super::protocol::{Down, Envelope, FrameError, RemoteEnd, Stream, Subtree, Up};
 use crate::binding::{self, Machine};
 use crate::bootstrap::RemoteCommand;
+use crate::flow::{Budget, NODE_WINDOW, OutputTx};
 use crate::output::LineAssembler;
 use crate::pmi::node::{JobInfo, NodeInput};
 use crate::pmi::server::{PmiServer, ToRoot};
@@ -28,7 +30,8 @@ use crate::ranks::{self, ExitReport, NodeLaunch, NodeRanks, RankOutput};
 use crate::signals;
 use crate::spawn::ProcessEnd;
 
-/// How long a rank's output may lag behind its exit (only an escaped child can hold the pipe).
+/// How long a rank's output may lag behind its exit without moving (only an escaped child
+/// holding the pipe can make it wait that long; a slow reader of the output does not).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a proxy waits for its parent to answer at start.
@@ -244,6 +247,8 @@ struct LocalRanks {
     stdin: Vec<UnboundedSender<Option<Vec<u8>>>>,
     /// Keeps the ranks' output pumps running; dropping it cuts them off.
     _started: Option<NodeRanks>,
+    /// The output sent up that the launcher has not credited back yet (`Down::Credit`).
+    window: Arc<Budget>,
 }
 
 impl LocalRanks {
@@ -260,6 +265,7 @@ impl LocalRanks {
             pmi: None,
             stdin: Vec::new(),
             _started: None,
+            window: Budget::new(NODE_WINDOW),
         }
     }
 
@@ -303,8 +309,11 @@ impl LocalRanks {
         let cwd = job.cwd.as_ref().map(|c| PathBuf::from(OsString::from_vec(c.clone())));
 
         // Output goes up as (rank, stream) chunks of whole lines: tag 2 * rank is the rank's
-        // stdout, 2 * rank + 1 its stderr.
-        let (out_tx, mut out_rx) = unbounded_channel::<(usize, Vec<u8>)>();
+        // stdout, 2 * rank + 1 its stderr. At most a window of it not yet credited back by the
+        // launcher (`Down::Credit`): the ranks' pipes wait meanwhile.
+        let (raw_out, mut out_rx) = unbounded_channel::<(usize, Vec<u8>)>();
+        let window = Budget::new(NODE_WINDOW);
+        let out_tx = OutputTx::new(raw_out, Arc::clone(&window));
         let up_out = up.clone();
         tokio::spawn(async move {
             while let Some((tag, bytes)) = out_rx.recv().await {
@@ -371,6 +380,7 @@ impl LocalRanks {
             pmi: Some(pmi),
             stdin,
             _started: Some(started),
+            window,
         })
     }
 
@@ -404,6 +414,7 @@ impl LocalRanks {
             Down::Ping(seq) => {
                 let _ = up.send(Up::Pong { node_id, seq: *seq });
             }
+            Down::Credit(bytes) => self.window.give(usize::try_from(*bytes).unwrap_or(usize::MAX)),
             Down::Start(_) => {}
         }
     }

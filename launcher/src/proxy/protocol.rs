@@ -18,7 +18,8 @@ use crate::pmi::server::{PmiEvent, PmiMode};
 use crate::pmi::wire::{Reply, Request};
 
 /// Bumped on any change to these messages; a proxy of another version is refused by name.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: output is credited back ([`Down::Credit`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest message accepted: a fence can carry every rank's business card (bounded by the
 /// KVS limits, `pmi::limits`).
@@ -190,6 +191,9 @@ pub enum Down {
     /// Send this signal to every local rank's process group.
     Signal(i32),
     Ping(u64),
+    /// The launcher took this many bytes of the receiving proxy's output into its own budget:
+    /// the proxy may send that much more (see [`crate::flow`]).
+    Credit(u64),
 }
 
 /// A down message and who it is for.
@@ -224,6 +228,8 @@ pub enum Up {
     Output {
         rank: u32,
         stream: Stream,
+        /// As one byte string: a sequence of u8 costs a call per byte each way.
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     Exited {

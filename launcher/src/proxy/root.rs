@@ -22,6 +22,7 @@ pub use super::plan::ClusterPlan;
 use super::plan::{node_jobs, proxy_tree};
 use super::protocol::{Down, Envelope, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up};
 use crate::bootstrap::{Bootstrap, RemoteCommand};
+use crate::flow::Progress;
 use crate::input::InputMode;
 use crate::job::{JobReport, JobSpec, LaunchError};
 use crate::output::{self, DestinationId, OutputSink};
@@ -111,13 +112,33 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     };
     let policy = StopPolicy::new(spec.ntasks as usize, rules, Instant::now());
     let signals = ProxySignals { down: down.clone() };
+    // Rank output from the proxies enters the writer's budget through one task, which credits
+    // each node back once its bytes are in: a node never has more than a window of output on
+    // its way, and a slow writer slows the ranks down instead of filling this process.
+    let (to_writer, mut from_proxies) =
+        unbounded_channel::<(Option<u32>, Option<DestinationId>, Vec<u8>)>();
+    let credits = {
+        let (out, down) = (out.clone(), down.clone());
+        tokio::spawn(async move {
+            let progress = Progress::new();
+            while let Some((node, dest, bytes)) = from_proxies.recv().await {
+                let n = bytes.len() as u64;
+                if let Some(dest) = dest {
+                    let _ = out.send_when_room((dest, bytes), &progress).await;
+                }
+                if let Some(node) = node {
+                    let _ = down.send(Envelope { to: Some(node), msg: Down::Credit(n) });
+                }
+            }
+        })
+    };
     let mut run = ClusterRun {
         sup: Supervisor::new(policy, signals, &say),
         say: &say,
         nodes: NodeTable::new(&plan, &jobs, top.address),
         pmi_root: RootPmi::new(plan.nodes.len() as u32),
         rank_output: &routes.rank,
-        out: out.clone(),
+        to_writer,
         down: down.clone(),
         spec: &spec,
         plan: &plan,
@@ -146,14 +167,16 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     if spec.verbose {
         say(run.sup.policy().summary(started.elapsed()));
     }
-    // Every rank's output arrived before its exit (the proxies see to that). Closing the
-    // connections ends the proxies, which kill whatever their ranks left.
+    let report = job_report(run.sup.policy(), &spec.program);
+    // Every rank's output arrived before its exit (the proxies see to that); it is all in the
+    // writer's queue once the credit task is done (it ends with the run's sender). Closing the
+    // connections then ends the proxies, which kill whatever their ranks left.
+    drop(run);
+    let _ = credits.await;
     drop(down);
     for s in &top.sessions {
         s.terminate();
     }
-    let report = job_report(run.sup.policy(), &spec.program);
-    drop(run);
     drop(out);
     sink.finish();
     Ok(report)
@@ -282,7 +305,8 @@ struct ClusterRun<'a> {
     pmi_root: RootPmi,
     /// Per rank: (stdout, stderr) destinations.
     rank_output: &'a [(DestinationId, DestinationId)],
-    out: UnboundedSender<(DestinationId, Vec<u8>)>,
+    /// Rank output for the writer, with the node to credit for it.
+    to_writer: UnboundedSender<(Option<u32>, Option<DestinationId>, Vec<u8>)>,
     down: UnboundedSender<Envelope>,
     spec: &'a JobSpec,
     plan: &'a ClusterPlan,
@@ -351,9 +375,12 @@ impl ClusterRun<'_> {
                 });
             }
             Up::Output { rank, stream, bytes } => {
-                if let Some(&(o, e)) = self.rank_output.get(rank as usize) {
-                    let _ = self.out.send((if stream == Stream::Stdout { o } else { e }, bytes));
-                }
+                let dest = self
+                    .rank_output
+                    .get(rank as usize)
+                    .map(|&(o, e)| if stream == Stream::Stdout { o } else { e });
+                let node = self.plan.node_of_rank.get(rank as usize).copied();
+                let _ = self.to_writer.send((node, dest, bytes));
             }
             Up::Exited { rank, pid, end } => {
                 self.sup.policy_mut().set_pid(rank, pid);

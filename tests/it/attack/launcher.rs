@@ -1,7 +1,7 @@
 //! Attacks on the launcher: another user on the node hijacking a `--pmi=port` job, idle
 //! connections stalling the proxies' call-back, an eavesdropper on the call-back, a rank
-//! flooding the KVS, and the exit code of ranks that leave without finalize (it must not
-//! depend on timing).
+//! flooding the KVS, ranks writing output faster than it can be written, and the exit code of
+//! ranks that leave without finalize (it must not depend on timing).
 //!
 //! The ranks here are small bash PMI-1 clients (bash's `/dev/tcp` for `PMI_PORT`), so every
 //! byte they send is the test's choice.
@@ -402,4 +402,85 @@ fn a_kvs_flood_is_refused_and_memory_stays_bounded() {
     assert!(stderr.contains("1048576 bytes per rank") && told == 1, "{stderr}");
     // Liveness, not speed: the puts themselves are 180 MB; the launcher must not hold them.
     assert!(peak < 64 * 1024, "the launcher peaked at {} MiB", peak / 1024);
+}
+
+/// Two ranks on two nodes each write 512 MiB of lines as fast as they can, to a launcher whose
+/// stdout is read slowly (64 KiB every 20 ms for the first 10 s, then as fast as it comes). The
+/// ranks wait on their pipes instead of the launcher holding what it cannot write yet: every
+/// byte arrives, and the launcher's peak memory stays small (it once grew with the backlog).
+#[test]
+fn output_faster_than_it_can_be_written_waits_and_the_launchers_memory_stays_bounded() {
+    // 512 MiB in whole 65-byte lines.
+    const PER_RANK: u64 = (512 << 20) / 65 * 65;
+    const SLOW_FOR: Duration = Duration::from_secs(10);
+    let Some(vc) = VCluster::up(2) else { return };
+    let mut cmd = vc.gangway_run();
+    let line = "0123456789abcdef".repeat(4);
+    cmd.args(["--hosts", &vc.hosts(), "-n", "2", "sh", "-c"])
+        .arg(format!("yes {line} | head -c {PER_RANK}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut job = cmd.spawn().unwrap();
+    let pid = job.id() as i32;
+    let mut stdout = job.stdout.take().unwrap();
+    let mut stderr = job.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // Bounded: a launcher that stops sending must fail the test, not hang it.
+    let watchdog = {
+        let done = Arc::new(Mutex::new(false));
+        let flag = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !*flag.lock().unwrap() {
+                if start.elapsed() > Duration::from_secs(300) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        done
+    };
+    let started = Instant::now();
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut total, mut peak, mut reads) = (0u64, 0u64, 0u64);
+    let mut last_line_ok = true;
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        total += n as u64;
+        reads += 1;
+        last_line_ok &= buf[..n].iter().all(|b| *b == b'\n' || b.is_ascii_hexdigit());
+        if reads % 64 == 0 {
+            peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+        }
+        if started.elapsed() < SLOW_FOR {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let status = job.wait().unwrap();
+    *watchdog.lock().unwrap() = true;
+    let stderr = errors.join().unwrap();
+    eprintln!(
+        "output back-pressure: {} MiB from 2 ranks on 2 nodes, read slowly for {} s then fast, in {:.1} s; launcher peak RSS {} MiB",
+        total >> 20,
+        SLOW_FOR.as_secs(),
+        started.elapsed().as_secs_f64(),
+        peak / 1024
+    );
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(total, 2 * PER_RANK, "every byte arrived\n{stderr}");
+    assert!(last_line_ok, "only whole lines of the ranks' text");
+    // Memory, not time: the backlog alone would have been hundreds of MiB.
+    assert!(peak > 0 && peak < 64 * 1024, "the launcher peaked at {} MiB", peak / 1024);
 }

@@ -416,3 +416,50 @@ fn a_requeued_multi_node_job_starts_again_only_once_its_surviving_nodes_ended_it
     let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
     assert!(shown.contains("released"), "{shown}");
 }
+
+/// A batch job that named its node (`-w node2`) loses it: it is requeued but never avoids it,
+/// waits `NodeDown` while the node is away (not forever after: it once did), and runs again
+/// there, once, when the node's agent is back.
+#[test]
+fn a_job_that_named_its_lost_node_runs_there_again_when_it_returns() {
+    let Some(mut m) = Managed::up(2) else { return };
+    let log = m.dir.join("ticks-named.log");
+    let out = m
+        .cli()
+        .args(["batch", "--parsable", "-w", "node2", "-n", "1", "-o", "/dev/null", "--wrap"])
+        .arg(tick_script(&log, 300, 10, false))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_until("the job ticking on node2", Duration::from_secs(30), || {
+        read_ticks(&log).attempts.get(&0).is_some_and(|(_, t)| t.len() >= 3)
+    });
+    assert_eq!(node_of(&m, id), "node2");
+    kill(Pid::from_raw(agent_pid(&m, 2)), Signal::SIGKILL).unwrap();
+    wait_until("the job requeued", Duration::from_secs(30), || {
+        m.job(id)["attempt"].as_u64().unwrap_or(0) >= 2
+    });
+    // Away for a while: it waits for its node, nowhere else.
+    std::thread::sleep(Duration::from_secs(2));
+    let waiting = m.job(id);
+    assert_eq!(
+        (waiting["state"].as_str(), waiting["reason"].as_str()),
+        (Some("PENDING"), Some("NodeDown")),
+        "{waiting}"
+    );
+    let back = std::time::Instant::now();
+    m.start_agent(2);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let t = read_ticks(&log);
+    let j = m.job(id);
+    eprintln!(
+        "-w after the node returned: completed there {:.1} s after its agent was restarted; {t}",
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{t}");
+    assert_eq!(j["nodes"][0], "node2", "{j}");
+    assert_eq!(t.done, 1, "{t}");
+    assert!(t.attempts.values().all(|(n, _)| n == "node2"), "{t}");
+    assert!(t.max_overlap() <= 0.0, "{t}");
+}

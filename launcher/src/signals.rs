@@ -137,7 +137,8 @@ mod tests {
             })
         };
         while !stopped() {
-            rt().block_on(tokio::time::sleep(Duration::from_millis(1)));
+            // The sleep is made inside the runtime: tokio's timers need one.
+            rt().block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
         }
         kill(pid, Signal::SIGTSTP).expect("tstp");
         let started = Instant::now();

@@ -12,7 +12,6 @@ use gangway_link::{LinkError, Opener, Sealer};
 
 use crate::auth::UserToken;
 use crate::controller::config::DEFAULT_SOCKET;
-use crate::exit_code;
 use crate::protocol::{Reply, Request};
 use crate::wire::Preamble;
 
@@ -44,13 +43,6 @@ pub enum ClientError {
     Broken(String),
     #[error("the controller sent something unreadable: {0}")]
     Garbled(String),
-}
-
-impl ClientError {
-    /// The exit code a command ends with for this error.
-    pub fn exit_code(&self) -> u8 {
-        exit_code::NO_CONTROLLER
-    }
 }
 
 /// Where the controller is, from `GANGWAY_CONTROLLER` or the default socket.
@@ -275,27 +267,5 @@ fn check_server(stream: &UnixStream, target: &str) -> Result<(), ClientError> {
         Ok(())
     } else {
         Err(ClientError::Impostor { target: target.to_string(), uid: cred.uid() })
-    }
-}
-
-/// Connects, asks, and turns the answer into an exit code: prints errors, hands the rest over.
-pub fn ask(request: &Request) -> Result<Reply, u8> {
-    answer(Client::connect().and_then(|mut client| client.call(request)))
-}
-
-/// Turns an answer into an exit code: prints errors, hands the rest over.
-pub fn answer(result: Result<Reply, ClientError>) -> Result<Reply, u8> {
-    match result {
-        Ok(Reply::Error { code, message }) => {
-            for line in message.lines() {
-                eprintln!("gangway: error: {line}");
-            }
-            Err(code)
-        }
-        Ok(reply) => Ok(reply),
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            Err(e.exit_code())
-        }
     }
 }

@@ -1,10 +1,14 @@
 //! The exit codes of `gangway`, as named constants (documented in docs/exit-codes.md).
 //!
 //! When a rank fails, `gangway run` exits with that rank's own code (or 128 + the signal that
-//! killed it), the way a shell reports a command; its own failures use the codes below.
+//! killed it), the way a shell reports a command; its own failures use the codes below. A
+//! command's failure ([`CliError`]) becomes its code here, in [`for_error`], and nowhere else.
 
 use gangway_launcher::exit_status::exit_byte;
-use gangway_launcher::job::{JobEnd, JobReport};
+use gangway_launcher::job::{JobEnd, JobReport, LaunchError};
+use gangway_launcher::spawn::ProgramError;
+
+use crate::cli::error::{CliError, RefusalKind};
 
 /// Every rank exited 0.
 pub const SUCCESS: u8 = 0;
@@ -62,6 +66,58 @@ pub fn for_report(report: &JobReport) -> u8 {
     }
 }
 
+/// The exit code a command ends with when it fails.
+pub fn for_error(error: &CliError) -> u8 {
+    match error {
+        CliError::Usage(_) => USAGE,
+        CliError::Client(_) => NO_CONTROLLER,
+        CliError::Refused(refusal) => for_refusal(refusal.kind),
+        CliError::UnexpectedReply(_) | CliError::Failed(_) => FAILURE,
+        CliError::JobEnded(_) => JOB_ENDED,
+        CliError::CannotPlace(_) => CANNOT_PLACE,
+        CliError::Program(e) | CliError::Launch(LaunchError::Program(e)) => for_program(e),
+        CliError::Launch(_) | CliError::LaunchFailed(_) | CliError::Proxy(_) => LAUNCH_FAILED,
+        CliError::Spawn { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => NOT_FOUND,
+            _ => NOT_EXECUTABLE,
+        },
+    }
+}
+
+fn for_program(error: &ProgramError) -> u8 {
+    match error {
+        ProgramError::NotExecutable(_) => NOT_EXECUTABLE,
+        ProgramError::NotInPath(_) | ProgramError::Missing(_) => NOT_FOUND,
+    }
+}
+
+fn for_refusal(kind: RefusalKind) -> u8 {
+    match kind {
+        RefusalKind::Usage => USAGE,
+        RefusalKind::PermissionDenied => PERMISSION_DENIED,
+        RefusalKind::NoNewWork => NO_NEW_WORK,
+        RefusalKind::CannotPlace => CANNOT_PLACE,
+        RefusalKind::JobEnded => JOB_ENDED,
+        RefusalKind::Failure => FAILURE,
+        RefusalKind::Other(code) => code,
+    }
+}
+
+impl RefusalKind {
+    /// The kind of a refusal from the exit code the controller's reply carries.
+    pub fn of_code(code: u8) -> RefusalKind {
+        match code {
+            USAGE => RefusalKind::Usage,
+            PERMISSION_DENIED => RefusalKind::PermissionDenied,
+            NO_NEW_WORK => RefusalKind::NoNewWork,
+            CANNOT_PLACE => RefusalKind::CannotPlace,
+            JOB_ENDED => RefusalKind::JobEnded,
+            FAILURE => RefusalKind::Failure,
+            other => RefusalKind::Other(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +136,28 @@ mod tests {
         assert_eq!(for_report(&report(JobEnd::Aborted { rank: 0, code: 256 })), 1);
         assert_eq!(for_report(&report(JobEnd::Success)), SUCCESS);
         assert_eq!(for_report(&report(JobEnd::TimeLimit)), TIME_LIMIT);
+    }
+
+    #[test]
+    fn a_refusal_ends_with_the_code_the_controller_sent() {
+        for code in [FAILURE, USAGE, PERMISSION_DENIED, NO_NEW_WORK, CANNOT_PLACE, JOB_ENDED, 7] {
+            let refusal = crate::cli::error::Refusal {
+                kind: RefusalKind::of_code(code),
+                message: String::new(),
+            };
+            assert_eq!(for_error(&CliError::Refused(refusal)), code);
+        }
+        assert_eq!(RefusalKind::of_code(PERMISSION_DENIED), RefusalKind::PermissionDenied);
+    }
+
+    #[test]
+    fn programs_that_cannot_run_keep_a_shells_codes() {
+        let missing = ProgramError::NotInPath("x".into());
+        assert_eq!(for_error(&CliError::Program(missing)), NOT_FOUND);
+        let denied = LaunchError::Program(ProgramError::NotExecutable("x".into()));
+        assert_eq!(for_error(&CliError::Launch(denied)), NOT_EXECUTABLE);
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let spawn = CliError::Spawn { program: "x".into(), source: other };
+        assert_eq!(for_error(&spawn), NOT_EXECUTABLE);
     }
 }

@@ -1,33 +1,57 @@
-//! Entry point: parse the command line, run the subcommand, turn the outcome into an exit code.
+//! Entry point: parse the command line, run the subcommand, and turn its outcome into an exit
+//! code; the one place a command's failure is printed.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gangway::cli::{Cli, Command};
+use gangway::cli::error::CliError;
+use gangway::cli::{self, Cli, Command};
+use gangway::exit_code;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Run(args) => gangway::cli::run::main(*args),
-        Command::Topology(args) => gangway::cli::topology::main(args),
-        Command::Proxy(args) => gangway::cli::proxy::main(args),
-        Command::Alloc(args) => gangway::cli::alloc::main(*args),
-        Command::Batch(args) => gangway::cli::batch::main(*args),
-        Command::Queue(args) => gangway::cli::query::queue(args),
-        Command::Cancel(args) => gangway::cli::control::cancel(args),
-        Command::Nodes(args) => gangway::cli::query::nodes(args),
-        Command::Show(args) => gangway::cli::query::show(args),
-        Command::History(args) => gangway::cli::query::history(args),
-        Command::Hold(args) => gangway::cli::control::hold(args, true),
-        Command::Release(args) => gangway::cli::control::hold(args, false),
-        Command::Drain(args) => gangway::cli::control::drain(args),
-        Command::Resume(args) => gangway::cli::control::resume(args),
-        Command::Token(args) => gangway::cli::control::token(args),
-        Command::Keygen(args) => gangway::cli::control::keygen(args),
-        Command::Controller(args) => gangway::cli::controller::controller(args),
-        Command::Agent(args) => gangway::cli::controller::agent(*args),
-        Command::Fence => gangway::agent::fence::main(),
-        Command::Simulate(args) => gangway::cli::simulate::main(*args),
+    let done = |()| exit_code::SUCCESS;
+    let result = match Cli::parse().command {
+        Command::Run(args) => cli::run::main(*args),
+        Command::Topology(args) => cli::topology::main(args).map(done),
+        Command::Proxy(args) => cli::proxy::main(args).map(done),
+        Command::Alloc(args) => cli::alloc::main(*args),
+        Command::Batch(args) => cli::batch::main(*args).map(done),
+        Command::Queue(args) => cli::queue::main(args).map(done),
+        Command::Cancel(args) => cli::cancel::main(args).map(done),
+        Command::Nodes(args) => cli::nodes::main(args).map(done),
+        Command::Show(args) => cli::show::main(args).map(done),
+        Command::History(args) => cli::history::main(args).map(done),
+        Command::Hold(args) => cli::hold::main(args, true).map(done),
+        Command::Release(args) => cli::hold::main(args, false).map(done),
+        Command::Drain(args) => cli::drain::drain(args).map(done),
+        Command::Resume(args) => cli::drain::resume(args).map(done),
+        Command::Token(args) => cli::token::main(args).map(done),
+        Command::Keygen(args) => cli::keygen::main(args).map(done),
+        Command::Controller(args) => cli::controller::main(args).map(done),
+        Command::Agent(args) => cli::agent::main(*args).map(done),
+        Command::Fence => Ok(gangway::agent::fence::main()),
+        Command::Simulate(args) => cli::simulate::main(*args).map(done),
     };
-    ExitCode::from(code)
+    ExitCode::from(match result {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            exit_code::for_error(&error)
+        }
+    })
+}
+
+/// Prints why a command failed, the way each kind has always been printed.
+fn report(error: &CliError) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = match error {
+        // The controller's refusals hold one problem per line (a cancel of several jobs).
+        CliError::Refused(refusal) => {
+            refusal.message.lines().try_for_each(|line| writeln!(stderr, "gangway: error: {line}"))
+        }
+        CliError::JobEnded(news) => writeln!(stderr, "gangway: {news}"),
+        CliError::Proxy(message) => writeln!(stderr, "{message}"),
+        other => writeln!(stderr, "gangway: error: {other}"),
+    };
 }

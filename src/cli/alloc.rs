@@ -2,14 +2,20 @@
 //! a shell in it, and gives it back when that ends.
 
 use std::ffi::OsString;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
 use gangway_launcher::exit_status::RankStatus;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::unistd::Pid;
 
+use super::allocation::wait_for_grant;
+use super::error::CliError;
 use super::shape::ShapeArgs;
-use crate::client::{Client, ClientError};
-use crate::exit_code;
+use super::submission::{command_name, submit_dir, submitter_umask};
+use crate::client::Client;
 use crate::protocol::{Grant, JobKind, Reply, Request, Submission};
 
 const EXAMPLES: &str = "\
@@ -33,33 +39,31 @@ pub struct AllocArgs {
     pub command: Vec<OsString>,
 }
 
-/// Runs `gangway alloc`.
-pub fn main(args: AllocArgs) -> u8 {
-    let shape = match args.shape.to_shape() {
-        Ok(s) => s,
-        Err(m) => {
-            eprintln!("gangway: error: {m}");
-            return exit_code::USAGE;
-        }
-    };
+/// What the command's wait is woken by.
+enum AllocEvent {
+    /// The command exited (not reaped yet).
+    CommandExited,
+    /// The controller ended the job under the command (cancel, time limit, node loss).
+    JobEnded(String),
+}
+
+/// How long a command hung up on (its job ended) gets before it is killed.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `gangway alloc`; returns the command's exit code.
+pub fn main(args: AllocArgs) -> Result<u8, CliError> {
+    let shape = args.shape.to_shape()?.to_protocol();
     let command: Vec<OsString> = if args.command.is_empty() {
         vec![std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into())]
     } else {
         args.command.clone()
     };
     let display = command.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join(" ");
-    let cwd =
-        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "/".into());
     let sub = Submission {
         kind: JobKind::Alloc,
-        name: args.shape.job_name.clone().unwrap_or_else(|| {
-            std::path::Path::new(&command[0])
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "alloc".into())
-        }),
+        name: args.shape.job_name.clone().unwrap_or_else(|| command_name(&command[0], "alloc")),
         shape,
-        cwd,
+        cwd: submit_dir(),
         env: Vec::new(),
         script: None,
         args: Vec::new(),
@@ -68,21 +72,12 @@ pub fn main(args: AllocArgs) -> u8 {
         error: None,
         requeue: false,
         hold: args.shape.hold,
-        umask: Some(super::batch::submitter_umask()),
+        umask: Some(submitter_umask()),
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
     };
-    let mut client = match Client::connect() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            return e.exit_code();
-        }
-    };
-    let grant = match wait_for_grant(&mut client, sub, args.quiet) {
-        Ok(g) => g,
-        Err(code) => return code,
-    };
+    let mut client = Client::connect()?;
+    let grant = wait_for_grant(&mut client, sub, args.quiet)?;
     eprintln!("gangway: granted job {} on {}", grant.job, node_list(&grant));
     let target = client.target.clone();
     let mut cmd = std::process::Command::new(&command[0]);
@@ -93,54 +88,52 @@ pub fn main(args: AllocArgs) -> u8 {
     cmd.env("GANGWAY_CONTROLLER", &target);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gangway: error: cannot start {}: {e}", command[0].to_string_lossy());
+        Err(source) => {
             let _ = client.call(&Request::Done { exit_code: 127 });
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                exit_code::NOT_FOUND
-            } else {
-                exit_code::NOT_EXECUTABLE
-            };
+            let program = command[0].to_string_lossy().into_owned();
+            return Err(CliError::Spawn { program, source });
         }
     };
-    // Watch the connection: the job may end under the command (cancel, time limit, node loss).
     let (mut link, mut replies) = client.split();
-    let (ended_tx, ended_rx) = std::sync::mpsc::channel::<String>();
+    let (events, woken) = mpsc::channel();
+    // Watch the connection: the job may end under the command.
+    let ended = events.clone();
     std::thread::spawn(move || {
         while let Ok(reply) = replies.recv() {
             if let Reply::Ended { id, state, reason } = reply {
-                let _ = ended_tx.send(format!("job {id} ended: {state} ({reason})"));
+                let _ =
+                    ended.send(AllocEvent::JobEnded(format!("job {id} ended: {state} ({reason})")));
                 return;
             }
         }
     });
-    // Only this thread touches the child, so a signal never reaches a reaped (reused) pid.
-    let mut hung_up: Option<std::time::Instant> = None;
+    // Watch the command without reaping it (WNOWAIT): only this thread reaps the child, after
+    // its last signal, so a signal never reaches a reused pid.
+    let pid = Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+        let _ = events.send(AllocEvent::CommandExited);
+    });
     let mut ended = None;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        if ended.is_none()
-            && let Ok(message) = ended_rx.try_recv()
-        {
-            ended = Some(message);
-            // Hang up on the command as a closing terminal would; kill it after a grace.
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
-            hung_up = Some(std::time::Instant::now());
-        }
-        if hung_up.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+    if let Ok(AllocEvent::JobEnded(message)) = woken.recv() {
+        ended = Some(message);
+        // Hang up on the command as a closing terminal would; kill it after a grace.
+        let _ = kill(pid, Signal::SIGHUP);
+        if woken.recv_timeout(HANGUP_GRACE).is_err() {
             let _ = child.kill();
         }
-        #[expect(clippy::disallowed_methods, reason = "a plain blocking loop: no runtime here")]
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    if let Some(message) = ended.or_else(|| ended_rx.try_recv().ok()) {
-        eprintln!("gangway: {message}");
-        return exit_code::JOB_ENDED;
+    }
+    let status = child.wait().ok();
+    let ended = ended.or_else(|| {
+        woken.try_iter().find_map(|event| match event {
+            AllocEvent::JobEnded(message) => Some(message),
+            AllocEvent::CommandExited => None,
+        })
+    });
+    if let Some(message) = ended {
+        return Err(CliError::JobEnded(message));
     }
     let code = match status {
         Some(s) => RankStatus::of(s).map_or(128, RankStatus::shell_code),
@@ -149,67 +142,10 @@ pub fn main(args: AllocArgs) -> u8 {
     // Tell the controller we are done, on the connection that holds the job.
     let _ = link.send(&Request::Done { exit_code: code });
     eprintln!("gangway: released job allocation");
-    code.clamp(0, 255) as u8
+    Ok(code.clamp(0, 255) as u8)
 }
 
 fn node_list(grant: &Grant) -> String {
     let names: Vec<&str> = grant.nodes.iter().map(|n| n.name.as_str()).collect();
     gangway_launcher::nodes::hostlist::compress(&names).unwrap_or_else(|_| names.join(","))
-}
-
-/// Submits an alloc/run job and waits for its grant, showing the queue position meanwhile.
-pub fn wait_for_grant(client: &mut Client, sub: Submission, quiet: bool) -> Result<Grant, u8> {
-    let fail = |e: ClientError| {
-        eprintln!("gangway: error: {e}");
-        e.exit_code()
-    };
-    client.send(&Request::Submit(Box::new(sub))).map_err(fail)?;
-    wait_granted(client, quiet)
-}
-
-/// Waits on a job's connection for its (next) grant, showing the queue position meanwhile.
-pub fn wait_granted(client: &mut Client, quiet: bool) -> Result<Grant, u8> {
-    let fail = |e: ClientError| {
-        eprintln!("gangway: error: {e}");
-        e.exit_code()
-    };
-    let bar = (!quiet).then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    });
-    let result = loop {
-        match client.recv() {
-            Ok(Reply::Submitted { id }) => {
-                if let Some(b) = &bar {
-                    b.set_message(format!("job {id} queued, waiting for resources"));
-                }
-            }
-            Ok(Reply::Waiting { id, position, reason }) => {
-                if let Some(b) = &bar {
-                    b.set_message(format!(
-                        "job {id} pending: position {position} in the queue, reason {reason}"
-                    ));
-                }
-            }
-            Ok(Reply::Granted(g)) => break Ok(g),
-            Ok(Reply::Error { code, message }) => {
-                for l in message.lines() {
-                    eprintln!("gangway: error: {l}");
-                }
-                break Err(code);
-            }
-            Ok(Reply::Ended { id, state, reason }) => {
-                eprintln!("gangway: job {id} ended before it started: {state} ({reason})");
-                break Err(exit_code::JOB_ENDED);
-            }
-            Ok(_) => {}
-            Err(e) => break Err(fail(e)),
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    result
 }

@@ -6,11 +6,12 @@ use std::ffi::OsString;
 use clap::{Args, Command, FromArgMatches};
 
 use super::directives::{self, IGNORE_UNKNOWN_FLAG, UnknownDirectives, valid_output_pattern};
+use super::error::{CliError, refused};
 use super::shape::ShapeArgs;
-use crate::client::{self, ClientError};
+use super::submission::submitter_umask;
+use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
-use crate::exit_code;
 use crate::protocol::{JobKind, Reply, Request, Submission};
 use gangway_launcher::rank_env::{ExportPolicy, base_environment};
 
@@ -77,11 +78,8 @@ fn raw_args() -> Vec<OsString> {
 }
 
 /// Runs `gangway batch`.
-pub fn main(first: BatchArgs) -> u8 {
-    let usage = |m: String| {
-        eprintln!("gangway: error: {m}");
-        exit_code::USAGE
-    };
+pub fn main(first: BatchArgs) -> Result<(), CliError> {
+    let usage = |m: String| Err(CliError::Usage(m));
     let raw = raw_args();
     // The script (if any) decides the directives; re-parse with them in front.
     let (text, script_path) = match (&first.wrap, first.script.first()) {
@@ -138,10 +136,7 @@ pub fn main(first: BatchArgs) -> u8 {
         Ok(a) => a,
         Err(e) => return usage(e.to_string().trim_start_matches("error: ").trim().to_string()),
     };
-    let shape = match args.shape.to_shape() {
-        Ok(s) => s,
-        Err(m) => return usage(m),
-    };
+    let shape = args.shape.to_shape()?.to_protocol();
     let cwd = match &args.chdir {
         Some(d) => std::path::Path::new(d).to_path_buf(),
         None => std::env::current_dir().unwrap_or_else(|_| "/".into()),
@@ -174,20 +169,16 @@ pub fn main(first: BatchArgs) -> u8 {
         umask: Some(submitter_umask()),
         idempotency_key: Some(new_key()),
     };
-    match submit(&Request::Submit(Box::new(sub))) {
-        Ok(Reply::Submitted { id }) => {
+    match submit(&Request::Submit(Box::new(sub)))? {
+        Reply::Submitted { id } => {
             if args.parsable {
                 println!("{id}");
             } else {
                 println!("Submitted batch job {id}");
             }
-            exit_code::SUCCESS
+            Ok(())
         }
-        Ok(other) => {
-            eprintln!("gangway: error: unexpected answer {other:?}");
-            exit_code::FAILURE
-        }
-        Err(code) => code,
+        other => Err(CliError::UnexpectedReply(Box::new(other))),
     }
 }
 
@@ -207,11 +198,12 @@ fn new_key() -> String {
 
 /// Sends a submission, sending it again (same idempotency key, so never a second job) when the
 /// connection broke before the answer came: the controller may have stored it, or not.
-fn submit(request: &Request) -> Result<Reply, u8> {
+fn submit(request: &Request) -> Result<Reply, CliError> {
     const RETRIES: [u64; 2] = [200, 1000];
     let mut broke = false;
-    for attempt in 0..=RETRIES.len() {
-        let result = client::Client::connect().and_then(|mut c| c.call(request));
+    let mut waits = RETRIES.iter();
+    loop {
+        let result = Client::connect().and_then(|mut c| c.call(request));
         let retry = match &result {
             Err(e @ ClientError::Broken(_)) => {
                 broke = true;
@@ -221,7 +213,7 @@ fn submit(request: &Request) -> Result<Reply, u8> {
             Err(e @ ClientError::Unreachable { .. }) if broke => Some(e.to_string()),
             _ => None,
         };
-        match (retry, RETRIES.get(attempt)) {
+        match (retry, waits.next()) {
             (Some(why), Some(ms)) => {
                 eprintln!(
                     "gangway: warning: {why}; sending the submission again (it carries the same key, so it cannot create a second job)"
@@ -232,10 +224,9 @@ fn submit(request: &Request) -> Result<Reply, u8> {
                 )]
                 std::thread::sleep(std::time::Duration::from_millis(*ms));
             }
-            _ => return client::answer(result),
+            _ => return refused(result?),
         }
     }
-    Err(exit_code::NO_CONTROLLER)
 }
 
 /// The job's environment per `--export` (the forms `run` takes: ALL, the default; NONE; or a
@@ -260,19 +251,4 @@ pub fn export_env(export: Option<&str>) -> Result<Vec<(String, String)>, String>
         }
     }
     Ok(env)
-}
-
-/// This process's umask, for the job to run with (as Slurm does): read from `/proc` so that it
-/// is never changed, even for a moment.
-pub fn submitter_umask() -> u32 {
-    let from_proc = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        let line = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(line.trim(), 8).ok()
-    });
-    from_proc.unwrap_or_else(|| {
-        // Without /proc: set and restore (commands are single-threaded when they submit).
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-        nix::sys::stat::umask(old);
-        old.bits()
-    }) & 0o777
 }

@@ -1,16 +1,32 @@
-//! The command line: one module per subcommand, each turning clap's flags into a checked request.
+//! The command line: one module per subcommand, each turning clap's flags into a checked request;
+//! beside them the pieces several share (typed flag values, the job shape, the wait for an
+//! allocation, the one error type).
 
+pub mod agent;
 pub mod alloc;
+pub mod allocation;
 pub mod batch;
-pub mod control;
+pub mod cancel;
 pub mod controller;
+pub mod daemon;
 pub mod directives;
+pub mod drain;
+pub mod error;
+pub mod flag_values;
+pub mod history;
+pub mod hold;
+pub mod keygen;
+pub mod nodes;
+pub mod ok_reply;
 pub mod proxy;
 pub mod query;
+pub mod queue;
 pub mod run;
 pub mod shape;
+pub mod show;
 pub mod simulate;
-pub mod step;
+pub mod submission;
+pub mod token;
 pub mod topology;
 
 use clap::{Parser, Subcommand};
@@ -39,31 +55,31 @@ pub enum Command {
     /// Submit a batch script (like sbatch).
     Batch(Box<batch::BatchArgs>),
     /// Pending and running jobs (like squeue).
-    Queue(query::QueueArgs),
+    Queue(queue::QueueArgs),
     /// Cancel jobs, or signal them (like scancel).
-    Cancel(control::CancelArgs),
+    Cancel(cancel::CancelArgs),
     /// The cluster's nodes: state, CPUs, memory, load (like sinfo).
-    Nodes(query::NodesArgs),
+    Nodes(nodes::NodesArgs),
     /// Everything about one job or node (like scontrol show).
-    Show(query::ShowArgs),
+    Show(show::ShowArgs),
     /// Finished jobs with exit codes (like sacct).
-    History(query::HistoryArgs),
+    History(history::HistoryArgs),
     /// Keep pending jobs from starting.
-    Hold(control::JobIds),
+    Hold(hold::JobIds),
     /// Let held jobs start.
-    Release(control::JobIds),
+    Release(hold::JobIds),
     /// Take nodes out of service (administrators).
-    Drain(control::DrainArgs),
+    Drain(drain::DrainArgs),
     /// Put drained nodes back in service (administrators).
-    Resume(control::ResumeArgs),
+    Resume(drain::ResumeArgs),
     /// Print a token for reaching the controller over TCP (GANGWAY_TOKEN), valid for --valid.
-    Token(control::TokenArgs),
+    Token(token::TokenArgs),
     /// Write a new cluster key file.
-    Keygen(control::KeygenArgs),
+    Keygen(keygen::KeygenArgs),
     /// The cluster's controller daemon: queue, allocations, state in SQLite.
     Controller(controller::ControllerArgs),
     /// The per-node daemon: registers, heartbeats, runs job steps.
-    Agent(Box<controller::AgentArgs>),
+    Agent(Box<agent::AgentArgs>),
     /// The agent's fencer (started by the agent itself): kills its jobs when its lease runs out.
     #[command(hide = true)]
     Fence,

@@ -2,6 +2,8 @@
 
 use clap::Args;
 
+use super::error::CliError;
+
 /// Flags of `gangway proxy`.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
@@ -11,19 +13,12 @@ pub struct ProxyArgs {
 }
 
 /// Runs the proxy until its launcher goes away.
-pub fn main(args: ProxyArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gangway proxy: cannot start the runtime: {e}");
-            return crate::exit_code::LAUNCH_FAILED;
-        }
-    };
-    match runtime.block_on(gangway_launcher::proxy::node::run(args.node)) {
-        Ok(()) => crate::exit_code::SUCCESS,
-        Err(e) => {
-            eprintln!("gangway proxy (node {}): {e}", args.node);
-            crate::exit_code::LAUNCH_FAILED
-        }
-    }
+pub fn main(args: ProxyArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Proxy(format!("gangway proxy: cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(gangway_launcher::proxy::node::run(args.node))
+        .map_err(|e| CliError::Proxy(format!("gangway proxy (node {}): {e}", args.node)))
 }

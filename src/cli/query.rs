@@ -1,95 +1,12 @@
-//! `gangway queue`, `nodes`, `show job|node` and `history`: the controller's view, as tables
-//! shaped like squeue/sinfo/scontrol/sacct, or JSON.
+//! What `gangway queue`, `nodes`, `show job|node` and `history` print: the controller's view as
+//! tables shaped like squeue/sinfo/scontrol/sacct (pure, for snapshots; the commands themselves
+//! are one module each).
 
 use std::fmt::Write as _;
 
-use clap::{Args, Subcommand};
 use gangway_topology::human_bytes;
 
-use crate::client;
-use crate::exit_code;
-use crate::protocol::{JobInfo, NodeInfo, Reply, Request};
-
-/// Flags of `gangway queue`.
-#[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position."
-)]
-pub struct QueueArgs {
-    /// Only your jobs.
-    #[arg(long)]
-    pub me: bool,
-    /// Only this user's jobs.
-    #[arg(short = 'u', long, value_name = "USER")]
-    pub user: Option<String>,
-    /// Only jobs in these states (pending, running; comma-separated).
-    #[arg(short = 't', long, value_name = "STATES")]
-    pub state: Option<String>,
-    /// Columns, squeue style (default "%i %P %j %u %t %M %D %R").
-    #[arg(short = 'o', long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// No header line.
-    #[arg(long = "noheader")]
-    pub no_header: bool,
-}
-
-/// Flags of `gangway nodes`.
-#[derive(Debug, Args)]
-#[command(
-    after_help = "Example:\n  gangway nodes        one line per node: state, CPUs allocated/idle/total, memory, load, reason"
-)]
-pub struct NodesArgs {
-    /// JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `gangway show`.
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    #[command(subcommand)]
-    pub what: ShowWhat,
-}
-
-/// What to show.
-#[derive(Debug, Subcommand)]
-pub enum ShowWhat {
-    /// Everything about a job: shape, nodes, CPU map, pending reason, events.
-    Job {
-        id: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Everything about a node: hardware, state, jobs and their CPUs.
-    Node {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// Flags of `gangway history`.
-#[derive(Debug, Args)]
-#[command(
-    after_help = "Example:\n  gangway history -n 20     the 20 most recent finished jobs, with exit codes"
-)]
-pub struct HistoryArgs {
-    /// How many jobs.
-    #[arg(short = 'n', long, default_value_t = 50)]
-    pub count: usize,
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::protocol::{JobInfo, NodeInfo};
 
 /// `[D-]H:MM:SS` as squeue prints times.
 pub fn clock(secs: u64) -> String {
@@ -101,7 +18,7 @@ pub fn clock(secs: u64) -> String {
     }
 }
 
-fn short_state(state: &str) -> &'static str {
+pub fn short_state(state: &str) -> &'static str {
     match state {
         "PENDING" => "PD",
         "RUNNING" => "R",
@@ -208,41 +125,6 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Runs `gangway queue`.
-pub fn queue(args: QueueArgs) -> u8 {
-    let jobs = match client::ask(&Request::Queue) {
-        Ok(Reply::Jobs { jobs }) => jobs,
-        Ok(_) => return exit_code::FAILURE,
-        Err(c) => return c,
-    };
-    let me = args.me.then(|| {
-        nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_default()
-    });
-    let states: Option<Vec<String>> =
-        args.state.as_ref().map(|s| s.split(',').map(|x| x.trim().to_ascii_uppercase()).collect());
-    let jobs: Vec<JobInfo> = jobs
-        .into_iter()
-        .filter(|j| me.as_ref().is_none_or(|m| &j.user == m))
-        .filter(|j| args.user.as_ref().is_none_or(|u| &j.user == u))
-        .filter(|j| {
-            states
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|x| *x == j.state || x == short_state(&j.state)))
-        })
-        .collect();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
-    } else {
-        let format = args.format.as_deref().unwrap_or("%i %P %j %u %t %M %D %R");
-        print!("{}", render_queue(&jobs, format, !args.no_header, now_ms()));
-    }
-    exit_code::SUCCESS
-}
-
 /// Renders nodes like sinfo's node-oriented long form (pure, for snapshots).
 pub fn render_nodes(nodes: &[NodeInfo]) -> String {
     let mut rows = vec![
@@ -267,22 +149,6 @@ pub fn render_nodes(nodes: &[NodeInfo]) -> String {
         ]);
     }
     table(&rows)
-}
-
-/// Runs `gangway nodes`.
-pub fn nodes(args: NodesArgs) -> u8 {
-    match client::ask(&Request::Nodes) {
-        Ok(Reply::Nodes { nodes }) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&nodes).unwrap_or_default());
-            } else {
-                print!("{}", render_nodes(&nodes));
-            }
-            exit_code::SUCCESS
-        }
-        Ok(_) => exit_code::FAILURE,
-        Err(c) => c,
-    }
 }
 
 fn time_of(ms: Option<u64>) -> String {
@@ -410,73 +276,32 @@ pub fn render_node(n: &NodeInfo) -> String {
     s
 }
 
-/// Runs `gangway show`.
-pub fn show(args: ShowArgs) -> u8 {
-    match args.what {
-        ShowWhat::Job { id, json } => match client::ask(&Request::ShowJob { id }) {
-            Ok(Reply::Job(j)) => {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
-                } else {
-                    print!("{}", render_job(&j));
-                }
-                exit_code::SUCCESS
-            }
-            Ok(_) => exit_code::FAILURE,
-            Err(c) => c,
-        },
-        ShowWhat::Node { name, json } => match client::ask(&Request::ShowNode { name }) {
-            Ok(Reply::Node(n)) => {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
-                } else {
-                    print!("{}", render_node(&n));
-                }
-                exit_code::SUCCESS
-            }
-            Ok(_) => exit_code::FAILURE,
-            Err(c) => c,
-        },
+/// `history` table (pure).
+pub fn render_history(jobs: &[JobInfo]) -> String {
+    let mut rows = vec![
+        "JOBID NAME USER STATE EXITCODE ELAPSED NODES NODELIST ATTEMPTS"
+            .split(' ')
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    ];
+    for j in jobs {
+        let elapsed = match (j.start_time, j.end_time) {
+            (Some(s), Some(e)) => clock(e.saturating_sub(s) / 1000),
+            _ => "0:00".into(),
+        };
+        rows.push(vec![
+            j.id.to_string(),
+            j.name.clone(),
+            j.user.clone(),
+            j.state.clone(),
+            j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            elapsed,
+            j.nodes.len().to_string(),
+            if j.nodes.is_empty() { "-".into() } else { nodelist(j) },
+            j.attempt.to_string(),
+        ]);
     }
-}
-
-/// Runs `gangway history`.
-pub fn history(args: HistoryArgs) -> u8 {
-    match client::ask(&Request::History { limit: args.count }) {
-        Ok(Reply::Jobs { jobs }) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
-                return exit_code::SUCCESS;
-            }
-            let mut rows = vec![
-                "JOBID NAME USER STATE EXITCODE ELAPSED NODES NODELIST ATTEMPTS"
-                    .split(' ')
-                    .map(String::from)
-                    .collect::<Vec<_>>(),
-            ];
-            for j in &jobs {
-                let elapsed = match (j.start_time, j.end_time) {
-                    (Some(s), Some(e)) => clock(e.saturating_sub(s) / 1000),
-                    _ => "0:00".into(),
-                };
-                rows.push(vec![
-                    j.id.to_string(),
-                    j.name.clone(),
-                    j.user.clone(),
-                    j.state.clone(),
-                    j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                    elapsed,
-                    j.nodes.len().to_string(),
-                    if j.nodes.is_empty() { "-".into() } else { nodelist(j) },
-                    j.attempt.to_string(),
-                ]);
-            }
-            print!("{}", table(&rows));
-            exit_code::SUCCESS
-        }
-        Ok(_) => exit_code::FAILURE,
-        Err(c) => c,
-    }
+    table(&rows)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The job-shape flags `alloc` and `batch` share (Slurm's spelling), checked into a
-//! [`Shape`]; plus the memory-size and node-count forms they use.
+//! [`JobShape`] that `run` through a controller also builds, from its own checked flags; plus
+//! the memory-size form the controller's configuration uses too.
 
 use clap::Args;
-use gangway_launcher::nodes::hostlist;
-use gangway_launcher::time_limit::parse_time_limit;
 
+use super::flag_values::{MemorySize, NodeList, NodeRange, TimeLimit};
 use crate::protocol::Shape;
 
 /// Shape flags.
@@ -47,8 +47,8 @@ pub struct ShapeArgs {
     #[arg(short = 'p', long, value_name = "NAME")]
     pub partition: Option<String>,
     /// Time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
-    #[arg(short = 't', long, value_name = "TIME", value_parser = crate::cli::directives::valid_time_limit)]
-    pub time: Option<String>,
+    #[arg(short = 't', long, value_name = "TIME")]
+    pub time: Option<TimeLimit>,
     /// Nodes the job must use (hostlist: node[1-3]).
     #[arg(short = 'w', long, value_name = "LIST")]
     pub nodelist: Option<String>,
@@ -66,26 +66,80 @@ pub struct ShapeArgs {
     pub dependency: Option<String>,
 }
 
+/// A shape flag with a wrong value; the message names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShapeError(String);
+
+/// A job's checked shape and constraints (`None`: not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobShape {
+    pub nodes: Option<NodeRange>,
+    pub ntasks: Option<u32>,
+    pub ntasks_per_node: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    pub mem_per_node: Option<MemorySize>,
+    pub mem_per_cpu: Option<MemorySize>,
+    pub gpus_per_task: Option<u32>,
+    pub exclusive: bool,
+    pub partition: Option<String>,
+    pub time: Option<TimeLimit>,
+    pub nodelist: NodeList,
+    pub exclude: NodeList,
+}
+
+impl JobShape {
+    /// The shape as the protocol carries it today (bytes, seconds, node names).
+    pub fn to_protocol(&self) -> Shape {
+        Shape {
+            min_nodes: self.nodes.map(|n| n.min),
+            max_nodes: self.nodes.and_then(|n| n.max),
+            ntasks: self.ntasks,
+            ntasks_per_node: self.ntasks_per_node,
+            cpus_per_task: self.cpus_per_task,
+            mem_per_node: self.mem_per_node.map(MemorySize::bytes),
+            mem_per_cpu: self.mem_per_cpu.map(MemorySize::bytes),
+            gpus_per_task: self.gpus_per_task,
+            exclusive: self.exclusive,
+            partition: self.partition.clone(),
+            time_limit_secs: self.time.map(TimeLimit::protocol_secs),
+            nodelist: self.nodelist.names().to_vec(),
+            exclude: self.exclude.names().to_vec(),
+        }
+    }
+}
+
+/// `--mem`/`--mem-per-cpu`; the error names the flag and the value.
+pub fn memory_flag(flag: &str, value: &str) -> Result<MemorySize, ShapeError> {
+    value.parse().map_err(|e| ShapeError(format!("{flag}={value}: {e}")))
+}
+
+/// `--nodelist`/`--exclude`; the error names the flag and the value.
+pub fn node_list_flag(flag: &str, value: Option<&str>) -> Result<NodeList, ShapeError> {
+    match value {
+        None => Ok(NodeList::default()),
+        Some(s) => s.parse().map_err(|e| ShapeError(format!("{flag}={s}: {e}"))),
+    }
+}
+
 impl ShapeArgs {
     /// The checked shape; errors name the flag.
-    pub fn to_shape(&self) -> Result<Shape, String> {
+    pub fn to_shape(&self) -> Result<JobShape, ShapeError> {
+        let usage = ShapeError;
         if let Some(d) = &self.dependency {
-            return Err(format!(
+            return Err(usage(format!(
                 "--dependency={d}: job dependencies are not supported yet; submit the later job when the first has ended"
-            ));
+            )));
         }
-        let (min_nodes, max_nodes) = match &self.nodes {
-            None => (None, None),
+        let nodes = match self.nodes.as_deref() {
+            None => None,
             Some(n) => {
-                let (a, b) = parse_node_range(n)?;
-                (Some(a), b)
+                Some(n.parse::<NodeRange>().map_err(|e| usage(format!("--nodes={n}: {e}")))?)
             }
         };
-        let mem = |flag: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| parse_memory(s).map_err(|e| format!("{flag}={s}: {e}")))
-                .transpose()
-        };
+        let min_nodes = nodes.map(|n| n.min);
+        let mem =
+            |flag: &str, v: &Option<String>| v.as_deref().map(|s| memory_flag(flag, s)).transpose();
         let tasks_per_node = self.ntasks_per_node.or_else(|| match (self.ntasks, min_nodes) {
             (Some(n), Some(m)) if m > 0 && n % m == 0 => Some(n / m),
             (None, _) => Some(1),
@@ -96,13 +150,13 @@ impl ShapeArgs {
                 g.strip_prefix("gpu:")
                     .and_then(|n| n.rsplit(':').next())
                     .and_then(|n| n.parse::<u32>().ok())
-                    .ok_or_else(|| format!("--gres={g}: only gpu:N is understood"))?,
+                    .ok_or_else(|| usage(format!("--gres={g}: only gpu:N is understood")))?,
             ),
             (None, n) => n,
         };
         let mut gpus_per_task = self.gpus_per_task;
         if let Some(g) = per_node_gpus {
-            let tpn = tasks_per_node.ok_or("--gpus-per-node/--gres needs --ntasks-per-node (or -n a multiple of -N) to split the GPUs among tasks")?;
+            let tpn = tasks_per_node.ok_or_else(|| usage("--gpus-per-node/--gres needs --ntasks-per-node (or -n a multiple of -N) to split the GPUs among tasks".into()))?;
             gpus_per_task = Some(g.div_ceil(tpn.max(1)));
         }
         if let Some(total) = self.gpus {
@@ -110,15 +164,8 @@ impl ShapeArgs {
                 self.ntasks.unwrap_or(min_nodes.unwrap_or(1) * self.ntasks_per_node.unwrap_or(1));
             gpus_per_task = Some(total.div_ceil(tasks.max(1)));
         }
-        let list = |flag: &str, v: &Option<String>| -> Result<Vec<String>, String> {
-            match v {
-                None => Ok(Vec::new()),
-                Some(s) => hostlist::expand(s).map_err(|e| format!("{flag}={s}: {e}")),
-            }
-        };
-        Ok(Shape {
-            min_nodes,
-            max_nodes,
+        Ok(JobShape {
+            nodes,
             ntasks: self.ntasks,
             ntasks_per_node: self.ntasks_per_node,
             cpus_per_task: self.cpus_per_task,
@@ -127,50 +174,17 @@ impl ShapeArgs {
             gpus_per_task,
             exclusive: self.exclusive,
             partition: self.partition.clone(),
-            time_limit_secs: match &self.time {
-                None => None,
-                Some(t) => Some(
-                    parse_time_limit(t)
-                        .map_err(|e| format!("--time={t}: {e}"))?
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                ),
-            },
-            nodelist: list("--nodelist", &self.nodelist)?,
-            exclude: list("--exclude", &self.exclude)?,
+            time: self.time,
+            nodelist: node_list_flag("--nodelist", self.nodelist.as_deref())?,
+            exclude: node_list_flag("--exclude", self.exclude.as_deref())?,
         })
     }
 }
 
-/// `3` or `2-4`.
-pub fn parse_node_range(s: &str) -> Result<(u32, Option<u32>), String> {
-    let num = |x: &str| {
-        x.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("--nodes={s}: expected N or MIN-MAX, e.g. 2 or 2-4"))
-    };
-    match s.split_once('-') {
-        Some((a, b)) => Ok((num(a)?, Some(num(b)?))),
-        None => Ok((num(s)?, None)),
-    }
-}
-
-/// Slurm's memory sizes: a number with an optional K, M, G or T suffix; plain numbers are MiB.
+/// Slurm's memory sizes in bytes: a number with an optional K, M, G or T suffix; plain numbers
+/// are MiB (for the controller's configuration, which reads the same form).
 pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&t[..i], t[i..].trim_end_matches(['B', 'b'])),
-        None => (t, "M"),
-    };
-    let n: u64 = num.parse().map_err(|_| "expected a size such as 512M, 4G or 1T".to_string())?;
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "K" => 10,
-        "M" | "" => 20,
-        "G" => 30,
-        "T" => 40,
-        other => return Err(format!("unknown unit '{other}' (use K, M, G or T)")),
-    };
-    n.checked_mul(1 << shift).ok_or_else(|| "too large".to_string())
+    s.parse::<MemorySize>().map(MemorySize::bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -178,18 +192,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_sizes() {
-        assert_eq!(parse_memory("512"), Ok(512 << 20));
+    fn memory_sizes_for_the_configuration() {
         assert_eq!(parse_memory("4G"), Ok(4 << 30));
-        assert_eq!(parse_memory("2gb"), Ok(2 << 30));
-        assert!(parse_memory("4X").is_err());
-        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_memory("4X"), Err("unknown unit 'X' (use K, M, G or T)".into()));
     }
 
     #[test]
-    fn node_ranges() {
-        assert_eq!(parse_node_range("3"), Ok((3, None)));
-        assert_eq!(parse_node_range("2-4"), Ok((2, Some(4))));
-        assert!(parse_node_range("two").is_err());
+    fn shape_flags_become_the_protocols_shape() {
+        let args = ShapeArgs {
+            nodes: Some("2-4".into()),
+            ntasks: Some(8),
+            mem: Some("1G".into()),
+            time: Some("0".parse().unwrap()),
+            nodelist: Some("n[1-2]".into()),
+            ..ShapeArgs::default()
+        };
+        let shape = args.to_shape().unwrap().to_protocol();
+        assert_eq!((shape.min_nodes, shape.max_nodes), (Some(2), Some(4)));
+        assert_eq!(shape.mem_per_node, Some(1 << 30));
+        // Given as 0: no limit, which is not the same as not given (the partition's default).
+        assert_eq!(shape.time_limit_secs, Some(0));
+        assert_eq!(shape.nodelist, ["n1", "n2"]);
+        assert_eq!(ShapeArgs::default().to_shape().unwrap().to_protocol().time_limit_secs, None);
+    }
+
+    #[test]
+    fn bad_shape_flags_name_the_flag() {
+        let err = |args: ShapeArgs| args.to_shape().unwrap_err().to_string();
+        assert_eq!(
+            err(ShapeArgs { nodes: Some("two".into()), ..ShapeArgs::default() }),
+            "--nodes=two: expected N or MIN-MAX, e.g. 2 or 2-4"
+        );
+        assert_eq!(
+            err(ShapeArgs { mem: Some("4X".into()), ..ShapeArgs::default() }),
+            "--mem=4X: unknown unit 'X' (use K, M, G or T)"
+        );
+        assert!(
+            err(ShapeArgs { gres: Some("fpga:1".into()), ..ShapeArgs::default() })
+                .starts_with("--gres=fpga:1")
+        );
     }
 }

@@ -17,8 +17,8 @@ use gangway_scheduler::sim::{
 };
 use gangway_scheduler::{BackfillMode, Budget, ClusterState, PartitionLimits, SchedulerConfig};
 
+use super::error::CliError;
 use crate::controller::config_scheduling::SchedulingConfig;
-use crate::exit_code;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -121,15 +121,10 @@ enum SimulateError {
     Machine(String),
 }
 
-/// Runs the simulation and prints the results; returns the exit code.
-pub fn main(args: SimulateArgs) -> u8 {
-    match run(&args) {
-        Ok(()) => exit_code::SUCCESS,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            exit_code::USAGE
-        }
-    }
+/// Runs the simulation and prints the results; every failure is one of the command line's
+/// (a file named on it, a value given).
+pub fn main(args: SimulateArgs) -> Result<(), CliError> {
+    run(&args).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 fn run(args: &SimulateArgs) -> Result<(), SimulateError> {

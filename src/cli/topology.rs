@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use gangway_launcher::binding::{self, Machine};
 
-use crate::exit_code;
+use super::error::CliError;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -32,23 +32,22 @@ pub struct TopologyArgs {
     pub json: bool,
 }
 
-/// Prints the tree (or JSON) and returns the exit code.
-pub fn main(args: TopologyArgs) -> u8 {
+/// Prints the tree (or JSON).
+pub fn main(args: TopologyArgs) -> Result<(), CliError> {
     let machine = match (args.topology_xml, args.synthetic) {
         (Some(path), _) => Machine::XmlFile(path),
         (None, Some(desc)) => Machine::Synthetic(desc),
         (None, None) => Machine::Local,
     };
-    match binding::load(&machine) {
-        Ok(model) => {
-            let text =
-                if args.json { model.to_json() } else { gangway_topology::render_tree(&model) };
-            let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
-            exit_code::SUCCESS
+    let model = binding::load(&machine).map_err(|e| {
+        // This machine's own description failing is no fault of the command line.
+        if machine == Machine::Local {
+            CliError::LaunchFailed(e.to_string())
+        } else {
+            CliError::Usage(e.to_string())
         }
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            if machine == Machine::Local { exit_code::LAUNCH_FAILED } else { exit_code::USAGE }
-        }
-    }
+    })?;
+    let text = if args.json { model.to_json() } else { gangway_topology::render_tree(&model) };
+    let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
+    Ok(())
 }

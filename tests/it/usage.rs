@@ -31,3 +31,20 @@ fn help_has_examples_and_exit_codes() {
     assert!(out.stdout.contains("gangway run -n 4 ./hello"));
     assert!(out.stdout.contains("124 time limit"));
 }
+
+#[test]
+fn a_bad_signal_is_refused_before_any_controller_is_asked() {
+    // A socket nobody serves: asking it would end with 116 ("cannot reach the controller").
+    let missing = std::env::temp_dir().join(format!("gangway-none-{}.sock", std::process::id()));
+    let out = run(gangway()
+        .args(["cancel", "--signal", "BOGUS", "1"])
+        .env("GANGWAY_CONTROLLER", &missing));
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--signal BOGUS: no such signal"), "{}", out.stderr);
+    assert!(!out.stderr.contains("cannot reach"), "{}", out.stderr);
+    // The same command with a signal that exists does go to the (missing) controller.
+    let out = run(gangway()
+        .args(["cancel", "--signal", "USR1", "1"])
+        .env("GANGWAY_CONTROLLER", &missing));
+    assert_eq!(out.code(), 116, "{}", out.stderr);
+}

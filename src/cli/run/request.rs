@@ -1,26 +1,27 @@
-//! `gangway run`: flags, their validation into a [`JobSpec`], and running it.
+//! `gangway run`'s flags and their validation into a [`RunRequest`]: the launcher's
+//! [`JobSpec`], where the ranks go, and the flags only a controller uses, every value typed.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use gangway_launcher::binding::{self, BindingError, BindingOptions, Machine};
+use gangway_launcher::binding::{BindingOptions, Machine};
 use gangway_launcher::bootstrap::ssh_config::HostKeyPolicy;
 use gangway_launcher::input::InputMode;
-use gangway_launcher::job::{JobSpec, LaunchError};
+use gangway_launcher::job::JobSpec;
 use gangway_launcher::layout::LayoutRequest;
-use gangway_launcher::nodes::{self, NodeRequest, NodeSource, Source};
+use gangway_launcher::nodes::NodeRequest;
 use gangway_launcher::output::{PatternVars, expand_pattern};
 use gangway_launcher::pmi::server::PmiMode;
 use gangway_launcher::proxy::protocol::{BootstrapConfig, LauncherKind};
-use gangway_launcher::proxy::root::ClusterPlan;
 use gangway_launcher::rank_env::ExportPolicy;
-use gangway_launcher::spawn::{ProgramError, resolve_program};
-use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
-use std::time::Duration;
+use gangway_launcher::spawn::resolve_program;
+use gangway_launcher::time_limit::parse_duration;
 
-use crate::exit_code;
+use crate::cli::error::CliError;
+use crate::cli::flag_values::{MemorySize, NodeList, TimeLimit};
+use crate::cli::shape::{memory_flag, node_list_flag};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -274,50 +275,26 @@ pub struct RunRequest {
     pub cluster: ClusterFlags,
 }
 
-/// `run` flags that only matter when a controller allocates the nodes.
+/// `run` flags that only matter when a controller allocates the nodes (checked all the same,
+/// so a bad value is refused before anything starts).
 #[derive(Debug, Clone, Default)]
 pub struct ClusterFlags {
     pub partition: Option<String>,
-    pub mem: Option<String>,
+    pub mem: Option<MemorySize>,
     pub exclusive: bool,
-    pub nodelist: Option<String>,
-    pub exclude: Option<String>,
+    pub nodelist: NodeList,
+    pub exclude: NodeList,
     pub job_name: Option<String>,
     pub requeue: bool,
-    pub time: Option<String>,
-}
-
-/// A `gangway run` request that cannot be carried out, with the exit code it earns.
-#[derive(Debug)]
-pub struct RunError {
-    pub message: String,
-    pub code: u8,
-}
-
-impl std::error::Error for RunError {}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
+    pub time: Option<TimeLimit>,
 }
 
 impl RunArgs {
     /// Checks every flag and resolves the program; errors name the flag and the fix.
-    pub fn into_request(self) -> Result<RunRequest, RunError> {
-        let usage = |message: String| RunError { message, code: exit_code::USAGE };
+    pub fn into_request(self) -> Result<RunRequest, CliError> {
+        let usage = CliError::Usage;
         let ntasks_given = self.ntasks;
         let ntasks = self.ntasks.unwrap_or(1);
-        let cluster = ClusterFlags {
-            partition: self.partition.clone(),
-            mem: self.mem.clone(),
-            exclusive: self.exclusive,
-            nodelist: self.nodelist.clone(),
-            exclude: self.exclude.clone(),
-            job_name: self.job_name.clone(),
-            requeue: self.requeue,
-            time: self.time.clone(),
-        };
         if ntasks == 0 {
             return Err(usage("-n/--ntasks must be at least 1".into()));
         }
@@ -408,8 +385,8 @@ impl RunArgs {
             "0" | "no" | "false" => false,
             other => return Err(usage(format!("--kill-on-bad-exit '{other}': expected 0 or 1"))),
         };
-        let time_limit = match &self.time {
-            Some(t) => parse_time_limit(t).map_err(|e| usage(format!("-t/--time: {e}")))?,
+        let time = match &self.time {
+            Some(t) => Some(t.parse::<TimeLimit>().map_err(|e| usage(format!("-t/--time: {e}")))?),
             None => None,
         };
         let kill_grace =
@@ -436,13 +413,7 @@ impl RunArgs {
                 self.chdir.as_deref(),
                 std::env::var_os("PATH"),
             )
-            .map_err(|e| RunError {
-                code: match e {
-                    ProgramError::NotExecutable(_) => exit_code::NOT_EXECUTABLE,
-                    _ => exit_code::NOT_FOUND,
-                },
-                message: e.to_string(),
-            })?
+            .map_err(CliError::Program)?
         };
         // Only `%u` in a pattern needs the user name, and looking it up may go through NSS.
         let wants_user = [&self.output, &self.error]
@@ -465,7 +436,7 @@ impl RunArgs {
             error: self.error,
             input,
             kill_on_bad_exit,
-            time_limit,
+            time_limit: time.and_then(TimeLimit::duration),
             kill_grace,
             pmi_mode: match self.pmi {
                 PmiArg::Fd => PmiMode::Fd,
@@ -475,6 +446,16 @@ impl RunArgs {
             host,
             user,
             verbose: self.verbose > 0,
+        };
+        let cluster = ClusterFlags {
+            partition: self.partition,
+            mem: self.mem.as_deref().map(|m| memory_flag("--mem", m)).transpose()?,
+            exclusive: self.exclusive,
+            nodelist: node_list_flag("--nodelist", self.nodelist.as_deref())?,
+            exclude: node_list_flag("--exclude", self.exclude.as_deref())?,
+            job_name: self.job_name,
+            requeue: self.requeue,
+            time,
         };
         Ok(RunRequest {
             spec,
@@ -503,185 +484,4 @@ fn current_user() -> String {
             .map(|u| u.name)
             .unwrap_or_else(|| nix::unistd::getuid().to_string())
     })
-}
-
-/// Runs `gangway run` to the end and returns the exit code.
-pub fn main(args: RunArgs) -> u8 {
-    if args.verbose > 1 {
-        // Only now: setting up logging must not cost the ordinary launch anything.
-        let _ = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::new("gangway=debug"))
-            .with_target(false)
-            .without_time()
-            .try_init();
-    }
-    let request = match args.into_request() {
-        Ok(request) => request,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            return e.code;
-        }
-    };
-    let env: std::collections::HashMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let explicit_nodes =
-        request.node_request.hosts.is_some() || request.node_request.hostfile.is_some();
-    if !explicit_nodes && !request.dry_run {
-        if let Some(job) = env.get("GANGWAY_JOB_ID").and_then(|j| j.parse().ok()) {
-            return super::step::run_in_job(request, job);
-        }
-        if crate::client::target().is_some() {
-            return super::step::run_as_job(request);
-        }
-    }
-    let source = match nodes::select_source(&request.node_request, &env) {
-        Ok(source) => source,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            return exit_code::USAGE;
-        }
-    };
-    if !matches!(source, Source::Local(_)) && request.machine == Machine::Local {
-        return run_on_nodes(request, source.as_dyn());
-    }
-    let placement = match binding::plan(
-        request.spec.ntasks,
-        &request.binding,
-        &request.machine,
-        request.dry_run,
-    ) {
-        Ok(placement) => placement,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            return match e {
-                BindingError::Placement(_) => exit_code::CANNOT_PLACE,
-                BindingError::Topology(_) if request.machine != Machine::Local => exit_code::USAGE,
-                BindingError::Topology(_) => exit_code::LAUNCH_FAILED,
-            };
-        }
-    };
-    if request.dry_run {
-        return print_map(&request, placement.as_ref());
-    }
-    let spec = request.spec;
-    if spec.verbose
-        && let Some(p) = &placement
-    {
-        for note in &p.notes {
-            eprintln!("gangway: {note}");
-        }
-    }
-    // One thread is plenty for a launcher and starts fastest; nothing here is CPU-bound.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gangway: error: cannot start the runtime: {e}");
-            return exit_code::LAUNCH_FAILED;
-        }
-    };
-    let result = runtime.block_on(gangway_launcher::local_run::run_local(spec, placement));
-    finish(result)
-}
-
-/// A job across nodes: the layout, then the proxies.
-fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> u8 {
-    let all = match source.nodes() {
-        Ok(nodes) => nodes,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            return exit_code::USAGE;
-        }
-    };
-    let slots: Vec<Option<u32>> = all.iter().map(|n| n.slots).collect();
-    let node_of_rank = match gangway_launcher::layout::layout(&request.layout, &slots) {
-        Ok(layout) => layout,
-        Err(e) => {
-            eprintln!("gangway: error: {e}");
-            return exit_code::CANNOT_PLACE;
-        }
-    };
-    let used = node_of_rank.iter().max().map(|m| *m as usize + 1).unwrap_or(1);
-    let nodes: Vec<_> = all.into_iter().take(used).collect();
-    if request.dry_run {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(
-            stdout,
-            "{} ranks on {} node(s) from {}",
-            node_of_rank.len(),
-            nodes.len(),
-            source.describe()
-        );
-        let _ = writeln!(stdout, "rank  node");
-        for (rank, node) in node_of_rank.iter().enumerate() {
-            let _ = writeln!(stdout, "{rank:<5} {}", nodes[*node as usize].name);
-        }
-        return exit_code::SUCCESS;
-    }
-    let plan = ClusterPlan {
-        nodes,
-        node_of_rank,
-        bootstrap: request.bootstrap,
-        proxy_path: request.proxy_path,
-        tree_width: request.tree_width,
-        ping_interval: request.ping_interval,
-        ping_timeout: request.ping_timeout,
-        binding: request.binding,
-    };
-    run_plan(request.spec, plan)
-}
-
-/// Runs a job across the plan's nodes to its end and returns the exit code.
-pub(crate) fn run_plan(spec: JobSpec, plan: ClusterPlan) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gangway: error: cannot start the runtime: {e}");
-            return exit_code::LAUNCH_FAILED;
-        }
-    };
-    finish(runtime.block_on(gangway_launcher::proxy::root::run_cluster(spec, plan)))
-}
-
-/// Prints the warnings or the error of a job and returns its exit code.
-fn finish(result: Result<gangway_launcher::job::JobReport, LaunchError>) -> u8 {
-    let mut stderr = std::io::stderr().lock();
-    match result {
-        Ok(report) => {
-            for warning in &report.warnings {
-                let _ = writeln!(stderr, "gangway: warning: {warning}");
-            }
-            exit_code::for_report(&report)
-        }
-        Err(e) => {
-            let _ = writeln!(stderr, "gangway: error: {e}");
-            match e {
-                LaunchError::Program(ProgramError::NotExecutable(_)) => exit_code::NOT_EXECUTABLE,
-                LaunchError::Program(_) => exit_code::NOT_FOUND,
-                _ => exit_code::LAUNCH_FAILED,
-            }
-        }
-    }
-}
-/// `--dry-run`: the rank map as a table or JSON, nothing launched.
-fn print_map(request: &RunRequest, placement: Option<&gangway_topology::Placement>) -> u8 {
-    let mut stdout = std::io::stdout().lock();
-    let text = match placement {
-        Some(p) if request.json => p.to_json(),
-        Some(p) => {
-            let host = match &request.machine {
-                Machine::Local => request.spec.host.clone(),
-                _ => "node0".to_string(),
-            };
-            gangway_topology::render_map(p, &[host.as_str()])
-        }
-        None if request.json => format!("{{\"ranks\":{},\"bound\":false}}", request.spec.ntasks),
-        None => format!(
-            "{} rank(s) on {}, not bound (more ranks than CPUs, or --cpu-bind=none)\n",
-            request.spec.ntasks, request.spec.host
-        ),
-    };
-    let _ = writeln!(stdout, "{}", text.trim_end());
-    exit_code::SUCCESS
 }

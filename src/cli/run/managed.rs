@@ -6,23 +6,16 @@ use gangway_launcher::nodes::Node;
 use gangway_launcher::proxy::protocol::{BootstrapConfig, LauncherKind};
 use gangway_launcher::proxy::root::ClusterPlan;
 
-use super::run::{RunRequest, run_plan};
-use super::shape::{ShapeArgs, parse_memory};
-use crate::client::{Client, ClientError};
+use super::launch::run_plan;
+use super::request::RunRequest;
+use crate::cli::allocation::{wait_for_grant, wait_granted};
+use crate::cli::error::{CliError, refused};
+use crate::cli::flag_values::NodeRange;
+use crate::cli::shape::JobShape;
+use crate::cli::submission::{command_name, submit_dir, submitter_umask};
+use crate::client::Client;
 use crate::exit_code;
 use crate::protocol::{JobId, JobKind, Reply, Request, StepGrant, StepRequest, Submission};
-
-fn connect() -> Result<Client, u8> {
-    Client::connect().map_err(|e| {
-        eprintln!("gangway: error: {e}");
-        e.exit_code()
-    })
-}
-
-fn broken(e: ClientError) -> u8 {
-    eprintln!("gangway: error: {e}");
-    e.exit_code()
-}
 
 fn command_line(request: &RunRequest) -> String {
     let mut words = vec![request.spec.argv0.to_string_lossy().into_owned()];
@@ -36,7 +29,7 @@ fn ask_step(
     request: &RunRequest,
     job: JobId,
     ntasks: Option<u32>,
-) -> Result<StepGrant, u8> {
+) -> Result<StepGrant, CliError> {
     let step = StepRequest {
         job,
         ntasks,
@@ -45,24 +38,17 @@ fn ask_step(
         cpus_per_task: request.spec.cpus_per_task,
         command: command_line(request),
     };
-    client.send(&Request::Step(step)).map_err(broken)?;
+    client.send(&Request::Step(step))?;
     let mut said = false;
     loop {
-        match client.recv().map_err(broken)? {
+        match refused(client.recv()?)? {
             Reply::Step(grant) => return Ok(grant),
             Reply::Waiting { .. } if !said => {
                 eprintln!("gangway: step waiting for CPUs of job {job} held by its other steps");
                 said = true;
             }
-            Reply::Error { code, message } => {
-                for l in message.lines() {
-                    eprintln!("gangway: error: {l}");
-                }
-                return Err(code);
-            }
             Reply::Ended { id, state, reason } => {
-                eprintln!("gangway: job {id} ended: {state} ({reason})");
-                return Err(exit_code::JOB_ENDED);
+                return Err(CliError::JobEnded(format!("job {id} ended: {state} ({reason})")));
             }
             _ => {}
         }
@@ -71,7 +57,11 @@ fn ask_step(
 
 /// Runs the step's ranks through the agents; `job_env` (a job of its own's `GANGWAY_*`
 /// variables) reaches every rank.
-fn launch(mut request: RunRequest, grant: &StepGrant, job_env: &[(String, String)]) -> u8 {
+fn launch(
+    mut request: RunRequest,
+    grant: &StepGrant,
+    job_env: &[(String, String)],
+) -> Result<u8, CliError> {
     request.spec.export.values.extend(job_env.iter().cloned());
     let counts: Vec<u32> = grant.nodes.iter().map(|n| n.ntasks).collect();
     let total: u32 = counts.iter().sum();
@@ -132,68 +122,45 @@ fn wait_requeued(client: &mut Client) -> Option<u32> {
 }
 
 /// `gangway run` inside job `job`: a step on (part of) its allocation.
-pub fn run_in_job(request: RunRequest, job: JobId) -> u8 {
-    let mut client = match connect() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let grant = match ask_step(&mut client, &request, job, request.ntasks_given) {
-        Ok(g) => g,
-        Err(code) => return code,
-    };
+pub fn run_in_job(request: RunRequest, job: JobId) -> Result<u8, CliError> {
+    let mut client = Client::connect()?;
+    let grant = ask_step(&mut client, &request, job, request.ntasks_given)?;
     let code = launch(request, &grant, &[]);
     // Closing the connection gives the step's CPUs back.
     drop(client);
     code
 }
 
-/// `gangway run` outside any allocation: a job of its own.
-pub fn run_as_job(request: RunRequest) -> u8 {
+/// The shape of a job of its own, straight from the checked flags.
+fn job_shape(request: &RunRequest) -> JobShape {
     let flags = &request.cluster;
-    let shape_args = ShapeArgs {
-        nodes: request.layout.nodes.map(|n| n.to_string()),
-        ntasks: Some(request.spec.ntasks),
-        ntasks_per_node: request.layout.tasks_per_node,
+    // With --oversubscribe (more ranks than CPUs) ask for one CPU per node and let the ranks
+    // share it.
+    let tasks = !request.binding.oversubscribe;
+    JobShape {
+        nodes: request.layout.nodes.map(NodeRange::exactly),
+        ntasks: tasks.then_some(request.spec.ntasks),
+        ntasks_per_node: request.layout.tasks_per_node.filter(|_| tasks),
         cpus_per_task: Some(request.spec.cpus_per_task),
-        mem: flags.mem.clone(),
+        mem_per_node: flags.mem,
+        mem_per_cpu: None,
+        gpus_per_task: (request.binding.gpus_per_task > 0).then_some(request.binding.gpus_per_task),
+        exclusive: flags.exclusive,
         partition: flags.partition.clone(),
-        time: flags.time.clone(),
+        time: flags.time,
         nodelist: flags.nodelist.clone(),
         exclude: flags.exclude.clone(),
-        exclusive: flags.exclusive,
-        gpus_per_task: (request.binding.gpus_per_task > 0).then_some(request.binding.gpus_per_task),
-        ..ShapeArgs::default()
-    };
-    if let Some(m) = &flags.mem
-        && let Err(e) = parse_memory(m)
-    {
-        eprintln!("gangway: error: --mem={m}: {e}");
-        return exit_code::USAGE;
     }
-    let mut shape = match shape_args.to_shape() {
-        Ok(s) => s,
-        Err(m) => {
-            eprintln!("gangway: error: {m}");
-            return exit_code::USAGE;
-        }
-    };
-    if request.binding.oversubscribe {
-        // More ranks than CPUs: ask for one CPU per node and let the ranks share it.
-        shape.ntasks = None;
-        shape.ntasks_per_node = None;
-    }
+}
+
+/// `gangway run` outside any allocation: a job of its own.
+pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
+    let flags = &request.cluster;
     let sub = Submission {
         kind: JobKind::Run,
-        name: flags.job_name.clone().unwrap_or_else(|| {
-            std::path::Path::new(&request.spec.argv0)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "run".into())
-        }),
-        shape,
-        cwd: std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|_| "/".into()),
+        name: flags.job_name.clone().unwrap_or_else(|| command_name(&request.spec.argv0, "run")),
+        shape: job_shape(&request).to_protocol(),
+        cwd: submit_dir(),
         env: Vec::new(),
         script: None,
         args: Vec::new(),
@@ -202,18 +169,12 @@ pub fn run_as_job(request: RunRequest) -> u8 {
         error: None,
         requeue: flags.requeue,
         hold: false,
-        umask: Some(super::batch::submitter_umask()),
+        umask: Some(submitter_umask()),
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
     };
-    let mut client = match connect() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let mut grant = match super::alloc::wait_for_grant(&mut client, sub, !request.spec.verbose) {
-        Ok(g) => g,
-        Err(code) => return code,
-    };
+    let mut client = Client::connect()?;
+    let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;
     let requeue = request.cluster.requeue;
     let code = loop {
         if request.spec.verbose {
@@ -225,13 +186,10 @@ pub fn run_as_job(request: RunRequest) -> u8 {
                 names.join(",")
             );
         }
-        let step = match ask_step(&mut client, &request, grant.job, Some(request.spec.ntasks)) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        let code = launch(request.clone(), &step, &grant.env);
-        if !(requeue && code == exit_code::NODE_LOST) {
-            break code;
+        let step = ask_step(&mut client, &request, grant.job, Some(request.spec.ntasks))?;
+        let result = launch(request.clone(), &step, &grant.env);
+        if !(requeue && matches!(result, Ok(exit_code::NODE_LOST))) {
+            break result;
         }
         // The controller requeues the job once it declares the node lost; wait for that.
         match wait_requeued(&mut client) {
@@ -240,14 +198,15 @@ pub fn run_as_job(request: RunRequest) -> u8 {
                     "gangway: job {} requeued after a node was lost: attempt {attempt}",
                     grant.job
                 );
-                grant = match super::alloc::wait_granted(&mut client, !request.spec.verbose) {
-                    Ok(g) => g,
-                    Err(code) => return code,
-                };
+                grant = wait_granted(&mut client, !request.spec.verbose)?;
             }
-            None => break code,
+            None => break result,
         }
     };
-    let _ = client.call(&Request::Done { exit_code: i32::from(code) });
+    let reported = match &code {
+        Ok(code) => *code,
+        Err(e) => exit_code::for_error(e),
+    };
+    let _ = client.call(&Request::Done { exit_code: i32::from(reported) });
     code
 }

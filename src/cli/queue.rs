@@ -1,0 +1,74 @@
+//! `gangway queue`: pending and running jobs (like squeue).
+
+use clap::Args;
+
+use super::error::{CliError, ask};
+use super::query::{render_queue, short_state};
+use crate::protocol::{JobInfo, Reply, Request};
+
+/// Flags of `gangway queue`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position."
+)]
+pub struct QueueArgs {
+    /// Only your jobs.
+    #[arg(long)]
+    pub me: bool,
+    /// Only this user's jobs.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only jobs in these states (pending, running; comma-separated).
+    #[arg(short = 't', long, value_name = "STATES")]
+    pub state: Option<String>,
+    /// Columns, squeue style (default "%i %P %j %u %t %M %D %R").
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No header line.
+    #[arg(long = "noheader")]
+    pub no_header: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs `gangway queue`.
+pub fn main(args: QueueArgs) -> Result<(), CliError> {
+    let jobs = match ask(&Request::Queue)? {
+        Reply::Jobs { jobs } => jobs,
+        other => return Err(CliError::UnexpectedReply(Box::new(other))),
+    };
+    let me = args.me.then(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default()
+    });
+    let states: Option<Vec<String>> =
+        args.state.as_ref().map(|s| s.split(',').map(|x| x.trim().to_ascii_uppercase()).collect());
+    let jobs: Vec<JobInfo> = jobs
+        .into_iter()
+        .filter(|j| me.as_ref().is_none_or(|m| &j.user == m))
+        .filter(|j| args.user.as_ref().is_none_or(|u| &j.user == u))
+        .filter(|j| {
+            states
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| *x == j.state || x == short_state(&j.state)))
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
+    } else {
+        let format = args.format.as_deref().unwrap_or("%i %P %j %u %t %M %D %R");
+        print!("{}", render_queue(&jobs, format, !args.no_header, now_ms()));
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Running a checked job to its end, on this machine or across nodes, and turning how it went
+//! into an exit code (for `run` without a controller and for steps through one).
+
+use std::io::Write;
+
+use gangway_launcher::job::{JobReport, JobSpec, LaunchError};
+use gangway_launcher::proxy::root::ClusterPlan;
+use gangway_topology::Placement;
+
+use crate::cli::error::CliError;
+use crate::exit_code;
+
+/// A launcher's runtime: one thread is plenty and starts fastest; nothing here is CPU-bound.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::LaunchFailed(format!("cannot start the runtime: {e}")))
+}
+
+/// Runs a job's ranks on this machine to their end; returns their exit code.
+pub fn run_local(spec: JobSpec, placement: Option<Placement>) -> Result<u8, CliError> {
+    let runtime = runtime()?;
+    finish(runtime.block_on(gangway_launcher::local_run::run_local(spec, placement)))
+}
+
+/// Runs a job across the plan's nodes to its end; returns its ranks' exit code.
+pub fn run_plan(spec: JobSpec, plan: ClusterPlan) -> Result<u8, CliError> {
+    let runtime = runtime()?;
+    finish(runtime.block_on(gangway_launcher::proxy::root::run_cluster(spec, plan)))
+}
+
+/// Prints a finished job's warnings and returns its exit code; a job that could not start is
+/// an error.
+fn finish(result: Result<JobReport, LaunchError>) -> Result<u8, CliError> {
+    let report = result?;
+    let mut stderr = std::io::stderr().lock();
+    for warning in &report.warnings {
+        let _ = writeln!(stderr, "gangway: warning: {warning}");
+    }
+    Ok(exit_code::for_report(&report))
+}

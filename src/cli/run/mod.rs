@@ -1,0 +1,129 @@
+//! `gangway run`: checks the flags ([`request`]), then runs the ranks where they belong: through
+//! a controller ([`managed`]) inside an allocation or when one is configured, else on this
+//! machine or on the nodes given, through the launcher ([`launch`]).
+
+pub mod launch;
+pub mod managed;
+pub mod request;
+
+use std::io::Write;
+
+use gangway_launcher::binding::{self, BindingError, Machine};
+use gangway_launcher::nodes::{self, NodeSource, Source};
+use gangway_launcher::proxy::root::ClusterPlan;
+
+pub use request::{ClusterFlags, LauncherArg, PmiArg, RunArgs, RunRequest};
+
+use super::error::CliError;
+
+/// Runs `gangway run` to the end; returns the ranks' exit code.
+pub fn main(args: RunArgs) -> Result<u8, CliError> {
+    if args.verbose > 1 {
+        // Only now: setting up logging must not cost the ordinary launch anything.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("gangway=debug"))
+            .with_target(false)
+            .without_time()
+            .try_init();
+    }
+    let request = args.into_request()?;
+    let env: std::collections::HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let explicit_nodes =
+        request.node_request.hosts.is_some() || request.node_request.hostfile.is_some();
+    if !explicit_nodes && !request.dry_run {
+        if let Some(job) = env.get("GANGWAY_JOB_ID").and_then(|j| j.parse().ok()) {
+            return managed::run_in_job(request, job);
+        }
+        if crate::client::target().is_some() {
+            return managed::run_as_job(request);
+        }
+    }
+    let source = nodes::select_source(&request.node_request, &env)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if !matches!(source, Source::Local(_)) && request.machine == Machine::Local {
+        return run_on_nodes(request, source.as_dyn());
+    }
+    let placement =
+        binding::plan(request.spec.ntasks, &request.binding, &request.machine, request.dry_run)
+            .map_err(|e| match e {
+                BindingError::Placement(_) => CliError::CannotPlace(e.to_string()),
+                // A machine named on the command line is the user's to fix; this one's is not.
+                BindingError::Topology(_) if request.machine != Machine::Local => {
+                    CliError::Usage(e.to_string())
+                }
+                BindingError::Topology(_) => CliError::LaunchFailed(e.to_string()),
+            })?;
+    if request.dry_run {
+        print_map(&request, placement.as_ref());
+        return Ok(crate::exit_code::SUCCESS);
+    }
+    let spec = request.spec;
+    if spec.verbose
+        && let Some(p) = &placement
+    {
+        for note in &p.notes {
+            eprintln!("gangway: {note}");
+        }
+    }
+    launch::run_local(spec, placement)
+}
+
+/// A job across nodes: the layout, then the proxies.
+fn run_on_nodes(request: RunRequest, source: &dyn NodeSource) -> Result<u8, CliError> {
+    let all = source.nodes().map_err(|e| CliError::Usage(e.to_string()))?;
+    let slots: Vec<Option<u32>> = all.iter().map(|n| n.slots).collect();
+    let node_of_rank = gangway_launcher::layout::layout(&request.layout, &slots)
+        .map_err(|e| CliError::CannotPlace(e.to_string()))?;
+    let used = node_of_rank.iter().max().map(|m| *m as usize + 1).unwrap_or(1);
+    let nodes: Vec<_> = all.into_iter().take(used).collect();
+    if request.dry_run {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "{} ranks on {} node(s) from {}",
+            node_of_rank.len(),
+            nodes.len(),
+            source.describe()
+        );
+        let _ = writeln!(stdout, "rank  node");
+        for (rank, node) in node_of_rank.iter().enumerate() {
+            let _ = writeln!(stdout, "{rank:<5} {}", nodes[*node as usize].name);
+        }
+        return Ok(crate::exit_code::SUCCESS);
+    }
+    let plan = ClusterPlan {
+        nodes,
+        node_of_rank,
+        bootstrap: request.bootstrap,
+        proxy_path: request.proxy_path,
+        tree_width: request.tree_width,
+        ping_interval: request.ping_interval,
+        ping_timeout: request.ping_timeout,
+        binding: request.binding,
+    };
+    launch::run_plan(request.spec, plan)
+}
+
+/// `--dry-run`: the rank map as a table or JSON, nothing launched.
+fn print_map(request: &RunRequest, placement: Option<&gangway_topology::Placement>) {
+    let mut stdout = std::io::stdout().lock();
+    let text = match placement {
+        Some(p) if request.json => p.to_json(),
+        Some(p) => {
+            let host = match &request.machine {
+                Machine::Local => request.spec.host.clone(),
+                _ => "node0".to_string(),
+            };
+            gangway_topology::render_map(p, &[host.as_str()])
+        }
+        None if request.json => format!("{{\"ranks\":{},\"bound\":false}}", request.spec.ntasks),
+        None => format!(
+            "{} rank(s) on {}, not bound (more ranks than CPUs, or --cpu-bind=none)\n",
+            request.spec.ntasks, request.spec.host
+        ),
+    };
+    let _ = writeln!(stdout, "{}", text.trim_end());
+}

@@ -58,8 +58,9 @@ pub struct BatchArgs {
     /// Skip #SBATCH options gangway does not support yet (with a warning) instead of refusing.
     #[arg(long)]
     pub ignore_unknown_directives: bool,
-    /// SCRIPT [ARGS]: the script and its arguments.
+    /// `SCRIPT [ARGS]`: the script and its arguments.
     #[arg(
+        help = "SCRIPT [ARGS]: the script and its arguments",
         required_unless_present = "wrap",
         trailing_var_arg = true,
         num_args = 1..,

@@ -71,6 +71,33 @@ fn batch_alloc_and_run_jobs_on_three_nodes() {
 }
 
 #[test]
+fn an_allocation_whose_command_ignores_the_hangup_is_killed_after_its_grace() {
+    let Some(m) = Managed::up(1) else { return };
+    // exec: one process, so the kill after the grace leaves nothing behind.
+    let held = m
+        .cli()
+        .args(["alloc", "-N", "1", "-Q", "--", "sh", "-c", "trap '' HUP; exec sleep 60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the allocation running", Duration::from_secs(20), || {
+        let out = m.cli_out(&["queue", "--json"]);
+        let q: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        q.iter().any(|j| j["kind"] == "alloc" && j["state"] == "RUNNING")
+    });
+    let cancelled = Instant::now();
+    assert!(m.cli_out(&["cancel", "--user", "root"]).status.success());
+    let done = crate::support::wait_bounded(held);
+    let took = cancelled.elapsed();
+    assert_eq!(done.code(), 118, "{}", done.stderr);
+    assert!(done.stderr.contains("CANCELLED (cancelled by root)"), "{}", done.stderr);
+    // The hang-up was ignored: killed after the 2 s grace, not at once and not after the sleep.
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
 fn mpi_program_in_a_batch_job_across_nodes() {
     let Some((hello, lib)) = ofi_hello() else { return };
     let Some(m) = Managed::up(3) else { return };

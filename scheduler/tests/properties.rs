@@ -226,6 +226,23 @@ proptest! {
     }
 }
 
+/// The case proptest shrank a broken promise to: when job 5 ended, job 2 was re-planned in
+/// place after job 4 had reserved around it, so at 3172 s job 4's take came before job 2's
+/// return in the profile; job 3, re-planned next, saw that false dip in its own old slot, was
+/// pushed from 2704 s to 3172 s, and job 4 backfilled into the room. Job 3 must keep 2704 s.
+#[test]
+fn a_reservation_replanned_in_place_does_not_push_back_a_later_one() {
+    let raw = [
+        (0, 3, 3, 2704, 0.8362414294182856),
+        (570, 2, 2, 468, 0.9473198621957585),
+        (1065, 3, 2, 469, 0.1),
+        (148, 3, 1, 2159, 0.305818183019498),
+        (127, 1, 1, 460, 0.29111326087710854),
+    ];
+    let promised = promises_are_kept(BackfillMode::Conservative, &raw).expect("promises kept");
+    assert_eq!(promised, 3, "jobs 2, 3 and 4 waited with a promise");
+}
+
 /// Preemption end to end: the preemptor starts once its victims stopped, each victim is
 /// requeued and completes exactly once, and nothing ever runs twice at once.
 #[test]

@@ -39,6 +39,11 @@ impl Step {
         self.kind != Kind::Take
     }
 
+    /// Where the step goes in a node's list: by time, gains before losses at one instant.
+    fn order(&self) -> (Timestamp, bool) {
+        (self.at, !self.up())
+    }
+
     /// When the step happens, seen from `now`: a job past its time limit still holds its
     /// resources (it is being stopped), so its release is taken to come just after now.
     fn when(&self, now: Timestamp) -> Timestamp {
@@ -106,9 +111,14 @@ impl Profile {
         Self { steps: vec![Vec::new(); nodes] }
     }
 
+    /// Keeps a node's steps in time order and, at one instant, what comes back before what
+    /// is taken: a window ending at `t` and one starting at `t` do not overlap. In insertion
+    /// order instead, a reservation made later (re-planned in place) could put its return
+    /// after another's take at the same instant, and the sweep saw a dip that never happens —
+    /// a job re-planned in its own old slot found it "full" and was pushed back.
     fn insert(&mut self, node: usize, step: Step) {
         if let Some(steps) = self.steps.get_mut(node) {
-            let at = steps.partition_point(|s| s.at <= step.at);
+            let at = steps.partition_point(|s| s.order() <= step.order());
             steps.insert(at, step);
         }
     }

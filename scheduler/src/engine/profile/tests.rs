@@ -140,3 +140,21 @@ fn required_nodes_and_the_horizon() {
     q.horizon = t(300);
     assert!(p.earliest(&c, &q).is_none(), "not before the horizon");
 }
+
+#[test]
+fn a_window_ending_when_another_begins_leaves_no_dip_whatever_the_order_they_were_made() {
+    let c = cluster(1);
+    let mut p = Profile::new(1);
+    let later =
+        Reservation { job: 8, epoch: 0, start: t(200), end: t(300), nodes: vec![(0, cores(4), 4)] };
+    let earlier =
+        Reservation { job: 9, epoch: 0, start: t(100), end: t(200), nodes: vec![(0, cores(4), 4)] };
+    // The later window is booked first, as when the earlier one is re-planned in place.
+    p.add_reservation(&later);
+    p.add_reservation(&earlier);
+    let nodes = [0];
+    let half = JobShape::of(&JobRequest::new().ntasks(4));
+    // Half the node stays free all along: at 200 one gives back what the other takes.
+    assert_eq!(p.earliest(&c, &query(&nodes, &[], &half, 300, 0)).unwrap().at, t(0));
+    assert_eq!(p.spare(0, Avail::now(&c.nodes()[0]), t(0)).unwrap().units(), 4);
+}

@@ -7,6 +7,8 @@
 //! same packing rule as a start now) only when the histogram says the gang could fit. Nodes
 //! that are reserved later in the job's window are judged by their lowest point in it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use crate::avail::{Avail, Need};
@@ -164,9 +166,9 @@ impl Profile {
             began |= s.kind == Kind::Take;
         }
         let mut least = began.then_some(a);
-        let mut future: Vec<&Step> = steps.iter().filter(|s| s.when(now) > now).collect();
-        future.sort_by_key(|s| s.when(now));
-        for s in future {
+        // Already in time order: an overdue release (moved to just after now) comes before
+        // every step that is really in the future.
+        for s in steps.iter().filter(|s| s.when(now) > now) {
             s.apply(&mut a);
             if s.kind == Kind::Take {
                 least = Some(least.map_or(a, |l| l.min(a)));
@@ -191,8 +193,10 @@ struct Sweep {
     caps: Vec<u32>,
     /// Positions by tasks they can take (capped at the job's task count).
     hist: Vec<u32>,
-    /// Future steps: (time, position, index in the node's steps).
-    events: Vec<(Timestamp, u32, u32)>,
+    /// Each position's next future step: (time, position, index in the node's steps). The
+    /// nodes' steps are each in time order already, so merging them as the sweep goes
+    /// replaces sorting all of them up front (most sweeps stop early).
+    heads: BinaryHeap<Reverse<(Timestamp, u32, u32)>>,
     /// Positions with a reservation starting in the future (judged by their window minimum).
     reserved: Vec<u32>,
 }
@@ -200,16 +204,16 @@ struct Sweep {
 impl Sweep {
     fn new(profile: &Profile, cluster: &ClusterState, q: &Query<'_>) -> Option<Self> {
         let mut cur = Vec::with_capacity(q.nodes.len());
-        let mut events = Vec::new();
+        let mut heads = BinaryHeap::with_capacity(q.nodes.len());
         let mut reserved = Vec::new();
         for (pos, &n) in q.nodes.iter().enumerate() {
             let mut a = Avail::now(cluster.nodes.get(n)?);
             let steps = profile.steps.get(n).map_or(&[][..], Vec::as_slice);
             let mut has_future_take = false;
+            let mut first = None;
             for (k, s) in steps.iter().enumerate() {
-                let when = s.when(q.now);
-                if when > q.now {
-                    events.push((when, pos as u32, k as u32));
+                if s.when(q.now) > q.now {
+                    first.get_or_insert(k);
                     has_future_take |= !s.up();
                 } else {
                     s.apply(&mut a);
@@ -218,11 +222,36 @@ impl Sweep {
             if has_future_take {
                 reserved.push(pos as u32);
             }
+            if let Some(k) = first
+                && let Some(s) = steps.get(k)
+            {
+                heads.push(Reverse((s.when(q.now), pos as u32, k as u32)));
+            }
             cur.push(a);
         }
-        events.sort_unstable();
         let top = q.shape.ntasks as usize + 1;
-        Some(Sweep { caps: vec![0; cur.len()], cur, hist: vec![0; top], events, reserved })
+        Some(Sweep { caps: vec![0; cur.len()], cur, hist: vec![0; top], heads, reserved })
+    }
+
+    /// Takes the earliest future step of all positions (by time, then position, then order
+    /// on the node) and puts that position's next one in line.
+    fn next_event(&mut self, profile: &Profile, q: &Query<'_>) -> Option<(Timestamp, u32, u32)> {
+        let Reverse(event) = self.heads.pop()?;
+        let (_, pos, k) = event;
+        let steps = q.nodes.get(pos as usize).and_then(|&n| profile.steps.get(n));
+        let steps = steps.map_or(&[][..], Vec::as_slice);
+        let from = k as usize + 1;
+        // Past steps (already in `cur`) are skipped. A node's future steps' times rise with
+        // their order: an overdue release (moved to just after now) comes before every step
+        // that is really in the future.
+        let next = steps.get(from..).unwrap_or_default().iter().zip(from..).find_map(|(s, k)| {
+            let when = s.when(q.now);
+            (when > q.now).then_some((when, pos, k as u32))
+        });
+        if let Some(next) = next {
+            self.heads.push(Reverse(next));
+        }
+        Some(event)
     }
 
     fn window_end(q: &Query<'_>, t: Timestamp) -> Timestamp {
@@ -246,10 +275,9 @@ impl Sweep {
             let mut a = now;
             // Steps are in time order; overdue releases (first) only ever raise the level,
             // so skipping them can only make the minimum lower: safe.
-            for s in profile.steps.get(n).map_or(&[][..], Vec::as_slice) {
-                if s.at <= t {
-                    continue;
-                }
+            let steps = profile.steps.get(n).map_or(&[][..], Vec::as_slice);
+            let from = steps.partition_point(|s| s.at <= t);
+            for s in steps.get(from..).unwrap_or_default() {
                 if s.at >= end {
                     break;
                 }
@@ -316,20 +344,15 @@ impl Sweep {
         {
             return Some(slot);
         }
-        let events = std::mem::take(&mut self.events);
-        let mut i = 0;
         let mut touched: Vec<usize> = Vec::new();
-        while let Some(&(t, ..)) = events.get(i) {
+        while let Some(&Reverse((t, ..))) = self.heads.peek() {
             if t >= q.horizon {
                 return None;
             }
             touched.clear();
             let mut rose = false;
-            while let Some(&(at, pos, k)) = events.get(i) {
-                if at != t {
-                    break;
-                }
-                i += 1;
+            while self.heads.peek().is_some_and(|&Reverse((at, ..))| at == t) {
+                let Some((_, pos, k)) = self.next_event(profile, q) else { break };
                 let pos = pos as usize;
                 let Some(&n) = q.nodes.get(pos) else { continue };
                 let Some(step) = profile.steps.get(n).and_then(|s| s.get(k as usize)) else {
@@ -341,6 +364,12 @@ impl Sweep {
                 rose |= step.up();
                 touched.push(pos);
             }
+            if !rose {
+                // Nothing came free: the gang cannot fit now if it did not before. Only
+                // reserved positions (the only ones with takes) were touched, and their caps
+                // are recomputed at the next moment anyway.
+                continue;
+            }
             // Reserved nodes' windows move with time even when nothing happens on them.
             touched.extend(self.reserved.iter().map(|&p| p as usize));
             touched.sort_unstable();
@@ -349,8 +378,7 @@ impl Sweep {
                 let cap = self.cap_at(profile, cluster, q, pos, t);
                 self.set_cap(pos, cap);
             }
-            if rose
-                && self.may_fit(q.shape)
+            if self.may_fit(q.shape)
                 && let Some(slot) = self.try_select(q, t)
             {
                 return Some(slot);

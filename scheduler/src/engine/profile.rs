@@ -9,6 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::time::Duration;
 
 use crate::avail::{Avail, Need};
@@ -193,13 +194,26 @@ struct Sweep {
     caps: Vec<u32>,
     /// Positions by tasks they can take (capped at the job's task count).
     hist: Vec<u32>,
+    /// No bucket above this one was ever used: a wide job's histogram is mostly empty
+    /// (a node takes a few dozen tasks of thousands).
+    high: usize,
     /// Each position's next future step: (time, position, index in the node's steps). The
     /// nodes' steps are each in time order already, so merging them as the sweep goes
     /// replaces sorting all of them up front (most sweeps stop early).
     heads: BinaryHeap<Reverse<(Timestamp, u32, u32)>>,
     /// Positions with a reservation starting in the future (judged by their window minimum).
     reserved: Vec<u32>,
+    /// Per position, the index of the first step at or after the window's end when its cap
+    /// was last computed ([`STALE`] once a step has happened there since). While nothing
+    /// happens on a node and no new step enters its window, its cap cannot change.
+    window_ends: Vec<u32>,
+    /// Per position, the index of the node's first step after the last moment its cap was
+    /// computed at: moments only move forward, so it only moves forward too.
+    window_starts: Vec<u32>,
 }
+
+/// A position whose cap must be computed afresh.
+const STALE: u32 = u32::MAX;
 
 impl Sweep {
     fn new(profile: &Profile, cluster: &ClusterState, q: &Query<'_>) -> Option<Self> {
@@ -230,13 +244,23 @@ impl Sweep {
             cur.push(a);
         }
         let top = q.shape.ntasks as usize + 1;
-        Some(Sweep { caps: vec![0; cur.len()], cur, hist: vec![0; top], heads, reserved })
+        Some(Sweep {
+            caps: vec![0; cur.len()],
+            window_ends: vec![STALE; cur.len()],
+            window_starts: vec![0; cur.len()],
+            cur,
+            hist: vec![0; top],
+            high: 0,
+            heads,
+            reserved,
+        })
     }
 
     /// Takes the earliest future step of all positions (by time, then position, then order
     /// on the node) and puts that position's next one in line.
     fn next_event(&mut self, profile: &Profile, q: &Query<'_>) -> Option<(Timestamp, u32, u32)> {
-        let Reverse(event) = self.heads.pop()?;
+        let mut top = self.heads.peek_mut()?;
+        let Reverse(event) = *top;
         let (_, pos, k) = event;
         let steps = q.nodes.get(pos as usize).and_then(|&n| profile.steps.get(n));
         let steps = steps.map_or(&[][..], Vec::as_slice);
@@ -248,8 +272,10 @@ impl Sweep {
             let when = s.when(q.now);
             (when > q.now).then_some((when, pos, k as u32))
         });
-        if let Some(next) = next {
-            self.heads.push(Reverse(next));
+        // In place: one sift instead of a pop and a push.
+        match next {
+            Some(next) => *top = Reverse(next),
+            None => drop(PeekMut::pop(top)),
         }
         Some(event)
     }
@@ -258,36 +284,75 @@ impl Sweep {
         t.after_limit(q.duration)
     }
 
-    /// Tasks position `pos` can take from `t` for the job's whole window.
-    fn cap_at(
-        &self,
+    /// Recomputes position `pos`'s cap at `t`, unless nothing that decides it changed.
+    fn update_cap(
+        &mut self,
         profile: &Profile,
         cluster: &ClusterState,
         q: &Query<'_>,
         pos: usize,
         t: Timestamp,
-    ) -> u32 {
-        let (Some(&n), Some(&now)) = (q.nodes.get(pos), self.cur.get(pos)) else { return 0 };
-        let Some(node) = cluster.nodes.get(n) else { return 0 };
+    ) {
+        let end = Self::window_end(q, t);
+        let known = self.window_ends.get(pos).copied().unwrap_or(STALE);
+        if known != STALE {
+            let steps = q.nodes.get(pos).and_then(|&n| profile.steps.get(n));
+            let next = steps.and_then(|s| s.get(known as usize));
+            if next.is_none_or(|s| s.at >= end) {
+                return;
+            }
+        }
+        let (cap, window_end) = self.cap_at(profile, cluster, q, pos, t);
+        if let Some(e) = self.window_ends.get_mut(pos) {
+            *e = window_end;
+        }
+        self.set_cap(pos, cap);
+    }
+
+    /// Tasks position `pos` can take from `t` for the job's whole window, and the index of
+    /// the node's first step at or after the window's end ([`STALE`] for an unreserved
+    /// position: its cap changes only with its own steps).
+    fn cap_at(
+        &mut self,
+        profile: &Profile,
+        cluster: &ClusterState,
+        q: &Query<'_>,
+        pos: usize,
+        t: Timestamp,
+    ) -> (u32, u32) {
+        let (Some(&n), Some(&now)) = (q.nodes.get(pos), self.cur.get(pos)) else {
+            return (0, STALE);
+        };
+        let Some(node) = cluster.nodes.get(n) else { return (0, STALE) };
         let mut least = now;
+        let mut window_end = STALE;
         if self.reserved.binary_search(&(pos as u32)).is_ok() {
             let end = Self::window_end(q, t);
             let mut a = now;
             // Steps are in time order; overdue releases (first) only ever raise the level,
             // so skipping them can only make the minimum lower: safe.
             let steps = profile.steps.get(n).map_or(&[][..], Vec::as_slice);
-            let from = steps.partition_point(|s| s.at <= t);
+            let mut from = self.window_starts.get(pos).map_or(0, |&k| k as usize);
+            while steps.get(from).is_some_and(|s| s.at <= t) {
+                from += 1;
+            }
+            if let Some(k) = self.window_starts.get_mut(pos) {
+                *k = u32::try_from(from).unwrap_or(u32::MAX);
+            }
+            let mut k = from;
             for s in steps.get(from..).unwrap_or_default() {
                 if s.at >= end {
                     break;
                 }
+                k += 1;
                 s.apply(&mut a);
                 if !s.up() {
                     least = least.min(a);
                 }
             }
+            window_end = u32::try_from(k).unwrap_or(STALE);
         }
-        q.shape.capacity(node, &least, q.exclusive)
+        (q.shape.capacity(node, &least, q.exclusive), window_end)
     }
 
     fn set_cap(&mut self, pos: usize, cap: u32) {
@@ -298,16 +363,19 @@ impl Sweep {
             }
             *old = cap;
         }
-        if let Some(h) = self.hist.get_mut((cap as usize).min(top)) {
+        let bucket = (cap as usize).min(top);
+        if let Some(h) = self.hist.get_mut(bucket) {
             *h += 1;
         }
+        self.high = self.high.max(bucket);
     }
 
     /// Whether the histogram allows the gang: enough usable nodes, and the biggest allowed
     /// number of them hold every task.
     fn may_fit(&self, shape: &JobShape) -> bool {
         let (mut taken, mut sum, mut usable) = (0u32, 0u64, 0u32);
-        for (cap, &count) in self.hist.iter().enumerate().skip(1).rev() {
+        let used = self.hist.get(..=self.high).unwrap_or_default();
+        for (cap, &count) in used.iter().enumerate().skip(1).rev() {
             usable += count;
             let take = count.min(shape.max_nodes.saturating_sub(taken));
             sum += u64::from(take) * cap as u64;
@@ -336,8 +404,7 @@ impl Sweep {
             *h = self.cur.len() as u32;
         }
         for pos in 0..self.cur.len() {
-            let cap = self.cap_at(profile, cluster, q, pos, q.now);
-            self.set_cap(pos, cap);
+            self.update_cap(profile, cluster, q, pos, q.now);
         }
         if self.may_fit(q.shape)
             && let Some(slot) = self.try_select(q, q.now)
@@ -361,8 +428,13 @@ impl Sweep {
                 if let Some(a) = self.cur.get_mut(pos) {
                     step.apply(a);
                 }
+                if let Some(e) = self.window_ends.get_mut(pos) {
+                    *e = STALE;
+                }
                 rose |= step.up();
-                touched.push(pos);
+                if touched.last() != Some(&pos) {
+                    touched.push(pos);
+                }
             }
             if !rose {
                 // Nothing came free: the gang cannot fit now if it did not before. Only
@@ -371,12 +443,13 @@ impl Sweep {
                 continue;
             }
             // Reserved nodes' windows move with time even when nothing happens on them.
-            touched.extend(self.reserved.iter().map(|&p| p as usize));
-            touched.sort_unstable();
-            touched.dedup();
+            // A position met twice costs only the check that its window did not change.
             for &pos in &touched {
-                let cap = self.cap_at(profile, cluster, q, pos, t);
-                self.set_cap(pos, cap);
+                self.update_cap(profile, cluster, q, pos, t);
+            }
+            for i in 0..self.reserved.len() {
+                let pos = self.reserved.get(i).map_or(usize::MAX, |&p| p as usize);
+                self.update_cap(profile, cluster, q, pos, t);
             }
             if self.may_fit(q.shape)
                 && let Some(slot) = self.try_select(q, t)

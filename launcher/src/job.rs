@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::exit_status::RankStatus;
 use crate::input::InputMode;
+use crate::pmi::pmix::MpiKind;
 use crate::pmi::server::PmiMode;
 use crate::rank_env::ExportPolicy;
 
@@ -35,6 +36,8 @@ pub struct JobSpec {
     /// Between SIGTERM and SIGKILL when the job is stopped.
     pub kill_grace: Duration,
     pub pmi_mode: PmiMode,
+    /// Which PMI services the ranks get (`--mpi`).
+    pub mpi: MpiKind,
     pub job_id: String,
     /// This node's name.
     pub host: String,

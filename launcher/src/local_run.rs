@@ -14,6 +14,7 @@ use crate::output::{self, OutputSink};
 use crate::output_routes::OutputRoutes;
 use crate::pmi::mapping::process_mapping;
 use crate::pmi::node::JobInfo;
+use crate::pmi::pmix::pmix_namespace;
 use crate::pmi::server::PmiServer;
 use crate::rank_env;
 use crate::ranks::{self, ExitReport, NodeLaunch};
@@ -53,8 +54,10 @@ pub async fn run_local(
         appnum: 0,
         process_mapping: process_mapping(&vec![0; n as usize]),
     };
-    let mut pmi = PmiServer::start(job, 0, (0..n).collect(), spec.pmi_mode, None)
-        .await
+    let namespace = pmix_namespace(&spec.job_id, vec![spec.host.clone()], vec![0; n as usize], 0);
+    let mut pmi =
+        PmiServer::start(job, 0, (0..n).collect(), spec.pmi_mode, None, spec.mpi, namespace)
+            .await
         .map_err(|source| LaunchError::Setup { what: "the PMI service", source })?;
     let mut caught = CaughtSignals::install()
         .map_err(|source| LaunchError::Setup { what: "signal handlers", source })?;
@@ -156,6 +159,7 @@ pub async fn run_local(
     }
     node_ranks.drain_output(OUTPUT_DRAIN).await;
     let report = job_report(sup.policy(), &spec.program);
+    pmi.close().await;
     drop(sup);
     drop(out);
     sink.finish();

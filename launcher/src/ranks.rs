@@ -29,9 +29,9 @@ use crate::pmi::server::PmiServer;
 use crate::rank_env::{self, RankIdentity};
 use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
 
-/// A node's PMI service, as starting a rank needs it. The PMI-1/PMI-2 server is one; a PMIx
-/// server will be another (its `setup_fork` variables are a rank's [`PmiAccess::env`]), and
-/// `--mpi=auto` both at once. Events and exits stay with the owner of the ranks, which knows
+/// A node's PMI service, as starting a rank needs it. The PMI-1/PMI-2 server is one, with the
+/// node's PMIx server beside it (`--mpi`): its `setup_fork` variables join a rank's
+/// [`PmiAccess::env`]. Events and exits stay with the owner of the ranks, which knows
 /// what each service reports.
 pub trait PmiService {
     /// What `rank` needs to reach the service. Called once per rank, just before its spawn.
@@ -51,7 +51,11 @@ impl PmiService for PmiServer {
     fn connect(&mut self, rank: u32) -> PmiAccess {
         let inherit = self.take_child_end(rank);
         let env = self.rank_env(rank, inherit.as_ref().map(AsRawFd::as_raw_fd));
-        PmiAccess { env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), inherit }
+        let mut env: Vec<(String, String)> =
+            env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        // With `--mpi=auto` a rank gets both: each MPI takes what it speaks.
+        env.extend(self.pmix_env(rank));
+        PmiAccess { env, inherit }
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,6 +15,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::node::{JobInfo, NodeInput, NodeOutput, NodePmi, ReqId};
 use super::peer;
+use super::pmix::{MpiKind, PmixNode, PmixServer};
+use super::pmix_root::{PmixDown, PmixUp};
 use super::root::{RootInput, RootOutput, RootPmi};
 use super::wire::{self, Decoder, Framed, Protocol, Request};
 
@@ -60,10 +63,15 @@ pub enum PmiEvent {
 pub enum ToRoot {
     Fence { epoch: u64, pairs: Vec<(String, String)> },
     Name { id: ReqId, request: Request },
+    /// A PMIx fence or direct-modex message (`pmix_root`).
+    Pmix(PmixUp),
 }
 
 enum ToState {
     FromRoot(NodeInput),
+    FromRootPmix(PmixDown),
+    /// The job is over: let go of the PMIx server, then say so.
+    Close(tokio::sync::oneshot::Sender<()>),
     Register { rank: u32, conn: UnboundedSender<ToConn> },
     Request { rank: u32, framed: Framed },
     Gone { rank: u32 },
@@ -86,26 +94,54 @@ pub struct PmiServer {
     child_ends: HashMap<u32, OwnedFd>,
     port: Option<SocketAddr>,
     jobid: String,
+    /// Whether the ranks get the PMI-1/2 service.
+    serves_pmi: bool,
+    /// This node's PMIx server, when the job has one.
+    pmix: Option<Arc<PmixServer>>,
 }
 
 impl PmiServer {
     /// Starts the service for `local_ranks` of the job. Must run inside a tokio runtime.
     ///
     /// `remote_root`: where fences and name requests go when this node is not the whole job;
-    /// `None` answers them here (a job on one node).
+    /// `None` answers them here (a job on one node). `mpi` says which services the ranks get;
+    /// `namespace` describes the job to a PMIx server. Without libpmix, `MpiKind::Pmix` fails
+    /// here (the error names the package) and `MpiKind::Auto` serves PMI-1/2 alone.
     pub async fn start(
         job: JobInfo,
         node_id: u32,
         local_ranks: Vec<u32>,
         mode: PmiMode,
         remote_root: Option<UnboundedSender<ToRoot>>,
+        mpi: MpiKind,
+        namespace: gangway_pmix::Namespace,
     ) -> std::io::Result<PmiServer> {
         let (to_state, state_rx) = unbounded_channel();
         let (events_tx, events) = unbounded_channel();
         let jobid = job.jobid.clone();
         let mut child_ends = HashMap::new();
         let mut port = None;
+        let (pmix, pmix_events) = match mpi.serves_pmix() {
+            false => (None, None),
+            true => match PmixServer::start(namespace) {
+                Ok((server, events)) => (Some(server), Some(events)),
+                Err(e) if mpi == MpiKind::Pmix => {
+                    return Err(std::io::Error::other(format!("no PMIx server for --mpi=pmix: {e}")));
+                }
+                Err(gangway_pmix::PmixError::Unavailable(e)) => {
+                    tracing::debug!(target: "gangway::pmix", "PMI-1/2 only: {e}");
+                    (None, None)
+                }
+                Err(e) => {
+                    let _ = events_tx.send(PmiEvent::Warning {
+                        message: format!("no PMIx server on node {node_id}, PMI-1/2 only: {e}"),
+                    });
+                    (None, None)
+                }
+            },
+        };
         match mode {
+            _ if !mpi.serves_pmi() => {}
             PmiMode::Fd => {
                 for &rank in &local_ranks {
                     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
@@ -129,9 +165,37 @@ impl PmiServer {
                 tokio::spawn(accept_loop(listener, to_state.clone(), events_tx.clone()));
             }
         }
-        let state = StateTask::new(job, node_id, local_ranks, events_tx, remote_root);
-        tokio::spawn(state.run(state_rx));
-        Ok(PmiServer { to_state, events, child_ends, port, jobid })
+        let pmix_node = pmix
+            .clone()
+            .map(|server| PmixNode::new(server, remote_root.clone(), events_tx.clone()));
+        let state = StateTask::new(job, node_id, local_ranks, events_tx, remote_root, pmix_node);
+        tokio::spawn(state.run(state_rx, pmix_events));
+        Ok(PmiServer { to_state, events, child_ends, port, jobid, serves_pmi: mpi.serves_pmi(), pmix })
+    }
+
+    /// The PMIx variables of one rank's environment (none without a PMIx server). A rank that
+    /// cannot be registered fails the job: it would start as a singleton.
+    pub fn pmix_env(&self, rank: u32) -> Vec<(String, String)> {
+        let Some(pmix) = &self.pmix else { return Vec::new() };
+        pmix.rank_env(rank).unwrap_or_else(|e| {
+            let reason = format!("cannot register rank {rank} with the PMIx server: {e}");
+            let _ = self.to_state.send(ToState::Broken { rank: Some(rank), reason });
+            Vec::new()
+        })
+    }
+
+    /// Hands the node a PMIx message from the job's root.
+    pub fn from_root_pmix(&self, msg: PmixDown) {
+        let _ = self.to_state.send(ToState::FromRootPmix(msg));
+    }
+
+    /// Ends the service once the job is over: the PMIx server (if any) deregisters the job,
+    /// stops, and its directory is removed before this returns.
+    pub async fn close(self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.to_state.send(ToState::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// The descriptor the rank must inherit (`PMI_FD` mode); drop it after the fork.
@@ -141,6 +205,9 @@ impl PmiServer {
 
     /// The PMI variables of one rank's environment; `child_fd` is from [`Self::take_child_end`].
     pub fn rank_env(&self, rank: u32, child_fd: Option<RawFd>) -> Vec<(&'static str, String)> {
+        if !self.serves_pmi {
+            return Vec::new();
+        }
         let mut env = vec![("PMI_JOBID", self.jobid.clone())];
         if let Some(fd) = child_fd {
             env.push(("PMI_FD", fd.to_string()));
@@ -379,6 +446,7 @@ struct StateTask {
     settled: HashSet<u32>,
     size: u32,
     events: UnboundedSender<PmiEvent>,
+    pmix: Option<PmixNode>,
 }
 
 impl StateTask {
@@ -388,6 +456,7 @@ impl StateTask {
         local_ranks: Vec<u32>,
         events: UnboundedSender<PmiEvent>,
         upstream: Option<UnboundedSender<ToRoot>>,
+        pmix: Option<PmixNode>,
     ) -> Self {
         let size = job.size;
         StateTask {
@@ -403,12 +472,48 @@ impl StateTask {
             settled: HashSet::new(),
             size,
             events,
+            pmix,
         }
     }
 
-    async fn run(mut self, mut rx: UnboundedReceiver<ToState>) {
-        while let Some(msg) = rx.recv().await {
+    async fn run(
+        mut self,
+        mut rx: UnboundedReceiver<ToState>,
+        mut pmix_events: Option<UnboundedReceiver<gangway_pmix::Event>>,
+    ) {
+        loop {
+            let upcall = async {
+                match &mut pmix_events {
+                    Some(events) => events.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                // Upcalls first: a rank's PMIx finalize must be seen before its exit, and the
+                // rank cannot exit before its finalize is answered from here.
+                biased;
+                Some(event) = upcall => {
+                    if let Some(pmix) = &mut self.pmix {
+                        pmix.handle(event);
+                    }
+                    continue;
+                }
+                msg = rx.recv() => msg,
+            };
+            let Some(msg) = msg else { break };
             match msg {
+                ToState::Close(done) => {
+                    // Replies still pending answer an error as they go; the ranks are gone.
+                    drop(self.pmix.take());
+                    drop(pmix_events.take());
+                    let _ = done.send(());
+                    return;
+                }
+                ToState::FromRootPmix(msg) => {
+                    if let Some(pmix) = &mut self.pmix {
+                        pmix.from_root(msg);
+                    }
+                }
                 ToState::FromRoot(input) => {
                     let out = self.node.handle(input);
                     self.apply(out);
@@ -471,6 +576,9 @@ impl StateTask {
 
     fn settle(&mut self, rank: u32) {
         if self.settled.insert(rank) {
+            if let Some(pmix) = &mut self.pmix {
+                pmix.rank_gone(rank);
+            }
             let _ = self.events.send(PmiEvent::Settled { rank });
         }
     }
@@ -570,11 +678,17 @@ mod tests {
         }
     }
 
+    fn namespace(size: u32) -> gangway_pmix::Namespace {
+        gangway_pmix::Namespace::new("t", vec!["h".into()], vec![0; size as usize], 0)
+    }
+
     /// A rank that leaves without finalize is reported failed before it is reported settled,
     /// whatever the timing: the supervisor relies on that order.
     #[tokio::test]
     async fn an_exit_without_finalize_is_failed_then_settled() {
-        let mut pmi = PmiServer::start(job(1), 0, vec![0], PmiMode::Fd, None).await.unwrap();
+        let mut pmi = PmiServer::start(job(1), 0, vec![0], PmiMode::Fd, None, MpiKind::Pmi2, namespace(1))
+            .await
+            .unwrap();
         let fd = pmi.take_child_end(0).unwrap();
         let rank = std::os::unix::net::UnixStream::from(fd);
         let mut reader = BufReader::new(rank.try_clone().unwrap());
@@ -604,7 +718,9 @@ mod tests {
     /// A rank that never spoke PMI is settled at its exit, with nothing to report.
     #[tokio::test]
     async fn a_silent_rank_is_settled_at_its_exit() {
-        let mut pmi = PmiServer::start(job(2), 0, vec![0, 1], PmiMode::Port, None).await.unwrap();
+        let mut pmi = PmiServer::start(job(2), 0, vec![0, 1], PmiMode::Port, None, MpiKind::Pmi2, namespace(2))
+            .await
+            .unwrap();
         pmi.rank_exited(1);
         assert_eq!(pmi.events.recv().await, Some(PmiEvent::Settled { rank: 1 }));
     }

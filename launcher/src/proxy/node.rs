@@ -25,6 +25,7 @@ use crate::bootstrap::RemoteCommand;
 use crate::flow::{Budget, NODE_WINDOW, OutputTx};
 use crate::output::LineAssembler;
 use crate::pmi::node::{JobInfo, NodeInput};
+use crate::pmi::pmix::pmix_namespace;
 use crate::pmi::server::{PmiServer, ToRoot};
 use crate::ranks::{self, ExitReport, NodeLaunch, NodeRanks, RankOutput};
 use crate::signals;
@@ -112,6 +113,7 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
                 let _ = up_tx.send(match up {
                     ToRoot::Fence { epoch, pairs } => Up::Fence { node_id, epoch, pairs },
                     ToRoot::Name { id, request } => Up::Name { node_id, id, request },
+                    ToRoot::Pmix(msg) => Up::Pmix { node_id, msg },
                 });
             }
             _ = &mut parent_gone => break,
@@ -120,6 +122,9 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
     }
     local.kill_all();
     ranks::kill_leftovers().await;
+    if let Some(pmi) = local.pmi.take() {
+        pmi.close().await;
+    }
     drop(children);
     Ok(())
 }
@@ -288,10 +293,23 @@ impl LocalRanks {
             appnum: 0,
             process_mapping: job.process_mapping.clone(),
         };
-        let mut pmi =
-            PmiServer::start(info, job.node_id, job.ranks.clone(), job.pmi_mode, Some(root_tx))
-                .await
-                .map_err(|e| format!("node {}: cannot start the PMI service: {e}", job.node_id))?;
+        let namespace = pmix_namespace(
+            &job.job_id,
+            job.node_names.clone(),
+            job.node_of_rank.clone(),
+            job.node_id,
+        );
+        let mut pmi = PmiServer::start(
+            info,
+            job.node_id,
+            job.ranks.clone(),
+            job.pmi_mode,
+            Some(root_tx),
+            job.mpi,
+            namespace,
+        )
+        .await
+        .map_err(|e| format!("node {}: cannot start the PMI service: {e}", job.node_id))?;
         let mut base_env: Vec<(OsString, OsString)> = job
             .env
             .iter()
@@ -394,6 +412,11 @@ impl LocalRanks {
             Down::Name { id, reply } => {
                 if let Some(pmi) = &self.pmi {
                     pmi.from_root(NodeInput::NameDown { id: *id, reply: reply.clone() });
+                }
+            }
+            Down::Pmix(msg) => {
+                if let Some(pmi) = &self.pmi {
+                    pmi.from_root_pmix(msg.clone());
                 }
             }
             Down::Input(bytes) => {

@@ -14,12 +14,15 @@ use crate::binding::BindingOptions;
 use crate::bootstrap::ssh_config::HostKeyPolicy;
 use crate::bootstrap::{self, Bootstrap};
 use crate::exit_status::RankStatus;
+use crate::pmi::pmix::MpiKind;
+use crate::pmi::pmix_root::{PmixDown, PmixUp};
 use crate::pmi::server::{PmiEvent, PmiMode};
 use crate::pmi::wire::{Reply, Request};
 
 /// Bumped on any change to these messages; a proxy of another version is refused by name.
-/// 3: output is credited back ([`Down::Credit`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 3: output is credited back ([`Down::Credit`]). 4: PMIx ([`Up::Pmix`], [`Down::Pmix`], the
+/// job's layout in [`NodeJob`]).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest message accepted: a fence can carry every rank's business card (bounded by the
 /// KVS limits, `pmi::limits`).
@@ -69,6 +72,12 @@ pub struct NodeJob {
     pub kvsname: String,
     pub process_mapping: Option<String>,
     pub pmi_mode: PmiMode,
+    /// Which PMI services the ranks get (`--mpi`).
+    pub mpi: MpiKind,
+    /// Every node's name by node id, and every rank's node id: a PMIx server registers the
+    /// whole job's layout, not only this node's share.
+    pub node_names: Vec<String>,
+    pub node_of_rank: Vec<u32>,
     pub binding: BindingOptions,
     pub bootstrap: BootstrapConfig,
     pub proxy_path: String,
@@ -190,6 +199,8 @@ pub enum Down {
     InputEnd,
     /// Send this signal to every local rank's process group.
     Signal(i32),
+    /// A PMIx fence's result, or a direct-modex request or answer.
+    Pmix(PmixDown),
     Ping(u64),
     /// The launcher took this many bytes of the receiving proxy's output into its own budget:
     /// the proxy may send that much more (see [`crate::flow`]).
@@ -247,6 +258,11 @@ pub enum Up {
         node_id: u32,
         id: u64,
         request: Request,
+    },
+    /// A node's PMIx fence contribution, or a direct-modex request or answer.
+    Pmix {
+        node_id: u32,
+        msg: PmixUp,
     },
     Pong {
         node_id: u32,

@@ -27,7 +27,9 @@ use crate::input::InputMode;
 use crate::job::{JobReport, JobSpec, LaunchError};
 use crate::output::{self, DestinationId, OutputSink};
 use crate::output_routes::OutputRoutes;
+use crate::pmi::pmix_root::{PmixRoot, Routed};
 use crate::pmi::root::{RootInput, RootOutput, RootPmi};
+use crate::pmi::server::PmiEvent;
 use crate::signals::CaughtSignals;
 use crate::spawn::{ProcessEnd, SetupStep};
 use crate::supervisor::Supervisor;
@@ -137,6 +139,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
         say: &say,
         nodes: NodeTable::new(&plan, &jobs, top.address),
         pmi_root: RootPmi::new(plan.nodes.len() as u32),
+        pmix_root: PmixRoot::new(plan.nodes.len() as u32, plan.node_of_rank.clone()),
         rank_output: &routes.rank,
         to_writer,
         down: down.clone(),
@@ -303,6 +306,7 @@ struct ClusterRun<'a> {
     say: &'a dyn Fn(String),
     nodes: NodeTable<'a>,
     pmi_root: RootPmi,
+    pmix_root: PmixRoot,
     /// Per rank: (stdout, stderr) destinations.
     rank_output: &'a [(DestinationId, DestinationId)],
     /// Rank output for the writer, with the node to credit for it.
@@ -398,6 +402,16 @@ impl ClusterRun<'_> {
             }
             Up::Name { node_id, id, request } => {
                 self.pass_to_pmi_root(RootInput::NameUp { node: node_id, id, request })
+            }
+            Up::Pmix { node_id, msg } => {
+                let (routed, error) = self.pmix_root.handle(node_id, msg);
+                for Routed { to, msg } in routed {
+                    let _ = self.down.send(Envelope { to, msg: Down::Pmix(msg) });
+                }
+                if let Some(reason) = error {
+                    let failed = PmiEvent::Failed { rank: None, reason };
+                    self.sup.decide(|policy, now| policy.pmi_event(failed, now));
+                }
             }
             Up::Pong { node_id, .. } => {
                 if let Some(t) = self.nodes.last_seen.get_mut(node_id as usize) {

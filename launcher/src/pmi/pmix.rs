@@ -1,0 +1,419 @@
+//! The PMIx half of a node's PMI service, for Open MPI ranks (Open MPI 4.1 speaks only PMIx):
+//! which services a job gets (`--mpi`, [`MpiKind`]), this node's libpmix server for the job
+//! ([`PmixServer`]: registration, each rank's environment, clean-up), and what the node does
+//! with libpmix's upcalls ([`PmixNode`], owned by the PMI state task in `server.rs`).
+//!
+//! libpmix's threads and C callbacks stay inside `gangway-pmix`: its upcalls arrive here as
+//! [`Event`]s on a channel, each carrying a reply that completes exactly once. Fences and direct
+//! modex that reach beyond this node go to the job's root as [`PmixUp`] through the same
+//! channel as PMI-1/2 fences (`ToRoot`), and come back as [`PmixDown`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gangway_pmix::{
+    Event, LookupReply, ModexReply, Namespace, OpReply, PmixError, Proc, Published, Server, Status,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use super::pmix_root::{PmixDown, PmixUp};
+use super::server::{PmiEvent, ToRoot};
+
+/// Which PMI services a job's ranks get (`--mpi`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MpiKind {
+    /// None at all: the ranks are not MPI programs (or wire up by other means).
+    None,
+    /// PMI-1 and PMI-2 (MPICH, Intel MPI, MVAPICH).
+    Pmi2,
+    /// PMIx (Open MPI); the job fails at start when libpmix is missing on a node.
+    Pmix,
+    /// Both side by side: each rank uses what its MPI speaks. Without libpmix on a node, that
+    /// node serves PMI-1/2 only.
+    #[default]
+    Auto,
+}
+
+impl MpiKind {
+    /// The spellings `--mpi` accepts, as the user sees them.
+    pub const NAMES: [&'static str; 4] = ["pmi2", "pmix", "none", "auto"];
+
+    /// Whether the ranks get the PMI-1/PMI-2 service.
+    pub fn serves_pmi(self) -> bool {
+        matches!(self, MpiKind::Pmi2 | MpiKind::Auto)
+    }
+
+    /// Whether the ranks get a PMIx server.
+    pub fn serves_pmix(self) -> bool {
+        matches!(self, MpiKind::Pmix | MpiKind::Auto)
+    }
+}
+
+impl std::str::FromStr for MpiKind {
+    type Err = String;
+
+    /// Slurm's spellings too: `pmi1`/`pmi`/`pmi2` are the PMI-1/2 service, `pmix_v4` and the
+    /// like are PMIx.
+    fn from_str(s: &str) -> Result<MpiKind, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "pmi2" | "pmi1" | "pmi" => Ok(MpiKind::Pmi2),
+            "none" => Ok(MpiKind::None),
+            "auto" => Ok(MpiKind::Auto),
+            p if p == "pmix" || p.starts_with("pmix_v") => Ok(MpiKind::Pmix),
+            other => Err(format!(
+                "unknown MPI support {other:?}: use one of {}",
+                MpiKind::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for MpiKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MpiKind::None => "none",
+            MpiKind::Pmi2 => "pmi2",
+            MpiKind::Pmix => "pmix",
+            MpiKind::Auto => "auto",
+        })
+    }
+}
+
+/// The job as a PMIx namespace seen from node `this_node`: `nodes` are the job's node names by
+/// node id, `rank_nodes` the node id of every rank. Names unusable in libpmix's node map (empty,
+/// or holding `,` or `;`) are replaced by `node<id>`, so a job is never refused for its names.
+pub fn pmix_namespace(
+    job_id: &str,
+    nodes: Vec<String>,
+    rank_nodes: Vec<u32>,
+    this_node: u32,
+) -> Namespace {
+    let nodes = nodes
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| if n.is_empty() || n.contains([',', ';', '\0']) { format!("node{i}") } else { n })
+        .collect();
+    Namespace::new(format!("gangway.{job_id}"), nodes, rank_nodes, this_node)
+}
+
+/// This node's libpmix server, serving one job. The last handle to go deregisters the job,
+/// finalizes the server and removes its directory (rendezvous files, Open MPI's session files).
+#[derive(Debug)]
+pub struct PmixServer {
+    server: Option<Server>,
+    nspace: String,
+    dir: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl PmixServer {
+    /// Loads libpmix, starts the server in a private directory under `$TMPDIR` (node-local) and
+    /// registers the job. Returns the server and the channel its upcalls arrive on. Blocks for
+    /// the few milliseconds libpmix takes to start its threads.
+    pub fn start(mut ns: Namespace) -> Result<(Arc<PmixServer>, UnboundedReceiver<Event>), PmixError> {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let dir = std::env::temp_dir().join(format!("gangway-pmix.{uid}.{}", std::process::id()));
+        // Private: another user must not reach the server's rendezvous files.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        }
+        ns.session_dir = Some(dir.join("session"));
+        let (server, events) = Server::start(&dir)?;
+        let this = PmixServer { server: Some(server), nspace: ns.name.clone(), dir, uid, gid };
+        if let Some(server) = &this.server {
+            server.register_namespace(&ns)?;
+        }
+        Ok((Arc::new(this), events))
+    }
+
+    /// The job's PMIx namespace.
+    pub fn nspace(&self) -> &str {
+        &self.nspace
+    }
+
+    /// Registers `rank` as a local client and returns the variables that lead it to this server
+    /// (libpmix's `setup_fork`, then what makes Open MPI take the PMIx path).
+    pub fn rank_env(&self, rank: u32) -> Result<Vec<(String, String)>, PmixError> {
+        let server = self.server.as_ref().ok_or(PmixError::AlreadyUsed)?;
+        let proc = Proc::new(&self.nspace, rank);
+        server.register_client(&proc, self.uid, self.gid)?;
+        server.setup_fork(&proc)
+    }
+
+    fn server(&self) -> Option<&Server> {
+        self.server.as_ref()
+    }
+}
+
+impl Drop for PmixServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.deregister_namespace(&self.nspace);
+            if let Err(e) = server.finalize() {
+                tracing::debug!(target: "gangway::pmix", "{e}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the node does with libpmix's upcalls: the ranks' finalize and abort, fences (here, or
+/// through the job's root), direct modex, and names. Owned by the PMI state task, which also
+/// tells it when a rank's process is gone.
+#[derive(Debug)]
+pub struct PmixNode {
+    server: Arc<PmixServer>,
+    /// Where fences and direct modex go when the job spans nodes; `None`: this is its only node.
+    upstream: Option<UnboundedSender<ToRoot>>,
+    events: UnboundedSender<PmiEvent>,
+    connected: HashSet<u32>,
+    finalized: HashSet<u32>,
+    /// This node's fences sent up, by sequence number; every node fences in the same order, so
+    /// the numbers agree job-wide.
+    next_fence: u64,
+    fences: BTreeMap<u64, ModexReply>,
+    /// Direct-modex requests sent up, by tag.
+    next_ask: u64,
+    asks: HashMap<u64, ModexReply>,
+    /// Names published by this job (a job on one node; see [`Self::names_here`]).
+    names: HashMap<String, Published>,
+    waiting_lookups: Vec<(Vec<String>, LookupReply)>,
+}
+
+impl PmixNode {
+    pub fn new(
+        server: Arc<PmixServer>,
+        upstream: Option<UnboundedSender<ToRoot>>,
+        events: UnboundedSender<PmiEvent>,
+    ) -> PmixNode {
+        PmixNode {
+            server,
+            upstream,
+            events,
+            connected: HashSet::new(),
+            finalized: HashSet::new(),
+            next_fence: 0,
+            fences: BTreeMap::new(),
+            next_ask: 0,
+            asks: HashMap::new(),
+            names: HashMap::new(),
+            waiting_lookups: Vec::new(),
+        }
+    }
+
+    fn event(&self, event: PmiEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Whether a rank of this job is who libpmix says it is (the namespace is ours).
+    fn ours(&self, proc: &Proc) -> Option<u32> {
+        (proc.nspace == self.server.nspace).then_some(proc.rank)
+    }
+
+    /// Handles one upcall.
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::ClientConnected { proc } => {
+                if let Some(rank) = self.ours(&proc)
+                    && self.connected.insert(rank)
+                {
+                    self.event(PmiEvent::Connected { rank });
+                }
+            }
+            Event::ClientFinalized { proc, reply } => {
+                if let Some(rank) = self.ours(&proc)
+                    && self.finalized.insert(rank)
+                {
+                    self.event(PmiEvent::Finalized { rank });
+                }
+                reply.ok();
+            }
+            // The rank's exit, which the supervisor sees first, decides; see `rank_gone`.
+            Event::ClientLost { proc } => {
+                tracing::debug!(target: "gangway::pmix", "libpmix lost {proc}");
+            }
+            Event::Abort { proc, status, message, reply, .. } => {
+                reply.ok();
+                let rank = self.ours(&proc).unwrap_or(0);
+                self.event(PmiEvent::Abort { rank, code: status, message });
+            }
+            Event::Fence { procs, collect_data: _, local_status, data, reply } => {
+                self.fence(procs, local_status, data, reply)
+            }
+            Event::DirectModex { proc, reply } => self.direct_modex(proc, reply),
+            Event::Publish { proc, data, reply, .. } => self.publish(proc, data, reply),
+            Event::Lookup { keys, wait, reply, .. } => {
+                if !self.names_here() {
+                    return reply.fail(Status::NOT_SUPPORTED);
+                }
+                let found: Vec<Published> =
+                    keys.iter().filter_map(|k| self.names.get(k).cloned()).collect();
+                if wait && found.len() < keys.len() {
+                    self.waiting_lookups.push((keys, reply));
+                } else {
+                    reply.found(found);
+                }
+            }
+            Event::Unpublish { proc, keys, reply } => {
+                if !self.names_here() {
+                    return reply.fail(Status::NOT_SUPPORTED);
+                }
+                let before = self.names.len();
+                self.names
+                    .retain(|k, p| p.publisher != proc || !(keys.is_empty() || keys.contains(k)));
+                if self.names.len() < before { reply.ok() } else { reply.fail(Status::NOT_FOUND) }
+            }
+            Event::SpawnRefused { proc, commands } => self.event(PmiEvent::Warning {
+                message: format!(
+                    "rank {} called MPI_Comm_spawn ({}), which gangway does not support: the \
+                     call failed in the rank",
+                    proc.rank,
+                    commands.join(" ")
+                ),
+            }),
+        }
+    }
+
+    /// PMIx names are served for a job on one node; across nodes they would need the root's
+    /// name service to carry typed values, which it does not yet.
+    fn names_here(&self) -> bool {
+        self.upstream.is_none()
+    }
+
+    fn publish(&mut self, proc: Proc, data: Vec<gangway_pmix::Info>, reply: OpReply) {
+        if !self.names_here() {
+            self.event(PmiEvent::Warning {
+                message: format!(
+                    "rank {} called MPI_Publish_name: PMIx name publishing works only for jobs \
+                     on one node so far",
+                    proc.rank
+                ),
+            });
+            return reply.fail(Status::NOT_SUPPORTED);
+        }
+        if data.iter().any(|d| self.names.contains_key(&d.key)) {
+            return reply.fail(Status::BAD_PARAM);
+        }
+        for d in data {
+            let published = Published { publisher: proc.clone(), key: d.key.clone(), value: d.value };
+            self.names.insert(d.key, published);
+        }
+        reply.ok();
+        for (keys, reply) in std::mem::take(&mut self.waiting_lookups) {
+            if keys.iter().all(|k| self.names.contains_key(k)) {
+                reply.found(keys.iter().filter_map(|k| self.names.get(k).cloned()).collect());
+            } else {
+                self.waiting_lookups.push((keys, reply));
+            }
+        }
+    }
+
+    /// Every local participant entered a fence. On the job's only node that completes it;
+    /// otherwise this node's blob goes to the root, which answers once every node sent one.
+    /// Open MPI 4.1 fences the whole namespace (one wildcard process); a fence over a subset
+    /// of ranks would involve only some nodes, which the root's collector does not track, so
+    /// it is refused across nodes.
+    fn fence(&mut self, procs: Vec<Proc>, local_status: Status, data: Vec<u8>, reply: ModexReply) {
+        let Some(up) = &self.upstream else {
+            return reply.data(data);
+        };
+        let whole_job = procs.iter().any(|p| p.nspace == self.server.nspace && p.rank == Proc::WILDCARD);
+        if !whole_job {
+            self.event(PmiEvent::Warning {
+                message: format!(
+                    "a PMIx fence over {} process(es) of the job was refused: across nodes \
+                     gangway runs only fences of the whole job",
+                    procs.len()
+                ),
+            });
+            return reply.fail(Status::NOT_SUPPORTED);
+        }
+        if !local_status.is_success() {
+            // A local rank left before entering: the job is failing already (its exit says why).
+            tracing::debug!(target: "gangway::pmix", "fence with local status {local_status}");
+        }
+        let seq = self.next_fence;
+        self.next_fence += 1;
+        self.fences.insert(seq, reply);
+        let _ = up.send(ToRoot::Pmix(PmixUp::Fence { seq, data }));
+    }
+
+    /// libpmix needs what a remote rank put: ask that rank's node through the root.
+    fn direct_modex(&mut self, proc: Proc, reply: ModexReply) {
+        let (Some(up), Some(rank)) = (&self.upstream, self.ours(&proc)) else {
+            return reply.fail(Status::NOT_FOUND);
+        };
+        let id = self.next_ask;
+        self.next_ask += 1;
+        self.asks.insert(id, reply);
+        let _ = up.send(ToRoot::Pmix(PmixUp::ModexAsk { id, rank }));
+    }
+
+    /// What the root sent this node.
+    pub fn from_root(&mut self, msg: PmixDown) {
+        match msg {
+            PmixDown::FenceDone { seq, data } => {
+                if let Some(reply) = self.fences.remove(&seq) {
+                    reply.data(data);
+                }
+            }
+            PmixDown::FenceFailed { seq } => {
+                if let Some(reply) = self.fences.remove(&seq) {
+                    reply.fail(Status::ERROR);
+                }
+            }
+            PmixDown::ModexAnswer { id, data } => {
+                if let Some(reply) = self.asks.remove(&id) {
+                    match data {
+                        Ok(blob) => reply.data(blob.into_vec()),
+                        Err(status) => reply.fail(Status(status)),
+                    }
+                }
+            }
+            PmixDown::ModexAsk { from_node, id, rank } => self.answer_modex(from_node, id, rank),
+        }
+    }
+
+    /// Another node's rank needs what local `rank` put: libpmix answers once the rank has put
+    /// it (a task waits for that, so the state task never does).
+    fn answer_modex(&self, to_node: u32, id: u64, rank: u32) {
+        let Some(up) = self.upstream.clone() else { return };
+        let proc = Proc::new(self.server.nspace(), rank);
+        let asked = match self.server.server() {
+            Some(server) => server.dmodex_request(&proc).map_err(|e| {
+                tracing::debug!(target: "gangway::pmix", "{e}");
+                Status::NOT_FOUND.0
+            }),
+            None => Err(Status::NOT_FOUND.0),
+        };
+        tokio::spawn(async move {
+            let data = match asked {
+                Ok(answer) => match answer.await {
+                    Ok(Ok(blob)) => Ok(serde_bytes::ByteBuf::from(blob)),
+                    Ok(Err(status)) => Err(status.0),
+                    Err(_) => Err(Status::ERROR.0),
+                },
+                Err(status) => Err(status),
+            };
+            let _ = up.send(ToRoot::Pmix(PmixUp::ModexAnswer { to_node, id, data }));
+        });
+    }
+
+    /// A rank's process is gone. One that connected to PMIx and never finalized fails the job,
+    /// like a PMI-1/2 rank that leaves without finalize: its peers would wait for it forever.
+    /// Its finalize, if any, came first: libpmix holds the rank in `PMIx_Finalize` until the
+    /// state task has answered it.
+    pub fn rank_gone(&mut self, rank: u32) {
+        if self.connected.contains(&rank) && !self.finalized.contains(&rank) {
+            self.event(PmiEvent::Failed {
+                rank: Some(rank),
+                reason: format!("rank {rank} exited without calling MPI_Finalize (PMIx)"),
+            });
+        }
+    }
+}

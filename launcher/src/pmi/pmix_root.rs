@@ -1,0 +1,184 @@
+//! The job-wide half of PMIx: collecting every node's fence blob and handing the concatenation
+//! back, and routing direct-modex requests to the node of the rank asked for.
+//!
+//! Pure, like [`super::root`]: the launcher feeds it what the nodes send up and delivers what
+//! it returns. A PMIx fence differs from a PMI-1/2 one: each node contributes one blob that
+//! only libpmix can read, and every node gets all blobs concatenated (libpmix parses each
+//! node's part itself), so nothing is merged by key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest fence result the root hands down: it travels as one proxy message, whose limit
+/// is `proxy::protocol::MAX_FRAME` (256 MiB); a quarter of that leaves room for the framing and
+/// keeps a runaway job from making every node hold a frame that size. Open MPI puts 40 to 60
+/// bytes per rank over TCP and shared memory, so this is millions of ranks away.
+pub const MAX_FENCE_BYTES: usize = 64 * 1024 * 1024;
+
+/// From a node to the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PmixUp {
+    /// Every local participant of the node's fence `seq` entered it; `data` is the node's blob.
+    Fence {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A local rank needs what remote `rank` put (direct modex); `id` is the asking node's tag.
+    ModexAsk { id: u64, rank: u32 },
+    /// The answer to a [`PmixDown::ModexAsk`] that `to_node` sent: the blob or a PMIx status.
+    ModexAnswer { to_node: u32, id: u64, data: Result<serde_bytes::ByteBuf, i32> },
+}
+
+/// From the root to a node (or every node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PmixDown {
+    /// To every node: fence `seq` is complete, here is every node's blob.
+    FenceDone {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The fence cannot complete (its result would be too large): fail it on every node.
+    FenceFailed { seq: u64 },
+    /// To the node of `rank`: node `from_node` asks for that rank's data.
+    ModexAsk { from_node: u32, id: u64, rank: u32 },
+    /// To the node that asked: the answer to its request `id`.
+    ModexAnswer { id: u64, data: Result<serde_bytes::ByteBuf, i32> },
+}
+
+/// What the root decides: a message and where it goes (`None`: every node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub to: Option<u32>,
+    pub msg: PmixDown,
+}
+
+/// Job-wide PMIx state: the fence being collected.
+#[derive(Debug)]
+pub struct PmixRoot {
+    nnodes: u32,
+    /// The node of every rank, by rank.
+    node_of_rank: Vec<u32>,
+    seq: u64,
+    /// Contributions to the current fence by node, so the concatenation's order does not
+    /// depend on arrival (libpmix does not need an order; tests and logs like one).
+    arrived: BTreeMap<u32, Vec<u8>>,
+}
+
+impl PmixRoot {
+    /// Root state for a job whose rank `r` runs on node `node_of_rank[r]`, over `nnodes` nodes.
+    pub fn new(nnodes: u32, node_of_rank: Vec<u32>) -> PmixRoot {
+        PmixRoot { nnodes, node_of_rank, seq: 0, arrived: BTreeMap::new() }
+    }
+
+    /// Applies one message from `node`. Fence contributions for another sequence number than the
+    /// one being collected, a node's second one, and those of unknown nodes are dropped, as
+    /// `RootPmi` drops stale or duplicate PMI fences: counting them could release a fence early
+    /// or twice. Returns the messages to deliver, and an error to stop the job with, if any.
+    pub fn handle(&mut self, node: u32, msg: PmixUp) -> (Vec<Routed>, Option<String>) {
+        match msg {
+            PmixUp::Fence { seq, data } => {
+                if seq != self.seq || node >= self.nnodes || self.arrived.contains_key(&node) {
+                    return (Vec::new(), None);
+                }
+                self.arrived.insert(node, data);
+                if self.arrived.len() < usize::try_from(self.nnodes).unwrap_or(usize::MAX) {
+                    return (Vec::new(), None);
+                }
+                self.seq += 1;
+                let total: usize = self.arrived.values().map(Vec::len).sum();
+                if total > MAX_FENCE_BYTES {
+                    self.arrived.clear();
+                    let error = format!(
+                        "a PMIx fence gathered {total} bytes from the job's nodes, more than the \
+                         {MAX_FENCE_BYTES} bytes gangway relays"
+                    );
+                    return (vec![Routed { to: None, msg: PmixDown::FenceFailed { seq } }], Some(error));
+                }
+                let mut data = Vec::with_capacity(total);
+                for (_, blob) in std::mem::take(&mut self.arrived) {
+                    data.extend_from_slice(&blob);
+                }
+                (vec![Routed { to: None, msg: PmixDown::FenceDone { seq, data } }], None)
+            }
+            PmixUp::ModexAsk { id, rank } => match self.node_of_rank.get(rank as usize) {
+                Some(&owner) => (
+                    vec![Routed {
+                        to: Some(owner),
+                        msg: PmixDown::ModexAsk { from_node: node, id, rank },
+                    }],
+                    None,
+                ),
+                None => {
+                    let msg = PmixDown::ModexAnswer { id, data: Err(NOT_FOUND) };
+                    (vec![Routed { to: Some(node), msg }], None)
+                }
+            },
+            PmixUp::ModexAnswer { to_node, id, data } => {
+                (vec![Routed { to: Some(to_node), msg: PmixDown::ModexAnswer { id, data } }], None)
+            }
+        }
+    }
+}
+
+/// `PMIX_ERR_NOT_FOUND`, for an answer about a rank the job does not have.
+const NOT_FOUND: i32 = gangway_pmix::Status::NOT_FOUND.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(seq: u64, data: &[u8]) -> PmixUp {
+        PmixUp::Fence { seq, data: data.to_vec() }
+    }
+
+    #[test]
+    fn a_fence_completes_once_every_node_sent_its_blob_in_node_order() {
+        let mut root = PmixRoot::new(3, vec![0, 1, 2]);
+        assert_eq!(root.handle(2, fence(0, b"cc")), (vec![], None));
+        assert_eq!(root.handle(0, fence(0, b"a")), (vec![], None));
+        let (out, err) = root.handle(1, fence(0, b"")).clone();
+        assert_eq!(err, None);
+        assert_eq!(out, vec![Routed { to: None, msg: PmixDown::FenceDone { seq: 0, data: b"acc".to_vec() } }]);
+        // The next fence starts empty.
+        assert_eq!(root.handle(0, fence(1, b"x")), (vec![], None));
+    }
+
+    #[test]
+    fn stale_duplicate_and_unknown_contributions_are_dropped() {
+        let mut root = PmixRoot::new(2, vec![0, 1]);
+        assert_eq!(root.handle(0, fence(0, b"a")), (vec![], None));
+        // A second blob from node 0 does not stand in for node 1's.
+        assert_eq!(root.handle(0, fence(0, b"a")), (vec![], None));
+        assert_eq!(root.handle(5, fence(0, b"z")), (vec![], None));
+        assert_eq!(root.handle(1, fence(7, b"z")), (vec![], None));
+        let (out, _) = root.handle(1, fence(0, b"b"));
+        assert_eq!(out.len(), 1);
+        // A late duplicate of the finished fence does not count towards the next one.
+        assert_eq!(root.handle(1, fence(0, b"b")), (vec![], None));
+    }
+
+    #[test]
+    fn an_oversized_fence_fails_everywhere_with_a_reason() {
+        let mut root = PmixRoot::new(2, vec![0, 1]);
+        let big = vec![0u8; MAX_FENCE_BYTES / 2 + 1];
+        root.handle(0, PmixUp::Fence { seq: 0, data: big.clone() });
+        let (out, err) = root.handle(1, PmixUp::Fence { seq: 0, data: big });
+        assert_eq!(out, vec![Routed { to: None, msg: PmixDown::FenceFailed { seq: 0 } }]);
+        assert!(err.unwrap().contains("more than"));
+    }
+
+    #[test]
+    fn direct_modex_goes_to_the_ranks_node_and_back() {
+        let mut root = PmixRoot::new(2, vec![0, 0, 1, 1]);
+        let (out, _) = root.handle(0, PmixUp::ModexAsk { id: 9, rank: 3 });
+        assert_eq!(out, vec![Routed { to: Some(1), msg: PmixDown::ModexAsk { from_node: 0, id: 9, rank: 3 } }]);
+        let blob = Ok(serde_bytes::ByteBuf::from(b"card".to_vec()));
+        let (out, _) = root.handle(1, PmixUp::ModexAnswer { to_node: 0, id: 9, data: blob.clone() });
+        assert_eq!(out, vec![Routed { to: Some(0), msg: PmixDown::ModexAnswer { id: 9, data: blob } }]);
+        let (out, _) = root.handle(1, PmixUp::ModexAsk { id: 1, rank: 99 });
+        assert_eq!(out, vec![Routed { to: Some(1), msg: PmixDown::ModexAnswer { id: 1, data: Err(NOT_FOUND) } }]);
+    }
+}

@@ -13,6 +13,7 @@ use gangway_launcher::job::JobSpec;
 use gangway_launcher::layout::LayoutRequest;
 use gangway_launcher::nodes::NodeRequest;
 use gangway_launcher::output::{PatternVars, expand_pattern};
+use gangway_launcher::pmi::pmix::MpiKind;
 use gangway_launcher::pmi::server::PmiMode;
 use gangway_launcher::proxy::protocol::{BootstrapConfig, LauncherKind};
 use gangway_launcher::rank_env::ExportPolicy;
@@ -200,6 +201,13 @@ pub struct RunArgs {
     /// How ranks reach the PMI service: an inherited socket (fd) or a TCP port (port).
     #[arg(long, value_enum, default_value = "fd")]
     pub pmi: PmiArg,
+
+    /// Which MPI wire-up the ranks get: pmi2 (PMI-1/PMI-2: MPICH, Intel MPI), pmix (PMIx: Open
+    /// MPI; fails where libpmix is missing), none, or auto (both side by side: each rank uses
+    /// what its MPI speaks). Slurm's spellings (pmi2, pmix_v4) work too.
+    /// Examples: `gangway run -n 4 --mpi=pmix ./ompi_hello`, `gangway run -n 4 --mpi=pmi2 ./mpich_hello`.
+    #[arg(long, value_name = "KIND", default_value = "auto", env = "GANGWAY_MPI")]
+    pub mpi: MpiKind,
 
     /// With a controller: the partition to run in.
     #[arg(short = 'p', long, value_name = "NAME")]
@@ -442,6 +450,7 @@ impl RunArgs {
                 PmiArg::Fd => PmiMode::Fd,
                 PmiArg::Port => PmiMode::Port,
             },
+            mpi: self.mpi,
             job_id: std::process::id().to_string(),
             host,
             user,

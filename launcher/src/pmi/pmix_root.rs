@@ -31,6 +31,20 @@ pub enum PmixUp {
     ModexAnswer { to_node: u32, id: u64, data: Result<serde_bytes::ByteBuf, i32> },
 }
 
+impl PmixUp {
+    /// The message without its data, for the `-vv` log.
+    pub fn summary(&self) -> String {
+        match self {
+            PmixUp::Fence { seq, data } => format!("fence {seq}: {} bytes", data.len()),
+            PmixUp::ModexAsk { id, rank } => format!("direct modex {id}: rank {rank}?"),
+            PmixUp::ModexAnswer { to_node, id, data } => match data {
+                Ok(blob) => format!("direct modex {id} for node {to_node}: {} bytes", blob.len()),
+                Err(status) => format!("direct modex {id} for node {to_node}: status {status}"),
+            },
+        }
+    }
+}
+
 /// From the root to a node (or every node).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PmixDown {

@@ -404,6 +404,7 @@ impl ClusterRun<'_> {
                 self.pass_to_pmi_root(RootInput::NameUp { node: node_id, id, request })
             }
             Up::Pmix { node_id, msg } => {
+                tracing::debug!(target: "gangway::pmi", "node {node_id} -> PMIx {}", msg.summary());
                 let (routed, error) = self.pmix_root.handle(node_id, msg);
                 for Routed { to, msg } in routed {
                     let _ = self.down.send(Envelope { to, msg: Down::Pmix(msg) });

@@ -58,7 +58,7 @@ pub async fn run_local(
     let mut pmi =
         PmiServer::start(job, 0, (0..n).collect(), spec.pmi_mode, None, spec.mpi, namespace)
             .await
-        .map_err(|source| LaunchError::Setup { what: "the PMI service", source })?;
+            .map_err(|source| LaunchError::Setup { what: "the PMI service", source })?;
     let mut caught = CaughtSignals::install()
         .map_err(|source| LaunchError::Setup { what: "signal handlers", source })?;
 

@@ -15,6 +15,7 @@ mod io;
 mod managed;
 mod mpi;
 mod multinode;
+mod pmix;
 mod signals;
 mod simulate;
 mod support;

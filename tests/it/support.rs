@@ -454,3 +454,30 @@ pub fn ofi_hello() -> Option<(PathBuf, PathBuf)> {
         None
     }
 }
+
+/// A program from `examples/bin-openmpi` (built with Open MPI's `mpicc.openmpi` on first use,
+/// `make -C examples openmpi`); `None`, after a loud skip, when Open MPI is not installed. With
+/// `GANGWAY_REQUIRE_PMIX=1` (CI) a skip is a failure instead.
+pub fn openmpi_program(name: &str) -> Option<PathBuf> {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let ok = *BUILT.get_or_init(|| {
+        let lock_path = repo_root().join("target").join("examples.lock");
+        let _ = std::fs::create_dir_all(lock_path.parent().unwrap());
+        let lock = std::fs::File::create(&lock_path).unwrap();
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(repo_root().join("examples"))
+            .arg("openmpi")
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let path = repo_root().join("examples/bin-openmpi").join(name);
+    if ok && path.exists() {
+        return Some(path);
+    }
+    let why = "Open MPI programs cannot be built (apt-get install openmpi-bin libopenmpi-dev)";
+    assert!(std::env::var_os("GANGWAY_REQUIRE_PMIX").is_none(), "GANGWAY_REQUIRE_PMIX: {why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}

@@ -93,7 +93,11 @@ pub fn pmix_namespace(
     let nodes = nodes
         .into_iter()
         .enumerate()
-        .map(|(i, n)| if n.is_empty() || n.contains([',', ';', '\0']) { format!("node{i}") } else { n })
+        .map(
+            |(i, n)| {
+                if n.is_empty() || n.contains([',', ';', '\0']) { format!("node{i}") } else { n }
+            },
+        )
         .collect();
     Namespace::new(format!("gangway.{job_id}"), nodes, rank_nodes, this_node)
 }
@@ -113,7 +117,9 @@ impl PmixServer {
     /// Loads libpmix, starts the server in a private directory under `$TMPDIR` (node-local) and
     /// registers the job. Returns the server and the channel its upcalls arrive on. Blocks for
     /// the few milliseconds libpmix takes to start its threads.
-    pub fn start(mut ns: Namespace) -> Result<(Arc<PmixServer>, UnboundedReceiver<Event>), PmixError> {
+    pub fn start(
+        mut ns: Namespace,
+    ) -> Result<(Arc<PmixServer>, UnboundedReceiver<Event>), PmixError> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         let dir = std::env::temp_dir().join(format!("gangway-pmix.{uid}.{}", std::process::id()));
@@ -300,7 +306,8 @@ impl PmixNode {
             return reply.fail(Status::BAD_PARAM);
         }
         for d in data {
-            let published = Published { publisher: proc.clone(), key: d.key.clone(), value: d.value };
+            let published =
+                Published { publisher: proc.clone(), key: d.key.clone(), value: d.value };
             self.names.insert(d.key, published);
         }
         reply.ok();
@@ -322,7 +329,8 @@ impl PmixNode {
         let Some(up) = &self.upstream else {
             return reply.data(data);
         };
-        let whole_job = procs.iter().any(|p| p.nspace == self.server.nspace && p.rank == Proc::WILDCARD);
+        let whole_job =
+            procs.iter().any(|p| p.nspace == self.server.nspace && p.rank == Proc::WILDCARD);
         if !whole_job {
             self.event(PmiEvent::Warning {
                 message: format!(

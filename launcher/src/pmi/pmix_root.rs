@@ -109,7 +109,10 @@ impl PmixRoot {
                         "a PMIx fence gathered {total} bytes from the job's nodes, more than the \
                          {MAX_FENCE_BYTES} bytes gangway relays"
                     );
-                    return (vec![Routed { to: None, msg: PmixDown::FenceFailed { seq } }], Some(error));
+                    return (
+                        vec![Routed { to: None, msg: PmixDown::FenceFailed { seq } }],
+                        Some(error),
+                    );
                 }
                 let mut data = Vec::with_capacity(total);
                 for (_, blob) in std::mem::take(&mut self.arrived) {
@@ -155,7 +158,10 @@ mod tests {
         assert_eq!(root.handle(0, fence(0, b"a")), (vec![], None));
         let (out, err) = root.handle(1, fence(0, b"")).clone();
         assert_eq!(err, None);
-        assert_eq!(out, vec![Routed { to: None, msg: PmixDown::FenceDone { seq: 0, data: b"acc".to_vec() } }]);
+        assert_eq!(
+            out,
+            vec![Routed { to: None, msg: PmixDown::FenceDone { seq: 0, data: b"acc".to_vec() } }]
+        );
         // The next fence starts empty.
         assert_eq!(root.handle(0, fence(1, b"x")), (vec![], None));
     }
@@ -188,11 +194,24 @@ mod tests {
     fn direct_modex_goes_to_the_ranks_node_and_back() {
         let mut root = PmixRoot::new(2, vec![0, 0, 1, 1]);
         let (out, _) = root.handle(0, PmixUp::ModexAsk { id: 9, rank: 3 });
-        assert_eq!(out, vec![Routed { to: Some(1), msg: PmixDown::ModexAsk { from_node: 0, id: 9, rank: 3 } }]);
+        assert_eq!(
+            out,
+            vec![Routed { to: Some(1), msg: PmixDown::ModexAsk { from_node: 0, id: 9, rank: 3 } }]
+        );
         let blob = Ok(serde_bytes::ByteBuf::from(b"card".to_vec()));
-        let (out, _) = root.handle(1, PmixUp::ModexAnswer { to_node: 0, id: 9, data: blob.clone() });
-        assert_eq!(out, vec![Routed { to: Some(0), msg: PmixDown::ModexAnswer { id: 9, data: blob } }]);
+        let (out, _) =
+            root.handle(1, PmixUp::ModexAnswer { to_node: 0, id: 9, data: blob.clone() });
+        assert_eq!(
+            out,
+            vec![Routed { to: Some(0), msg: PmixDown::ModexAnswer { id: 9, data: blob } }]
+        );
         let (out, _) = root.handle(1, PmixUp::ModexAsk { id: 1, rank: 99 });
-        assert_eq!(out, vec![Routed { to: Some(1), msg: PmixDown::ModexAnswer { id: 1, data: Err(NOT_FOUND) } }]);
+        assert_eq!(
+            out,
+            vec![Routed {
+                to: Some(1),
+                msg: PmixDown::ModexAnswer { id: 1, data: Err(NOT_FOUND) }
+            }]
+        );
     }
 }

@@ -61,8 +61,14 @@ pub enum PmiEvent {
 /// Where a node's fences and name requests go when the job's root is elsewhere (a proxy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToRoot {
-    Fence { epoch: u64, pairs: Vec<(String, String)> },
-    Name { id: ReqId, request: Request },
+    Fence {
+        epoch: u64,
+        pairs: Vec<(String, String)>,
+    },
+    Name {
+        id: ReqId,
+        request: Request,
+    },
     /// A PMIx fence or direct-modex message (`pmix_root`).
     Pmix(PmixUp),
 }
@@ -72,11 +78,24 @@ enum ToState {
     FromRootPmix(PmixDown),
     /// The job is over: let go of the PMIx server, then say so.
     Close(tokio::sync::oneshot::Sender<()>),
-    Register { rank: u32, conn: UnboundedSender<ToConn> },
-    Request { rank: u32, framed: Framed },
-    Gone { rank: u32 },
-    Broken { rank: Option<u32>, reason: String },
-    RankExited { rank: u32 },
+    Register {
+        rank: u32,
+        conn: UnboundedSender<ToConn>,
+    },
+    Request {
+        rank: u32,
+        framed: Framed,
+    },
+    Gone {
+        rank: u32,
+    },
+    Broken {
+        rank: Option<u32>,
+        reason: String,
+    },
+    RankExited {
+        rank: u32,
+    },
 }
 
 enum ToConn {
@@ -126,7 +145,9 @@ impl PmiServer {
             true => match PmixServer::start(namespace) {
                 Ok((server, events)) => (Some(server), Some(events)),
                 Err(e) if mpi == MpiKind::Pmix => {
-                    return Err(std::io::Error::other(format!("no PMIx server for --mpi=pmix: {e}")));
+                    return Err(std::io::Error::other(format!(
+                        "no PMIx server for --mpi=pmix: {e}"
+                    )));
                 }
                 Err(gangway_pmix::PmixError::Unavailable(e)) => {
                     tracing::debug!(target: "gangway::pmix", "PMI-1/2 only: {e}");
@@ -170,7 +191,15 @@ impl PmiServer {
             .map(|server| PmixNode::new(server, remote_root.clone(), events_tx.clone()));
         let state = StateTask::new(job, node_id, local_ranks, events_tx, remote_root, pmix_node);
         tokio::spawn(state.run(state_rx, pmix_events));
-        Ok(PmiServer { to_state, events, child_ends, port, jobid, serves_pmi: mpi.serves_pmi(), pmix })
+        Ok(PmiServer {
+            to_state,
+            events,
+            child_ends,
+            port,
+            jobid,
+            serves_pmi: mpi.serves_pmi(),
+            pmix,
+        })
     }
 
     /// The PMIx variables of one rank's environment (none without a PMIx server). A rank that
@@ -686,9 +715,10 @@ mod tests {
     /// whatever the timing: the supervisor relies on that order.
     #[tokio::test]
     async fn an_exit_without_finalize_is_failed_then_settled() {
-        let mut pmi = PmiServer::start(job(1), 0, vec![0], PmiMode::Fd, None, MpiKind::Pmi2, namespace(1))
-            .await
-            .unwrap();
+        let mut pmi =
+            PmiServer::start(job(1), 0, vec![0], PmiMode::Fd, None, MpiKind::Pmi2, namespace(1))
+                .await
+                .unwrap();
         let fd = pmi.take_child_end(0).unwrap();
         let rank = std::os::unix::net::UnixStream::from(fd);
         let mut reader = BufReader::new(rank.try_clone().unwrap());
@@ -718,9 +748,17 @@ mod tests {
     /// A rank that never spoke PMI is settled at its exit, with nothing to report.
     #[tokio::test]
     async fn a_silent_rank_is_settled_at_its_exit() {
-        let mut pmi = PmiServer::start(job(2), 0, vec![0, 1], PmiMode::Port, None, MpiKind::Pmi2, namespace(2))
-            .await
-            .unwrap();
+        let mut pmi = PmiServer::start(
+            job(2),
+            0,
+            vec![0, 1],
+            PmiMode::Port,
+            None,
+            MpiKind::Pmi2,
+            namespace(2),
+        )
+        .await
+        .unwrap();
         pmi.rank_exited(1);
         assert_eq!(pmi.events.recv().await, Some(PmiEvent::Settled { rank: 1 }));
     }

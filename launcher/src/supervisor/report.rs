@@ -24,14 +24,15 @@ pub fn pmi_warnings(spoke: &[bool], program: &Path) -> Vec<String> {
     if talked > 0 && !silent.is_empty() {
         return vec![format!(
             "rank(s) {} never connected to PMI while {talked} other rank(s) did: they ran as separate \
-             singletons (a different program, or an MPI without PMI-1/PMI-2 support such as Open MPI)",
+             singletons (a different program, or an MPI whose wire-up this job did not serve: --mpi)",
             silent.join(",")
         )];
     }
     if talked == 0 && spoke.len() > 1 && links_open_mpi(program) {
         return vec![format!(
-            "{} links Open MPI (libmpi.so.40), which cannot wire up through PMI-1/PMI-2: each of \
-             the {} ranks ran as a singleton of size 1; build it with MPICH (Debian: mpicc.mpich)",
+            "{} links Open MPI (libmpi.so.40), which wires up only through PMIx: each of the {} \
+             ranks ran as a singleton of size 1; run it with --mpi=pmix (or auto, the default) \
+             on nodes with libpmix (Debian: libpmix2), or build it with MPICH (mpicc.mpich)",
             program.display(),
             spoke.len()
         )];

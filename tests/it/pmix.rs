@@ -1,0 +1,208 @@
+//! Open MPI programs (PMIx) under `gangway run`: locally, across virtual nodes, as a managed
+//! step; their failures; MPICH and Open MPI side by side with `--mpi=auto`; a node without
+//! libpmix. Real Open MPI 4.1 and libpmix 4.2 (Debian's `openmpi-bin`, `libpmix2`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::controlled::Managed;
+use crate::support::{VCluster, gangway, node_visible_dir, openmpi_program, program, run};
+
+/// Every rank greets once, rank 0 reports the right allreduce sum (examples/hello.c).
+fn check_hello(stdout: &str, n: u32) {
+    for rank in 0..n {
+        let prefix = format!("hello from rank {rank} of {n} on ");
+        let count = stdout.lines().filter(|l| l.starts_with(&prefix)).count();
+        assert_eq!(count, 1, "rank {rank} greeted {count} times:\n{stdout}");
+    }
+    let expected = n * (n + 1) / 2;
+    assert!(
+        stdout.contains(&format!("allreduce sum = {expected} (expected {expected})")),
+        "wrong or missing allreduce:\n{stdout}"
+    );
+    assert!(stdout.contains("barrier passed") && stdout.contains("allreduce ok"), "{stdout}");
+}
+
+#[test]
+fn open_mpi_hello_at_1_2_4_ranks_with_pmix_and_auto() {
+    let Some(hello) = openmpi_program("hello") else { return };
+    for (n, mpi) in [(1, "pmix"), (2, "pmix"), (4, "pmix"), (4, "auto")] {
+        let out = run(gangway().args(["run", "-n", &n.to_string(), "--mpi", mpi]).arg(&hello));
+        out.assert_success();
+        check_hello(&out.stdout, n);
+        assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    }
+}
+
+/// Without PMIx an Open MPI program runs as N singletons, and the warning says what to do.
+#[test]
+fn open_mpi_without_pmix_is_n_singletons_with_a_warning() {
+    let Some(hello) = openmpi_program("hello") else { return };
+    let out = run(gangway().args(["run", "-n", "2", "--mpi=pmi2"]).arg(&hello));
+    out.assert_success();
+    assert_eq!(out.stdout.matches("hello from rank 0 of 1 on").count(), 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("links Open MPI") && out.stderr.contains("--mpi=pmix"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn open_mpi_abort_stops_the_job_with_its_code() {
+    let Some(hello) = openmpi_program("hello") else { return };
+    let out = run(gangway().args(["run", "-n", "4"]).arg(&hello).args([
+        "--abort",
+        "7",
+        "--abort-rank",
+        "2",
+    ]));
+    assert_eq!(out.code(), 7, "{}", out.stderr);
+    assert!(out.stderr.contains("rank 2 called MPI_Abort with code 7"), "{}", out.stderr);
+}
+
+/// A rank killed mid-run: the others, blocked in a barrier, are stopped; nothing hangs.
+#[test]
+fn a_killed_open_mpi_rank_ends_the_job_without_hanging() {
+    let Some(killed) = openmpi_program("killed") else { return };
+    let start = Instant::now();
+    let out = run(gangway().args(["run", "-n", "4", "--mpi=pmix"]).arg(&killed));
+    assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
+    assert!(out.stderr.contains("rank 3"), "{}", out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+/// A rank that leaves with 0 but without MPI_Finalize fails the job as with PMI-1/2 (120).
+#[test]
+fn an_open_mpi_rank_exiting_without_finalize_fails_the_job() {
+    let Some(prog) = openmpi_program("mpi_no_finalize") else { return };
+    let out = run(gangway().args(["run", "-n", "3"]).arg(&prog).args(["1", "0"]));
+    assert_eq!(out.code(), 120, "{}", out.stderr);
+    assert!(out.stderr.contains("rank 1 exited without calling MPI_Finalize"), "{}", out.stderr);
+}
+
+#[test]
+fn mpi4py_allreduce_over_pmix() {
+    if openmpi_program("hello").is_none() {
+        return;
+    }
+    let python = "/usr/bin/python3";
+    let has = std::process::Command::new(python).args(["-c", "import mpi4py"]).output();
+    if !has.is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("GANGWAY_REQUIRE_PMIX").is_none(), "python3-mpi4py missing");
+        eprintln!("SKIPPED: Debian's mpi4py is not installed (apt-get install python3-mpi4py)");
+        return;
+    }
+    let script = crate::support::repo_root().join("pmix/tests/programs/allreduce.py");
+    let out = run(gangway().args(["run", "-n", "3", python]).arg(&script));
+    out.assert_success();
+    for r in 0..3 {
+        assert!(out.stdout.contains(&format!("mpi4py {r}/3 sum=3")), "{}", out.stdout);
+    }
+}
+
+/// One `gangway run` flag for every MPI: with `--mpi=auto` (the default) an MPICH program
+/// wires up through PMI-1/2 and an Open MPI one through PMIx.
+#[test]
+fn mpich_and_open_mpi_programs_both_run_with_mpi_auto() {
+    let Some(ompi) = openmpi_program("hello") else { return };
+    let mpich = program("hello");
+    for prog in [&mpich, &ompi] {
+        let out = run(gangway().args(["run", "-n", "3", "--mpi=auto"]).arg(prog));
+        out.assert_success();
+        check_hello(&out.stdout, 3);
+        assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    }
+}
+
+/// A node without libpmix: a PMIx job fails at once naming the package; PMI-1/2 jobs, and
+/// `auto` ones, are not affected.
+#[test]
+fn without_libpmix_pmix_jobs_fail_clearly_and_pmi2_jobs_run() {
+    let mpich = program("hello");
+    let missing = "/nonexistent/libpmix.so.2";
+    let out = run(gangway()
+        .args(["run", "-n", "2", "--mpi=pmix"])
+        .arg(&mpich)
+        .env("GANGWAY_PMIX_LIBRARY", missing));
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("libpmix2") && out.stderr.contains(missing), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "no rank may start: {}", out.stdout);
+    for mpi in ["pmi2", "auto"] {
+        let out = run(gangway()
+            .args(["run", "-n", "2", "--mpi", mpi])
+            .arg(&mpich)
+            .env("GANGWAY_PMIX_LIBRARY", missing));
+        out.assert_success();
+        check_hello(&out.stdout, 2);
+    }
+}
+
+/// The Open MPI hello where every virtual node can run it.
+fn staged_hello() -> Option<PathBuf> {
+    let hello = openmpi_program("hello")?;
+    let staged = node_visible_dir().join("bin/hello-openmpi");
+    if !staged.exists() {
+        std::fs::copy(&hello, &staged).unwrap();
+        let _ = std::process::Command::new("chmod").arg("a+rx").arg(&staged).status();
+    }
+    Some(staged)
+}
+
+#[test]
+fn open_mpi_across_three_nodes_fences_through_the_proxy_tree() {
+    let Some(hello) = staged_hello() else { return };
+    let Some(vc) = VCluster::up(3) else { return };
+    for ppn in [1u32, 4] {
+        let n = 3 * ppn;
+        let out = run(vc
+            .gangway_run()
+            .args(["--hosts", &vc.hosts(), "--mpi=pmix", "-n", &n.to_string()])
+            .args(["--ntasks-per-node", &ppn.to_string()])
+            .arg(&hello));
+        out.assert_success();
+        check_hello(&out.stdout, n);
+        for rank in 0..n {
+            let line = format!("hello from rank {rank} of {n} on node{}", rank / ppn + 1);
+            assert!(out.stdout.lines().any(|l| l == line), "missing '{line}':\n{}", out.stdout);
+        }
+    }
+    // Open MPI's lazy wire-up: remote ranks' data by direct modex, through the root.
+    let out = run(vc
+        .gangway_run()
+        .args(["--hosts", &vc.hosts(), "-n", "6", "-vv"])
+        .arg(&hello)
+        .env("OMPI_MCA_pmix_base_async_modex", "1")
+        .env("OMPI_MCA_pmix_base_collect_data", "0"));
+    out.assert_success();
+    check_hello(&out.stdout, 6);
+    assert!(out.stderr.contains("PMIx direct modex"), "{}", out.stderr);
+    // A rank killed on one node ends the job everywhere.
+    let Some(killed) = openmpi_program("killed") else { return };
+    let staged = node_visible_dir().join("bin/killed-openmpi");
+    std::fs::copy(&killed, &staged).unwrap();
+    let _ = std::process::Command::new("chmod").arg("a+rx").arg(&staged).status();
+    let out = run(vc.gangway_run().args(["--hosts", &vc.hosts(), "-n", "6"]).arg(&staged));
+    assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
+}
+
+#[test]
+fn open_mpi_step_in_a_managed_batch_job() {
+    let Some(hello) = staged_hello() else { return };
+    let Some(m) = Managed::up(3) else { return };
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3\n#SBATCH --ntasks=6\n{} run --mpi=pmix {}\n",
+        m.gangway_bin().display(),
+        hello.display()
+    );
+    let path = m.dir.join("ompi.sh");
+    std::fs::write(&path, script).unwrap();
+    let id = m.submit(&[path.to_str().unwrap()]);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let out = m.output_of(id);
+    for r in 0..6 {
+        assert!(out.contains(&format!("hello from rank {r} of 6 on node{}", r / 2 + 1)), "{out}");
+    }
+    assert!(out.contains("allreduce sum = 21 (expected 21)"), "{out}");
+    assert_eq!(m.job(id)["exit_code"], 0, "{out}");
+}

@@ -129,7 +129,10 @@ impl PmixServer {
             let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
         }
         ns.session_dir = Some(dir.join("session"));
-        let (server, events) = Server::start(&dir)?;
+        let (server, events) = Server::start(&dir).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
+        // From here on, dropping `this` cleans up (on the error below too).
         let this = PmixServer { server: Some(server), nspace: ns.name.clone(), dir, uid, gid };
         if let Some(server) = &this.server {
             server.register_namespace(&ns)?;

@@ -49,6 +49,10 @@ pub struct BatchArgs {
     /// Environment for the job: ALL (default), NONE, or a list such as ALL,FOO=bar or PATH,HOME.
     #[arg(long, value_name = "LIST")]
     pub export: Option<String>,
+    /// The MPI wire-up the job's steps (`gangway run`) get unless they say otherwise: pmi2,
+    /// pmix, none or auto (sets GANGWAY_MPI in the job's environment).
+    #[arg(long, value_name = "KIND")]
+    pub mpi: Option<gangway_launcher::pmi::pmix::MpiKind>,
     /// Print only the job id.
     #[arg(long)]
     pub parsable: bool,
@@ -143,10 +147,14 @@ pub fn main(first: BatchArgs) -> Result<(), CliError> {
         None => std::env::current_dir().unwrap_or_else(|_| "/".into()),
     };
     let cwd = std::path::absolute(&cwd).unwrap_or(cwd);
-    let env = match export_env(args.export.as_deref()) {
+    let mut env = match export_env(args.export.as_deref()) {
         Ok(e) => e,
         Err(m) => return usage(m),
     };
+    if let Some(mpi) = args.mpi {
+        env.retain(|(k, _)| k != "GANGWAY_MPI");
+        env.push(("GANGWAY_MPI".into(), mpi.to_string()));
+    }
     let name = args.shape.job_name.clone().unwrap_or_else(|| match &script_path {
         Some(p) => std::path::Path::new(p)
             .file_name()

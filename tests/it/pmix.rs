@@ -191,7 +191,7 @@ fn open_mpi_step_in_a_managed_batch_job() {
     let Some(hello) = staged_hello() else { return };
     let Some(m) = Managed::up(3) else { return };
     let script = format!(
-        "#!/bin/sh\n#SBATCH -N 3\n#SBATCH --ntasks=6\n{} run --mpi=pmix {}\n",
+        "#!/bin/sh\n#SBATCH -N 3\n#SBATCH --ntasks=6\n#SBATCH --mpi=pmix\necho mpi=$GANGWAY_MPI\n{} run {}\n",
         m.gangway_bin().display(),
         hello.display()
     );
@@ -204,5 +204,7 @@ fn open_mpi_step_in_a_managed_batch_job() {
         assert!(out.contains(&format!("hello from rank {r} of 6 on node{}", r / 2 + 1)), "{out}");
     }
     assert!(out.contains("allreduce sum = 21 (expected 21)"), "{out}");
+    // The directive reached the step as its default.
+    assert!(out.contains("mpi=pmix"), "{out}");
     assert_eq!(m.job(id)["exit_code"], 0, "{out}");
 }

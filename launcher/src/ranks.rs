@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::flow::{self, OutputTx, Progress};
 use crate::input::InputMode;
 use crate::output::{self, DestinationId, LineAssembler};
-use crate::pmi::server::PmiServer;
+use crate::pmi::server::{MPICH_PMI_VERSION, PmiServer};
 use crate::rank_env::{self, RankIdentity};
 use crate::spawn::{self, ProcessEnd, RankCommand, StdinSetup};
 
@@ -187,7 +187,10 @@ pub async fn start(
             nnodes: launch.nnodes,
             nodelist: launch.nodelist,
         };
-        let access = pmi.connect(rank);
+        let mut access = pmi.connect(rank);
+        if launch.base_env.iter().any(|(name, _)| name == MPICH_PMI_VERSION) {
+            access.env.retain(|(name, _)| name != MPICH_PMI_VERSION);
+        }
         let binding = launch.placement.and_then(|p| p.ranks.get(local_rank)).map(|r| &*r.binding);
         let env = rank_env::rank_environment(
             launch.base_env,

@@ -29,6 +29,9 @@ const EXIT_AFTER_EOF_GRACE: Duration = Duration::from_secs(1);
 /// must not make the service queue its requests without bound.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// The variable that tells MPICH (4.2 and later) which PMI to use; a user's own setting wins.
+pub const MPICH_PMI_VERSION: &str = "MPIR_CVAR_PMI_VERSION";
+
 /// How ranks reach the PMI service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum PmiMode {
@@ -206,11 +209,18 @@ impl PmiServer {
     /// cannot be registered fails the job: it would start as a singleton.
     pub fn pmix_env(&self, rank: u32) -> Vec<(String, String)> {
         let Some(pmix) = &self.pmix else { return Vec::new() };
-        pmix.rank_env(rank).unwrap_or_else(|e| {
+        let mut env = pmix.rank_env(rank).unwrap_or_else(|e| {
             let reason = format!("cannot register rank {rank} with the PMIx server: {e}");
             let _ = self.to_state.send(ToState::Broken { rank: Some(rank), reason });
             Vec::new()
-        })
+        });
+        if self.serves_pmi {
+            // MPICH 4.2 and later abort in MPI_Init when they find both PMI-1/2 and PMIx
+            // variables ("Auto-detection of PMI version failed"); told which, they take PMI-1,
+            // the path they take without PMIx. Older MPICH and Open MPI ignore the variable.
+            env.push((MPICH_PMI_VERSION.into(), "1".into()));
+        }
+        env
     }
 
     /// Hands the node a PMIx message from the job's root.

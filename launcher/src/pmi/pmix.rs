@@ -115,14 +115,17 @@ pub struct PmixServer {
 
 impl PmixServer {
     /// Loads libpmix, starts the server in a private directory under `$TMPDIR` (node-local) and
-    /// registers the job. Returns the server and the channel its upcalls arrive on. Blocks for
+    /// registers the job; first removes the directories of this user's servers whose process
+    /// is gone. Returns the server and the channel its upcalls arrive on. Blocks for
     /// the few milliseconds libpmix takes to start its threads.
     pub fn start(
         mut ns: Namespace,
     ) -> Result<(Arc<PmixServer>, UnboundedReceiver<Event>), PmixError> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
-        let dir = std::env::temp_dir().join(format!("gangway-pmix.{uid}.{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        sweep_dead_servers(&tmp, uid);
+        let dir = tmp.join(format!("{DIR_PREFIX}{uid}.{}", std::process::id()));
         // Private: another user must not reach the server's rendezvous files.
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -156,6 +159,28 @@ impl PmixServer {
 
     fn server(&self) -> Option<&Server> {
         self.server.as_ref()
+    }
+}
+
+/// The start of a server directory's name; `<uid>.<pid>` follows.
+const DIR_PREFIX: &str = "gangway-pmix.";
+
+/// Removes the directories that servers of `uid` left behind when their process was killed
+/// (SIGKILL gives no chance to clean up), so they do not pile up in `tmp`.
+fn sweep_dead_servers(tmp: &std::path::Path, uid: u32) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let mine = format!("{DIR_PREFIX}{uid}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&mine)?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -426,5 +451,45 @@ impl PmixNode {
                 reason: format!("rank {rank} exited without calling MPI_Finalize (PMIx)"),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpi_kinds_parse_with_slurm_spellings() {
+        assert_eq!("pmix_v4".parse::<MpiKind>(), Ok(MpiKind::Pmix));
+        assert_eq!("PMI2".parse::<MpiKind>(), Ok(MpiKind::Pmi2));
+        assert_eq!("none".parse::<MpiKind>(), Ok(MpiKind::None));
+        assert!("openmpi".parse::<MpiKind>().unwrap_err().contains("pmi2, pmix, none, auto"));
+        assert!(MpiKind::Auto.serves_pmi() && MpiKind::Auto.serves_pmix());
+        assert!(!MpiKind::Pmix.serves_pmi() && !MpiKind::Pmi2.serves_pmix());
+    }
+
+    /// A killed server's directory goes at the next start; a live one's and other users' stay.
+    #[test]
+    fn directories_of_dead_servers_are_swept() {
+        let tmp = std::env::temp_dir().join(format!("gangway-sweep-test-{}", std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::process::id();
+        for name in [
+            format!("{DIR_PREFIX}7.{dead}"),
+            format!("{DIR_PREFIX}7.{live}"),
+            format!("{DIR_PREFIX}8.{dead}"),
+        ] {
+            std::fs::create_dir_all(tmp.join(name).join("inside")).unwrap();
+        }
+        sweep_dead_servers(&tmp, 7);
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(left, [format!("{DIR_PREFIX}7.{live}"), format!("{DIR_PREFIX}8.{dead}")]);
     }
 }

@@ -51,7 +51,7 @@ fn open_mpi_without_pmix_is_n_singletons_with_a_warning() {
 #[test]
 fn open_mpi_abort_stops_the_job_with_its_code() {
     let Some(hello) = openmpi_program("hello") else { return };
-    let out = run(gangway().args(["run", "-n", "4"]).arg(&hello).args([
+    let out = run(gangway().args(["run", "-n", "4", "--mpi=pmix"]).arg(&hello).args([
         "--abort",
         "7",
         "--abort-rank",
@@ -76,7 +76,7 @@ fn a_killed_open_mpi_rank_ends_the_job_without_hanging() {
 #[test]
 fn an_open_mpi_rank_exiting_without_finalize_fails_the_job() {
     let Some(prog) = openmpi_program("mpi_no_finalize") else { return };
-    let out = run(gangway().args(["run", "-n", "3"]).arg(&prog).args(["1", "0"]));
+    let out = run(gangway().args(["run", "-n", "3", "--mpi=pmix"]).arg(&prog).args(["1", "0"]));
     assert_eq!(out.code(), 120, "{}", out.stderr);
     assert!(out.stderr.contains("rank 1 exited without calling MPI_Finalize"), "{}", out.stderr);
 }
@@ -94,14 +94,14 @@ fn mpi4py_allreduce_over_pmix() {
         return;
     }
     let script = crate::support::repo_root().join("pmix/tests/programs/allreduce.py");
-    let out = run(gangway().args(["run", "-n", "3", python]).arg(&script));
+    let out = run(gangway().args(["run", "-n", "3", "--mpi=pmix", python]).arg(&script));
     out.assert_success();
     for r in 0..3 {
         assert!(out.stdout.contains(&format!("mpi4py {r}/3 sum=3")), "{}", out.stdout);
     }
 }
 
-/// One `gangway run` flag for every MPI: with `--mpi=auto` (the default) an MPICH program
+/// One `gangway run` flag for every MPI: with `--mpi=auto` an MPICH program
 /// wires up through PMI-1/2 and an Open MPI one through PMIx.
 #[test]
 fn mpich_and_open_mpi_programs_both_run_with_mpi_auto() {
@@ -170,7 +170,7 @@ fn open_mpi_across_three_nodes_fences_through_the_proxy_tree() {
     // Open MPI's lazy wire-up: remote ranks' data by direct modex, through the root.
     let out = run(vc
         .gangway_run()
-        .args(["--hosts", &vc.hosts(), "-n", "6", "-vv"])
+        .args(["--hosts", &vc.hosts(), "-n", "6", "-vv", "--mpi=pmix"])
         .arg(&hello)
         .env("OMPI_MCA_pmix_base_async_modex", "1")
         .env("OMPI_MCA_pmix_base_collect_data", "0"));
@@ -182,7 +182,8 @@ fn open_mpi_across_three_nodes_fences_through_the_proxy_tree() {
     let staged = node_visible_dir().join("bin/killed-openmpi");
     std::fs::copy(&killed, &staged).unwrap();
     let _ = std::process::Command::new("chmod").arg("a+rx").arg(&staged).status();
-    let out = run(vc.gangway_run().args(["--hosts", &vc.hosts(), "-n", "6"]).arg(&staged));
+    let out =
+        run(vc.gangway_run().args(["--hosts", &vc.hosts(), "-n", "6", "--mpi=pmix"]).arg(&staged));
     assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
 }
 

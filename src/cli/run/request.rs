@@ -204,9 +204,10 @@ pub struct RunArgs {
 
     /// Which MPI wire-up the ranks get: pmi2 (PMI-1/PMI-2: MPICH, Intel MPI), pmix (PMIx: Open
     /// MPI; fails where libpmix is missing), none, or auto (both side by side: each rank uses
-    /// what its MPI speaks). Slurm's spellings (pmi2, pmix_v4) work too.
+    /// what its MPI speaks). Default pmi2 (a PMIx server costs ~20 ms per node), or $GANGWAY_MPI.
+    /// Slurm's spellings (pmi2, pmix_v4) work too.
     /// Examples: `gangway run -n 4 --mpi=pmix ./ompi_hello`, `gangway run -n 4 --mpi=pmi2 ./mpich_hello`.
-    #[arg(long, value_name = "KIND", default_value = "auto", env = "GANGWAY_MPI")]
+    #[arg(long, value_name = "KIND", default_value = "pmi2", env = "GANGWAY_MPI")]
     pub mpi: MpiKind,
 
     /// With a controller: the partition to run in.

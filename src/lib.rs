@@ -7,4 +7,3 @@ pub mod client;
 pub mod controller;
 pub mod exit_code;
 pub mod protocol;
-pub mod wire;

@@ -1,5 +1,5 @@
 //! The agent's link to the controller: `AGENT <node>`, a handshake on the cluster key, then
-//! JSON messages both ways, encrypted (see [`crate::wire`]): the registration, its answer, and
+//! JSON messages both ways, encrypted (see [`crate::protocol::wire`]): the registration, its answer, and
 //! whatever follows, until the link breaks.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use super::lease::Boot;
 use super::{AgentOptions, Event};
 use crate::protocol::{FromAgent, JobId, Registration, ToAgent};
-use crate::wire::{self, Preamble, WireError};
+use crate::protocol::wire::{self, Preamble, WireError};
 
 /// Why no link could be had.
 pub(super) enum ConnectError {

@@ -1,4 +1,4 @@
-//! The controller's TCP connections, all encrypted (see [`crate::wire`]): the preamble picks the
+//! The controller's TCP connections, all encrypted (see [`crate::protocol::wire`]): the preamble picks the
 //! key and the handshake proves the peer holds it, before anything else is read. Agents then get
 //! their message loop; commands — with a user's own token (`USER`), or relayed by a node's agent
 //! that vouches for a local user (`VOUCH`) — are bridged to the same request loop as the local
@@ -15,7 +15,7 @@ use crate::auth::{Key, show_time, unix_now};
 use crate::controller::cluster::ConnId;
 use crate::exit_code;
 use crate::protocol::{FromAgent, Reply, ToAgent};
-use crate::wire::{self, PREAMBLE_MAX, Preamble, Relay, Vouch, WireError};
+use crate::protocol::wire::{self, PREAMBLE_MAX, Preamble, Relay, Vouch, WireError};
 
 /// How long a client that has gone may take to read its last replies.
 const LAST_REPLIES_TIME: Duration = Duration::from_secs(10);

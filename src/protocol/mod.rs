@@ -1,8 +1,10 @@
 //! The messages between `gangway` commands, the controller and the agents: JSON objects, one
-//! per line on local sockets and one per encrypted message on TCP links (see [`crate::wire`]).
+//! per line on local sockets and one per encrypted message on TCP links (see [`wire`]).
 //!
 //! JSON rather than a binary format: these are control messages, a few per job, and a person
 //! debugging a cluster can read them with `socat` on a local socket.
+
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::Key;
-use crate::protocol::JobId;
+use super::JobId;
 
 /// Longest preamble line read before the handshake (what an unauthenticated peer can make us
 /// buffer).

@@ -1,7 +1,7 @@
 //! The `gangway` commands' connection to the controller, one JSON request or reply at a time:
 //! a local socket (the controller's, or a node's agent, which vouches for us; the kernel tells
 //! either who we are), checked to be served by root or by ourselves; or TCP with a user's token,
-//! where the token is proved in an encrypted handshake and never sent (see [`crate::wire`]).
+//! where the token is proved in an encrypted handshake and never sent (see [`crate::protocol::wire`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -13,7 +13,7 @@ use gangway_link::{LinkError, Opener, Sealer};
 use crate::auth::UserToken;
 use crate::controller::config::DEFAULT_SOCKET;
 use crate::protocol::{Reply, Request};
-use crate::wire::Preamble;
+use crate::protocol::wire::Preamble;
 
 /// Why the controller could not be asked.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::auth::Key;
-use crate::controller::cluster::StepCredential;
+use crate::protocol::credential::StepCredential;
 
 /// Longest request line (a credential lists every node of the step).
 const REQUEST_MAX: usize = 64 * 1024;

@@ -12,8 +12,8 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::lease::Boot;
 use super::{AgentOptions, Event};
-use crate::protocol::{FromAgent, JobId, Registration, ToAgent};
 use crate::protocol::wire::{self, Preamble, WireError};
+use crate::protocol::{FromAgent, JobId, Registration, ToAgent};
 
 /// Why no link could be had.
 pub(super) enum ConnectError {

@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 use super::process;
 use crate::auth::Key;
 use crate::exit_code;
-use crate::protocol::{JobId, Reply};
 use crate::protocol::wire::{self, Preamble, Vouch};
+use crate::protocol::{JobId, Reply};
 
 /// The largest request line relayed (a batch script's text travels in one).
 pub const LINE_MAX: usize = gangway_link::DEFAULT_MESSAGE_LIMIT;

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::cluster::Dirty;
 use super::config::LimitsConfig;
+use super::state::Dirty;
 use super::store::{Store, StoreError};
 
 /// The reserve file's name in the state directory.
@@ -264,7 +264,7 @@ mod tests {
             state_reserve: 0,
         };
         let mut disk = Disk::new(dir.path(), &limits);
-        let event = |detail: String| super::super::cluster::Event {
+        let event = |detail: String| super::super::state::Event {
             time: 1,
             job: Some(7),
             node: None,

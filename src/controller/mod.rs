@@ -1,12 +1,21 @@
-//! The controller: the cluster's queue, nodes and allocations. Pure parts: the state model
-//! with every transition ([`cluster`]), which places jobs with the `gangway-scheduler` crate;
-//! I/O parts: the SQLite store ([`store`]) and the sockets ([`server`]).
+//! The controller: the cluster's queue, nodes and allocations. Pure parts: the data
+//! ([`state`]), the transitions over it grouped by concern ([`handlers`]), each returning one
+//! [`effects::Effects`] value, and what commands print ([`views`], [`launch`]); jobs are placed
+//! with the `gangway-scheduler` crate. I/O parts: the SQLite store ([`store`]) and the sockets
+//! ([`server`]), the only place that talks to the world.
 
-pub mod cluster;
 pub mod config;
 pub mod config_scheduling;
 pub mod disk;
+pub mod effects;
+pub mod handlers;
 pub mod idempotency;
+pub mod launch;
 pub mod limits;
 pub mod server;
+pub mod state;
 pub mod store;
+pub mod views;
+
+#[cfg(test)]
+pub(crate) mod scenario;

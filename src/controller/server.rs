@@ -15,13 +15,14 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, UnboundedSender, unbounded_channel};
 
-use super::cluster::{Caller, Cluster, ConnId, Effect, Mono};
 use super::config::Config;
 use super::disk::Disk;
+use super::effects::{ConnId, Effect, Effects};
 use super::limits::{
     self, Closer, Gate, INPUT_QUEUE, LineError, OUTBOUND_BYTES, OUTBOUND_MESSAGES, Outbox,
     OutboxRx, discard_line, read_line_bounded,
 };
+use super::state::{Caller, Cluster, Mono};
 use super::store::{Store, StoreError};
 use crate::auth::{AuthError, Key};
 use crate::exit_code;
@@ -252,19 +253,19 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
 
     let mut outs: HashMap<ConnId, Outbox<Outbound>> = HashMap::new();
     // Replies and agent messages whose changes are not on disk yet (the state disk is full).
-    let mut held: Vec<Effect> = Vec::new();
+    let mut held = Effects::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut effects: Vec<Effect> = Vec::new();
+        let mut effects = Effects::new();
         // Answers that only read the state: they go out even while a commit waits for space.
-        let mut reads: Vec<Effect> = Vec::new();
+        let mut reads = Effects::new();
         let mut inputs = Vec::new();
         let mut ticked = false;
         tokio::select! {
             Some(i) = input_rx.recv() => inputs.push(i),
             _ = ticker.tick() => {
-                effects.extend(cluster.tick(now_ms(), mono_since(origin)));
+                effects.append(cluster.tick(now_ms(), mono_since(origin)));
                 ticked = true;
             }
         }
@@ -293,15 +294,15 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
                         *request,
                         now,
                     );
-                    if at_once { reads.extend(fx) } else { effects.extend(fx) }
+                    if at_once { reads.append(fx) } else { effects.append(fx) }
                 }
-                Input::Say { conn, reply } => reads.push(Effect::ToClient { conn, reply }),
+                Input::Say { conn, reply } => reads.to_client(conn, reply),
                 Input::ClientGone { conn } => {
                     outs.remove(&conn);
-                    effects.extend(cluster.client_gone(conn, now));
+                    effects.append(cluster.client_gone(conn, now));
                 }
                 Input::Agent { conn, node, msg } => {
-                    effects.extend(cluster.from_agent(conn, &node, msg, now, mono))
+                    effects.append(cluster.from_agent(conn, &node, msg, now, mono))
                 }
                 Input::AgentGone { conn } => {
                     outs.remove(&conn);
@@ -312,19 +313,18 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
                 }
             }
         }
-        effects.extend(cluster.schedule(now));
+        effects.append(cluster.schedule(now));
         // Heartbeat acknowledgements report nothing stored: like read-only answers they leave at
         // once, so a slow or full disk never runs the agents' leases out (docs/cluster.md,
         // "Fencing").
-        let (acks, effects): (Vec<Effect>, Vec<Effect>) = effects
-            .into_iter()
-            .partition(|e| matches!(e, Effect::ToAgentConn { msg: ToAgent::Ack { .. }, .. }));
+        let (acks, effects) = effects
+            .split_off(|e| matches!(e, Effect::ToAgentConn { msg: ToAgent::Ack { .. }, .. }));
         for e in reads.into_iter().chain(acks) {
             deliver(&mut outs, &cluster, e);
         }
         // Nothing that reports a change leaves before the change is on disk. A full disk holds
         // the changes and their effects (retried every tick) instead of stopping the controller.
-        held.extend(effects);
+        held.append(effects);
         if ticked {
             disk.tick();
         }
@@ -351,9 +351,9 @@ fn client_request(
     caller: &Caller,
     request: Request,
     now: u64,
-) -> (Vec<Effect>, bool) {
+) -> (Effects, bool) {
     if let Some(reply) = refuse_submission(&request, config, disk) {
-        return (vec![Effect::ToClient { conn, reply }, Effect::CloseClient { conn }], true);
+        return (Effects::reply_and_close(conn, reply), true);
     }
     let read_only = is_read_only(&request);
     if !read_only
@@ -361,7 +361,7 @@ fn client_request(
         && let Err(no_room) = disk.holding()
     {
         let reply = Reply::Error { code: exit_code::NO_NEW_WORK, message: no_room.to_string() };
-        return (vec![Effect::ToClient { conn, reply }], true);
+        return (Effects::reply(conn, reply), true);
     }
     (handle_request(cluster, store, conn, caller, request, now), read_only)
 }
@@ -438,8 +438,8 @@ fn handle_request(
     caller: &Caller,
     request: Request,
     now: u64,
-) -> Vec<Effect> {
-    let reply = |r: Reply| vec![Effect::ToClient { conn, reply: r }];
+) -> Effects {
+    let reply = |r: Reply| Effects::reply(conn, r);
     match request {
         Request::Submit(sub) => cluster.submit(conn, caller, *sub, now),
         Request::Queue => reply(Reply::Jobs { jobs: cluster.queue() }),
@@ -470,19 +470,17 @@ fn handle_request(
                 Ok(s) => s,
                 Err(message) => return reply(Reply::Error { code: exit_code::USAGE, message }),
             };
-            let (r, mut fx) = cluster.cancel(caller, &ids, signal, user.as_deref(), now);
-            fx.push(Effect::ToClient { conn, reply: r });
-            fx
+            cluster.cancel(conn, caller, &ids, signal, user.as_deref(), now)
         }
-        Request::Hold { ids } => reply(cluster.set_held(caller, &ids, true, now)),
-        Request::Release { ids } => reply(cluster.set_held(caller, &ids, false, now)),
+        Request::Hold { ids } => cluster.set_held(conn, caller, &ids, true, now),
+        Request::Release { ids } => cluster.set_held(conn, caller, &ids, false, now),
         Request::Drain { nodes, reason } => {
-            reply(cluster.set_drain(caller, &nodes, Some(reason), now))
+            cluster.set_drain(conn, caller, &nodes, Some(reason), now)
         }
-        Request::Resume { nodes } => reply(cluster.set_drain(caller, &nodes, None, now)),
+        Request::Resume { nodes } => cluster.set_drain(conn, caller, &nodes, None, now),
         Request::Step(step) => cluster.step(conn, caller, step, now),
         // Answered by the connection's task (the key stays out of the owner task's hands).
-        Request::Token { .. } => Vec::new(),
+        Request::Token { .. } => Effects::new(),
         Request::Done { exit_code } => cluster.done(conn, exit_code, now),
     }
 }
@@ -701,7 +699,7 @@ fn issue_token(key: Option<&Key>, caller: &Caller, valid_secs: u64) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cluster::Dirty;
+    use super::super::state::Dirty;
     use super::*;
     use crate::protocol::Submission;
 
@@ -727,7 +725,7 @@ mod tests {
         Request::Submit(Box::new(sub))
     }
 
-    fn is_119(fx: &[Effect]) -> bool {
+    fn is_119(fx: &Effects) -> bool {
         matches!(
             fx.first(),
             Some(Effect::ToClient { reply: Reply::Error { code: exit_code::NO_NEW_WORK, .. }, .. })
@@ -759,14 +757,14 @@ mod tests {
         dirty.events[0].detail = "x".repeat(64 << 10);
         assert!(!disk.commit(&mut store, dirty), "the database cannot grow");
 
-        let mut held: Vec<Effect> = Vec::new();
+        let mut held = Effects::new();
         for i in 0..10_000 {
             let ids = vec![1];
             let r = if i % 2 == 0 { Request::Hold { ids } } else { Request::Release { ids } };
             let (fx, at_once) = ask(&mut cluster, &disk, &store, r);
             assert!(at_once && is_119(&fx), "request {i}: {fx:?}");
             if !at_once {
-                held.extend(fx);
+                held.append(fx);
             }
         }
         assert!(held.is_empty());

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use super::cluster::{Dirty, Job, JobState, NodeRecord};
+use super::state::{Dirty, Job, JobState, NodeRecord};
 use crate::protocol::JobId;
 
 /// Why the database could not be used.

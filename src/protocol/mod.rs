@@ -4,6 +4,7 @@
 //! JSON rather than a binary format: these are control messages, a few per job, and a person
 //! debugging a cluster can read them with `socat` on a local socket.
 
+pub mod credential;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::auth::Key;
 use super::JobId;
+use crate::auth::Key;
 
 /// Longest preamble line read before the handshake (what an unauthenticated peer can make us
 /// buffer).

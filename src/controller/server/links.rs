@@ -12,10 +12,10 @@ use tokio::net::TcpStream;
 
 use super::{Input, Outbound, Shared, caller_for, serve_client};
 use crate::auth::{Key, show_time, unix_now};
-use crate::controller::cluster::ConnId;
+use crate::controller::effects::ConnId;
 use crate::exit_code;
-use crate::protocol::{FromAgent, Reply, ToAgent};
 use crate::protocol::wire::{self, PREAMBLE_MAX, Preamble, Relay, Vouch, WireError};
+use crate::protocol::{FromAgent, Reply, ToAgent};
 
 /// How long a client that has gone may take to read its last replies.
 const LAST_REPLIES_TIME: Duration = Duration::from_secs(10);
@@ -142,7 +142,7 @@ async fn serve_vouched(
 /// the key, when this caller may ask for a token.
 async fn bridge(
     conn: ConnId,
-    caller: crate::controller::cluster::Caller,
+    caller: crate::controller::state::Caller,
     mut stream: TcpStream,
     mut sealer: Sealer,
     opener: Opener,

@@ -8,9 +8,10 @@
 //! lease then guarantees its fencer killed the job there, docs/cluster.md "Fencing"). Until then
 //! the job is pending, keeps its place in the queue, and its reason names the nodes.
 //!
-//! Pure, like the rest of [`Cluster`]: the time comes in as a value.
+//! Pure, like every handler: the time comes in as a value.
 
-use super::{Cluster, Effect, JobState};
+use crate::controller::effects::Effects;
+use crate::controller::state::{Cluster, JobState};
 use crate::protocol::JobId;
 
 impl Cluster {
@@ -34,15 +35,9 @@ impl Cluster {
     }
 
     /// `node` says nothing of `job` up to `attempt` is left there.
-    pub(super) fn released(
-        &mut self,
-        node: &str,
-        job: JobId,
-        attempt: u32,
-        now: u64,
-    ) -> Vec<Effect> {
+    pub(super) fn released(&mut self, node: &str, job: JobId, attempt: u32, now: u64) -> Effects {
         self.settle(job, node, |a| a <= attempt, "confirmed", now);
-        Vec::new()
+        Effects::new()
     }
 
     /// `node` registered, still running `running` and still ending `releasing`: every attempt a
@@ -121,8 +116,9 @@ fn node_list(nodes: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{batch, cluster, registration, root, starts};
-    use super::super::{Cluster, Effect, JobState, Mono};
+    use crate::controller::effects::{Effect, Effects};
+    use crate::controller::scenario::{batch, cluster, registration, root, starts};
+    use crate::controller::state::{Cluster, JobState, Mono};
     use crate::protocol::{FromAgent, JobId, ToAgent};
 
     fn conn(node: &str) -> u64 {
@@ -130,17 +126,17 @@ mod tests {
     }
 
     /// Heartbeats from every node but those in `silent`, and ticks, from `from` to `to` (ms).
-    fn silence(c: &mut Cluster, silent: &[&str], from: u64, to: u64) -> Vec<Effect> {
-        let mut fx = Vec::new();
+    fn silence(c: &mut Cluster, silent: &[&str], from: u64, to: u64) -> Effects {
+        let mut fx = Effects::new();
         for t in (from..=to).step_by(500) {
             for i in 1..=3 {
                 let name = format!("n{i}");
                 if !silent.contains(&name.as_str()) {
                     let hb = FromAgent::Heartbeat { load: 0.0, seq: t };
-                    fx.extend(c.from_agent(conn(&name), &name, hb, t, Mono(t)));
+                    fx.append(c.from_agent(conn(&name), &name, hb, t, Mono(t)));
                 }
             }
-            fx.extend(c.tick(t, Mono(t)));
+            fx.append(c.tick(t, Mono(t)));
         }
         fx
     }
@@ -164,7 +160,7 @@ mod tests {
     }
 
     /// A two-node job on n1 and n2; n2 goes silent until it is lost (at 7 s).
-    fn lose_n2() -> (Cluster, Vec<Effect>) {
+    fn lose_n2() -> (Cluster, Effects) {
         let mut c = cluster();
         c.submit(1, &root(), batch(2, 2), 0);
         let s = starts(&c.schedule(0));
@@ -268,7 +264,7 @@ mod tests {
         again.from_agent(301, "n1", FromAgent::Register(reg), 8100, Mono(100));
         again.from_agent(303, "n3", FromAgent::Register(registration("n3")), 8100, Mono(100));
         assert!(starts(&again.schedule(8100)).is_empty());
-        let (_, fx) = again.cancel(&root(), &[1], None, None, 8200);
+        let fx = again.cancel(9, &root(), &[1], None, None, 8200);
         assert!(starts(&fx).is_empty());
         let job = again.job(1).expect("job");
         assert_eq!(job.state, JobState::Cancelled);

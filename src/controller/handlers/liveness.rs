@@ -9,20 +9,9 @@
 
 use std::time::Duration;
 
-use super::{Cluster, ConnId, Effect, Health, JobState};
-use crate::protocol::{JobId, ToAgent};
-
-/// Milliseconds on the controller's monotonic clock (from an arbitrary origin). Wall time can
-/// jump (NTP, an administrator); liveness must not, so it never uses it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Mono(pub u64);
-
-impl Mono {
-    /// How long after `earlier` this is (zero if it is not after).
-    pub fn since(self, earlier: Mono) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0))
-    }
-}
+use crate::controller::effects::{ConnId, Effects};
+use crate::controller::state::{Cluster, Health, JobState, Mono};
+use crate::protocol::{JobId, Reply, ToAgent};
 
 /// What a node's silence means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +46,6 @@ pub fn verdict(
     }
 }
 
-/// How a job lost its part on a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PartLost {
-    /// The node was declared lost: its agent is gone, the job must avoid it (unless the job
-    /// named it with `--nodelist`: then it waits for it).
-    NodeLost,
-    /// The node's agent, alive, killed the job's processes there (its lease ran out, or its
-    /// previous life left them): the node is fine and is told the attempt is over.
-    Fenced,
-}
-
 impl Cluster {
     /// The controller listens from `mono` on: every node counts as heard at that moment, so none
     /// is declared lost before `lost_timeout` after it (agents extend their leases while their
@@ -90,15 +68,18 @@ impl Cluster {
     /// The acknowledgement of heartbeat `seq`, if it came on the node's current connection and
     /// the node is not lost (an ack after that would extend a lease the controller has given
     /// up on).
-    pub(super) fn ack(&self, conn: ConnId, node: &str, seq: u64) -> Option<Effect> {
+    pub(super) fn ack(&self, conn: ConnId, node: &str, seq: u64) -> Option<Effects> {
         let rec = self.nodes.get(node)?;
-        (rec.conn == Some(conn) && rec.health != Health::Down)
-            .then_some(Effect::ToAgentConn { conn, msg: ToAgent::Ack { seq } })
+        (rec.conn == Some(conn) && rec.health != Health::Down).then(|| {
+            let mut fx = Effects::new();
+            fx.to_agent_conn(conn, ToAgent::Ack { seq });
+            fx
+        })
     }
 
     /// Marks silent nodes suspect, and loses those silent for the lost timeout.
-    pub(super) fn check_liveness(&mut self, now: u64, mono: Mono) -> Vec<Effect> {
-        let mut fx = Vec::new();
+    fn check_liveness(&mut self, now: u64, mono: Mono) -> Effects {
+        let mut fx = Effects::new();
         let Some(since) = self.listening_since else { return fx };
         let (suspect, lost) = (self.config.suspect_timeout, self.config.lost_timeout);
         let mut to_lose = Vec::new();
@@ -128,85 +109,71 @@ impl Cluster {
             self.sync_health(&name);
         }
         for (name, why) in to_lose {
-            fx.extend(self.node_lost(&name, why, now, None));
+            fx.append(self.node_lost(&name, why, now, None));
         }
         fx
     }
 
-    /// `node`'s agent killed attempt `attempt` of `job` there: if that is the job's current
-    /// attempt, it goes back to the queue (or fails, as on a node loss) without avoiding the
-    /// node; else the report is late and the agent just forgets the attempt.
-    pub(super) fn fenced(
-        &mut self,
-        node: &str,
-        job: JobId,
-        attempt: u32,
-        reason: &str,
-        now: u64,
-    ) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        let current = self.jobs.get(&job).is_some_and(|j| {
-            j.state == JobState::Running
-                && j.attempt == attempt
-                && j.granted.iter().any(|g| g.node == node)
-        });
-        if current {
-            self.event(now, Some(job), Some(node), "fenced", reason.to_string());
-            self.lose_part(job, node, reason, PartLost::Fenced, now, &mut fx);
-        } else {
-            self.event(
-                now,
-                Some(job),
-                Some(node),
-                "late_report",
-                format!("attempt {attempt} fenced ({reason}) ignored"),
-            );
-            fx.push(Effect::ToAgent {
-                node: node.to_string(),
-                msg: ToAgent::Release { job, attempt },
-            });
+    /// Liveness and time limits; call every few hundred milliseconds with the wall time (for
+    /// records and time limits) and the monotonic clock (for liveness).
+    pub fn tick(&mut self, now: u64, mono: Mono) -> Effects {
+        let mut fx = self.check_liveness(now, mono);
+        fx.append(self.time_limits(now));
+        fx
+    }
+
+    /// Running jobs past their time limit: TERM at the limit (and their holder told), KILL and
+    /// the end as `TIMEOUT` after the grace.
+    fn time_limits(&mut self, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let kill_grace = self.config.kill_grace.as_millis() as u64;
+        let running: Vec<JobId> = self
+            .active
+            .iter()
+            .filter(|id| self.jobs[id].state == JobState::Running)
+            .copied()
+            .collect();
+        for id in running {
+            let job = &self.jobs[&id];
+            let (Some(start), Some(limit)) = (job.start_time, job.time_limit) else { continue };
+            if now < start + limit * 1000 {
+                continue;
+            }
+            match job.stopping_since {
+                None => {
+                    let attempt = job.attempt;
+                    for n in job.nodes() {
+                        let signal = libc::SIGTERM;
+                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal });
+                    }
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.stopping_since = Some(now);
+                    }
+                    if let Some(conn) = self.holders.get(&id) {
+                        let reason = "the job reached its time limit".into();
+                        let state = JobState::Timeout.name().into();
+                        fx.to_client(*conn, Reply::Ended { id, state, reason });
+                    }
+                }
+                Some(t) if now >= t + kill_grace => {
+                    let why = "reached its time limit";
+                    fx.append(self.finish(id, JobState::Timeout, why, None, now));
+                }
+                Some(_) => {}
+            }
         }
-        self.needs_schedule = true;
         fx
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{batch, cluster, config, registration, root, starts};
     use super::*;
+    use crate::controller::effects::Effect;
+    use crate::controller::scenario::{
+        batch, beat, cluster, config, conn_of, registration, releases, root, starts,
+    };
     use crate::protocol::{FromAgent, JobKind};
-
-    fn conn_of(node: &str) -> ConnId {
-        100 + node[1..].parse::<u64>().expect("n<i>")
-    }
-
-    /// Heartbeats from every node but `silent`, at `t` (wall and monotonic alike).
-    fn beat(c: &mut Cluster, silent: &str, t: u64) {
-        for i in 1..=3u64 {
-            let name = format!("n{i}");
-            if name != silent {
-                c.from_agent(
-                    100 + i,
-                    &name,
-                    FromAgent::Heartbeat { load: 0.0, seq: t },
-                    t,
-                    Mono(t),
-                );
-            }
-        }
-    }
-
-    fn releases(fx: &[Effect]) -> Vec<(String, JobId, u32)> {
-        fx.iter()
-            .filter_map(|e| match e {
-                Effect::ToAgent { node, msg: ToAgent::Release { job, attempt } } => {
-                    Some((node.clone(), *job, *attempt))
-                }
-                _ => None,
-            })
-            .collect()
-    }
 
     #[test]
     fn a_dropped_connection_is_no_loss_until_the_node_is_silent_for_the_lost_timeout() {
@@ -295,51 +262,6 @@ mod tests {
     }
 
     #[test]
-    fn a_fence_requeues_the_job_without_avoiding_the_node_and_late_fences_are_released() {
-        let mut c = cluster();
-        c.submit(1, &root(), batch(1, 2), 0);
-        let node = starts(&c.schedule(0))[0].0.clone();
-        let fenced =
-            |attempt| FromAgent::Fenced { job: 1, attempt, reason: "lease ran out".into() };
-        let fx = c.from_agent(conn_of(&node), &node, fenced(1), 500, Mono(500));
-        assert_eq!(releases(&fx), vec![(node.clone(), 1, 1)], "the fencing node forgets it");
-        let job = c.job(1).expect("job");
-        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
-        assert!(job.excluded.is_empty(), "its node is fine: {:?}", job.excluded);
-        assert_eq!(c.node_info(&node, 500).expect("node").state, "idle");
-        // Runs again once the node says the killed processes are gone (see `release`).
-        let gone = FromAgent::Released { job: 1, attempt: 1 };
-        c.from_agent(conn_of(&node), &node, gone, 510, Mono(510));
-        assert_eq!(starts(&c.schedule(510)).len(), 1, "runs again at once");
-        // The same fence reported again (with the next registration): late, just released.
-        let fx = c.from_agent(conn_of(&node), &node, fenced(1), 600, Mono(600));
-        assert_eq!(releases(&fx), vec![(node.clone(), 1, 1)]);
-        assert_eq!(c.job(1).expect("job").attempt, 2);
-        let dirty = c.take_dirty();
-        assert!(dirty.events.iter().any(|e| e.kind == "fenced"));
-        assert!(dirty.events.iter().any(|e| e.kind == "late_report"));
-    }
-
-    #[test]
-    fn a_restarted_agent_reports_what_its_previous_life_left_and_those_jobs_run_again() {
-        let mut c = cluster();
-        let mut run = batch(1, 2);
-        run.kind = JobKind::Alloc;
-        c.submit(7, &root(), run, 0);
-        c.submit(1, &root(), batch(1, 2), 0);
-        c.schedule(0);
-        let node = c.job(2).expect("job").granted[0].node.clone();
-        let mut reg = registration(&node);
-        reg.fenced = vec![(2, 1, "the agent restarted".into())];
-        let fx = c.from_agent(900, &node, FromAgent::Register(reg), 800, Mono(800));
-        assert!(releases(&fx).contains(&(node.clone(), 2, 1)), "{fx:?}");
-        let job = c.job(2).expect("job");
-        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
-        assert!(job.excluded.is_empty());
-        assert_eq!(c.job(1).expect("job").state, JobState::Running, "the other job is untouched");
-    }
-
-    #[test]
     fn a_job_that_named_a_lost_node_waits_for_it_and_starts_when_it_returns() {
         let mut c = cluster();
         let mut sub = batch(1, 1);
@@ -369,6 +291,47 @@ mod tests {
             j.excluded = vec!["n3".into()];
         }
         assert_eq!(starts(&c.schedule(0)), vec![("n3".to_string(), 1, 1)]);
+    }
+
+    #[test]
+    fn time_limits_term_then_end_the_job() {
+        let mut c = cluster();
+        let mut sub = batch(1, 1);
+        sub.shape.time_limit_secs = Some(60);
+        c.submit(1, &root(), sub, 0);
+        c.schedule(0);
+        let keep_alive = |c: &mut Cluster, t: u64| {
+            for i in 1..=3u64 {
+                c.from_agent(
+                    100 + i,
+                    &format!("n{i}"),
+                    FromAgent::Heartbeat { load: 0.0, seq: 0 },
+                    t,
+                    Mono(t),
+                );
+            }
+        };
+        keep_alive(&mut c, 60_000);
+        let fx = c.tick(60_000, Mono(60_000));
+        assert!(fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { signal, .. }, .. } if *signal == libc::SIGTERM)));
+        keep_alive(&mut c, 62_000);
+        c.tick(62_000, Mono(62_000));
+        assert_eq!(c.job(1).expect("job").state, JobState::Timeout);
+
+        // An allocation told of its time limit leaves at once: still a timeout, not a cancel.
+        let mut sub = batch(1, 1);
+        sub.kind = JobKind::Alloc;
+        sub.shape.time_limit_secs = Some(60);
+        c.submit(7, &root(), sub, 62_000);
+        c.schedule(62_000);
+        keep_alive(&mut c, 122_000);
+        let fx = c.tick(122_000, Mono(122_000));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::ToClient { conn: 7, reply: Reply::Ended { .. } }))
+        );
+        c.client_gone(7, 122_100);
+        assert_eq!(c.job(2).expect("job").state, JobState::Timeout);
     }
 
     const S: Duration = Duration::from_secs(3);

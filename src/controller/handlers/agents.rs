@@ -1,0 +1,348 @@
+//! What agents say: registration (refusals on the agent's own connection, what it still runs
+//! or no longer runs, what it fenced), heartbeats, job ends, fences and releases, and the end
+//! of an agent's connection.
+
+use std::collections::BTreeSet;
+
+use gangway_topology::Topology;
+
+use super::requeue::PartLost;
+use crate::controller::effects::{ConnId, Effects};
+use crate::controller::state::{Cluster, Health, JobState, Mono};
+use crate::protocol::{FromAgent, JobId, JobKind, Registration, ToAgent};
+
+impl Cluster {
+    /// An agent's message, which arrived at `now` (wall time, for records) and `mono` (the
+    /// monotonic clock, for liveness).
+    pub fn from_agent(
+        &mut self,
+        conn: ConnId,
+        node: &str,
+        msg: FromAgent,
+        now: u64,
+        mono: Mono,
+    ) -> Effects {
+        let fx = self.agent_message(conn, node, msg, now);
+        self.heard(conn, node, mono);
+        fx
+    }
+
+    fn agent_message(&mut self, conn: ConnId, node: &str, msg: FromAgent, now: u64) -> Effects {
+        match msg {
+            FromAgent::Register(r) => self.register(conn, r, now),
+            FromAgent::Heartbeat { load, seq } => {
+                let Some(ack) = self.ack(conn, node, seq) else {
+                    // A connection the node no longer uses (replaced, or the node was lost).
+                    return Effects::new();
+                };
+                let mut back = false;
+                if let Some(rec) = self.nodes.get_mut(node) {
+                    rec.last_heartbeat = Some(now);
+                    rec.load = Some(load);
+                    back = rec.health == Health::Suspect;
+                }
+                if back {
+                    if let Some(rec) = self.nodes.get_mut(node) {
+                        rec.health = Health::Up;
+                        rec.reason = None;
+                    }
+                    self.event(now, None, Some(node), "node_up", "heartbeats again".into());
+                    self.sync_health(node);
+                }
+                ack
+            }
+            FromAgent::Fenced { job, attempt, reason } => {
+                if self.agent_conn(node) != Some(conn) {
+                    return Effects::new();
+                }
+                self.fenced(node, job, attempt, &reason, now)
+            }
+            FromAgent::Released { job, attempt } => {
+                if self.agent_conn(node) != Some(conn) {
+                    return Effects::new();
+                }
+                self.released(node, job, attempt, now)
+            }
+            FromAgent::JobEnded { job, attempt, exit_code, message } => {
+                let mut fx = Effects::new();
+                let current = self.jobs.get(&job).map(|j| (j.attempt, j.state, j.sub.kind));
+                match current {
+                    Some((a, JobState::Running, JobKind::Batch)) if a == attempt => {
+                        let state =
+                            if exit_code == 0 { JobState::Completed } else { JobState::Failed };
+                        let reason = message.unwrap_or_else(|| "None".into());
+                        fx.append(self.finish(job, state, &reason, Some(exit_code), now));
+                    }
+                    _ => {
+                        // A report from an attempt that is over: the job has moved on.
+                        self.event(
+                            now,
+                            Some(job),
+                            Some(node),
+                            "late_report",
+                            format!("attempt {attempt} exit {exit_code} ignored"),
+                        );
+                    }
+                }
+                fx
+            }
+        }
+    }
+
+    fn register(&mut self, conn: ConnId, r: Registration, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let refuse = |reason: String| {
+            // By connection: a refused agent is not (or not yet) the node's agent.
+            let mut fx = Effects::new();
+            fx.to_agent_conn(conn, ToAgent::Refused { reason });
+            fx.close_agent(conn);
+            fx
+        };
+        if r.version != crate::protocol::VERSION {
+            return refuse(format!(
+                "agent protocol {} but the controller speaks {}; install the same gangway everywhere",
+                r.version,
+                crate::protocol::VERSION
+            ));
+        }
+        if !self.nodes.contains_key(&r.name) {
+            return refuse(format!(
+                "node '{}' is in no partition of cluster '{}'; add it to the controller's configuration (or start the agent with --name)",
+                r.name, self.config.cluster
+            ));
+        }
+        if let Err(e) = Topology::from_json(&r.topology) {
+            return refuse(format!("its topology does not parse: {e}"));
+        }
+        let old_conn = self.nodes.get(&r.name).and_then(|n| n.conn);
+        if let Some(old) = old_conn.filter(|c| *c != conn) {
+            fx.close_agent(old);
+        }
+        let size_changed;
+        {
+            let Some(rec) = self.nodes.get_mut(&r.name) else { return fx };
+            size_changed = rec.topology.as_deref() != Some(r.topology.as_str());
+            rec.topology = Some(r.topology.clone());
+            rec.addr = Some(r.addr.clone());
+            rec.port = r.port;
+            rec.health = Health::Up;
+            rec.reason = None;
+            rec.agent_version = Some(r.gangway_version.clone());
+            rec.agent_root = r.root;
+            rec.agent_uid = r.uid;
+            rec.last_heartbeat = Some(now);
+            rec.conn = Some(conn);
+        }
+        self.touch_node(&r.name);
+        self.event(
+            now,
+            None,
+            Some(&r.name),
+            "register",
+            format!(
+                "agent {} at {}:{}, {} running",
+                r.gangway_version,
+                r.addr,
+                r.port,
+                r.running.len()
+            ),
+        );
+        let heartbeat_ms = self.config.heartbeat_interval.as_millis() as u64;
+        let lease_ms = self.config.lease().as_millis() as u64;
+        fx.to_agent(&r.name, ToAgent::Welcome { heartbeat_ms, lease_ms });
+        if size_changed {
+            self.rebuild_allocator();
+        } else {
+            self.sync_health(&r.name);
+        }
+        // What its agent killed since it last registered: over here, whatever else it reports.
+        for (job, attempt, reason) in &r.fenced {
+            fx.append(self.fenced(&r.name, *job, *attempt, reason, now));
+        }
+        // What it still runs that is over (or another attempt's): end it.
+        for (job, attempt) in &r.running {
+            let keep = self.jobs.get(job).is_some_and(|j| {
+                j.state == JobState::Running
+                    && j.attempt == *attempt
+                    && j.granted.iter().any(|g| g.node == r.name)
+            });
+            if !keep {
+                fx.to_agent(&r.name, ToAgent::Release { job: *job, attempt: *attempt });
+            }
+        }
+        // Requeued jobs waiting for this node to end an earlier attempt: what it no longer
+        // mentions is gone.
+        self.settle_releases(&r.name, &r.running, &r.releasing, now);
+        // Jobs that should run here but the agent does not report: a batch script's host that
+        // restarted lost it; other nodes just get the job again (steps authorise against it).
+        let reported: BTreeSet<JobId> = r.running.iter().map(|(j, _)| *j).collect();
+        let expected: Vec<JobId> = self
+            .active
+            .iter()
+            .filter(|id| {
+                let j = &self.jobs[id];
+                j.state == JobState::Running && j.granted.iter().any(|g| g.node == r.name)
+            })
+            .copied()
+            .collect();
+        for id in expected {
+            if reported.contains(&id) {
+                continue;
+            }
+            let first = self.jobs[&id].granted.first().map(|g| g.node == r.name).unwrap_or(false);
+            if first && self.jobs[&id].sub.kind == JobKind::Batch {
+                // The script's node came back without it: the node was lost meanwhile.
+                let why = "its agent restarted without the job's script";
+                fx.append(self.node_lost(&r.name, why, now, Some(id)));
+            } else if let Some(launch) = self.launch_for(id, &r.name) {
+                fx.to_agent(&r.name, ToAgent::Start(Box::new(launch)));
+            }
+        }
+        fx
+    }
+
+    /// An agent's connection closed. The node takes no new work, but is lost only when it has
+    /// been silent for the lost timeout: its agent may still hold a lease and run its jobs.
+    pub fn agent_gone(&mut self, conn: ConnId, now: u64) {
+        let name = self.nodes.values().find(|n| n.conn == Some(conn)).map(|n| n.name.clone());
+        if let Some(name) = name {
+            if let Some(rec) = self.nodes.get_mut(&name) {
+                rec.conn = None;
+                if rec.health == Health::Up {
+                    rec.health = Health::Suspect;
+                    rec.reason = Some("agent connection closed".into());
+                }
+            }
+            self.event(now, None, Some(&name), "disconnect", "agent connection closed".into());
+            self.sync_health(&name);
+        }
+    }
+
+    /// `node`'s agent killed attempt `attempt` of `job` there: if that is the job's current
+    /// attempt, it goes back to the queue (or fails, as on a node loss) without avoiding the
+    /// node; else the report is late and the agent just forgets the attempt.
+    fn fenced(&mut self, node: &str, job: JobId, attempt: u32, reason: &str, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let current = self.jobs.get(&job).is_some_and(|j| {
+            j.state == JobState::Running
+                && j.attempt == attempt
+                && j.granted.iter().any(|g| g.node == node)
+        });
+        if current {
+            self.event(now, Some(job), Some(node), "fenced", reason.to_string());
+            fx.append(self.lose_part(job, node, reason, PartLost::Fenced, now));
+        } else {
+            self.event(
+                now,
+                Some(job),
+                Some(node),
+                "late_report",
+                format!("attempt {attempt} fenced ({reason}) ignored"),
+            );
+            fx.to_agent(node, ToAgent::Release { job, attempt });
+        }
+        self.needs_schedule = true;
+        fx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::effects::Effect;
+    use crate::controller::scenario::{
+        batch, cluster, conn_of, registration, releases, root, starts,
+    };
+    use crate::controller::state::{JobState, Mono};
+    use crate::exit_code;
+    use crate::protocol::{FromAgent, JobKind, ToAgent};
+
+    #[test]
+    fn agents_of_unknown_nodes_or_versions_are_refused_on_their_own_connection() {
+        let mut c = cluster();
+        let fx = c.from_agent(300, "n9", FromAgent::Register(registration("n9")), 1, Mono(1));
+        assert!(
+            matches!(&fx[0], Effect::ToAgentConn { conn: 300, msg: ToAgent::Refused { reason } } if reason.contains("in no partition")),
+            "{fx:?}"
+        );
+        assert!(matches!(fx[1], Effect::CloseAgent { conn: 300 }));
+        let mut old = registration("n1");
+        old.version = 0;
+        let fx = c.from_agent(301, "n1", FromAgent::Register(old), 2, Mono(2));
+        assert!(matches!(&fx[0], Effect::ToAgentConn { conn: 301, .. }), "{fx:?}");
+        // n1's registered agent keeps its connection.
+        assert_eq!(c.agent_conn("n1"), Some(101));
+    }
+
+    #[test]
+    fn agents_vouch_only_while_registered_and_non_root_ones_only_for_themselves() {
+        let mut c = cluster();
+        assert_eq!(c.may_vouch("n1", 0), Ok(()));
+        assert_eq!(c.may_vouch("n1", 1000), Ok(()));
+        let (code, unknown) = c.may_vouch("n9", 1000).expect_err("not a node");
+        assert!(unknown.contains("'n9'") && code == exit_code::NO_CONTROLLER, "{unknown}");
+        // A non-root agent (uid 1000) speaks for uid 1000 only.
+        let mut r = registration("n2");
+        r.root = false;
+        r.uid = Some(1000);
+        c.from_agent(202, "n2", FromAgent::Register(r), 1, Mono(1));
+        assert_eq!(c.may_vouch("n2", 1000), Ok(()));
+        let (code, other) = c.may_vouch("n2", 0).expect_err("not its uid");
+        assert!(other.contains("not run as root"), "{other}");
+        assert_eq!(code, exit_code::PERMISSION_DENIED);
+        // One that did not say its uid speaks for nobody.
+        let mut r = registration("n3");
+        r.root = false;
+        r.uid = None;
+        c.from_agent(203, "n3", FromAgent::Register(r), 1, Mono(1));
+        assert!(c.may_vouch("n3", 1000).is_err());
+        // Once its connection is gone, nobody's.
+        c.agent_gone(101, 2);
+        let (_, gone) = c.may_vouch("n1", 1000).expect_err("disconnected");
+        assert!(gone.contains("not registered"), "{gone}");
+    }
+
+    #[test]
+    fn a_fence_requeues_the_job_without_avoiding_the_node_and_late_fences_are_released() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 2), 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let fenced =
+            |attempt| FromAgent::Fenced { job: 1, attempt, reason: "lease ran out".into() };
+        let fx = c.from_agent(conn_of(&node), &node, fenced(1), 500, Mono(500));
+        assert_eq!(releases(&fx), vec![(node.clone(), 1, 1)], "the fencing node forgets it");
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+        assert!(job.excluded.is_empty(), "its node is fine: {:?}", job.excluded);
+        assert_eq!(c.node_info(&node, 500).expect("node").state, "idle");
+        // Runs again once the node says the killed processes are gone (see `release`).
+        let gone = FromAgent::Released { job: 1, attempt: 1 };
+        c.from_agent(conn_of(&node), &node, gone, 510, Mono(510));
+        assert_eq!(starts(&c.schedule(510)).len(), 1, "runs again at once");
+        // The same fence reported again (with the next registration): late, just released.
+        let fx = c.from_agent(conn_of(&node), &node, fenced(1), 600, Mono(600));
+        assert_eq!(releases(&fx), vec![(node.clone(), 1, 1)]);
+        assert_eq!(c.job(1).expect("job").attempt, 2);
+        let dirty = c.take_dirty();
+        assert!(dirty.events.iter().any(|e| e.kind == "fenced"));
+        assert!(dirty.events.iter().any(|e| e.kind == "late_report"));
+    }
+
+    #[test]
+    fn a_restarted_agent_reports_what_its_previous_life_left_and_those_jobs_run_again() {
+        let mut c = cluster();
+        let mut run = batch(1, 2);
+        run.kind = JobKind::Alloc;
+        c.submit(7, &root(), run, 0);
+        c.submit(1, &root(), batch(1, 2), 0);
+        c.schedule(0);
+        let node = c.job(2).expect("job").granted[0].node.clone();
+        let mut reg = registration(&node);
+        reg.fenced = vec![(2, 1, "the agent restarted".into())];
+        let fx = c.from_agent(900, &node, FromAgent::Register(reg), 800, Mono(800));
+        assert!(releases(&fx).contains(&(node.clone(), 2, 1)), "{fx:?}");
+        let job = c.job(2).expect("job");
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+        assert!(job.excluded.is_empty());
+        assert_eq!(c.job(1).expect("job").state, JobState::Running, "the other job is untouched");
+    }
+}

@@ -1,0 +1,340 @@
+//! Client requests that change the state: submit (exactly once per idempotency key), done,
+//! a client that goes away, cancel and signal, hold and release, drain and resume.
+
+use crate::controller::effects::{ConnId, Effects};
+use crate::controller::state::{Caller, Cluster, Job, JobState};
+use crate::exit_code;
+use crate::protocol::{JobId, JobKind, Reply, Submission, ToAgent};
+use gangway_scheduler::allocator;
+
+impl Cluster {
+    /// `gangway batch/alloc/run`: checks and queues a job.
+    pub fn submit(&mut self, conn: ConnId, caller: &Caller, sub: Submission, now: u64) -> Effects {
+        if let Some(id) = self.keys.find(caller.uid, &sub) {
+            // Sent again after a broken connection: the job exists already.
+            return self.resubmitted(conn, id);
+        }
+        let id = self.next_id;
+        let mut job = Job {
+            id,
+            uid: caller.uid,
+            gid: caller.gid,
+            user: caller.user.clone(),
+            sub,
+            state: JobState::Pending,
+            reason: "None".into(),
+            attempt: 1,
+            priority: 0,
+            submit_time: now,
+            start_time: None,
+            end_time: None,
+            exit_code: None,
+            held: false,
+            excluded: Vec::new(),
+            partition: String::new(),
+            time_limit: None,
+            granted: Vec::new(),
+            next_step: 0,
+            stopping_since: None,
+            releasing: Vec::new(),
+        };
+        job.held = job.sub.hold;
+        let request = job.request();
+        if let Err(rejection) = allocator::validate(&self.alloc, &request) {
+            // A partition whose nodes never registered has placeholder sizes: do not judge it.
+            let unknown_sizes = self.nodes.values().any(|n| n.topology.is_none());
+            if !unknown_sizes
+                || !matches!(
+                    rejection,
+                    allocator::Rejection::NeverFits { .. }
+                        | allocator::Rejection::TaskTooBig { .. }
+                        | allocator::Rejection::MemoryTooBig { .. }
+                        | allocator::Rejection::TooManyGpus { .. }
+                )
+            {
+                let message = rejection.to_string();
+                let reply = Reply::Error { code: exit_code::CANNOT_PLACE, message };
+                return Effects::reply_and_close(conn, reply);
+            }
+        }
+        job.partition = request
+            .partition
+            .clone()
+            .or_else(|| self.alloc.default_partition().map(|p| p.name.clone()))
+            .unwrap_or_default();
+        self.next_id += 1;
+        self.event(now, Some(id), None, "submit", format!("{:?} by {}", job.sub.kind, job.user));
+        let kind = job.sub.kind;
+        self.keys.record(job.uid, id, &job.sub);
+        self.jobs.insert(id, job);
+        self.active.insert(id);
+        self.touch_job(id);
+        self.needs_schedule = true;
+        let mut fx = Effects::reply(conn, Reply::Submitted { id });
+        if kind == JobKind::Batch {
+            fx.close_client(conn);
+        } else {
+            self.holders.insert(id, conn);
+        }
+        fx
+    }
+
+    /// The answer to a submission whose idempotency key names job `id`: its id, as the first
+    /// time. An alloc or run job is held by its first connection; a second one cannot take it.
+    fn resubmitted(&self, conn: ConnId, id: JobId) -> Effects {
+        let reply = match self.jobs.get(&id) {
+            Some(job) if job.sub.kind != JobKind::Batch => Reply::Error {
+                code: exit_code::FAILURE,
+                message: format!(
+                    "job {id} was already submitted with this idempotency key; an interactive job cannot be taken over by another connection"
+                ),
+            },
+            _ => Reply::Submitted { id },
+        };
+        Effects::reply_and_close(conn, reply)
+    }
+
+    /// A client connection closed: the jobs and steps it held end.
+    pub fn client_gone(&mut self, conn: ConnId, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let held: Vec<JobId> =
+            self.holders.iter().filter(|(_, c)| **c == conn).map(|(j, _)| *j).collect();
+        for id in held {
+            self.holders.remove(&id);
+            if let Some(job) = self.jobs.get(&id)
+                && !job.state.is_final()
+            {
+                // A client that leaves because the time limit stopped its job: still a timeout.
+                let (state, reason) = if job.stopping_since.is_some() {
+                    (JobState::Timeout, "reached its time limit")
+                } else {
+                    (JobState::Cancelled, "its client went away")
+                };
+                fx.append(self.finish(id, state, reason, None, now));
+            }
+        }
+        self.steps.retain(|s| s.conn != conn);
+        self.waiting_steps.retain(|(c, _, _)| *c != conn);
+        fx
+    }
+
+    /// The client holding an alloc/run job is done with it.
+    pub fn done(&mut self, conn: ConnId, exit_code: i32, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let held: Vec<JobId> =
+            self.holders.iter().filter(|(_, c)| **c == conn).map(|(j, _)| *j).collect();
+        for id in held {
+            self.holders.remove(&id);
+            let state = if exit_code == 0 { JobState::Completed } else { JobState::Failed };
+            if self.jobs.get(&id).is_some_and(|j| !j.state.is_final()) {
+                fx.append(self.finish(id, state, "None", Some(exit_code), now));
+            }
+        }
+        fx.append(Effects::reply_and_close(conn, Reply::Ok { message: "released".into() }));
+        fx
+    }
+
+    /// The job, if it exists and the caller may `verb` it; else the problem, for the reply.
+    fn owned_job(&self, caller: &Caller, id: JobId, verb: &str) -> Result<&Job, Problem> {
+        let job =
+            self.jobs.get(&id).ok_or_else(|| Problem::Other(format!("job {id} does not exist")))?;
+        if !caller.may_act_on(job) {
+            return Err(Problem::Permission(format!(
+                "job {id} belongs to {}; only its owner or an administrator may {verb} it",
+                job.user
+            )));
+        }
+        Ok(job)
+    }
+
+    /// `gangway cancel`: ends jobs (or signals running ones, with `signal`).
+    pub fn cancel(
+        &mut self,
+        conn: ConnId,
+        caller: &Caller,
+        ids: &[JobId],
+        signal: Option<i32>,
+        user: Option<&str>,
+        now: u64,
+    ) -> Effects {
+        let mut fx = Effects::new();
+        let mut targets: Vec<JobId> = ids.to_vec();
+        if let Some(u) = user {
+            targets.extend(self.active.iter().filter(|id| self.jobs[id].user == u).copied());
+        }
+        let mut problems = Vec::new();
+        for id in targets {
+            let job = match self.owned_job(caller, id, "cancel") {
+                Ok(job) => job,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
+            if job.state.is_final() {
+                let problem = format!("job {id} has already ended ({})", job.state.name());
+                problems.push(Problem::Other(problem));
+                continue;
+            }
+            match signal {
+                Some(sig) if job.state == JobState::Running => {
+                    let attempt = job.attempt;
+                    for n in job.nodes() {
+                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal: sig });
+                    }
+                    let detail = format!("signal {sig} by {}", caller.user);
+                    self.event(now, Some(id), None, "signal", detail);
+                }
+                Some(_) => {
+                    let problem =
+                        format!("job {id} is not running; a signal reaches only running jobs");
+                    problems.push(Problem::Other(problem));
+                }
+                None => {
+                    let reason = format!("cancelled by {}", caller.user);
+                    fx.append(self.finish(id, JobState::Cancelled, &reason, None, now));
+                }
+            }
+        }
+        fx.to_client(conn, problems_reply(&problems));
+        fx
+    }
+
+    /// `gangway hold` / `release`.
+    pub fn set_held(
+        &mut self,
+        conn: ConnId,
+        caller: &Caller,
+        ids: &[JobId],
+        held: bool,
+        now: u64,
+    ) -> Effects {
+        let mut problems = Vec::new();
+        for id in ids {
+            let job = match self.owned_job(caller, *id, "change") {
+                Ok(job) => job,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
+            if job.state != JobState::Pending {
+                problems.push(Problem::Other(format!(
+                    "job {id} is {}; only pending jobs can be held or released",
+                    job.state.name()
+                )));
+                continue;
+            }
+            if let Some(job) = self.jobs.get_mut(id) {
+                job.held = held;
+            }
+            self.touch_job(*id);
+            let kind = if held { "hold" } else { "release" };
+            self.event(now, Some(*id), None, kind, caller.user.clone());
+            self.needs_schedule = true;
+        }
+        Effects::reply(conn, problems_reply(&problems))
+    }
+
+    /// `gangway drain` (with a reason) / `resume` (without).
+    pub fn set_drain(
+        &mut self,
+        conn: ConnId,
+        caller: &Caller,
+        names: &[String],
+        reason: Option<String>,
+        now: u64,
+    ) -> Effects {
+        if !caller.admin {
+            return Effects::reply(conn, Reply::Error {
+                code: exit_code::PERMISSION_DENIED,
+                message: "only an administrator (root, or a user in the controller's `admins`) may drain or resume nodes".into(),
+            });
+        }
+        let unknown: Vec<&str> =
+            names.iter().filter(|n| !self.nodes.contains_key(*n)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            return Effects::reply(
+                conn,
+                Reply::Error {
+                    code: exit_code::USAGE,
+                    message: format!("unknown nodes: {}; see `gangway nodes`", unknown.join(", ")),
+                },
+            );
+        }
+        for n in names {
+            if let Some(rec) = self.nodes.get_mut(n) {
+                rec.drain = reason.clone();
+            }
+            self.sync_health(n);
+            let detail = match &reason {
+                Some(r) => format!("drained by {}: {r}", caller.user),
+                None => format!("resumed by {}", caller.user),
+            };
+            let kind = if reason.is_some() { "drain" } else { "resume" };
+            self.event(now, None, Some(n), kind, detail);
+        }
+        Effects::reply(conn, Reply::Ok { message: String::new() })
+    }
+}
+
+/// Why a request on one of several jobs was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Problem {
+    /// The caller may not act on the job (exit code 117).
+    Permission(String),
+    Other(String),
+}
+
+/// The answer to a request on several jobs: Ok, or every problem, with 117 when one was a
+/// matter of permission.
+fn problems_reply(problems: &[Problem]) -> Reply {
+    if problems.is_empty() {
+        return Reply::Ok { message: String::new() };
+    }
+    let code = if problems.iter().any(|p| matches!(p, Problem::Permission(_))) {
+        exit_code::PERMISSION_DENIED
+    } else {
+        exit_code::FAILURE
+    };
+    let text: Vec<&str> = problems
+        .iter()
+        .map(|p| match p {
+            Problem::Permission(t) | Problem::Other(t) => t.as_str(),
+        })
+        .collect();
+    Reply::Error { code, message: text.join("\n") }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::effects::Effect;
+    use crate::controller::scenario::{alice, batch, cluster, replies_to, root};
+    use crate::controller::state::JobState;
+    use crate::exit_code;
+    use crate::protocol::Reply;
+
+    #[test]
+    fn only_the_owner_or_an_admin_may_cancel_and_hold() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let fx = c.cancel(2, &alice(), &[1], None, None, 1);
+        assert!(
+            matches!(
+                fx[..],
+                [Effect::ToClient {
+                    conn: 2,
+                    reply: Reply::Error { code: exit_code::PERMISSION_DENIED, .. }
+                }]
+            ),
+            "nothing but the refusal: {fx:?}"
+        );
+        let fx = c.set_held(2, &alice(), &[1], true, 1);
+        assert!(matches!(replies_to(&fx, 2)[..], [Reply::Error { .. }]), "{fx:?}");
+        let fx = c.set_drain(2, &alice(), &["n1".into()], Some("x".into()), 1);
+        assert!(matches!(replies_to(&fx, 2)[..], [Reply::Error { .. }]), "{fx:?}");
+        let fx = c.cancel(3, &root(), &[1], None, None, 2);
+        assert!(matches!(replies_to(&fx, 3)[..], [Reply::Ok { .. }]), "{fx:?}");
+        assert_eq!(c.job(1).expect("job").state, JobState::Cancelled);
+    }
+}

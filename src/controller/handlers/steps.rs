@@ -1,0 +1,201 @@
+//! Steps inside a running job's allocation (`gangway run` with `GANGWAY_JOB_ID`): where a
+//! step fits beside the job's other steps, its signed credential, and the steps that wait.
+
+use gangway_topology::CpuSet;
+
+use crate::controller::effects::{ConnId, Effects};
+use crate::controller::state::{Caller, Cluster, JobState, Step};
+use crate::exit_code;
+use crate::protocol::credential::step_credential_text;
+use crate::protocol::{GrantNode, Reply, StepGrant, StepRequest};
+
+impl Cluster {
+    /// `gangway run` inside an allocation: a step on (part of) it, now or when it fits.
+    pub fn step(&mut self, conn: ConnId, caller: &Caller, req: StepRequest, now: u64) -> Effects {
+        let error =
+            |code, message: String| Effects::reply_and_close(conn, Reply::Error { code, message });
+        let Some(job) = self.jobs.get(&req.job) else {
+            return error(
+                exit_code::USAGE,
+                format!("job {} does not exist (is GANGWAY_JOB_ID stale?)", req.job),
+            );
+        };
+        if !caller.may_act_on(job) {
+            return error(
+                exit_code::PERMISSION_DENIED,
+                format!("job {} belongs to {}", job.id, job.user),
+            );
+        }
+        if job.state != JobState::Running {
+            return error(
+                exit_code::USAGE,
+                format!(
+                    "job {} is {}, not running; steps run only inside a running job",
+                    job.id,
+                    job.state.name()
+                ),
+            );
+        }
+        match self.place_step(&req) {
+            StepFit::Now(cpus) => self.grant_step(conn, &req, cpus, now),
+            StepFit::Later => {
+                self.waiting_steps.push((conn, caller.clone(), req.clone()));
+                let position = self.waiting_steps.len();
+                let reason = "StepResources".into();
+                Effects::reply(conn, Reply::Waiting { id: req.job, position, reason })
+            }
+            StepFit::Never(message) => error(exit_code::CANNOT_PLACE, message),
+        }
+    }
+
+    /// Where a step goes within its job's allocation, given the CPUs other steps use.
+    fn place_step(&self, req: &StepRequest) -> StepFit {
+        let Some(job) = self.jobs.get(&req.job) else {
+            return StepFit::Never("no such job".into());
+        };
+        let alloc_nodes = job.granted.len() as u32;
+        let nodes = req.nodes.unwrap_or_else(|| match req.ntasks {
+            Some(n) => n.min(alloc_nodes),
+            None => alloc_nodes,
+        });
+        if nodes == 0 || nodes > alloc_nodes {
+            return StepFit::Never(format!(
+                "the step asks for {nodes} nodes but job {} has {alloc_nodes}",
+                job.id
+            ));
+        }
+        let ntasks = req.ntasks.unwrap_or_else(|| {
+            if req.nodes.is_some() {
+                nodes * req.ntasks_per_node.unwrap_or(1)
+            } else {
+                job.ntasks()
+            }
+        });
+        if ntasks < nodes {
+            return StepFit::Never(format!(
+                "-n {ntasks} is less than -N {nodes}: every node of a step runs a task"
+            ));
+        }
+        let cpt = req.cpus_per_task.max(1);
+        // Tasks per node, block-wise, as even as possible.
+        let per_node: Vec<u32> =
+            (0..nodes).map(|i| ntasks / nodes + u32::from(i < ntasks % nodes)).collect();
+        if let Some(limit) = req.ntasks_per_node
+            && per_node.iter().any(|&n| n > limit)
+        {
+            return StepFit::Never(format!(
+                "-n {ntasks} on {nodes} nodes needs more than --ntasks-per-node={limit}"
+            ));
+        }
+        let mut chosen = Vec::new();
+        let mut any_could = true;
+        for (i, g) in job.granted.iter().take(nodes as usize).enumerate() {
+            let all = CpuSet::parse_list(&g.cpus).unwrap_or_default();
+            let want = per_node[i] * cpt;
+            if want as usize > all.len() {
+                // More tasks than CPUs: they share the node's CPUs (the step cannot bind).
+                if self
+                    .steps
+                    .iter()
+                    .any(|s| s.job == job.id && s.cpus.iter().any(|(n, _)| *n == g.node))
+                {
+                    any_could = false;
+                }
+                chosen.push((g.node.clone(), all, per_node[i]));
+                continue;
+            }
+            let mut used = CpuSet::new();
+            for s in self.steps.iter().filter(|s| s.job == job.id) {
+                for (n, c) in &s.cpus {
+                    if *n == g.node {
+                        used = used.union(c);
+                    }
+                }
+            }
+            let free: Vec<u32> = all.difference(&used).iter().collect();
+            if free.len() < want as usize {
+                any_could = false;
+                continue;
+            }
+            chosen.push((
+                g.node.clone(),
+                free.into_iter().take(want as usize).collect(),
+                per_node[i],
+            ));
+        }
+        if any_could { StepFit::Now(chosen) } else { StepFit::Later }
+    }
+
+    fn grant_step(
+        &mut self,
+        conn: ConnId,
+        req: &StepRequest,
+        cpus: Vec<(String, CpuSet, u32)>,
+        now: u64,
+    ) -> Effects {
+        let Some(job) = self.jobs.get_mut(&req.job) else { return Effects::new() };
+        let step = job.next_step;
+        job.next_step += 1;
+        let (id, attempt, uid, gid) = (job.id, job.attempt, job.uid, job.gid);
+        self.touch_job(id);
+        let nodes: Vec<GrantNode> = cpus
+            .iter()
+            .map(|(n, c, t)| {
+                let rec = self.nodes.get(n);
+                GrantNode {
+                    name: n.clone(),
+                    addr: rec.and_then(|r| r.addr.clone()).unwrap_or_else(|| n.clone()),
+                    port: rec.map(|r| r.port).unwrap_or(0),
+                    cpus: c.to_list_string(),
+                    ntasks: *t,
+                }
+            })
+            .collect();
+        let text = step_credential_text(id, attempt, step, uid, gid, &nodes);
+        let (credential, link_key) = match &self.signer {
+            Some(k) => {
+                let sealed = k.seal("step", &text);
+                let link_key = k.step_psk(&sealed).to_hex();
+                (sealed, link_key)
+            }
+            None => (text, String::new()),
+        };
+        self.steps.push(Step {
+            job: id,
+            step,
+            conn,
+            cpus: cpus.iter().map(|(n, c, _)| (n.clone(), c.clone())).collect(),
+        });
+        self.event(now, Some(id), None, "step", format!("step {step}: {}", req.command));
+        Effects::reply(conn, Reply::Step(StepGrant { job: id, step, nodes, credential, link_key }))
+    }
+
+    /// Steps that waited for CPUs: granted if they fit now, refused if their job ended.
+    pub(super) fn retry_steps(&mut self, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let waiting = std::mem::take(&mut self.waiting_steps);
+        for (conn, caller, req) in waiting {
+            if self.jobs.get(&req.job).is_none_or(|j| j.state != JobState::Running) {
+                let message = format!("job {} ended before the step could start", req.job);
+                let reply = Reply::Error { code: exit_code::FAILURE, message };
+                fx.append(Effects::reply_and_close(conn, reply));
+                continue;
+            }
+            match self.place_step(&req) {
+                StepFit::Now(cpus) => fx.append(self.grant_step(conn, &req, cpus, now)),
+                _ => self.waiting_steps.push((conn, caller, req)),
+            }
+        }
+        fx
+    }
+}
+
+/// Whether a step fits in its job's allocation beside the job's other steps.
+enum StepFit {
+    /// On these nodes, these CPUs, so many tasks each.
+    Now(Vec<(String, CpuSet, u32)>),
+    /// Not while other steps hold the CPUs it needs.
+    Later,
+    /// Never: the message says why.
+    Never(String),
+}

@@ -1,0 +1,112 @@
+//! What a started job's nodes and holder are told: each node's [`JobLaunch`] (environment,
+//! CPUs, the batch script with its output paths and requeue marker) and the holder's
+//! [`Grant`]. Pure reads of the state.
+
+use super::state::{Cluster, Job};
+use crate::protocol::{BatchLaunch, Grant, GrantNode, JobId, JobKind, JobLaunch};
+
+impl Cluster {
+    /// The variables every process of a job gets.
+    fn job_env(&self, job: &Job) -> Vec<(String, String)> {
+        let names = job.nodes();
+        let nodelist =
+            gangway_launcher::nodes::hostlist::compress(&names).unwrap_or_else(|_| names.join(","));
+        let tasks_per_node: Vec<String> =
+            job.granted.iter().map(|g| g.tasks.len().to_string()).collect();
+        // No secret among them: commands inside the job reach the controller through their
+        // node's agent, which vouches for their uid (see agent::local).
+        vec![
+            ("GANGWAY_JOB_ID".to_string(), job.id.to_string()),
+            ("GANGWAY_JOB_NAME".into(), job.sub.name.clone()),
+            ("GANGWAY_JOB_NODELIST".into(), nodelist.clone()),
+            ("GANGWAY_NODELIST".into(), nodelist),
+            ("GANGWAY_JOB_NUM_NODES".into(), names.len().to_string()),
+            ("GANGWAY_NNODES".into(), names.len().to_string()),
+            ("GANGWAY_NTASKS".into(), job.ntasks().to_string()),
+            ("GANGWAY_TASKS_PER_NODE".into(), tasks_per_node.join(",")),
+            ("GANGWAY_CPUS_PER_TASK".into(), job.sub.shape.cpus_per_task.unwrap_or(1).to_string()),
+            ("GANGWAY_JOB_PARTITION".into(), job.partition.clone()),
+            ("GANGWAY_SUBMIT_DIR".into(), job.sub.cwd.clone()),
+            ("GANGWAY_RESTART_COUNT".into(), (job.attempt - 1).to_string()),
+            ("GANGWAY_CLUSTER_NAME".into(), self.config.cluster.clone()),
+        ]
+    }
+
+    pub(super) fn launch_for(&self, id: JobId, node: &str) -> Option<JobLaunch> {
+        let job = self.jobs.get(&id)?;
+        let g = job.granted.iter().find(|g| g.node == node)?;
+        let first = job.granted.first().map(|f| f.node == node).unwrap_or(false);
+        let mut env: Vec<(String, String)> = job.sub.env.clone();
+        env.extend(self.job_env(job));
+        env.push((
+            "GANGWAY_NODEID".into(),
+            job.granted.iter().position(|x| x.node == node).unwrap_or(0).to_string(),
+        ));
+        let batch = (first && job.sub.kind == JobKind::Batch).then(|| {
+            let vars = gangway_launcher::output::BatchPatternVars {
+                job_id: &id.to_string(),
+                job_name: &job.sub.name,
+                user: &job.user,
+                first_node: node,
+            };
+            let expand = |p: &str| {
+                let path = gangway_launcher::output::expand_batch_pattern(p, &vars).unwrap_or_else(|_| p.to_string());
+                if path.starts_with('/') { path } else { format!("{}/{path}", job.sub.cwd.trim_end_matches('/')) }
+            };
+            let output = expand(job.sub.output.as_deref().unwrap_or(gangway_launcher::output::DEFAULT_BATCH_OUTPUT));
+            BatchLaunch {
+                script: job.sub.script.clone().unwrap_or_default(),
+                args: job.sub.args.clone(),
+                output,
+                error: job.sub.error.as_deref().map(expand),
+                marker: (job.attempt > 1).then(|| {
+                    format!(
+                        "gangway: job {id} requeued (attempt {}), after {}; starting again on {node}",
+                        job.attempt,
+                        if job.excluded.is_empty() { "a node failure".to_string() } else { format!("losing {}", job.excluded.join(",")) }
+                    )
+                }),
+                time_limit: job.time_limit,
+            }
+        });
+        Some(JobLaunch {
+            job: id,
+            attempt: job.attempt,
+            name: job.sub.name.clone(),
+            user: job.user.clone(),
+            uid: job.uid,
+            gid: job.gid,
+            cpus: g.cpus.clone(),
+            batch,
+            env,
+            cwd: job.sub.cwd.clone(),
+            umask: job.sub.umask.unwrap_or(crate::protocol::DEFAULT_UMASK) & 0o777,
+        })
+    }
+
+    pub(super) fn grant_of(&self, id: JobId) -> Option<Grant> {
+        let job = self.jobs.get(&id)?;
+        let nodes = job
+            .granted
+            .iter()
+            .map(|g| {
+                let rec = self.nodes.get(&g.node);
+                GrantNode {
+                    name: g.node.clone(),
+                    addr: rec.and_then(|r| r.addr.clone()).unwrap_or_else(|| g.node.clone()),
+                    port: rec.map(|r| r.port).unwrap_or(0),
+                    cpus: g.cpus.clone(),
+                    ntasks: g.tasks.len() as u32,
+                }
+            })
+            .collect();
+        Some(Grant {
+            job: id,
+            attempt: job.attempt,
+            nodes,
+            ntasks: job.ntasks(),
+            cpus_per_task: job.sub.shape.cpus_per_task.unwrap_or(1),
+            env: self.job_env(job),
+        })
+    }
+}

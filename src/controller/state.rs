@@ -1,0 +1,459 @@
+//! The controller's data: nodes, jobs and running steps, the indexes kept beside them (active
+//! jobs, holders, waiting steps), the allocator's view, and what changed since the last commit.
+//! The transitions over it are in the `handlers` module, what commands print in `views`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gangway_scheduler::{
+    Bytes, ClusterState, JobRequest, JobStart, MemoryRequest, NodeGrant, NodeHealth,
+    PartitionLimits, TaskGrant, Timestamp,
+};
+use gangway_topology::{CpuSet, Topology};
+use serde::{Deserialize, Serialize};
+
+use super::config::Config;
+use super::effects::ConnId;
+use super::idempotency::SubmissionKeys;
+use crate::exit_code;
+use crate::protocol::{JobId, StepRequest, Submission};
+
+/// Milliseconds on the controller's monotonic clock (from an arbitrary origin). Wall time can
+/// jump (NTP, an administrator); liveness must not, so it never uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mono(pub u64);
+
+impl Mono {
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: Mono) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Whether the caller may change `job`: its owner or an administrator.
+    pub fn may_act_on(&self, job: &Job) -> bool {
+        self.admin || self.uid == job.uid
+    }
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    NodeFail,
+}
+
+impl JobState {
+    /// Slurm's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Timeout => "TIMEOUT",
+            JobState::NodeFail => "NODE_FAIL",
+        }
+    }
+
+    /// Whether the job is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+}
+
+/// One node of a running job's allocation, in a form that survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedNode {
+    pub node: String,
+    pub cpus: String,
+    pub memory: u64,
+    pub gpus: String,
+    pub exclusive: bool,
+    /// CPU list of each task placed here.
+    pub tasks: Vec<String>,
+}
+
+/// A job and everything known about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub sub: Submission,
+    pub state: JobState,
+    pub reason: String,
+    /// 1 for the first run; +1 per requeue.
+    pub attempt: u32,
+    pub priority: u32,
+    pub submit_time: u64,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub held: bool,
+    /// Nodes earlier attempts lost.
+    pub excluded: Vec<String>,
+    pub partition: String,
+    pub time_limit: Option<u64>,
+    pub granted: Vec<GrantedNode>,
+    pub next_step: u32,
+    /// When a stop (cancel, time limit) began; a KILL follows after the grace.
+    #[serde(default)]
+    pub stopping_since: Option<u64>,
+    /// A requeued job: the nodes still ending an earlier attempt (node, attempt). The next
+    /// attempt starts only when this is empty (see [`release`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releasing: Vec<(String, u32)>,
+}
+
+impl Job {
+    pub(super) fn nodes(&self) -> Vec<String> {
+        self.granted.iter().map(|g| g.node.clone()).collect()
+    }
+
+    pub(super) fn ntasks(&self) -> u32 {
+        let granted: usize = self.granted.iter().map(|g| g.tasks.len()).sum();
+        if granted > 0 {
+            return granted as u32;
+        }
+        let s = &self.sub.shape;
+        s.ntasks.unwrap_or(s.min_nodes.unwrap_or(1) * s.ntasks_per_node.unwrap_or(1))
+    }
+
+    pub(super) fn request(&self) -> JobRequest {
+        let s = &self.sub.shape;
+        let mut r = JobRequest::new();
+        r.min_nodes = s.min_nodes.unwrap_or(1);
+        r.max_nodes = s.max_nodes;
+        r.ntasks = s.ntasks;
+        r.ntasks_per_node = s.ntasks_per_node;
+        r.cpus_per_task = s.cpus_per_task.unwrap_or(1);
+        r.memory = match (s.mem_per_node, s.mem_per_cpu) {
+            (Some(m), _) => Some(MemoryRequest::PerNode(Bytes(m))),
+            (None, Some(m)) => Some(MemoryRequest::PerCpu(Bytes(m))),
+            _ => None,
+        };
+        r.gpus_per_task = s.gpus_per_task.unwrap_or(0);
+        r.exclusive = s.exclusive;
+        r.partition = s.partition.clone();
+        r.time_limit = s.time_limit_secs.filter(|t| *t > 0).map(Duration::from_secs);
+        r.nodelist = s.nodelist.clone();
+        r.exclude = s.exclude.clone();
+        r.priority = self.priority;
+        r.submit_time = Timestamp(self.submit_time);
+        r.held = self.held;
+        // A node the job asked for by name is never avoided: the job waits for it to return.
+        r.excluded_after_failure =
+            self.excluded.iter().filter(|n| !s.nodelist.contains(n)).cloned().collect();
+        r
+    }
+}
+
+/// A node as the controller keeps it (beside the allocator's view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// The registered model (JSON), kept so a restarted controller knows the node's size.
+    pub topology: Option<String>,
+    pub addr: Option<String>,
+    pub port: u16,
+    pub health: Health,
+    pub reason: Option<String>,
+    /// Drained by an administrator (kept across down/up).
+    pub drain: Option<String>,
+    pub agent_version: Option<String>,
+    pub agent_root: bool,
+    /// The uid the agent runs as (a non-root agent may vouch only for it).
+    #[serde(default)]
+    pub agent_uid: Option<u32>,
+    #[serde(skip)]
+    pub last_heartbeat: Option<u64>,
+    #[serde(skip)]
+    pub load: Option<f64>,
+    /// The agent's connection, while it has one.
+    #[serde(skip)]
+    pub conn: Option<ConnId>,
+    /// When its agent last spoke on its current connection (None: not since this controller
+    /// began listening), on the monotonic clock: it is lost `lost_timeout` after that.
+    #[serde(skip)]
+    pub last_heard: Option<Mono>,
+}
+
+/// A node's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// Never registered, or lost and not back.
+    Down,
+    Up,
+    /// Missed heartbeats.
+    Suspect,
+}
+
+/// A running step: the CPUs it uses on each node of its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub job: JobId,
+    pub step: u32,
+    pub conn: ConnId,
+    pub cpus: Vec<(String, CpuSet)>,
+}
+
+/// An entry for the events table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub time: u64,
+    pub job: Option<JobId>,
+    pub node: Option<String>,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// What changed since the last [`Cluster::take_dirty`]: rows to write.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub jobs: Vec<Job>,
+    pub nodes: Vec<NodeRecord>,
+    pub events: Vec<Event>,
+    pub next_id: JobId,
+}
+
+/// The controller's whole state.
+#[derive(Debug)]
+pub struct Cluster {
+    pub(super) config: Config,
+    pub(super) controller_uid: u32,
+    pub(super) nodes: BTreeMap<String, NodeRecord>,
+    pub(super) jobs: BTreeMap<JobId, Job>,
+    /// Pending and running jobs, so a pass does not walk the history.
+    pub(super) active: BTreeSet<JobId>,
+    pub(super) next_id: JobId,
+    pub(super) alloc: ClusterState,
+    /// Alloc/run jobs: the connection holding each.
+    pub(super) holders: HashMap<JobId, ConnId>,
+    pub(super) steps: Vec<Step>,
+    /// Step requests that do not fit yet.
+    pub(super) waiting_steps: Vec<(ConnId, Caller, StepRequest)>,
+    pub(super) dirty_jobs: BTreeSet<JobId>,
+    pub(super) dirty_nodes: BTreeSet<String>,
+    pub(super) events: Vec<Event>,
+    /// Something changed that may let a pending job start.
+    pub(super) needs_schedule: bool,
+    /// When this controller began listening: every node counts as heard then.
+    pub(super) listening_since: Option<Mono>,
+    /// The job's key-derived token and credentials are made by the I/O layer; this signs them.
+    pub(super) signer: Option<crate::auth::Key>,
+    /// Submissions' idempotency keys, per user (exactly-once submission).
+    pub(super) keys: SubmissionKeys,
+}
+
+/// The allocator's view of an unregistered node: one CPU, down.
+fn placeholder_topology() -> Arc<Topology> {
+    static MODEL: std::sync::OnceLock<Arc<Topology>> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            Arc::new(
+                gangway_topology::Shape::new(1, 1, 1)
+                    .build()
+                    .unwrap_or_else(|e| panic!("the 1-CPU model always builds: {e}")),
+            )
+        })
+        .clone()
+}
+
+impl Cluster {
+    /// The key used to sign step credentials and derive their link keys.
+    pub fn set_signer(&mut self, key: crate::auth::Key) {
+        self.signer = Some(key);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Rows and events to persist, and clears the lists.
+    pub fn take_dirty(&mut self) -> Dirty {
+        let jobs = std::mem::take(&mut self.dirty_jobs)
+            .into_iter()
+            .filter_map(|id| self.jobs.get(&id).cloned())
+            .collect();
+        let nodes = std::mem::take(&mut self.dirty_nodes)
+            .into_iter()
+            .filter_map(|n| self.nodes.get(&n).cloned())
+            .collect();
+        Dirty { jobs, nodes, events: std::mem::take(&mut self.events), next_id: self.next_id }
+    }
+
+    pub(super) fn event(
+        &mut self,
+        now: u64,
+        job: Option<JobId>,
+        node: Option<&str>,
+        kind: &'static str,
+        detail: String,
+    ) {
+        self.events.push(Event { time: now, job, node: node.map(str::to_string), kind, detail });
+    }
+
+    pub(super) fn touch_job(&mut self, id: JobId) {
+        self.dirty_jobs.insert(id);
+    }
+
+    pub(super) fn touch_node(&mut self, name: &str) {
+        self.dirty_nodes.insert(name.to_string());
+    }
+
+    /// Rebuilds the allocator's view: every node (registered ones with their model), the
+    /// partitions, and the running jobs' allocations.
+    pub(super) fn rebuild_allocator(&mut self) {
+        let mut state = ClusterState::new();
+        for rec in self.nodes.values() {
+            let model = rec
+                .topology
+                .as_deref()
+                .and_then(|t| Topology::from_json(t).ok())
+                .map(Arc::new)
+                .unwrap_or_else(placeholder_topology);
+            // Names come from the configuration, so they are unique.
+            let _ = state.add_node(rec.name.clone(), model);
+            let _ = state.set_health(&rec.name, health_of(rec), rec.reason.clone());
+        }
+        for p in &self.config.partitions {
+            let names: Vec<&str> = p.nodes.iter().map(String::as_str).collect();
+            let mut limits = PartitionLimits::new();
+            if let Some(d) = p.default_time {
+                limits = limits.default_time(d);
+            }
+            if let Some(m) = p.max_time {
+                limits = limits.max_time(m);
+            }
+            if p.default {
+                limits = limits.default_partition();
+            }
+            let _ = state.add_partition(p.name.clone(), &names, limits);
+        }
+        for id in &self.active {
+            let job = &self.jobs[id];
+            if job.state == JobState::Running
+                && let Some(start) = job_start(job, &state)
+            {
+                let _ = state.allocate(&start);
+            }
+        }
+        self.alloc = state;
+        self.needs_schedule = true;
+    }
+
+    pub(super) fn sync_health(&mut self, name: &str) {
+        if let Some(rec) = self.nodes.get(name) {
+            let h = health_of(rec);
+            let reason = rec.reason.clone().or_else(|| rec.drain.clone());
+            let _ = self.alloc.set_health(name, h, reason);
+        }
+        self.touch_node(name);
+        self.needs_schedule = true;
+    }
+
+    /// Whether `node`'s agent may vouch for a local user `uid` (a session it relays): the node
+    /// has a registered, connected agent, which runs as root or as `uid` itself (a non-root
+    /// agent runs every job as itself, so vouching for another user would hand them its uid).
+    /// A refusal comes with the exit code the command should end with.
+    pub fn may_vouch(&self, node: &str, uid: u32) -> Result<(), (u8, String)> {
+        let rec = self.nodes.get(node).ok_or_else(|| {
+            let message = format!(
+                "node '{node}' is not in cluster '{}'; its agent cannot speak for its users",
+                self.config.cluster
+            );
+            (exit_code::NO_CONTROLLER, message)
+        })?;
+        if rec.conn.is_none() {
+            let message = format!(
+                "the agent of node '{node}' is not registered with the controller now; try again once `gangway nodes` shows the node"
+            );
+            return Err((exit_code::NO_CONTROLLER, message));
+        }
+        if rec.agent_root || rec.agent_uid == Some(uid) {
+            Ok(())
+        } else {
+            let message = format!(
+                "the agent of node '{node}' does not run as root, so it speaks only for its own user, not uid {uid}"
+            );
+            Err((exit_code::PERMISSION_DENIED, message))
+        }
+    }
+
+    /// Whether the caller is an administrator.
+    pub fn is_admin(&self, uid: u32, user: &str) -> bool {
+        uid == 0 || uid == self.controller_uid || self.config.admins.iter().any(|a| a == user)
+    }
+
+    /// A node's agent connection.
+    pub fn agent_conn(&self, node: &str) -> Option<ConnId> {
+        self.nodes.get(node).and_then(|n| n.conn)
+    }
+
+    /// The job record (tests and the I/O layer).
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+}
+
+fn health_of(rec: &NodeRecord) -> NodeHealth {
+    match (rec.health, &rec.drain) {
+        (Health::Down, _) => NodeHealth::Down,
+        (_, Some(_)) => NodeHealth::Drained,
+        (Health::Suspect, _) => NodeHealth::Suspect,
+        (Health::Up, None) => NodeHealth::Up,
+    }
+}
+
+/// A running job's allocation in the allocator's terms (after a restart or a rebuild).
+fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
+    let nodes = job
+        .granted
+        .iter()
+        .map(|g| {
+            let node_index = state.nodes().iter().position(|n| n.name() == g.node)?;
+            Some(NodeGrant {
+                node: g.node.clone(),
+                node_index,
+                cpus: CpuSet::parse_list(&g.cpus).ok()?,
+                memory: Bytes(g.memory),
+                gpus: CpuSet::parse_list(&g.gpus).unwrap_or_default(),
+                exclusive: g.exclusive,
+                tasks: g
+                    .tasks
+                    .iter()
+                    .map(|t| TaskGrant {
+                        cpus: CpuSet::parse_list(t).unwrap_or_default(),
+                        gpus: CpuSet::new(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(JobStart {
+        job: job.id,
+        partition: job.partition.clone(),
+        time_limit: job.time_limit.map(Duration::from_secs),
+        nodes,
+    })
+}

@@ -1,0 +1,147 @@
+//! What `queue`, `history`, `show job`, `nodes` and `show node` print: the state as
+//! [`JobInfo`] and [`NodeInfo`], pending jobs in the order they start.
+
+use std::collections::HashMap;
+
+use gangway_topology::CpuSet;
+
+use super::state::{Cluster, Health, Job, JobState};
+use crate::protocol::{JobId, JobInfo, NodeInfo};
+
+impl Cluster {
+    /// Pending jobs in the order they start (priority, then submission).
+    fn pending_order(&self) -> Vec<JobId> {
+        let mut pending: Vec<&Job> = self
+            .active
+            .iter()
+            .map(|i| &self.jobs[i])
+            .filter(|j| j.state == JobState::Pending)
+            .collect();
+        pending.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.submit_time, j.id));
+        pending.into_iter().map(|j| j.id).collect()
+    }
+
+    pub(super) fn position(&self, id: JobId) -> Option<usize> {
+        self.pending_order().iter().position(|j| *j == id).map(|p| p + 1)
+    }
+
+    /// A job for display.
+    pub fn job_info(&self, id: JobId) -> Option<JobInfo> {
+        self.job_info_at(id, self.position(id))
+    }
+
+    fn job_info_at(&self, id: JobId, position: Option<usize>) -> Option<JobInfo> {
+        let job = self.jobs.get(&id)?;
+        Some(JobInfo {
+            id,
+            name: job.sub.name.clone(),
+            user: job.user.clone(),
+            uid: job.uid,
+            kind: job.sub.kind,
+            state: job.state.name().into(),
+            reason: if job.held && job.state == JobState::Pending {
+                "Held".into()
+            } else {
+                job.reason.clone()
+            },
+            partition: job.partition.clone(),
+            nodes: job.nodes(),
+            ntasks: job.ntasks(),
+            cpus: if job.granted.is_empty() {
+                job.ntasks() * job.sub.shape.cpus_per_task.unwrap_or(1)
+            } else {
+                job.granted
+                    .iter()
+                    .map(|g| CpuSet::parse_list(&g.cpus).map(|c| c.len() as u32).unwrap_or(0))
+                    .sum()
+            },
+            submit_time: job.submit_time,
+            start_time: job.start_time,
+            end_time: job.end_time,
+            time_limit: job.time_limit.or(job.sub.shape.time_limit_secs.filter(|t| *t > 0)),
+            exit_code: job.exit_code,
+            attempt: job.attempt,
+            requeue: job.sub.requeue,
+            held: job.held,
+            priority: job.priority,
+            command: job.sub.command.clone(),
+            cwd: job.sub.cwd.clone(),
+            output: job.sub.output.clone(),
+            error: job.sub.error.clone(),
+            cpu_map: job.granted.iter().map(|g| (g.node.clone(), g.cpus.clone())).collect(),
+            shape: job.sub.shape.clone(),
+            position: if job.state == JobState::Pending { position } else { None },
+            events: Vec::new(),
+        })
+    }
+
+    /// Pending and running jobs, in id order.
+    pub fn queue(&self) -> Vec<JobInfo> {
+        // One ordering for the whole queue, not one per pending job.
+        let order: HashMap<JobId, usize> =
+            self.pending_order().into_iter().enumerate().map(|(i, id)| (id, i + 1)).collect();
+        self.active.iter().filter_map(|id| self.job_info_at(*id, order.get(id).copied())).collect()
+    }
+
+    /// Finished jobs, newest first.
+    pub fn history(&self, limit: usize) -> Vec<JobInfo> {
+        self.jobs
+            .values()
+            .rev()
+            .filter(|j| j.state.is_final())
+            .take(limit)
+            .filter_map(|j| self.job_info(j.id))
+            .collect()
+    }
+
+    /// A node for display.
+    pub fn node_info(&self, name: &str, now: u64) -> Option<NodeInfo> {
+        let rec = self.nodes.get(name)?;
+        let node = self.alloc.node(name)?;
+        let registered = rec.topology.is_some();
+        let t = node.topology();
+        let partitions = node
+            .partitions()
+            .iter()
+            .filter_map(|i| self.alloc.partitions().get(*i).map(|p| p.name.clone()))
+            .collect();
+        let state = match (rec.health, &rec.drain) {
+            (Health::Down, _) => "down".to_string(),
+            (_, Some(_)) if node.allocations().is_empty() => "drained".into(),
+            (_, Some(_)) => "draining".into(),
+            (Health::Suspect, _) => "suspect".into(),
+            (Health::Up, None) => node.state().to_string(),
+        };
+        Some(NodeInfo {
+            name: name.to_string(),
+            state,
+            reason: rec.drain.clone().or_else(|| rec.reason.clone()),
+            partitions,
+            cpus_total: if registered { node.usable_cpus().len() as u32 } else { 0 },
+            cpus_alloc: node.allocated_cpus().len() as u32,
+            memory_total: if registered { node.total_memory().get() } else { 0 },
+            memory_alloc: node.allocated_memory().get(),
+            gpus: if registered { t.gpus.len() as u32 } else { 0 },
+            load: rec.load,
+            addr: rec.addr.clone(),
+            hardware: if registered {
+                let c = t.counts();
+                format!(
+                    "{} packages, {} NUMA, {} cores, {} PUs",
+                    c.packages, c.numa_nodes, c.cores, c.pus
+                )
+            } else {
+                "unknown (never registered)".into()
+            },
+            jobs: node.allocations().iter().map(|a| a.job).collect(),
+            cpu_map: node.allocations().iter().map(|a| (a.job, a.cpus.to_list_string())).collect(),
+            last_heartbeat_ms_ago: rec.last_heartbeat.map(|t| now.saturating_sub(t)),
+            agent_version: rec.agent_version.clone(),
+        })
+    }
+
+    /// Every node for display.
+    pub fn nodes(&self, now: u64) -> Vec<NodeInfo> {
+        self.config.nodes.iter().filter_map(|n| self.node_info(n, now)).collect()
+    }
+}

@@ -1,0 +1,88 @@
+//! The step credential: what a step's proxies show the agents (job, attempt, step, identity,
+//! each node's CPUs), sealed by the controller with the cluster key. Its text form is `v1;`
+//! fields, parsed back by the agents.
+
+use std::collections::HashMap;
+
+use super::{GrantNode, JobId};
+
+/// The text of a step credential: what the agents check before starting a proxy.
+pub fn step_credential_text(
+    job: JobId,
+    attempt: u32,
+    step: u32,
+    uid: u32,
+    gid: u32,
+    nodes: &[GrantNode],
+) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|n| format!("{}={}", n.name, n.cpus)).collect();
+    format!(
+        "v1;job={job};attempt={attempt};step={step};uid={uid};gid={gid};nodes={}",
+        nodes.join(" ")
+    )
+}
+
+/// A step credential's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepCredential {
+    pub job: JobId,
+    pub attempt: u32,
+    pub step: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Node name and CPU list, in node-id order.
+    pub nodes: Vec<(String, String)>,
+}
+
+impl StepCredential {
+    /// Parses the text [`step_credential_text`] wrote.
+    pub fn parse(text: &str) -> Option<StepCredential> {
+        let mut fields: HashMap<&str, &str> = HashMap::new();
+        let mut parts = text.split(';');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        for p in parts {
+            let (k, v) = p.split_once('=')?;
+            fields.insert(k, v);
+        }
+        let nodes = fields
+            .get("nodes")?
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|n| n.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect::<Option<Vec<_>>>()?;
+        Some(StepCredential {
+            job: fields.get("job")?.parse().ok()?,
+            attempt: fields.get("attempt")?.parse().ok()?,
+            step: fields.get("step")?.parse().ok()?,
+            uid: fields.get("uid")?.parse().ok()?,
+            gid: fields.get("gid")?.parse().ok()?,
+            nodes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_credentials_round_trip() {
+        let nodes = vec![
+            GrantNode {
+                name: "n1".into(),
+                addr: "a".into(),
+                port: 1,
+                cpus: "0-1".into(),
+                ntasks: 2,
+            },
+            GrantNode { name: "n2".into(), addr: "b".into(), port: 1, cpus: "0".into(), ntasks: 1 },
+        ];
+        let text = step_credential_text(7, 2, 3, 1000, 100, &nodes);
+        let c = StepCredential::parse(&text).expect("parses");
+        assert_eq!((c.job, c.attempt, c.step, c.uid, c.gid), (7, 2, 3, 1000, 100));
+        assert_eq!(c.nodes, vec![("n1".into(), "0-1".into()), ("n2".into(), "0".into())]);
+        assert!(StepCredential::parse("v2;job=1").is_none());
+    }
+}

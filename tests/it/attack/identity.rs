@@ -467,7 +467,7 @@ fn a_vouch_without_the_key_is_refused() {
     let Some(m) = Managed::up(1) else { return };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let addr = ("127.0.0.1", m.port);
-    let vouch = gangway::wire::Vouch { uid: 0, gid: 0, pid: 1, job: None };
+    let vouch = gangway::protocol::wire::Vouch { uid: 0, gid: 0, pid: 1, job: None };
     let submit = gangway::protocol::Request::Submit(Box::new(gangway::protocol::Submission {
         kind: gangway::protocol::JobKind::Batch,
         name: "forged".into(),
@@ -488,8 +488,8 @@ fn a_vouch_without_the_key_is_refused() {
         // Without the key: the handshake fails, nothing is read.
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let guess = gangway::auth::Key::from_bytes(b"not the cluster key at all");
-        let preamble = gangway::wire::Preamble::Vouch { node: "node1".into() };
-        let r = gangway::wire::initiate(&mut s, &preamble, &guess).await;
+        let preamble = gangway::protocol::wire::Preamble::Vouch { node: "node1".into() };
+        let r = gangway::protocol::wire::initiate(&mut s, &preamble, &guess).await;
         eprintln!("VOUCH node1 with a guessed key: {r:?}");
         assert!(r.is_err(), "a handshake without the key succeeded");
 
@@ -509,13 +509,13 @@ fn a_vouch_without_the_key_is_refused() {
         // With the key but for a node that is not the cluster's: refused by the controller.
         let key = gangway::auth::Key::load(&m.dir.join("key")).unwrap();
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let preamble = gangway::wire::Preamble::Vouch { node: "node9".into() };
+        let preamble = gangway::protocol::wire::Preamble::Vouch { node: "node9".into() };
         let (mut sealer, mut opener) =
-            gangway::wire::initiate(&mut s, &preamble, &key).await.unwrap();
-        gangway::wire::send(&mut s, &mut sealer, &vouch).await.unwrap();
-        gangway::wire::send(&mut s, &mut sealer, &submit).await.unwrap();
+            gangway::protocol::wire::initiate(&mut s, &preamble, &key).await.unwrap();
+        gangway::protocol::wire::send(&mut s, &mut sealer, &vouch).await.unwrap();
+        gangway::protocol::wire::send(&mut s, &mut sealer, &submit).await.unwrap();
         let reply: Option<gangway::protocol::Reply> =
-            gangway::wire::recv(&mut s, &mut opener).await.unwrap();
+            gangway::protocol::wire::recv(&mut s, &mut opener).await.unwrap();
         eprintln!("VOUCH node9 with the key: {reply:?}");
         match reply {
             Some(gangway::protocol::Reply::Error { code: 116, message }) => {

@@ -10,7 +10,8 @@ use gangway_link::{Opener, Sealer};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Input, Outbound, Shared, caller_for, serve_client};
+use super::clients::serve_client;
+use super::peers::{Input, Outbound, Shared, caller_for};
 use crate::auth::{Key, show_time, unix_now};
 use crate::controller::effects::ConnId;
 use crate::exit_code;
@@ -219,7 +220,7 @@ async fn serve_agent(
         }
         Ok(Ok(None)) | Err(_) => return,
     };
-    let mut out = shared.outbox(conn);
+    let mut out = shared.agent_outbox(conn);
     let msg = FromAgent::Register(registration);
     if shared.input.send(Input::Agent { conn, node: node.clone(), msg }).await.is_err() {
         return;
@@ -231,6 +232,7 @@ async fn serve_agent(
         while let Some(o) = out.recv().await {
             match o {
                 Outbound::Message(body) => {
+                    let body = body.into_text();
                     let sent = gangway_link::tokio_io::send(&mut wr, &mut sealer, body.as_bytes());
                     tokio::select! {
                         s = sent => if s.is_err() { return },

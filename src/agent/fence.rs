@@ -22,10 +22,10 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
+use super::jobs::{LocalJob, ScriptEnd};
 use super::lease::{Boot, Lease};
 use super::leftovers::{self, Record, SpoolError, SpoolLock};
 use super::sessions::{self, SessionRef};
-use super::{LocalJob, ScriptEnd};
 use crate::protocol::{FromAgent, JobId};
 
 // ------------------------------------------------------------------ the fencer's state (pure)
@@ -423,14 +423,12 @@ impl Fencing {
         e.running += 1;
         let list: Vec<SessionRef> = ending.iter().map(|g| g.session).collect();
         // The fencer keeps guarding them until they are gone: a lapse meanwhile still kills them.
-        tokio::spawn(super::release::end(
-            list,
-            grace,
-            self.spool.clone(),
-            self.to_fencer.clone(),
-            self.reports.clone(),
-            job,
-        ));
+        let (spool, fencer, done) =
+            (self.spool.clone(), self.to_fencer.clone(), self.reports.clone());
+        tokio::spawn(async move {
+            super::release::end(list, grace, spool, fencer).await;
+            let _ = done.send(Report::Released(job));
+        });
         None
     }
 

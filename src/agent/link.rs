@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
+use super::events::Event;
 use super::lease::Boot;
-use super::{AgentOptions, Event};
+use super::options::AgentOptions;
 use crate::protocol::wire::{self, Preamble, WireError};
 use crate::protocol::{FromAgent, JobId, Registration, ToAgent};
 

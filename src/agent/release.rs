@@ -13,10 +13,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::{Instant, sleep};
 
-use super::fence::Report;
 use super::leftovers;
 use super::sessions::{self, SessionRef};
-use crate::protocol::JobId;
 
 /// How often the sessions are looked at while they end.
 const POLL: Duration = Duration::from_millis(50);
@@ -30,15 +28,13 @@ fn gone(list: &[SessionRef]) -> bool {
 }
 
 /// Ends `list` (sessions of `job`): TERM (and CONT, for stopped ones) now, KILL once `grace` is
-/// over, then forgets their spool records, stops the fencer guarding them, and reports
-/// [`Report::Released`] on `done` once nothing of them is left.
+/// over, then forgets their spool records and stops the fencer guarding them; returns once
+/// nothing of them is left.
 pub(super) async fn end(
     list: Vec<SessionRef>,
     grace: Duration,
     spool: PathBuf,
     fencer: Option<UnboundedSender<String>>,
-    done: UnboundedSender<Report>,
-    job: JobId,
 ) {
     sessions::signal_all(&list, Some(Signal::SIGTERM));
     sessions::signal_all(&list, Some(Signal::SIGCONT));
@@ -65,5 +61,4 @@ pub(super) async fn end(
             let _ = tx.send(format!("unguard {}\n", s.sid));
         }
     }
-    let _ = done.send(Report::Released(job));
 }

@@ -1,0 +1,154 @@
+//! Batch scripts: written to the spool as the job's user, started in their own session under
+//! the job's identity, CPUs and umask with their output files, never without a lease; how one
+//! ended comes back as an [`Event::ScriptEnded`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use gangway_launcher::exit_status::RankStatus;
+use gangway_launcher::signals::describe;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::events::Event;
+use super::fence::{self, Fencing};
+use super::jobs::{LocalJob, ScriptEnd};
+use super::options::AgentOptions;
+use super::process::{self, BatchOutput, RunAs};
+use crate::protocol::{FromAgent, JobId, JobLaunch};
+
+/// Where attempt `attempt` of `job`'s script is kept.
+pub(super) fn script_path(opts: &AgentOptions, job: JobId, attempt: u32) -> PathBuf {
+    opts.spool.join(format!("job{job}.{attempt}.script"))
+}
+
+/// Takes a job this node runs a part of; on its first node, starts its batch script.
+pub(super) fn start_job(
+    launch: JobLaunch,
+    opts: &AgentOptions,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    reports: &mut Vec<FromAgent>,
+    ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
+) {
+    let (job, attempt) = (launch.job, launch.attempt);
+    if let Some(old) = jobs.get(&job) {
+        if old.launch.attempt == attempt {
+            return; // already known (a resync after reconnecting)
+        }
+        if let Some(old) = jobs.remove(&job) {
+            reports.extend(fencing.release(job, old.launch.attempt, opts.kill_grace));
+        }
+    }
+    let mut local = LocalJob { launch, sessions: Vec::new(), ended: None, fenced: None };
+    if let Some(batch) = local.launch.batch.clone() {
+        // Never a script without a lease: the controller may already count this node lost.
+        if let Err(why) = fencing.may_start() {
+            tracing::warn!(job, reason = %why, "batch script not started");
+            fence::mark_fenced_new(&mut local, &why, reports);
+            jobs.insert(job, local);
+            return;
+        }
+        let fail = |jobs: &mut HashMap<JobId, LocalJob>,
+                    reports: &mut Vec<FromAgent>,
+                    mut local: LocalJob,
+                    message: String| {
+            tracing::warn!(job, %message, "batch script not started");
+            local.ended = Some((1, Some(message)));
+            reports.extend(local.end_report());
+            jobs.insert(job, local);
+        };
+        let path = script_path(opts, job, attempt);
+        let run_as = RunAs::for_job(
+            &local.launch.user,
+            local.launch.uid,
+            local.launch.gid,
+            &local.launch.cwd,
+            &local.launch.cpus,
+            local.launch.umask,
+        );
+        if let Err(e) =
+            write_script(&path, &batch.script, run_as.ids.as_ref().map(|(u, g, _)| (*u, *g)))
+        {
+            let why = format!("cannot write the script to {}: {e}", path.display());
+            fail(jobs, reports, local, why);
+            return;
+        }
+        if !process::dir_exists(&local.launch.cwd) {
+            let why = format!(
+                "the submit directory {} does not exist on {}",
+                local.launch.cwd, opts.name
+            );
+            fail(jobs, reports, local, why);
+            return;
+        }
+        let mut env = local.launch.env.clone();
+        // This node's agent socket: commands in the script reach the controller as the job's
+        // user, vouched for by this agent, with no secret in the environment.
+        env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
+        env.push(("GANGWAY_JOB_CPUS".into(), local.launch.cpus.clone()));
+        let out = BatchOutput {
+            output: batch.output.clone(),
+            error: batch.error.clone(),
+            truncate: attempt == 1,
+            marker: batch.marker.clone(),
+        };
+        let mut program = script_program(&batch.script, &path);
+        program.1.extend(batch.args.iter().cloned());
+        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false) {
+            Ok(spawned) => {
+                let sid = spawned.pid;
+                fencing.guard(job, attempt, sid);
+                local.sessions.push(sid);
+                let tx = ev_tx.clone();
+                let mut child = spawned.child;
+                tokio::spawn(async move {
+                    let (code, message) = match child.wait().await {
+                        Ok(s) => match RankStatus::of(s) {
+                            Some(end @ RankStatus::Signaled(n)) => (
+                                end.shell_code(),
+                                Some(format!("the script was killed by {}", describe(n))),
+                            ),
+                            Some(end) => (end.shell_code(), None),
+                            None => (1, None),
+                        },
+                        Err(e) => (1, Some(e.to_string())),
+                    };
+                    let _ =
+                        tx.send(Event::ScriptEnded(ScriptEnd { job, attempt, sid, code, message }));
+                });
+            }
+            Err(e) => {
+                let why = format!(
+                    "cannot start the script on {}: {e} (output {})",
+                    opts.name, batch.output
+                );
+                fail(jobs, reports, local, why);
+                return;
+            }
+        }
+    }
+    jobs.insert(job, local);
+}
+
+/// A script with `#!` runs as itself; one without runs under `/bin/sh`, as sbatch does.
+fn script_program(text: &str, path: &std::path::Path) -> (PathBuf, Vec<String>) {
+    if text.starts_with("#!") {
+        (path.to_owned(), Vec::new())
+    } else {
+        (PathBuf::from("/bin/sh"), vec![path.display().to_string()])
+    }
+}
+
+fn write_script(
+    path: &std::path::Path,
+    text: &str,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! What the agent's owner task is told: the controller's messages, step launches, scripts and
+//! proxies that ended, local job queries, and the fencer's reports.
+
+use super::fence;
+use super::jobs::ScriptEnd;
+use super::launch::StepLaunch;
+use super::local;
+use crate::protocol::{JobId, ToAgent};
+
+/// Events for the owner task.
+#[derive(Debug)]
+pub enum Event {
+    FromController(ToAgent),
+    ControllerGone,
+    Step(StepLaunch),
+    ScriptEnded(ScriptEnd),
+    ProxyEnded { job: JobId, sid: u32 },
+    WhichJob(local::JobQuery),
+    Fencer(fence::Report),
+}

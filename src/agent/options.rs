@@ -1,0 +1,26 @@
+//! How an agent runs: its controller, key, name, ports, spool and limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gangway_topology::Topology;
+
+use crate::auth::Key;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub controller: String,
+    pub key: Key,
+    pub name: String,
+    /// Address launchers use to reach this agent (None: as the controller sees us).
+    pub address: Option<String>,
+    pub port: u16,
+    pub spool: PathBuf,
+    /// The local socket users and jobs reach the controller through.
+    pub socket: PathBuf,
+    pub topology: Topology,
+    pub kill_grace: Duration,
+    /// Local connections one user may hold at once (0: no limit).
+    pub max_connections_per_user: usize,
+}

@@ -1,0 +1,155 @@
+//! Step proxies: a launcher's request with a credential the launch port checked becomes a
+//! `gangway proxy` run as the job's user on the step's CPUs, its stdin, stderr and exit relayed
+//! over the launcher's encrypted link.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use gangway_launcher::bootstrap::agent::{exit_frame, stderr_frame};
+use gangway_launcher::bootstrap::{RemoteExit, exit_of};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::events::Event;
+use super::fence::Fencing;
+use super::jobs::LocalJob;
+use super::launch::StepLaunch;
+use super::options::AgentOptions;
+use super::process::{self, RunAs};
+use crate::protocol::JobId;
+
+/// Starts a step's proxy, or refuses the launcher (the job is not here, its attempt is over,
+/// or it may not run now).
+pub(super) fn start_proxy(
+    step: StepLaunch,
+    opts: &AgentOptions,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
+) {
+    let StepLaunch { credential: c, node_id, stream, sealer, opener } = step;
+    let refuse = |stream: tokio::net::TcpStream, mut sealer: gangway_link::Sealer, why: String| {
+        tokio::spawn(async move {
+            let mut stream = stream;
+            tracing::warn!(reason = %why, "step launch refused");
+            let msg = format!("error {why}");
+            let _ = gangway_link::tokio_io::send(&mut stream, &mut sealer, msg.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    };
+    let Some(job) = jobs.get_mut(&c.job) else {
+        let why = format!(
+            "job {} does not run on this node (it ended, or the step came too late)",
+            c.job
+        );
+        refuse(stream, sealer, why);
+        return;
+    };
+    if job.launch.attempt != c.attempt || job.launch.uid != c.uid {
+        let why =
+            format!("the credential is for attempt {} of job {}, which is over", c.attempt, c.job);
+        refuse(stream, sealer, why);
+        return;
+    }
+    if let Some(why) = job.fenced.clone().or_else(|| fencing.may_start().err()) {
+        refuse(stream, sealer, format!("job {} cannot run here now: {why}", c.job));
+        return;
+    }
+    let cpus = c.nodes.get(node_id as usize).map(|(_, cpus)| cpus.clone()).unwrap_or_default();
+    let run_as = RunAs::for_job(&job.launch.user, c.uid, c.gid, "/", &cpus, job.launch.umask);
+    let mut env: Vec<(String, String)> = job
+        .launch
+        .env
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "TMPDIR" | "XDG_CACHE_HOME"
+            ) || k.starts_with("GANGWAY_")
+        })
+        .cloned()
+        .collect();
+    // A proxy needs a home (its cached machine model lives there) even when the job's
+    // environment has none.
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(c.uid)) {
+        for (k, v) in
+            [("HOME", u.dir.display().to_string()), ("USER", u.name.clone()), ("LOGNAME", u.name)]
+        {
+            if !env.iter().any(|(e, _)| e == k) {
+                env.push((k.to_string(), v));
+            }
+        }
+    }
+    if !env.iter().any(|(e, _)| e == "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
+    env.push(("GANGWAY_STEP_CPUS".into(), cpus));
+    // The proxy hands it to its ranks: their commands reach the controller through this agent.
+    env.retain(|(k, _)| k != "GANGWAY_CONTROLLER");
+    env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gangway"));
+    let args = vec!["proxy".to_string(), "--node".to_string(), node_id.to_string()];
+    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true) {
+        Ok(s) => s,
+        Err(e) => {
+            refuse(stream, sealer, format!("cannot start the proxy: {e}"));
+            return;
+        }
+    };
+    let sid = spawned.pid;
+    fencing.guard(c.job, c.attempt, sid);
+    job.sessions.push(sid);
+    let (job_id, tx) = (c.job, ev_tx.clone());
+    tokio::spawn(async move {
+        relay_proxy(spawned.child, stream, sealer, opener).await;
+        let _ = tx.send(Event::ProxyEnded { job: job_id, sid });
+    });
+}
+
+/// Relays a proxy's pipes over its launcher's link: the link's messages to the proxy's stdin
+/// (the launcher's start line first, which holds the job's call-back key), and the proxy's
+/// stderr and how it ended back, as frames.
+async fn relay_proxy(
+    mut child: tokio::process::Child,
+    stream: tokio::net::TcpStream,
+    mut sealer: gangway_link::Sealer,
+    mut opener: gangway_link::Opener,
+) {
+    use gangway_link::tokio_io::{recv, send};
+    let (mut net_rd, mut net_wr) = stream.into_split();
+    let _ = send(&mut net_wr, &mut sealer, b"ok").await;
+    let stdin = child.stdin.take();
+    let to_stdin = tokio::spawn(async move {
+        let Some(mut stdin) = stdin else { return };
+        while let Ok(Some(data)) = recv(&mut net_rd, &mut opener).await {
+            if stdin.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        // Dropping stdin tells the proxy its launcher is gone: it ends its ranks and exits.
+    });
+    let mut linked = true;
+    if let Some(mut err) = child.stderr.take() {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match err.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    // Keep draining the pipe after the launcher went away, so the proxy never
+                    // blocks on a full stderr.
+                    if linked {
+                        linked =
+                            send(&mut net_wr, &mut sealer, &stderr_frame(&buf[..n])).await.is_ok();
+                    }
+                }
+            }
+        }
+    }
+    let exit = child.wait().await.map(exit_of).unwrap_or(RemoteExit::Code(255));
+    if linked {
+        let _ = send(&mut net_wr, &mut sealer, &exit_frame(&exit)).await;
+    }
+    let _ = net_wr.shutdown().await;
+    to_stdin.abort();
+}

@@ -85,7 +85,7 @@ pub(super) fn start_job(
         // This node's agent socket: commands in the script reach the controller as the job's
         // user, vouched for by this agent, with no secret in the environment.
         env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
-        env.push(("GANGWAY_JOB_CPUS".into(), local.launch.cpus.clone()));
+        env.push(("GANGWAY_JOB_CPUS".into(), local.launch.cpus.to_string()));
         let out = BatchOutput {
             output: batch.output.clone(),
             error: batch.error.clone(),

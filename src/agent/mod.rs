@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::protocol::{FromAgent, JobId, ToAgent};
@@ -210,11 +209,9 @@ fn handle(
         }
         Event::FromController(ToAgent::Ack { seq }) => fencing.acked(seq),
         Event::FromController(ToAgent::Signal { job, attempt, signal }) => {
-            if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt == attempt)
-                && let Ok(sig) = Signal::try_from(signal)
-            {
+            if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt == attempt) {
                 for sid in &j.sessions {
-                    process::signal_session(*sid, sig);
+                    process::signal_session(*sid, signal.get());
                 }
             }
         }

@@ -25,7 +25,7 @@ pub struct RunAs {
 impl RunAs {
     /// The identity for a job of `user` (`uid`, `gid`): the user's own, with their
     /// supplementary groups, when the agent is root.
-    pub fn for_job(user: &str, uid: u32, gid: u32, cwd: &str, cpus: &str, umask: u32) -> RunAs {
+    pub fn for_job(user: &str, uid: u32, gid: u32, cwd: &str, cpus: &CpuSet, umask: u32) -> RunAs {
         let ids = nix::unistd::geteuid().is_root().then(|| {
             let groups = CString::new(user)
                 .ok()
@@ -39,11 +39,10 @@ impl RunAs {
 }
 
 /// The granted CPUs if this machine has all of them (else a stand-in topology granted them).
-fn usable_cpus(list: &str) -> Option<CpuSet> {
-    let want = CpuSet::parse_list(list).ok()?;
+fn usable_cpus(want: &CpuSet) -> Option<CpuSet> {
     let have = nix::sched::sched_getaffinity(Pid::from_raw(0)).ok()?;
     let ok = !want.is_empty() && want.iter().all(|c| have.is_set(c as usize).unwrap_or(false));
-    ok.then_some(want)
+    ok.then(|| want.clone())
 }
 
 /// Output for a batch script: opened by the child, as the user, so the files are theirs.

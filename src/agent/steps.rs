@@ -55,7 +55,11 @@ pub(super) fn start_proxy(
         refuse(stream, sealer, format!("job {} cannot run here now: {why}", c.job));
         return;
     }
-    let cpus = c.nodes.get(node_id as usize).map(|(_, cpus)| cpus.clone()).unwrap_or_default();
+    let Some(cpus) = c.nodes.get(node_id as usize).map(|(_, cpus)| cpus.clone()) else {
+        // The launch port checked that the credential names this node: not reached.
+        refuse(stream, sealer, format!("the credential names no node {node_id}"));
+        return;
+    };
     let run_as = RunAs::for_job(&job.launch.user, c.uid, c.gid, "/", &cpus, job.launch.umask);
     let mut env: Vec<(String, String)> = job
         .launch
@@ -84,7 +88,7 @@ pub(super) fn start_proxy(
         env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
     }
     env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
-    env.push(("GANGWAY_STEP_CPUS".into(), cpus));
+    env.push(("GANGWAY_STEP_CPUS".into(), cpus.to_string()));
     // The proxy hands it to its ranks: their commands reach the controller through this agent.
     env.retain(|(k, _)| k != "GANGWAY_CONTROLLER");
     env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));

@@ -83,12 +83,12 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantedNode {
     pub node: String,
-    pub cpus: String,
+    pub cpus: CpuSet,
     pub memory: u64,
-    pub gpus: String,
+    pub gpus: CpuSet,
     pub exclusive: bool,
     /// CPU list of each task placed here.
-    pub tasks: Vec<String>,
+    pub tasks: Vec<CpuSet>,
 }
 
 /// A job and everything known about it.
@@ -435,17 +435,14 @@ fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
             Some(NodeGrant {
                 node: g.node.clone(),
                 node_index,
-                cpus: CpuSet::parse_list(&g.cpus).ok()?,
+                cpus: g.cpus.clone(),
                 memory: Bytes(g.memory),
-                gpus: CpuSet::parse_list(&g.gpus).unwrap_or_default(),
+                gpus: g.gpus.clone(),
                 exclusive: g.exclusive,
                 tasks: g
                     .tasks
                     .iter()
-                    .map(|t| TaskGrant {
-                        cpus: CpuSet::parse_list(t).unwrap_or_default(),
-                        gpus: CpuSet::new(),
-                    })
+                    .map(|t| TaskGrant { cpus: t.clone(), gpus: CpuSet::new() })
                     .collect(),
             })
         })

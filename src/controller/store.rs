@@ -111,9 +111,9 @@ impl Store {
                         j.id as i64,
                         j.attempt,
                         g.node,
-                        g.cpus,
+                        g.cpus.to_string(),
                         g.memory as i64,
-                        g.gpus
+                        g.gpus.to_string()
                     ])?;
                 }
                 if j.state != JobState::Pending || j.attempt > 1 {

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use gangway_topology::CpuSet;
-
 use super::state::{Cluster, Health, Job, JobState};
 use crate::protocol::{JobId, JobInfo, NodeInfo};
 
@@ -50,10 +48,7 @@ impl Cluster {
             cpus: if job.granted.is_empty() {
                 job.ntasks() * job.sub.shape.cpus_per_task.unwrap_or(1)
             } else {
-                job.granted
-                    .iter()
-                    .map(|g| CpuSet::parse_list(&g.cpus).map(|c| c.len() as u32).unwrap_or(0))
-                    .sum()
+                job.granted.iter().map(|g| g.cpus.len() as u32).sum()
             },
             submit_time: job.submit_time,
             start_time: job.start_time,
@@ -68,7 +63,11 @@ impl Cluster {
             cwd: job.sub.cwd.clone(),
             output: job.sub.output.clone(),
             error: job.sub.error.clone(),
-            cpu_map: job.granted.iter().map(|g| (g.node.clone(), g.cpus.clone())).collect(),
+            cpu_map: job
+                .granted
+                .iter()
+                .map(|g| (g.node.clone(), g.cpus.to_list_string()))
+                .collect(),
             shape: job.sub.shape.clone(),
             position: if job.state == JobState::Pending { position } else { None },
             events: Vec::new(),

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use gangway_topology::CpuSet;
+
 use super::{GrantNode, JobId};
 
 /// The text of a step credential: what the agents check before starting a proxy.
@@ -30,8 +32,8 @@ pub struct StepCredential {
     pub step: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Node name and CPU list, in node-id order.
-    pub nodes: Vec<(String, String)>,
+    /// Node name and CPUs, in node-id order.
+    pub nodes: Vec<(String, CpuSet)>,
 }
 
 impl StepCredential {
@@ -50,7 +52,10 @@ impl StepCredential {
             .get("nodes")?
             .split(' ')
             .filter(|s| !s.is_empty())
-            .map(|n| n.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())))
+            .map(|n| {
+                let (name, cpus) = n.split_once('=')?;
+                Some((name.to_string(), CpuSet::parse_list(cpus).ok()?))
+            })
             .collect::<Option<Vec<_>>>()?;
         Some(StepCredential {
             job: fields.get("job")?.parse().ok()?,
@@ -74,15 +79,26 @@ mod tests {
                 name: "n1".into(),
                 addr: "a".into(),
                 port: 1,
-                cpus: "0-1".into(),
+                cpus: "0-1".parse().expect("cpus"),
                 ntasks: 2,
             },
-            GrantNode { name: "n2".into(), addr: "b".into(), port: 1, cpus: "0".into(), ntasks: 1 },
+            GrantNode {
+                name: "n2".into(),
+                addr: "b".into(),
+                port: 1,
+                cpus: "0".parse().expect("cpus"),
+                ntasks: 1,
+            },
         ];
         let text = step_credential_text(7, 2, 3, 1000, 100, &nodes);
         let c = StepCredential::parse(&text).expect("parses");
         assert_eq!((c.job, c.attempt, c.step, c.uid, c.gid), (7, 2, 3, 1000, 100));
-        assert_eq!(c.nodes, vec![("n1".into(), "0-1".into()), ("n2".into(), "0".into())]);
+        let nodes: Vec<(&str, String)> =
+            c.nodes.iter().map(|(n, cpus)| (n.as_str(), cpus.to_string())).collect();
+        assert_eq!(nodes, [("n1", "0-1".to_string()), ("n2", "0".to_string())]);
+        assert!(
+            StepCredential::parse("v1;job=1;attempt=1;step=0;uid=0;gid=0;nodes=n1=x").is_none()
+        );
         assert!(StepCredential::parse("v2;job=1").is_none());
     }
 }

@@ -5,9 +5,12 @@
 //! debugging a cluster can read them with `socat` on a local socket.
 
 pub mod credential;
+pub mod signal;
 pub mod wire;
 
+use gangway_topology::CpuSet;
 use serde::{Deserialize, Serialize};
+pub use signal::Signal;
 
 /// Bumped when a message changes incompatibly; both sides check it at the first message.
 /// 3: heartbeats are acknowledged and grant a lease; agents report fenced jobs.
@@ -112,7 +115,7 @@ pub enum Request {
     /// Ends jobs (or signals them, when `signal` is given).
     Cancel {
         ids: Vec<JobId>,
-        signal: Option<String>,
+        signal: Option<Signal>,
         user: Option<String>,
     },
     Hold {
@@ -222,8 +225,8 @@ pub struct GrantNode {
     /// The agent's address and step port.
     pub addr: String,
     pub port: u16,
-    /// CPU list (`0-3,8`).
-    pub cpus: String,
+    /// Its CPUs (on the wire as a list: `0-3,8`).
+    pub cpus: CpuSet,
     pub ntasks: u32,
 }
 
@@ -391,7 +394,7 @@ pub enum ToAgent {
     Signal {
         job: JobId,
         attempt: u32,
-        signal: i32,
+        signal: Signal,
     },
     /// The job is over here: end whatever of it still runs (TERM, then KILL), forget it, and
     /// say [`FromAgent::Released`] once nothing of it is left.
@@ -411,7 +414,7 @@ pub struct JobLaunch {
     pub uid: u32,
     pub gid: u32,
     /// This node's CPUs for the job.
-    pub cpus: String,
+    pub cpus: CpuSet,
     pub batch: Option<BatchLaunch>,
     /// The job's environment (the submitter's plus `GANGWAY_*`).
     pub env: Vec<(String, String)>,

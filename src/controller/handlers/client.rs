@@ -4,7 +4,7 @@
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Caller, Cluster, Job, JobState};
 use crate::exit_code;
-use crate::protocol::{JobId, JobKind, Reply, Submission, ToAgent};
+use crate::protocol::{JobId, JobKind, Reply, Signal, Submission, ToAgent};
 use gangway_scheduler::allocator;
 
 impl Cluster {
@@ -153,7 +153,7 @@ impl Cluster {
         conn: ConnId,
         caller: &Caller,
         ids: &[JobId],
-        signal: Option<i32>,
+        signal: Option<Signal>,
         user: Option<&str>,
         now: u64,
     ) -> Effects {

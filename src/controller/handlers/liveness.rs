@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Cluster, Health, JobState, Mono};
-use crate::protocol::{JobId, Reply, ToAgent};
+use crate::protocol::{JobId, Reply, Signal, ToAgent};
 
 /// What a node's silence means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Cluster {
                 None => {
                     let attempt = job.attempt;
                     for n in job.nodes() {
-                        let signal = libc::SIGTERM;
+                        let signal = Signal::TERM;
                         fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal });
                     }
                     if let Some(j) = self.jobs.get_mut(&id) {
@@ -313,7 +313,7 @@ mod tests {
         };
         keep_alive(&mut c, 60_000);
         let fx = c.tick(60_000, Mono(60_000));
-        assert!(fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { signal, .. }, .. } if *signal == libc::SIGTERM)));
+        assert!(fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { signal, .. }, .. } if *signal == Signal::TERM)));
         keep_alive(&mut c, 62_000);
         c.tick(62_000, Mono(62_000));
         assert_eq!(c.job(1).expect("job").state, JobState::Timeout);

@@ -82,11 +82,11 @@ impl Cluster {
             .iter()
             .map(|g| GrantedNode {
                 node: g.node.clone(),
-                cpus: g.cpus.to_list_string(),
+                cpus: g.cpus.clone(),
                 memory: g.memory.get(),
-                gpus: g.gpus.to_list_string(),
+                gpus: g.gpus.clone(),
                 exclusive: g.exclusive,
-                tasks: g.tasks.iter().map(|t| t.cpus.to_list_string()).collect(),
+                tasks: g.tasks.iter().map(|t| t.cpus.clone()).collect(),
             })
             .collect();
         let attempt = job.attempt;

@@ -90,7 +90,7 @@ impl Cluster {
         let mut chosen = Vec::new();
         let mut any_could = true;
         for (i, g) in job.granted.iter().take(nodes as usize).enumerate() {
-            let all = CpuSet::parse_list(&g.cpus).unwrap_or_default();
+            let all = g.cpus.clone();
             let want = per_node[i] * cpt;
             if want as usize > all.len() {
                 // More tasks than CPUs: they share the node's CPUs (the step cannot bind).
@@ -146,7 +146,7 @@ impl Cluster {
                     name: n.clone(),
                     addr: rec.and_then(|r| r.addr.clone()).unwrap_or_else(|| n.clone()),
                     port: rec.map(|r| r.port).unwrap_or(0),
-                    cpus: c.to_list_string(),
+                    cpus: c.clone(),
                     ntasks: *t,
                 }
             })

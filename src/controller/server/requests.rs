@@ -113,10 +113,6 @@ fn handle_request(
             }),
         },
         Request::Cancel { ids, signal, user } => {
-            let signal = match signal.as_deref().map(parse_signal).transpose() {
-                Ok(s) => s,
-                Err(message) => return reply(Reply::Error { code: exit_code::USAGE, message }),
-            };
             cluster.cancel(conn, caller, &ids, signal, user.as_deref(), now)
         }
         Request::Hold { ids } => cluster.set_held(conn, caller, &ids, true, now),
@@ -130,20 +126,6 @@ fn handle_request(
         Request::Token { .. } => Effects::new(),
         Request::Done { exit_code } => cluster.done(conn, exit_code, now),
     }
-}
-
-/// `TERM`, `SIGTERM` or `15`.
-pub fn parse_signal(s: &str) -> Result<i32, String> {
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n)
-            .map(|sig| sig as i32)
-            .map_err(|_| format!("--signal {s}: no such signal"));
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| format!("--signal {s}: no such signal (e.g. TERM, USR1, 10)"))
 }
 
 #[cfg(test)]

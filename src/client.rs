@@ -12,8 +12,8 @@ use gangway_link::{LinkError, Opener, Sealer};
 
 use crate::auth::UserToken;
 use crate::controller::config::DEFAULT_SOCKET;
-use crate::protocol::{Reply, Request};
 use crate::protocol::wire::Preamble;
+use crate::protocol::{Reply, Request};
 
 /// Why the controller could not be asked.
 #[derive(Debug, thiserror::Error)]

@@ -50,13 +50,9 @@ impl CancelArgs {
 }
 
 impl CancelRequest {
-    /// The request as the protocol carries it today (the signal by name).
+    /// The request as the protocol carries it.
     pub fn to_protocol(&self) -> Request {
-        Request::Cancel {
-            ids: self.ids.clone(),
-            signal: self.signal.map(|s| s.name().to_string()),
-            user: self.user.clone(),
-        }
+        Request::Cancel { ids: self.ids.clone(), signal: self.signal, user: self.user.clone() }
     }
 }
 
@@ -93,7 +89,10 @@ mod tests {
             let request = args(&[4], Some(given), None).into_request().unwrap();
             match request.to_protocol() {
                 Request::Cancel { ids, signal, user } => {
-                    assert_eq!((ids, signal.as_deref(), user), (vec![4], Some("SIGUSR1"), None));
+                    assert_eq!(
+                        (ids, signal.map(Signal::name), user),
+                        (vec![4], Some("SIGUSR1"), None)
+                    );
                 }
                 other => panic!("{other:?}"),
             }

@@ -12,45 +12,8 @@ use std::time::Duration;
 use gangway_launcher::nodes::hostlist::{self, HostlistError};
 use gangway_launcher::time_limit::{TimeSpecError, parse_time_limit};
 
-/// A signal that exists on this system (`TERM`, `SIGTERM` or `15`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signal(nix::sys::signal::Signal);
-
-/// No signal of that name or number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignalError {
-    #[error("no such signal")]
-    NoSuchNumber,
-    #[error("no such signal (e.g. TERM, USR1, 10)")]
-    NoSuchName,
-}
-
-impl FromStr for Signal {
-    type Err = SignalError;
-
-    fn from_str(value: &str) -> Result<Signal, SignalError> {
-        if let Ok(n) = value.parse::<i32>() {
-            return nix::sys::signal::Signal::try_from(n)
-                .map(Signal)
-                .map_err(|_| SignalError::NoSuchNumber);
-        }
-        let name = value.to_ascii_uppercase();
-        let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-        name.parse().map(Signal).map_err(|_| SignalError::NoSuchName)
-    }
-}
-
-impl Signal {
-    /// Its name, `SIGUSR1`.
-    pub fn name(self) -> &'static str {
-        self.0.as_str()
-    }
-
-    /// Its number.
-    pub fn number(self) -> i32 {
-        self.0 as i32
-    }
-}
+/// A signal that exists on this system (`TERM`, `SIGTERM` or `15`): the protocol's own type.
+pub use crate::protocol::signal::{Signal, SignalError};
 
 /// A memory size in bytes, written as Slurm writes them: a number with an optional K, M, G or T
 /// suffix (and an optional B); a plain number is MiB.

@@ -136,3 +136,18 @@ pub fn replies_to(fx: &[Effect], conn: ConnId) -> Vec<&Reply> {
         })
         .collect()
 }
+
+/// An allocation (`gangway alloc`) over `nodes` nodes with `ntasks` tasks: held by the
+/// connection that submits it.
+pub fn alloc(nodes: u32, ntasks: u32) -> Submission {
+    let mut sub = batch(nodes, ntasks);
+    sub.kind = JobKind::Alloc;
+    sub.script = None;
+    sub.requeue = false;
+    sub
+}
+
+/// Whether `fx` closes client connection `conn`.
+pub fn closes(fx: &[Effect], conn: ConnId) -> bool {
+    fx.iter().any(|e| matches!(e, Effect::CloseClient { conn: c } if *c == conn))
+}

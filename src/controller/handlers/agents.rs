@@ -250,7 +250,7 @@ impl Cluster {
 mod tests {
     use crate::controller::effects::Effect;
     use crate::controller::scenario::{
-        batch, cluster, conn_of, registration, releases, root, starts,
+        batch, beat, cluster, conn_of, registration, releases, root, starts,
     };
     use crate::controller::state::{JobState, Mono};
     use crate::exit_code;
@@ -344,5 +344,48 @@ mod tests {
         assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
         assert!(job.excluded.is_empty());
         assert_eq!(c.job(1).expect("job").state, JobState::Running, "the other job is untouched");
+    }
+
+    #[test]
+    fn a_silent_node_heard_again_is_up_and_a_closed_connection_makes_it_suspect() {
+        let mut c = cluster();
+        for t in [1000, 2000, 3000, 4000] {
+            beat(&mut c, "n1", t);
+            c.tick(t, Mono(t));
+        }
+        assert_eq!(c.node_info("n1", 4000).expect("node").state, "suspect");
+        let hb = FromAgent::Heartbeat { load: 0.5, seq: 9 };
+        c.from_agent(conn_of("n1"), "n1", hb, 4100, Mono(4100));
+        let n1 = c.node_info("n1", 4100).expect("node");
+        assert_eq!((n1.state.as_str(), n1.load), ("idle", Some(0.5)));
+        c.agent_gone(conn_of("n1"), 4200);
+        assert_eq!(c.node_info("n1", 4200).expect("node").state, "suspect");
+        assert_eq!(c.agent_conn("n1"), None);
+        let events = c.take_dirty().events;
+        assert!(
+            ["suspect", "node_up", "disconnect"]
+                .iter()
+                .all(|k| events.iter().any(|e| e.kind == *k))
+        );
+    }
+
+    #[test]
+    fn a_registration_without_a_running_job_restarts_it_there_or_requeues_a_lost_script() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(2, 2), 0);
+        let s = starts(&c.schedule(0));
+        assert_eq!(s.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+        // n2's agent restarted and knows nothing of the job: it is told again (steps need it).
+        let fx = c.from_agent(202, "n2", FromAgent::Register(registration("n2")), 100, Mono(100));
+        assert_eq!(starts(&fx), [("n2".to_string(), 1, 1)]);
+        // n1 held the script and lost it: the job goes back to the queue, n1 is not avoided.
+        let fx = c.from_agent(201, "n1", FromAgent::Register(registration("n1")), 200, Mono(200));
+        assert!(releases(&fx).contains(&("n2".to_string(), 1, 1)), "{fx:?}");
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+        // Its report of the old attempt comes late: ignored.
+        let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 0, message: None };
+        c.from_agent(201, "n1", ended, 300, Mono(300));
+        assert_eq!(c.job(1).expect("job").state, JobState::Pending);
     }
 }

@@ -309,10 +309,129 @@ fn problems_reply(problems: &[Problem]) -> Reply {
 #[cfg(test)]
 mod tests {
     use crate::controller::effects::Effect;
-    use crate::controller::scenario::{alice, batch, cluster, replies_to, root};
+    use crate::controller::scenario::{
+        alice, alloc, batch, closes, cluster, releases, replies_to, root, starts,
+    };
     use crate::controller::state::JobState;
     use crate::exit_code;
-    use crate::protocol::Reply;
+    use crate::protocol::{Reply, ToAgent};
+
+    #[test]
+    fn a_batch_job_is_answered_with_its_id_and_one_that_never_fits_is_refused() {
+        let mut c = cluster();
+        let fx = c.submit(5, &root(), batch(1, 2), 10);
+        assert!(matches!(replies_to(&fx, 5)[..], [Reply::Submitted { id: 1 }]), "{fx:?}");
+        assert!(closes(&fx, 5), "a batch submission's connection is done: {fx:?}");
+        let job = c.job(1).expect("job");
+        assert_eq!(
+            (job.state, job.submit_time, job.partition.as_str()),
+            (JobState::Pending, 10, "batch")
+        );
+        // Four nodes of a three-node cluster: refused at once, and no job made.
+        let fx = c.submit(6, &root(), batch(4, 4), 11);
+        assert!(
+            matches!(replies_to(&fx, 6)[..], [Reply::Error { code: exit_code::CANNOT_PLACE, .. }]),
+            "{fx:?}"
+        );
+        assert!(closes(&fx, 6) && c.job(2).is_none());
+    }
+
+    #[test]
+    fn a_submission_sent_again_with_its_key_is_the_first_job() {
+        let mut c = cluster();
+        let mut sub = batch(1, 1);
+        sub.idempotency_key = Some("k-1".into());
+        c.submit(5, &root(), sub.clone(), 0);
+        let fx = c.submit(6, &root(), sub, 1);
+        assert!(matches!(replies_to(&fx, 6)[..], [Reply::Submitted { id: 1 }]), "{fx:?}");
+        assert!(c.job(2).is_none(), "no second job");
+        // An allocation is held by its first connection: a second one cannot take it over.
+        let mut sub = alloc(1, 1);
+        sub.idempotency_key = Some("k-2".into());
+        c.submit(7, &root(), sub.clone(), 2);
+        let fx = c.submit(8, &root(), sub, 3);
+        assert!(matches!(replies_to(&fx, 8)[..], [Reply::Error { code: exit_code::FAILURE, .. }]));
+        assert!(closes(&fx, 8) && c.job(3).is_none());
+    }
+
+    #[test]
+    fn done_ends_the_held_job_with_the_commands_exit_code() {
+        let mut c = cluster();
+        c.submit(7, &root(), alloc(1, 2), 0);
+        let fx = c.schedule(0);
+        assert!(matches!(replies_to(&fx, 7)[..], [Reply::Granted(_)]), "{fx:?}");
+        let node = starts(&fx)[0].0.clone();
+        let fx = c.done(7, 3, 500);
+        assert_eq!(releases(&fx), [(node, 1, 1)]);
+        assert!(matches!(replies_to(&fx, 7)[..], [Reply::Ok { .. }]) && closes(&fx, 7));
+        let job = c.job(1).expect("job");
+        assert_eq!(
+            (job.state, job.exit_code, job.end_time),
+            (JobState::Failed, Some(3), Some(500))
+        );
+    }
+
+    #[test]
+    fn a_client_that_goes_away_cancels_what_it_held() {
+        let mut c = cluster();
+        c.submit(7, &root(), alloc(1, 2), 0);
+        c.submit(8, &root(), alloc(1, 2), 0);
+        c.schedule(0);
+        let fx = c.client_gone(7, 100);
+        assert_eq!(releases(&fx).len(), 1, "its node is told: {fx:?}");
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.reason.as_str()), (JobState::Cancelled, "its client went away"));
+        assert_eq!(c.job(2).expect("job").state, JobState::Running, "another client's job runs on");
+        assert!(c.client_gone(7, 200).is_empty(), "nothing left to end");
+    }
+
+    #[test]
+    fn a_signal_reaches_a_running_jobs_nodes_and_a_pending_job_is_not_signalled() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(2, 2), 0);
+        c.schedule(0);
+        let usr1 = "USR1".parse().expect("signal");
+        let fx = c.cancel(5, &root(), &[1], Some(usr1), None, 10);
+        let signalled: Vec<&str> =
+            fx.iter()
+                .filter_map(|e| match e {
+                    Effect::ToAgent {
+                        node,
+                        msg: ToAgent::Signal { job: 1, attempt: 1, signal },
+                    } if *signal == usr1 => Some(node.as_str()),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(signalled, ["n1", "n2"]);
+        assert!(matches!(replies_to(&fx, 5)[..], [Reply::Ok { .. }]));
+        assert_eq!(c.job(1).expect("job").state, JobState::Running, "a signal ends nothing");
+        c.submit(2, &root(), batch(3, 3), 11);
+        let fx = c.cancel(6, &root(), &[2], Some(usr1), None, 12);
+        assert!(matches!(replies_to(&fx, 6)[..], [Reply::Error { code: exit_code::FAILURE, .. }]));
+        // `--user`: every active job of that user.
+        let fx = c.cancel(7, &root(), &[], None, Some("root"), 13);
+        assert!(matches!(replies_to(&fx, 7)[..], [Reply::Ok { .. }]), "{fx:?}");
+        assert!([1, 2].iter().all(|id| c.job(*id).expect("job").state == JobState::Cancelled));
+    }
+
+    #[test]
+    fn a_drained_node_takes_no_new_job_until_it_is_resumed() {
+        let mut c = cluster();
+        let all: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let fx = c.set_drain(5, &root(), &all, Some("bad DIMM".into()), 0);
+        assert!(matches!(replies_to(&fx, 5)[..], [Reply::Ok { .. }]));
+        assert_eq!(c.node_info("n1", 0).expect("node").state, "drained");
+        c.submit(1, &root(), batch(1, 1), 1);
+        assert!(starts(&c.schedule(1)).is_empty());
+        let fx = c.set_drain(5, &root(), &["n9".into()], None, 2);
+        assert!(matches!(replies_to(&fx, 5)[..], [Reply::Error { code: exit_code::USAGE, .. }]));
+        c.set_drain(5, &root(), &all[..1], None, 3);
+        assert_eq!(starts(&c.schedule(3)), [("n1".to_string(), 1, 1)]);
+        let events = c.take_dirty().events;
+        assert!(
+            events.iter().any(|e| e.kind == "drain") && events.iter().any(|e| e.kind == "resume")
+        );
+    }
 
     #[test]
     fn only_the_owner_or_an_admin_may_cancel_and_hold() {

@@ -116,9 +116,9 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use crate::controller::effects::Effect;
-    use crate::controller::scenario::{batch, cluster, root, starts};
+    use crate::controller::scenario::{alloc, batch, cluster, replies_to, root, starts};
     use crate::controller::state::{JobState, Mono};
-    use crate::protocol::{FromAgent, JobId, ToAgent};
+    use crate::protocol::{FromAgent, JobId, Reply, ToAgent};
 
     #[test]
     fn a_gang_starts_on_all_its_nodes_at_once_or_not_at_all() {
@@ -154,5 +154,27 @@ mod tests {
         );
         assert_eq!(starts(&c.schedule(20)).len(), 3);
         assert_eq!(c.job(1).expect("job").state, JobState::Completed);
+    }
+
+    #[test]
+    fn a_waiting_allocation_is_told_its_place_and_reason_then_granted() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(3, 6), 0);
+        c.schedule(0);
+        c.submit(7, &root(), alloc(1, 1), 1);
+        let fx = c.schedule(1);
+        assert!(
+            matches!(&replies_to(&fx, 7)[..], [Reply::Waiting { id: 2, position: 1, reason }] if reason == "Resources"),
+            "{fx:?}"
+        );
+        assert!(c.schedule(2).is_empty(), "nothing changed, no pass");
+        let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 0, message: None };
+        c.from_agent(101, "n1", ended, 3, Mono(3));
+        let fx = c.schedule(3);
+        let Some(Reply::Granted(g)) = replies_to(&fx, 7).first().copied() else {
+            panic!("no grant: {fx:?}")
+        };
+        assert_eq!((g.job, g.attempt, g.ntasks, g.nodes.len()), (2, 1, 1, 1));
+        assert!(g.env.iter().any(|(k, v)| k == "GANGWAY_JOB_ID" && v == "2"));
     }
 }

@@ -199,3 +199,92 @@ enum StepFit {
     /// Never: the message says why.
     Never(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::scenario::{alice, alloc, closes, cluster, replies_to, root};
+    use crate::exit_code;
+    use crate::protocol::credential::StepCredential;
+    use crate::protocol::{Reply, StepGrant, StepRequest};
+
+    fn step(job: u64, ntasks: u32) -> StepRequest {
+        StepRequest {
+            job,
+            ntasks: Some(ntasks),
+            cpus_per_task: 1,
+            command: "a.out".into(),
+            ..StepRequest::default()
+        }
+    }
+
+    fn grant(fx: &[crate::controller::effects::Effect], conn: u64) -> StepGrant {
+        match replies_to(fx, conn)[..] {
+            [Reply::Step(g)] => g.clone(),
+            _ => panic!("no step grant to {conn}: {fx:?}"),
+        }
+    }
+
+    #[test]
+    fn a_step_gets_free_cpus_of_its_job_and_waits_while_other_steps_hold_them() {
+        let mut c = cluster();
+        c.submit(7, &root(), alloc(1, 2), 0);
+        c.schedule(0);
+        let first = grant(&c.step(20, &root(), step(1, 1), 10), 20);
+        assert_eq!((first.job, first.step), (1, 0));
+        assert_eq!(first.nodes[0].cpus.to_string(), "0");
+        // No signer here: the credential is its text, and it names the step's CPUs.
+        let cred = StepCredential::parse(&first.credential).expect("credential");
+        assert_eq!((cred.job, cred.attempt, cred.step, cred.uid), (1, 1, 0, 0));
+        assert_eq!(cred.nodes[0].1.to_string(), "0");
+        let second = grant(&c.step(21, &root(), step(1, 1), 11), 21);
+        assert_eq!((second.step, second.nodes[0].cpus.to_string()), (1, "1".to_string()));
+        // Both CPUs are taken: the third waits, and gets one when the first step's client goes.
+        let fx = c.step(22, &root(), step(1, 1), 12);
+        assert!(
+            matches!(replies_to(&fx, 22)[..], [Reply::Waiting { id: 1, position: 1, .. }]),
+            "{fx:?}"
+        );
+        assert!(replies_to(&c.schedule(13), 22).is_empty(), "still taken");
+        c.client_gone(20, 14);
+        let third = grant(&c.schedule(15), 22);
+        assert_eq!((third.step, third.nodes[0].cpus.to_string()), (2, "0".to_string()));
+    }
+
+    #[test]
+    fn a_waiting_step_whose_job_ends_is_told_so() {
+        let mut c = cluster();
+        c.submit(7, &root(), alloc(1, 2), 0);
+        c.schedule(0);
+        c.step(20, &root(), step(1, 2), 1);
+        c.step(21, &root(), step(1, 1), 2);
+        c.done(7, 0, 3);
+        let fx = c.schedule(4);
+        assert!(
+            matches!(replies_to(&fx, 21)[..], [Reply::Error { code: exit_code::FAILURE, .. }]),
+            "{fx:?}"
+        );
+        assert!(closes(&fx, 21));
+    }
+
+    #[test]
+    fn steps_run_only_in_a_running_job_of_their_user_and_within_it() {
+        let mut c = cluster();
+        let refused = |fx: &[crate::controller::effects::Effect], conn, code| {
+            matches!(replies_to(fx, conn)[..], [Reply::Error { code: c, .. }] if *c == code)
+                && closes(fx, conn)
+        };
+        let fx = c.step(20, &root(), step(9, 1), 0);
+        assert!(refused(&fx, 20, exit_code::USAGE), "no such job: {fx:?}");
+        c.submit(7, &root(), alloc(1, 2), 0);
+        c.submit(8, &root(), alloc(3, 3), 0);
+        c.schedule(0);
+        let fx = c.step(21, &alice(), step(1, 1), 1);
+        assert!(refused(&fx, 21, exit_code::PERMISSION_DENIED), "{fx:?}");
+        let fx = c.step(22, &root(), step(2, 1), 1);
+        assert!(refused(&fx, 22, exit_code::USAGE), "job 2 is pending: {fx:?}");
+        let mut two_nodes = step(1, 2);
+        two_nodes.nodes = Some(2);
+        let fx = c.step(23, &root(), two_nodes, 1);
+        assert!(refused(&fx, 23, exit_code::CANNOT_PLACE), "job 1 has one node: {fx:?}");
+    }
+}

@@ -11,7 +11,7 @@
 //!
 //! [`Fencing`] is the agent's side: the lease, the guarded sessions and their spool records,
 //! which jobs were fenced, the rule that nothing starts without a lease, and the released jobs
-//! still being ended (their confirmation, [`super::release`]).
+//! still being ended (their confirmation, `release`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
@@ -548,11 +548,7 @@ impl Fencing {
 
     /// What the registration reports: the attempts still running here, those fenced (with why)
     /// since the last one, and those released but still being ended.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn registration(
-        &self,
-        jobs: &HashMap<JobId, LocalJob>,
-    ) -> (Vec<(JobId, u32)>, Vec<(JobId, u32, String)>, Vec<(JobId, u32)>) {
+    pub(super) fn registration(&self, jobs: &HashMap<JobId, LocalJob>) -> Held {
         let running = jobs
             .values()
             .filter(|j| j.fenced.is_none())
@@ -570,8 +566,19 @@ impl Fencing {
             )
         }));
         let releasing = self.ending.iter().map(|(j, e)| (*j, e.upto)).collect();
-        (running, fenced, releasing)
+        Held { running, fenced, releasing }
     }
+}
+
+/// What this node holds of its jobs, as its registration reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Attempts running here (job, attempt).
+    pub running: Vec<(JobId, u32)>,
+    /// Attempts whose processes here were killed since the last registration, and why.
+    pub fenced: Vec<(JobId, u32, String)>,
+    /// Attempts released but still being ended (each job with the highest attempt released).
+    pub releasing: Vec<(JobId, u32)>,
 }
 
 /// Marks attempt `attempt` of `job` fenced (unless it ended by itself first) and reports it.

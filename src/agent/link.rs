@@ -11,10 +11,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::events::Event;
+use super::fence::Held;
 use super::lease::Boot;
 use super::options::AgentOptions;
 use crate::protocol::wire::{self, Preamble, WireError};
-use crate::protocol::{FromAgent, JobId, Registration, ToAgent};
+use crate::protocol::{FromAgent, Registration, ToAgent};
 
 /// Why no link could be had.
 pub(super) enum ConnectError {
@@ -89,10 +90,9 @@ pub(super) async fn connect(
     opts: &AgentOptions,
     topology: &str,
     port: u16,
-    running: Vec<(JobId, u32)>,
-    fenced: Vec<(JobId, u32, String)>,
-    releasing: Vec<(JobId, u32)>,
+    held: Held,
 ) -> Result<Pending, ConnectError> {
+    let Held { running, fenced, releasing } = held;
     let unreachable = |e: String| ConnectError::Unreachable(e);
     let mut stream =
         tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&opts.controller))

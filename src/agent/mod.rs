@@ -3,9 +3,9 @@
 //! keeps running them while the controller is away and its lease lasts, reconnecting until it
 //! is back. Local users (jobs included) reach the controller through its socket ([`local`]).
 //! This module is the owner task (registration, heartbeats, events); the rest are leaves it
-//! uses: the link to the controller ([`link`]), batch scripts ([`batch`]), step proxies
-//! ([`steps`]), fencing (the lease, the fencer, the leftover sweep: [`fence`]), ending a
-//! released job and confirming it is gone ([`release`]).
+//! uses: the link to the controller (`link`), batch scripts (`batch`), step proxies
+//! (`steps`), fencing (the lease, the fencer, the leftover sweep: [`fence`]), ending a
+//! released job and confirming it is gone (`release`).
 
 mod batch;
 mod events;
@@ -121,9 +121,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     loop {
         // A lease that ran out (the agent may just have woken) fences before anything is said.
         fencing.check(&mut jobs, &mut Vec::new());
-        let (running, fenced, releasing) = fencing.registration(&jobs);
+        let held = fencing.registration(&jobs);
         let began = Boot::now();
-        let link = match connect(&opts, &topology_json, port, running, fenced, releasing).await {
+        let link = match connect(&opts, &topology_json, port, held).await {
             Ok(link) => link,
             Err(ConnectError::Refused(why)) => return Err(AgentError::Refused(why)),
             Err(e @ (ConnectError::Unreachable(_) | ConnectError::NoListener(_))) => {

@@ -119,7 +119,7 @@ pub struct Job {
     #[serde(default)]
     pub stopping_since: Option<u64>,
     /// A requeued job: the nodes still ending an earlier attempt (node, attempt). The next
-    /// attempt starts only when this is empty (see [`release`]).
+    /// attempt starts only when this is empty (see `handlers::release`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releasing: Vec<(String, u32)>,
 }

@@ -1,9 +1,9 @@
 //! The controller's I/O: the state-directory lock, the local socket and the TCP port, one task
 //! per connection, and the one task that owns the [`Cluster`] and the [`Store`]. Messages that
 //! arrive together are handled together and committed in one transaction before any reply.
-//! The TCP port's encrypted links (agents, users' tokens, vouched sessions) are in [`links`];
-//! a command's connection in [`clients`]; a request's dispatch to the handlers in [`requests`];
-//! what the tasks exchange in [`peers`].
+//! The TCP port's encrypted links (agents, users' tokens, vouched sessions) are in `links`;
+//! a command's connection in `clients`; a request's dispatch to the handlers in `requests`;
+//! what the tasks exchange in `peers`.
 
 mod clients;
 mod links;

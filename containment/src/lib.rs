@@ -1,0 +1,213 @@
+//! `gangway-containment`: every job and step in its own cgroup. What they may use is enforced
+//! there (CPU set, memory without swap, a pids limit, GPU device nodes), everything in one is
+//! killed when it ends (whatever it did to escape its parent: `setsid`, double forks, ignoring
+//! SIGTERM), and what it used is read from it (CPU time, peak memory, OOM kills).
+//!
+//! The cgroup version is chosen once, from what the kernel offers ([`mounts::choose`]), and
+//! hidden behind the small [`Cgroups`] trait: `v1.rs` and `v2.rs`, one file each, both on the
+//! `cgroups-rs` crate. Everything above the trait (the kill loop, the sweep of orphaned job
+//! cgroups, names) is written once. Without permission to use cgroups the answer is
+//! [`ContainmentError::Unavailable`]: the caller says so once and runs unconfined.
+//!
+//! The GPU side (`gpu.rs`: which GPUs each task gets, `CUDA_VISIBLE_DEVICES`;
+//! `devices.rs`: the device nodes of the GPUs a job was not granted) is pure or reads `/dev`
+//! only.
+
+pub mod devices;
+mod error;
+pub mod gpu;
+mod hierarchy;
+mod kill;
+mod limits;
+pub mod mounts;
+mod sweep;
+mod usage;
+mod v1;
+mod v2;
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::ContainmentError;
+pub use kill::KillReport;
+pub use limits::{DeviceNode, Limits, MemoryRequest, Swap};
+pub use mounts::Version;
+pub use sweep::SweepReport;
+pub use usage::{Usage, mib};
+
+/// One cgroup backend: the operations containment needs, on cgroups named by their path
+/// relative to the gangway root (`job_12/step_0`; `""` is the root itself).
+pub trait Cgroups: std::fmt::Debug + Send + Sync {
+    fn version(&self) -> Version;
+    /// Where the gangway root is, for messages.
+    fn location(&self) -> String;
+    /// Creates the cgroup (and its parents) and applies `limits`. Returns what could not be
+    /// enforced here, one sentence each (say it, run anyway).
+    fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError>;
+    /// The cgroup's `cgroup.procs` files, opened for writing: a process writing `0` to each
+    /// joins the cgroup. Opened before a fork so that the child joins before it execs (nothing
+    /// it runs starts outside), with async-signal-safe `write` calls only.
+    fn join_files(&self, path: &str) -> Result<Vec<OwnedFd>, ContainmentError>;
+    fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError>;
+    /// Processes directly in the cgroup (not in its sub-cgroups).
+    fn processes(&self, path: &str) -> Vec<u32>;
+    /// Names of its sub-cgroups.
+    fn children(&self, path: &str) -> Vec<String>;
+    /// Freezes (no task runs, none can fork) or thaws the cgroup and its sub-cgroups; returns
+    /// once the kernel reports it done or `budget` passed.
+    fn set_frozen(
+        &self,
+        path: &str,
+        frozen: bool,
+        budget: Duration,
+    ) -> Result<(), ContainmentError>;
+    /// Kills everything in the cgroup and its sub-cgroups in one kernel call, if the kernel
+    /// has one (v2 `cgroup.kill`, Linux 5.14): `Ok(false)` when it has not.
+    fn kill_at_once(&self, path: &str) -> Result<bool, ContainmentError>;
+    fn usage(&self, path: &str) -> Result<Usage, ContainmentError>;
+    /// Removes the (empty) cgroup.
+    fn remove(&self, path: &str) -> Result<(), ContainmentError>;
+}
+
+/// Moves the calling process into a cgroup through its [`Cgroups::join_files`]: writes `0`
+/// (the writer itself) to each. Async-signal-safe (one `write` per file, no allocation), so a
+/// child may call it between fork and exec.
+pub fn join(files: &[std::os::fd::RawFd]) -> Result<(), nix::errno::Errno> {
+    for &fd in files {
+        // SAFETY: a plain write of a static byte to a descriptor the caller keeps open.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// Where the gangway root sits in each hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// At the top of the hierarchy (`/sys/fs/cgroup/gangway`): the agent's place, and the
+    /// only one v2 allows as root without a delegated subtree (a non-root cgroup that holds
+    /// processes cannot give controllers to children).
+    Top,
+    /// Below this process's own cgroup in each hierarchy: whatever confines the caller keeps
+    /// confining what it starts (v1 only; on v2 it works where the own cgroup is delegated
+    /// and empty of other processes).
+    Own,
+}
+
+/// The gangway root: its directory name and where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootConfig {
+    pub name: String,
+    pub base: Base,
+}
+
+impl RootConfig {
+    pub fn new(name: impl Into<String>, base: Base) -> Self {
+        Self { name: name.into(), base }
+    }
+}
+
+/// A job's cgroup path under the gangway root.
+pub fn job_cgroup(job: impl std::fmt::Display) -> String {
+    format!("job_{job}")
+}
+
+/// A step's cgroup path under the gangway root.
+pub fn step_cgroup(job: impl std::fmt::Display, step: impl std::fmt::Display) -> String {
+    format!("job_{job}/step_{step}")
+}
+
+/// Containment on this machine: the chosen backend and the operations written once above it.
+#[derive(Debug)]
+pub struct Containment {
+    backend: Box<dyn Cgroups>,
+}
+
+impl Containment {
+    /// Chooses the cgroup version from `/proc/self/mountinfo` and opens the gangway root in
+    /// it (creating it). `Unavailable` when there are no cgroups or no permission to use them.
+    pub fn discover(root: &RootConfig) -> Result<Self, ContainmentError> {
+        let read = |p: &str| {
+            std::fs::read_to_string(p).map_err(|e| ContainmentError::Unavailable {
+                reason: format!("cannot read {p}: {e}"),
+            })
+        };
+        let mounts = mounts::parse_mountinfo(&read("/proc/self/mountinfo")?);
+        let own = mounts::parse_own_cgroups(&read("/proc/self/cgroup")?);
+        let unified = mounts.iter().find(|m| m.version == Version::V2);
+        let v2_controllers = unified.map(|m| v2::controllers_at(&m.point)).unwrap_or_default();
+        let backend: Box<dyn Cgroups> = match mounts::choose(&mounts, &v2_controllers) {
+            Some(Version::V1) => Box::new(v1::V1::open(&mounts, &own, root)?),
+            Some(Version::V2) => {
+                let mount = unified.map(|m| m.point.clone()).unwrap_or_default();
+                Box::new(v2::V2::open(&mount, own.get("").map(String::as_str), root)?)
+            }
+            None => {
+                return Err(ContainmentError::Unavailable {
+                    reason: "no cgroup file system is mounted".into(),
+                });
+            }
+        };
+        Ok(Self { backend })
+    }
+
+    /// v2 at a given cgroup2 mount, whatever else is mounted (tests of the v2 backend on a
+    /// hybrid machine, or a cgroup2 mounted somewhere unusual).
+    pub fn v2_at(mount: &Path, root: &RootConfig) -> Result<Self, ContainmentError> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own = mounts::parse_own_cgroups(&own);
+        Ok(Self { backend: Box::new(v2::V2::open(mount, own.get("").map(String::as_str), root)?) })
+    }
+
+    pub fn backend(&self) -> &dyn Cgroups {
+        &*self.backend
+    }
+
+    pub fn version(&self) -> Version {
+        self.backend.version()
+    }
+
+    /// Creates a cgroup with its limits; returns what could not be enforced.
+    pub fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError> {
+        self.backend.create(path, limits)
+    }
+
+    /// Kills every process in the cgroup and its sub-cgroups (freeze, SIGKILL all, thaw; until
+    /// it is empty or `budget` has passed).
+    pub fn kill(&self, path: &str, budget: Duration) -> Result<KillReport, ContainmentError> {
+        kill::kill_all(&*self.backend, path, budget)
+    }
+
+    pub fn usage(&self, path: &str) -> Result<Usage, ContainmentError> {
+        self.backend.usage(path)
+    }
+
+    /// The end of a step or job: kill what is left, read what it used, remove the cgroup
+    /// (sub-cgroups first).
+    pub fn finish(
+        &self,
+        path: &str,
+        budget: Duration,
+    ) -> Result<(Usage, KillReport), ContainmentError> {
+        let killed = self.kill(path, budget)?;
+        let used = self.backend.usage(path)?;
+        kill::remove_tree(&*self.backend, path)?;
+        Ok((used, killed))
+    }
+
+    /// Kills everything under the gangway root and removes it: for tests, and for a caller
+    /// that owns the whole root (a `gangway run` under its own cgroup).
+    pub fn remove_root(&self, budget: Duration) -> Result<(), ContainmentError> {
+        self.kill("", budget)?;
+        kill::remove_tree(&*self.backend, "")
+    }
+
+    /// Kills and removes every job cgroup under the root for which `live` says no: for the
+    /// agent at start-up (jobs it no longer runs, after it was killed) and for `gangway run`
+    /// (runs whose launcher is gone).
+    pub fn sweep(&self, live: &dyn Fn(&str) -> bool, budget: Duration) -> SweepReport {
+        sweep::sweep(&*self.backend, live, budget)
+    }
+}

@@ -1,0 +1,256 @@
+//! The cgroup v1 backend: one hierarchy per controller (`/sys/fs/cgroup/memory`, `.../cpuset`,
+//! ...), each holding its own copy of the gangway tree. Everything goes through `cgroups-rs`;
+//! the only files opened here directly are the `cgroup.procs` a rank writes itself into
+//! before it execs ([`Cgroups::join_files`]), which the library has no call for.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use cgroups_rs::CgroupPid;
+use cgroups_rs::FreezerState;
+use cgroups_rs::fs::MaxValue;
+use cgroups_rs::fs::cpuacct::CpuAcctController;
+use cgroups_rs::fs::cpuset::CpuSetController;
+use cgroups_rs::fs::devices::{DevicePermissions, DeviceType, DevicesController};
+use cgroups_rs::fs::freezer::FreezerController;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+
+use crate::hierarchy::{GangwayRoot, Kind};
+use crate::mounts::{CgroupMount, Version};
+use crate::{Base, Cgroups, ContainmentError, Limits, RootConfig, Swap, Usage};
+
+const KINDS: [Kind; 6] =
+    [Kind::CpuSet, Kind::Memory, Kind::Pids, Kind::Freezer, Kind::CpuTime, Kind::Devices];
+
+/// Clock ticks per second of `cpuacct.stat` (USER_HZ, 100 on every Linux ABI).
+const USER_HZ: u64 = 100;
+
+#[derive(Debug)]
+pub(crate) struct V1 {
+    root: GangwayRoot,
+}
+
+impl V1 {
+    /// Finds each controller's hierarchy and creates the gangway root in it.
+    pub(crate) fn open(
+        mounts: &[CgroupMount],
+        own: &BTreeMap<String, String>,
+        config: &RootConfig,
+    ) -> Result<Self, ContainmentError> {
+        let mut controllers = Vec::new();
+        for kind in KINDS {
+            let name = kind.v1_name();
+            let Some(mount) = mounts
+                .iter()
+                .find(|m| m.version == Version::V1 && m.controllers.iter().any(|c| c == name))
+            else {
+                continue;
+            };
+            let parent = match config.base {
+                Base::Top => mount.point.clone(),
+                Base::Own => mount
+                    .point
+                    .join(own.get(name).map(String::as_str).unwrap_or("/").trim_start_matches('/')),
+            };
+            controllers.push((kind, parent));
+        }
+        if controllers.is_empty() {
+            return Err(ContainmentError::Unavailable {
+                reason: "no cgroup v1 hierarchy has any of cpuset, memory, pids, freezer, cpuacct, devices".into(),
+            });
+        }
+        let root = GangwayRoot { controllers, name: config.name.clone(), v2: false };
+        for dir in root.dirs("") {
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return Err(ContainmentError::Unavailable {
+                    reason: format!(
+                        "cannot create {} ({e}): containment needs root or a delegated cgroup subtree",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        // The root's cpuset directory starts empty; creating it through the library fills it.
+        let cg = root.cgroup("");
+        cg.create().map_err(ContainmentError::cgroup(&root.full(""), "create the gangway root"))?;
+        Ok(Self { root })
+    }
+}
+
+impl Cgroups for V1 {
+    fn version(&self) -> Version {
+        Version::V1
+    }
+
+    fn location(&self) -> String {
+        let dirs = self.root.dirs("");
+        format!(
+            "cgroup v1, {} hierarchies: {}",
+            dirs.len(),
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError> {
+        let full = self.root.full(path);
+        let cg = self.root.cgroup(path);
+        let err = |what| ContainmentError::cgroup(&full, what);
+        cg.create().map_err(err("create"))?;
+        let mut notes = Vec::new();
+        if limits.cpus.is_some() || limits.mems.is_some() {
+            match cg.controller_of::<CpuSetController>() {
+                Some(cpuset) => {
+                    if let Some(cpus) = &limits.cpus {
+                        cpuset.set_cpus(&cpus.to_list_string()).map_err(err("set cpuset.cpus"))?;
+                    }
+                    if let Some(mems) = &limits.mems {
+                        cpuset.set_mems(&mems.to_list_string()).map_err(err("set cpuset.mems"))?;
+                    }
+                }
+                None => notes.push("CPUs not confined: no cpuset hierarchy is mounted".into()),
+            }
+        }
+        if let Some(bytes) = limits.memory {
+            match cg.controller_of::<MemController>() {
+                Some(mem) => {
+                    let bytes = bytes.min(i64::MAX as u64) as i64;
+                    mem.set_limit(bytes).map_err(err("set memory.limit_in_bytes"))?;
+                    if limits.swap == Swap::Off {
+                        // Memory plus swap at the same figure: nothing may be swapped out to
+                        // make room. Missing when the kernel runs without swap accounting.
+                        if let Err(e) = mem.set_memswap_limit(bytes) {
+                            notes.push(format!(
+                                "swap not limited (memory.memsw.limit_in_bytes: {e}; the kernel \
+                                 needs swapaccount=1)"
+                            ));
+                        }
+                    }
+                }
+                None => notes.push("memory not limited: no memory hierarchy is mounted".into()),
+            }
+        }
+        if let Some(max) = limits.pids {
+            match cg.controller_of::<PidController>() {
+                Some(pids) => pids
+                    .set_pid_max(MaxValue::Value(max.min(i64::MAX as u64) as i64))
+                    .map_err(err("set pids.max"))?,
+                None => notes.push("pids not limited: no pids hierarchy is mounted".into()),
+            }
+        }
+        if !limits.denied_devices.is_empty() {
+            match cg.controller_of::<DevicesController>() {
+                Some(devices) => {
+                    let all = [
+                        DevicePermissions::Read,
+                        DevicePermissions::Write,
+                        DevicePermissions::MkNod,
+                    ];
+                    for d in &limits.denied_devices {
+                        let kind = if d.char { DeviceType::Char } else { DeviceType::Block };
+                        devices
+                            .deny_device(kind, d.major as i64, d.minor as i64, &all)
+                            .map_err(err("set devices.deny"))?;
+                    }
+                }
+                None => notes.push("devices not confined: no devices hierarchy is mounted".into()),
+            }
+        }
+        Ok(notes)
+    }
+
+    fn join_files(&self, path: &str) -> Result<Vec<OwnedFd>, ContainmentError> {
+        self.root
+            .dirs(path)
+            .into_iter()
+            .map(|dir| {
+                let file = dir.join("cgroup.procs");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .map(OwnedFd::from)
+                    .map_err(ContainmentError::io(file, "open for joining"))
+            })
+            .collect()
+    }
+
+    fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError> {
+        self.root
+            .cgroup(path)
+            .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
+            .map_err(ContainmentError::cgroup(&self.root.full(path), "add a process"))
+    }
+
+    fn processes(&self, path: &str) -> Vec<u32> {
+        self.root.cgroup(path).procs().into_iter().map(|p| p.pid as u32).collect()
+    }
+
+    fn children(&self, path: &str) -> Vec<String> {
+        crate::sweep::subdirectories(&self.root.dirs(path))
+    }
+
+    fn set_frozen(
+        &self,
+        path: &str,
+        frozen: bool,
+        budget: Duration,
+    ) -> Result<(), ContainmentError> {
+        let cg = self.root.cgroup(path);
+        let Some(freezer) = cg.controller_of::<FreezerController>() else { return Ok(()) };
+        let err = ContainmentError::cgroup(&self.root.full(path), "freeze or thaw");
+        let set = if frozen { freezer.freeze() } else { freezer.thaw() };
+        set.map_err(err)?;
+        // v1 freezing is asynchronous: FREEZING until every task stopped.
+        let until = Instant::now() + budget;
+        while Instant::now() < until {
+            match freezer.state() {
+                Ok(FreezerState::Frozen) if frozen => break,
+                Ok(FreezerState::Thawed) if !frozen => break,
+                Ok(_) => crate::kill::pause(Duration::from_millis(1)),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn kill_at_once(&self, _path: &str) -> Result<bool, ContainmentError> {
+        Ok(false)
+    }
+
+    fn usage(&self, path: &str) -> Result<Usage, ContainmentError> {
+        let cg = self.root.cgroup(path);
+        let mut used = Usage::default();
+        if let Some(acct) = cg.controller_of::<CpuAcctController>() {
+            let acct = acct.cpuacct();
+            if acct.usage_user > 0 || acct.usage_sys > 0 {
+                used.user = Duration::from_nanos(acct.usage_user);
+                used.system = Duration::from_nanos(acct.usage_sys);
+            } else {
+                let ticks = |key: &str| {
+                    acct.stat
+                        .lines()
+                        .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                used.user = Duration::from_millis(ticks("user ") * 1000 / USER_HZ);
+                used.system = Duration::from_millis(ticks("system ") * 1000 / USER_HZ);
+            }
+        }
+        if let Some(mem) = cg.controller_of::<MemController>() {
+            let stat = mem.memory_stat();
+            used.peak_memory = Some(stat.max_usage_in_bytes);
+            used.oom_kills = stat.oom_control.oom_kill;
+            used.limit_hits = stat.fail_cnt;
+        }
+        Ok(used)
+    }
+
+    fn remove(&self, path: &str) -> Result<(), ContainmentError> {
+        self.root
+            .cgroup(path)
+            .delete()
+            .map_err(ContainmentError::cgroup(&self.root.full(path), "remove"))
+    }
+}

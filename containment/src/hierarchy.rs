@@ -126,3 +126,25 @@ impl Hierarchy for GangwayRoot {
         self.v2
     }
 }
+
+/// Removes a cgroup's directories (one per hierarchy), not its sub-cgroups: the library's
+/// `delete` empties a v1 directory of its sub-directories first, which on a shared gangway
+/// root would take another run's or job's cgroup with it. A cgroup whose last processes are
+/// still exiting is busy for a moment, so that is retried briefly.
+pub(crate) fn remove_dirs(dirs: &[PathBuf]) -> std::io::Result<()> {
+    for dir in dirs {
+        let mut wait = std::time::Duration::from_millis(5);
+        loop {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && wait.as_millis() < 200 => {
+                    crate::kill::pause(wait);
+                    wait *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

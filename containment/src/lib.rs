@@ -66,7 +66,8 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     /// has one (v2 `cgroup.kill`, Linux 5.14): `Ok(false)` when it has not.
     fn kill_at_once(&self, path: &str) -> Result<bool, ContainmentError>;
     fn usage(&self, path: &str) -> Result<Usage, ContainmentError>;
-    /// Removes the (empty) cgroup.
+    /// Removes the cgroup, which must hold no process and no sub-cgroup (a sub-cgroup may be
+    /// another run's, created meanwhile: it is never taken along).
     fn remove(&self, path: &str) -> Result<(), ContainmentError>;
 }
 
@@ -119,6 +120,27 @@ pub fn step_cgroup(job: impl std::fmt::Display, step: impl std::fmt::Display) ->
     format!("job_{job}/step_{step}")
 }
 
+fn read(path: &str) -> Result<String, ContainmentError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ContainmentError::Unavailable { reason: format!("cannot read {path}: {e}") })
+}
+
+/// The cgroup mounts here and the version to use with them.
+fn offer() -> Result<(Vec<mounts::CgroupMount>, Version), ContainmentError> {
+    let mounts = mounts::parse_mountinfo(&read("/proc/self/mountinfo")?);
+    let v2_controllers = mounts
+        .iter()
+        .find(|m| m.version == Version::V2)
+        .map(|m| v2::controllers_at(&m.point))
+        .unwrap_or_default();
+    match mounts::choose(&mounts, &v2_controllers) {
+        Some(version) => Ok((mounts, version)),
+        None => {
+            Err(ContainmentError::Unavailable { reason: "no cgroup file system is mounted".into() })
+        }
+    }
+}
+
 /// Containment on this machine: the chosen backend and the operations written once above it.
 #[derive(Debug)]
 pub struct Containment {
@@ -129,28 +151,25 @@ impl Containment {
     /// Chooses the cgroup version from `/proc/self/mountinfo` and opens the gangway root in
     /// it (creating it). `Unavailable` when there are no cgroups or no permission to use them.
     pub fn discover(root: &RootConfig) -> Result<Self, ContainmentError> {
-        let read = |p: &str| {
-            std::fs::read_to_string(p).map_err(|e| ContainmentError::Unavailable {
-                reason: format!("cannot read {p}: {e}"),
-            })
-        };
-        let mounts = mounts::parse_mountinfo(&read("/proc/self/mountinfo")?);
+        let (mounts, version) = offer()?;
         let own = mounts::parse_own_cgroups(&read("/proc/self/cgroup")?);
-        let unified = mounts.iter().find(|m| m.version == Version::V2);
-        let v2_controllers = unified.map(|m| v2::controllers_at(&m.point)).unwrap_or_default();
-        let backend: Box<dyn Cgroups> = match mounts::choose(&mounts, &v2_controllers) {
-            Some(Version::V1) => Box::new(v1::V1::open(&mounts, &own, root)?),
-            Some(Version::V2) => {
-                let mount = unified.map(|m| m.point.clone()).unwrap_or_default();
+        let backend: Box<dyn Cgroups> = match version {
+            Version::V1 => Box::new(v1::V1::open(&mounts, &own, root)?),
+            Version::V2 => {
+                let mount = mounts
+                    .iter()
+                    .find(|m| m.version == Version::V2)
+                    .map(|m| m.point.clone())
+                    .unwrap_or_default();
                 Box::new(v2::V2::open(&mount, own.get("").map(String::as_str), root)?)
-            }
-            None => {
-                return Err(ContainmentError::Unavailable {
-                    reason: "no cgroup file system is mounted".into(),
-                });
             }
         };
         Ok(Self { backend })
+    }
+
+    /// The version [`Containment::discover`] would use here, without creating anything.
+    pub fn choose_version() -> Result<Version, ContainmentError> {
+        Ok(offer()?.1)
     }
 
     /// v2 at a given cgroup2 mount, whatever else is mounted (tests of the v2 backend on a

@@ -1,7 +1,8 @@
 //! The cgroup v1 backend: one hierarchy per controller (`/sys/fs/cgroup/memory`, `.../cpuset`,
-//! ...), each holding its own copy of the gangway tree. Everything goes through `cgroups-rs`;
-//! the only files opened here directly are the `cgroup.procs` a rank writes itself into
-//! before it execs ([`Cgroups::join_files`]), which the library has no call for.
+//! ...), each holding its own copy of the gangway tree. Everything goes through `cgroups-rs`
+//! but two things it has no call for: opening the `cgroup.procs` a rank writes itself into
+//! before it execs ([`Cgroups::join_files`]), and removing a cgroup without its sub-cgroups
+//! (`hierarchy::remove_dirs`: the library's `delete` removes those too).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -248,9 +249,8 @@ impl Cgroups for V1 {
     }
 
     fn remove(&self, path: &str) -> Result<(), ContainmentError> {
-        self.root
-            .cgroup(path)
-            .delete()
-            .map_err(ContainmentError::cgroup(&self.root.full(path), "remove"))
+        let dirs = self.root.dirs(path);
+        crate::hierarchy::remove_dirs(&dirs)
+            .map_err(ContainmentError::io(dirs.first().cloned().unwrap_or_default(), "remove"))
     }
 }

@@ -1,6 +1,7 @@
 //! The cgroup v2 backend: one unified hierarchy, controllers handed down through each
 //! parent's `cgroup.subtree_control`. Limits, freezing, `cgroup.kill` and the usage figures
-//! go through `cgroups-rs`; three things it does not cover are done here, each in one place:
+//! go through `cgroups-rs`; what it does not cover is done here, each in one place (and
+//! removal in `hierarchy::remove_dirs`, shared with v1):
 //! - handing controllers down: the library does it only for a mount at `/sys/fs/cgroup` and
 //!   ignores failures, and a limit silently not applied is worse than none, so each parent's
 //!   `cgroup.subtree_control` is written here and a refusal is reported;
@@ -293,9 +294,8 @@ impl Cgroups for V2 {
     }
 
     fn remove(&self, path: &str) -> Result<(), ContainmentError> {
-        self.root
-            .cgroup(path)
-            .delete()
-            .map_err(ContainmentError::cgroup(&self.root.full(path), "remove"))
+        let dirs = self.root.dirs(path);
+        crate::hierarchy::remove_dirs(&dirs)
+            .map_err(ContainmentError::io(dirs.first().cloned().unwrap_or_default(), "remove"))
     }
 }

@@ -15,6 +15,7 @@ pub mod pmi;
 pub mod proxy;
 pub mod rank_env;
 pub mod ranks;
+pub mod run_cgroup;
 pub mod signals;
 pub mod spawn;
 pub mod supervisor;

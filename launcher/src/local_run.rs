@@ -30,9 +30,11 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the job on this machine and waits for it to end.
 /// `placement` (from [`crate::binding::plan`]) says where each rank runs; `None`: unbound.
+/// `cgroup`: the files of the run's cgroup each rank joins ([`crate::run_cgroup`]); empty: none.
 pub async fn run_local(
     spec: JobSpec,
     placement: Option<Placement>,
+    cgroup: &[std::os::fd::RawFd],
 ) -> Result<JobReport, LaunchError> {
     ranks::prepare_parent();
 
@@ -87,6 +89,7 @@ pub async fn run_local(
         output: &|rank| routes.rank_output(rank),
         sink: out.clone(),
         exit_report: ExitReport::AtOnce,
+        cgroup,
     };
     let mut node_ranks = match ranks::start(launch, &mut pmi).await {
         Ok(node_ranks) => node_ranks,

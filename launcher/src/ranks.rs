@@ -114,6 +114,8 @@ pub struct NodeLaunch<'a> {
     /// while its budget has room ([`crate::flow`]).
     pub sink: OutputTx,
     pub exit_report: ExitReport,
+    /// `cgroup.procs` files every rank joins before it execs (`run_cgroup.rs`); empty: none.
+    pub cgroup: &'a [std::os::fd::RawFd],
 }
 
 impl std::fmt::Debug for NodeLaunch<'_> {
@@ -215,6 +217,7 @@ pub async fn start(
             inherit_fd: access.inherit.as_ref().map(AsRawFd::as_raw_fd),
             cpus: binding.filter(|b| !b.unbound).map(|b| &b.cpus),
             mem_nodes: binding.map(|b| &b.mem_nodes).filter(|m| !m.is_empty()),
+            cgroup: launch.cgroup,
         });
         // The rank has its copy now; ours would keep the PMI connection open after it exits.
         drop(access);

@@ -45,6 +45,8 @@ pub struct RankCommand<'a> {
     pub cpus: Option<&'a CpuSet>,
     /// Allocate memory only on these NUMA nodes.
     pub mem_nodes: Option<&'a NodeSet>,
+    /// `cgroup.procs` files of the cgroup to join before exec (`run_cgroup.rs`); empty: none.
+    pub cgroup: &'a [RawFd],
 }
 
 /// A started rank: its pid, the launcher's ends of its stdio, and a handle to await its end.
@@ -78,6 +80,7 @@ pub enum SetupStep {
     WorkingDirectory,
     CpuBinding,
     MemoryBinding,
+    Cgroup,
     Exec,
 }
 
@@ -92,6 +95,7 @@ impl SetupStep {
             WorkingDirectory,
             CpuBinding,
             MemoryBinding,
+            Cgroup,
         ]
         .into_iter()
         .find(|s| *s as i32 == code)
@@ -109,6 +113,7 @@ impl std::fmt::Display for SetupStep {
             SetupStep::WorkingDirectory => "change to the working directory",
             SetupStep::CpuBinding => "bind to its CPUs",
             SetupStep::MemoryBinding => "bind its memory",
+            SetupStep::Cgroup => "join the run's cgroup",
             SetupStep::Exec => "execute the program",
         })
     }
@@ -174,6 +179,7 @@ struct ChildPlan {
     mem_nodes: Option<(Vec<libc::c_ulong>, libc::c_ulong)>,
     launcher_pid: libc::pid_t,
     mask: libc::sigset_t,
+    cgroup: Vec<RawFd>,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -284,6 +290,7 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
             (words, maxnode)
         }),
         launcher_pid: std::process::id() as libc::pid_t,
+        cgroup: rank.cgroup.to_vec(),
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
         mask: unsafe { std::mem::zeroed() },
     };
@@ -404,6 +411,12 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         {
             fail(plan, SetupStep::PmiSocket);
         }
+        // Joined before anything of the program runs, so nothing it starts is outside.
+        for &fd in &plan.cgroup {
+            if libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                fail(plan, SetupStep::Cgroup);
+            }
+        }
         if let Some(dir) = &plan.cwd
             && libc::chdir(dir.as_ptr()) != 0
         {
@@ -517,6 +530,7 @@ mod tests {
             inherit_fd: None,
             cpus: None,
             mem_nodes: None,
+            cgroup: &[],
         }
     }
 

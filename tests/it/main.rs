@@ -9,6 +9,7 @@
 
 mod attack;
 mod binding;
+mod containment;
 mod controlled;
 mod failures;
 mod io;

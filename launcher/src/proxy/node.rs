@@ -365,6 +365,7 @@ impl LocalRanks {
             output: &rank_output,
             sink: out_tx,
             exit_report: ExitReport::AfterOutput(OUTPUT_DRAIN),
+            cgroup: &[],
         };
         let mut started = ranks::start(launch, &mut pmi).await.map_err(|failed| {
             format!("node {}: cannot start rank {}: {}", job.node_id, failed.rank, failed.source)

@@ -18,10 +18,54 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::LaunchFailed(format!("cannot start the runtime: {e}")))
 }
 
-/// Runs a job's ranks on this machine to their end; returns their exit code.
-pub fn run_local(spec: JobSpec, placement: Option<Placement>) -> Result<u8, CliError> {
+/// Runs a job's ranks on this machine to their end; returns their exit code. `memory`
+/// (`--mem`) is the run's limit when it gets a cgroup.
+pub fn run_local(
+    spec: JobSpec,
+    placement: Option<Placement>,
+    memory: Option<u64>,
+) -> Result<u8, CliError> {
+    // Before the runtime: the cgroup's watcher is forked, which wants one thread.
+    let cgroup = enter_cgroup(&spec, placement.as_ref(), memory);
     let runtime = runtime()?;
-    finish(runtime.block_on(gangway_launcher::local_run::run_local(spec, placement)))
+    let fds = cgroup.as_ref().map(|c| c.join_fds()).unwrap_or_default();
+    let job_id = spec.job_id.clone();
+    let result = runtime.block_on(gangway_launcher::local_run::run_local(spec, placement, &fds));
+    if let Some(cgroup) = cgroup {
+        match cgroup.finish(&format!("run {job_id}")) {
+            Ok(used) => {
+                if let Some(message) = used.out_of_memory {
+                    eprintln!("gangway: error: {message}");
+                }
+            }
+            Err(e) => eprintln!("gangway: warning: the run's cgroup: {e}"),
+        }
+    }
+    finish(result)
+}
+
+/// The local run's cgroup (`run_cgroup.rs`), when this process may make one. Unavailable is
+/// said only when it matters: `--mem` was asked for, or `-v`.
+fn enter_cgroup(
+    spec: &JobSpec,
+    placement: Option<&Placement>,
+    memory: Option<u64>,
+) -> Option<gangway_launcher::run_cgroup::RunCgroup> {
+    match gangway_launcher::run_cgroup::enter(&spec.job_id, placement, memory) {
+        Ok(Some(cgroup)) => {
+            if spec.verbose {
+                eprintln!("gangway: run {}: cgroup {}", spec.job_id, cgroup.describe());
+            }
+            Some(cgroup)
+        }
+        Ok(None) => None,
+        Err(e) if e.is_unavailable() && memory.is_none() && !spec.verbose => None,
+        Err(e) => {
+            let what = if memory.is_some() { "--mem not enforced, " } else { "" };
+            eprintln!("gangway: warning: {what}running unconfined: {e}");
+            None
+        }
+    }
 }
 
 /// Runs a job across the plan's nodes to its end; returns its ranks' exit code.

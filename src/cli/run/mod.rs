@@ -68,7 +68,7 @@ pub fn main(args: RunArgs) -> Result<u8, CliError> {
             eprintln!("gangway: {note}");
         }
     }
-    launch::run_local(spec, placement)
+    launch::run_local(spec, placement, request.cluster.mem.map(|m| m.bytes()))
 }
 
 /// A job across nodes: the layout, then the proxies.

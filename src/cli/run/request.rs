@@ -214,7 +214,8 @@ pub struct RunArgs {
     #[arg(short = 'p', long, value_name = "NAME")]
     pub partition: Option<String>,
 
-    /// With a controller: memory per node (512M, 4G).
+    /// Memory per node (512M, 4G): with a controller, what the job asks for; on this machine,
+    /// as root, the run's memory limit (swap off), enforced by its cgroup.
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
 

@@ -1,0 +1,188 @@
+//! The cgroup of a local `gangway run`: as root (or with a delegated cgroup subtree) the run's
+//! ranks join one cgroup before they exec, confined to the run's CPUs and `--mem`, and
+//! everything in it is killed when the run ends, whatever escaped the ranks' process groups.
+//!
+//! A launcher killed with SIGKILL cannot clean up, so a small watcher process does: forked
+//! (twice, so that it is nobody's child here and no leftover sweep counts it) before any rank
+//! starts, outside the cgroup, it waits for the launcher's end of a pipe to close and then
+//! kills and removes the cgroup. The launcher's normal end does the same itself first. As a
+//! second line, each run sweeps the cgroups of runs whose launcher is gone (a watcher killed
+//! too). A watcher rather than only that sweep: a sweep runs at the *next* start, which may
+//! never come, while a setsid daemon would run on meanwhile.
+//!
+//! Without permission (an ordinary user) nothing changes and nothing is said unless the run
+//! asked for `--mem`, which then cannot be enforced. `GANGWAY_NO_CGROUPS=1` turns it off.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use gangway_containment::{
+    Base, Containment, ContainmentError, Limits, RootConfig, Usage, Version, mib,
+};
+use gangway_topology::{CpuSet, Placement};
+
+/// How long killing the run's cgroup may take.
+const KILL_BUDGET: Duration = Duration::from_secs(5);
+
+/// A run's cgroup, from its creation to its removal.
+#[derive(Debug)]
+pub struct RunCgroup {
+    containment: Containment,
+    path: String,
+    memory: Option<u64>,
+    /// Its `cgroup.procs` files: each rank writes itself into them before it execs.
+    join: Vec<OwnedFd>,
+    /// Our end of the watcher's pipe: closing it (our exit, however it happens) wakes it.
+    _watcher: Option<OwnedFd>,
+}
+
+/// What a run's cgroup recorded once it was emptied.
+#[derive(Debug)]
+pub struct RunUsage {
+    pub usage: Usage,
+    /// Set when the kernel's OOM killer struck: the message naming the limit.
+    pub out_of_memory: Option<String>,
+}
+
+/// Puts the run in a cgroup if this process may create one. `Ok(None)`: turned off.
+/// An `Unavailable` error is for the caller to mention (once) only when it matters.
+pub fn enter(
+    job_id: &str,
+    placement: Option<&Placement>,
+    memory: Option<u64>,
+) -> Result<Option<RunCgroup>, ContainmentError> {
+    if std::env::var_os("GANGWAY_NO_CGROUPS").is_some_and(|v| v == "1") {
+        return Ok(None);
+    }
+    // Under this process's own cgroups on v1, so what confines the launcher still confines
+    // its ranks; at the top on v2, the only place it can hand controllers down without a
+    // delegated subtree (a cgroup holding processes, as ours does, cannot).
+    let base = match Containment::choose_version()? {
+        Version::V1 => Base::Own,
+        Version::V2 => Base::Top,
+    };
+    let containment = Containment::discover(&RootConfig::new("gangway", base))?;
+    containment.sweep(&|name| !name.starts_with("run_") || launcher_alive(name), KILL_BUDGET);
+    let path =
+        format!("run_{}_{}", std::process::id(), start_time(std::process::id()).unwrap_or(0));
+    let mut limits = Limits::new();
+    if let Some(p) = placement {
+        let cpus = p.ranks.iter().fold(CpuSet::new(), |all, r| all.union(&r.binding.cpus));
+        if !cpus.is_empty() {
+            limits = limits.cpus(cpus);
+        }
+    }
+    if let Some(bytes) = memory {
+        limits = limits.memory(bytes);
+    }
+    let notes = containment.create(&path, &limits)?;
+    for note in notes {
+        eprintln!("gangway: warning: run {job_id}: {note}");
+    }
+    let join = containment.backend().join_files(&path)?;
+    let watcher = start_watcher(&containment, &path);
+    Ok(Some(RunCgroup { containment, path, memory, join, _watcher: watcher }))
+}
+
+impl RunCgroup {
+    /// The descriptors a rank writes `0` to before it execs.
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.join.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// Kills whatever is left in the cgroup, reads what the run used and removes it.
+    pub fn finish(self, what: &str) -> Result<RunUsage, ContainmentError> {
+        let (usage, _) = self.containment.finish(&self.path, KILL_BUDGET)?;
+        // The root too once no other run uses it: below our own cgroup it would otherwise
+        // keep whoever made that cgroup from removing it. Another run's cgroup keeps it.
+        let _ = self.containment.backend().remove("");
+        let out_of_memory = usage.out_of_memory(what, self.memory);
+        Ok(RunUsage { usage, out_of_memory })
+    }
+
+    /// Where the cgroup is, for `-v`.
+    pub fn describe(&self) -> String {
+        let limit = self.memory.map(|m| format!(", memory limit {}", mib(m))).unwrap_or_default();
+        format!("{} in {}{limit}", self.path, self.containment.backend().location())
+    }
+}
+
+/// The start time (clock ticks since boot, `/proc/<pid>/stat` field 22) of a process: with
+/// its pid, it names one process for good (a pid alone is reused).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields after the command: state is field 3, start time field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the launcher that made `run_<pid>_<start>` is still running.
+fn launcher_alive(name: &str) -> bool {
+    let mut parts = name.trim_start_matches("run_").splitn(2, '_');
+    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else { return true };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return true };
+    start_time(pid) == Some(start)
+}
+
+/// Forks the watcher (see the module doc); `None` when it cannot (the cgroup is then swept at
+/// a later run if this launcher dies by SIGKILL).
+fn start_watcher(containment: &Containment, path: &str) -> Option<OwnedFd> {
+    // After a fork only the forking thread exists in the child: with other threads around, one
+    // could hold the allocator's lock forever there.
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:")?.trim().parse::<u32>().ok())?;
+    if threads != 1 {
+        return None;
+    }
+    // Close-on-exec: a rank (or its daemon) holding the write end would keep the watcher
+    // asleep after the launcher died.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+    // SAFETY: single-threaded (checked above), so the children may run any code.
+    match unsafe { nix::unistd::fork() }.ok()? {
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(read);
+            // The middle process exits at once; reap it so it leaves no zombie.
+            let _ = nix::sys::wait::waitpid(child, None);
+            Some(write)
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(write);
+            // SAFETY: fork in the single-threaded child; the grandchild carries on, the middle
+            // process ends without running any destructor or exit handler of the launcher.
+            if !matches!(unsafe { nix::unistd::fork() }, Ok(nix::unistd::ForkResult::Child)) {
+                unsafe { libc::_exit(0) };
+            }
+            watch(containment, path, read)
+        }
+    }
+}
+
+/// The watcher: its own session (a Ctrl-C to the launcher's terminal group is not for it), no
+/// stdio of the launcher's (a test harness waits for those pipes to close), nothing but the
+/// pipe open; when the pipe closes, kill and remove the cgroup, then exit.
+fn watch(containment: &Containment, path: &str, pipe: OwnedFd) -> ! {
+    let _ = nix::unistd::setsid();
+    // SAFETY: plain descriptor calls in our own process; only the pipe (moved to 3) and the
+    // standard descriptors (onto /dev/null) stay open.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        libc::dup2(pipe.as_raw_fd(), 3);
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        let mut byte = 0u8;
+        // Nobody writes: the read ends at EOF, when the launcher's end is closed.
+        while libc::read(3, (&raw mut byte).cast(), 1) < 0
+            && *libc::__errno_location() == libc::EINTR
+        {}
+    }
+    if containment.backend().children("").contains(&path.to_string()) {
+        let _ = containment.finish(path, KILL_BUDGET);
+        let _ = containment.backend().remove("");
+    }
+    // SAFETY: ends the watcher without running the launcher's exit handlers.
+    unsafe { libc::_exit(0) }
+}

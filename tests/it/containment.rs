@@ -1,0 +1,90 @@
+//! `gangway run` as root puts its ranks in a cgroup (`launcher/src/run_cgroup.rs`): `--mem`
+//! is a limit the kernel enforces, a rank cannot widen its CPUs beyond the run's, and nothing a
+//! rank started outlives the run, not even after `kill -9` of the launcher. Skipped loudly when
+//! not root.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::*;
+
+fn root(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("SKIPPED {test}: the run's cgroup needs root (run the suite as root)");
+    }
+    root
+}
+
+#[test]
+fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
+    if !root("oom") {
+        return;
+    }
+    let out = run(gangway().args(["run", "-n", "1", "--mem=100M"]).arg(program("hog")).arg("300"));
+    assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
+    assert!(!out.stdout.contains("touched"), "300 MiB under --mem=100M: {}", out.stdout);
+    assert!(
+        out.stderr.contains("ran out of memory") && out.stderr.contains("limit of 100 MiB"),
+        "{}",
+        out.stderr
+    );
+    // Under the limit the same program runs.
+    let ok = run(gangway().args(["run", "-n", "1", "--mem=300M"]).arg(program("hog")).arg("200"));
+    ok.assert_success();
+    assert!(!ok.stderr.contains("out of memory"), "{}", ok.stderr);
+}
+
+#[test]
+fn a_rank_widening_its_affinity_stays_on_the_runs_cpus() {
+    if !root("affinity") {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        eprintln!("SKIPPED affinity: needs 2 CPUs");
+        return;
+    }
+    // One rank, bound to one core: the run's cgroup holds that core's CPUs only.
+    let out = run(gangway().args(["run", "-n", "1"]).arg(program("widen")).arg("200"));
+    out.assert_success();
+    let field = |label: &str| {
+        out.stdout.lines().find_map(|l| l.strip_prefix(label)).map(str::trim).unwrap_or("")
+    };
+    let allowed = field("allowed");
+    assert!(!allowed.is_empty() && !allowed.contains(','), "widened to {allowed}: {}", out.stdout);
+    assert_eq!(field("ran"), allowed, "{}", out.stdout);
+}
+
+#[test]
+fn a_setsid_daemon_is_gone_after_kill_9_of_the_launcher() {
+    if !root("kill -9") {
+        return;
+    }
+    let dir = scratch();
+    let pidfile = dir.path().join("pids");
+    let live = Live::start(
+        gangway().args(["run", "-n", "1"]).arg(program("spawn_children")).arg(&pidfile).args([
+            "--ignore-term",
+            "--lifetime",
+            "60",
+        ]),
+    );
+    wait_until("pid file", Duration::from_secs(20), || read_pidfile(&pidfile).len() == 4);
+    let pids = read_pidfile(&pidfile);
+    kill(Pid::from_raw(live.pid()), Signal::SIGKILL).unwrap();
+    // The watcher kills the cgroup: the setsid child and the double-forked orphan too, which
+    // neither the ranks' parent-death signal nor any process group reaches.
+    let gone = || pids.iter().all(|(_, p)| !is_alive(*p));
+    let start = std::time::Instant::now();
+    while !gone() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left: Vec<_> = pids.iter().filter(|(_, p)| is_alive(*p)).cloned().collect();
+    drop(live);
+    for (_, pid) in &left {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "outlived the launcher's kill -9: {left:?}");
+}

@@ -48,7 +48,10 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     /// The cgroup's `cgroup.procs` files, opened for writing: a process writing `0` to each
     /// joins the cgroup. Opened before a fork so that the child joins before it execs (nothing
     /// it runs starts outside), with async-signal-safe `write` calls only.
-    fn join_files(&self, path: &str) -> Result<Vec<OwnedFd>, ContainmentError>;
+    ///
+    /// Each write costs the kernel an RCU grace period on v1 (about 1-3 ms here), so `join`
+    /// says which hierarchies are worth it: v1 opens only those. v2 has one file.
+    fn join_files(&self, path: &str, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError>;
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError>;
     /// Processes directly in the cgroup (not in its sub-cgroups).
     fn processes(&self, path: &str) -> Vec<u32>;
@@ -82,6 +85,16 @@ pub fn join(files: &[std::os::fd::RawFd]) -> Result<(), nix::errno::Errno> {
         }
     }
     Ok(())
+}
+
+/// Which v1 hierarchies a process joins ([`Cgroups::join_files`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Join<'a> {
+    /// Every one: limits, freezing and all the accounting (a managed job's step).
+    All,
+    /// Those enforcing one of these limits, and the freezer (killing): a `gangway run`, which
+    /// reports no usage but an OOM kill.
+    Enforcing(&'a Limits),
 }
 
 /// Where the gangway root sits in each hierarchy.

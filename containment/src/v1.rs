@@ -21,7 +21,7 @@ use cgroups_rs::fs::pid::PidController;
 
 use crate::hierarchy::{GangwayRoot, Kind};
 use crate::mounts::{CgroupMount, Version};
-use crate::{Base, Cgroups, ContainmentError, Limits, RootConfig, Swap, Usage};
+use crate::{Base, Cgroups, ContainmentError, Join, Limits, RootConfig, Swap, Usage};
 
 const KINDS: [Kind; 6] =
     [Kind::CpuSet, Kind::Memory, Kind::Pids, Kind::Freezer, Kind::CpuTime, Kind::Devices];
@@ -162,10 +162,23 @@ impl Cgroups for V1 {
         Ok(notes)
     }
 
-    fn join_files(&self, path: &str) -> Result<Vec<OwnedFd>, ContainmentError> {
+    fn join_files(&self, path: &str, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError> {
+        let full = self.root.full(path);
         self.root
-            .dirs(path)
-            .into_iter()
+            .controllers
+            .iter()
+            .filter(|(kind, _)| match join {
+                Join::All => true,
+                Join::Enforcing(limits) => match kind {
+                    Kind::Freezer => true,
+                    Kind::CpuSet => limits.cpus.is_some() || limits.mems.is_some(),
+                    Kind::Memory => limits.memory.is_some(),
+                    Kind::Pids => limits.pids.is_some(),
+                    Kind::Devices => !limits.denied_devices.is_empty(),
+                    Kind::CpuTime => false,
+                },
+            })
+            .map(|(_, base)| base.join(&full))
             .map(|dir| {
                 let file = dir.join("cgroup.procs");
                 OpenOptions::new()

@@ -28,7 +28,7 @@ use cgroups_rs::fs::pid::PidController;
 
 use crate::hierarchy::{GangwayRoot, Kind};
 use crate::mounts::{ENFORCING, Version};
-use crate::{Base, Cgroups, ContainmentError, Limits, RootConfig, Swap, Usage};
+use crate::{Base, Cgroups, ContainmentError, Join, Limits, RootConfig, Swap, Usage};
 
 /// The controllers a cgroup2 directory offers its children's parent (its `cgroup.controllers`).
 pub(crate) fn controllers_at(dir: &Path) -> Vec<String> {
@@ -212,7 +212,7 @@ impl Cgroups for V2 {
         Ok(notes)
     }
 
-    fn join_files(&self, path: &str) -> Result<Vec<OwnedFd>, ContainmentError> {
+    fn join_files(&self, path: &str, _: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError> {
         let file = self.dir.join(path).join("cgroup.procs");
         let fd = OpenOptions::new()
             .write(true)

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use gangway_containment::{
-    Base, Containment, Limits, RootConfig, Version, job_cgroup, step_cgroup,
+    Base, Containment, Join, Limits, RootConfig, Version, job_cgroup, step_cgroup,
 };
 
 const BUDGET: Duration = Duration::from_secs(5);
@@ -79,7 +79,7 @@ fn contained(test: &str) -> Option<TestRoot> {
 
 /// A child that joins `path` before it execs (as the launcher's ranks do).
 fn spawn_in(c: &Containment, path: &str, cmd: &mut Command) -> Child {
-    let files: Vec<OwnedFd> = c.backend().join_files(path).unwrap();
+    let files: Vec<OwnedFd> = c.backend().join_files(path, Join::All).unwrap();
     let fds: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
     // SAFETY: the hook only calls the async-signal-safe `join` on descriptors kept open here.
     unsafe {

@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use gangway_containment::{
-    Base, Containment, ContainmentError, Limits, RootConfig, Usage, Version, mib,
+    Base, Containment, ContainmentError, Join, Limits, RootConfig, Usage, Version, mib,
 };
 use gangway_topology::{CpuSet, Placement};
 
@@ -79,7 +79,7 @@ pub fn enter(
     for note in notes {
         eprintln!("gangway: warning: run {job_id}: {note}");
     }
-    let join = containment.backend().join_files(&path)?;
+    let join = containment.backend().join_files(&path, Join::Enforcing(&limits))?;
     let watcher = start_watcher(&containment, &path);
     Ok(Some(RunCgroup { containment, path, memory, join, _watcher: watcher }))
 }

@@ -211,8 +211,9 @@ fn ranks_die_with_the_launcher_even_on_kill_9() {
         ranks.iter().all(|(_, p)| !is_alive(*p))
     });
     drop(live);
-    // Descendants that left the rank's process group cannot be tracked once the launcher is
-    // gone (no cgroup here); end them ourselves, by pid, so the test leaves nothing behind.
+    // Without a cgroup (not root) descendants that left the rank's process group cannot be
+    // tracked once the launcher is gone (as root the run's watcher kills them:
+    // containment.rs); end them ourselves, by pid, so the test leaves nothing behind.
     for (_, pid) in &pids {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }

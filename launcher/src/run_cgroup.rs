@@ -186,3 +186,20 @@ fn watch(containment: &Containment, path: &str, pipe: OwnedFd) -> ! {
     // SAFETY: ends the watcher without running the launcher's exit handlers.
     unsafe { libc::_exit(0) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_alive_while_its_launcher_pid_has_the_same_start_time() {
+        let me = std::process::id();
+        let start = start_time(me).expect("our own /proc stat");
+        assert!(launcher_alive(&format!("run_{me}_{start}")));
+        // Same pid, another start time: the pid was reused, the launcher is gone.
+        assert!(!launcher_alive(&format!("run_{me}_{}", start + 1)));
+        assert!(!launcher_alive("run_0_0"));
+        // Names the launcher did not make are never swept as dead runs.
+        assert!(launcher_alive("run_x"));
+    }
+}

@@ -88,3 +88,48 @@ fn a_setsid_daemon_is_gone_after_kill_9_of_the_launcher() {
     }
     assert!(left.is_empty(), "outlived the launcher's kill -9: {left:?}");
 }
+
+#[test]
+fn the_next_run_sweeps_the_cgroup_of_a_run_whose_launcher_and_watcher_are_gone() {
+    use gangway_containment::{Base, Containment, Join, Limits, RootConfig, Version};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if !root("sweep") {
+        return;
+    }
+    // Where `gangway run` keeps its runs (launcher/src/run_cgroup.rs), with a run whose
+    // launcher (pid 0: none) is gone, holding a setsid daemon.
+    let base = match Containment::choose_version().unwrap() {
+        Version::V1 => Base::Own,
+        Version::V2 => Base::Top,
+    };
+    let runs = Containment::discover(&RootConfig::new("gangway", base)).unwrap();
+    let dead = "run_0_0";
+    runs.create(dead, &Limits::new()).unwrap();
+    let files = runs.backend().join_files(dead, Join::All).unwrap();
+    let fds: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut cmd = std::process::Command::new("setsid");
+    cmd.args(["sleep", "60"]).stdout(std::process::Stdio::null());
+    // SAFETY: the hook only calls the async-signal-safe `join` on descriptors kept open here.
+    unsafe {
+        cmd.pre_exec(move || gangway_containment::join(&fds).map_err(std::io::Error::from));
+    }
+    let mut daemon = cmd.spawn().unwrap();
+    drop(files);
+    let pid = daemon.id() as i32;
+    assert!(runs.backend().processes(dead).contains(&(pid as u32)));
+    run(gangway().args(["run", "-n", "1", "true"])).assert_success();
+    // Killed, the daemon is our zombie until we reap it.
+    let start = std::time::Instant::now();
+    while is_alive(pid) && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = !is_alive(pid);
+    let swept = !runs.backend().children("").contains(&dead.to_string());
+    if !swept || !killed {
+        let _ = runs.finish(dead, Duration::from_secs(5));
+    }
+    let _ = daemon.wait();
+    assert!(killed, "the dead run's daemon survived the next run's sweep");
+    assert!(swept, "the next run left the dead run's cgroup");
+}

@@ -23,6 +23,10 @@ impl Status {
     pub const TIMEOUT: Status = Status(sys::PMIX_ERR_TIMEOUT);
     /// `PMIX_ERR_BAD_PARAM`: a request gangway cannot accept (a duplicate publish).
     pub const BAD_PARAM: Status = Status(sys::PMIX_ERR_BAD_PARAM);
+    /// `PMIX_ERR_OUT_OF_RESOURCE`: a limit on what a job may store was hit (published names).
+    pub const OUT_OF_RESOURCE: Status = Status(sys::PMIX_ERR_OUT_OF_RESOURCE);
+    /// `PMIX_ERR_NO_PERMISSIONS`: unpublishing a name another process published.
+    pub const NO_PERMISSIONS: Status = Status(sys::PMIX_ERR_NO_PERMISSIONS);
     /// `PMIX_ERR_PARTIAL_SUCCESS`: in a fence, some local participant went away.
     pub const PARTIAL_SUCCESS: Status = Status(sys::PMIX_ERR_PARTIAL_SUCCESS);
     /// `PMIX_ERR_LOST_CONNECTION`.

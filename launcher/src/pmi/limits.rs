@@ -139,13 +139,14 @@ impl Budgets {
     }
 }
 
-/// Checks a name to publish, given how many the job has published.
-pub fn admit_name(service: &str, port: &str, published: usize) -> Result<(), Refusal> {
+/// Checks a name to publish (PMI-1/2's service or a PMIx key) whose value takes `value_len`
+/// bytes, given how many the job has published.
+pub fn admit_name(service: &str, value_len: usize, published: usize) -> Result<(), Refusal> {
     if service.len() > MAX_SERVICE {
         return Err(Refusal::ServiceTooLong { len: service.len() });
     }
-    if port.len() > MAX_VALUE {
-        return Err(Refusal::ValueTooLong { len: port.len() });
+    if value_len > MAX_VALUE {
+        return Err(Refusal::ValueTooLong { len: value_len });
     }
     if published >= MAX_NAMES {
         return Err(Refusal::TooManyNames);
@@ -221,10 +222,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(admit_name("svc", "port", 0), Ok(()));
-        assert_eq!(admit_name("svc", "port", MAX_NAMES), Err(Refusal::TooManyNames));
-        assert!(admit_name(&"s".repeat(MAX_SERVICE + 1), "p", 0).is_err());
-        assert!(admit_name("s", &"p".repeat(MAX_VALUE + 1), 0).is_err());
+        assert_eq!(admit_name("svc", 4, 0), Ok(()));
+        assert_eq!(admit_name("svc", 4, MAX_NAMES), Err(Refusal::TooManyNames));
+        assert!(admit_name(&"s".repeat(MAX_SERVICE + 1), 1, 0).is_err());
+        assert!(admit_name("s", MAX_VALUE + 1, 0).is_err());
     }
 
     /// Through the node state machine: a flood of puts is refused with a PMI error each time,

@@ -5,13 +5,14 @@
 //! the job-wide name service, `mapping` writes `PMI_process_mapping`. These are pure; `server`
 //! does the socket I/O, and `peer` tells who owns a connection to the `PMI_PORT` listener.
 //! `pmix` is the PMIx server beside them (Open MPI), `pmix_root` its job-wide fence collector
-//! and direct-modex router (pure).
+//! and direct-modex router, `pmix_names` its job-wide name service (both pure).
 
 pub mod limits;
 pub mod mapping;
 pub mod node;
 pub mod peer;
 pub mod pmix;
+pub mod pmix_names;
 pub mod pmix_root;
 pub mod root;
 pub mod server;

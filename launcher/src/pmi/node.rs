@@ -372,7 +372,7 @@ impl NodePmi {
             }
             Request::Publish { ref service, ref port } => {
                 // Lengths are checked here, where the rank can be told; the count at the root.
-                match admit_name(service, port, 0) {
+                match admit_name(service, port.len(), 0) {
                     Ok(()) => out.push(NodeOutput::NameUp { id, rank, request }),
                     Err(refused) => {
                         let message = refused.to_string();

@@ -4,9 +4,9 @@
 //! with libpmix's upcalls ([`PmixNode`], owned by the PMI state task in `server.rs`).
 //!
 //! libpmix's threads and C callbacks stay inside `gangway-pmix`: its upcalls arrive here as
-//! [`Event`]s on a channel, each carrying a reply that completes exactly once. Fences and direct
-//! modex that reach beyond this node go to the job's root as [`PmixUp`] through the same
-//! channel as PMI-1/2 fences (`ToRoot`), and come back as [`PmixDown`].
+//! [`Event`]s on a channel, each carrying a reply that completes exactly once. Fences, direct
+//! modex and published names that reach beyond this node go to the job's root as [`PmixUp`]
+//! through the same channel as PMI-1/2 fences (`ToRoot`), and come back as [`PmixDown`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use gangway_pmix::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::pmix_names::{Answer, Asker, NameAnswer, NameValue, PmixNames};
 use super::pmix_root::{PmixDown, PmixUp};
 use super::server::{PmiEvent, ToRoot};
 
@@ -197,7 +198,7 @@ impl Drop for PmixServer {
 }
 
 /// What the node does with libpmix's upcalls: the ranks' finalize and abort, fences (here, or
-/// through the job's root), direct modex, and names. Owned by the PMI state task, which also
+/// through the job's root), direct modex, and names (here, or in the root's table). Owned by the PMI state task, which also
 /// tells it when a rank's process is gone.
 #[derive(Debug)]
 pub struct PmixNode {
@@ -214,9 +215,19 @@ pub struct PmixNode {
     /// Direct-modex requests sent up, by tag.
     next_ask: u64,
     asks: HashMap<u64, ModexReply>,
-    /// Names published by this job (a job on one node; see [`Self::names_here`]).
-    names: HashMap<String, Published>,
-    waiting_lookups: Vec<(Vec<String>, LookupReply)>,
+    /// The job's published names when this is its only node; otherwise the root holds them.
+    names: Option<PmixNames>,
+    /// Name requests waiting for their answer (from `names` or the root), by tag.
+    next_name: u64,
+    name_replies: HashMap<u64, NameReply>,
+}
+
+/// The reply a name request waits to give.
+#[derive(Debug)]
+enum NameReply {
+    /// Publish or unpublish.
+    Op(OpReply),
+    Lookup(LookupReply),
 }
 
 impl PmixNode {
@@ -225,6 +236,7 @@ impl PmixNode {
         upstream: Option<UnboundedSender<ToRoot>>,
         events: UnboundedSender<PmiEvent>,
     ) -> PmixNode {
+        let upstream_is_none = upstream.is_none();
         PmixNode {
             server,
             upstream,
@@ -235,8 +247,9 @@ impl PmixNode {
             fences: BTreeMap::new(),
             next_ask: 0,
             asks: HashMap::new(),
-            names: HashMap::new(),
-            waiting_lookups: Vec::new(),
+            names: upstream_is_none.then(PmixNames::new),
+            next_name: 0,
+            name_replies: HashMap::new(),
         }
     }
 
@@ -281,26 +294,18 @@ impl PmixNode {
             }
             Event::DirectModex { proc, reply } => self.direct_modex(proc, reply),
             Event::Publish { proc, data, reply, .. } => self.publish(proc, data, reply),
-            Event::Lookup { keys, wait, reply, .. } => {
-                if !self.names_here() {
-                    return reply.fail(Status::NOT_SUPPORTED);
-                }
-                let found: Vec<Published> =
-                    keys.iter().filter_map(|k| self.names.get(k).cloned()).collect();
-                if wait && found.len() < keys.len() {
-                    self.waiting_lookups.push((keys, reply));
-                } else {
-                    reply.found(found);
-                }
+            Event::Lookup { proc, keys, wait, reply } => {
+                let Some(rank) = self.ours(&proc) else { return reply.fail(Status::BAD_PARAM) };
+                self.name_request(NameReply::Lookup(reply), |id| PmixUp::Lookup {
+                    id,
+                    rank,
+                    keys,
+                    wait,
+                });
             }
             Event::Unpublish { proc, keys, reply } => {
-                if !self.names_here() {
-                    return reply.fail(Status::NOT_SUPPORTED);
-                }
-                let before = self.names.len();
-                self.names
-                    .retain(|k, p| p.publisher != proc || !(keys.is_empty() || keys.contains(k)));
-                if self.names.len() < before { reply.ok() } else { reply.fail(Status::NOT_FOUND) }
+                let Some(rank) = self.ours(&proc) else { return reply.fail(Status::BAD_PARAM) };
+                self.name_request(NameReply::Op(reply), |id| PmixUp::Unpublish { id, rank, keys });
             }
             Event::SpawnRefused { proc, commands } => self.event(PmiEvent::Warning {
                 message: format!(
@@ -313,38 +318,83 @@ impl PmixNode {
         }
     }
 
-    /// PMIx names are served for a job on one node; across nodes they would need the root's
-    /// name service to carry typed values, which it does not yet.
-    fn names_here(&self) -> bool {
-        self.upstream.is_none()
+    /// `MPI_Publish_name`. Values of a type the name service does not carry are refused here,
+    /// before anything is stored, and the user is told.
+    fn publish(&mut self, proc: Proc, data: Vec<gangway_pmix::Info>, reply: OpReply) {
+        let Some(rank) = self.ours(&proc) else { return reply.fail(Status::BAD_PARAM) };
+        let mut pairs = Vec::with_capacity(data.len());
+        for d in data {
+            let type_name = format!("{:?}", d.value);
+            match NameValue::from_pmix(d.value) {
+                Some(value) => pairs.push((d.key, value)),
+                None => {
+                    self.event(PmiEvent::Warning {
+                        message: format!(
+                            "rank {rank} could not publish {:?} (MPI_Publish_name): gangway \
+                             publishes strings, bytes and numbers, not {}",
+                            d.key,
+                            type_name.split(['(', ' ', '{']).next().unwrap_or_default()
+                        ),
+                    });
+                    return reply.fail(Status::NOT_SUPPORTED);
+                }
+            }
+        }
+        self.name_request(NameReply::Op(reply), |id| PmixUp::Publish { id, rank, data: pairs });
     }
 
-    fn publish(&mut self, proc: Proc, data: Vec<gangway_pmix::Info>, reply: OpReply) {
-        if !self.names_here() {
-            self.event(PmiEvent::Warning {
-                message: format!(
-                    "rank {} called MPI_Publish_name: PMIx name publishing works only for jobs \
-                     on one node so far",
-                    proc.rank
-                ),
-            });
-            return reply.fail(Status::NOT_SUPPORTED);
-        }
-        if data.iter().any(|d| self.names.contains_key(&d.key)) {
-            return reply.fail(Status::BAD_PARAM);
-        }
-        for d in data {
-            let published =
-                Published { publisher: proc.clone(), key: d.key.clone(), value: d.value };
-            self.names.insert(d.key, published);
-        }
-        reply.ok();
-        for (keys, reply) in std::mem::take(&mut self.waiting_lookups) {
-            if keys.iter().all(|k| self.names.contains_key(k)) {
-                reply.found(keys.iter().filter_map(|k| self.names.get(k).cloned()).collect());
-            } else {
-                self.waiting_lookups.push((keys, reply));
+    /// Tags a name request, then asks the table here (a job on one node) or the root.
+    fn name_request(&mut self, reply: NameReply, request: impl FnOnce(u64) -> PmixUp) {
+        let id = self.next_name;
+        self.next_name += 1;
+        self.name_replies.insert(id, reply);
+        let request = request(id);
+        let Some(names) = &mut self.names else {
+            if let Some(up) = &self.upstream {
+                let _ = up.send(ToRoot::Pmix(request));
             }
+            return;
+        };
+        let from = Asker { node: 0, id };
+        let answers = match request {
+            PmixUp::Publish { rank, data, .. } => names.publish(from, rank, data),
+            PmixUp::Lookup { rank, keys, wait, .. } => names.lookup(from, rank, keys, wait),
+            PmixUp::Unpublish { rank, keys, .. } => vec![names.unpublish(from, rank, keys)],
+            _ => Vec::new(),
+        };
+        for Answer { to, answer } in answers {
+            self.name_answer(to.id, answer);
+        }
+    }
+
+    /// Completes name request `id` with its answer; a limit's reason goes to the user.
+    fn name_answer(&mut self, id: u64, answer: NameAnswer) {
+        let Some(reply) = self.name_replies.remove(&id) else { return };
+        let nspace = self.server.nspace();
+        match (reply, answer) {
+            (NameReply::Op(reply), NameAnswer::Done) => reply.ok(),
+            (NameReply::Lookup(reply), NameAnswer::Found(records)) => reply.found(
+                records
+                    .into_iter()
+                    .map(|r| Published {
+                        publisher: Proc::new(nspace, r.publisher),
+                        key: r.key,
+                        value: r.value.into_pmix(),
+                    })
+                    .collect(),
+            ),
+            (reply, NameAnswer::Refused { status, why }) => {
+                if let Some(message) = why {
+                    self.event(PmiEvent::Warning { message });
+                }
+                match reply {
+                    NameReply::Op(reply) => reply.fail(Status(status)),
+                    NameReply::Lookup(reply) => reply.fail(Status(status)),
+                }
+            }
+            // An answer of the wrong kind cannot come from the table; fail rather than guess.
+            (NameReply::Op(reply), _) => reply.fail(Status::ERROR),
+            (NameReply::Lookup(reply), _) => reply.fail(Status::ERROR),
         }
     }
 
@@ -412,6 +462,7 @@ impl PmixNode {
                 }
             }
             PmixDown::ModexAsk { from_node, id, rank } => self.answer_modex(from_node, id, rank),
+            PmixDown::Names { id, answer } => self.name_answer(id, answer),
         }
     }
 

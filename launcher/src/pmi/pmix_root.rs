@@ -1,5 +1,6 @@
 //! The job-wide half of PMIx: collecting every node's fence blob and handing the concatenation
-//! back, and routing direct-modex requests to the node of the rank asked for.
+//! back, routing direct-modex requests to the node of the rank asked for, and the job's one
+//! table of published names (`pmix_names`).
 //!
 //! Pure, like [`super::root`]: the launcher feeds it what the nodes send up and delivers what
 //! it returns. A PMIx fence differs from a PMI-1/2 one: each node contributes one blob that
@@ -9,6 +10,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::pmix_names::{Answer, Asker, NameAnswer, NameValue, PmixNames};
 
 /// The largest fence result the root hands down: it travels as one proxy message, whose limit
 /// is `proxy::protocol::MAX_FRAME` (256 MiB); a quarter of that leaves room for the framing and
@@ -29,6 +32,12 @@ pub enum PmixUp {
     ModexAsk { id: u64, rank: u32 },
     /// The answer to a [`PmixDown::ModexAsk`] that `to_node` sent: the blob or a PMIx status.
     ModexAnswer { to_node: u32, id: u64, data: Result<serde_bytes::ByteBuf, i32> },
+    /// Local `rank` publishes `data` (`MPI_Publish_name`); `id` is the node's tag.
+    Publish { id: u64, rank: u32, data: Vec<(String, NameValue)> },
+    /// Local `rank` looks `keys` up, waiting for them when `wait` (`PMIX_WAIT`).
+    Lookup { id: u64, rank: u32, keys: Vec<String>, wait: bool },
+    /// Local `rank` unpublishes `keys` (all of its names when empty).
+    Unpublish { id: u64, rank: u32, keys: Vec<String> },
 }
 
 impl PmixUp {
@@ -41,6 +50,16 @@ impl PmixUp {
                 Ok(blob) => format!("direct modex {id} for node {to_node}: {} bytes", blob.len()),
                 Err(status) => format!("direct modex {id} for node {to_node}: status {status}"),
             },
+            PmixUp::Publish { id, rank, data } => {
+                let keys: Vec<&str> = data.iter().map(|(k, _)| k.as_str()).collect();
+                format!("names {id}: rank {rank} publishes {keys:?}")
+            }
+            PmixUp::Lookup { id, rank, keys, wait } => {
+                format!("names {id}: rank {rank} looks up {keys:?} (wait: {wait})")
+            }
+            PmixUp::Unpublish { id, rank, keys } => {
+                format!("names {id}: rank {rank} unpublishes {keys:?}")
+            }
         }
     }
 }
@@ -60,6 +79,8 @@ pub enum PmixDown {
     ModexAsk { from_node: u32, id: u64, rank: u32 },
     /// To the node that asked: the answer to its request `id`.
     ModexAnswer { id: u64, data: Result<serde_bytes::ByteBuf, i32> },
+    /// To the node that asked: the answer to its name request `id`.
+    Names { id: u64, answer: NameAnswer },
 }
 
 /// What the root decides: a message and where it goes (`None`: every node).
@@ -69,7 +90,7 @@ pub struct Routed {
     pub msg: PmixDown,
 }
 
-/// Job-wide PMIx state: the fence being collected.
+/// Job-wide PMIx state: the fence being collected, the published names.
 #[derive(Debug)]
 pub struct PmixRoot {
     nnodes: u32,
@@ -79,12 +100,13 @@ pub struct PmixRoot {
     /// Contributions to the current fence by node, so the concatenation's order does not
     /// depend on arrival (libpmix does not need an order; tests and logs like one).
     arrived: BTreeMap<u32, Vec<u8>>,
+    names: PmixNames,
 }
 
 impl PmixRoot {
     /// Root state for a job whose rank `r` runs on node `node_of_rank[r]`, over `nnodes` nodes.
     pub fn new(nnodes: u32, node_of_rank: Vec<u32>) -> PmixRoot {
-        PmixRoot { nnodes, node_of_rank, seq: 0, arrived: BTreeMap::new() }
+        PmixRoot { nnodes, node_of_rank, seq: 0, arrived: BTreeMap::new(), names: PmixNames::new() }
     }
 
     /// Applies one message from `node`. Fence contributions for another sequence number than the
@@ -136,8 +158,28 @@ impl PmixRoot {
             PmixUp::ModexAnswer { to_node, id, data } => {
                 (vec![Routed { to: Some(to_node), msg: PmixDown::ModexAnswer { id, data } }], None)
             }
+            PmixUp::Publish { id, rank, data } => {
+                (routed(self.names.publish(Asker { node, id }, rank, data)), None)
+            }
+            PmixUp::Lookup { id, rank, keys, wait } => {
+                (routed(self.names.lookup(Asker { node, id }, rank, keys, wait)), None)
+            }
+            PmixUp::Unpublish { id, rank, keys } => {
+                (routed(vec![self.names.unpublish(Asker { node, id }, rank, keys)]), None)
+            }
         }
     }
+}
+
+/// Name answers as messages to the nodes that asked.
+fn routed(answers: Vec<Answer>) -> Vec<Routed> {
+    answers
+        .into_iter()
+        .map(|Answer { to, answer }| Routed {
+            to: Some(to.node),
+            msg: PmixDown::Names { id: to.id, answer },
+        })
+        .collect()
 }
 
 /// `PMIX_ERR_NOT_FOUND`, for an answer about a rank the job does not have.
@@ -212,6 +254,50 @@ mod tests {
                 to: Some(1),
                 msg: PmixDown::ModexAnswer { id: 1, data: Err(NOT_FOUND) }
             }]
+        );
+    }
+
+    /// A rank on node 0 publishes, one on node 2 waits for the name and gets it through the
+    /// root, and only the publisher's node may take it back.
+    #[test]
+    fn names_are_one_table_for_the_job_across_nodes() {
+        use crate::pmi::pmix_names::NameRecord;
+        let mut root = PmixRoot::new(3, vec![0, 1, 2]);
+        let lookup = PmixUp::Lookup { id: 4, rank: 2, keys: vec!["svc".into()], wait: true };
+        assert_eq!(root.handle(2, lookup), (vec![], None));
+        let value = NameValue::String("port-A".into());
+        let (out, _) = root.handle(
+            0,
+            PmixUp::Publish { id: 1, rank: 0, data: vec![("svc".into(), value.clone())] },
+        );
+        let record = NameRecord { publisher: 0, key: "svc".into(), value };
+        assert_eq!(
+            out,
+            vec![
+                Routed { to: Some(0), msg: PmixDown::Names { id: 1, answer: NameAnswer::Done } },
+                Routed {
+                    to: Some(2),
+                    msg: PmixDown::Names { id: 4, answer: NameAnswer::Found(vec![record]) }
+                },
+            ]
+        );
+        let (out, _) =
+            root.handle(2, PmixUp::Unpublish { id: 5, rank: 2, keys: vec!["svc".into()] });
+        let no = gangway_pmix::Status::NO_PERMISSIONS.0;
+        assert_eq!(
+            out,
+            vec![Routed {
+                to: Some(2),
+                msg: PmixDown::Names {
+                    id: 5,
+                    answer: NameAnswer::Refused { status: no, why: None }
+                }
+            }]
+        );
+        let (out, _) = root.handle(0, PmixUp::Unpublish { id: 2, rank: 0, keys: vec![] });
+        assert_eq!(
+            out,
+            vec![Routed { to: Some(0), msg: PmixDown::Names { id: 2, answer: NameAnswer::Done } }]
         );
     }
 }

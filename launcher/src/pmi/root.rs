@@ -105,7 +105,7 @@ impl RootPmi {
     fn name(&mut self, request: Request) -> Reply {
         match request {
             Request::Publish { service, port } => {
-                if let Err(refused) = admit_name(&service, &port, self.names.len()) {
+                if let Err(refused) = admit_name(&service, port.len(), self.names.len()) {
                     return Reply::PublishFailed { message: refused.to_string() };
                 }
                 match self.names.entry(service) {

@@ -21,8 +21,8 @@ use crate::pmi::wire::{Reply, Request};
 
 /// Bumped on any change to these messages; a proxy of another version is refused by name.
 /// 3: output is credited back ([`Down::Credit`]). 4: PMIx ([`Up::Pmix`], [`Down::Pmix`], the
-/// job's layout in [`NodeJob`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// job's layout in [`NodeJob`]). 5: PMIx names across nodes (`PmixUp::Publish` and the like).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest message accepted: a fence can carry every rank's business card (bounded by the
 /// KVS limits, `pmi::limits`).

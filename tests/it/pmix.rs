@@ -140,13 +140,45 @@ fn without_libpmix_pmix_jobs_fail_clearly_and_pmi2_jobs_run() {
 
 /// The Open MPI hello where every virtual node can run it.
 fn staged_hello() -> Option<PathBuf> {
-    let hello = openmpi_program("hello")?;
-    let staged = node_visible_dir().join("bin/hello-openmpi");
+    staged("hello")
+}
+
+/// An Open MPI program where every virtual node can run it.
+fn staged(name: &str) -> Option<PathBuf> {
+    let built = openmpi_program(name)?;
+    let staged = node_visible_dir().join(format!("bin/{name}-openmpi"));
+    // Copied once: tests running at the same time may be executing it (ETXTBSY).
     if !staged.exists() {
-        std::fs::copy(&hello, &staged).unwrap();
+        std::fs::copy(&built, &staged).unwrap();
         let _ = std::process::Command::new("chmod").arg("a+rx").arg(&staged).status();
     }
     Some(staged)
+}
+
+/// What `names_across` prints when every step went as expected, with `last` its last rank.
+fn check_names_across(stdout: &str, n: u32) {
+    let last = n - 1;
+    for line in [
+        "0: publish ok".to_owned(),
+        format!("{last}: lookup ok port-across-{}", n * 7),
+        format!("{last}: unpublish by another rank refused"),
+        "0: duplicate publish refused".to_owned(),
+        "0: unpublish ok".to_owned(),
+        format!("{last}: lookup after unpublish not found"),
+        format!("names across ok ({n} ranks)"),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "missing '{line}':\n{stdout}");
+    }
+}
+
+/// MPI_Publish_name, MPI_Lookup_name, MPI_Unpublish_name on one node (the node's own table).
+#[test]
+fn open_mpi_names_on_one_node() {
+    let Some(prog) = openmpi_program("names_across") else { return };
+    let out = run(gangway().args(["run", "-n", "3", "--mpi=pmix"]).arg(&prog));
+    out.assert_success();
+    check_names_across(&out.stdout, 3);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }
 
 #[test]
@@ -177,6 +209,17 @@ fn open_mpi_across_three_nodes_fences_through_the_proxy_tree() {
     out.assert_success();
     check_hello(&out.stdout, 6);
     assert!(out.stderr.contains("PMIx direct modex"), "{}", out.stderr);
+    // A name published on node1 is found on node3 through the root's table; only node1's rank
+    // may unpublish it.
+    let Some(names) = staged("names_across") else { return };
+    let out = run(vc
+        .gangway_run()
+        .args(["--hosts", &vc.hosts(), "-n", "3", "--mpi=pmix", "-vv"])
+        .arg(&names));
+    out.assert_success();
+    check_names_across(&out.stdout, 3);
+    assert!(out.stderr.contains("rank 0 publishes [\"gangway-across-3\"]"), "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
     // A rank killed on one node ends the job everywhere.
     let Some(killed) = openmpi_program("killed") else { return };
     let staged = node_visible_dir().join("bin/killed-openmpi");

@@ -18,7 +18,7 @@ use gangway_pmix::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::pmix_names::{Answer, Asker, NameAnswer, NameValue, PmixNames};
+use super::pmix_names::{Answer, Asker, NameAnswer, NameRequest, NameValue, PmixNames};
 use super::pmix_root::{PmixDown, PmixUp};
 use super::server::{PmiEvent, ToRoot};
 
@@ -296,16 +296,14 @@ impl PmixNode {
             Event::Publish { proc, data, reply, .. } => self.publish(proc, data, reply),
             Event::Lookup { proc, keys, wait, reply } => {
                 let Some(rank) = self.ours(&proc) else { return reply.fail(Status::BAD_PARAM) };
-                self.name_request(NameReply::Lookup(reply), |id| PmixUp::Lookup {
-                    id,
-                    rank,
-                    keys,
-                    wait,
-                });
+                self.name_request(
+                    NameReply::Lookup(reply),
+                    NameRequest::Lookup { rank, keys, wait },
+                );
             }
             Event::Unpublish { proc, keys, reply } => {
                 let Some(rank) = self.ours(&proc) else { return reply.fail(Status::BAD_PARAM) };
-                self.name_request(NameReply::Op(reply), |id| PmixUp::Unpublish { id, rank, keys });
+                self.name_request(NameReply::Op(reply), NameRequest::Unpublish { rank, keys });
             }
             Event::SpawnRefused { proc, commands } => self.event(PmiEvent::Warning {
                 message: format!(
@@ -340,29 +338,21 @@ impl PmixNode {
                 }
             }
         }
-        self.name_request(NameReply::Op(reply), |id| PmixUp::Publish { id, rank, data: pairs });
+        self.name_request(NameReply::Op(reply), NameRequest::Publish { rank, data: pairs });
     }
 
     /// Tags a name request, then asks the table here (a job on one node) or the root.
-    fn name_request(&mut self, reply: NameReply, request: impl FnOnce(u64) -> PmixUp) {
+    fn name_request(&mut self, reply: NameReply, request: NameRequest) {
         let id = self.next_name;
         self.next_name += 1;
         self.name_replies.insert(id, reply);
-        let request = request(id);
         let Some(names) = &mut self.names else {
             if let Some(up) = &self.upstream {
-                let _ = up.send(ToRoot::Pmix(request));
+                let _ = up.send(ToRoot::Pmix(PmixUp::Names { id, request }));
             }
             return;
         };
-        let from = Asker { node: 0, id };
-        let answers = match request {
-            PmixUp::Publish { rank, data, .. } => names.publish(from, rank, data),
-            PmixUp::Lookup { rank, keys, wait, .. } => names.lookup(from, rank, keys, wait),
-            PmixUp::Unpublish { rank, keys, .. } => vec![names.unpublish(from, rank, keys)],
-            _ => Vec::new(),
-        };
-        for Answer { to, answer } in answers {
+        for Answer { to, answer } in names.handle(Asker { node: 0, id }, request) {
             self.name_answer(to.id, answer);
         }
     }

@@ -93,6 +93,33 @@ pub struct NameRecord {
     pub value: NameValue,
 }
 
+/// A rank's request, as its node sends it to the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameRequest {
+    /// `rank` publishes `data` (`MPI_Publish_name`).
+    Publish { rank: u32, data: Vec<(String, NameValue)> },
+    /// `rank` looks `keys` up, waiting for them when `wait` (`PMIX_WAIT`).
+    Lookup { rank: u32, keys: Vec<String>, wait: bool },
+    /// `rank` unpublishes `keys` (all of its names when empty).
+    Unpublish { rank: u32, keys: Vec<String> },
+}
+
+impl NameRequest {
+    /// The request without its values, for the `-vv` log.
+    pub fn summary(&self) -> String {
+        match self {
+            NameRequest::Publish { rank, data } => {
+                let keys: Vec<&str> = data.iter().map(|(k, _)| k.as_str()).collect();
+                format!("rank {rank} publishes {keys:?}")
+            }
+            NameRequest::Lookup { rank, keys, wait } => {
+                format!("rank {rank} looks up {keys:?} (wait: {wait})")
+            }
+            NameRequest::Unpublish { rank, keys } => format!("rank {rank} unpublishes {keys:?}"),
+        }
+    }
+}
+
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NameAnswer {
@@ -144,14 +171,19 @@ impl PmixNames {
         PmixNames::default()
     }
 
+    /// Applies one request; returns the answers to deliver (none yet for a waiting lookup,
+    /// several when a publish completes waiting lookups).
+    pub fn handle(&mut self, from: Asker, request: NameRequest) -> Vec<Answer> {
+        match request {
+            NameRequest::Publish { rank, data } => self.publish(from, rank, data),
+            NameRequest::Lookup { rank, keys, wait } => self.lookup(from, rank, keys, wait),
+            NameRequest::Unpublish { rank, keys } => vec![self.unpublish(from, rank, keys)],
+        }
+    }
+
     /// `rank` publishes `data`: all of it, or none of it when a key is taken or a limit is hit.
     /// Returns the answer to the publisher and to every waiting lookup this completes.
-    pub fn publish(
-        &mut self,
-        from: Asker,
-        rank: u32,
-        data: Vec<(String, NameValue)>,
-    ) -> Vec<Answer> {
+    fn publish(&mut self, from: Asker, rank: u32, data: Vec<(String, NameValue)>) -> Vec<Answer> {
         let refused =
             |status, why| vec![Answer { to: from, answer: NameAnswer::Refused { status, why } }];
         let mut keys = HashSet::new();
@@ -189,7 +221,7 @@ impl PmixNames {
     /// `NOT_FOUND`); with it, the answer comes once every key is published (from
     /// [`Self::publish`]). Waiting lookups are bounded like names, so a rank cannot park an
     /// unbounded number of them.
-    pub fn lookup(&mut self, from: Asker, rank: u32, keys: Vec<String>, wait: bool) -> Vec<Answer> {
+    fn lookup(&mut self, from: Asker, rank: u32, keys: Vec<String>, wait: bool) -> Vec<Answer> {
         let found: Vec<NameRecord> =
             keys.iter().filter_map(|k| self.names.get(k).cloned()).collect();
         let answer = if keys.is_empty() {
@@ -215,7 +247,7 @@ impl PmixNames {
 
     /// `rank` unpublishes `keys` (all its names when empty). Only the publisher may: a key of
     /// another rank refuses the whole request and removes nothing.
-    pub fn unpublish(&mut self, from: Asker, rank: u32, keys: Vec<String>) -> Answer {
+    fn unpublish(&mut self, from: Asker, rank: u32, keys: Vec<String>) -> Answer {
         let answer = if keys.iter().any(|k| self.names.get(k).is_some_and(|r| r.publisher != rank))
         {
             NameAnswer::Refused { status: NO_PERMISSIONS, why: None }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::pmix_names::{Answer, Asker, NameAnswer, NameValue, PmixNames};
+use super::pmix_names::{Answer, Asker, NameAnswer, NameRequest, PmixNames};
 
 /// The largest fence result the root hands down: it travels as one proxy message, whose limit
 /// is `proxy::protocol::MAX_FRAME` (256 MiB); a quarter of that leaves room for the framing and
@@ -32,12 +32,8 @@ pub enum PmixUp {
     ModexAsk { id: u64, rank: u32 },
     /// The answer to a [`PmixDown::ModexAsk`] that `to_node` sent: the blob or a PMIx status.
     ModexAnswer { to_node: u32, id: u64, data: Result<serde_bytes::ByteBuf, i32> },
-    /// Local `rank` publishes `data` (`MPI_Publish_name`); `id` is the node's tag.
-    Publish { id: u64, rank: u32, data: Vec<(String, NameValue)> },
-    /// Local `rank` looks `keys` up, waiting for them when `wait` (`PMIX_WAIT`).
-    Lookup { id: u64, rank: u32, keys: Vec<String>, wait: bool },
-    /// Local `rank` unpublishes `keys` (all of its names when empty).
-    Unpublish { id: u64, rank: u32, keys: Vec<String> },
+    /// A local rank's publish, lookup or unpublish; `id` is the node's tag.
+    Names { id: u64, request: NameRequest },
 }
 
 impl PmixUp {
@@ -50,16 +46,7 @@ impl PmixUp {
                 Ok(blob) => format!("direct modex {id} for node {to_node}: {} bytes", blob.len()),
                 Err(status) => format!("direct modex {id} for node {to_node}: status {status}"),
             },
-            PmixUp::Publish { id, rank, data } => {
-                let keys: Vec<&str> = data.iter().map(|(k, _)| k.as_str()).collect();
-                format!("names {id}: rank {rank} publishes {keys:?}")
-            }
-            PmixUp::Lookup { id, rank, keys, wait } => {
-                format!("names {id}: rank {rank} looks up {keys:?} (wait: {wait})")
-            }
-            PmixUp::Unpublish { id, rank, keys } => {
-                format!("names {id}: rank {rank} unpublishes {keys:?}")
-            }
+            PmixUp::Names { id, request } => format!("names {id}: {}", request.summary()),
         }
     }
 }
@@ -158,14 +145,8 @@ impl PmixRoot {
             PmixUp::ModexAnswer { to_node, id, data } => {
                 (vec![Routed { to: Some(to_node), msg: PmixDown::ModexAnswer { id, data } }], None)
             }
-            PmixUp::Publish { id, rank, data } => {
-                (routed(self.names.publish(Asker { node, id }, rank, data)), None)
-            }
-            PmixUp::Lookup { id, rank, keys, wait } => {
-                (routed(self.names.lookup(Asker { node, id }, rank, keys, wait)), None)
-            }
-            PmixUp::Unpublish { id, rank, keys } => {
-                (routed(vec![self.names.unpublish(Asker { node, id }, rank, keys)]), None)
+            PmixUp::Names { id, request } => {
+                (routed(self.names.handle(Asker { node, id }, request)), None)
             }
         }
     }
@@ -261,14 +242,16 @@ mod tests {
     /// root, and only the publisher's node may take it back.
     #[test]
     fn names_are_one_table_for_the_job_across_nodes() {
-        use crate::pmi::pmix_names::NameRecord;
+        use crate::pmi::pmix_names::{NameRecord, NameValue};
+        let names = |id, request| PmixUp::Names { id, request };
         let mut root = PmixRoot::new(3, vec![0, 1, 2]);
-        let lookup = PmixUp::Lookup { id: 4, rank: 2, keys: vec!["svc".into()], wait: true };
+        let lookup =
+            names(4, NameRequest::Lookup { rank: 2, keys: vec!["svc".into()], wait: true });
         assert_eq!(root.handle(2, lookup), (vec![], None));
         let value = NameValue::String("port-A".into());
         let (out, _) = root.handle(
             0,
-            PmixUp::Publish { id: 1, rank: 0, data: vec![("svc".into(), value.clone())] },
+            names(1, NameRequest::Publish { rank: 0, data: vec![("svc".into(), value.clone())] }),
         );
         let record = NameRecord { publisher: 0, key: "svc".into(), value };
         assert_eq!(
@@ -282,7 +265,7 @@ mod tests {
             ]
         );
         let (out, _) =
-            root.handle(2, PmixUp::Unpublish { id: 5, rank: 2, keys: vec!["svc".into()] });
+            root.handle(2, names(5, NameRequest::Unpublish { rank: 2, keys: vec!["svc".into()] }));
         let no = gangway_pmix::Status::NO_PERMISSIONS.0;
         assert_eq!(
             out,
@@ -294,7 +277,7 @@ mod tests {
                 }
             }]
         );
-        let (out, _) = root.handle(0, PmixUp::Unpublish { id: 2, rank: 0, keys: vec![] });
+        let (out, _) = root.handle(0, names(2, NameRequest::Unpublish { rank: 0, keys: vec![] }));
         assert_eq!(
             out,
             vec![Routed { to: Some(0), msg: PmixDown::Names { id: 2, answer: NameAnswer::Done } }]

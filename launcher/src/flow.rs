@@ -3,7 +3,7 @@
 //! A rank's pipe is read only while there is room in the budget, so a rank that writes faster
 //! than its output can be written blocks on its pipe, as it would writing to a slow terminal,
 //! and no process on the way holds more than its budget: the launcher's writer gives the bytes
-//! back once written ([`crate::output::OutputSink`]); a proxy gets them back as credits from the
+//! back once written (`output::OutputSink`); a proxy gets them back as credits from the
 //! launcher once they are in the launcher's own budget (`Down::Credit`, [`NODE_WINDOW`] per node).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,7 +15,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::mpsc::error::SendError;
 use tokio::task::JoinSet;
 
-use crate::output::DestinationId;
+/// Where output goes; index into the writer's destination table (`output::OutputSink`). It
+/// lives here, beside the channel that carries it, so flow control needs nothing of the writer.
+pub type DestinationId = usize;
 
 /// Output the launcher's writer may have queued: what it holds at most (plus one chunk per
 /// producer, which may overshoot).

@@ -211,8 +211,7 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|b| *b == needle)
 }
 
-/// Where output goes; index into the sink's destination table.
-pub type DestinationId = usize;
+pub use crate::flow::DestinationId;
 /// Our own standard output.
 pub const STDOUT: DestinationId = 0;
 /// Our own standard error.

@@ -40,7 +40,7 @@ impl Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match crate::server::library().and_then(|lib| {
+        match crate::running::library().and_then(|lib| {
             // SAFETY: PMIx_Error_string takes any status and returns a static string (or null).
             unsafe { crate::value::c_string((lib.PMIx_Error_string)(self.0)) }
         }) {

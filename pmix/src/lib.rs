@@ -13,6 +13,7 @@ mod event;
 mod host;
 mod namespace;
 mod reply;
+mod running;
 mod server;
 mod value;
 

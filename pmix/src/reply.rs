@@ -53,7 +53,7 @@ impl OpReply {
 
     fn complete(&mut self, status: Status) {
         if let Some(p) = self.pending.take() {
-            crate::server::while_running(|| {
+            crate::running::while_running(|| {
                 // SAFETY: libpmix's own completion with its own token, called once (`take`).
                 unsafe { (p.cbfunc)(status.0, p.cbdata) }
             });
@@ -114,7 +114,7 @@ impl ModexReply {
             // libpmix treats a null pointer as "no data"; never hand it a dangling one.
             let ptr = if len == 0 { std::ptr::null() } else { blob.as_ptr().cast::<c_char>() };
             let token = Box::into_raw(blob).cast::<c_void>();
-            let called = crate::server::while_running(|| {
+            let called = crate::running::while_running(|| {
                 // SAFETY: libpmix reads `len` bytes at `ptr` until it calls `release_blob` with
                 // `token`, which frees them; the heap buffer does not move meanwhile.
                 unsafe {
@@ -135,7 +135,7 @@ impl ModexReply {
 
     fn complete_err(&mut self, status: Status) {
         if let Some(p) = self.pending.take() {
-            crate::server::while_running(|| {
+            crate::running::while_running(|| {
                 // SAFETY: libpmix's own completion and token, called once; no data to release.
                 unsafe {
                     (p.cbfunc)(status.0, std::ptr::null(), 0, p.cbdata, None, std::ptr::null_mut())
@@ -208,7 +208,7 @@ impl LookupReply {
         });
         match built {
             Some((values, mut pdata)) => {
-                crate::server::while_running(|| {
+                crate::running::while_running(|| {
                     // SAFETY: libpmix's completion and token, called once; `pdata` and the
                     // storage its values point into (`values`) outlive the call.
                     unsafe {
@@ -231,7 +231,7 @@ impl LookupReply {
 
     fn complete_err(&mut self, status: Status) {
         if let Some(p) = self.pending.take() {
-            crate::server::while_running(|| {
+            crate::running::while_running(|| {
                 // SAFETY: libpmix's completion and token, called once; no data.
                 unsafe { (p.cbfunc)(status.0, std::ptr::null_mut(), 0, p.cbdata) }
             });
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn every_reply_completes_exactly_once() {
         let seen = Mutex::new(Seen::default());
-        crate::server::set_running_for_tests(true);
+        crate::running::set_running(true);
 
         OpReply::new(Some(op_cb), token(&seen)).ok();
         assert_eq!(take(&seen), vec![(sys::PMIX_SUCCESS, vec![])], "ok: once, success");
@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(take(&seen), vec![(sys::PMIX_ERR_BAD_PARAM, vec![])], "refused, not truncated");
 
         // After finalize the callbacks would enter a library that has shut down: nothing runs.
-        crate::server::set_running_for_tests(false);
+        crate::running::set_running(false);
         OpReply::new(Some(op_cb), token(&seen)).ok();
         drop(ModexReply::new(Some(modex_cb), token(&seen)));
         ModexReply::new(Some(modex_cb), token(&seen)).data(vec![1, 2, 3]);

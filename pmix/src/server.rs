@@ -2,9 +2,9 @@
 //! the owner makes (register, fork set-up, direct modex, deregister), and finalize.
 //!
 //! libpmix keeps one server per process and cannot be initialised again after finalize, so the
-//! state here is global: a phase (idle, running, used) and a running flag that replies check,
-//! under a read lock, before calling into the library. Finalize takes the write lock first, so
-//! no completion can run during or after `PMIx_server_finalize`.
+//! state is global: a phase (idle, running, used) here, and a running flag (`running.rs`) that
+//! replies check, under a read lock, before calling into the library. Finalize takes the write
+//! lock first, so no completion can run during or after `PMIx_server_finalize`.
 //!
 //! The register/deregister calls pass no callback, which makes libpmix block until its
 //! progress thread has done them (well under a millisecond). They must therefore never be made
@@ -12,7 +12,7 @@
 
 use std::ffi::{CString, c_char, c_void};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::Mutex;
 
 use gangway_pmix_sys as sys;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::error::{PmixError, Status};
 use crate::event::Event;
 use crate::namespace::Namespace;
+use crate::running;
 use crate::value::{CInfos, Info, Proc, Value, c_bytes, c_string, copy_fixed, regex_len};
 
 /// What gangway adds to libpmix's variables for every PMIx rank.
@@ -40,24 +41,6 @@ enum Phase {
 }
 
 static PHASE: Mutex<Phase> = Mutex::new(Phase::Idle);
-static RUNNING: RwLock<bool> = RwLock::new(false);
-static LIBRARY: OnceLock<&'static sys::PmixLib> = OnceLock::new();
-
-/// The library, once a server was started (for status names).
-pub(crate) fn library() -> Option<&'static sys::PmixLib> {
-    LIBRARY.get().copied()
-}
-
-/// Runs `f` (a call into libpmix) only while the server runs, and keeps finalize out meanwhile.
-pub(crate) fn while_running<R>(f: impl FnOnce() -> R) -> Option<R> {
-    let running = RUNNING.read().unwrap_or_else(|p| p.into_inner());
-    if *running { Some(f()) } else { None }
-}
-
-#[cfg(test)]
-pub(crate) fn set_running_for_tests(running: bool) {
-    *RUNNING.write().unwrap_or_else(|p| p.into_inner()) = running;
-}
 
 fn set_phase(from: Phase, to: Phase) -> Result<(), Phase> {
     let mut phase = PHASE.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,7 +67,7 @@ impl Server {
     /// is not on this node; nothing else in the process is affected.
     pub fn start(tmpdir: &Path) -> Result<(Server, UnboundedReceiver<Event>), PmixError> {
         let lib = sys::load()?;
-        let _ = LIBRARY.set(lib);
+        running::remember_library(lib);
         // SAFETY: PMIx_Get_version takes nothing and returns a static string.
         let version = unsafe { c_string((lib.PMIx_Get_version)()) }.unwrap_or_default();
         if !supported_version(&version) {
@@ -121,7 +104,7 @@ impl Server {
             let _ = set_phase(Phase::Running, Phase::Used);
             return Err(e);
         }
-        *RUNNING.write().unwrap_or_else(|p| p.into_inner()) = true;
+        running::set_running(true);
         let server = Server { lib, tmpdir: tmpdir.to_owned(), finalized: false };
         server.watch_lost_connections();
         Ok((server, rx))
@@ -312,7 +295,7 @@ impl Server {
         if std::mem::replace(&mut self.finalized, true) {
             return Ok(());
         }
-        *RUNNING.write().unwrap_or_else(|p| p.into_inner()) = false;
+        running::set_running(false);
         crate::host::set_sink(None);
         // SAFETY: the server was initialised by `start`; no completion can run any more.
         let rc = unsafe { (self.lib.PMIx_server_finalize)() };

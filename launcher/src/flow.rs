@@ -121,7 +121,6 @@ impl OutputTx {
     }
 
     /// Sends at once: gangway's own messages, counted but never held back.
-    #[allow(clippy::result_large_err)]
     pub fn send(
         &self,
         item: (DestinationId, Vec<u8>),
@@ -132,7 +131,6 @@ impl OutputTx {
     }
 
     /// Sends once the budget has room (a rank's output: its pump stops reading meanwhile).
-    #[allow(clippy::result_large_err)]
     pub async fn send_when_room(
         &self,
         item: (DestinationId, Vec<u8>),

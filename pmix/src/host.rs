@@ -140,7 +140,6 @@ unsafe extern "C" fn client_finalized(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn abort(
     proc_: *const sys::pmix_proc_t,
     _server_object: *mut c_void,
@@ -165,7 +164,6 @@ unsafe extern "C" fn abort(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn fence_nb(
     procs: *const sys::pmix_proc_t,
     nprocs: usize,
@@ -319,7 +317,6 @@ pub(crate) fn module() -> sys::pmix_server_module_t {
 /// libpmix's event handler for `PMIX_ERR_LOST_CONNECTION`: a client went away unfinalized.
 /// The first process is the event's source; libpmix folds further ones that went within its
 /// one-second window into `PMIX_PROCID` entries.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe extern "C" fn lost_connection(
     _registration: usize,
     _status: sys::pmix_status_t,

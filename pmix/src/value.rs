@@ -233,10 +233,15 @@ pub(crate) struct CInfos {
     infos: Vec<sys::pmix_info_t>,
     strings: Vec<CString>,
     blobs: Vec<Vec<u8>>,
-    // Boxed so the addresses handed to C stay put when the Vec grows.
-    #[allow(clippy::vec_box)]
+    #[expect(
+        clippy::vec_box,
+        reason = "boxed so the addresses handed to C stay put when the Vec grows"
+    )]
     procs: Vec<Box<sys::pmix_proc_t>>,
-    #[allow(clippy::vec_box)]
+    #[expect(
+        clippy::vec_box,
+        reason = "boxed so the addresses handed to C stay put when the Vec grows"
+    )]
     arrays: Vec<Box<sys::pmix_data_array_t>>,
     nested: Vec<CInfos>,
 }

@@ -6,8 +6,10 @@
 //! mpi4py test). Without them each test skips, loudly; with `GANGWAY_REQUIRE_PMIX=1` (CI) a
 //! skip is a failure instead.
 
-// Test helpers fail the test by panicking; that is their job.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking; that is their job"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

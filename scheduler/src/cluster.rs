@@ -10,8 +10,8 @@ use std::time::Duration;
 use gangway_topology::{CpuSet, Topology, TopologyError};
 
 use crate::grant::JobStart;
+use crate::rejection::Rejection;
 use crate::types::{Bytes, JobId};
-use crate::validate::Rejection;
 
 /// A node's health, as the controller and administrators set it. Whether it runs jobs
 /// ([`NodeState::Idle`], [`NodeState::Mixed`], [`NodeState::Allocated`]) follows from its

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::rejection::Rejection;
 use crate::types::{Bytes, JobId, Timestamp};
-use crate::validate::Rejection;
 
 /// Memory a job asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

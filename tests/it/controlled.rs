@@ -17,7 +17,10 @@ pub struct Setup {
     pub controller_nofile: Option<u64>,
     /// Called with the state directory (created, empty) before the controller starts: a test
     /// may mount a small file system there.
-    #[allow(clippy::type_complexity)]
+    #[expect(
+        clippy::type_complexity,
+        reason = "a one-off test hook: an alias named once would only hide what it is called with"
+    )]
     pub prepare_state_dir: Option<Box<dyn FnOnce(&std::path::Path)>>,
     /// The agents' `--kill-grace` (default 1 s).
     pub agent_kill_grace: Option<&'static str>,

@@ -1,7 +1,9 @@
 //! End-to-end tests of the `gangway` binary with real MPICH programs, real processes and signals.
 
-// Test helpers fail the test by panicking; that is their job.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking; that is their job"
+)]
 #![expect(
     clippy::disallowed_methods,
     reason = "the tests are plain threads driving processes: a sleep blocks no runtime"

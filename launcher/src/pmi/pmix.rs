@@ -18,9 +18,9 @@ use gangway_pmix::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::events::{PmiEvent, ToRoot};
 use super::pmix_names::{Answer, Asker, NameAnswer, NameRequest, NameValue, PmixNames};
 use super::pmix_root::{PmixDown, PmixUp};
-use super::server::{PmiEvent, ToRoot};
 
 /// Which PMI services a job's ranks get (`--mpi`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

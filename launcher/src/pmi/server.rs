@@ -13,10 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+pub use super::events::{PmiEvent, ToRoot};
 use super::node::{JobInfo, NodeInput, NodeOutput, NodePmi, ReqId};
 use super::peer;
 use super::pmix::{MpiKind, PmixNode, PmixServer};
-use super::pmix_root::{PmixDown, PmixUp};
+use super::pmix_root::PmixDown;
 use super::root::{RootInput, RootOutput, RootPmi};
 use super::wire::{self, Decoder, Framed, Protocol, Request};
 
@@ -40,40 +41,6 @@ pub enum PmiMode {
     Fd,
     /// A TCP port (`PMI_PORT` + `PMI_ID`, with the PMI-1 initack handshake).
     Port,
-}
-
-/// What the supervisor hears from the PMI service.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PmiEvent {
-    /// The rank spoke PMI for the first time (so it is an MPI process).
-    Connected { rank: u32 },
-    /// The rank called finalize.
-    Finalized { rank: u32 },
-    /// The rank called `MPI_Abort` (or PMI abort): stop the job with this code.
-    Abort { rank: u32, code: i32, message: Option<String> },
-    /// The job cannot go on: a protocol violation, or a rank left without finalize.
-    Failed { rank: Option<u32>, reason: String },
-    /// Something the job's user should know that does not stop the job (printed as a warning).
-    Warning { message: String },
-    /// The service has finished with an exited rank: anything its departure means (a missing
-    /// finalize, an abandoned fence) was reported before this. The job's outcome is only known
-    /// once every exited rank is settled, so the supervisor waits for it.
-    Settled { rank: u32 },
-}
-
-/// Where a node's fences and name requests go when the job's root is elsewhere (a proxy).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToRoot {
-    Fence {
-        epoch: u64,
-        pairs: Vec<(String, String)>,
-    },
-    Name {
-        id: ReqId,
-        request: Request,
-    },
-    /// A PMIx fence or direct-modex message (`pmix_root`).
-    Pmix(PmixUp),
 }
 
 enum ToState {

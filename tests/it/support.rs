@@ -32,19 +32,7 @@ pub fn program(name: &str) -> PathBuf {
     static BUILT_RUST: OnceLock<()> = OnceLock::new();
     let target = if name == "rust-ring" { "rust" } else { "c" };
     let once = if name == "rust-ring" { &BUILT_RUST } else { &BUILT_C };
-    once.get_or_init(|| {
-        let lock_path = repo_root().join("target").join("examples.lock");
-        let _ = std::fs::create_dir_all(lock_path.parent().unwrap());
-        let lock = std::fs::File::create(&lock_path).unwrap();
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
-        let status = Command::new("make")
-            .args(["-s", "-C"])
-            .arg(repo_root().join("examples"))
-            .arg(target)
-            .status()
-            .expect("make is installed");
-        assert!(status.success(), "make -C examples {target} failed");
-    });
+    once.get_or_init(|| assert!(make_examples(target), "make -C examples {target} failed"));
     let path = repo_root().join("examples/bin").join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path
@@ -413,24 +401,27 @@ pub fn node_visible_dir() -> &'static Path {
     })
 }
 
+/// `make -C examples TARGET`, one test process at a time (the lock), true when it built.
+fn make_examples(target: &str) -> bool {
+    let lock_path = repo_root().join("target").join("examples.lock");
+    let _ = std::fs::create_dir_all(lock_path.parent().unwrap());
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    Command::new("make")
+        .args(["-s", "-C"])
+        .arg(repo_root().join("examples"))
+        .arg(target)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The hello example built with the PyPI MPICH wheel (ch4:ofi), which works across namespace
 /// nodes where Debian's UCX build does not, copied where the nodes see it together with the
 /// wheel's libraries (`LD_LIBRARY_PATH` must point at the returned `lib`);
 /// `None` when the wheel cannot be had (skips loudly).
 pub fn ofi_hello() -> Option<(PathBuf, PathBuf)> {
     static BUILT: OnceLock<bool> = OnceLock::new();
-    let ok = *BUILT.get_or_init(|| {
-        let lock_path = repo_root().join("target").join("examples.lock");
-        let _ = std::fs::create_dir_all(lock_path.parent().unwrap());
-        let lock = std::fs::File::create(&lock_path).unwrap();
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
-        Command::new("make")
-            .args(["-s", "-C"])
-            .arg(repo_root().join("examples"))
-            .arg("ofi")
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let ok = *BUILT.get_or_init(|| make_examples("ofi"));
     let path = repo_root().join("examples/bin-ofi/hello");
     let lib = repo_root().join("target/mpich-wheel/prefix/lib");
     if ok && path.exists() && lib.is_dir() {
@@ -460,18 +451,7 @@ pub fn ofi_hello() -> Option<(PathBuf, PathBuf)> {
 /// `GANGWAY_REQUIRE_PMIX=1` (CI) a skip is a failure instead.
 pub fn openmpi_program(name: &str) -> Option<PathBuf> {
     static BUILT: OnceLock<bool> = OnceLock::new();
-    let ok = *BUILT.get_or_init(|| {
-        let lock_path = repo_root().join("target").join("examples.lock");
-        let _ = std::fs::create_dir_all(lock_path.parent().unwrap());
-        let lock = std::fs::File::create(&lock_path).unwrap();
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
-        Command::new("make")
-            .args(["-s", "-C"])
-            .arg(repo_root().join("examples"))
-            .arg("openmpi")
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let ok = *BUILT.get_or_init(|| make_examples("openmpi"));
     let path = repo_root().join("examples/bin-openmpi").join(name);
     if ok && path.exists() {
         return Some(path);

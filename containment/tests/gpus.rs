@@ -8,7 +8,11 @@ use gangway_containment::gpu::{GpuBind, GpuRequest, Numbering, assign, task_env}
 use gangway_topology::{CpuSet, Topology};
 
 fn machine() -> Topology {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/32em64t-2n8c2t-pci-normalio.xml");
+    // The topology crate's copy of the export: one copy of the data in the repository.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../topology/tests/data/32em64t-2n8c2t-pci-normalio.xml"
+    );
     Topology::from_xml_file(path).unwrap()
 }
 

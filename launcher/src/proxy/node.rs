@@ -37,6 +37,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a proxy waits for its parent to answer at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A silence timer that fires this much past its deadline means the proxy was not running; it
+/// then waits this much longer for a ping that may already be waiting.
+const LATE_WAKE: Duration = Duration::from_millis(500);
 
 /// Why a proxy could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +120,15 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
                 });
             }
             _ = &mut parent_gone => break,
-            _ = sleep_until(last_ping + ping_timeout) => break,
+            _ = sleep_until(last_ping + ping_timeout) => {
+                // Woken well after the deadline, this proxy was itself descheduled (an overloaded
+                // node) and may not have read a ping that is waiting: look again before giving up.
+                let late = Instant::now().saturating_duration_since(last_ping + ping_timeout);
+                if late < LATE_WAKE {
+                    break;
+                }
+                last_ping += late + LATE_WAKE;
+            }
         }
     }
     local.kill_all();

@@ -317,6 +317,10 @@ struct ClusterRun<'a> {
     started: std::time::Instant,
 }
 
+/// At most this many waiting messages are read before a ping round: enough for every pong of a
+/// large job, bounded so that a flood of output cannot hold the round off.
+const WAITING_READ_BEFORE_PING: usize = 65_536;
+
 impl ClusterRun<'_> {
     /// A top proxy never called back: its node and every node below it are lost before they
     /// start.
@@ -346,8 +350,15 @@ impl ClusterRun<'_> {
                 sig = caught.recv() => self.sup.decide(|policy, now| policy.signal_caught(sig, now)),
                 _ = sleep_until(next_ping) => {
                     ping_seq += 1;
+                    let late = Instant::now().saturating_duration_since(next_ping);
+                    // Replies already waiting are read before the round judges the nodes, so a
+                    // launcher that was itself descheduled does not call answering nodes lost.
+                    for _ in 0..WAITING_READ_BEFORE_PING {
+                        let Ok(msg) = up.try_recv() else { break };
+                        self.on_up(msg);
+                    }
                     next_ping = Instant::now() + self.plan.ping_interval;
-                    self.ping(ping_seq);
+                    self.ping(ping_seq, late);
                 }
                 _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => self.sup.tick(),
             }
@@ -428,11 +439,18 @@ impl ClusterRun<'_> {
         }
     }
 
-    /// Sends a ping everywhere, and gives up the nodes that answered none for too long.
-    fn ping(&mut self, seq: u64) {
+    /// Sends a ping everywhere, and gives up the nodes that answered none for too long. `late` is
+    /// how long after its time this round came: the launcher could not hear anyone meanwhile (an
+    /// overloaded host), so that time is not held against the nodes.
+    fn ping(&mut self, seq: u64, late: Duration) {
         let _ = self.down.send(Envelope { to: None, msg: Down::Ping(seq) });
         let now = Instant::now();
         let timeout = self.plan.ping_timeout;
+        if late > self.plan.ping_interval {
+            for seen in &mut self.nodes.last_seen {
+                *seen = (*seen + late).min(now);
+            }
+        }
         for node in 0..self.plan.nodes.len() {
             if !self.nodes.lost[node] && now.duration_since(self.nodes.last_seen[node]) > timeout {
                 let reason = format!("no ping reply for {:.0} s", timeout.as_secs_f64());

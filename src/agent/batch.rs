@@ -9,6 +9,7 @@ use gangway_launcher::exit_status::RankStatus;
 use gangway_launcher::signals::describe;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::cgroups::Part;
 use super::events::Event;
 use super::fence::{self, Fencing};
 use super::jobs::{LocalJob, ScriptEnd};
@@ -36,10 +37,14 @@ pub(super) fn start_job(
             return; // already known (a resync after reconnecting)
         }
         if let Some(old) = jobs.remove(&job) {
-            reports.extend(fencing.release(job, old.launch.attempt, opts.kill_grace));
+            let cgroups = opts.cgroups.clone().map(|c| (c, old.launch.memory));
+            reports.extend(fencing.release(job, old.launch.attempt, opts.kill_grace, cgroups));
         }
     }
     let mut local = LocalJob { launch, sessions: Vec::new(), ended: None, fenced: None };
+    if let Some(cgroups) = &opts.cgroups {
+        cgroups.create_job(&local.launch, &opts.topology);
+    }
     if let Some(batch) = local.launch.batch.clone() {
         // Never a script without a lease: the controller may already count this node lost.
         if let Err(why) = fencing.may_start() {
@@ -94,15 +99,39 @@ pub(super) fn start_job(
         };
         let mut program = script_program(&batch.script, &path);
         program.1.extend(batch.args.iter().cloned());
-        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false) {
+        let cgroups = opts.cgroups.clone();
+        let join = cgroups
+            .as_ref()
+            .and_then(|c| c.enter(&local.launch, Part::Batch, None))
+            .unwrap_or_default();
+        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false, &join) {
             Ok(spawned) => {
                 let sid = spawned.pid;
                 fencing.guard(job, attempt, sid);
                 local.sessions.push(sid);
                 let tx = ev_tx.clone();
                 let mut child = spawned.child;
+                let limit = local.launch.memory;
+                let error_file = batch.error.clone().unwrap_or_else(|| batch.output.clone());
                 tokio::spawn(async move {
-                    let (code, message) = match child.wait().await {
+                    let status = child.wait().await;
+                    // What the script left in its part is killed now (the job ends with it),
+                    // and what it used goes ahead of its end, so the controller has both.
+                    let mut oom = None;
+                    if let Some(cgroups) = cgroups {
+                        let used = tokio::task::spawn_blocking(move || {
+                            cgroups.finish_part(job, Part::Batch, limit)
+                        })
+                        .await;
+                        if let Ok(Some(usage)) = used {
+                            oom = usage.out_of_memory.clone();
+                            let _ = tx.send(Event::Used { job, attempt, usage });
+                        }
+                    }
+                    if let Some(message) = &oom {
+                        append_error(&error_file, message);
+                    }
+                    let (code, message) = match status {
                         Ok(s) => match RankStatus::of(s) {
                             Some(end @ RankStatus::Signaled(n)) => (
                                 end.shell_code(),
@@ -113,6 +142,7 @@ pub(super) fn start_job(
                         },
                         Err(e) => (1, Some(e.to_string())),
                     };
+                    let message = oom.or(message);
                     let _ =
                         tx.send(Event::ScriptEnded(ScriptEnd { job, attempt, sid, code, message }));
                 });
@@ -128,6 +158,16 @@ pub(super) fn start_job(
         }
     }
     jobs.insert(job, local);
+}
+
+/// Adds the agent's word on how the script ended to the job's error output (the file exists:
+/// the script's own stderr was opened on it, as its user).
+fn append_error(path: &str, message: &str) {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new().append(true).open(path);
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "gangway: error: {message}");
+    }
 }
 
 /// A script with `#!` runs as itself; one without runs under `/bin/sh`, as sbatch does.

@@ -14,7 +14,16 @@ pub enum Event {
     ControllerGone,
     Step(StepLaunch),
     ScriptEnded(ScriptEnd),
-    ProxyEnded { job: JobId, sid: u32 },
+    ProxyEnded {
+        job: JobId,
+        sid: u32,
+    },
+    /// A part of a job (its script, a step) ended and its cgroup said what it used.
+    Used {
+        job: JobId,
+        attempt: u32,
+        usage: crate::protocol::PartUsage,
+    },
     WhichJob(local::JobQuery),
     Fencer(fence::Report),
 }

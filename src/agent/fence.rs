@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
+use super::cgroups::NodeCgroups;
 use super::jobs::{LocalJob, ScriptEnd};
 use super::lease::{Boot, Lease};
 use super::leftovers::{self, Record, SpoolError, SpoolLock};
@@ -221,6 +222,8 @@ pub enum Report {
     Gone(u64),
     /// One ending of a released job's sessions is over: nothing of them is left.
     Released(JobId),
+    /// What a released attempt of a job used here (its cgroup, read once it was emptied).
+    Used(JobId, u32, crate::protocol::PartUsage),
 }
 
 /// A job session the agent started and the fencer guards.
@@ -405,7 +408,16 @@ impl Fencing {
     /// after `grace`, stop guarding them, and confirm once nothing of them is left. The
     /// confirmation is returned at once if nothing of the job runs here (and no earlier ending of
     /// it is still in progress); else it comes as a [`Report::Released`].
-    pub fn release(&mut self, job: JobId, attempt: u32, grace: Duration) -> Option<FromAgent> {
+    ///
+    /// With `cgroups`, the job's cgroup is emptied (freeze, kill, thaw: also what left its
+    /// sessions) once the sessions are, its figures reported, before the confirmation.
+    pub fn release(
+        &mut self,
+        job: JobId,
+        attempt: u32,
+        grace: Duration,
+        cgroups: Option<(NodeCgroups, Option<u64>)>,
+    ) -> Option<FromAgent> {
         self.leftovers.retain(|(j, a)| !(*j == job && *a <= attempt));
         let mine = |g: &Guarded| g.job == job && g.attempt <= attempt;
         let mut ending: Vec<Guarded> = self.guarded.values().filter(|g| mine(g)).copied().collect();
@@ -417,7 +429,7 @@ impl Fencing {
         self.dying.retain(|g| !mine(g));
         let e = self.ending.entry(job).or_default();
         e.upto = e.upto.max(attempt);
-        if ending.is_empty() {
+        if ending.is_empty() && cgroups.is_none() {
             return self.ended(job, false);
         }
         e.running += 1;
@@ -427,6 +439,13 @@ impl Fencing {
             (self.spool.clone(), self.to_fencer.clone(), self.reports.clone());
         tokio::spawn(async move {
             super::release::end(list, grace, spool, fencer).await;
+            if let Some((cgroups, limit)) = cgroups {
+                let used =
+                    tokio::task::spawn_blocking(move || cgroups.finish_job(job, limit)).await;
+                if let Ok(Some(used)) = used {
+                    let _ = done.send(Report::Used(job, attempt, used));
+                }
+            }
             let _ = done.send(Report::Released(job));
         });
         None
@@ -522,6 +541,10 @@ impl Fencing {
             Report::Gone(_) => Vec::new(),
             Report::Released(job) => {
                 reports.extend(self.ended(job, true));
+                Vec::new()
+            }
+            Report::Used(job, attempt, usage) => {
+                reports.push(FromAgent::Usage { job, attempt, usage });
                 Vec::new()
             }
         }

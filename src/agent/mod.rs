@@ -8,6 +8,7 @@
 //! released job and confirming it is gone (`release`).
 
 mod batch;
+pub mod cgroups;
 mod events;
 pub mod fence;
 mod jobs;
@@ -74,6 +75,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // Before anything else: end what a previous life left, and start the fencer.
     let (fence_tx, mut fence_rx) = unbounded_channel::<fence::Report>();
     let mut fencing = Fencing::start(&opts.spool, fence_tx)?;
+    // Then what escaped those sessions: every job cgroup is a previous life's.
+    if let Some(cgroups) = &opts.cgroups {
+        cgroups.sweep().await;
+    }
     {
         let ev = ev_tx.clone();
         tokio::spawn(async move {
@@ -216,17 +221,25 @@ fn handle(
             }
         }
         Event::FromController(ToAgent::Release { job, attempt }) => {
-            if jobs.get(&job).is_some_and(|j| j.launch.attempt <= attempt) {
+            let mut limit = None;
+            if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt <= attempt) {
+                limit = j.launch.memory;
                 jobs.remove(&job);
                 let _ = std::fs::remove_file(script_path(opts, job, attempt));
             }
-            reports.extend(fencing.release(job, attempt, opts.kill_grace));
+            let cgroups = opts.cgroups.clone().map(|c| (c, limit));
+            reports.extend(fencing.release(job, attempt, opts.kill_grace, cgroups));
         }
         Event::FromController(_) | Event::ControllerGone => {}
         Event::Step(step) => start_proxy(step, opts, jobs, ev_tx, fencing),
         Event::ScriptEnded(end) => {
             if let Some(end) = fencing.script_ended(end, jobs) {
                 script_ended(end, jobs, reports);
+            }
+        }
+        Event::Used { job, attempt, usage } => {
+            if jobs.get(&job).is_some_and(|j| j.launch.attempt == attempt) {
+                reports.push(FromAgent::Usage { job, attempt, usage });
             }
         }
         Event::ProxyEnded { job, sid } => {

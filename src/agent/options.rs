@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gangway_topology::Topology;
 
+use super::cgroups::NodeCgroups;
 use crate::auth::Key;
 
 /// How the agent runs.
@@ -23,4 +24,6 @@ pub struct AgentOptions {
     pub kill_grace: Duration,
     /// Local connections one user may hold at once (0: no limit).
     pub max_connections_per_user: usize,
+    /// The cgroups of this node's jobs (None: turned off, or not permitted).
+    pub cgroups: Option<NodeCgroups>,
 }

@@ -3,6 +3,7 @@
 //! ending a job's sessions.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -64,6 +65,8 @@ pub struct Spawned {
 
 /// Starts `program args` for a job. With `batch`, stdout/stderr go to its files; with
 /// `piped`, its stdin and stderr are pipes (a proxy's, relayed to its launcher's link).
+/// `join`: the `cgroup.procs` of its cgroup (`cgroups.rs`), which the child writes itself
+/// into before it execs, still as root.
 pub fn spawn(
     program: &Path,
     args: &[String],
@@ -71,7 +74,9 @@ pub fn spawn(
     run_as: &RunAs,
     batch: Option<&BatchOutput>,
     piped: bool,
+    join: &[OwnedFd],
 ) -> std::io::Result<Spawned> {
+    let join: Vec<RawFd> = join.iter().map(AsRawFd::as_raw_fd).collect();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     if piped {
@@ -112,10 +117,13 @@ pub fn spawn(
         }
     }
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe system calls (setsid, umask, setgroups, setgid, setuid, prctl, getppid,
+    // async-signal-safe system calls (write to the cgroup files, setsid, umask, setgroups, setgid, setuid, prctl, getppid,
     // chdir, open, dup2, write, sched_setaffinity) on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // First, and as root: a v2 move needs write access to the cgroups' files, and
+            // whatever the process runs from here on starts inside.
+            gangway_containment::join(&join).map_err(std::io::Error::from)?;
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }

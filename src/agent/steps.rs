@@ -10,6 +10,7 @@ use gangway_launcher::bootstrap::{RemoteExit, exit_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::cgroups::{NodeCgroups, Part};
 use super::events::Event;
 use super::fence::Fencing;
 use super::jobs::LocalJob;
@@ -94,7 +95,12 @@ pub(super) fn start_proxy(
     env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gangway"));
     let args = vec!["proxy".to_string(), "--node".to_string(), node_id.to_string()];
-    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true) {
+    let cgroups = opts.cgroups.clone();
+    let join = cgroups
+        .as_ref()
+        .and_then(|cg| cg.enter(&job.launch, Part::Step(c.step), Some(&cpus)))
+        .unwrap_or_default();
+    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true, &join) {
         Ok(s) => s,
         Err(e) => {
             refuse(stream, sealer, format!("cannot start the proxy: {e}"));
@@ -105,20 +111,57 @@ pub(super) fn start_proxy(
     fencing.guard(c.job, c.attempt, sid);
     job.sessions.push(sid);
     let (job_id, tx) = (c.job, ev_tx.clone());
+    let end = StepEnd {
+        cgroups: cgroups.filter(|_| !join.is_empty()),
+        job: c.job,
+        attempt: c.attempt,
+        step: c.step,
+        limit: job.launch.memory,
+        tx: tx.clone(),
+    };
     tokio::spawn(async move {
-        relay_proxy(spawned.child, stream, sealer, opener).await;
+        relay_proxy(spawned.child, stream, sealer, opener, end).await;
         let _ = tx.send(Event::ProxyEnded { job: job_id, sid });
     });
 }
 
+/// What ends with a step's proxy: its cgroup (what is left killed, what it used read).
+struct StepEnd {
+    cgroups: Option<NodeCgroups>,
+    job: JobId,
+    attempt: u32,
+    step: u32,
+    limit: Option<u64>,
+    tx: UnboundedSender<Event>,
+}
+
+impl StepEnd {
+    /// Ends the step's cgroup and sends its figures to the owner task; returns the OOM
+    /// message, if the OOM killer struck the step.
+    async fn finish(self) -> Option<String> {
+        let StepEnd { cgroups, job, attempt, step, limit, tx } = self;
+        let cgroups = cgroups?;
+        let usage =
+            tokio::task::spawn_blocking(move || cgroups.finish_part(job, Part::Step(step), limit))
+                .await
+                .ok()??;
+        let oom = usage.out_of_memory.clone();
+        let _ = tx.send(Event::Used { job, attempt, usage });
+        oom
+    }
+}
+
 /// Relays a proxy's pipes over its launcher's link: the link's messages to the proxy's stdin
 /// (the launcher's start line first, which holds the job's call-back key), and the proxy's
-/// stderr and how it ended back, as frames.
+/// stderr and how it ended back, as frames. Before the exit frame the step's cgroup is ended:
+/// its figures reach the controller ahead of anything the step's end causes, and an OOM kill
+/// is told to the launcher (so to the job's error output) in the step's stderr.
 async fn relay_proxy(
     mut child: tokio::process::Child,
     stream: tokio::net::TcpStream,
     mut sealer: gangway_link::Sealer,
     mut opener: gangway_link::Opener,
+    end: StepEnd,
 ) {
     use gangway_link::tokio_io::{recv, send};
     let (mut net_rd, mut net_wr) = stream.into_split();
@@ -151,6 +194,12 @@ async fn relay_proxy(
         }
     }
     let exit = child.wait().await.map(exit_of).unwrap_or(RemoteExit::Code(255));
+    if let Some(message) = end.finish().await
+        && linked
+    {
+        let line = format!("gangway: error: {message}\n");
+        linked = send(&mut net_wr, &mut sealer, &stderr_frame(line.as_bytes())).await.is_ok();
+    }
     if linked {
         let _ = send(&mut net_wr, &mut sealer, &exit_frame(&exit)).await;
     }

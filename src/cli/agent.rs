@@ -52,6 +52,18 @@ pub struct AgentArgs {
     /// limit); one more is refused with exit code 119.
     #[arg(long, value_name = "N", default_value_t = agent::local::DEFAULT_MAX_PER_USER)]
     pub max_connections_per_user: usize,
+    /// The most processes and threads one job may run on this node at once (its cgroup's
+    /// pids.max; default: no limit).
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
+    /// The directory of this agent's job cgroups at the top of each cgroup hierarchy (one per
+    /// agent: its start-up sweep kills every job cgroup in it).
+    #[arg(long, value_name = "NAME", default_value = "gangway")]
+    pub cgroup_root: String,
+    /// Run jobs without cgroups (also GANGWAY_NO_CGROUPS=1): CPUs bound by affinity only,
+    /// memory not limited, nothing accounted, escaped processes not killed.
+    #[arg(long)]
+    pub no_cgroups: bool,
     #[arg(long, default_value = "info")]
     pub log: String,
 }
@@ -77,6 +89,17 @@ pub fn main(args: AgentArgs) -> Result<(), CliError> {
     let spool =
         args.spool.clone().unwrap_or_else(|| PathBuf::from("/var/spool/gangway").join(&name));
     let socket = args.socket.clone().unwrap_or_else(|| agent::local::default_path(&spool));
+    if args.cgroup_root.is_empty()
+        || args.cgroup_root.contains('/')
+        || args.cgroup_root.starts_with('.')
+    {
+        return Err(usage(format!(
+            "--cgroup-root '{}': give a directory name (no '/', not starting with '.')",
+            args.cgroup_root
+        )));
+    }
+    let off = args.no_cgroups || std::env::var_os("GANGWAY_NO_CGROUPS").is_some_and(|v| v == "1");
+    let cgroups = agent::cgroups::NodeCgroups::open(&name, &args.cgroup_root, off, args.pids_limit);
     let opts = AgentOptions {
         controller: args.controller.clone(),
         key,
@@ -88,6 +111,7 @@ pub fn main(args: AgentArgs) -> Result<(), CliError> {
         topology,
         kill_grace: kill_grace.max(Duration::from_millis(1)),
         max_connections_per_user: args.max_connections_per_user,
+        cgroups,
     };
     runtime.block_on(agent::run(opts)).map_err(|e| CliError::Failed(e.to_string()))
 }

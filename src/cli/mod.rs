@@ -2,6 +2,7 @@
 //! beside them the pieces several share (typed flag values, the job shape, the wait for an
 //! allocation, the one error type).
 
+pub mod accounting;
 pub mod agent;
 pub mod alloc;
 pub mod allocation;

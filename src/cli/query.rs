@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use gangway_topology::human_bytes;
 
+use super::accounting;
 use crate::protocol::{JobInfo, NodeInfo};
 
 /// `[D-]H:MM:SS` as squeue prints times.
@@ -27,6 +28,7 @@ pub fn short_state(state: &str) -> &'static str {
         "CANCELLED" => "CA",
         "TIMEOUT" => "TO",
         "NODE_FAIL" => "NF",
+        "OUT_OF_MEMORY" => "OOM",
         _ => "?",
     }
 }
@@ -226,6 +228,7 @@ pub fn render_job(j: &JobInfo) -> String {
     if let Some(e) = &j.error {
         let _ = writeln!(s, "   StdErr={e}");
     }
+    s.push_str(&super::accounting::render_usage(j));
     if !j.events.is_empty() {
         let _ = writeln!(s, "   Events:");
         for (t, kind, detail) in &j.events {
@@ -279,7 +282,7 @@ pub fn render_node(n: &NodeInfo) -> String {
 /// `history` table (pure).
 pub fn render_history(jobs: &[JobInfo]) -> String {
     let mut rows = vec![
-        "JOBID NAME USER STATE EXITCODE ELAPSED NODES NODELIST ATTEMPTS"
+        "JOBID NAME USER STATE EXITCODE ELAPSED NODES NODELIST ATTEMPTS TOTALCPU MAXMEM"
             .split(' ')
             .map(String::from)
             .collect::<Vec<_>>(),
@@ -299,6 +302,10 @@ pub fn render_history(jobs: &[JobInfo]) -> String {
             j.nodes.len().to_string(),
             if j.nodes.is_empty() { "-".into() } else { nodelist(j) },
             j.attempt.to_string(),
+            accounting::job_totals(&j.usage)
+                .map(|t| accounting::cpu_time(t.cpu_us()))
+                .unwrap_or_else(|| "-".into()),
+            accounting::memory(accounting::job_totals(&j.usage).and_then(|t| t.peak)),
         ]);
     }
     table(&rows)
@@ -340,6 +347,7 @@ mod tests {
             shape: Shape { min_nodes: Some(2), ntasks: Some(4), ..Shape::default() },
             position: (!running).then_some(1),
             events: Vec::new(),
+            usage: Vec::new(),
         }
     }
 

@@ -81,6 +81,12 @@ impl Cluster {
             env,
             cwd: job.sub.cwd.clone(),
             umask: job.sub.umask.unwrap_or(crate::protocol::DEFAULT_UMASK) & 0o777,
+            // The grant's memory is a limit only when the job asked for memory: otherwise it
+            // is the scheduler's estimate, and the job may use what the node has.
+            memory: (job.sub.shape.mem_per_node.is_some() || job.sub.shape.mem_per_cpu.is_some())
+                .then_some(g.memory)
+                .filter(|m| *m > 0),
+            gpus: g.gpus.clone(),
         })
     }
 

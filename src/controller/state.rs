@@ -57,6 +57,8 @@ pub enum JobState {
     Cancelled,
     Timeout,
     NodeFail,
+    /// The kernel's OOM killer killed a process of the job at its memory limit.
+    OutOfMemory,
 }
 
 impl JobState {
@@ -70,6 +72,7 @@ impl JobState {
             JobState::Cancelled => "CANCELLED",
             JobState::Timeout => "TIMEOUT",
             JobState::NodeFail => "NODE_FAIL",
+            JobState::OutOfMemory => "OUT_OF_MEMORY",
         }
     }
 
@@ -122,6 +125,9 @@ pub struct Job {
     /// attempt starts only when this is empty (see `handlers::release`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releasing: Vec<(String, u32)>,
+    /// What the parts of its current attempt used, per node (the agents' reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<crate::protocol::PartUsage>,
 }
 
 impl Job {

@@ -71,6 +71,7 @@ impl Cluster {
             shape: job.sub.shape.clone(),
             position: if job.state == JobState::Pending { position } else { None },
             events: Vec::new(),
+            usage: job.usage.clone(),
         })
     }
 

@@ -15,7 +15,8 @@ pub use signal::Signal;
 /// Bumped when a message changes incompatibly; both sides check it at the first message.
 /// 3: heartbeats are acknowledged and grant a lease; agents report fenced jobs.
 /// 4: agents confirm that a released attempt's processes are gone ([`FromAgent::Released`]).
-pub const VERSION: u32 = 4;
+/// 5: agents report what a job's parts used ([`FromAgent::Usage`]).
+pub const VERSION: u32 = 5;
 
 /// A job's identifier.
 pub type JobId = u64;
@@ -250,7 +251,7 @@ pub struct JobInfo {
     pub user: String,
     pub uid: u32,
     pub kind: JobKind,
-    /// PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL.
+    /// PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY.
     pub state: String,
     /// Why it is pending, or how it ended.
     pub reason: String,
@@ -280,6 +281,9 @@ pub struct JobInfo {
     /// `show job` only: the job's events (time in ms, kind, detail), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<(u64, String, String)>,
+    /// What its parts used on each node (its last attempt), as the agents reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<PartUsage>,
 }
 
 /// A node as `nodes` and `show node` show it.
@@ -338,6 +342,30 @@ pub enum FromAgent {
         job: JobId,
         attempt: u32,
     },
+    /// What one part of a job (its batch script, a step, or the whole job) used on this node,
+    /// read from its cgroup when it ended. A part ended by the OOM killer says so.
+    Usage {
+        job: JobId,
+        attempt: u32,
+        usage: PartUsage,
+    },
+}
+
+/// What one part of a job used on one node, as its cgroup counted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartUsage {
+    pub node: String,
+    /// `batch`, `step N`, or `job` (everything of the job on the node).
+    pub part: String,
+    /// CPU time in microseconds.
+    pub user_us: u64,
+    pub system_us: u64,
+    /// Highest memory use, bytes (None: not counted here).
+    pub peak_memory: Option<u64>,
+    /// The memory limit it ran under, bytes.
+    pub memory_limit: Option<u64>,
+    /// Set when the kernel's OOM killer struck it: the message naming the part and the limit.
+    pub out_of_memory: Option<String>,
 }
 
 /// An agent's first message.
@@ -421,6 +449,13 @@ pub struct JobLaunch {
     pub cwd: String,
     /// The submitter's umask, for every process of the job here.
     pub umask: u32,
+    /// The job's memory limit on this node, in bytes, when it asked for one (`--mem`,
+    /// `--mem-per-cpu`): its cgroup enforces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// The node's GPUs the job holds (indexes of the node's model).
+    #[serde(default, skip_serializing_if = "CpuSet::is_empty")]
+    pub gpus: CpuSet,
 }
 
 /// The script part of a batch job start.

@@ -171,6 +171,7 @@ impl Managed {
         let child = self
             .agent_command(i, &self.dir.join("key"))
             .args(["--spool", "/tmp/gangway-spool"])
+            .args(["--cgroup-root", &self.cgroup_root(i)])
             .args(self.synthetic.iter().flat_map(|s| ["--synthetic", s.as_str()]))
             .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
@@ -178,6 +179,21 @@ impl Managed {
             .spawn()
             .unwrap();
         self.agents.insert(i, child);
+    }
+
+    /// Node `i`'s agent's cgroup root: its own (the nodes of every test cluster share this
+    /// machine's kernel and their names).
+    pub fn cgroup_root(&self, i: usize) -> String {
+        format!("gangway-{}-node{i}", self.vc.prefix)
+    }
+
+    /// The cgroup directories of node `i`'s agent in every v1 hierarchy (empty on v2 only
+    /// machines, or when they do not exist).
+    pub fn cgroup_dirs(&self, i: usize) -> Vec<PathBuf> {
+        let root = self.cgroup_root(i);
+        std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path().join(&root)).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default()
     }
 
     /// A `gangway` command talking to this controller.
@@ -243,12 +259,46 @@ impl Managed {
     }
 }
 
+/// Kills every process in `dir` and below (a cgroup directory), then removes the directories,
+/// deepest first.
+fn remove_cgroup_tree(dir: &std::path::Path) {
+    let subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    for sub in &subdirs {
+        remove_cgroup_tree(sub);
+    }
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        // A frozen cgroup must thaw for its processes to die.
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Managed {
     fn drop(&mut self) {
         self.kill_controller();
         for (_, mut a) in std::mem::take(&mut self.agents) {
             let _ = a.kill();
             let _ = a.wait();
+        }
+        // What the agents' cgroups still hold (an escaped daemon outlives a killed agent until
+        // the next agent's sweep, which never comes here), and the directories.
+        for i in 1..=16 {
+            for dir in self.cgroup_dirs(i) {
+                remove_cgroup_tree(&dir);
+            }
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());

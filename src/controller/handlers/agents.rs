@@ -9,7 +9,7 @@ use gangway_topology::Topology;
 use super::requeue::PartLost;
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Cluster, Health, JobState, Mono};
-use crate::protocol::{FromAgent, JobId, JobKind, Registration, ToAgent};
+use crate::protocol::{FromAgent, JobId, JobKind, PartUsage, Registration, ToAgent};
 
 impl Cluster {
     /// An agent's message, which arrived at `now` (wall time, for records) and `mono` (the
@@ -63,6 +63,13 @@ impl Cluster {
                 }
                 self.released(node, job, attempt, now)
             }
+            FromAgent::Usage { job, attempt, usage } => {
+                if self.agent_conn(node) != Some(conn) || usage.node != node {
+                    return Effects::new();
+                }
+                self.usage_reported(job, attempt, usage, now);
+                Effects::new()
+            }
             FromAgent::JobEnded { job, attempt, exit_code, message } => {
                 let mut fx = Effects::new();
                 let current = self.jobs.get(&job).map(|j| (j.attempt, j.state, j.sub.kind));
@@ -86,6 +93,29 @@ impl Cluster {
                 }
                 fx
             }
+        }
+    }
+
+    /// A part of a job ended on a node and reported what it used. Kept with the job's attempt
+    /// (a later report of the same part replaces an earlier one). An OOM kill reported after
+    /// the job ended by itself still turns it `OUT_OF_MEMORY`: the step's end can reach its
+    /// launcher (and the job its end) before this report reaches the controller.
+    fn usage_reported(&mut self, id: JobId, attempt: u32, usage: PartUsage, now: u64) {
+        let Some(job) = self.jobs.get_mut(&id).filter(|j| j.attempt == attempt) else { return };
+        job.usage.retain(|u| !(u.node == usage.node && u.part == usage.part));
+        let oom = usage.out_of_memory.clone();
+        let part = format!("{} on {}", usage.part, usage.node);
+        job.usage.push(usage);
+        let late_oom = oom.is_some()
+            && job.state.is_final()
+            && super::requeue::out_of_memory(job, job.state).is_some();
+        if late_oom && let Some(message) = oom.clone() {
+            job.state = JobState::OutOfMemory;
+            job.reason = message;
+        }
+        self.touch_job(id);
+        if let Some(message) = oom {
+            self.event(now, Some(id), None, "out_of_memory", format!("{part}: {message}"));
         }
     }
 

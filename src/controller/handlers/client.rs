@@ -37,6 +37,7 @@ impl Cluster {
             next_step: 0,
             stopping_since: None,
             releasing: Vec::new(),
+            usage: Vec::new(),
         };
         job.held = job.sub.hold;
         let request = job.request();

@@ -98,6 +98,8 @@ impl Cluster {
                     j.excluded.push(name.to_string());
                 }
                 j.granted.clear();
+                // The next attempt's figures are its own.
+                j.usage.clear();
                 j.start_time = None;
                 j.stopping_since = None;
             }
@@ -135,6 +137,12 @@ impl Cluster {
         let mut fx = Effects::new();
         let Some(job) = self.jobs.get_mut(&id) else { return fx };
         let was_running = job.state == JobState::Running;
+        // A part the OOM killer struck decides how the job ended, whatever its exit code.
+        let (state, reason) = match out_of_memory(job, state) {
+            Some(message) => (JobState::OutOfMemory, message),
+            None => (state, reason.to_string()),
+        };
+        let reason = reason.as_str();
         job.state = state;
         job.reason = reason.to_string();
         job.end_time = Some(now);
@@ -160,6 +168,16 @@ impl Cluster {
         self.needs_schedule = true;
         fx
     }
+}
+
+/// The OOM message a job ending `state` ends `OUT_OF_MEMORY` with: one of its parts was struck
+/// by the OOM killer and it ended by itself (completed or failed; not cancelled, timed out
+/// or lost, which say more about why it ended).
+pub(super) fn out_of_memory(job: &super::super::state::Job, state: JobState) -> Option<String> {
+    if !matches!(state, JobState::Completed | JobState::Failed) {
+        return None;
+    }
+    job.usage.iter().find_map(|u| u.out_of_memory.clone())
 }
 
 /// Whether a job that lost a node goes back to the queue (the rest fail with `NodeFail`).

@@ -1,0 +1,310 @@
+//! The agent's cgroups (docs/containment.md): one per job on this node, made from its grant
+//! when the job arrives (CPUs and their NUMA memory, `--mem` with swap off, a pids limit if the
+//! agent has one, the node's GPUs it was not granted denied), and one per part of the job
+//! under it, `batch` for the script and `step_N` for each step's proxy and its ranks.
+//!
+//! A part's first process joins its cgroup itself, between fork and exec (a write of `0` to
+//! descriptors opened before the fork, `process::spawn`): nothing it runs ever starts outside,
+//! and no process is moved afterwards. The script gets a part of its own rather than the job
+//! cgroup itself because cgroup v2 lets only a cgroup without processes give controllers to
+//! its children (the steps).
+//!
+//! A part's end kills what is left in its cgroup and reads what it used (`Part` usage); the
+//! job's release kills everything in the job's cgroup (freeze, SIGKILL, thaw: also what used
+//! `setsid` or a double fork to leave its session) and reads the job's figures. A starting
+//! agent sweeps every job cgroup under its root: its previous life's jobs were killed by
+//! session already (`leftovers`), and this kills what escaped them.
+//!
+//! The calls block (the kill loop waits for the kernel), so the agent makes them on blocking
+//! threads. Without permission to use cgroups the agent says so once and runs jobs unconfined.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gangway_containment::{
+    Base, Containment, Join, Limits, RootConfig, Usage, devices, job_cgroup, step_cgroup,
+};
+use gangway_topology::{CpuSet, NodeSet, Topology};
+
+use crate::protocol::{JobId, JobLaunch, PartUsage};
+
+/// How long killing one cgroup may take.
+const KILL_BUDGET: Duration = Duration::from_secs(10);
+
+/// A part of a job on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Batch,
+    Step(u32),
+}
+
+impl Part {
+    fn path(self, job: JobId) -> String {
+        match self {
+            Part::Batch => format!("{}/batch", job_cgroup(job)),
+            Part::Step(n) => step_cgroup(job, n),
+        }
+    }
+
+    /// How reports and messages name it.
+    pub fn label(self) -> String {
+        match self {
+            Part::Batch => "batch".into(),
+            Part::Step(n) => format!("step {n}"),
+        }
+    }
+}
+
+/// The cgroups of this node's jobs.
+#[derive(Debug, Clone)]
+pub struct NodeCgroups {
+    containment: Arc<Containment>,
+    node: String,
+    /// The most tasks a job may run here at once.
+    pids: Option<u64>,
+}
+
+impl NodeCgroups {
+    /// The node's cgroups under the root `root` (a directory at the top of each hierarchy),
+    /// or `None` (turned off, or no permission: said here, once).
+    pub fn open(node: &str, root: &str, off: bool, pids: Option<u64>) -> Option<Self> {
+        if off {
+            tracing::info!("cgroups turned off: jobs run unconfined");
+            return None;
+        }
+        match Containment::discover(&RootConfig::new(root, Base::Top)) {
+            Ok(c) => {
+                tracing::info!(cgroups = %c.backend().location(), "jobs run in cgroups");
+                Some(Self { containment: Arc::new(c), node: node.to_string(), pids })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroups: jobs run unconfined (CPUs by affinity only, memory not limited, nothing accounted)");
+                None
+            }
+        }
+    }
+
+    /// Kills and removes every job cgroup under the root: at start-up the agent owns no job
+    /// yet, so each one is a previous life's.
+    pub async fn sweep(&self) {
+        let c = self.containment.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            c.sweep(&|name| !name.starts_with("job_"), KILL_BUDGET)
+        })
+        .await;
+        let Ok(report) = report else { return };
+        if !report.removed.is_empty() {
+            tracing::warn!(cgroups = ?report.removed, processes = report.killed, "swept the job cgroups a previous agent left");
+        }
+        for (name, why) in report.failed {
+            tracing::error!(cgroup = %name, error = %why, "cannot sweep a job cgroup");
+        }
+    }
+
+    /// Creates the cgroup of a job arriving here. A failure is logged and the job runs
+    /// unconfined (its parts find no cgroup to join).
+    pub fn create_job(&self, launch: &JobLaunch, topology: &Topology) {
+        let limits = job_limits(launch, topology, self.pids, &machine_has);
+        match self.containment.create(&job_cgroup(launch.job), &limits) {
+            Ok(notes) => {
+                for note in notes {
+                    tracing::warn!(job = launch.job, "{note}");
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = launch.job, error = %e, "cannot create the job's cgroup; it runs unconfined")
+            }
+        }
+    }
+
+    /// Creates a part's cgroup (narrowed to `cpus` when given) and opens what its first
+    /// process writes to join it. `None`: the job has no cgroup here (logged).
+    pub fn enter(
+        &self,
+        launch: &JobLaunch,
+        part: Part,
+        cpus: Option<&CpuSet>,
+    ) -> Option<Vec<OwnedFd>> {
+        let job = launch.job;
+        if !self.containment.backend().children("").contains(&job_cgroup(job)) {
+            return None;
+        }
+        let mut limits = Limits::new();
+        if let Some(c) = cpus.filter(|c| machine_has(c)) {
+            limits = limits.cpus(c.clone());
+        }
+        // The job's memory limit on the part as well: the OOM killer then strikes (and counts)
+        // in the part that went over, which names it.
+        if let Some(m) = launch.memory {
+            limits = limits.memory(m);
+        }
+        let path = part.path(job);
+        let made = self
+            .containment
+            .create(&path, &limits)
+            .and_then(|_| self.containment.backend().join_files(&path, Join::All));
+        match made {
+            Ok(fds) => Some(fds),
+            Err(e) => {
+                tracing::error!(job, part = %part.label(), error = %e, "cannot set up the part's cgroup; it runs in its job's");
+                None
+            }
+        }
+    }
+
+    /// A part ended: kills what is left of it, reads what it used, removes its cgroup.
+    /// Blocking. `None`: it had no cgroup.
+    pub fn finish_part(&self, job: JobId, part: Part, limit: Option<u64>) -> Option<PartUsage> {
+        let path = part.path(job);
+        let label = part.label();
+        self.finish(&path, &label, &format!("{label} of job {job}"), limit)
+    }
+
+    /// The job was released: kills everything of it here, reads what it used, removes its
+    /// cgroup. Blocking.
+    pub fn finish_job(&self, job: JobId, limit: Option<u64>) -> Option<PartUsage> {
+        self.finish(&job_cgroup(job), "job", &format!("job {job}"), limit)
+    }
+
+    fn finish(&self, path: &str, part: &str, what: &str, limit: Option<u64>) -> Option<PartUsage> {
+        let (job, name) = path.split_once('/').unwrap_or((path, ""));
+        let exists = self.containment.backend().children("").iter().any(|c| c == job)
+            && (name.is_empty()
+                || self.containment.backend().children(job).iter().any(|c| c == name));
+        if !exists {
+            return None;
+        }
+        match self.containment.finish(path, KILL_BUDGET) {
+            Ok((used, killed)) => {
+                if killed.killed > 0 {
+                    tracing::info!(
+                        cgroup = path,
+                        processes = killed.killed,
+                        "killed what was left"
+                    );
+                }
+                Some(part_usage(&self.node, part, &used, limit, what))
+            }
+            Err(e) => {
+                tracing::error!(cgroup = path, error = %e, "cannot end the cgroup");
+                None
+            }
+        }
+    }
+}
+
+/// What a part's cgroup counted, as the agent reports it.
+pub fn part_usage(
+    node: &str,
+    part: &str,
+    used: &Usage,
+    limit: Option<u64>,
+    what: &str,
+) -> PartUsage {
+    PartUsage {
+        node: node.to_string(),
+        part: part.to_string(),
+        user_us: used.user.as_micros() as u64,
+        system_us: used.system.as_micros() as u64,
+        peak_memory: used.peak_memory,
+        memory_limit: limit,
+        out_of_memory: used.out_of_memory(&format!("{what} on {node}"), limit),
+    }
+}
+
+/// Whether this machine has every one of `cpus` (a stand-in topology may grant others).
+fn machine_has(cpus: &CpuSet) -> bool {
+    let Ok(have) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return false;
+    };
+    !cpus.is_empty() && cpus.iter().all(|c| have.is_set(c as usize).unwrap_or(false))
+}
+
+/// A job's limits on this node from its grant (pure but for `present`, which says whether
+/// the machine has the granted CPUs): its CPUs and their NUMA nodes, its memory with swap
+/// off, the pids limit, and the GPUs of the node it was not granted denied.
+pub fn job_limits(
+    launch: &JobLaunch,
+    topology: &Topology,
+    pids: Option<u64>,
+    present: &dyn Fn(&CpuSet) -> bool,
+) -> Limits {
+    let mut limits = Limits::new();
+    if present(&launch.cpus) {
+        limits = limits.cpus(launch.cpus.clone());
+        let mems: NodeSet = topology.local_numa_nodes(&launch.cpus);
+        if !mems.is_empty() {
+            limits = limits.mems(mems);
+        }
+    }
+    if let Some(m) = launch.memory {
+        limits = limits.memory(m);
+    }
+    if let Some(p) = pids {
+        limits = limits.pids(p);
+    }
+    for d in devices::denied_gpu_nodes(topology, &launch.gpus, std::path::Path::new("/dev")) {
+        limits = limits.deny(d);
+    }
+    limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gangway_topology::Shape;
+
+    fn launch(cpus: &str, memory: Option<u64>) -> JobLaunch {
+        JobLaunch {
+            job: 7,
+            attempt: 1,
+            name: "j".into(),
+            user: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            cpus: cpus.parse().unwrap(),
+            batch: None,
+            env: Vec::new(),
+            cwd: "/".into(),
+            umask: 0o022,
+            memory,
+            gpus: CpuSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_is_confined_to_its_cpus_their_numa_nodes_and_its_memory() {
+        let topology = Shape::new(2, 4, 1).build().unwrap();
+        let l = job_limits(&launch("4-5", Some(100 << 20)), &topology, Some(64), &|_| true);
+        assert_eq!(l.cpus, Some("4-5".parse().unwrap()));
+        assert_eq!(l.mems, Some("1".parse().unwrap()), "CPUs 4-5 sit on the second socket");
+        assert_eq!(l.memory, Some(100 << 20));
+        assert_eq!(l.pids, Some(64));
+        assert_eq!(l.swap, gangway_containment::Swap::Off);
+    }
+
+    #[test]
+    fn cpus_the_machine_lacks_and_memory_not_asked_for_are_not_limits() {
+        let topology = Shape::new(2, 4, 1).build().unwrap();
+        let l = job_limits(&launch("0-1", None), &topology, None, &|_| false);
+        assert_eq!((l.cpus, l.mems, l.memory, l.pids), (None, None, None, None));
+    }
+
+    #[test]
+    fn the_oom_report_names_the_part_the_node_and_the_limit() {
+        let used = Usage {
+            user: Duration::from_millis(1500),
+            oom_kills: 1,
+            peak_memory: Some(100 << 20),
+            ..Usage::default()
+        };
+        let u = part_usage("node2", "step 0", &used, Some(100 << 20), "step 0 of job 7");
+        assert_eq!((u.user_us, u.part.as_str(), u.node.as_str()), (1_500_000, "step 0", "node2"));
+        let m = u.out_of_memory.expect("an OOM message");
+        assert!(m.starts_with("step 0 of job 7 on node2 ran out of memory"), "{m}");
+        assert!(m.contains("memory limit of 100 MiB"), "{m}");
+        let quiet = part_usage("node2", "batch", &Usage::default(), None, "batch of job 7");
+        assert_eq!(quiet.out_of_memory, None);
+    }
+}

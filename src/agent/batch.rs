@@ -129,7 +129,7 @@ pub(super) fn start_job(
                         }
                     }
                     if let Some(message) = &oom {
-                        append_error(&error_file, message);
+                        super::cgroups::append_error(&error_file, message);
                     }
                     let (code, message) = match status {
                         Ok(s) => match RankStatus::of(s) {
@@ -158,16 +158,6 @@ pub(super) fn start_job(
         }
     }
     jobs.insert(job, local);
-}
-
-/// Adds the agent's word on how the script ended to the job's error output (the file exists:
-/// the script's own stderr was opened on it, as its user).
-fn append_error(path: &str, message: &str) {
-    use std::io::Write;
-    let file = std::fs::OpenOptions::new().append(true).open(path);
-    if let Ok(mut f) = file {
-        let _ = writeln!(f, "gangway: error: {message}");
-    }
 }
 
 /// A script with `#!` runs as itself; one without runs under `/bin/sh`, as sbatch does.

@@ -194,6 +194,15 @@ impl NodeCgroups {
     }
 }
 
+/// Adds the agent's word on a part of a job to the job's error output (it exists: the
+/// script's stderr was opened on it, as its user; appended as root, never created).
+pub fn append_error(path: &str, message: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+        let _ = writeln!(f, "gangway: error: {message}");
+    }
+}
+
 /// What a part's cgroup counted, as the agent reports it.
 pub fn part_usage(
     node: &str,
@@ -270,6 +279,7 @@ mod tests {
             umask: 0o022,
             memory,
             gpus: CpuSet::new(),
+            error_output: None,
         }
     }
 

@@ -117,6 +117,7 @@ pub(super) fn start_proxy(
         attempt: c.attempt,
         step: c.step,
         limit: job.launch.memory,
+        error_output: job.launch.error_output.clone(),
         tx: tx.clone(),
     };
     tokio::spawn(async move {
@@ -132,14 +133,17 @@ struct StepEnd {
     attempt: u32,
     step: u32,
     limit: Option<u64>,
+    /// The job's error output (batch jobs), where an OOM kill is told.
+    error_output: Option<String>,
     tx: UnboundedSender<Event>,
 }
 
 impl StepEnd {
-    /// Ends the step's cgroup and sends its figures to the owner task; returns the OOM
-    /// message, if the OOM killer struck the step.
+    /// Ends the step's cgroup and sends its figures to the owner task. If the OOM killer
+    /// struck the step, a batch job's error output is told, and for other jobs the message
+    /// is returned (for the launcher's stderr).
     async fn finish(self) -> Option<String> {
-        let StepEnd { cgroups, job, attempt, step, limit, tx } = self;
+        let StepEnd { cgroups, job, attempt, step, limit, error_output, tx } = self;
         let cgroups = cgroups?;
         let usage =
             tokio::task::spawn_blocking(move || cgroups.finish_part(job, Part::Step(step), limit))
@@ -147,7 +151,15 @@ impl StepEnd {
                 .ok()??;
         let oom = usage.out_of_memory.clone();
         let _ = tx.send(Event::Used { job, attempt, usage });
-        oom
+        // The launcher may be gone by now (its rank's end came first, through the proxy), so
+        // the job's error output hears of it from here.
+        match (&error_output, oom) {
+            (Some(path), Some(message)) => {
+                super::cgroups::append_error(path, &message);
+                None
+            }
+            (_, oom) => oom,
+        }
     }
 }
 

@@ -87,6 +87,36 @@ impl Cluster {
                 .then_some(g.memory)
                 .filter(|m| *m > 0),
             gpus: g.gpus.clone(),
+            error_output: self.error_output(job),
+        })
+    }
+
+    /// Where a batch job's errors go (its `--error`, else its `--output`), for every node:
+    /// an agent that sees a step of it killed by the OOM killer says so there.
+    fn error_output(&self, job: &Job) -> Option<String> {
+        if job.sub.kind != JobKind::Batch {
+            return None;
+        }
+        let first = job.granted.first()?;
+        let id = job.id.to_string();
+        let vars = gangway_launcher::output::BatchPatternVars {
+            job_id: &id,
+            job_name: &job.sub.name,
+            user: &job.user,
+            first_node: &first.node,
+        };
+        let pattern = job
+            .sub
+            .error
+            .as_deref()
+            .or(job.sub.output.as_deref())
+            .unwrap_or(gangway_launcher::output::DEFAULT_BATCH_OUTPUT);
+        let path = gangway_launcher::output::expand_batch_pattern(pattern, &vars)
+            .unwrap_or_else(|_| pattern.to_string());
+        Some(if path.starts_with('/') {
+            path
+        } else {
+            format!("{}/{path}", job.sub.cwd.trim_end_matches('/'))
         })
     }
 

@@ -456,6 +456,10 @@ pub struct JobLaunch {
     /// The node's GPUs the job holds (indexes of the node's model).
     #[serde(default, skip_serializing_if = "CpuSet::is_empty")]
     pub gpus: CpuSet,
+    /// A batch job's error output (absolute), on every node: where an agent reports a part
+    /// of the job the OOM killer struck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_output: Option<String>,
 }
 
 /// The script part of a batch job start.

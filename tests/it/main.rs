@@ -16,6 +16,7 @@ mod controlled;
 mod failures;
 mod io;
 mod managed;
+mod managed_containment;
 mod mpi;
 mod multinode;
 mod pmix;

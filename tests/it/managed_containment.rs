@@ -1,0 +1,196 @@
+//! Managed jobs in the agents' cgroups (`src/agent/cgroups.rs`): a job over its `--mem` ends
+//! `OUT_OF_MEMORY` naming the step and the limit, a rank widening its affinity stays in the
+//! job's grant, a `setsid` daemon a job leaves is gone after the job, after a cancel and after
+//! `kill -9` of the agent (the restarted agent's sweep), and what a step used is shown by
+//! `show job` and `history`. On virtual clusters, as root (skipped loudly otherwise).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::controlled::{Managed, text};
+use crate::support::{program, wait_until};
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// The daemon the jobs leave: `spawn_children` (started with `setsid`) forks a child, a
+/// setsid child and a double-forked orphan, none in the job's session (so no session-based
+/// kill reaches them), all ignoring SIGTERM; these are their names.
+const DAEMON_COMMS: [&str; 4] = ["gw-spawner", "gw-pgroup-kid", "gw-setsid-kid", "gw-orphan"];
+
+fn daemon_script(then: &str) -> String {
+    format!(
+        "#!/bin/sh\nsetsid {} /tmp/daemon-pids --ignore-term --lifetime 120 >/dev/null 2>&1 &\nsleep 1\n{then}\n",
+        program("spawn_children").display()
+    )
+}
+
+/// How many of the daemon's processes live on node1.
+fn daemons(m: &Managed) -> usize {
+    let out = m.vc.ctl(&["exec", "node1", "ps", "-e", "-o", "stat=,comm="]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with('Z')
+                && l.split_whitespace().nth(1).is_some_and(|c| DAEMON_COMMS.contains(&c))
+        })
+        .count()
+}
+
+fn submit_script(m: &Managed, name: &str, script: &str, args: &[&str]) -> u64 {
+    let path = m.dir.join(name);
+    std::fs::write(&path, script).unwrap();
+    let mut all: Vec<&str> = args.to_vec();
+    let p = path.display().to_string();
+    all.push(&p);
+    m.submit(&all)
+}
+
+#[test]
+fn managed_jobs_are_held_to_their_memory_and_cpus_and_accounted() {
+    let Some(m) = Managed::up(1) else { return };
+    let bin = m.gangway_bin();
+    // Over --mem: the step's rank is OOM-killed, the job ends OUT_OF_MEMORY with a message
+    // naming the step and the limit in its output, show job and history.
+    let id = m.submit(&[
+        "-n",
+        "1",
+        "--mem=100M",
+        "--wrap",
+        &format!("{} run {} 300", bin.display(), program("hog").display()),
+    ]);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let out = m.output_of(id);
+    let job = m.job(id);
+    assert_eq!(job["state"], "OUT_OF_MEMORY", "{job}\n{out}\n{}", m.logs());
+    assert!(!out.contains("touched"), "300 MiB under --mem=100M: {out}");
+    assert!(
+        out.contains("step 0 of job")
+            && out.contains("ran out of memory")
+            && out.contains("limit of 100 MiB"),
+        "the job's output names the step and the limit: {out}"
+    );
+    let reason = job["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("step 0") && reason.contains("100 MiB"), "{reason}");
+    let history = m.cli_out(&["history"]);
+    assert!(text(&history).contains("OUT_OF_MEMORY"), "{}", text(&history));
+
+    // Under its limit the same program's peak is accounted, within 10% of 200 MiB.
+    let id = m.submit(&[
+        "-n",
+        "1",
+        "--mem=400M",
+        "--wrap",
+        &format!("{} run {} 200", bin.display(), program("hog").display()),
+    ]);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let job = m.job(id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", m.output_of(id));
+    let usage = job["usage"].as_array().cloned().unwrap_or_default();
+    let step = usage
+        .iter()
+        .find(|u| u["part"] == "step 0")
+        .unwrap_or_else(|| panic!("no step 0 usage: {job}"));
+    let peak = step["peak_memory"].as_u64().unwrap_or(0) as f64 / MIB;
+    assert!((180.0..=220.0).contains(&peak), "step peak {peak:.1} MiB for 200 MiB: {job}");
+    // The job's own figure arrives with its release.
+    wait_until("the job's usage", Duration::from_secs(10), || {
+        m.job(id)["usage"].as_array().is_some_and(|u| u.iter().any(|u| u["part"] == "job"))
+    });
+    let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+    let max_memory = |line: &str| -> f64 {
+        let v = line.split("MaxMemory=").nth(1).unwrap_or_default();
+        v.split_whitespace().next().unwrap_or_default().parse().unwrap_or(0.0)
+    };
+    let job_line = shown.lines().find(|l| l.trim_start().starts_with("TotalCPU=")).unwrap_or("");
+    assert!((180.0..=240.0).contains(&max_memory(job_line)), "{shown}");
+    let step_line = shown.lines().find(|l| l.contains("Step=step 0")).unwrap_or("");
+    assert!((180.0..=220.0).contains(&max_memory(step_line)), "{shown}");
+    assert!(shown.contains("Efficiency: CPU "), "{shown}");
+    let history = text(&m.cli_out(&["history"]));
+    let row = history.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap_or("");
+    assert!(row.contains("MiB"), "history shows the peak: {history}");
+    eprintln!("accounted:\n{shown}{history}");
+
+    // A rank widening its affinity to every CPU stays on the job's one CPU.
+    let id = m.submit(&[
+        "-n",
+        "1",
+        "--wrap",
+        &format!("{} run {} 200", bin.display(), program("widen").display()),
+    ]);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let out = m.output_of(id);
+    let job = m.job(id);
+    let granted = job["cpu_map"][0][1].as_str().unwrap_or_default().to_string();
+    let field = |label: &str| {
+        out.lines().find_map(|l| l.strip_prefix(label)).map(str::trim).unwrap_or("").to_string()
+    };
+    assert_eq!(field("allowed"), granted, "widened beyond the grant: {out}");
+    assert_eq!(field("ran"), granted, "{out}");
+}
+
+#[test]
+fn nothing_a_managed_job_leaves_outlives_it() {
+    let Some(mut m) = Managed::up(1) else { return };
+    // A job that ends leaving a setsid daemon: gone with the job.
+    let id = submit_script(&m, "leave.sh", &daemon_script("exit 0"), &["-n", "1"]);
+    wait_until("the daemon running", Duration::from_secs(30), || {
+        daemons(&m) >= 3 || m.job(id)["state"] != "RUNNING"
+    });
+    m.wait_done(&[id], Duration::from_secs(30));
+    wait_until("the daemon left by an ended job killed", Duration::from_secs(10), || {
+        daemons(&m) == 0
+    });
+
+    // Cancelled while its daemon runs: gone.
+    let id = submit_script(&m, "cancel.sh", &daemon_script("sleep 120"), &["-n", "1"]);
+    wait_until("the daemon running", Duration::from_secs(30), || daemons(&m) >= 3);
+    assert!(m.cli_out(&["cancel", &id.to_string()]).status.success());
+    m.wait_done(&[id], Duration::from_secs(30));
+    wait_until("the daemon of a cancelled job killed", Duration::from_secs(10), || {
+        daemons(&m) == 0
+    });
+
+    // `kill -9` of the agent: its fencer kills the job's session, not what left it; the
+    // restarted agent's sweep of its cgroups does.
+    let id = submit_script(&m, "agent.sh", &daemon_script("sleep 120"), &["-n", "1"]);
+    wait_until("the daemon running", Duration::from_secs(30), || daemons(&m) >= 3);
+    let nsenter = m.agents[&1].id() as i32;
+    let agent = children(nsenter)
+        .into_iter()
+        .find(|p| cmdline(*p).iter().any(|a| a == "agent"))
+        .expect("the agent under its nsenter");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    if let Some(mut old) = m.agents.remove(&1) {
+        let _ = old.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemons(&m) >= 2,
+        "the setsid daemon outlives the fencer's session kill (else this test proves nothing)"
+    );
+    m.start_agent(1);
+    wait_until("the restarted agent's sweep", Duration::from_secs(20), || daemons(&m) == 0);
+    let _ = m.cli_out(&["cancel", &id.to_string()]);
+    m.wait_done(&[id], Duration::from_secs(30));
+    let _ = m.cli().args(["queue"]).stdin(Stdio::null()).output();
+}
+
+/// The host pids of `pid`'s children.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}

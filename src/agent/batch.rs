@@ -91,6 +91,8 @@ pub(super) fn start_job(
         // user, vouched for by this agent, with no secret in the environment.
         env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
         env.push(("GANGWAY_JOB_CPUS".into(), local.launch.cpus.to_string()));
+        let confined = opts.cgroups.as_ref().is_some_and(|c| c.confines_devices());
+        env.extend(super::cgroups::gpu_env(&local.launch, &opts.topology, confined));
         let out = BatchOutput {
             output: batch.output.clone(),
             error: batch.error.clone(),

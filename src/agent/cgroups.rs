@@ -194,6 +194,31 @@ impl NodeCgroups {
     }
 }
 
+/// The variables that tell a job's script and step proxies its GPUs on this node
+/// (`CUDA_VISIBLE_DEVICES`, `ROCR_VISIBLE_DEVICES`, `GANGWAY_GPUS`); none without GPUs.
+/// Numbered 0.. over the job's GPUs where its cgroup denies the others' device nodes
+/// (`confined`: the runtimes then count only what they can open), else by the machine's
+/// indexes. Ranks started with `--gpus-per-task` get their own share from the launcher.
+pub fn gpu_env(launch: &JobLaunch, topology: &Topology, confined: bool) -> Vec<(String, String)> {
+    use gangway_containment::gpu::{Numbering, task_env};
+    if launch.gpus.is_empty() {
+        return Vec::new();
+    }
+    let denied = confined
+        && !devices::denied_gpu_nodes(topology, &launch.gpus, std::path::Path::new("/dev"))
+            .is_empty();
+    let numbering = if denied { Numbering::WithinJob } else { Numbering::Machine };
+    let gpus: Vec<u32> = launch.gpus.iter().collect();
+    task_env(&gpus, &launch.gpus, numbering)
+}
+
+impl NodeCgroups {
+    /// Whether this backend enforces device rules (v1's devices controller; v2 needs eBPF).
+    pub fn confines_devices(&self) -> bool {
+        self.containment.version() == gangway_containment::Version::V1
+    }
+}
+
 /// Adds the agent's word on a part of a job to the job's error output (it exists: the
 /// script's stderr was opened on it, as its user; appended as root, never created).
 pub fn append_error(path: &str, message: &str) {
@@ -299,6 +324,20 @@ mod tests {
         let topology = Shape::new(2, 4, 1).build().unwrap();
         let l = job_limits(&launch("0-1", None), &topology, None, &|_| false);
         assert_eq!((l.cpus, l.mems, l.memory, l.pids), (None, None, None, None));
+    }
+
+    #[test]
+    fn a_job_with_gpus_is_told_them_and_one_without_is_told_nothing() {
+        let mut shape = Shape::new(2, 4, 1);
+        shape.gpus_per_package = 2;
+        let topology = shape.build().unwrap();
+        let mut l = launch("0-7", None);
+        assert!(gpu_env(&l, &topology, true).is_empty());
+        l.gpus = "1,3".parse().unwrap();
+        let env = gpu_env(&l, &topology, false);
+        assert_eq!(env[0], ("CUDA_VISIBLE_DEVICES".into(), "1,3".into()));
+        assert_eq!(env[1], ("ROCR_VISIBLE_DEVICES".into(), "1,3".into()));
+        assert_eq!(env[2], ("GANGWAY_GPUS".into(), "1,3".into()));
     }
 
     #[test]

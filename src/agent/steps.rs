@@ -90,6 +90,12 @@ pub(super) fn start_proxy(
     }
     env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
     env.push(("GANGWAY_STEP_CPUS".into(), cpus.to_string()));
+    // The job's GPUs here; its ranks inherit them (or get their share with --gpus-per-task).
+    let confined = opts.cgroups.as_ref().is_some_and(|c| c.confines_devices());
+    for (k, v) in super::cgroups::gpu_env(&job.launch, &opts.topology, confined) {
+        env.retain(|(e, _)| *e != k);
+        env.push((k, v));
+    }
     // The proxy hands it to its ranks: their commands reach the controller through this agent.
     env.retain(|(k, _)| k != "GANGWAY_CONTROLLER");
     env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));

@@ -194,3 +194,30 @@ fn cmdline(pid: i32) -> Vec<String> {
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
 }
+
+#[test]
+fn a_managed_job_is_told_its_gpus() {
+    // A two-socket hwloc export with two GPUs (a stand-in model: its CPUs are not this
+    // machine's, so only the GPU grant matters here).
+    let xml =
+        crate::support::repo_root().join("topology/tests/data/32em64t-2n8c2t-pci-normalio.xml");
+    let setup = crate::controlled::Setup {
+        agent_args: vec!["--topology-xml".into(), xml.display().to_string()],
+        ..Default::default()
+    };
+    let Some(m) = Managed::up_with(1, setup) else { return };
+    let id = m.submit(&[
+        "-n",
+        "2",
+        "--gpus-per-task=1",
+        "--wrap",
+        "echo CUDA=$CUDA_VISIBLE_DEVICES ROCR=$ROCR_VISIBLE_DEVICES GANGWAY_GPUS=$GANGWAY_GPUS",
+    ]);
+    m.wait_done(&[id], Duration::from_secs(30));
+    let out = m.output_of(id);
+    let line = out.lines().find(|l| l.starts_with("CUDA=")).unwrap_or_default();
+    let gpus = line.split_whitespace().next().unwrap_or_default().trim_start_matches("CUDA=");
+    let list: Vec<&str> = gpus.split(',').filter(|g| !g.is_empty()).collect();
+    assert_eq!(list.len(), 2, "two tasks with one GPU each: {out}\n{}", m.logs());
+    assert!(line.contains(&format!("ROCR={gpus}")) && line.contains("GANGWAY_GPUS="), "{out}");
+}

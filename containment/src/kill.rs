@@ -71,6 +71,11 @@ pub(crate) fn kill_all(
     let start = Instant::now();
     let mut report = KillReport::default();
     let before = processes_below(cg, path).len();
+    if before == 0 {
+        // The usual end: nothing outlived the part. Freezing an empty cgroup would only cost
+        // its writes and waits.
+        return Ok(report);
+    }
     if cg.kill_at_once(path)? {
         report.at_once = true;
         report.killed = before;

@@ -95,6 +95,10 @@ pub enum Join<'a> {
     /// Those enforcing one of these limits, and the freezer (killing): a `gangway run`, which
     /// reports no usage but an OOM kill.
     Enforcing(&'a Limits),
+    /// Those of `Enforcing`, and what accounting reads (CPU time, memory): a managed job's
+    /// part, which reports its usage but leaves out the hierarchies that would enforce
+    /// nothing for it (each join costs the kernel a grace period on v1).
+    Accounting(&'a Limits),
 }
 
 /// Where the gangway root sits in each hierarchy.

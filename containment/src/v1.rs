@@ -169,7 +169,8 @@ impl Cgroups for V1 {
             .iter()
             .filter(|(kind, _)| match join {
                 Join::All => true,
-                Join::Enforcing(limits) => match kind {
+                Join::Accounting(_) if matches!(kind, Kind::CpuTime | Kind::Memory) => true,
+                Join::Enforcing(limits) | Join::Accounting(limits) => match kind {
                     Kind::Freezer => true,
                     Kind::CpuSet => limits.cpus.is_some() || limits.mems.is_some(),
                     Kind::Memory => limits.memory.is_some(),

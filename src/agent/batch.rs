@@ -104,7 +104,7 @@ pub(super) fn start_job(
         let cgroups = opts.cgroups.clone();
         let join = cgroups
             .as_ref()
-            .and_then(|c| c.enter(&local.launch, Part::Batch, None))
+            .and_then(|c| c.enter(&local.launch, &opts.topology, Part::Batch, None))
             .unwrap_or_default();
         match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false, &join) {
             Ok(spawned) => {

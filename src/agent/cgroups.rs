@@ -105,8 +105,15 @@ impl NodeCgroups {
     /// Creates the cgroup of a job arriving here. A failure is logged and the job runs
     /// unconfined (its parts find no cgroup to join).
     pub fn create_job(&self, launch: &JobLaunch, topology: &Topology) {
+        let began = std::time::Instant::now();
         let limits = job_limits(launch, topology, self.pids, &machine_has);
-        match self.containment.create(&job_cgroup(launch.job), &limits) {
+        let made = self.containment.create(&job_cgroup(launch.job), &limits);
+        tracing::debug!(
+            job = launch.job,
+            cgroup_us = began.elapsed().as_micros() as u64,
+            "job cgroup made"
+        );
+        match made {
             Ok(notes) => {
                 for note in notes {
                     tracing::warn!(job = launch.job, "{note}");
@@ -119,14 +126,18 @@ impl NodeCgroups {
     }
 
     /// Creates a part's cgroup (narrowed to `cpus` when given) and opens what its first
-    /// process writes to join it. `None`: the job has no cgroup here (logged).
+    /// process writes to join it: the hierarchies that enforce one of the job's limits, the
+    /// freezer and those that account (on v1 each join costs the kernel an RCU grace period,
+    /// so no more than that). `None`: the job has no cgroup here (logged).
     pub fn enter(
         &self,
         launch: &JobLaunch,
+        topology: &Topology,
         part: Part,
         cpus: Option<&CpuSet>,
     ) -> Option<Vec<OwnedFd>> {
         let job = launch.job;
+        let began = std::time::Instant::now();
         if !self.containment.backend().children("").contains(&job_cgroup(job)) {
             return None;
         }
@@ -134,16 +145,17 @@ impl NodeCgroups {
         if let Some(c) = cpus.filter(|c| machine_has(c)) {
             limits = limits.cpus(c.clone());
         }
-        // The job's memory limit on the part as well: the OOM killer then strikes (and counts)
-        // in the part that went over, which names it.
-        if let Some(m) = launch.memory {
-            limits = limits.memory(m);
-        }
+        // The job's limits on the part as well: the OOM killer then strikes (and counts) in
+        // the part that went over, which names it.
+        let limits = limits.within(&job_limits(launch, topology, self.pids, &machine_has));
         let path = part.path(job);
         let made = self
             .containment
             .create(&path, &limits)
-            .and_then(|_| self.containment.backend().join_files(&path, Join::All));
+            .and_then(|_| self.containment.backend().join_files(&path, Join::Accounting(&limits)));
+        // The launch path's share of containment, for benches/containment.py.
+        let took = began.elapsed().as_micros() as u64;
+        tracing::debug!(job, part = %part.label(), cgroup_us = took, "part cgroup made");
         match made {
             Ok(fds) => Some(fds),
             Err(e) => {
@@ -161,6 +173,14 @@ impl NodeCgroups {
         self.finish(&path, &label, &format!("{label} of job {job}"), limit)
     }
 
+    /// What a part used so far, read without ending it (a step's figures go ahead of its
+    /// end; its cgroup is ended after). `None`: it has no cgroup.
+    pub fn read_part(&self, job: JobId, part: Part, limit: Option<u64>) -> Option<PartUsage> {
+        let label = part.label();
+        let used = self.containment.usage(&part.path(job)).ok()?;
+        Some(part_usage(&self.node, &label, &used, limit, &format!("{label} of job {job}")))
+    }
+
     /// The job was released: kills everything of it here, reads what it used, removes its
     /// cgroup. Blocking.
     pub fn finish_job(&self, job: JobId, limit: Option<u64>) -> Option<PartUsage> {
@@ -175,7 +195,14 @@ impl NodeCgroups {
         if !exists {
             return None;
         }
-        match self.containment.finish(path, KILL_BUDGET) {
+        let began = std::time::Instant::now();
+        let finished = self.containment.finish(path, KILL_BUDGET);
+        tracing::debug!(
+            cgroup = path,
+            cgroup_us = began.elapsed().as_micros() as u64,
+            "cgroup ended"
+        );
+        match finished {
             Ok((used, killed)) => {
                 if killed.killed > 0 {
                     tracing::info!(

@@ -104,7 +104,7 @@ pub(super) fn start_proxy(
     let cgroups = opts.cgroups.clone();
     let join = cgroups
         .as_ref()
-        .and_then(|cg| cg.enter(&job.launch, Part::Step(c.step), Some(&cpus)))
+        .and_then(|cg| cg.enter(&job.launch, &opts.topology, Part::Step(c.step), Some(&cpus)))
         .unwrap_or_default();
     let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true, &join) {
         Ok(s) => s,
@@ -145,21 +145,21 @@ struct StepEnd {
 }
 
 impl StepEnd {
-    /// Ends the step's cgroup and sends its figures to the owner task. If the OOM killer
-    /// struck the step, a batch job's error output is told, and for other jobs the message
-    /// is returned (for the launcher's stderr).
-    async fn finish(self) -> Option<String> {
-        let StepEnd { cgroups, job, attempt, step, limit, error_output, tx } = self;
-        let cgroups = cgroups?;
+    /// Reads what the step used (its processes are gone, or about to be killed) and sends it
+    /// to the owner task. If the OOM killer struck the step, a batch job's error output is
+    /// told, and for other jobs the message is returned (for the launcher's stderr).
+    async fn report(&self) -> Option<String> {
+        let cgroups = self.cgroups.clone()?;
+        let (job, step, limit) = (self.job, self.step, self.limit);
         let usage =
-            tokio::task::spawn_blocking(move || cgroups.finish_part(job, Part::Step(step), limit))
+            tokio::task::spawn_blocking(move || cgroups.read_part(job, Part::Step(step), limit))
                 .await
                 .ok()??;
         let oom = usage.out_of_memory.clone();
-        let _ = tx.send(Event::Used { job, attempt, usage });
+        let _ = self.tx.send(Event::Used { job, attempt: self.attempt, usage });
         // The launcher may be gone by now (its rank's end came first, through the proxy), so
         // the job's error output hears of it from here.
-        match (&error_output, oom) {
+        match (&self.error_output, oom) {
             (Some(path), Some(message)) => {
                 super::cgroups::append_error(path, &message);
                 None
@@ -167,13 +167,24 @@ impl StepEnd {
             (_, oom) => oom,
         }
     }
+
+    /// Kills what is left in the step's cgroup and removes it: after the exit frame, off the
+    /// launcher's path.
+    async fn remove(self) {
+        let Some(cgroups) = self.cgroups else { return };
+        let (job, step, limit) = (self.job, self.step, self.limit);
+        let _ =
+            tokio::task::spawn_blocking(move || cgroups.finish_part(job, Part::Step(step), limit))
+                .await;
+    }
 }
 
 /// Relays a proxy's pipes over its launcher's link: the link's messages to the proxy's stdin
 /// (the launcher's start line first, which holds the job's call-back key), and the proxy's
-/// stderr and how it ended back, as frames. Before the exit frame the step's cgroup is ended:
+/// stderr and how it ended back, as frames. Before the exit frame the step's cgroup is read:
 /// its figures reach the controller ahead of anything the step's end causes, and an OOM kill
-/// is told to the launcher (so to the job's error output) in the step's stderr.
+/// is told (the job's error output, or the launcher's stderr). After it, what is left in the
+/// cgroup is killed and the cgroup removed, off the launcher's path.
 async fn relay_proxy(
     mut child: tokio::process::Child,
     stream: tokio::net::TcpStream,
@@ -212,7 +223,7 @@ async fn relay_proxy(
         }
     }
     let exit = child.wait().await.map(exit_of).unwrap_or(RemoteExit::Code(255));
-    if let Some(message) = end.finish().await
+    if let Some(message) = end.report().await
         && linked
     {
         let line = format!("gangway: error: {message}\n");
@@ -223,4 +234,5 @@ async fn relay_proxy(
     }
     let _ = net_wr.shutdown().await;
     to_stdin.abort();
+    end.remove().await;
 }

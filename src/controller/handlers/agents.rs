@@ -418,4 +418,53 @@ mod tests {
         c.from_agent(201, "n1", ended, 300, Mono(300));
         assert_eq!(c.job(1).expect("job").state, JobState::Pending);
     }
+
+    fn part(node: &str, part: &str, oom: bool) -> crate::protocol::PartUsage {
+        crate::protocol::PartUsage {
+            node: node.into(),
+            part: part.into(),
+            user_us: 1_000,
+            system_us: 500,
+            peak_memory: Some(100 << 20),
+            memory_limit: Some(100 << 20),
+            out_of_memory: oom.then(|| format!("{part} of job 1 on {node} ran out of memory")),
+        }
+    }
+
+    #[test]
+    fn a_job_whose_step_the_oom_killer_struck_ends_out_of_memory() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let conn = conn_of(&node);
+        let used = |p| FromAgent::Usage { job: 1, attempt: 1, usage: p };
+        c.from_agent(conn, &node, used(part(&node, "step 0", true)), 50, Mono(50));
+        // A report from another node's name on this connection is not believed.
+        c.from_agent(conn, &node, used(part("elsewhere", "step 1", true)), 51, Mono(51));
+        let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 137, message: None };
+        c.from_agent(conn, &node, ended, 100, Mono(100));
+        let job = c.job(1).expect("job");
+        assert_eq!(job.state, JobState::OutOfMemory);
+        assert!(job.reason.starts_with("step 0 of job 1 on"), "{}", job.reason);
+        assert_eq!(job.usage.len(), 1, "{:?}", job.usage);
+        assert_eq!(c.job_info(1).expect("info").state, "OUT_OF_MEMORY");
+    }
+
+    #[test]
+    fn an_oom_report_after_the_end_still_marks_the_job() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let conn = conn_of(&node);
+        let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 1, message: None };
+        c.from_agent(conn, &node, ended, 100, Mono(100));
+        assert_eq!(c.job(1).expect("job").state, JobState::Failed);
+        let used = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "step 0", true) };
+        c.from_agent(conn, &node, used, 110, Mono(110));
+        assert_eq!(c.job(1).expect("job").state, JobState::OutOfMemory);
+        // The same part reported again replaces its figures.
+        let again = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "step 0", true) };
+        c.from_agent(conn, &node, again, 120, Mono(120));
+        assert_eq!(c.job(1).expect("job").usage.len(), 1);
+    }
 }

@@ -122,7 +122,7 @@ pub(super) fn start_job(
                     let mut oom = None;
                     if let Some(cgroups) = cgroups {
                         let used = tokio::task::spawn_blocking(move || {
-                            cgroups.finish_part(job, Part::Batch, limit)
+                            cgroups.finish_part(job, attempt, Part::Batch, limit)
                         })
                         .await;
                         if let Ok(Some(usage)) = used {

@@ -40,10 +40,10 @@ pub enum Part {
 }
 
 impl Part {
-    fn path(self, job: JobId) -> String {
+    fn path(self, job: JobId, attempt: u32) -> String {
         match self {
-            Part::Batch => format!("{}/batch", job_cgroup(job)),
-            Part::Step(n) => step_cgroup(job, n),
+            Part::Batch => format!("{}/batch", job_path(job, attempt)),
+            Part::Step(n) => step_cgroup(format!("{job}.{attempt}"), n),
         }
     }
 
@@ -54,6 +54,18 @@ impl Part {
             Part::Step(n) => format!("step {n}"),
         }
     }
+}
+
+/// A job attempt's cgroup, `job_<id>.<attempt>`: by attempt, because a release of an earlier
+/// attempt may reach the node after the next one started there, and must not kill it.
+fn job_path(job: JobId, attempt: u32) -> String {
+    job_cgroup(format!("{job}.{attempt}"))
+}
+
+/// The attempt of `job` a cgroup name under the root is of, if it is one of `job`'s.
+fn attempt_of(name: &str, job: JobId) -> Option<u32> {
+    let (id, attempt) = name.strip_prefix("job_")?.split_once('.')?;
+    (id.parse::<JobId>().ok()? == job).then(|| attempt.parse().ok()).flatten()
 }
 
 /// The cgroups of this node's jobs.
@@ -107,7 +119,7 @@ impl NodeCgroups {
     pub fn create_job(&self, launch: &JobLaunch, topology: &Topology) {
         let began = std::time::Instant::now();
         let limits = job_limits(launch, topology, self.pids, &machine_has);
-        let made = self.containment.create(&job_cgroup(launch.job), &limits);
+        let made = self.containment.create(&job_path(launch.job, launch.attempt), &limits);
         tracing::debug!(
             job = launch.job,
             cgroup_us = began.elapsed().as_micros() as u64,
@@ -138,7 +150,7 @@ impl NodeCgroups {
     ) -> Option<Vec<OwnedFd>> {
         let job = launch.job;
         let began = std::time::Instant::now();
-        if !self.containment.backend().children("").contains(&job_cgroup(job)) {
+        if !self.containment.backend().children("").contains(&job_path(job, launch.attempt)) {
             return None;
         }
         let mut limits = Limits::new();
@@ -148,7 +160,7 @@ impl NodeCgroups {
         // The job's limits on the part as well: the OOM killer then strikes (and counts) in
         // the part that went over, which names it.
         let limits = limits.within(&job_limits(launch, topology, self.pids, &machine_has));
-        let path = part.path(job);
+        let path = part.path(job, launch.attempt);
         let made = self
             .containment
             .create(&path, &limits)
@@ -167,24 +179,52 @@ impl NodeCgroups {
 
     /// A part ended: kills what is left of it, reads what it used, removes its cgroup.
     /// Blocking. `None`: it had no cgroup.
-    pub fn finish_part(&self, job: JobId, part: Part, limit: Option<u64>) -> Option<PartUsage> {
-        let path = part.path(job);
+    pub fn finish_part(
+        &self,
+        job: JobId,
+        attempt: u32,
+        part: Part,
+        limit: Option<u64>,
+    ) -> Option<PartUsage> {
+        let path = part.path(job, attempt);
         let label = part.label();
         self.finish(&path, &label, &format!("{label} of job {job}"), limit)
     }
 
     /// What a part used so far, read without ending it (a step's figures go ahead of its
     /// end; its cgroup is ended after). `None`: it has no cgroup.
-    pub fn read_part(&self, job: JobId, part: Part, limit: Option<u64>) -> Option<PartUsage> {
+    pub fn read_part(
+        &self,
+        job: JobId,
+        attempt: u32,
+        part: Part,
+        limit: Option<u64>,
+    ) -> Option<PartUsage> {
         let label = part.label();
-        let used = self.containment.usage(&part.path(job)).ok()?;
+        let used = self.containment.usage(&part.path(job, attempt)).ok()?;
         Some(part_usage(&self.node, &label, &used, limit, &format!("{label} of job {job}")))
     }
 
     /// The job was released: kills everything of it here, reads what it used, removes its
     /// cgroup. Blocking.
-    pub fn finish_job(&self, job: JobId, limit: Option<u64>) -> Option<PartUsage> {
-        self.finish(&job_cgroup(job), "job", &format!("job {job}"), limit)
+    /// Every attempt up to `upto` is over: their figures, by attempt.
+    pub fn finish_job(&self, job: JobId, upto: u32, limit: Option<u64>) -> Vec<(u32, PartUsage)> {
+        let mut attempts: Vec<u32> = self
+            .containment
+            .backend()
+            .children("")
+            .iter()
+            .filter_map(|name| attempt_of(name, job))
+            .filter(|a| *a <= upto)
+            .collect();
+        attempts.sort_unstable();
+        attempts
+            .into_iter()
+            .filter_map(|a| {
+                let used = self.finish(&job_path(job, a), "job", &format!("job {job}"), limit)?;
+                Some((a, used))
+            })
+            .collect()
     }
 
     fn finish(&self, path: &str, part: &str, what: &str, limit: Option<u64>) -> Option<PartUsage> {
@@ -365,6 +405,17 @@ mod tests {
         assert_eq!(env[0], ("CUDA_VISIBLE_DEVICES".into(), "1,3".into()));
         assert_eq!(env[1], ("ROCR_VISIBLE_DEVICES".into(), "1,3".into()));
         assert_eq!(env[2], ("GANGWAY_GPUS".into(), "1,3".into()));
+    }
+
+    #[test]
+    fn job_cgroups_are_named_by_attempt() {
+        assert_eq!(job_path(12, 3), "job_12.3");
+        assert_eq!(Part::Step(0).path(12, 3), "job_12.3/step_0");
+        assert_eq!(Part::Batch.path(12, 3), "job_12.3/batch");
+        assert_eq!(attempt_of("job_12.3", 12), Some(3));
+        assert_eq!(attempt_of("job_12.3", 1), None);
+        assert_eq!(attempt_of("job_123.3", 12), None);
+        assert_eq!(attempt_of("run_1_2", 12), None);
     }
 
     #[test]

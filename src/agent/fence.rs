@@ -441,8 +441,9 @@ impl Fencing {
             super::release::end(list, grace, spool, fencer).await;
             if let Some((cgroups, limit)) = cgroups {
                 let used =
-                    tokio::task::spawn_blocking(move || cgroups.finish_job(job, limit)).await;
-                if let Ok(Some(used)) = used {
+                    tokio::task::spawn_blocking(move || cgroups.finish_job(job, attempt, limit))
+                        .await;
+                for (attempt, used) in used.unwrap_or_default() {
                     let _ = done.send(Report::Used(job, attempt, used));
                 }
             }

@@ -150,13 +150,14 @@ impl StepEnd {
     /// told, and for other jobs the message is returned (for the launcher's stderr).
     async fn report(&self) -> Option<String> {
         let cgroups = self.cgroups.clone()?;
-        let (job, step, limit) = (self.job, self.step, self.limit);
-        let usage =
-            tokio::task::spawn_blocking(move || cgroups.read_part(job, Part::Step(step), limit))
-                .await
-                .ok()??;
+        let (job, attempt, step, limit) = (self.job, self.attempt, self.step, self.limit);
+        let usage = tokio::task::spawn_blocking(move || {
+            cgroups.read_part(job, attempt, Part::Step(step), limit)
+        })
+        .await
+        .ok()??;
         let oom = usage.out_of_memory.clone();
-        let _ = self.tx.send(Event::Used { job, attempt: self.attempt, usage });
+        let _ = self.tx.send(Event::Used { job, attempt, usage });
         // The launcher may be gone by now (its rank's end came first, through the proxy), so
         // the job's error output hears of it from here.
         match (&self.error_output, oom) {
@@ -172,10 +173,11 @@ impl StepEnd {
     /// launcher's path.
     async fn remove(self) {
         let Some(cgroups) = self.cgroups else { return };
-        let (job, step, limit) = (self.job, self.step, self.limit);
-        let _ =
-            tokio::task::spawn_blocking(move || cgroups.finish_part(job, Part::Step(step), limit))
-                .await;
+        let (job, attempt, step, limit) = (self.job, self.attempt, self.step, self.limit);
+        let _ = tokio::task::spawn_blocking(move || {
+            cgroups.finish_part(job, attempt, Part::Step(step), limit)
+        })
+        .await;
     }
 }
 

@@ -83,6 +83,10 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     for (k, v) in &grant.env {
+        // The cluster's default MPI kind yields to the user's own `GANGWAY_MPI`.
+        if k == "GANGWAY_MPI" && std::env::var_os(k).is_some() {
+            continue;
+        }
         cmd.env(k, v);
     }
     cmd.env("GANGWAY_CONTROLLER", &target);

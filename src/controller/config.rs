@@ -1,5 +1,5 @@
 //! The controller's configuration file (TOML): the cluster, where it listens, where it keeps
-//! state, liveness timeouts, partitions and per-node overrides. Parsing is pure; errors name
+//! state, liveness timeouts, partitions, per-node overrides and the site's default `--mpi`. Parsing is pure; errors name
 //! the key and the fix.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gangway_launcher::nodes::hostlist;
+use gangway_launcher::pmi::pmix::MpiKind;
 use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
 
 use crate::cli::shape::parse_memory;
@@ -66,6 +67,7 @@ struct Raw {
     min_free_space: String,
     #[serde(default = "default_state_reserve")]
     state_reserve: String,
+    mpi_default: Option<String>,
     #[serde(default, rename = "partition")]
     partitions: Vec<RawPartition>,
     #[serde(default, rename = "node")]
@@ -172,6 +174,9 @@ pub struct Config {
     /// Every node of any partition, in first-mention order.
     pub nodes: Vec<String>,
     pub node_settings: BTreeMap<String, NodeConfig>,
+    /// The `--mpi` of jobs and steps that choose none (`GANGWAY_MPI` in their environment);
+    /// unset, the client's own default (pmi2) holds.
+    pub mpi_default: Option<MpiKind>,
     /// Accepted but worth telling the administrator (retired keys), for the log.
     pub warnings: Vec<String>,
 }
@@ -352,6 +357,12 @@ impl Config {
             min_free_space: size("min_free_space", &raw.min_free_space)?,
             state_reserve: size("state_reserve", &raw.state_reserve)?,
         };
+        let mpi_default = raw
+            .mpi_default
+            .as_deref()
+            .map(str::parse::<MpiKind>)
+            .transpose()
+            .map_err(|e| value("mpi_default", e))?;
         let mut node_settings = BTreeMap::new();
         for (name, n) in raw.nodes {
             if !nodes.contains(&name) {
@@ -375,6 +386,7 @@ impl Config {
             partitions,
             nodes,
             node_settings,
+            mpi_default,
             warnings,
         })
     }
@@ -492,5 +504,18 @@ drain = "bad DIMM"
         let c = Config::parse(&old, Path::new("c.toml")).expect("an older file still loads");
         assert_eq!(c.warnings.len(), 1);
         assert!(c.warnings[0].contains("reconnect_grace is retired"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn the_site_default_mpi_is_read_and_checked() {
+        let c = Config::parse(GOOD, Path::new("c.toml")).expect("parses");
+        assert_eq!(c.mpi_default, None, "unset, the client's own default holds");
+        let c = Config::parse(&format!("mpi_default = \"pmix_v4\"\n{GOOD}"), Path::new("c.toml"))
+            .expect("Slurm's spelling");
+        assert_eq!(c.mpi_default, Some(MpiKind::Pmix));
+        let e = Config::parse(&format!("mpi_default = \"openmpi\"\n{GOOD}"), Path::new("c.toml"))
+            .expect_err("unknown kind")
+            .to_string();
+        assert!(e.contains("mpi_default") && e.contains("pmi2, pmix, none, auto"), "{e}");
     }
 }

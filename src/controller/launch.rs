@@ -1,6 +1,10 @@
 //! What a started job's nodes and holder are told: each node's [`JobLaunch`] (environment,
 //! CPUs, the batch script with its output paths and requeue marker) and the holder's
 //! [`Grant`]. Pure reads of the state.
+//!
+//! The site's default `--mpi` (`mpi_default`) travels as `GANGWAY_MPI` in both, unless the
+//! job's own environment already names one (`gangway batch --mpi`, or the submitter's
+//! `GANGWAY_MPI`): the script's steps read it as their default, as they would the user's.
 
 use super::state::{Cluster, Job};
 use crate::protocol::{BatchLaunch, Grant, GrantNode, JobId, JobKind, JobLaunch};
@@ -38,6 +42,7 @@ impl Cluster {
         let first = job.granted.first().map(|f| f.node == node).unwrap_or(false);
         let mut env: Vec<(String, String)> = job.sub.env.clone();
         env.extend(self.job_env(job));
+        env.extend(self.mpi_default_for(job));
         env.push((
             "GANGWAY_NODEID".into(),
             job.granted.iter().position(|x| x.node == node).unwrap_or(0).to_string(),
@@ -142,7 +147,14 @@ impl Cluster {
             nodes,
             ntasks: job.ntasks(),
             cpus_per_task: job.sub.shape.cpus_per_task.unwrap_or(1),
-            env: self.job_env(job),
+            env: self.job_env(job).into_iter().chain(self.mpi_default_for(job)).collect(),
         })
+    }
+
+    /// `GANGWAY_MPI` with the site's default, for a job whose environment names no MPI kind.
+    fn mpi_default_for(&self, job: &Job) -> Option<(String, String)> {
+        let kind = self.config.mpi_default?;
+        let chosen = job.sub.env.iter().any(|(k, _)| k == "GANGWAY_MPI");
+        (!chosen).then(|| ("GANGWAY_MPI".to_string(), kind.to_string()))
     }
 }

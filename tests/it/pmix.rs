@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::controlled::Managed;
+use crate::controlled::{Managed, Setup};
 use crate::support::{VCluster, gangway, node_visible_dir, openmpi_program, program, run};
 
 /// Every rank greets once, rank 0 reports the right allreduce sum (examples/hello.c).
@@ -254,4 +254,58 @@ fn open_mpi_step_in_a_managed_batch_job() {
     // The directive reached the step as its default.
     assert!(out.contains("mpi=pmix"), "{out}");
     assert_eq!(m.job(id)["exit_code"], 0, "{out}");
+}
+
+#[test]
+fn the_clusters_default_mpi_reaches_jobs_that_choose_none() {
+    let Some(hello) = staged_hello() else { return };
+    let setup = Setup { config: "mpi_default = \"pmix\"".into(), ..Setup::default() };
+    let Some(m) = Managed::up_with(3, setup) else { return };
+    // A batch job that names no MPI kind: its script and the step inside it get the site's.
+    let script = |directive: &str| {
+        format!(
+            "#!/bin/sh\n#SBATCH -N 3\n#SBATCH --ntasks=6\n{directive}\necho mpi=$GANGWAY_MPI\n{} run {}\n",
+            m.gangway_bin().display(),
+            hello.display()
+        )
+    };
+    let site = m.dir.join("site-default.sh");
+    std::fs::write(&site, script("")).unwrap();
+    // One that chooses pmi2 itself: the Open MPI ranks then run as singletons, with the warning.
+    let own = m.dir.join("own-choice.sh");
+    std::fs::write(&own, script("#SBATCH --mpi=pmi2")).unwrap();
+    let submit = |path: &std::path::Path| {
+        let out = m
+            .cli()
+            .env_remove("GANGWAY_MPI")
+            .args(["batch", "--parsable"])
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap()
+    };
+    let (site_id, own_id) = (submit(&site), submit(&own));
+    m.wait_done(&[site_id, own_id], Duration::from_secs(90));
+    let out = m.output_of(site_id);
+    assert!(out.contains("mpi=pmix"), "{out}");
+    check_hello(&out, 6);
+    assert_eq!(m.job(site_id)["exit_code"], 0, "{out}");
+    let out = m.output_of(own_id);
+    assert!(out.contains("mpi=pmi2"), "{out}");
+    assert!(out.contains("hello from rank 0 of 1 on"), "singletons expected:\n{out}");
+    assert!(out.contains("--mpi=pmix or --mpi=auto"), "the singleton warning:\n{out}");
+    // `gangway run` as a job of its own takes the default from its grant; --mpi still wins.
+    let ran =
+        run(m.cli().env_remove("GANGWAY_MPI").args(["run", "-N", "3", "-n", "6"]).arg(&hello));
+    ran.assert_success();
+    check_hello(&ran.stdout, 6);
+    let ran = run(m
+        .cli()
+        .env_remove("GANGWAY_MPI")
+        .args(["run", "-N", "3", "-n", "6", "--mpi=pmi2"])
+        .arg(&hello));
+    assert!(ran.stdout.contains("hello from rank 0 of 1 on"), "{}", ran.stdout);
+    assert!(ran.stderr.contains("singleton"), "{}", ran.stderr);
 }

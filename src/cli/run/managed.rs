@@ -56,12 +56,20 @@ fn ask_step(
 }
 
 /// Runs the step's ranks through the agents; `job_env` (a job of its own's `GANGWAY_*`
-/// variables) reaches every rank.
+/// variables) reaches every rank, and its `GANGWAY_MPI` (the cluster's `mpi_default`) picks the
+/// MPI kind when the user chose none.
 fn launch(
     mut request: RunRequest,
     grant: &StepGrant,
     job_env: &[(String, String)],
 ) -> Result<u8, CliError> {
+    if !request.mpi_given
+        && let Some((_, kind)) = job_env.iter().find(|(k, _)| k == "GANGWAY_MPI")
+    {
+        request.spec.mpi = kind.parse().map_err(|e| {
+            CliError::Usage(format!("the cluster's default MPI kind GANGWAY_MPI={kind}: {e}"))
+        })?;
+    }
     request.spec.export.values.extend(job_env.iter().cloned());
     let counts: Vec<u32> = grant.nodes.iter().map(|n| n.ntasks).collect();
     let total: u32 = counts.iter().sum();

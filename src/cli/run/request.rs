@@ -204,11 +204,12 @@ pub struct RunArgs {
 
     /// Which MPI wire-up the ranks get: pmi2 (PMI-1/PMI-2: MPICH, Intel MPI), pmix (PMIx: Open
     /// MPI; fails where libpmix is missing), none, or auto (both side by side: each rank uses
-    /// what its MPI speaks). Default pmi2 (a PMIx server costs ~20 ms per node), or $GANGWAY_MPI.
+    /// what its MPI speaks). Default $GANGWAY_MPI, else the cluster's `mpi_default` for a job
+    /// of its own, else pmi2 (a PMIx server costs ~20 ms per node).
     /// Slurm's spellings (pmi2, pmix_v4) work too.
     /// Examples: `gangway run -n 4 --mpi=pmix ./ompi_hello`, `gangway run -n 4 --mpi=pmi2 ./mpich_hello`.
-    #[arg(long, value_name = "KIND", default_value = "pmi2", env = "GANGWAY_MPI")]
-    pub mpi: MpiKind,
+    #[arg(long, value_name = "KIND", env = "GANGWAY_MPI")]
+    pub mpi: Option<MpiKind>,
 
     /// With a controller: the partition to run in.
     #[arg(short = 'p', long, value_name = "NAME")]
@@ -281,6 +282,8 @@ pub struct RunRequest {
     pub ping_timeout: Duration,
     /// `-n` as given (inside an allocation, none means the allocation's tasks).
     pub ntasks_given: Option<u32>,
+    /// Whether `--mpi` or `GANGWAY_MPI` chose the MPI kind (else a controller's default may).
+    pub mpi_given: bool,
     /// The flags only a controller uses.
     pub cluster: ClusterFlags,
 }
@@ -433,6 +436,7 @@ impl RunArgs {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
+        let mpi_given = self.mpi.is_some();
         let spec = JobSpec {
             program,
             argv0,
@@ -452,7 +456,7 @@ impl RunArgs {
                 PmiArg::Fd => PmiMode::Fd,
                 PmiArg::Port => PmiMode::Port,
             },
-            mpi: self.mpi,
+            mpi: self.mpi.unwrap_or(MpiKind::Pmi2),
             job_id: std::process::id().to_string(),
             host,
             user,
@@ -482,6 +486,7 @@ impl RunArgs {
             ping_interval,
             ping_timeout,
             ntasks_given,
+            mpi_given,
             cluster,
         })
     }

@@ -165,6 +165,23 @@ pub fn local_topology() -> Result<Topology, TopologyError> {
     Ok(model)
 }
 
+/// This machine as an hwloc XML export (for the PMIx server to hand Open MPI's ranks, which
+/// then skip their own discovery, ~20 ms of CPU each), from the same per-user cache as
+/// [`local_topology`]. `None` when hwloc cannot export it: the ranks then discover as before.
+pub fn local_topology_xml() -> Option<String> {
+    let path = cache_path().map(|p| p.with_extension("xml"));
+    if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok())
+        && text.contains("<topology")
+    {
+        return Some(text);
+    }
+    let xml = Topology::discover_xml().ok()?;
+    if let Some(path) = path {
+        let _ = write_atomically(&path, xml.as_bytes());
+    }
+    Some(xml)
+}
+
 fn cache_path() -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

@@ -9,7 +9,8 @@
 //! `PMIX_LOCAL_PEERS` when a node has more than one rank. It also reads the application number,
 //! the node count and the session directories when present, and the host name of every peer.
 //! The rest (universe size, local leader, node and process maps, node ids, job id) is what
-//! libpmix's own lookups and `MPI_Comm_split_type` use; Slurm registers the same set.
+//! libpmix's own lookups and `MPI_Comm_split_type` use; Slurm registers the same set. The
+//! node's hwloc XML, when given, spares every rank its own topology discovery.
 
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ pub struct Namespace {
     /// A job-private scratch directory on this node (`PMIX_NSDIR`); Open MPI puts its session
     /// files there and, with `PMIX_TDIR_RMCLEAN`, leaves the cleaning to gangway.
     pub session_dir: Option<PathBuf>,
+    /// This node's hwloc XML export (`PMIX_HWLOC_XML_V2`): Open MPI loads it instead of
+    /// discovering the machine in every rank.
+    pub topology_xml: Option<String>,
 }
 
 impl Namespace {
@@ -58,6 +62,7 @@ impl Namespace {
             appnum: 0,
             universe_size: None,
             session_dir: None,
+            topology_xml: None,
         }
     }
 
@@ -164,6 +169,9 @@ impl Namespace {
             infos.push(Info::new(sys::PMIX_NSDIR, Value::String(dir)));
             infos.push(Info::new(sys::PMIX_TDIR_RMCLEAN, Value::Bool(true)));
         }
+        if let Some(xml) = &self.topology_xml {
+            infos.push(Info::new(sys::PMIX_HWLOC_XML_V2, Value::String(xml.clone())));
+        }
         // Local rank per node, in one pass: the n-th rank seen on a node is its local rank n.
         let mut seen = vec![0u16; self.nodes.len()];
         for (rank, &node) in self.rank_nodes.iter().enumerate() {
@@ -224,6 +232,18 @@ mod tests {
         assert_eq!(get(&infos, sys::PMIX_NUM_NODES), vec![&Value::U32(2)]);
         assert_eq!(get(&infos, sys::PMIX_JOBID), vec![&Value::String("job.7".into())]);
         assert!(get(&infos, sys::PMIX_NSDIR).is_empty());
+        assert!(get(&infos, sys::PMIX_HWLOC_XML_V2).is_empty(), "no topology given, none sent");
+    }
+
+    #[test]
+    fn the_nodes_topology_goes_to_every_rank_as_hwloc_xml() {
+        let mut ns = two_nodes_cyclic();
+        ns.topology_xml = Some("<topology version=\"2.0\"/>".into());
+        let infos = ns.infos(Value::Regex(vec![0]), Value::Regex(vec![0]));
+        assert_eq!(
+            get(&infos, sys::PMIX_HWLOC_XML_V2),
+            vec![&Value::String("<topology version=\"2.0\"/>".into())]
+        );
     }
 
     #[test]

@@ -31,6 +31,20 @@ impl Topology {
         Ok(convert(&topo, TopologySource::Machine))
     }
 
+    /// This machine as an hwloc 2.x XML export, for programs that would otherwise discover it
+    /// themselves (Open MPI reads it through PMIx as `PMIX_HWLOC_XML_V2`). Only the CPUs this
+    /// process may use, as hwloc's own default discovery sees them, with important I/O.
+    pub fn discover_xml() -> Result<String, TopologyError> {
+        let builder = TopologyBuilder::new()
+            .with_io_type_filter(TypeFilter::KeepImportant)
+            .map_err(|e| TopologyError::Discovery(e.to_string()))?;
+        let topo = builder.build().map_err(|e| TopologyError::Discovery(e.to_string()))?;
+        let xml = topo
+            .export_xml(hwlocality::topology::export::xml::XMLExportFlags::empty())
+            .map_err(|e| TopologyError::Discovery(format!("XML export: {e}")))?;
+        Ok(xml.as_str().to_owned())
+    }
+
     /// Loads an hwloc XML export (what `lstopo file.xml` writes; `HWLOC_XMLFILE` equivalent).
     pub fn from_xml_file(path: impl AsRef<Path>) -> Result<Self, TopologyError> {
         let path = path.as_ref();

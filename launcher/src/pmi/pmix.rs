@@ -133,6 +133,7 @@ impl PmixServer {
             let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
         }
         ns.session_dir = Some(dir.join("session"));
+        ns.topology_xml = crate::binding::local_topology_xml();
         let (server, events) = Server::start(&dir).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&dir);
         })?;

@@ -182,6 +182,11 @@ pub fn local_topology_xml() -> Option<String> {
     Some(xml)
 }
 
+/// Where [`local_topology_xml`] keeps this machine's XML, if a previous run wrote it.
+pub fn cached_topology_xml_path() -> Option<PathBuf> {
+    cache_path().map(|p| p.with_extension("xml")).filter(|p| p.is_file())
+}
+
 fn cache_path() -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

@@ -14,6 +14,8 @@ pub struct ProxyArgs {
 
 /// Runs the proxy until its launcher goes away.
 pub fn main(args: ProxyArgs) -> Result<(), CliError> {
+    // SAFETY: the proxy has one thread until the runtime below starts.
+    unsafe { gangway_launcher::pmi::pmix::prefer_cached_topology() };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

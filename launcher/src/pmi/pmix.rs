@@ -103,6 +103,29 @@ pub fn pmix_namespace(
     Namespace::new(format!("gangway.{job_id}"), nodes, rank_nodes, this_node)
 }
 
+/// The libpmix MCA variable naming an hwloc XML file its server loads instead of discovering
+/// the machine.
+const SERVER_TOPOLOGY_FILE: &str = "PMIX_MCA_pmix_hwloc_topo_file";
+
+/// Points libpmix's server at this machine's cached hwloc XML ([`crate::binding::local_topology_xml`]
+/// writes it on the first PMIx job), so that `PMIx_server_init` loads it instead of discovering
+/// the machine: ~15 ms of CPU down to ~5 ms per server here. Nothing when the cache does not
+/// exist yet or the variable is already set. Ranks never see the variable (`PMIX_*` of the
+/// launcher's environment is not passed on).
+///
+/// # Safety
+///
+/// Changes the process environment: call it while the process has a single thread.
+pub unsafe fn prefer_cached_topology() {
+    if std::env::var_os(SERVER_TOPOLOGY_FILE).is_some() {
+        return;
+    }
+    if let Some(path) = crate::binding::cached_topology_xml_path() {
+        // SAFETY: the caller guarantees no other thread runs, so none reads the environment.
+        unsafe { std::env::set_var(SERVER_TOPOLOGY_FILE, path) };
+    }
+}
+
 /// This node's libpmix server, serving one job. The last handle to go deregisters the job,
 /// finalizes the server and removes its directory (rendezvous files, Open MPI's session files).
 #[derive(Debug)]

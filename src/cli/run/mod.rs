@@ -46,6 +46,10 @@ pub fn main(args: RunArgs) -> Result<u8, CliError> {
     if !matches!(source, Source::Local(_)) && request.machine == Machine::Local {
         return run_on_nodes(request, source.as_dyn());
     }
+    if request.spec.mpi.serves_pmix() && !request.dry_run {
+        // SAFETY: a local run has one thread until its runtime starts, later on.
+        unsafe { gangway_launcher::pmi::pmix::prefer_cached_topology() };
+    }
     let placement =
         binding::plan(request.spec.ntasks, &request.binding, &request.machine, request.dry_run)
             .map_err(|e| match e {

@@ -205,7 +205,7 @@ pub struct RunArgs {
     /// Which MPI wire-up the ranks get: pmi2 (PMI-1/PMI-2: MPICH, Intel MPI), pmix (PMIx: Open
     /// MPI; fails where libpmix is missing), none, or auto (both side by side: each rank uses
     /// what its MPI speaks). Default $GANGWAY_MPI, else the cluster's `mpi_default` for a job
-    /// of its own, else pmi2 (a PMIx server costs ~20 ms per node).
+    /// of its own, else pmi2 (a PMIx server costs ~10 ms of CPU per node).
     /// Slurm's spellings (pmi2, pmix_v4) work too.
     /// Examples: `gangway run -n 4 --mpi=pmix ./ompi_hello`, `gangway run -n 4 --mpi=pmi2 ./mpich_hello`.
     #[arg(long, value_name = "KIND", env = "GANGWAY_MPI")]

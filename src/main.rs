@@ -11,12 +11,16 @@ use gangway::exit_code;
 
 fn main() -> ExitCode {
     let done = |()| exit_code::SUCCESS;
+    if let Some(name) = cli::slurm::invoked_as() {
+        let result = cli::slurm::main(name, std::env::args_os().skip(1).collect());
+        return finish(result);
+    }
     let result = match Cli::parse().command {
         Command::Run(args) => cli::run::main(*args),
         Command::Topology(args) => cli::topology::main(args).map(done),
         Command::Proxy(args) => cli::proxy::main(args).map(done),
         Command::Alloc(args) => cli::alloc::main(*args),
-        Command::Batch(args) => cli::batch::main(*args).map(done),
+        Command::Batch(args) => cli::batch::main(*args, cli::batch::raw_args()).map(done),
         Command::Queue(args) => cli::queue::main(args).map(done),
         Command::Cancel(args) => cli::cancel::main(args).map(done),
         Command::Nodes(args) => cli::nodes::main(args).map(done),
@@ -32,7 +36,13 @@ fn main() -> ExitCode {
         Command::Agent(args) => cli::agent::main(*args).map(done),
         Command::Fence => Ok(gangway::agent::fence::main()),
         Command::Simulate(args) => cli::simulate::main(*args).map(done),
+        Command::InstallSlurmCommands(args) => cli::slurm::install::main(args).map(done),
     };
+    finish(result)
+}
+
+/// The exit code of a command's outcome, its failure printed.
+fn finish(result: Result<u8, CliError>) -> ExitCode {
     ExitCode::from(match result {
         Ok(code) => code,
         Err(error) => {
@@ -44,14 +54,17 @@ fn main() -> ExitCode {
 
 /// Prints why a command failed, the way each kind has always been printed.
 fn report(error: &CliError) {
+    // Under a Slurm name the messages start as Slurm's do: `srun: error: ...`.
+    let program = cli::slurm::invoked_as().unwrap_or("gangway");
     let mut stderr = std::io::stderr().lock();
     let _ = match error {
         // The controller's refusals hold one problem per line (a cancel of several jobs).
-        CliError::Refused(refusal) => {
-            refusal.message.lines().try_for_each(|line| writeln!(stderr, "gangway: error: {line}"))
-        }
-        CliError::JobEnded(news) => writeln!(stderr, "gangway: {news}"),
+        CliError::Refused(refusal) => refusal
+            .message
+            .lines()
+            .try_for_each(|line| writeln!(stderr, "{program}: error: {line}")),
+        CliError::JobEnded(news) => writeln!(stderr, "{program}: {news}"),
         CliError::Proxy(message) => writeln!(stderr, "{message}"),
-        other => writeln!(stderr, "gangway: error: {other}"),
+        other => writeln!(stderr, "{program}: error: {other}"),
     };
 }

@@ -78,14 +78,14 @@ fn batch_command() -> Command {
 }
 
 /// The words after `batch` on the command line, as typed.
-fn raw_args() -> Vec<OsString> {
+pub fn raw_args() -> Vec<OsString> {
     std::env::args_os().skip_while(|a| a != "batch").skip(1).collect()
 }
 
-/// Runs `gangway batch`.
-pub fn main(first: BatchArgs) -> Result<(), CliError> {
+/// Runs `gangway batch`; `raw` is what followed the subcommand, as typed (`raw_args`), for
+/// the merge with the script's directives.
+pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
-    let raw = raw_args();
     // The script (if any) decides the directives; re-parse with them in front.
     let (text, script_path) = match (&first.wrap, first.script.first()) {
         (Some(cmd), _) => (format!("#!/bin/sh\n{cmd}\n"), None),

@@ -26,6 +26,7 @@ pub mod run;
 pub mod shape;
 pub mod show;
 pub mod simulate;
+pub mod slurm;
 pub mod submission;
 pub mod token;
 pub mod topology;
@@ -86,4 +87,7 @@ pub enum Command {
     Fence,
     /// Replay a workload on simulated nodes, in virtual time, through the scheduler.
     Simulate(Box<simulate::SimulateArgs>),
+    /// Make srun, sbatch, salloc, squeue, scancel, sinfo, sacct and scontrol (symlinks to this
+    /// binary) in a directory, for Slurm users' scripts and habits.
+    InstallSlurmCommands(slurm::install::InstallArgs),
 }

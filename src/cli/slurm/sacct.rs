@@ -1,0 +1,446 @@
+//! `sacct`: finished jobs (`Request::History`) and the queue's, with a `.batch` line for each
+//! batch script, in sacct's layouts: fixed-width columns under a dashed rule, `--parsable2`
+//! (`-P`) and `--parsable` (`-p`), `--format` with `Field%width`, `-X`, `-S`/`-E`, `-j`.
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+use super::scontrol::exit_code;
+use super::time::{elapsed, local, parse as parse_time};
+use super::{current_user, list, parse};
+use crate::cli::error::{CliError, ask};
+use crate::protocol::{JobInfo, JobKind, Reply, Request};
+
+/// sacct's default fields.
+pub const DEFAULT: &str = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode";
+/// `-b`.
+pub const BRIEF: &str = "JobID,State,ExitCode";
+/// `-l` (the fields gangway knows).
+pub const LONG: &str = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode,Elapsed,Start,End,NNodes,NTasks,NodeList,TotalCPU,MaxRSS";
+
+/// sacct's flags.
+#[derive(Debug, Args)]
+pub struct SacctArgs {
+    /// Only these jobs.
+    #[arg(short = 'j', long = "jobs", value_name = "LIST")]
+    jobs: Option<String>,
+    /// Fields (JobID,JobName%30,State,...).
+    #[arg(short = 'o', long = "format", value_name = "FIELDS")]
+    format: Option<String>,
+    /// Fields separated by '|', no padding, no trailing '|'.
+    #[arg(short = 'P', long = "parsable2")]
+    parsable2: bool,
+    /// Fields separated by '|', with a trailing '|'.
+    #[arg(short = 'p', long = "parsable")]
+    parsable: bool,
+    /// Jobs only, no steps.
+    #[arg(short = 'X', long = "allocations")]
+    allocations: bool,
+    /// Jobs that ran (or were eligible) after this time (default: today 00:00).
+    #[arg(short = 'S', long = "starttime", value_name = "TIME")]
+    starttime: Option<String>,
+    /// Jobs that ran before this time (default: now).
+    #[arg(short = 'E', long = "endtime", value_name = "TIME")]
+    endtime: Option<String>,
+    /// Only these users' jobs (default: yours).
+    #[arg(short = 'u', long = "user", value_name = "LIST")]
+    user: Option<String>,
+    /// Every user's jobs.
+    #[arg(short = 'a', long = "allusers")]
+    allusers: bool,
+    /// Only jobs with these names.
+    #[arg(long = "name", value_name = "LIST")]
+    name: Option<String>,
+    /// Only jobs in these states.
+    #[arg(short = 's', long = "state", value_name = "LIST")]
+    state: Option<String>,
+    /// Only jobs in these partitions.
+    #[arg(short = 'r', long = "partition", value_name = "LIST")]
+    partition: Option<String>,
+    /// JobID, State, ExitCode.
+    #[arg(short = 'b', long)]
+    brief: bool,
+    /// More fields.
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// No header.
+    #[arg(short = 'n', long = "noheader")]
+    noheader: bool,
+    /// JSON: the jobs as the controller reports them.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One sacct line: a job, or its batch script.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    pub job: &'a JobInfo,
+    pub batch_step: bool,
+}
+
+/// Runs `sacct`.
+pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
+    let command = SacctArgs::augment_args(clap::Command::new("sacct"))
+        .about("Accounting of jobs, as Slurm's sacct prints it (gangway)");
+    let args: SacctArgs = parse(command, "sacct", args)?;
+    let now = now_ms();
+    let mut jobs = match ask(&Request::History { limit: 10_000 })? {
+        Reply::Jobs { jobs } => jobs,
+        other => return Err(CliError::UnexpectedReply(Box::new(other))),
+    };
+    if let Reply::Jobs { jobs: active } = ask(&Request::Queue)? {
+        let known: std::collections::HashSet<u64> = jobs.iter().map(|j| j.id).collect();
+        jobs.extend(active.into_iter().filter(|a| !known.contains(&a.id)));
+    }
+    jobs.sort_by_key(|j| j.id);
+    let jobs = select(&args, jobs, now)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "jobs": jobs }));
+        return Ok(());
+    }
+    let fields = args.format.clone().unwrap_or_else(|| {
+        (if args.brief {
+            BRIEF
+        } else if args.long {
+            LONG
+        } else {
+            DEFAULT
+        })
+        .to_string()
+    });
+    let lines: Vec<Line<'_>> = jobs
+        .iter()
+        .flat_map(|j| {
+            let step = (!args.allocations && j.kind == JobKind::Batch && j.start_time.is_some())
+                .then_some(Line { job: j, batch_step: true });
+            std::iter::once(Line { job: j, batch_step: false }).chain(step)
+        })
+        .collect();
+    let layout = if args.parsable2 {
+        Layout::Parsable { trailing: false }
+    } else if args.parsable {
+        Layout::Parsable { trailing: true }
+    } else {
+        Layout::Columns
+    };
+    print!("{}", render(&fields, &lines, layout, !args.noheader, now));
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Today's 00:00, local time.
+fn midnight(now: u64) -> u64 {
+    let today = super::time::local(Some(now));
+    parse_time(today.split('T').next().unwrap_or(""), now).unwrap_or(0)
+}
+
+fn select(args: &SacctArgs, jobs: Vec<JobInfo>, now: u64) -> Result<Vec<JobInfo>, CliError> {
+    let time = |v: &str| parse_time(v, now).map_err(|e| CliError::Usage(format!("{e}")));
+    let ids: Option<Vec<u64>> = match &args.jobs {
+        None => None,
+        Some(l) => Some(
+            list(l)
+                .iter()
+                .map(|i| {
+                    i.split('.')
+                        .next()
+                        .unwrap_or(i)
+                        .parse()
+                        .map_err(|_| CliError::Usage(format!("-j {l}: '{i}' is not a job id")))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    // As sacct: with -j the time window is open unless given; without, it starts today.
+    let start = match (&args.starttime, &ids) {
+        (Some(s), _) => time(s)?,
+        (None, Some(_)) => 0,
+        (None, None) => midnight(now),
+    };
+    let end = match &args.endtime {
+        Some(e) => time(e)?,
+        None => u64::MAX,
+    };
+    let users = match (&args.user, args.allusers || nix::unistd::getuid().is_root()) {
+        (Some(u), _) => Some(list(u)),
+        (None, true) => None,
+        (None, false) => Some(vec![current_user()]),
+    };
+    let names = args.name.as_deref().map(list);
+    let partitions = args.partition.as_deref().map(list);
+    let states: Option<Vec<String>> =
+        args.state.as_deref().map(|s| list(s).iter().map(|x| x.to_ascii_uppercase()).collect());
+    Ok(jobs
+        .into_iter()
+        .filter(|j| ids.as_ref().is_none_or(|i| i.contains(&j.id)))
+        .filter(|j| users.as_ref().is_none_or(|u| u.contains(&j.user)))
+        .filter(|j| names.as_ref().is_none_or(|n| n.contains(&j.name)))
+        .filter(|j| partitions.as_ref().is_none_or(|p| p.contains(&j.partition)))
+        .filter(|j| {
+            states.as_ref().is_none_or(|s| {
+                s.iter().any(|x| *x == j.state || x == crate::cli::query::short_state(&j.state))
+            })
+        })
+        // Ran (or waited) within the window: ended after its start, submitted before its end.
+        .filter(|j| j.end_time.is_none_or(|e| e >= start) && j.submit_time <= end)
+        .collect())
+}
+
+/// How the lines are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Columns,
+    Parsable { trailing: bool },
+}
+
+/// A field's name as printed and its default width.
+fn known(name: &str) -> Option<(&'static str, usize)> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "jobid" => ("JobID", 12),
+        "jobidraw" => ("JobIDRaw", 12),
+        "jobname" => ("JobName", 10),
+        "partition" => ("Partition", 10),
+        "account" => ("Account", 10),
+        "alloccpus" => ("AllocCPUS", 10),
+        "reqcpus" => ("ReqCPUS", 8),
+        "state" => ("State", 10),
+        "exitcode" => ("ExitCode", 8),
+        "elapsed" => ("Elapsed", 10),
+        "elapsedraw" => ("ElapsedRaw", 10),
+        "start" => ("Start", 19),
+        "end" => ("End", 19),
+        "submit" => ("Submit", 19),
+        "nodelist" => ("NodeList", 15),
+        "nnodes" => ("NNodes", 8),
+        "ntasks" => ("NTasks", 8),
+        "user" => ("User", 9),
+        "uid" => ("UID", 6),
+        "timelimit" => ("Timelimit", 10),
+        "workdir" => ("WorkDir", 30),
+        "totalcpu" => ("TotalCPU", 10),
+        "maxrss" => ("MaxRSS", 10),
+        "reqmem" => ("ReqMem", 10),
+        "restarts" => ("Restarts", 8),
+        "reason" => ("Reason", 20),
+        _ => return None,
+    })
+}
+
+/// The fields of a `--format`, each with its width (`Name%20`).
+pub fn fields(text: &str) -> Result<Vec<(&'static str, usize)>, CliError> {
+    list(text)
+        .iter()
+        .map(|f| {
+            let (name, width) = f.split_once('%').unwrap_or((f, ""));
+            let (label, default) = known(name).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--format: '{name}' is not a field gangway knows (docs/slurm.md lists them)"
+                ))
+            })?;
+            let width = if width.is_empty() {
+                default
+            } else {
+                width.trim_start_matches('-').parse().map_err(|_| {
+                    CliError::Usage(format!("--format: '{f}': the width must be a number"))
+                })?
+            };
+            Ok((label, width))
+        })
+        .collect()
+}
+
+fn value(line: &Line<'_>, field: &str, now: u64) -> String {
+    let j = line.job;
+    let run = j.start_time.map(|s| j.end_time.unwrap_or(now).saturating_sub(s) / 1000).unwrap_or(0);
+    let nodelist = || {
+        if j.nodes.is_empty() {
+            "None assigned".to_string()
+        } else if line.batch_step {
+            j.nodes[0].clone()
+        } else {
+            gangway_launcher::nodes::hostlist::compress(&j.nodes)
+                .unwrap_or_else(|_| j.nodes.join(","))
+        }
+    };
+    match field {
+        "JobID" | "JobIDRaw" if line.batch_step => format!("{}.batch", j.id),
+        "JobID" | "JobIDRaw" => j.id.to_string(),
+        "JobName" if line.batch_step => "batch".into(),
+        "JobName" => j.name.clone(),
+        "Partition" if line.batch_step => String::new(),
+        "Partition" => j.partition.clone(),
+        "Account" => String::new(),
+        "AllocCPUS" | "ReqCPUS" => j.cpus.to_string(),
+        "State" => j.state.clone(),
+        "ExitCode" => exit_code(j),
+        "Elapsed" => elapsed(run),
+        "ElapsedRaw" => run.to_string(),
+        "Start" => local(j.start_time),
+        "End" if j.end_time.is_none() && j.start_time.is_some() => "Unknown".into(),
+        "End" => local(j.end_time),
+        "Submit" => local(Some(j.submit_time)),
+        "NodeList" => nodelist(),
+        "NNodes" if line.batch_step => "1".into(),
+        "NNodes" => j.nodes.len().max(1).to_string(),
+        "NTasks" if line.batch_step => "1".into(),
+        "NTasks" => String::new(),
+        "User" if line.batch_step => String::new(),
+        "User" => j.user.clone(),
+        "UID" => j.uid.to_string(),
+        "Timelimit" if line.batch_step => String::new(),
+        "Timelimit" => j.time_limit.map(elapsed).unwrap_or_else(|| "UNLIMITED".into()),
+        "WorkDir" => j.cwd.clone(),
+        "Restarts" => j.attempt.saturating_sub(1).to_string(),
+        "Reason" => j.reason.clone(),
+        "ReqMem" => j
+            .shape
+            .mem_per_node
+            .map(|b| format!("{}M", b >> 20))
+            .or(j.shape.mem_per_cpu.map(|b| format!("{}Mc", b >> 20)))
+            .unwrap_or_else(|| "0".into()),
+        // No usage figures are recorded yet (the containment work adds them).
+        _ => String::new(),
+    }
+}
+
+/// The lines in a layout (pure, for snapshots).
+pub fn render(
+    fields_text: &str,
+    lines: &[Line<'_>],
+    layout: Layout,
+    header: bool,
+    now: u64,
+) -> String {
+    let fields = match fields(fields_text) {
+        Ok(f) => f,
+        Err(e) => return format!("{e}\n"),
+    };
+    let mut out = String::new();
+    match layout {
+        Layout::Parsable { trailing } => {
+            let names: Vec<String> = fields.iter().map(|(n, _)| n.to_string()).collect();
+            let head = |n: &str| n.to_string();
+            out.push_str(&super::format::render_parsable(
+                &names,
+                lines,
+                header.then_some(&head as &dyn Fn(&str) -> String),
+                |l, n| value(l, n, now),
+                trailing,
+            ));
+        }
+        Layout::Columns => {
+            let cell = |text: &str, (name, width): (&str, usize)| {
+                let cut: String = text.chars().take(width).collect();
+                // sacct: the id and the names on the left, figures on the right.
+                if matches!(
+                    name,
+                    "JobID" | "JobIDRaw" | "JobName" | "NodeList" | "WorkDir" | "User" | "Reason"
+                ) {
+                    format!("{cut:<width$}")
+                } else {
+                    format!("{cut:>width$}")
+                }
+            };
+            let row = |texts: Vec<String>| {
+                let cells: Vec<String> =
+                    texts.iter().zip(&fields).map(|(t, f)| cell(t, *f)).collect();
+                format!("{}\n", cells.join(" ").trim_end())
+            };
+            if header {
+                out.push_str(&row(fields.iter().map(|(n, _)| n.to_string()).collect()));
+                let rule: Vec<String> = fields.iter().map(|(_, w)| "-".repeat(*w)).collect();
+                out.push_str(&format!("{}\n", rule.join(" ")));
+            }
+            for l in lines {
+                out.push_str(&row(fields.iter().map(|(n, _)| value(l, n, now)).collect()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Shape;
+
+    fn job(id: u64, state: &str, code: Option<i32>) -> JobInfo {
+        JobInfo {
+            id,
+            name: "hybrid".into(),
+            user: "alice".into(),
+            uid: 1000,
+            kind: JobKind::Batch,
+            state: state.into(),
+            reason: "None".into(),
+            partition: "batch".into(),
+            nodes: vec!["node1".into(), "node2".into(), "node3".into()],
+            ntasks: 6,
+            cpus: 12,
+            submit_time: 0,
+            start_time: Some(1_000),
+            end_time: code.map(|_| 66_000),
+            time_limit: Some(600),
+            exit_code: code,
+            attempt: 1,
+            requeue: true,
+            held: false,
+            priority: 1,
+            command: "job.sh".into(),
+            cwd: "/home/alice".into(),
+            output: None,
+            error: None,
+            cpu_map: Vec::new(),
+            shape: Shape::default(),
+            position: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn lines(jobs: &[JobInfo], steps: bool) -> Vec<Line<'_>> {
+        jobs.iter()
+            .flat_map(|j| {
+                std::iter::once(Line { job: j, batch_step: false })
+                    .chain(steps.then_some(Line { job: j, batch_step: true }))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_columns_with_batch_steps() {
+        let jobs = [job(7, "COMPLETED", Some(0)), job(8, "FAILED", Some(3))];
+        insta::assert_snapshot!(render(DEFAULT, &lines(&jobs, true), Layout::Columns, true, 0));
+    }
+
+    #[test]
+    fn parsable2_with_widths_ignored() {
+        let jobs = [job(7, "COMPLETED", Some(0)), job(9, "RUNNING", None)];
+        let out = render(
+            "JobID,JobName%30,State,ExitCode,Elapsed,NodeList",
+            &lines(&jobs, false),
+            Layout::Parsable { trailing: false },
+            true,
+            121_000,
+        );
+        assert_eq!(
+            out,
+            "JobID|JobName|State|ExitCode|Elapsed|NodeList\n7|hybrid|COMPLETED|0:0|00:01:05|node[1-3]\n9|hybrid|RUNNING|0:0|00:02:00|node[1-3]\n"
+        );
+        let trailing =
+            render(BRIEF, &lines(&jobs[..1], true), Layout::Parsable { trailing: true }, false, 0);
+        assert_eq!(trailing, "7|COMPLETED|0:0|\n7.batch|COMPLETED|0:0|\n");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let err = fields("JobID,Bogus").unwrap_err();
+        assert!(err.to_string().contains("'Bogus'"), "{err}");
+    }
+}

@@ -1,0 +1,232 @@
+//! `scontrol`: `show job|node|partition` in Slurm's `Key=Value` layout, `hold`, `release`.
+//! `requeue` and `update` need controller requests gangway does not have yet: they are refused
+//! by name.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+
+use super::time::{elapsed, local};
+use crate::cli::error::{CliError, ask};
+use crate::protocol::{JobInfo, NodeInfo, Reply, Request};
+
+const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID...";
+
+/// Runs `scontrol`.
+pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
+    let words: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let words: Vec<&str> =
+        words.iter().map(String::as_str).filter(|w| *w != "-d" && *w != "--details").collect();
+    let usage = |m: String| Err(CliError::Usage(m));
+    match words.as_slice() {
+        [] | ["-h"] | ["--help"] | ["help"] => {
+            println!("usage: {USAGE}\n(gangway's scontrol: docs/slurm.md)");
+            Ok(())
+        }
+        ["show", what, rest @ ..] => show(what, rest.first().copied()),
+        [verb @ ("hold" | "release"), ids @ ..] if !ids.is_empty() => {
+            let ids = job_ids(ids)?;
+            let request =
+                if *verb == "hold" { Request::Hold { ids } } else { Request::Release { ids } };
+            ask(&request).map(drop)
+        }
+        [verb @ ("requeue" | "update" | "suspend" | "resume" | "top" | "uhold"), ..] => usage(
+            format!("{verb}: not supported by gangway yet (docs/slurm.md); supported: {USAGE}"),
+        ),
+        [other, ..] => usage(format!("'{other}' is not supported; supported: {USAGE}")),
+    }
+}
+
+fn job_ids(words: &[&str]) -> Result<Vec<u64>, CliError> {
+    words
+        .iter()
+        .flat_map(|w| w.split(','))
+        .map(|i| i.parse().map_err(|_| CliError::Usage(format!("'{i}' is not a job id"))))
+        .collect()
+}
+
+fn show(what: &str, name: Option<&str>) -> Result<(), CliError> {
+    let unexpected = |r: Reply| Err(CliError::UnexpectedReply(Box::new(r)));
+    match (what, name) {
+        ("job" | "jobs" | "jobid", Some(id)) => {
+            let id = job_ids(&[id])?.first().copied().unwrap_or(0);
+            match ask(&Request::ShowJob { id })? {
+                Reply::Job(j) => print!("{}", render_job(&j, now_ms())),
+                other => return unexpected(other),
+            }
+        }
+        ("job" | "jobs", None) => match ask(&Request::Queue)? {
+            Reply::Jobs { jobs } => {
+                let text: Vec<String> = jobs.iter().map(|j| render_job(j, now_ms())).collect();
+                print!("{}", text.join("\n"));
+            }
+            other => return unexpected(other),
+        },
+        ("node" | "nodes", _) => match ask(&Request::Nodes)? {
+            Reply::Nodes { nodes } => {
+                let text: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| name.is_none_or(|x| x == n.name))
+                    .map(render_node)
+                    .collect();
+                if text.is_empty() {
+                    return Err(CliError::Usage(format!("Node {} not found", name.unwrap_or(""))));
+                }
+                print!("{}", text.join("\n"));
+            }
+            other => return unexpected(other),
+        },
+        ("partition" | "partitions", _) => match ask(&Request::Nodes)? {
+            Reply::Nodes { nodes } => {
+                let text = render_partitions(&nodes, name);
+                if text.is_empty() {
+                    return Err(CliError::Usage(format!(
+                        "Partition {} not found",
+                        name.unwrap_or("")
+                    )));
+                }
+                print!("{text}");
+            }
+            other => return unexpected(other),
+        },
+        _ => {
+            return Err(CliError::Usage(format!("show {what}: use job, node or partition")));
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unknown(ms: Option<u64>) -> String {
+    ms.map(|m| local(Some(m))).unwrap_or_else(|| "Unknown".into())
+}
+
+fn hostlist(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        return "(null)".into();
+    }
+    gangway_launcher::nodes::hostlist::compress(nodes).unwrap_or_else(|_| nodes.join(","))
+}
+
+/// Slurm's `ExitCode=code:signal`.
+pub fn exit_code(j: &JobInfo) -> String {
+    match j.exit_code {
+        Some(c) if c > 128 && matches!(j.state.as_str(), "CANCELLED" | "TIMEOUT") => {
+            format!("0:{}", c - 128)
+        }
+        Some(c) => format!("{c}:0"),
+        None => "0:0".into(),
+    }
+}
+
+/// `scontrol show job` (pure, for snapshots).
+pub fn render_job(j: &JobInfo, now: u64) -> String {
+    let mut s = String::new();
+    let run =
+        j.start_time.map(|st| j.end_time.unwrap_or(now).saturating_sub(st) / 1000).unwrap_or(0);
+    let sh = &j.shape;
+    let _ = writeln!(s, "JobId={} JobName={}", j.id, j.name);
+    let _ = writeln!(s, "   UserId={}({}) Account=(null) QOS=normal", j.user, j.uid);
+    let _ = writeln!(
+        s,
+        "   Priority={} JobState={} Reason={} Dependency=(null)",
+        j.priority, j.state, j.reason
+    );
+    let _ = writeln!(
+        s,
+        "   Requeue={} Restarts={} BatchFlag={} ExitCode={}",
+        u8::from(j.requeue),
+        j.attempt.saturating_sub(1),
+        u8::from(j.kind == crate::protocol::JobKind::Batch),
+        exit_code(j)
+    );
+    let _ = writeln!(
+        s,
+        "   RunTime={} TimeLimit={}",
+        elapsed(run),
+        j.time_limit.map(elapsed).unwrap_or_else(|| "UNLIMITED".into())
+    );
+    let _ = writeln!(s, "   SubmitTime={}", local(Some(j.submit_time)));
+    let _ = writeln!(s, "   StartTime={} EndTime={}", unknown(j.start_time), unknown(j.end_time));
+    let _ = writeln!(s, "   Partition={}", j.partition);
+    let _ = writeln!(s, "   NodeList={}", hostlist(&j.nodes));
+    let nodes = if j.nodes.is_empty() { sh.min_nodes.unwrap_or(1) as usize } else { j.nodes.len() };
+    let _ = writeln!(
+        s,
+        "   NumNodes={} NumCPUs={} NumTasks={} CPUs/Task={}",
+        nodes,
+        j.cpus,
+        j.ntasks,
+        sh.cpus_per_task.unwrap_or(1)
+    );
+    let mem = match (sh.mem_per_node, sh.mem_per_cpu) {
+        (Some(b), _) => format!("MinMemoryNode={}M", b >> 20),
+        (None, Some(b)) => format!("MinMemoryCPU={}M", b >> 20),
+        (None, None) => "MinMemoryNode=0".into(),
+    };
+    let _ = writeln!(s, "   {mem}");
+    let _ = writeln!(s, "   Command={}", j.command);
+    let _ = writeln!(s, "   WorkDir={}", j.cwd);
+    if let Some(o) = &j.output {
+        let _ = writeln!(s, "   StdOut={o}");
+    }
+    if let Some(e) = j.error.as_ref().or(j.output.as_ref()) {
+        let _ = writeln!(s, "   StdErr={e}");
+    }
+    s
+}
+
+fn mb(bytes: u64) -> u64 {
+    bytes >> 20
+}
+
+/// `scontrol show node` (pure, for snapshots).
+pub fn render_node(n: &NodeInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "NodeName={} NodeAddr={}", n.name, n.addr.as_deref().unwrap_or(&n.name));
+    let _ = writeln!(
+        s,
+        "   CPUAlloc={} CPUTot={} CPULoad={}",
+        n.cpus_alloc,
+        n.cpus_total,
+        n.load.map(|l| format!("{l:.2}")).unwrap_or_else(|| "N/A".into())
+    );
+    let _ = writeln!(
+        s,
+        "   Gres={}",
+        if n.gpus > 0 { format!("gpu:{}", n.gpus) } else { "(null)".into() }
+    );
+    let _ = writeln!(s, "   RealMemory={} AllocMem={}", mb(n.memory_total), mb(n.memory_alloc));
+    let _ = writeln!(s, "   State={}", n.state.to_ascii_uppercase());
+    let _ = writeln!(s, "   Partitions={}", n.partitions.join(","));
+    if let Some(r) = &n.reason {
+        let _ = writeln!(s, "   Reason={r}");
+    }
+    s
+}
+
+/// `scontrol show partition`: each partition the nodes name (pure, for snapshots).
+pub fn render_partitions(nodes: &[NodeInfo], only: Option<&str>) -> String {
+    let mut names: Vec<&str> =
+        nodes.iter().flat_map(|n| n.partitions.iter().map(String::as_str)).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::new();
+    for p in names.into_iter().filter(|p| only.is_none_or(|o| o == *p)) {
+        let members: Vec<&NodeInfo> =
+            nodes.iter().filter(|n| n.partitions.iter().any(|x| x == p)).collect();
+        let list: Vec<String> = members.iter().map(|n| n.name.clone()).collect();
+        let cpus: u32 = members.iter().map(|n| n.cpus_total).sum();
+        out.push(format!(
+            "PartitionName={p}\n   State=UP MaxTime=UNLIMITED\n   Nodes={}\n   TotalCPUs={cpus} TotalNodes={}\n",
+            hostlist(&list),
+            members.len()
+        ));
+    }
+    out.join("\n")
+}

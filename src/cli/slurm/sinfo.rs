@@ -1,0 +1,297 @@
+//! `sinfo`: the nodes (`Request::Nodes`, as `gangway nodes` asks) grouped by partition and state,
+//! or one line per node (`-N`), in Slurm's formats (`-o`, `-l`, `-p`, `-h`, `--json`).
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+use super::format::{self, Item, Key};
+use super::{list, parse};
+use crate::cli::error::{CliError, ask};
+use crate::protocol::{NodeInfo, Reply, Request};
+
+/// sinfo's default columns (the partition's width follows the longest name, as `%#P` does).
+pub const DEFAULT: &str = "%#P %.5a %.10l %.6D %.6t %N";
+/// `-l`.
+pub const LONG: &str = "%#P %.5a %.10l %.6D %.11T %N";
+/// `-N`.
+pub const NODES: &str = "%#N %.6D %#P %6t";
+/// `-N -l`.
+pub const NODES_LONG: &str = "%#N %.6D %#P %.11T %.4c %.6m %.8O %E";
+
+/// sinfo's flags.
+#[derive(Debug, Args)]
+pub struct SinfoArgs {
+    /// One line per node.
+    #[arg(short = 'N', long = "Node")]
+    node: bool,
+    /// More columns.
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// Only these partitions.
+    #[arg(short = 'p', long = "partition", value_name = "LIST")]
+    partition: Option<String>,
+    /// Only nodes in these states (idle, alloc, mix, drain, down).
+    #[arg(short = 't', long = "states", value_name = "LIST")]
+    states: Option<String>,
+    /// Only these nodes.
+    #[arg(short = 'n', long = "nodes", value_name = "LIST")]
+    nodes: Option<String>,
+    /// Columns as %-letters (%P %a %l %D %t %N %c %m %O %E ...).
+    #[arg(short = 'o', long = "format", value_name = "FORMAT")]
+    format: Option<String>,
+    /// No header line.
+    #[arg(short = 'h', long = "noheader")]
+    noheader: bool,
+    /// Every partition (all are shown anyway).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// JSON: the nodes as the controller reports them.
+    #[arg(long)]
+    json: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// One line of output: nodes sharing a partition (and, grouped, a state).
+#[derive(Debug, Clone)]
+pub struct Row<'a> {
+    pub partition: String,
+    pub nodes: Vec<&'a NodeInfo>,
+}
+
+/// Runs `sinfo`.
+pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
+    let command = SinfoArgs::augment_args(clap::Command::new("sinfo").disable_help_flag(true))
+        .about("Partitions and nodes, as Slurm's sinfo prints them (gangway)");
+    let args: SinfoArgs = parse(command, "sinfo", args)?;
+    let nodes = match ask(&Request::Nodes)? {
+        Reply::Nodes { nodes } => nodes,
+        other => return Err(CliError::UnexpectedReply(Box::new(other))),
+    };
+    let wanted_nodes = match &args.nodes {
+        Some(l) => Some(
+            gangway_launcher::nodes::hostlist::expand(l)
+                .map_err(|e| CliError::Usage(format!("--nodes {l}: {e}")))?,
+        ),
+        None => None,
+    };
+    let states = args.states.as_deref().map(list);
+    let nodes: Vec<NodeInfo> = nodes
+        .into_iter()
+        .filter(|n| wanted_nodes.as_ref().is_none_or(|w| w.contains(&n.name)))
+        .filter(|n| {
+            states.as_ref().is_none_or(|s| {
+                s.iter().any(|x| {
+                    x.eq_ignore_ascii_case(short(&n.state)) || x.eq_ignore_ascii_case(&n.state)
+                })
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::json!({ "nodes": nodes }));
+        return Ok(());
+    }
+    let partitions = args.partition.as_deref().map(list);
+    let format = args.format.clone().unwrap_or_else(|| {
+        match (args.node, args.long) {
+            (false, false) => DEFAULT,
+            (false, true) => LONG,
+            (true, false) => NODES,
+            (true, true) => NODES_LONG,
+        }
+        .to_string()
+    });
+    print!("{}", render(&nodes, &format, partitions.as_deref(), args.node, !args.noheader));
+    Ok(())
+}
+
+/// Slurm's compact node state.
+pub fn short(state: &str) -> &'static str {
+    match state.to_ascii_uppercase().as_str() {
+        "IDLE" => "idle",
+        "ALLOCATED" | "ALLOC" => "alloc",
+        "MIXED" | "MIX" => "mix",
+        "DRAINED" | "DRAIN" => "drain",
+        "DRAINING" => "drng",
+        "DOWN" | "LOST" => "down",
+        "SUSPECT" => "idle*",
+        _ => "unk",
+    }
+}
+
+/// The rows: per partition (in first-seen order), nodes grouped by state, or one per node.
+pub fn rows<'a>(
+    nodes: &'a [NodeInfo],
+    partitions: Option<&[String]>,
+    per_node: bool,
+) -> Vec<Row<'a>> {
+    let mut names: Vec<String> = Vec::new();
+    for n in nodes {
+        for p in &n.partitions {
+            if !names.contains(p) && partitions.is_none_or(|w| w.contains(p)) {
+                names.push(p.clone());
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    if per_node {
+        for n in nodes {
+            for p in n.partitions.iter().filter(|p| names.contains(p)) {
+                rows.push(Row { partition: p.clone(), nodes: vec![n] });
+            }
+        }
+        return rows;
+    }
+    for p in names {
+        let mut groups: Vec<(&str, Vec<&NodeInfo>)> = Vec::new();
+        for n in nodes.iter().filter(|n| n.partitions.contains(&p)) {
+            match groups.iter_mut().find(|(s, _)| *s == short(&n.state)) {
+                Some((_, g)) => g.push(n),
+                None => groups.push((short(&n.state), vec![n])),
+            }
+        }
+        rows.extend(groups.into_iter().map(|(_, nodes)| Row { partition: p.clone(), nodes }));
+    }
+    rows
+}
+
+/// The table (pure, for snapshots). `%#X` is as wide as the column's longest value.
+pub fn render(
+    nodes: &[NodeInfo],
+    format_text: &str,
+    partitions: Option<&[String]>,
+    per_node: bool,
+    header: bool,
+) -> String {
+    let rows = rows(nodes, partitions, per_node);
+    let mut text = format_text.to_string();
+    for letter in ['P', 'N'] {
+        let widest = rows
+            .iter()
+            .map(|r| value(r, &Key::Letter(letter)).chars().count())
+            .chain(std::iter::once(heading(letter).len()))
+            .max()
+            .unwrap_or(9);
+        text = text.replace(&format!("%#{letter}"), &format!("%-{widest}{letter}"));
+    }
+    let items: Vec<Item> = format::parse_letters(&text);
+    let head = |k: &Key| match k {
+        Key::Letter(c) => heading(*c).to_string(),
+        Key::Name(n) => n.to_ascii_uppercase(),
+    };
+    format::render(&items, &rows, header.then_some(&head as &dyn Fn(&Key) -> String), value)
+}
+
+fn heading(c: char) -> &'static str {
+    match c {
+        'P' => "PARTITION",
+        'R' => "PARTITION",
+        'a' => "AVAIL",
+        'l' => "TIMELIMIT",
+        'D' => "NODES",
+        't' | 'T' => "STATE",
+        'N' => "NODELIST",
+        'n' => "HOSTNAMES",
+        'c' => "CPUS",
+        'C' => "CPUS(A/I/O/T)",
+        'm' => "MEMORY",
+        'e' => "FREE_MEM",
+        'O' => "CPU_LOAD",
+        'E' => "REASON",
+        'G' => "GRES",
+        _ => "N/A",
+    }
+}
+
+fn value(r: &Row<'_>, key: &Key) -> String {
+    let Key::Letter(c) = key else { return "N/A".into() };
+    let first = r.nodes.first();
+    let names: Vec<String> = r.nodes.iter().map(|n| n.name.clone()).collect();
+    match c {
+        'P' | 'R' => r.partition.clone(),
+        'a' => "up".into(),
+        'l' => "infinite".into(),
+        'D' => r.nodes.len().to_string(),
+        't' => first.map(|n| short(&n.state)).unwrap_or("n/a").into(),
+        'T' => first
+            .map(|n| short(&n.state).trim_end_matches('*'))
+            .map(|s| match s {
+                "alloc" => "allocated".to_string(),
+                "mix" => "mixed".into(),
+                "drain" => "drained".into(),
+                "drng" => "draining".into(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default(),
+        'N' | 'n' => {
+            gangway_launcher::nodes::hostlist::compress(&names).unwrap_or_else(|_| names.join(","))
+        }
+        'c' => first.map(|n| n.cpus_total.to_string()).unwrap_or_default(),
+        'C' => {
+            let (a, t): (u32, u32) =
+                r.nodes.iter().fold((0, 0), |(a, t), n| (a + n.cpus_alloc, t + n.cpus_total));
+            format!("{a}/{}/0/{t}", t.saturating_sub(a))
+        }
+        'm' => first.map(|n| (n.memory_total >> 20).to_string()).unwrap_or_default(),
+        'e' => first
+            .map(|n| (n.memory_total.saturating_sub(n.memory_alloc) >> 20).to_string())
+            .unwrap_or_default(),
+        'O' => {
+            first.and_then(|n| n.load).map(|l| format!("{l:.2}")).unwrap_or_else(|| "N/A".into())
+        }
+        'E' => first.and_then(|n| n.reason.clone()).unwrap_or_else(|| "none".into()),
+        'G' => first
+            .map(|n| if n.gpus > 0 { format!("gpu:{}", n.gpus) } else { "(null)".into() })
+            .unwrap_or_default(),
+        _ => "N/A".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn node(name: &str, state: &str, alloc: u32) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            state: state.into(),
+            reason: None,
+            partitions: vec!["batch".into()],
+            cpus_total: 4,
+            cpus_alloc: alloc,
+            memory_total: 8 << 30,
+            memory_alloc: 0,
+            gpus: 0,
+            load: Some(0.5),
+            addr: None,
+            hardware: String::new(),
+            jobs: Vec::new(),
+            cpu_map: Vec::new(),
+            last_heartbeat_ms_ago: None,
+            agent_version: None,
+        }
+    }
+
+    fn cluster() -> Vec<NodeInfo> {
+        vec![node("node1", "ALLOCATED", 4), node("node2", "ALLOCATED", 4), node("node3", "IDLE", 0)]
+    }
+
+    #[test]
+    fn partitions_grouped_by_state() {
+        insta::assert_snapshot!(render(&cluster(), DEFAULT, None, false, true));
+    }
+
+    #[test]
+    fn node_oriented_long() {
+        insta::assert_snapshot!(render(&cluster(), NODES_LONG, None, true, true));
+    }
+
+    #[test]
+    fn custom_format_and_partition_filter() {
+        let out = render(&cluster(), "%P|%D|%t|%N", Some(&["batch".to_string()]), false, false);
+        assert_eq!(out, "batch|2|alloc|node[1-2]\nbatch|1|idle|node3\n");
+        assert_eq!(render(&cluster(), "%P", Some(&["gpu".to_string()]), false, false), "");
+    }
+}

@@ -1,0 +1,344 @@
+//! `squeue`: the queue (`Request::Queue`, as `gangway queue` asks it) filtered by Slurm's flags
+//! and printed in Slurm's formats (`-o` letters, `-O` names, `-l`, `--start`, `--json`).
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+use super::format::{self, Item, Key};
+use super::{current_user, list, parse, time};
+use crate::cli::error::{CliError, ask};
+use crate::cli::query::{clock, short_state};
+use crate::protocol::{JobInfo, Reply, Request};
+
+/// squeue's default columns.
+pub const DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
+/// `-l`.
+pub const LONG: &str = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R";
+/// `--start`.
+pub const START: &str = "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %R";
+
+/// squeue's flags (Slurm's spellings).
+#[derive(Debug, Args)]
+pub struct SqueueArgs {
+    /// Only these jobs (comma-separated ids).
+    #[arg(short = 'j', long = "jobs", value_name = "LIST")]
+    jobs: Option<String>,
+    /// Only jobs in these partitions.
+    #[arg(short = 'p', long = "partition", value_name = "LIST")]
+    partition: Option<String>,
+    /// Only jobs in these states (PD, R, pending, running, all).
+    #[arg(short = 't', long = "states", value_name = "LIST")]
+    states: Option<String>,
+    /// Only these users' jobs.
+    #[arg(short = 'u', long = "user", value_name = "LIST")]
+    user: Option<String>,
+    /// Only your jobs.
+    #[arg(long)]
+    me: bool,
+    /// Only jobs with these names.
+    #[arg(short = 'n', long = "name", value_name = "LIST")]
+    name: Option<String>,
+    /// Columns as %-letters with widths (%.18i %.9P %j|%T ...).
+    #[arg(short = 'o', long = "format", value_name = "FORMAT")]
+    format: Option<String>,
+    /// Columns by name (JobID,Name:30,State).
+    #[arg(short = 'O', long = "Format", value_name = "FIELDS")]
+    format_names: Option<String>,
+    /// Pending jobs with their expected start.
+    #[arg(long)]
+    start: bool,
+    /// The long format (state spelled out, time limit).
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// One line per array task (gangway has no arrays yet: every job is one line anyway).
+    #[arg(short = 'r', long = "array")]
+    array: bool,
+    /// No header line.
+    #[arg(short = 'h', long = "noheader")]
+    noheader: bool,
+    /// Every partition, hidden ones too (all are shown anyway).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// JSON: the jobs as the controller reports them.
+    #[arg(long)]
+    json: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn command() -> clap::Command {
+    SqueueArgs::augment_args(clap::Command::new("squeue").disable_help_flag(true))
+        .about("Pending and running jobs, as Slurm's squeue prints them (gangway)")
+}
+
+/// Runs `squeue`.
+pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
+    let args: SqueueArgs = parse(command(), "squeue", args)?;
+    let jobs = match ask(&Request::Queue)? {
+        Reply::Jobs { jobs } => jobs,
+        other => return Err(CliError::UnexpectedReply(Box::new(other))),
+    };
+    let jobs = select(&args, jobs, &current_user())?;
+    if args.json {
+        println!("{}", serde_json::json!({ "jobs": jobs }));
+        return Ok(());
+    }
+    let items = if let Some(names) = &args.format_names {
+        format::parse_names(names, 20)
+    } else {
+        format::parse_letters(args.format.as_deref().unwrap_or(if args.start {
+            START
+        } else if args.long {
+            LONG
+        } else {
+            DEFAULT
+        }))
+    };
+    print!("{}", render(&items, &jobs, !args.noheader, now_ms()));
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The jobs the flags select.
+fn select(args: &SqueueArgs, jobs: Vec<JobInfo>, me: &str) -> Result<Vec<JobInfo>, CliError> {
+    let ids: Option<Vec<u64>> = match &args.jobs {
+        None => None,
+        Some(l) => Some(
+            list(l)
+                .iter()
+                .map(|i| {
+                    i.parse().map_err(|_| CliError::Usage(format!("-j {l}: '{i}' is not a job id")))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let partitions = args.partition.as_deref().map(list);
+    let users = args.user.as_deref().map(list);
+    let names = args.name.as_deref().map(list);
+    let states: Option<Vec<String>> =
+        args.states.as_deref().map(|s| list(s).iter().map(|x| x.to_ascii_uppercase()).collect());
+    Ok(jobs
+        .into_iter()
+        .filter(|j| ids.as_ref().is_none_or(|i| i.contains(&j.id)))
+        .filter(|j| partitions.as_ref().is_none_or(|p| p.contains(&j.partition)))
+        .filter(|j| users.as_ref().is_none_or(|u| u.contains(&j.user)))
+        .filter(|j| !args.me || j.user == me)
+        .filter(|j| names.as_ref().is_none_or(|n| n.contains(&j.name)))
+        .filter(|j| {
+            states.as_ref().is_none_or(|s| {
+                s.iter().any(|x| x == "ALL" || *x == j.state || x == short_state(&j.state))
+            })
+        })
+        .filter(|j| !args.start || j.state == "PENDING")
+        .collect())
+}
+
+/// The table (pure, for snapshots).
+pub fn render(items: &[Item], jobs: &[JobInfo], header: bool, now: u64) -> String {
+    let head = |k: &Key| heading(k).to_string();
+    format::render(items, jobs, header.then_some(&head as &dyn Fn(&Key) -> String), |j, k| {
+        value(j, k, now)
+    })
+}
+
+/// A `-O` name as its `-o` letter.
+fn letter(key: &Key) -> Option<char> {
+    Some(match key {
+        Key::Letter(c) => *c,
+        Key::Name(n) => match n.as_str() {
+            "jobid" | "arrayjobid" => 'i',
+            "name" => 'j',
+            "username" | "user" => 'u',
+            "userid" => 'U',
+            "state" => 'T',
+            "statecompact" => 't',
+            "timeused" => 'M',
+            "timelimit" => 'l',
+            "timeleft" => 'L',
+            "numnodes" => 'D',
+            "numcpus" => 'C',
+            "numtasks" => 'n',
+            "nodelist" => 'N',
+            "reason" => 'r',
+            "reasonlist" => 'R',
+            "partition" => 'P',
+            "starttime" => 'S',
+            "endtime" => 'e',
+            "submittime" => 'V',
+            "workdir" => 'Z',
+            "command" => 'o',
+            "priority" => 'Q',
+            "cpuspertask" | "cpus-per-task" => 'c',
+            "minmemory" => 'm',
+            "stdout" => 'O',
+            "stderr" => 'E',
+            "account" => 'a',
+            "qos" => 'q',
+            _ => return None,
+        },
+    })
+}
+
+fn heading(key: &Key) -> &'static str {
+    match letter(key) {
+        Some('i') => "JOBID",
+        Some('j') => "NAME",
+        Some('u') => "USER",
+        Some('U') => "UID",
+        Some('T') => "STATE",
+        Some('t') => "ST",
+        Some('M') => "TIME",
+        Some('l') => "TIME_LIMIT",
+        Some('L') => "TIME_LEFT",
+        Some('D') => "NODES",
+        Some('C') => "CPUS",
+        Some('n') => "TASKS",
+        Some('N') => "NODELIST",
+        Some('r') => "REASON",
+        Some('R') => "NODELIST(REASON)",
+        Some('P') => "PARTITION",
+        Some('S') => "START_TIME",
+        Some('e') => "END_TIME",
+        Some('V') => "SUBMIT_TIME",
+        Some('Z') => "WORK_DIR",
+        Some('o') => "COMMAND",
+        Some('Q') => "PRIORITY",
+        Some('c') => "MIN_CPUS",
+        Some('m') => "MIN_MEMORY",
+        Some('O') => "STDOUT",
+        Some('E') => "STDERR",
+        Some('a') => "ACCOUNT",
+        Some('q') => "QOS",
+        _ => "N/A",
+    }
+}
+
+fn nodelist(j: &JobInfo) -> String {
+    gangway_launcher::nodes::hostlist::compress(&j.nodes).unwrap_or_else(|_| j.nodes.join(","))
+}
+
+fn value(j: &JobInfo, key: &Key, now: u64) -> String {
+    let used =
+        j.start_time.map(|s| (j.end_time.unwrap_or(now).saturating_sub(s)) / 1000).unwrap_or(0);
+    let Some(c) = letter(key) else { return "N/A".into() };
+    match c {
+        'i' => j.id.to_string(),
+        'j' => j.name.clone(),
+        'u' => j.user.clone(),
+        'U' => j.uid.to_string(),
+        'T' => j.state.clone(),
+        't' => short_state(&j.state).into(),
+        'M' => clock(used),
+        'l' => j.time_limit.map(clock).unwrap_or_else(|| "UNLIMITED".into()),
+        'L' => match j.time_limit {
+            Some(limit) => clock(limit.saturating_sub(used)),
+            None => "UNLIMITED".into(),
+        },
+        'D' => (if j.nodes.is_empty() {
+            j.shape.min_nodes.unwrap_or(1) as usize
+        } else {
+            j.nodes.len()
+        })
+        .to_string(),
+        'C' => j.cpus.to_string(),
+        'n' => j.ntasks.to_string(),
+        'N' => nodelist(j),
+        'r' => j.reason.clone(),
+        'R' if j.state == "PENDING" => format!("({})", j.reason),
+        'R' => nodelist(j),
+        'P' => j.partition.clone(),
+        'S' if j.start_time.is_none() => "N/A".into(),
+        'S' => time::local(j.start_time),
+        'e' if j.end_time.is_none() => "N/A".into(),
+        'e' => time::local(j.end_time),
+        'V' => time::local(Some(j.submit_time)),
+        'Z' => j.cwd.clone(),
+        'o' => j.command.clone(),
+        'Q' => j.priority.to_string(),
+        'c' => j.shape.cpus_per_task.unwrap_or(1).to_string(),
+        'm' => j
+            .shape
+            .mem_per_node
+            .map(|b| format!("{}M", b >> 20))
+            .or(j.shape.mem_per_cpu.map(|b| format!("{}M", b >> 20)))
+            .unwrap_or_else(|| "0".into()),
+        'O' => j.output.clone().unwrap_or_default(),
+        'E' => j.error.clone().or(j.output.clone()).unwrap_or_default(),
+        _ => "N/A".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{JobKind, Shape};
+
+    fn job(id: u64, name: &str, state: &str, nodes: &[&str]) -> JobInfo {
+        JobInfo {
+            id,
+            name: name.into(),
+            user: "alice".into(),
+            uid: 1000,
+            kind: JobKind::Batch,
+            state: state.into(),
+            reason: if state == "PENDING" { "Resources".into() } else { "None".into() },
+            partition: "batch".into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ntasks: 6,
+            cpus: 12,
+            submit_time: 0,
+            start_time: (state == "RUNNING").then_some(1_000),
+            end_time: None,
+            time_limit: Some(3600),
+            exit_code: None,
+            attempt: 1,
+            requeue: true,
+            held: false,
+            priority: 100,
+            command: "job.sh".into(),
+            cwd: "/home/alice".into(),
+            output: None,
+            error: None,
+            cpu_map: Vec::new(),
+            shape: Shape { min_nodes: Some(3), cpus_per_task: Some(2), ..Shape::default() },
+            position: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn jobs() -> Vec<JobInfo> {
+        vec![
+            job(7, "hybrid-mpi-openmp", "RUNNING", &["node1", "node2", "node3"]),
+            job(8, "post", "PENDING", &[]),
+        ]
+    }
+
+    #[test]
+    fn default_columns() {
+        let out = render(&format::parse_letters(DEFAULT), &jobs(), true, 66_000);
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn long_columns() {
+        let out = render(&format::parse_letters(LONG), &jobs(), true, 66_000);
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn custom_separator_and_field_names() {
+        let out = render(&format::parse_letters("%i|%T|%j|%D"), &jobs(), false, 0);
+        assert_eq!(out, "7|RUNNING|hybrid-mpi-openmp|3\n8|PENDING|post|3\n");
+        let out =
+            render(&format::parse_names("JobID:6,Name:.10,State,ReasonList", 20), &jobs(), true, 0);
+        insta::assert_snapshot!(out);
+    }
+}

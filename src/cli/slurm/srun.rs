@@ -1,0 +1,103 @@
+//! `srun`: `gangway run` under Slurm's name: inside a job a step (through the controller),
+//! outside one a job of its own, as srun does. Slurm's spellings map onto `run`'s flags; a step
+//! inherits the job's `--cpus-per-task` when it gives none (Slurm 23.11 and later do the same
+//! through `SLURM_CPUS_PER_TASK`), so `OMP_NUM_THREADS` follows it.
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+use super::parse;
+use crate::cli::error::CliError;
+use crate::cli::run::{self, RunArgs};
+
+/// srun flags gangway accepts and needs nothing for: `--exact` (a step gets exactly the CPUs
+/// it asks for anyway), `--overlap`, `--quiet`, `--unbuffered` (output is passed on by lines).
+const ACCEPTED: &[&str] = &["--exact", "--overlap", "--quiet", "-Q", "--unbuffered", "-u"];
+
+/// The words for `run`: the no-op flags dropped, the job's `-c` added when none is given.
+pub fn rewrite(args: Vec<OsString>, job_cpus_per_task: Option<u32>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut gives_c = false;
+    let mut words = args.into_iter();
+    for word in words.by_ref() {
+        let s = word.to_string_lossy();
+        // The program's own words are not ours to read.
+        if !s.starts_with('-') && !out.last().is_some_and(|p: &OsString| takes_value(p)) {
+            out.push(word);
+            break;
+        }
+        if s == "--" {
+            out.push(word);
+            break;
+        }
+        if ACCEPTED.contains(&s.as_ref()) {
+            continue;
+        }
+        if s == "-c"
+            || s.starts_with("--cpus-per-task")
+            || (s.starts_with("-c") && !s.starts_with("--"))
+        {
+            gives_c = true;
+        }
+        out.push(word);
+    }
+    let rest: Vec<OsString> = words.collect();
+    if !gives_c && let Some(c) = job_cpus_per_task {
+        out.insert(0, format!("--cpus-per-task={c}").into());
+    }
+    out.extend(rest);
+    out
+}
+
+/// Flags of `run` that take a separate value word (so the word after them is not the program).
+fn takes_value(flag: &OsString) -> bool {
+    let f = flag.to_string_lossy();
+    if f.contains('=') {
+        return false;
+    }
+    const SHORT: &[&str] =
+        &["-n", "-N", "-c", "-o", "-e", "-i", "-t", "-m", "-p", "-w", "-x", "-J", "-D"];
+    SHORT.contains(&f.as_ref())
+        || (f.starts_with("--")
+            && !matches!(
+                f.as_ref(),
+                "--label"
+                    | "--oversubscribe"
+                    | "--dry-run"
+                    | "--json"
+                    | "--exclusive"
+                    | "--requeue"
+                    | "--verbose"
+            ))
+}
+
+/// Runs `srun`; returns the ranks' exit code.
+pub fn main(args: Vec<OsString>) -> Result<u8, CliError> {
+    let inherited = ["GANGWAY_CPUS_PER_TASK", "SLURM_CPUS_PER_TASK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .filter(|_| std::env::var_os("GANGWAY_JOB_ID").is_some());
+    let command = RunArgs::augment_args(clap::Command::new("srun"))
+        .about("Run a parallel program: a step inside a job, or a job of its own (gangway's srun)");
+    run::main(parse(command, "srun", rewrite(args, inherited))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_jobs_cpus_per_task_is_inherited_unless_given() {
+        assert_eq!(
+            rewrite(words(&["-n", "6", "--exact", "./app", "-c", "9"]), Some(2)),
+            words(&["--cpus-per-task=2", "-n", "6", "./app", "-c", "9"])
+        );
+        assert_eq!(rewrite(words(&["-c", "4", "./app"]), Some(2)), words(&["-c", "4", "./app"]));
+        assert_eq!(rewrite(words(&["./app"]), None), words(&["./app"]));
+    }
+}

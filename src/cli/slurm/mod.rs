@@ -76,10 +76,9 @@ pub fn usage_error(name: &str, e: clap::Error) -> CliError {
             };
             CliError::Usage(unsupported(name, &flag))
         }
-        _ => CliError::Usage(format!(
-            "{}",
-            e.to_string().trim_start_matches("error: ").lines().next().unwrap_or("").trim()
-        )),
+        _ => CliError::Usage(
+            e.to_string().trim_start_matches("error: ").lines().next().unwrap_or("").trim().into(),
+        ),
     }
 }
 

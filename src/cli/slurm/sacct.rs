@@ -142,7 +142,7 @@ fn midnight(now: u64) -> u64 {
 }
 
 fn select(args: &SacctArgs, jobs: Vec<JobInfo>, now: u64) -> Result<Vec<JobInfo>, CliError> {
-    let time = |v: &str| parse_time(v, now).map_err(|e| CliError::Usage(e));
+    let time = |v: &str| parse_time(v, now).map_err(CliError::Usage);
     let ids: Option<Vec<u64>> = match &args.jobs {
         None => None,
         Some(l) => Some(

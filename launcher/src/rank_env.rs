@@ -85,8 +85,11 @@ pub fn base_environment(
     let mut env: Vec<(OsString, OsString)> = launcher_env
         .into_iter()
         .filter(|(name, _)| !is_launcher_owned(name.as_bytes()))
+        // As srun's --export=NONE: the job's SLURM_* variables still reach the tasks.
         .filter(|(name, _)| {
-            policy.all || policy.names.iter().any(|n| n.as_bytes() == name.as_bytes())
+            policy.all
+                || name.as_bytes().starts_with(b"SLURM_")
+                || policy.names.iter().any(|n| n.as_bytes() == name.as_bytes())
         })
         .collect();
     for (name, value) in &policy.values {
@@ -148,6 +151,13 @@ pub fn rank_environment(
             extra.push(("CUDA_VISIBLE_DEVICES", gpus.clone()));
             extra.push(("ROCR_VISIBLE_DEVICES", gpus));
         }
+    }
+    // Inside a job that has Slurm's variables (a gangway job with `slurm_env`, or a Slurm
+    // allocation), each task gets Slurm's task variables too.
+    if env.iter().any(|(n, _)| n == "SLURM_JOB_ID") {
+        extra.push(("SLURM_PROCID", id.rank.to_string()));
+        extra.push(("SLURM_LOCALID", id.local_rank.to_string()));
+        extra.push(("SLURM_NODEID", id.node_id.to_string()));
     }
     if !env.iter().any(|(n, _)| n == "OMP_NUM_THREADS") {
         extra.push(("OMP_NUM_THREADS", cpus_per_task.to_string()));

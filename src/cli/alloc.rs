@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use super::allocation::wait_for_grant;
 use super::error::CliError;
 use super::shape::ShapeArgs;
-use super::submission::{command_name, submit_dir, submitter_umask};
+use super::submission::{command_name, submit_dir, submit_host, submitter_umask};
 use crate::client::Client;
 use crate::protocol::{Grant, JobKind, Reply, Request, Submission};
 
@@ -64,7 +64,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         name: args.shape.job_name.clone().unwrap_or_else(|| command_name(&command[0], "alloc")),
         shape,
         cwd: submit_dir(),
-        env: Vec::new(),
+        env: vec![submit_host()],
         script: None,
         args: Vec::new(),
         command: display,

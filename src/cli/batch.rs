@@ -8,10 +8,11 @@ use clap::{Args, Command, FromArgMatches};
 use super::directives::{self, IGNORE_UNKNOWN_FLAG, UnknownDirectives, valid_output_pattern};
 use super::error::{CliError, refused};
 use super::shape::ShapeArgs;
-use super::submission::submitter_umask;
+use super::submission::{submit_host, submitter_umask};
 use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
+use crate::controller::slurm_env::SUBMIT_HOST;
 use crate::protocol::{JobKind, Reply, Request, Submission};
 use gangway_launcher::rank_env::{ExportPolicy, base_environment};
 
@@ -151,6 +152,8 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
         Ok(e) => e,
         Err(m) => return usage(m),
     };
+    env.retain(|(k, _)| k != SUBMIT_HOST);
+    env.push(submit_host());
     if let Some(mpi) = args.mpi {
         env.retain(|(k, _)| k != "GANGWAY_MPI");
         env.push(("GANGWAY_MPI".into(), mpi.to_string()));

@@ -28,3 +28,13 @@ pub fn command_name(command: &std::ffi::OsStr, fallback: &str) -> String {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| fallback.into())
 }
+
+/// This machine's name, recorded in the submission's environment so that the job can be told
+/// where it was submitted from (`SLURM_SUBMIT_HOST`).
+pub fn submit_host() -> (String, String) {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    (crate::controller::slurm_env::SUBMIT_HOST.to_string(), host)
+}

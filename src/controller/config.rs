@@ -68,6 +68,8 @@ struct Raw {
     #[serde(default = "default_state_reserve")]
     state_reserve: String,
     mpi_default: Option<String>,
+    #[serde(default = "default_slurm_env")]
+    slurm_env: bool,
     #[serde(default, rename = "partition")]
     partitions: Vec<RawPartition>,
     #[serde(default, rename = "node")]
@@ -90,6 +92,10 @@ struct RawPartition {
 struct RawNode {
     /// Start drained with this reason.
     drain: Option<String>,
+}
+
+fn default_slurm_env() -> bool {
+    true
 }
 
 fn default_listen() -> String {
@@ -177,6 +183,8 @@ pub struct Config {
     /// The `--mpi` of jobs and steps that choose none (`GANGWAY_MPI` in their environment);
     /// unset, the client's own default (pmi2) holds.
     pub mpi_default: Option<MpiKind>,
+    /// Jobs get `SLURM_*` variables beside the `GANGWAY_*` ones (docs/slurm.md); default on.
+    pub slurm_env: bool,
     /// Accepted but worth telling the administrator (retired keys), for the log.
     pub warnings: Vec<String>,
 }
@@ -387,6 +395,7 @@ impl Config {
             nodes,
             node_settings,
             mpi_default,
+            slurm_env: raw.slurm_env,
             warnings,
         })
     }

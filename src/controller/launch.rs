@@ -19,7 +19,12 @@ impl Cluster {
             job.granted.iter().map(|g| g.tasks.len().to_string()).collect();
         // No secret among them: commands inside the job reach the controller through their
         // node's agent, which vouches for their uid (see agent::local).
-        vec![
+        let slurm = if self.config.slurm_env {
+            super::slurm_env::job_variables(job, &nodelist, &self.config.cluster)
+        } else {
+            Vec::new()
+        };
+        let mut env = vec![
             ("GANGWAY_JOB_ID".to_string(), job.id.to_string()),
             ("GANGWAY_JOB_NAME".into(), job.sub.name.clone()),
             ("GANGWAY_JOB_NODELIST".into(), nodelist.clone()),
@@ -33,7 +38,9 @@ impl Cluster {
             ("GANGWAY_SUBMIT_DIR".into(), job.sub.cwd.clone()),
             ("GANGWAY_RESTART_COUNT".into(), (job.attempt - 1).to_string()),
             ("GANGWAY_CLUSTER_NAME".into(), self.config.cluster.clone()),
-        ]
+        ];
+        env.extend(slurm);
+        env
     }
 
     pub(super) fn launch_for(&self, id: JobId, node: &str) -> Option<JobLaunch> {
@@ -43,10 +50,12 @@ impl Cluster {
         let mut env: Vec<(String, String)> = job.sub.env.clone();
         env.extend(self.job_env(job));
         env.extend(self.mpi_default_for(job));
-        env.push((
-            "GANGWAY_NODEID".into(),
-            job.granted.iter().position(|x| x.node == node).unwrap_or(0).to_string(),
-        ));
+        let node_id = job.granted.iter().position(|x| x.node == node).unwrap_or(0).to_string();
+        if self.config.slurm_env {
+            env.push(("SLURM_NODEID".into(), node_id.clone()));
+            env.push(("SLURM_CPUS_ON_NODE".into(), g.cpus.len().to_string()));
+        }
+        env.push(("GANGWAY_NODEID".into(), node_id));
         let batch = (first && job.sub.kind == JobKind::Batch).then(|| {
             let vars = gangway_launcher::output::BatchPatternVars {
                 job_id: &id.to_string(),

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod launch;
 pub mod limits;
 pub mod server;
+pub mod slurm_env;
 pub mod state;
 pub mod store;
 pub mod views;

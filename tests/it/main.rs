@@ -22,5 +22,6 @@ mod multinode;
 mod pmix;
 mod signals;
 mod simulate;
+mod slurm;
 mod support;
 mod usage;

@@ -12,7 +12,7 @@ use crate::cli::allocation::{wait_for_grant, wait_granted};
 use crate::cli::error::{CliError, refused};
 use crate::cli::flag_values::NodeRange;
 use crate::cli::shape::JobShape;
-use crate::cli::submission::{command_name, submit_dir, submitter_umask};
+use crate::cli::submission::{command_name, submit_dir, submit_host, submitter_umask};
 use crate::client::Client;
 use crate::exit_code;
 use crate::protocol::{JobId, JobKind, Reply, Request, StepGrant, StepRequest, Submission};
@@ -72,6 +72,15 @@ fn launch(
     }
     request.spec.export.values.extend(job_env.iter().cloned());
     let counts: Vec<u32> = grant.nodes.iter().map(|n| n.ntasks).collect();
+    let slurm = std::env::var_os("SLURM_JOB_ID").is_some()
+        || job_env.iter().any(|(k, _)| k == "SLURM_JOB_ID");
+    if slurm {
+        request.spec.export.values.extend(step_variables(
+            grant,
+            &counts,
+            request.spec.cpus_per_task,
+        ));
+    }
     let total: u32 = counts.iter().sum();
     request.spec.ntasks = total;
     request.spec.job_id = grant.job.to_string();
@@ -112,6 +121,29 @@ fn launch(
         binding: request.binding.clone(),
     };
     run_plan(request.spec, plan)
+}
+
+/// Slurm's step variables, for a job with Slurm's variables (docs/slurm.md).
+fn step_variables(grant: &StepGrant, counts: &[u32], cpus_per_task: u32) -> Vec<(String, String)> {
+    let names: Vec<&str> = grant.nodes.iter().map(|n| n.name.as_str()).collect();
+    let nodelist =
+        gangway_launcher::nodes::hostlist::compress(&names).unwrap_or_else(|_| names.join(","));
+    let counts: Vec<usize> = counts.iter().map(|c| *c as usize).collect();
+    let total: usize = counts.iter().sum();
+    [
+        ("SLURM_STEP_ID", grant.step.to_string()),
+        ("SLURM_STEPID", grant.step.to_string()),
+        ("SLURM_STEP_NODELIST", nodelist),
+        ("SLURM_STEP_NUM_NODES", names.len().to_string()),
+        ("SLURM_STEP_NUM_TASKS", total.to_string()),
+        ("SLURM_STEP_TASKS_PER_NODE", crate::controller::slurm_env::compress_counts(&counts)),
+        ("SLURM_NTASKS", total.to_string()),
+        ("SLURM_NPROCS", total.to_string()),
+        ("SLURM_CPUS_PER_TASK", cpus_per_task.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// After a step lost a node: the new attempt number once the controller has requeued the
@@ -169,7 +201,7 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         name: flags.job_name.clone().unwrap_or_else(|| command_name(&request.spec.argv0, "run")),
         shape: job_shape(&request).to_protocol(),
         cwd: submit_dir(),
-        env: Vec::new(),
+        env: vec![submit_host()],
         script: None,
         args: Vec::new(),
         command: command_line(&request),

@@ -1,0 +1,211 @@
+//! The Slurm-named commands on a virtual cluster: a batch script written like an HPC centre's
+//! template (reads `SLURM_*`, calls `srun` for an MPICH program across three nodes) submitted
+//! through the `sbatch` symlink, and squeue/sinfo/scontrol/scancel/sacct against the running
+//! cluster. Real controller, agents, MPICH.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::controlled::{Managed, text};
+use crate::support::{ofi_hello, wait_until};
+
+/// `gangway install-slurm-commands` into the test's directory; the PATH that finds them first.
+fn slurm_path(m: &Managed) -> (PathBuf, String) {
+    let dir = m.dir.join("slurm-bin");
+    let out = Command::new(m.gangway_bin())
+        .arg("install-slurm-commands")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    (dir, path)
+}
+
+fn slurm(m: &Managed, path: &str, command: &str, args: &[&str]) -> std::process::Output {
+    let mut c = m.cli();
+    c.env("PATH", path).env_remove("SLURM_JOB_ID");
+    // The symlink's name is what picks the command: run it through PATH, as a user would.
+    let mut sh = Command::new(command);
+    sh.envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(&m.dir)
+        .args(args)
+        .stdin(Stdio::null());
+    sh.output().unwrap()
+}
+
+#[test]
+fn an_hpc_centre_template_runs_unchanged_through_sbatch_and_srun() {
+    let Some((hello, lib)) = ofi_hello() else { return };
+    let Some(m) = Managed::up_as(3, Some("core:4 pu:1")) else { return };
+    let (_dir, path) = slurm_path(&m);
+    let work = m.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = format!(
+        r#"#!/bin/bash
+#SBATCH --job-name=hybrid
+#SBATCH --nodes=3
+#SBATCH --ntasks-per-node=2
+#SBATCH --cpus-per-task=2
+#SBATCH --time=00:10:00
+#SBATCH --output=slurm-%j.out
+
+# what a site's `module load mpich` would set
+export LD_LIBRARY_PATH={lib}
+export MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp
+
+cd $SLURM_SUBMIT_DIR
+export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+echo "job=$SLURM_JOB_ID id2=$SLURM_JOBID name=$SLURM_JOB_NAME nodelist=$SLURM_JOB_NODELIST nnodes=$SLURM_JOB_NUM_NODES"
+echo "ntasks=$SLURM_NTASKS tpn=$SLURM_TASKS_PER_NODE ntpn=$SLURM_NTASKS_PER_NODE cpt=$SLURM_CPUS_PER_TASK cpn=$SLURM_JOB_CPUS_PER_NODE"
+echo "part=$SLURM_JOB_PARTITION cluster=$SLURM_CLUSTER_NAME restarts=$SLURM_RESTART_COUNT nodeid=$SLURM_NODEID host=$SLURM_SUBMIT_HOST"
+echo "pwd=$(pwd) submit=$SLURM_SUBMIT_DIR omp=$OMP_NUM_THREADS"
+srun --mpi=pmi2 {hello}
+srun -l --exact bash -c 'echo "task $SLURM_PROCID local $SLURM_LOCALID node $SLURM_NODEID step $SLURM_STEP_ID of $SLURM_STEP_NUM_TASKS omp $OMP_NUM_THREADS on $(hostname)"' | sort
+"#,
+        lib = lib.display(),
+        hello = hello.display()
+    );
+    std::fs::write(work.join("job.sh"), script).unwrap();
+    let out = {
+        let mut c = Command::new("sbatch");
+        c.env("PATH", &path)
+            .env("GANGWAY_CONTROLLER", m.dir.join("ctl.sock"))
+            .current_dir(&work)
+            .arg("job.sh")
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let id: u64 = t.trim().strip_prefix("Submitted batch job ").unwrap().parse().unwrap();
+    m.wait_done(&[id], Duration::from_secs(90));
+    let printed = std::fs::read_to_string(work.join(format!("slurm-{id}.out"))).unwrap_or_default();
+    let expect = [
+        format!("job={id} id2={id} name=hybrid nodelist=node[1-3] nnodes=3"),
+        "ntasks=6 tpn=2(x3) ntpn=2 cpt=2 cpn=4(x3)".to_string(),
+        format!("part=batch cluster=it restarts=0 nodeid=0 host={}", hostname()),
+        format!("pwd={w} submit={w} omp=2", w = work.display()),
+        "allreduce sum = 21 (expected 21)".to_string(),
+    ];
+    for e in &expect {
+        assert!(printed.contains(e.as_str()), "missing {e:?} in:\n{printed}\n{}", m.logs());
+    }
+    for r in 0..6 {
+        assert!(
+            printed.contains(&format!("hello from rank {r} of 6 on node{}", r / 2 + 1)),
+            "{printed}"
+        );
+        // Step 0 was the MPI program; this one is step 1.
+        let line = format!(
+            "{r}: task {r} local {} node {} step 1 of 6 omp 2 on node{}",
+            r % 2,
+            r / 2,
+            r / 2 + 1
+        );
+        assert!(printed.contains(&line), "missing {line:?} in:\n{printed}");
+    }
+    assert_eq!(m.job(id)["state"], "COMPLETED", "{printed}");
+
+    // sacct: the job and its batch script, parsable.
+    let out = slurm(
+        &m,
+        &path,
+        "sacct",
+        &[
+            "-j",
+            &id.to_string(),
+            "-P",
+            "--format",
+            "JobID,JobName,State,ExitCode,NodeList,AllocCPUS",
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_eq!(
+        t,
+        format!(
+            "JobID|JobName|State|ExitCode|NodeList|AllocCPUS\n{id}|hybrid|COMPLETED|0:0|node[1-3]|12\n{id}.batch|batch|COMPLETED|0:0|node1|12\n"
+        )
+    );
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+#[test]
+fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
+    let Some(m) = Managed::up(2) else { return };
+    let (_dir, path) = slurm_path(&m);
+    let out = slurm(
+        &m,
+        &path,
+        "sbatch",
+        &["--parsable", "-N", "1", "-J", "sleeper", "--wrap", "sleep 60"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_until("the job running", Duration::from_secs(20), || {
+        let out = slurm(&m, &path, "squeue", &["-h", "-j", &id.to_string(), "-o", "%T"]);
+        String::from_utf8_lossy(&out.stdout).trim() == "RUNNING"
+    });
+    let out = slurm(&m, &path, "squeue", &["-o", "%i|%j|%T|%D|%R", "-u", "root"]);
+    assert_eq!(
+        text(&out),
+        format!("JOBID|NAME|STATE|NODES|NODELIST(REASON)\n{id}|sleeper|RUNNING|1|node1\n")
+    );
+    let out = slurm(&m, &path, "squeue", &[]);
+    let t = text(&out);
+    assert!(
+        t.starts_with(
+            "             JOBID PARTITION     NAME     USER ST       TIME  NODES NODELIST(REASON)\n"
+        ),
+        "{t}"
+    );
+    assert!(t.contains(&format!("{id:>18}     batch  sleeper     root  R ")), "{t}");
+    let out = slurm(&m, &path, "squeue", &["-t", "PD", "-h"]);
+    assert_eq!(text(&out), "");
+
+    let out = slurm(&m, &path, "sinfo", &[]);
+    let t = text(&out);
+    assert!(t.contains("PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST"), "{t}");
+    assert!(
+        t.contains("batch        up   infinite      1    mix node1")
+            || t.contains("batch        up   infinite      1  alloc node1"),
+        "{t}"
+    );
+    assert!(t.contains("batch        up   infinite      1   idle node2"), "{t}");
+    let out = slurm(&m, &path, "sinfo", &["-N", "-h", "-o", "%N %t"]);
+    let t = text(&out);
+    assert!(t.contains("node2 idle"), "{t}");
+
+    let out = slurm(&m, &path, "scontrol", &["show", "job", &id.to_string()]);
+    let t = text(&out);
+    assert!(t.starts_with(&format!("JobId={id} JobName=sleeper\n")), "{t}");
+    assert!(t.contains("JobState=RUNNING") && t.contains("NodeList=node1"), "{t}");
+    let out = slurm(&m, &path, "scontrol", &["show", "partition"]);
+    assert!(text(&out).contains("PartitionName=batch\n"), "{}", text(&out));
+
+    // Unsupported, refused by name before anything is asked.
+    let out = slurm(&m, &path, "scancel", &["--bogus", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("scancel: error: unrecognized option '--bogus'"), "{}", text(&out));
+    let out = slurm(&m, &path, "sbatch", &["--licenses=matlab:1", "--wrap", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("--licenses is a Slurm option gangway does not support yet"),
+        "{}",
+        text(&out)
+    );
+
+    // scancel by name and state: silent, and the job ends CANCELLED.
+    let out = slurm(&m, &path, "scancel", &["-n", "sleeper", "-t", "RUNNING"]);
+    assert!(out.status.success() && text(&out).is_empty(), "{}", text(&out));
+    m.wait_done(&[id], Duration::from_secs(20));
+    let out =
+        slurm(&m, &path, "sacct", &["-j", &id.to_string(), "-X", "-n", "-P", "-o", "JobID,State"]);
+    assert_eq!(text(&out), format!("{id}|CANCELLED\n"));
+}

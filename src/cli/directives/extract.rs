@@ -120,6 +120,12 @@ pub enum Problem {
         "{0} is a Slurm option gangway does not support yet (delete it, or pass --ignore-unknown-directives to skip such flags)"
     )]
     Unsupported(String),
+    /// More than one: every one is named, so that one try finds them all.
+    #[error(
+        "{first} is a Slurm option gangway does not support yet, and so are {} (delete them, or pass --ignore-unknown-directives to skip such flags)",
+        others.iter().map(|(line, flag)| format!("{flag} (line {line})")).collect::<Vec<_>>().join(", ")
+    )]
+    UnsupportedSeveral { first: String, others: Vec<(usize, String)> },
     #[error("{0} cannot be used in a directive")]
     NotInDirective(String),
     /// What clap (or a value parser) said about the line.

@@ -278,6 +278,21 @@ pub fn validate(
     // Building fills in what introspection needs (value counts, the help flag).
     relaxed.build();
 
+    if unknown == UnknownDirectives::Error {
+        // Every Slurm-only flag of the script at once, not one per try.
+        let mut all = directives.directives.iter().flat_map(|d| {
+            drop_slurm_only(&d.args, &relaxed).1.into_iter().map(move |(flag, _)| (d, flag))
+        });
+        if let Some((d, first)) = all.next() {
+            let others: Vec<(usize, String)> = all.map(|(o, flag)| (o.line, flag)).collect();
+            let problem = if others.is_empty() {
+                Problem::Unsupported(first)
+            } else {
+                Problem::UnsupportedSeveral { first, others }
+            };
+            return Err(DirectiveError { line: d.line, text: d.text.clone(), problem });
+        }
+    }
     let mut kept = Directives { directives: Vec::new(), ..directives.clone() };
     let mut ignored = Vec::new();
     for d in &directives.directives {
@@ -726,6 +741,20 @@ mod tests {
     fn works_with_any_command() {
         // Nothing batch-specific: a bare command with one flag.
         let cmd = Command::new("tiny").arg(clap::Arg::new("level").long("level").short('l'));
+        let several =
+            extract("#SBATCH --account=x\n#SBATCH --level 2 --qos=high --mail-type=END\n").unwrap();
+        let e = validate(&several, &cmd, UnknownDirectives::Error).unwrap_err();
+        assert_eq!(
+            (e.line, e.problem.clone()),
+            (
+                1,
+                Problem::UnsupportedSeveral {
+                    first: "--account".into(),
+                    others: vec![(2, "--qos".into()), (2, "--mail-type".into())]
+                }
+            )
+        );
+        assert!(e.to_string().contains("and so are --qos (line 2), --mail-type (line 2)"), "{e}");
         let d = extract("#GANGWAY --level 3\n#GANGWAY --account=x\n").unwrap();
         let e = validate(&d, &cmd, UnknownDirectives::Error).unwrap_err();
         assert_eq!((e.line, e.problem), (2, Problem::Unsupported("--account".into())));

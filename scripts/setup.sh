@@ -32,4 +32,7 @@ make -s -C examples
 # target/mpich-wheel/; a no-op when already built.
 make -s -C examples ofi openmpi
 cargo build --release -q --bin gangway
-echo "setup: done; gangway is target/release/gangway"
+# srun, sbatch, squeue, ... as links to the binary (docs/slurm.md); on PATH only for who asks.
+slurm_bin=/usr/local/lib/gangway/slurm-bin
+$sudo target/release/gangway install-slurm-commands --force "$slurm_bin" >/dev/null
+echo "setup: done; gangway is target/release/gangway; Slurm's commands: export PATH=$slurm_bin:\$PATH"

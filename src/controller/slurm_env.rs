@@ -82,3 +82,64 @@ mod tests {
         assert_eq!(compress_counts(&[]), "");
     }
 }
+
+#[cfg(test)]
+mod launch_tests {
+    use crate::controller::scenario::{batch, cluster, root};
+
+    fn value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_started_job_gets_slurms_variables_beside_gangways() {
+        let mut c = cluster();
+        let mut sub = batch(3, 6);
+        sub.shape.cpus_per_task = Some(1);
+        sub.env.push((super::SUBMIT_HOST.into(), "login1".into()));
+        c.submit(1, &root(), sub, 0);
+        c.schedule(0);
+        let launch = c.launch_for(1, "n2").expect("a launch for n2");
+        let env = &launch.env;
+        for (name, want) in [
+            ("SLURM_JOB_ID", "1"),
+            ("SLURM_JOBID", "1"),
+            ("SLURM_JOB_NODELIST", "n[1-3]"),
+            ("SLURM_JOB_NUM_NODES", "3"),
+            ("SLURM_NTASKS", "6"),
+            ("SLURM_TASKS_PER_NODE", "2(x3)"),
+            ("SLURM_CPUS_PER_TASK", "1"),
+            ("SLURM_JOB_PARTITION", "batch"),
+            ("SLURM_CLUSTER_NAME", "t"),
+            ("SLURM_RESTART_COUNT", "0"),
+            ("SLURM_SUBMIT_DIR", "/tmp"),
+            ("SLURM_SUBMIT_HOST", "login1"),
+            ("SLURM_NODEID", "1"),
+            ("GANGWAY_JOB_ID", "1"),
+        ] {
+            assert_eq!(value(env, name), Some(want), "{name}");
+        }
+        assert_eq!(value(env, "SLURM_NTASKS_PER_NODE"), None, "not asked for");
+    }
+
+    #[test]
+    fn slurm_env_false_leaves_them_out() {
+        let mut config = crate::controller::scenario::config();
+        config.slurm_env = false;
+        let mut c = crate::controller::state::Cluster::new(config, 0, Vec::new(), Vec::new(), 1, 0);
+        c.listening(crate::controller::state::Mono(0));
+        let reg = crate::controller::scenario::registration("n1");
+        c.from_agent(
+            101,
+            "n1",
+            crate::protocol::FromAgent::Register(reg),
+            0,
+            crate::controller::state::Mono(0),
+        );
+        c.submit(1, &root(), batch(1, 1), 0);
+        c.schedule(0);
+        let launch = c.launch_for(1, "n1").expect("a launch");
+        assert!(launch.env.iter().all(|(k, _)| !k.starts_with("SLURM_")), "{:?}", launch.env);
+        assert!(launch.env.iter().any(|(k, _)| k == "GANGWAY_JOB_ID"));
+    }
+}

@@ -125,6 +125,12 @@ pub enum Request {
     Release {
         ids: Vec<JobId>,
     },
+    /// Changes a pending job (`scontrol update`): what is `Some` is set, checked as a
+    /// submission would be.
+    Update {
+        id: JobId,
+        changes: JobUpdate,
+    },
     Drain {
         nodes: Vec<String>,
         reason: String,
@@ -241,6 +247,15 @@ pub struct StepGrant {
     /// The key of the step's links to the agents' step ports (hex), derived from the credential
     /// with the cluster key: what a launcher holds and an eavesdropper does not.
     pub link_key: String,
+}
+
+/// What `scontrol update` may change in a pending job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    pub name: Option<String>,
+    pub partition: Option<String>,
+    /// Seconds (0: no limit).
+    pub time_limit_secs: Option<u64>,
 }
 
 /// A job as `queue`, `show job` and `history` show it.

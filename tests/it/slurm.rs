@@ -201,6 +201,29 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
         text(&out)
     );
 
+    // A held job: renamed and given a shorter limit with scontrol, then released and cancelled.
+    let out = slurm(
+        &m,
+        &path,
+        "sbatch",
+        &["--parsable", "-H", "-N", "1", "-J", "later", "--wrap", "sleep 60"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let held = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = slurm(
+        &m,
+        &path,
+        "scontrol",
+        &["update", &format!("JobId={held}"), "TimeLimit=5", "JobName=renamed"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = slurm(&m, &path, "squeue", &["-h", "-j", &held, "-o", "%j %l %T"]);
+    assert_eq!(text(&out), "renamed 5:00 PENDING\n");
+    let out = slurm(&m, &path, "scontrol", &["update", &format!("JobId={held}"), "Partition=nope"]);
+    assert_eq!(out.status.code(), Some(121), "{}", text(&out));
+    let out = slurm(&m, &path, "scancel", &[&held]);
+    assert!(out.status.success(), "{}", text(&out));
+
     // scancel by name and state: silent, and the job ends CANCELLED.
     let out = slurm(&m, &path, "scancel", &["-n", "sleeper", "-t", "RUNNING"]);
     assert!(out.status.success() && text(&out).is_empty(), "{}", text(&out));

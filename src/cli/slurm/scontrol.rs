@@ -1,15 +1,16 @@
-//! `scontrol`: `show job|node|partition` in Slurm's `Key=Value` layout, `hold`, `release`.
-//! `requeue` and `update` need controller requests gangway does not have yet: they are refused
-//! by name.
+//! `scontrol`: `show job|node|partition` in Slurm's `Key=Value` layout, `hold`, `release`,
+//! `update JobId=N` of a pending job's `TimeLimit`, `Partition` and `JobName`. `requeue` needs a
+//! controller request gangway does not have yet: it is refused by name.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
 
 use super::time::{elapsed, local};
 use crate::cli::error::{CliError, ask};
-use crate::protocol::{JobInfo, NodeInfo, Reply, Request};
+use crate::cli::flag_values::TimeLimit;
+use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
-const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID...";
+const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N]";
 
 /// Runs `scontrol`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
@@ -29,11 +30,47 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
                 if *verb == "hold" { Request::Hold { ids } } else { Request::Release { ids } };
             ask(&request).map(drop)
         }
-        [verb @ ("requeue" | "update" | "suspend" | "resume" | "top" | "uhold"), ..] => usage(
-            format!("{verb}: not supported by gangway yet (docs/slurm.md); supported: {USAGE}"),
-        ),
+        ["update", pairs @ ..] => {
+            let (id, changes) = update_request(pairs)?;
+            ask(&Request::Update { id, changes }).map(drop)
+        }
+        [verb @ ("requeue" | "suspend" | "resume" | "top" | "uhold"), ..] => usage(format!(
+            "{verb}: not supported by gangway yet (docs/slurm.md); supported: {USAGE}"
+        )),
         [other, ..] => usage(format!("'{other}' is not supported; supported: {USAGE}")),
     }
+}
+
+/// `JobId=7 TimeLimit=30 Partition=p JobName=x` (keys in any case) as the request's parts.
+pub fn update_request(pairs: &[&str]) -> Result<(u64, JobUpdate), CliError> {
+    let usage = |m: String| CliError::Usage(m);
+    let mut id = None;
+    let mut changes = JobUpdate::default();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| usage(format!("update: '{pair}' is not KEY=VALUE")))?;
+        match key.to_ascii_lowercase().as_str() {
+            "jobid" => id = Some(job_ids(&[value])?.first().copied().unwrap_or(0)),
+            "timelimit" => {
+                let limit: TimeLimit =
+                    value.parse().map_err(|e| usage(format!("update: TimeLimit={value}: {e}")))?;
+                changes.time_limit_secs = Some(limit.protocol_secs());
+            }
+            "partition" => changes.partition = Some(value.to_string()),
+            "jobname" | "name" => changes.name = Some(value.to_string()),
+            _ => {
+                return Err(usage(format!(
+                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=)"
+                )));
+            }
+        }
+    }
+    let id = id.ok_or_else(|| usage("update: give JobId=ID".into()))?;
+    if changes == JobUpdate::default() {
+        return Err(usage("update: nothing to change (TimeLimit=, Partition=, JobName=)".into()));
+    }
+    Ok((id, changes))
 }
 
 fn job_ids(words: &[&str]) -> Result<Vec<u64>, CliError> {
@@ -229,4 +266,35 @@ pub fn render_partitions(nodes: &[NodeInfo], only: Option<&str>) -> String {
         ));
     }
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_pairs_become_one_request() {
+        let (id, c) =
+            update_request(&["JobId=7", "TimeLimit=1:30:00", "partition=debug", "JobName=x"])
+                .unwrap();
+        assert_eq!(id, 7);
+        assert_eq!(
+            c,
+            JobUpdate {
+                name: Some("x".into()),
+                partition: Some("debug".into()),
+                time_limit_secs: Some(5400)
+            }
+        );
+        assert!(
+            update_request(&["JobId=7"]).unwrap_err().to_string().contains("nothing to change")
+        );
+        assert!(
+            update_request(&["JobId=7", "NumNodes=3"])
+                .unwrap_err()
+                .to_string()
+                .contains("NumNodes cannot")
+        );
+        assert!(update_request(&["TimeLimit=5"]).unwrap_err().to_string().contains("JobId="));
+    }
 }

@@ -19,3 +19,4 @@ pub mod requeue;
 pub mod restart;
 pub mod schedule;
 pub mod steps;
+pub mod update;

@@ -19,9 +19,17 @@ const ACCEPTED: &[&str] = &["--exact", "--overlap", "--quiet", "-Q", "--unbuffer
 pub fn rewrite(args: Vec<OsString>, job_cpus_per_task: Option<u32>) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut gives_c = false;
-    let mut words = args.into_iter();
-    for word in words.by_ref() {
+    let mut words = args.into_iter().peekable();
+    while let Some(word) = words.next() {
         let s = word.to_string_lossy();
+        // Slurm's -K/--kill-on-bad-exit takes its value attached only: a bare one is 1, and
+        // the word after it is the program, never the value.
+        if (s == "-K" || s == "--kill-on-bad-exit")
+            && !words.peek().is_some_and(|n| n == "0" || n == "1")
+        {
+            out.push("--kill-on-bad-exit=1".into());
+            continue;
+        }
         // The program's own words are not ours to read.
         if !s.starts_with('-') && !out.last().is_some_and(|p: &OsString| takes_value(p)) {
             out.push(word);
@@ -99,5 +107,14 @@ mod tests {
         );
         assert_eq!(rewrite(words(&["-c", "4", "./app"]), Some(2)), words(&["-c", "4", "./app"]));
         assert_eq!(rewrite(words(&["./app"]), None), words(&["./app"]));
+    }
+
+    #[test]
+    fn a_bare_kill_on_bad_exit_never_takes_the_program_as_its_value() {
+        assert_eq!(
+            rewrite(words(&["-K", "./app", "1"]), None),
+            words(&["--kill-on-bad-exit=1", "./app", "1"])
+        );
+        assert_eq!(rewrite(words(&["-K", "0", "./app"]), None), words(&["-K", "0", "./app"]));
     }
 }

@@ -131,6 +131,11 @@ pub enum Request {
         id: JobId,
         changes: JobUpdate,
     },
+    /// Puts running or finished batch jobs back in the queue as a new attempt
+    /// (`scontrol requeue`).
+    Requeue {
+        ids: Vec<JobId>,
+    },
     Drain {
         nodes: Vec<String>,
         reason: String,

@@ -189,6 +189,15 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     let out = slurm(&m, &path, "scontrol", &["show", "partition"]);
     assert!(text(&out).contains("PartitionName=batch\n"), "{}", text(&out));
 
+    // Requeued: ended on its node, then running again as its second attempt.
+    let out = slurm(&m, &path, "scontrol", &["requeue", &id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the second attempt running", Duration::from_secs(20), || {
+        let out = slurm(&m, &path, "scontrol", &["show", "job", &id.to_string()]);
+        let t = text(&out);
+        t.contains("JobState=RUNNING") && t.contains("Restarts=1")
+    });
+
     // Unsupported, refused by name before anything is asked.
     let out = slurm(&m, &path, "scancel", &["--bogus", &id.to_string()]);
     assert_eq!(out.status.code(), Some(2));

@@ -1,6 +1,6 @@
 //! `scontrol`: `show job|node|partition` in Slurm's `Key=Value` layout, `hold`, `release`,
-//! `update JobId=N` of a pending job's `TimeLimit`, `Partition` and `JobName`. `requeue` needs a
-//! controller request gangway does not have yet: it is refused by name.
+//! `update JobId=N` of a pending job's `TimeLimit`, `Partition` and `JobName`, `requeue` of
+//! running or finished batch jobs.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -10,7 +10,7 @@ use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
 use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
-const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N]";
+const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] | requeue ID...";
 
 /// Runs `scontrol`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
@@ -34,7 +34,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
             let (id, changes) = update_request(pairs)?;
             ask(&Request::Update { id, changes }).map(drop)
         }
-        [verb @ ("requeue" | "suspend" | "resume" | "top" | "uhold"), ..] => usage(format!(
+        ["requeue", ids @ ..] if !ids.is_empty() => {
+            ask(&Request::Requeue { ids: job_ids(ids)? }).map(drop)
+        }
+        [verb @ ("requeuehold" | "suspend" | "resume" | "top" | "uhold"), ..] => usage(format!(
             "{verb}: not supported by gangway yet (docs/slurm.md); supported: {USAGE}"
         )),
         [other, ..] => usage(format!("'{other}' is not supported; supported: {USAGE}")),

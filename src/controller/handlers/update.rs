@@ -1,10 +1,11 @@
-//! `scontrol update` of a pending job: its name, partition and time limit, checked as a
-//! submission would be (the job keeps its place; a running job is refused).
+//! What `scontrol` changes besides holds: `update` of a pending job's name, partition and time
+//! limit, checked as a submission would be (the job keeps its place; a running job is
+//! refused); `requeue` of a running or finished batch job as a new attempt.
 
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Caller, Cluster, Job, JobState};
 use crate::exit_code;
-use crate::protocol::{JobId, JobUpdate, Reply};
+use crate::protocol::{JobId, JobKind, JobUpdate, Reply, ToAgent};
 use gangway_scheduler::allocator;
 
 impl Cluster {
@@ -64,12 +65,87 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `scontrol requeue`: each running or finished batch job goes back to the queue as its
+    /// next attempt; a running one is released on its nodes first (the next attempt waits for
+    /// them, as after a node loss). Pending, alloc and run jobs are refused, as Slurm does.
+    pub fn requeue_asked(
+        &mut self,
+        conn: ConnId,
+        caller: &Caller,
+        ids: &[JobId],
+        now: u64,
+    ) -> Effects {
+        let mut fx = Effects::new();
+        let mut problems: Vec<String> = Vec::new();
+        let mut code = exit_code::FAILURE;
+        for id in ids {
+            let Some(job) = self.jobs.get(id) else {
+                problems.push(format!("job {id} does not exist"));
+                continue;
+            };
+            if !caller.may_act_on(job) {
+                code = exit_code::PERMISSION_DENIED;
+                problems.push(format!(
+                    "job {id} belongs to {}; only its owner or an administrator may requeue it",
+                    job.user
+                ));
+                continue;
+            }
+            if job.sub.kind != JobKind::Batch || job.state == JobState::Pending {
+                problems.push(format!(
+                    "job {id} is a {} job; only running or finished batch jobs can be requeued",
+                    if job.state == JobState::Pending { "pending" } else { "interactive" }
+                ));
+                continue;
+            }
+            let (attempt, running, nodes) =
+                (job.attempt, job.state == JobState::Running, job.nodes());
+            if running {
+                for n in &nodes {
+                    fx.to_agent(n, ToAgent::Release { job: *id, attempt });
+                }
+                self.alloc.release(*id);
+                self.steps.retain(|s| s.job != *id);
+            }
+            if let Some(j) = self.jobs.get_mut(id) {
+                j.state = JobState::Pending;
+                j.attempt += 1;
+                j.reason = "Requeued".into();
+                j.granted.clear();
+                j.start_time = None;
+                j.end_time = None;
+                j.exit_code = None;
+                j.stopping_since = None;
+            }
+            self.active.insert(*id);
+            self.touch_job(*id);
+            let detail = format!("attempt {} asked by {}", attempt + 1, caller.user);
+            self.event(now, Some(*id), None, "requeue", detail);
+            if running {
+                self.await_release(*id, attempt, nodes, now);
+            }
+            self.needs_schedule = true;
+        }
+        let reply = if problems.is_empty() {
+            Reply::Ok { message: String::new() }
+        } else {
+            Reply::Error { code, message: problems.join("\n") }
+        };
+        fx.to_client(conn, reply);
+        fx
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::controller::effects::Effect;
-    use crate::controller::scenario::{alice, batch, cluster, replies_to, root};
+    use crate::controller::scenario::{
+        alice, batch, cluster, conn_of, releases, replies_to, root, starts,
+    };
+    use crate::controller::state::Mono;
     use crate::exit_code;
-    use crate::protocol::{JobUpdate, Reply};
+    use crate::protocol::{FromAgent, JobUpdate, Reply};
 
     fn code(fx: &[Effect]) -> Option<u8> {
         match replies_to(fx, 1).first() {
@@ -105,5 +181,28 @@ mod tests {
         c.schedule(3);
         assert_eq!(code(&c.update(1, &root(), 1, &changes, 4)), Some(exit_code::FAILURE));
         assert_eq!(code(&c.update(1, &root(), 9, &changes, 4)), Some(exit_code::FAILURE));
+    }
+
+    #[test]
+    fn a_running_batch_job_requeued_is_released_and_runs_again_as_its_next_attempt() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        assert_eq!(
+            code(&c.requeue_asked(1, &alice(), &[1], 1)),
+            Some(exit_code::PERMISSION_DENIED)
+        );
+        let fx = c.requeue_asked(1, &root(), &[1], 1);
+        assert_eq!(code(&fx), None);
+        assert_eq!(releases(&fx), [(node.clone(), 1, 1)], "the first attempt is ended");
+        let info = c.job_info(1).expect("job");
+        assert_eq!((info.state.as_str(), info.attempt), ("PENDING", 2));
+        // The next attempt waits for the node to confirm the first one gone.
+        assert!(starts(&c.schedule(2)).is_empty());
+        c.from_agent(conn_of(&node), &node, FromAgent::Released { job: 1, attempt: 1 }, 3, Mono(3));
+        assert_eq!(starts(&c.schedule(3)), [(node, 1, 2)]);
+        // A pending job is not requeued.
+        c.submit(1, &root(), batch(3, 3), 4);
+        assert_eq!(code(&c.requeue_asked(1, &root(), &[2], 4)), Some(exit_code::FAILURE));
     }
 }

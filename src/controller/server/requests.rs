@@ -118,6 +118,7 @@ fn handle_request(
         Request::Hold { ids } => cluster.set_held(conn, caller, &ids, true, now),
         Request::Release { ids } => cluster.set_held(conn, caller, &ids, false, now),
         Request::Update { id, changes } => cluster.update(conn, caller, id, &changes, now),
+        Request::Requeue { ids } => cluster.requeue_asked(conn, caller, &ids, now),
         Request::Drain { nodes, reason } => {
             cluster.set_drain(conn, caller, &nodes, Some(reason), now)
         }

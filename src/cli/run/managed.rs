@@ -166,7 +166,13 @@ pub fn run_in_job(request: RunRequest, job: JobId) -> Result<u8, CliError> {
     let mut client = Client::connect()?;
     let grant = ask_step(&mut client, &request, job, request.ntasks_given)?;
     let code = launch(request, &grant, &[]);
-    // Closing the connection gives the step's CPUs back.
+    // The step's exit code for the record (sacct's step lines); closing the connection gives
+    // the step's CPUs back either way.
+    let reported = match &code {
+        Ok(code) => *code,
+        Err(e) => exit_code::for_error(e),
+    };
+    let _ = client.call(&Request::Done { exit_code: i32::from(reported) });
     drop(client);
     code
 }

@@ -1,5 +1,5 @@
 //! `sacct`: finished jobs (`Request::History`) and the queue's, with a `.batch` line for each
-//! batch script, in sacct's layouts: fixed-width columns under a dashed rule, `--parsable2`
+//! batch script and a `.N` line for each step (from the job's recorded events), in sacct's layouts: fixed-width columns under a dashed rule, `--parsable2`
 //! (`-P`) and `--parsable` (`-p`), `--format` with `Field%width`, `-X`, `-S`/`-E`, `-j`.
 
 use std::ffi::OsString;
@@ -11,6 +11,9 @@ use super::time::{elapsed, local, parse as parse_time};
 use super::{current_user, list, parse};
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{JobInfo, JobKind, Reply, Request};
+
+/// Above this many jobs, step lines are left out (each job's steps cost a question).
+const MAX_JOBS_WITH_STEPS: usize = 200;
 
 /// sacct's default fields.
 pub const DEFAULT: &str = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode";
@@ -72,11 +75,48 @@ pub struct SacctArgs {
     json: bool,
 }
 
-/// One sacct line: a job, or its batch script.
+/// One sacct line: a job, its batch script, or one of its steps.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
     pub job: &'a JobInfo,
     pub batch_step: bool,
+    pub step: Option<&'a StepRecord>,
+}
+
+/// A step as the controller's events record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub step: u32,
+    pub command: String,
+    pub start: u64,
+    /// When it ended, and its exit code when its launcher said it.
+    pub end: Option<(u64, Option<i32>)>,
+}
+
+/// The steps in a job's events (`step` and `step_end`, see `handlers::client`).
+pub fn steps_of(events: &[(u64, String, String)]) -> Vec<StepRecord> {
+    let mut steps: Vec<StepRecord> = Vec::new();
+    for (time, kind, detail) in events {
+        let Some((number, rest)) = detail.strip_prefix("step ").and_then(|d| d.split_once(": "))
+        else {
+            continue;
+        };
+        let Ok(step) = number.parse::<u32>() else { continue };
+        match kind.as_str() {
+            "step" => {
+                steps.push(StepRecord { step, command: rest.into(), start: *time, end: None })
+            }
+            "step_end" => {
+                if let Some(s) = steps.iter_mut().rev().find(|s| s.step == step && s.end.is_none())
+                {
+                    let code = rest.strip_prefix("exit ").and_then(|c| c.parse().ok());
+                    s.end = Some((*time, code));
+                }
+            }
+            _ => {}
+        }
+    }
+    steps
 }
 
 /// Runs `sacct`.
@@ -109,12 +149,28 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         })
         .to_string()
     });
+    // Steps come from each job's events: one question per job, so only for a bounded list.
+    let steps: Vec<Vec<StepRecord>> = jobs
+        .iter()
+        .map(|j| {
+            if args.allocations || jobs.len() > MAX_JOBS_WITH_STEPS || j.start_time.is_none() {
+                return Vec::new();
+            }
+            match ask(&Request::ShowJob { id: j.id }) {
+                Ok(Reply::Job(info)) => steps_of(&info.events),
+                _ => Vec::new(),
+            }
+        })
+        .collect();
     let lines: Vec<Line<'_>> = jobs
         .iter()
-        .flat_map(|j| {
-            let step = (!args.allocations && j.kind == JobKind::Batch && j.start_time.is_some())
-                .then_some(Line { job: j, batch_step: true });
-            std::iter::once(Line { job: j, batch_step: false }).chain(step)
+        .zip(&steps)
+        .flat_map(|(j, steps)| {
+            let batch = (!args.allocations && j.kind == JobKind::Batch && j.start_time.is_some())
+                .then_some(Line { job: j, batch_step: true, step: None });
+            std::iter::once(Line { job: j, batch_step: false, step: None })
+                .chain(batch)
+                .chain(steps.iter().map(move |s| Line { job: j, batch_step: false, step: Some(s) }))
         })
         .collect();
     let layout = if args.parsable2 {
@@ -256,8 +312,44 @@ pub fn fields(text: &str) -> Result<Vec<(&'static str, usize)>, CliError> {
         .collect()
 }
 
+fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
+    let end_ms = s.end.map(|(t, _)| t);
+    let state = match s.end {
+        None if j.state == "RUNNING" => "RUNNING",
+        None | Some((_, None)) => "CANCELLED",
+        Some((_, Some(0))) => "COMPLETED",
+        Some((_, Some(_))) => "FAILED",
+    };
+    match field {
+        "JobID" | "JobIDRaw" => format!("{}.{}", j.id, s.step),
+        "JobName" => s
+            .command
+            .split_whitespace()
+            .next()
+            .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
+            .unwrap_or_default(),
+        "State" => state.into(),
+        "ExitCode" => match s.end {
+            Some((_, Some(c))) if c > 128 => format!("0:{}", c - 128),
+            Some((_, Some(c))) => format!("{c}:0"),
+            _ => "0:0".into(),
+        },
+        "Elapsed" => elapsed(end_ms.unwrap_or(now).saturating_sub(s.start) / 1000),
+        "ElapsedRaw" => (end_ms.unwrap_or(now).saturating_sub(s.start) / 1000).to_string(),
+        "Start" => local(Some(s.start)),
+        "End" => end_ms.map(|t| local(Some(t))).unwrap_or_else(|| "Unknown".into()),
+        "UID" => j.uid.to_string(),
+        "WorkDir" => j.cwd.clone(),
+        // Which nodes and CPUs a step had is not recorded (yet).
+        _ => String::new(),
+    }
+}
+
 fn value(line: &Line<'_>, field: &str, now: u64) -> String {
     let j = line.job;
+    if let Some(s) = line.step {
+        return step_value(j, s, field, now);
+    }
     let run = j.start_time.map(|s| j.end_time.unwrap_or(now).saturating_sub(s) / 1000).unwrap_or(0);
     let nodelist = || {
         if j.nodes.is_empty() {
@@ -407,8 +499,8 @@ mod tests {
     fn lines(jobs: &[JobInfo], steps: bool) -> Vec<Line<'_>> {
         jobs.iter()
             .flat_map(|j| {
-                std::iter::once(Line { job: j, batch_step: false })
-                    .chain(steps.then_some(Line { job: j, batch_step: true }))
+                std::iter::once(Line { job: j, batch_step: false, step: None })
+                    .chain(steps.then_some(Line { job: j, batch_step: true, step: None }))
             })
             .collect()
     }
@@ -436,6 +528,37 @@ mod tests {
         let trailing =
             render(BRIEF, &lines(&jobs[..1], true), Layout::Parsable { trailing: true }, false, 0);
         assert_eq!(trailing, "7|COMPLETED|0:0|\n7.batch|COMPLETED|0:0|\n");
+    }
+
+    #[test]
+    fn steps_come_from_the_jobs_events() {
+        let events: Vec<(u64, String, String)> = [
+            (2_000, "step", "step 0: /opt/bin/hello -x"),
+            (3_000, "step", "step 1: hostname"),
+            (5_000, "step_end", "step 0: exit 0"),
+            (6_000, "step_end", "step 1: exit 137"),
+            (7_000, "step", "step 2: sleep 9"),
+            (8_000, "step_end", "step 2: connection closed"),
+        ]
+        .iter()
+        .map(|(t, k, d)| (*t, k.to_string(), d.to_string()))
+        .collect();
+        let steps = steps_of(&events);
+        assert_eq!(steps.len(), 3);
+        let j = job(7, "COMPLETED", Some(0));
+        let lines: Vec<Line<'_>> =
+            steps.iter().map(|s| Line { job: &j, batch_step: false, step: Some(s) }).collect();
+        let out = render(
+            "JobID,JobName,State,ExitCode,Elapsed",
+            &lines,
+            Layout::Parsable { trailing: false },
+            false,
+            0,
+        );
+        assert_eq!(
+            out,
+            "7.0|hello|COMPLETED|0:0|00:00:03\n7.1|hostname|FAILED|0:9|00:00:03\n7.2|sleep|CANCELLED|0:0|00:00:01\n"
+        );
     }
 
     #[test]

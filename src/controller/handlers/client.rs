@@ -114,14 +114,28 @@ impl Cluster {
                 fx.append(self.finish(id, state, reason, None, now));
             }
         }
-        self.steps.retain(|s| s.conn != conn);
+        self.end_steps_of(conn, None, now);
         self.waiting_steps.retain(|(c, _, _)| *c != conn);
         fx
     }
 
-    /// The client holding an alloc/run job is done with it.
+    /// The steps `conn` ran are over: recorded (`step_end`, with the exit code when the
+    /// launcher said it) for `sacct`'s step lines, and forgotten.
+    fn end_steps_of(&mut self, conn: ConnId, exit_code: Option<i32>, now: u64) {
+        let ended: Vec<(JobId, u32)> =
+            self.steps.iter().filter(|s| s.conn == conn).map(|s| (s.job, s.step)).collect();
+        for (job, step) in ended {
+            let how = exit_code.map_or("connection closed".to_string(), |c| format!("exit {c}"));
+            self.event(now, Some(job), None, "step_end", format!("step {step}: {how}"));
+        }
+        self.steps.retain(|s| s.conn != conn);
+    }
+
+    /// The client holding an alloc/run job is done with it (or a step's launcher with its
+    /// step: then only the step ends).
     pub fn done(&mut self, conn: ConnId, exit_code: i32, now: u64) -> Effects {
         let mut fx = Effects::new();
+        self.end_steps_of(conn, Some(exit_code), now);
         let held: Vec<JobId> =
             self.holders.iter().filter(|(_, c)| **c == conn).map(|(j, _)| *j).collect();
         for id in held {

@@ -241,4 +241,19 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     let out =
         slurm(&m, &path, "sacct", &["-j", &id.to_string(), "-X", "-n", "-P", "-o", "JobID,State"]);
     assert_eq!(text(&out), format!("{id}|CANCELLED\n"));
+
+    // srun outside any job: a job of its own; salloc: a shell holding nodes, srun inside a step.
+    let out = slurm(&m, &path, "srun", &["-N", "2", "-n", "2", "-l", "hostname"]);
+    let mut lines: Vec<String> = text(&out).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["0: node1", "1: node2"], "{}", text(&out));
+    let inside = "echo nodes=$SLURM_JOB_NUM_NODES list=$SLURM_NODELIST; srun -l sh -c 'echo $SLURM_PROCID/$SLURM_STEP_NUM_TASKS' | sort";
+    let out = slurm(&m, &path, "salloc", &["-N", "2", "-Q", "--", "sh", "-c", inside]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nodes=2 list=node[1-2]\n0: 0/2\n1: 1/2\n",
+        "{}",
+        text(&out)
+    );
 }

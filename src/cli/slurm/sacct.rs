@@ -9,6 +9,7 @@ use clap::Args;
 use super::scontrol::exit_code;
 use super::time::{elapsed, local, parse as parse_time};
 use super::{current_user, list, parse};
+use crate::cli::accounting;
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{JobInfo, JobKind, Reply, Request};
 
@@ -312,6 +313,30 @@ pub fn fields(text: &str) -> Result<Vec<(&'static str, usize)>, CliError> {
         .collect()
 }
 
+/// CPU time and peak memory of a job (`part` None: all of it) or of one of its parts
+/// (`batch`, `step N`), from the agents' reports.
+fn usage_of(j: &JobInfo, part: Option<&str>) -> Option<(u64, Option<u64>)> {
+    match part {
+        None => accounting::job_totals(&j.usage).map(|t| (t.cpu_us(), t.peak)),
+        Some(p) => {
+            let parts: Vec<_> = j.usage.iter().filter(|u| u.part == p).collect();
+            (!parts.is_empty()).then(|| {
+                let cpu = parts.iter().map(|u| u.user_us + u.system_us).sum();
+                (cpu, parts.iter().filter_map(|u| u.peak_memory).max())
+            })
+        }
+    }
+}
+
+/// sacct's `TotalCPU` and `MaxRSS` (in K, as sacct prints it).
+fn usage_field(j: &JobInfo, part: Option<&str>, field: &str) -> String {
+    match (field, usage_of(j, part)) {
+        ("TotalCPU", Some((cpu, _))) => accounting::cpu_time(cpu),
+        ("MaxRSS", Some((_, Some(peak)))) => format!("{}K", peak / 1024),
+        _ => String::new(),
+    }
+}
+
 fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
     let end_ms = s.end.map(|(t, _)| t);
     let state = match s.end {
@@ -340,6 +365,7 @@ fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
         "End" => end_ms.map(|t| local(Some(t))).unwrap_or_else(|| "Unknown".into()),
         "UID" => j.uid.to_string(),
         "WorkDir" => j.cwd.clone(),
+        "TotalCPU" | "MaxRSS" => usage_field(j, Some(&format!("step {}", s.step)), field),
         // Which nodes and CPUs a step had is not recorded (yet).
         _ => String::new(),
     }
@@ -397,7 +423,8 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
             .map(|b| format!("{}M", b >> 20))
             .or(j.shape.mem_per_cpu.map(|b| format!("{}Mc", b >> 20)))
             .unwrap_or_else(|| "0".into()),
-        // No usage figures are recorded yet (the containment work adds them).
+        "TotalCPU" | "MaxRSS" if line.batch_step => usage_field(j, Some("batch"), field),
+        "TotalCPU" | "MaxRSS" => usage_field(j, None, field),
         _ => String::new(),
     }
 }
@@ -493,6 +520,7 @@ mod tests {
             shape: Shape::default(),
             position: None,
             events: Vec::new(),
+            usage: Vec::new(),
         }
     }
 
@@ -559,6 +587,40 @@ mod tests {
             out,
             "7.0|hello|COMPLETED|0:0|00:00:03\n7.1|hostname|FAILED|0:9|00:00:03\n7.2|sleep|CANCELLED|0:0|00:00:01\n"
         );
+    }
+
+    #[test]
+    fn usage_fills_total_cpu_and_max_rss_per_line() {
+        let part = |node: &str, part: &str, us: u64, peak: u64| crate::protocol::PartUsage {
+            node: node.into(),
+            part: part.into(),
+            user_us: us,
+            system_us: 0,
+            peak_memory: Some(peak),
+            memory_limit: None,
+            out_of_memory: None,
+        };
+        let mut j = job(7, "COMPLETED", Some(0));
+        j.usage = vec![
+            part("node1", "job", 3_000_000, 4 << 20), // node2 reported only its step (counted too)
+            part("node1", "batch", 1_000_000, 1 << 20),
+            part("node1", "step 0", 1_500_000, 2 << 20),
+            part("node2", "step 0", 500_000, 3 << 20),
+        ];
+        let step = StepRecord {
+            step: 0,
+            command: "app".into(),
+            start: 1_000,
+            end: Some((2_000, Some(0))),
+        };
+        let lines = [
+            Line { job: &j, batch_step: false, step: None },
+            Line { job: &j, batch_step: true, step: None },
+            Line { job: &j, batch_step: false, step: Some(&step) },
+        ];
+        let out =
+            render("JobID,TotalCPU,MaxRSS", &lines, Layout::Parsable { trailing: false }, false, 0);
+        assert_eq!(out, "7|0:03.500|4096K\n7.batch|0:01.000|1024K\n7.0|0:02.000|3072K\n");
     }
 
     #[test]

@@ -311,6 +311,7 @@ mod tests {
             shape: Shape { min_nodes: Some(3), cpus_per_task: Some(2), ..Shape::default() },
             position: None,
             events: Vec::new(),
+            usage: Vec::new(),
         }
     }
 

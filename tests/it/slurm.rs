@@ -257,3 +257,17 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
         text(&out)
     );
 }
+
+#[test]
+fn mpiexec_hydra_inside_a_job_starts_its_proxies_through_gangways_srun() {
+    let Some(m) = Managed::up(3) else { return };
+    let (_dir, path) = slurm_path(&m);
+    // Hydra sees SLURM_JOBID, reads the nodes from SLURM_NODELIST and runs `srun ... proxy`.
+    let script = "mpiexec.hydra -n 3 hostname | sort";
+    let out = slurm(&m, &path, "sbatch", &["--parsable", "-N", "3", "-n", "3", "--wrap", script]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    m.wait_done(&[id], Duration::from_secs(60));
+    assert_eq!(m.output_of(id), "node1\nnode2\nnode3\n", "{}", m.logs());
+    assert_eq!(m.job(id)["state"], "COMPLETED");
+}

@@ -166,6 +166,9 @@ pub struct StepRequest {
     pub ntasks_per_node: Option<u32>,
     pub cpus_per_task: u32,
     pub command: String,
+    /// `-w`: only these nodes of the allocation (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodelist: Vec<String>,
 }
 
 /// An answer to a `gangway` command.

@@ -271,3 +271,21 @@ fn mpiexec_hydra_inside_a_job_starts_its_proxies_through_gangways_srun() {
     assert_eq!(m.output_of(id), "node1\nnode2\nnode3\n", "{}", m.logs());
     assert_eq!(m.job(id)["state"], "COMPLETED");
 }
+
+#[test]
+fn open_mpi_mpirun_inside_a_job_starts_its_daemons_on_the_right_nodes_through_srun() {
+    let found = Command::new("mpirun").arg("--version").stdout(Stdio::null()).status();
+    if !found.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no mpirun (apt-get install openmpi-bin)");
+        return;
+    }
+    let Some(m) = Managed::up(3) else { return };
+    let (_dir, path) = slurm_path(&m);
+    // mpirun runs `srun --nodelist=node2,node3 ... orted`: the step must land on those nodes.
+    let script = "mpirun --allow-run-as-root -n 3 hostname > o.txt 2>&1; echo rc=$?; sort o.txt";
+    let out = slurm(&m, &path, "sbatch", &["--parsable", "-N", "3", "-n", "3", "--wrap", script]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    m.wait_done(&[id], Duration::from_secs(60));
+    assert_eq!(m.output_of(id), "rc=0\nnode1\nnode2\nnode3\n", "{}", m.logs());
+}

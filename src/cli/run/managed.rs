@@ -37,6 +37,7 @@ fn ask_step(
         ntasks_per_node: request.layout.tasks_per_node,
         cpus_per_task: request.spec.cpus_per_task,
         command: command_line(request),
+        nodelist: request.cluster.nodelist.names().to_vec(),
     };
     client.send(&Request::Step(step))?;
     let mut said = false;

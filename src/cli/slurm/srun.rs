@@ -42,6 +42,11 @@ pub fn rewrite(args: Vec<OsString>, job_cpus_per_task: Option<u32>) -> Vec<OsStr
         if ACCEPTED.contains(&s.as_ref()) {
             continue;
         }
+        // Slurm still takes the old underscore spellings (Open MPI's mpirun uses one).
+        if let Some(rest) = s.strip_prefix("--cpu_bind") {
+            out.push(format!("--cpu-bind{rest}").into());
+            continue;
+        }
         if s == "-c"
             || s.starts_with("--cpus-per-task")
             || (s.starts_with("-c") && !s.starts_with("--"))

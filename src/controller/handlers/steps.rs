@@ -4,7 +4,7 @@
 use gangway_topology::CpuSet;
 
 use crate::controller::effects::{ConnId, Effects};
-use crate::controller::state::{Caller, Cluster, JobState, Step};
+use crate::controller::state::{Caller, Cluster, GrantedNode, JobState, Step};
 use crate::exit_code;
 use crate::protocol::credential::step_credential_text;
 use crate::protocol::{GrantNode, Reply, StepGrant, StepRequest};
@@ -53,7 +53,17 @@ impl Cluster {
         let Some(job) = self.jobs.get(&req.job) else {
             return StepFit::Never("no such job".into());
         };
-        let alloc_nodes = job.granted.len() as u32;
+        // `-w`: the step runs on these nodes of the allocation only (Open MPI's mpirun starts
+        // its daemons so, one per node it has not got one on).
+        if let Some(n) = req.nodelist.iter().find(|n| !job.granted.iter().any(|g| g.node == **n)) {
+            return StepFit::Never(format!("node {n} is not one of job {}'s nodes", job.id));
+        }
+        let candidates: Vec<&GrantedNode> = job
+            .granted
+            .iter()
+            .filter(|g| req.nodelist.is_empty() || req.nodelist.contains(&g.node))
+            .collect();
+        let alloc_nodes = candidates.len() as u32;
         let nodes = req.nodes.unwrap_or_else(|| match req.ntasks {
             Some(n) => n.min(alloc_nodes),
             None => alloc_nodes,
@@ -89,7 +99,7 @@ impl Cluster {
         }
         let mut chosen = Vec::new();
         let mut any_could = true;
-        for (i, g) in job.granted.iter().take(nodes as usize).enumerate() {
+        for (i, g) in candidates.iter().take(nodes as usize).enumerate() {
             let all = g.cpus.clone();
             let want = per_node[i] * cpt;
             if want as usize > all.len() {
@@ -286,5 +296,24 @@ mod tests {
         two_nodes.nodes = Some(2);
         let fx = c.step(23, &root(), two_nodes, 1);
         assert!(refused(&fx, 23, exit_code::CANNOT_PLACE), "job 1 has one node: {fx:?}");
+    }
+
+    #[test]
+    fn a_step_with_a_nodelist_runs_on_those_nodes_of_the_job_only() {
+        let mut c = cluster();
+        c.submit(7, &root(), alloc(3, 3), 0);
+        c.schedule(0);
+        let mut two = step(1, 2);
+        two.nodelist = vec!["n3".into(), "n2".into()];
+        let g = grant(&c.step(20, &root(), two, 1), 20);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["n2", "n3"]);
+        let mut elsewhere = step(1, 1);
+        elsewhere.nodelist = vec!["n9".into()];
+        let fx = c.step(21, &root(), elsewhere, 1);
+        assert!(
+            matches!(replies_to(&fx, 21)[..], [Reply::Error { code: exit_code::CANNOT_PLACE, .. }]),
+            "{fx:?}"
+        );
     }
 }

@@ -271,7 +271,8 @@ fn the_clusters_default_mpi_reaches_jobs_that_choose_none() {
     };
     let site = m.dir.join("site-default.sh");
     std::fs::write(&site, script("")).unwrap();
-    // One that chooses pmi2 itself: the Open MPI ranks then run as singletons, with the warning.
+    // One that chooses pmi2 itself: the Open MPI ranks then get no PMIx, with the warning (they run
+    // as singletons, or stop in MPI_Init when they see SLURM_* variables, as under srun).
     let own = m.dir.join("own-choice.sh");
     std::fs::write(&own, script("#SBATCH --mpi=pmi2")).unwrap();
     let submit = |path: &std::path::Path| {
@@ -294,7 +295,8 @@ fn the_clusters_default_mpi_reaches_jobs_that_choose_none() {
     assert_eq!(m.job(site_id)["exit_code"], 0, "{out}");
     let out = m.output_of(own_id);
     assert!(out.contains("mpi=pmi2"), "{out}");
-    assert!(out.contains("hello from rank 0 of 1 on"), "singletons expected:\n{out}");
+    assert!(no_pmix_reached(&out), "no PMIx expected:\n{out}");
+    assert!(!out.contains("of 6 on"), "no PMIx expected:\n{out}");
     assert!(out.contains("--mpi=pmix or --mpi=auto"), "the singleton warning:\n{out}");
     // `gangway run` as a job of its own takes the default from its grant; --mpi still wins.
     let ran =
@@ -306,6 +308,13 @@ fn the_clusters_default_mpi_reaches_jobs_that_choose_none() {
         .env_remove("GANGWAY_MPI")
         .args(["run", "-N", "3", "-n", "6", "--mpi=pmi2"])
         .arg(&hello));
-    assert!(ran.stdout.contains("hello from rank 0 of 1 on"), "{}", ran.stdout);
+    let both = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(no_pmix_reached(&both) && !both.contains("of 6 on"), "{both}");
     assert!(ran.stderr.contains("singleton"), "{}", ran.stderr);
+}
+
+/// Open MPI ranks that received no PMIx: singletons, or (seeing SLURM_* variables, as under
+/// `srun --mpi=pmi2`) a refusal in MPI_Init.
+fn no_pmix_reached(out: &str) -> bool {
+    out.contains("hello from rank 0 of 1 on") || out.contains("direct launched using \"srun\"")
 }

@@ -30,8 +30,9 @@ pub fn pmi_warnings(spoke: &[bool], program: &Path) -> Vec<String> {
     }
     if talked == 0 && spoke.len() > 1 && links_open_mpi(program) {
         return vec![format!(
-            "{} links Open MPI (libmpi.so.40), which wires up only through PMIx: each of the {} \
-             ranks ran as a singleton of size 1; run it with --mpi=pmix or --mpi=auto (or set GANGWAY_MPI=auto) \
+            "{} links Open MPI (libmpi.so.40), which wires up only through PMIx, and this job served \
+             none: its {} ranks ran as singletons of size 1 (or, seeing SLURM_* variables, stopped in \
+             MPI_Init as under srun); run it with --mpi=pmix or --mpi=auto (or set GANGWAY_MPI=auto) \
              on nodes with libpmix (Debian: libpmix2), or build it with MPICH (mpicc.mpich)",
             program.display(),
             spoke.len()

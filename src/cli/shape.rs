@@ -55,6 +55,15 @@ pub struct ShapeArgs {
     /// Nodes the job must not use.
     #[arg(short = 'x', long, value_name = "LIST")]
     pub exclude: Option<String>,
+    /// Account charged for the job (default: your default account; see `gangway share`).
+    #[arg(short = 'A', long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Quality of service (default: the cluster's default QOS; docs/scheduling.md).
+    #[arg(short = 'q', long, value_name = "NAME")]
+    pub qos: Option<String>,
+    /// Lower the job's priority by N points (bare --nice: 100; below 0: administrators only).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100", allow_negative_numbers = true)]
+    pub nice: Option<i32>,
     /// Job name (default: the command's or script's name).
     #[arg(short = 'J', long, value_name = "NAME")]
     pub job_name: Option<String>,
@@ -86,6 +95,9 @@ pub struct JobShape {
     pub time: Option<TimeLimit>,
     pub nodelist: NodeList,
     pub exclude: NodeList,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub nice: i32,
 }
 
 impl JobShape {
@@ -105,6 +117,9 @@ impl JobShape {
             time_limit_secs: self.time.map(TimeLimit::protocol_secs),
             nodelist: self.nodelist.names().to_vec(),
             exclude: self.exclude.names().to_vec(),
+            account: self.account.clone(),
+            qos: self.qos.clone(),
+            nice: self.nice,
         }
     }
 }
@@ -177,6 +192,9 @@ impl ShapeArgs {
             time: self.time,
             nodelist: node_list_flag("--nodelist", self.nodelist.as_deref())?,
             exclude: node_list_flag("--exclude", self.exclude.as_deref())?,
+            account: self.account.clone(),
+            qos: self.qos.clone(),
+            nice: self.nice.unwrap_or(0),
         })
     }
 }

@@ -12,6 +12,8 @@ use gangway_launcher::pmi::pmix::MpiKind;
 use gangway_launcher::time_limit::{parse_duration, parse_time_limit};
 
 use crate::cli::shape::parse_memory;
+use crate::controller::config_scheduling::SchedulingConfig;
+use gangway_scheduler::SchedulerConfig;
 use serde::Deserialize;
 
 /// Why a configuration file was refused.
@@ -27,6 +29,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{}: {key}: {message}", path.display())]
     Value { path: PathBuf, key: String, message: String },
+    /// A scheduling section (`[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`) is wrong.
+    #[error(transparent)]
+    Scheduling(Box<crate::controller::config_scheduling::SchedulingConfigError>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +79,16 @@ struct Raw {
     partitions: Vec<RawPartition>,
     #[serde(default, rename = "node")]
     nodes: BTreeMap<String, RawNode>,
+    /// `[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`: read and checked by
+    /// `config_scheduling` (which names the line of a bad value).
+    #[serde(rename = "scheduling")]
+    _scheduling: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "account")]
+    _account: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "user")]
+    _user: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "qos")]
+    _qos: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +200,9 @@ pub struct Config {
     pub mpi_default: Option<MpiKind>,
     /// Jobs get `SLURM_*` variables beside the `GANGWAY_*` ones (docs/slurm.md); default on.
     pub slurm_env: bool,
+    /// The scheduling policy: `[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`
+    /// (docs/scheduling.md); the defaults without them.
+    pub scheduler: SchedulerConfig,
     /// Accepted but worth telling the administrator (retired keys), for the log.
     pub warnings: Vec<String>,
 }
@@ -236,6 +254,9 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: Raw = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let scheduler = SchedulingConfig::parse(text, path)
+            .map_err(|e| ConfigError::Scheduling(Box::new(e)))?
+            .scheduler;
         let value = |key: &str, message: String| ConfigError::Value {
             path: path.to_owned(),
             key: key.to_string(),
@@ -396,6 +417,7 @@ impl Config {
             node_settings,
             mpi_default,
             slurm_env: raw.slurm_env,
+            scheduler,
             warnings,
         })
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gangway_scheduler::{
-    Bytes, ClusterState, JobRequest, JobStart, MemoryRequest, NodeGrant, NodeHealth,
-    PartitionLimits, TaskGrant, Timestamp,
+    Bytes, ClusterState, Event as SchedEvent, JobRequest, JobStart, MemoryRequest, NodeGrant,
+    NodeHealth, Scheduler, SchedulerConfig, TaskGrant, Timestamp,
 };
 use gangway_topology::{CpuSet, Topology};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,22 @@ pub struct Job {
     /// What the parts of its current attempt used, per node (the agents' reports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<crate::protocol::PartUsage>,
+    /// Being preempted: signalled, it is requeued (or cancelled) after the grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted: Option<Preempted>,
+}
+
+/// A running job being stopped for another (the scheduler's preemption decision).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preempted {
+    /// The job it makes room for.
+    pub by: JobId,
+    /// When it was signalled (wall ms).
+    pub since: u64,
+    /// Between the signal and the end, ms.
+    pub grace_ms: u64,
+    /// Back to the queue afterwards (otherwise cancelled).
+    pub requeue: bool,
 }
 
 impl Job {
@@ -251,7 +267,15 @@ pub struct Cluster {
     /// Pending and running jobs, so a pass does not walk the history.
     pub(super) active: BTreeSet<JobId>,
     pub(super) next_id: JobId,
-    pub(super) alloc: ClusterState,
+    /// The scheduler's books (see `books`): the cluster as it allocates it, the queue, the
+    /// policies; the single owner of which CPUs are taken.
+    pub(super) sched: Scheduler,
+    /// The scheduling policy in force (`[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`).
+    pub(super) sched_config: SchedulerConfig,
+    /// Jobs changed since the last pass, to report to the scheduler (`books::reconcile`).
+    pub(super) resync: BTreeSet<JobId>,
+    /// When the last pass ran (wall ms): a pass also runs every `full_pass_interval`.
+    pub(super) last_pass: u64,
     /// Alloc/run jobs: the connection holding each.
     pub(super) holders: HashMap<JobId, ConnId>,
     pub(super) steps: Vec<Step>,
@@ -271,7 +295,7 @@ pub struct Cluster {
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.
-fn placeholder_topology() -> Arc<Topology> {
+pub(super) fn placeholder_topology() -> Arc<Topology> {
     static MODEL: std::sync::OnceLock<Arc<Topology>> = std::sync::OnceLock::new();
     MODEL
         .get_or_init(|| {
@@ -321,58 +345,30 @@ impl Cluster {
 
     pub(super) fn touch_job(&mut self, id: JobId) {
         self.dirty_jobs.insert(id);
+        self.resync.insert(id);
+    }
+
+    /// The cluster as the scheduler allocates it.
+    pub(super) fn alloc(&self) -> &ClusterState {
+        self.sched.cluster()
     }
 
     pub(super) fn touch_node(&mut self, name: &str) {
         self.dirty_nodes.insert(name.to_string());
     }
 
-    /// Rebuilds the allocator's view: every node (registered ones with their model), the
-    /// partitions, and the running jobs' allocations.
+    /// Rebuilds the scheduler's view: every node (registered ones with their model), the
+    /// partitions, the running jobs' allocations and the pending jobs (`books`).
     pub(super) fn rebuild_allocator(&mut self) {
-        let mut state = ClusterState::new();
-        for rec in self.nodes.values() {
-            let model = rec
-                .topology
-                .as_deref()
-                .and_then(|t| Topology::from_json(t).ok())
-                .map(Arc::new)
-                .unwrap_or_else(placeholder_topology);
-            // Names come from the configuration, so they are unique.
-            let _ = state.add_node(rec.name.clone(), model);
-            let _ = state.set_health(&rec.name, health_of(rec), rec.reason.clone());
-        }
-        for p in &self.config.partitions {
-            let names: Vec<&str> = p.nodes.iter().map(String::as_str).collect();
-            let mut limits = PartitionLimits::new();
-            if let Some(d) = p.default_time {
-                limits = limits.default_time(d);
-            }
-            if let Some(m) = p.max_time {
-                limits = limits.max_time(m);
-            }
-            if p.default {
-                limits = limits.default_partition();
-            }
-            let _ = state.add_partition(p.name.clone(), &names, limits);
-        }
-        for id in &self.active {
-            let job = &self.jobs[id];
-            if job.state == JobState::Running
-                && let Some(start) = job_start(job, &state)
-            {
-                let _ = state.allocate(&start);
-            }
-        }
-        self.alloc = state;
-        self.needs_schedule = true;
+        self.rebuild_scheduler(self.last_pass);
     }
 
     pub(super) fn sync_health(&mut self, name: &str) {
         if let Some(rec) = self.nodes.get(name) {
             let h = health_of(rec);
             let reason = rec.reason.clone().or_else(|| rec.drain.clone());
-            let _ = self.alloc.set_health(name, h, reason);
+            let event = SchedEvent::NodeHealth { node: name.to_string(), health: h, reason };
+            self.sched.handle(event, Timestamp(self.last_pass));
         }
         self.touch_node(name);
         self.needs_schedule = true;
@@ -422,7 +418,7 @@ impl Cluster {
     }
 }
 
-fn health_of(rec: &NodeRecord) -> NodeHealth {
+pub(super) fn health_of(rec: &NodeRecord) -> NodeHealth {
     match (rec.health, &rec.drain) {
         (Health::Down, _) => NodeHealth::Down,
         (_, Some(_)) => NodeHealth::Drained,
@@ -432,7 +428,7 @@ fn health_of(rec: &NodeRecord) -> NodeHealth {
 }
 
 /// A running job's allocation in the allocator's terms (after a restart or a rebuild).
-fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
+pub(super) fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
     let nodes = job
         .granted
         .iter()

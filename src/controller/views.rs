@@ -39,6 +39,8 @@ impl Cluster {
             state: job.state.name().into(),
             reason: if job.held && job.state == JobState::Pending {
                 "Held".into()
+            } else if let Some(waiting) = self.release_reason(id) {
+                waiting
             } else {
                 job.reason.clone()
             },
@@ -97,13 +99,13 @@ impl Cluster {
     /// A node for display.
     pub fn node_info(&self, name: &str, now: u64) -> Option<NodeInfo> {
         let rec = self.nodes.get(name)?;
-        let node = self.alloc.node(name)?;
+        let node = self.alloc().node(name)?;
         let registered = rec.topology.is_some();
         let t = node.topology();
         let partitions = node
             .partitions()
             .iter()
-            .filter_map(|i| self.alloc.partitions().get(*i).map(|p| p.name.clone()))
+            .filter_map(|i| self.alloc().partitions().get(*i).map(|p| p.name.clone()))
             .collect();
         let state = match (rec.health, &rec.drain) {
             (Health::Down, _) => "down".to_string(),

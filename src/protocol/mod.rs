@@ -52,6 +52,19 @@ pub struct Shape {
     pub time_limit_secs: Option<u64>,
     pub nodelist: Vec<String>,
     pub exclude: Vec<String>,
+    /// `--account` (`None`: the user's default account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `--qos` (`None`: the default QOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// `--nice`: points taken off the job's priority (negative: added; administrators only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nice: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// A new job.

@@ -61,7 +61,7 @@
 //!
 //! # Slurm options gangway does not support yet
 //!
-//! A flag the batch command does not know but `sbatch` does (`--account`, `--qos`,
+//! A flag the batch command does not know but `sbatch` does (`--licenses`, `--wckey`,
 //! `--mail-type`, ... see [`SLURM_OPTIONS`]) is an error naming the line and the flag, unless the
 //! user opts out with [`IGNORE_UNKNOWN_FLAG`] (`--ignore-unknown-directives`): then the flag and its
 //! value are dropped, the rest of the line is kept, and each drop is listed in

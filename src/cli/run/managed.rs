@@ -197,6 +197,9 @@ fn job_shape(request: &RunRequest) -> JobShape {
         time: flags.time,
         nodelist: flags.nodelist.clone(),
         exclude: flags.exclude.clone(),
+        account: flags.account.clone(),
+        qos: flags.qos.clone(),
+        nice: flags.nice,
     }
 }
 

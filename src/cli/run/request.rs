@@ -215,6 +215,18 @@ pub struct RunArgs {
     #[arg(short = 'p', long, value_name = "NAME")]
     pub partition: Option<String>,
 
+    /// With a controller: the account charged (default: yours; see `gangway share`).
+    #[arg(short = 'A', long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// With a controller: the quality of service (default: the cluster's default QOS).
+    #[arg(long, value_name = "NAME")]
+    pub qos: Option<String>,
+
+    /// With a controller: lower the job's priority by N points (bare --nice: 100).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100", allow_negative_numbers = true)]
+    pub nice: Option<i32>,
+
     /// Memory per node (512M, 4G): with a controller, what the job asks for; on this machine,
     /// as root, the run's memory limit (swap off), enforced by its cgroup.
     #[arg(long, value_name = "SIZE")]
@@ -293,6 +305,9 @@ pub struct RunRequest {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterFlags {
     pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub nice: i32,
     pub mem: Option<MemorySize>,
     pub exclusive: bool,
     pub nodelist: NodeList,
@@ -464,6 +479,9 @@ impl RunArgs {
         };
         let cluster = ClusterFlags {
             partition: self.partition,
+            account: self.account,
+            qos: self.qos,
+            nice: self.nice.unwrap_or(0),
             mem: self.mem.as_deref().map(|m| memory_flag("--mem", m)).transpose()?,
             exclusive: self.exclusive,
             nodelist: node_list_flag("--nodelist", self.nodelist.as_deref())?,

@@ -74,6 +74,10 @@ impl Cluster {
                 let mut fx = Effects::new();
                 let current = self.jobs.get(&job).map(|j| (j.attempt, j.state, j.sub.kind));
                 match current {
+                    Some((a, JobState::Running, _)) if a == attempt && self.is_preempted(job) => {
+                        let how = format!("it exited with {exit_code} on the signal");
+                        fx.append(self.end_preempted(job, &how, now));
+                    }
                     Some((a, JobState::Running, JobKind::Batch)) if a == attempt => {
                         let state =
                             if exit_code == 0 { JobState::Completed } else { JobState::Failed };

@@ -5,7 +5,7 @@ use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Caller, Cluster, Job, JobState};
 use crate::exit_code;
 use crate::protocol::{JobId, JobKind, Reply, Signal, Submission, ToAgent};
-use gangway_scheduler::allocator;
+use gangway_scheduler::{Rejection, SubmitError, Timestamp, validate};
 
 impl Cluster {
     /// `gangway batch/alloc/run`: checks and queues a job.
@@ -38,19 +38,44 @@ impl Cluster {
             stopping_since: None,
             releasing: Vec::new(),
             usage: Vec::new(),
+            preempted: None,
         };
         job.held = job.sub.hold;
+        if job.sub.shape.nice < 0 && !caller.admin {
+            let message = format!(
+                "--nice {} raises the job's priority, which only an administrator may do; use 0 or more",
+                job.sub.shape.nice
+            );
+            let reply = Reply::Error { code: exit_code::PERMISSION_DENIED, message };
+            return Effects::reply_and_close(conn, reply);
+        }
         let request = job.request();
-        if let Err(rejection) = allocator::validate(&self.alloc, &request) {
+        let fits = validate(self.alloc(), &request);
+        if fits.is_ok() {
+            // The scheduler checks the rest (account, QOS, their limits) and queues it.
+            let new = Cluster::new_job(&job);
+            if let Err(e) = self.sched.submit(new, Timestamp(now)) {
+                let code = match e {
+                    SubmitError::Rejected(_) => exit_code::CANNOT_PLACE,
+                    SubmitError::NotMember { .. } | SubmitError::NoAccount(_) => {
+                        exit_code::PERMISSION_DENIED
+                    }
+                    _ => exit_code::USAGE,
+                };
+                let reply = Reply::Error { code, message: e.to_string() };
+                return Effects::reply_and_close(conn, reply);
+            }
+        }
+        if let Err(rejection) = fits {
             // A partition whose nodes never registered has placeholder sizes: do not judge it.
             let unknown_sizes = self.nodes.values().any(|n| n.topology.is_none());
             if !unknown_sizes
                 || !matches!(
                     rejection,
-                    allocator::Rejection::NeverFits { .. }
-                        | allocator::Rejection::TaskTooBig { .. }
-                        | allocator::Rejection::MemoryTooBig { .. }
-                        | allocator::Rejection::TooManyGpus { .. }
+                    Rejection::NeverFits { .. }
+                        | Rejection::TaskTooBig { .. }
+                        | Rejection::MemoryTooBig { .. }
+                        | Rejection::TooManyGpus { .. }
                 )
             {
                 let message = rejection.to_string();
@@ -61,7 +86,7 @@ impl Cluster {
         job.partition = request
             .partition
             .clone()
-            .or_else(|| self.alloc.default_partition().map(|p| p.name.clone()))
+            .or_else(|| self.alloc().default_partition().map(|p| p.name.clone()))
             .unwrap_or_default();
         self.next_id += 1;
         self.event(now, Some(id), None, "submit", format!("{:?} by {}", job.sub.kind, job.user));
@@ -248,6 +273,7 @@ impl Cluster {
             self.event(now, Some(*id), None, kind, caller.user.clone());
             self.needs_schedule = true;
         }
+        self.reconcile(now);
         Effects::reply(conn, problems_reply(&problems))
     }
 

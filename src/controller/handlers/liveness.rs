@@ -119,6 +119,7 @@ impl Cluster {
     pub fn tick(&mut self, now: u64, mono: Mono) -> Effects {
         let mut fx = self.check_liveness(now, mono);
         fx.append(self.time_limits(now));
+        fx.append(self.preemptions_due(now));
         fx
     }
 

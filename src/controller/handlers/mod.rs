@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod client;
 pub mod liveness;
+pub mod preempt;
 pub mod release;
 pub mod requeue;
 pub mod restart;

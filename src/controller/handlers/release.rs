@@ -102,7 +102,7 @@ impl Cluster {
     }
 
     /// Why `job` may not start yet, if it still waits for nodes to end an earlier attempt.
-    pub(super) fn release_reason(&self, job: JobId) -> Option<String> {
+    pub(crate) fn release_reason(&self, job: JobId) -> Option<String> {
         let j = self.jobs.get(&job).filter(|j| j.state == JobState::Pending)?;
         let attempt = j.releasing.iter().map(|(_, a)| *a).max()?;
         let nodes: Vec<String> = j.releasing.iter().map(|(n, _)| n.clone()).collect();
@@ -198,14 +198,18 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_job_keeps_its_place_in_the_queue() {
+    fn a_waiting_job_keeps_its_age_and_waits_for_what_started_meanwhile() {
         let (mut c, _) = lose_n2();
-        // Submitted after the requeue, fits where the requeued job would go: it waits behind it.
+        // Submitted after the requeue: the requeued job may not run yet, so this one starts
+        // (like a backfill); the requeued one then starts when there is room, never before
+        // its nodes confirmed.
         c.submit(2, &root(), batch(1, 2), 7100);
-        assert!(starts(&c.schedule(7100)).is_empty());
+        let s = starts(&c.schedule(7100));
+        assert!(s.iter().all(|(_, j, _)| *j == 2), "only the new job: {s:?}");
         released(&mut c, "n1", 1, 1, 7200);
         let s = starts(&c.schedule(7200));
-        assert!(s.iter().all(|(_, j, _)| *j == 1), "the requeued job first: {s:?}");
+        assert!(s.iter().all(|(_, j, _)| *j == 1), "then the requeued one: {s:?}");
+        assert_eq!(c.job(1).expect("job").submit_time, 0, "it keeps its submission time");
     }
 
     #[test]

@@ -83,45 +83,62 @@ impl Cluster {
         for n in &told {
             fx.to_agent(n, ToAgent::Release { job: id, attempt });
         }
-        self.alloc.release(id);
         self.steps.retain(|s| s.job != id);
         if requeue {
-            if let Some(j) = self.jobs.get_mut(&id) {
-                j.state = JobState::Pending;
-                j.attempt += 1;
-                j.reason = "Requeued".into();
-                // A node the job named is never avoided (it would wait for it forever).
-                if how == PartLost::NodeLost
-                    && !j.excluded.iter().any(|e| e == name)
-                    && !j.sub.shape.nodelist.iter().any(|n| n == name)
-                {
-                    j.excluded.push(name.to_string());
-                }
-                j.granted.clear();
-                // The next attempt's figures are its own.
-                j.usage.clear();
-                j.start_time = None;
-                j.stopping_since = None;
-            }
-            self.touch_job(id);
-            self.event(
-                now,
-                Some(id),
-                Some(name),
-                "requeue",
-                format!("attempt {} after {what}: {why}", attempt + 1),
-            );
-            // The next attempt may not run beside what is left of this one.
-            self.await_release(id, attempt, told, now);
-            if let Some(conn) = self.holders.get(&id) {
-                let reason = format!("node {what} ({why})");
-                fx.to_client(*conn, Reply::Requeued { id, attempt: attempt + 1, reason });
-            }
+            // A node the job named is never avoided (it would wait for it forever).
+            let avoid = (how == PartLost::NodeLost).then_some(name);
+            let detail = format!("attempt {} after {what}: {why}", attempt + 1);
+            let reason = format!("node {what} ({why})");
+            fx.append(self.next_attempt(id, avoid, Some(name), told, detail, reason, now));
         } else {
             let reason = format!("NodeFail: {what} ({why})");
             fx.append(self.finish(id, JobState::NodeFail, &reason, None, now));
         }
         self.needs_schedule = true;
+        fx
+    }
+
+    /// Puts a stopped running job back in the queue as its next attempt: `avoid` (a lost
+    /// node) is excluded from now on, the attempt waits for every node in `told` to confirm
+    /// the previous one gone (`handlers::release`), and its holder hears why.
+    #[expect(clippy::too_many_arguments, reason = "one call per way a job is requeued")]
+    pub(super) fn next_attempt(
+        &mut self,
+        id: JobId,
+        avoid: Option<&str>,
+        node: Option<&str>,
+        told: Vec<String>,
+        detail: String,
+        reason: String,
+        now: u64,
+    ) -> Effects {
+        let mut fx = Effects::new();
+        let Some(j) = self.jobs.get_mut(&id) else { return fx };
+        let attempt = j.attempt;
+        j.state = JobState::Pending;
+        j.attempt += 1;
+        j.reason = "Requeued".into();
+        if let Some(name) = avoid
+            && !j.excluded.iter().any(|e| e == name)
+            && !j.sub.shape.nodelist.iter().any(|n| n == name)
+        {
+            j.excluded.push(name.to_string());
+        }
+        j.granted.clear();
+        // The next attempt's figures are its own.
+        j.usage.clear();
+        j.start_time = None;
+        j.stopping_since = None;
+        j.preempted = None;
+        self.touch_job(id);
+        self.event(now, Some(id), node, "requeue", detail);
+        // The next attempt may not run beside what is left of this one.
+        self.await_release(id, attempt, told, now);
+        if let Some(conn) = self.holders.get(&id) {
+            fx.to_client(*conn, Reply::Requeued { id, attempt: attempt + 1, reason });
+        }
+        self.needs_schedule = true;
+        self.reconcile(now);
         fx
     }
 
@@ -148,6 +165,7 @@ impl Cluster {
         job.end_time = Some(now);
         job.exit_code = exit.or(job.exit_code);
         job.stopping_since = None;
+        job.preempted = None;
         // Over: no next attempt waits for anything.
         job.releasing.clear();
         let (attempt, nodes) = (job.attempt, job.nodes());
@@ -156,7 +174,6 @@ impl Cluster {
                 fx.to_agent(&n, ToAgent::Release { job: id, attempt });
             }
         }
-        self.alloc.release(id);
         self.active.remove(&id);
         self.steps.retain(|s| s.job != id);
         if let Some(conn) = self.holders.remove(&id) {
@@ -166,6 +183,8 @@ impl Cluster {
         self.touch_job(id);
         self.event(now, Some(id), None, "end", format!("{} ({reason})", state.name()));
         self.needs_schedule = true;
+        // Its resources are free in the books at once (what `gangway nodes` shows).
+        self.reconcile(now);
         fx
     }
 }

@@ -8,7 +8,7 @@ use crate::controller::config::Config;
 use crate::controller::idempotency::SubmissionKeys;
 use crate::controller::state::{Cluster, Health, Job, JobState, NodeRecord};
 use crate::protocol::{JobId, JobKind};
-use gangway_scheduler::ClusterState;
+use gangway_scheduler::{ClusterState, Scheduler, SchedulerConfig};
 
 impl Cluster {
     /// A controller's state from its configuration and what the store held.
@@ -63,6 +63,7 @@ impl Cluster {
             }
             jobs.insert(job.id, job);
         }
+        let sched_config = config.scheduler.clone();
         let mut c = Cluster {
             config,
             controller_uid,
@@ -70,7 +71,11 @@ impl Cluster {
             jobs,
             active,
             next_id: next_id.max(max_id + 1),
-            alloc: ClusterState::new(),
+            sched: Scheduler::new(ClusterState::new(), SchedulerConfig::default())
+                .unwrap_or_else(|e| panic!("the default scheduling policy always builds: {e}")),
+            sched_config,
+            resync: BTreeSet::new(),
+            last_pass: now,
             holders: HashMap::new(),
             steps: Vec::new(),
             waiting_steps: Vec::new(),

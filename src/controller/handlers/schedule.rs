@@ -1,58 +1,52 @@
-//! A scheduling pass: the allocator's decisions over the pending jobs, the starts (agents told,
-//! holders granted), and the waiting clients told their place; waiting steps retried first.
+//! A scheduling pass: the scheduler's books brought up to date (`books::reconcile`), a pass
+//! bounded by a [`Budget`] (carried on in the next tick when it stops early), and its
+//! decisions carried out: starts (agents told, holders granted), waiting jobs' reasons and
+//! expected starts (waiting clients told their place), preemptions. Waiting steps are retried
+//! first. A pass runs when something changed, and at least every `full_pass_interval`.
 
-use gangway_scheduler::JobStart;
-use gangway_scheduler::PendingJob;
-use gangway_scheduler::allocator::{self, Decision};
+use std::time::Duration;
+
+use gangway_scheduler::{Budget, Decision, JobStart, Timestamp};
 
 use crate::controller::effects::Effects;
 use crate::controller::state::{Cluster, GrantedNode, JobState};
 use crate::protocol::{Reply, ToAgent};
 
+/// Jobs one pass looks at before it yields to the controller's other work (the rest are
+/// looked at in the next tick).
+const PASS_BUDGET: usize = 2_000;
+
 impl Cluster {
-    /// Runs the allocator if anything changed; starts what fits.
+    /// Runs a scheduling pass if anything changed (or the periodic one is due); starts what
+    /// the scheduler decides.
     pub fn schedule(&mut self, now: u64) -> Effects {
         let mut fx = self.retry_steps(now);
-        if !self.needs_schedule {
+        self.reconcile(now);
+        let interval = self.sched_config.full_pass_interval.max(Duration::from_secs(1));
+        let periodic = now.saturating_sub(self.last_pass) >= interval.as_millis() as u64;
+        if !self.needs_schedule && !periodic {
             return fx;
         }
-        self.needs_schedule = false;
-        let pending: Vec<PendingJob> = self
-            .active
-            .iter()
-            .filter(|id| self.jobs[id].state == JobState::Pending)
-            .map(|id| PendingJob { id: *id, request: self.jobs[id].request() })
-            .collect();
-        if pending.is_empty() {
-            return fx;
-        }
-        let decisions = allocator::schedule(&self.alloc, &pending);
+        self.last_pass = now;
+        let pass = self.sched.pass(Timestamp(now), Budget::jobs(PASS_BUDGET));
+        self.needs_schedule = !pass.done;
         let mut waiting_updates = Vec::new();
-        for d in decisions {
-            // A requeued job whose previous attempt is still ending somewhere waits, keeping
-            // what the allocator chose for it from the jobs after it (its place in the queue).
-            let d = match d {
-                Decision::Start(start) => match self.release_reason(start.job) {
-                    Some(why) => Err((start.job, why)),
-                    None => Ok(start),
-                },
-                Decision::Wait { job, reason } => {
-                    Err((job, self.release_reason(job).unwrap_or_else(|| reason.to_string())))
-                }
-            };
+        for d in pass.decisions {
             match d {
-                Ok(start) => fx.append(self.start(start, now)),
-                Err((job, text)) => {
-                    if let Some(j) = self.jobs.get_mut(&job)
-                        && j.reason != text
-                    {
-                        j.reason = text;
+                Decision::Start { start, backfilled, borrowed_from } => {
+                    fx.append(self.start(start, backfilled, &borrowed_from, now));
+                }
+                Decision::Wait { job, reason, .. } => {
+                    let text = self.release_reason(job).unwrap_or_else(|| reason.to_string());
+                    if let Some(j) = self.jobs.get_mut(&job) {
                         // Reasons are recomputed after a restart; no need to write each change.
+                        j.reason = text;
                     }
                     if self.holders.contains_key(&job) {
                         waiting_updates.push(job);
                     }
                 }
+                Decision::Preempt(p) => fx.append(self.preempt(&p, now)),
             }
         }
         for job in waiting_updates {
@@ -64,12 +58,16 @@ impl Cluster {
         fx
     }
 
-    /// Starts one job where the allocator placed it: its nodes' agents and its holder are told.
-    fn start(&mut self, start: JobStart, now: u64) -> Effects {
+    /// Starts one job where the scheduler placed it (its books hold the allocation): its
+    /// nodes' agents and its holder are told.
+    fn start(
+        &mut self,
+        start: JobStart,
+        backfilled: bool,
+        borrowed_from: &[String],
+        now: u64,
+    ) -> Effects {
         let mut fx = Effects::new();
-        if self.alloc.allocate(&start).is_err() {
-            return fx;
-        }
         let id = start.job;
         let Some(job) = self.jobs.get_mut(&id) else { return fx };
         job.state = JobState::Running;
@@ -92,13 +90,14 @@ impl Cluster {
         let attempt = job.attempt;
         self.touch_job(id);
         let names: Vec<String> = start.nodes.iter().map(|g| g.node.clone()).collect();
-        self.event(
-            now,
-            Some(id),
-            None,
-            "start",
-            format!("attempt {attempt} on {}", names.join(",")),
-        );
+        let mut detail = format!("attempt {attempt} on {}", names.join(","));
+        if backfilled {
+            detail.push_str(" (backfilled)");
+        }
+        if !borrowed_from.is_empty() {
+            detail.push_str(&format!(" on quota borrowed from {}", borrowed_from.join(",")));
+        }
+        self.event(now, Some(id), None, "start", detail);
         for n in &names {
             if let Some(launch) = self.launch_for(id, n) {
                 fx.to_agent(n, ToAgent::Start(Box::new(launch)));
@@ -132,12 +131,17 @@ mod tests {
         c.submit(2, &root(), batch(3, 6), 11);
         assert!(starts(&c.schedule(11)).is_empty());
         assert_eq!(c.job_info(2).expect("job").reason, "Resources");
+        // A small one fits beside the first and delays the wide one's reservation in nothing
+        // (the first has no time limit, so the wide one's start is unknown): backfilled.
         c.submit(3, &root(), batch(1, 1), 12);
-        c.schedule(12);
+        assert_eq!(starts(&c.schedule(12)).len(), 1);
         let positions: Vec<(JobId, Option<usize>)> =
             c.queue().iter().map(|j| (j.id, j.position)).collect();
-        assert_eq!(positions, [(1, None), (2, Some(1)), (3, Some(2))]);
-        assert_eq!(c.job_info(3).expect("job").position, Some(2));
+        assert_eq!(positions, [(1, None), (2, Some(1)), (3, None)]);
+        assert_eq!(c.job(3).expect("job").state, JobState::Running);
+        let ended3 = FromAgent::JobEnded { job: 3, attempt: 1, exit_code: 0, message: None };
+        let node3 = c.job(3).expect("job").nodes()[0].clone();
+        c.from_agent(100 + node3[1..].parse::<u64>().expect("n<i>"), &node3, ended3, 13, Mono(13));
         // The first ends: the second starts on all three.
         let fx = c.from_agent(
             101,

@@ -285,7 +285,9 @@ mod tests {
         };
         let fx = c.step(20, &root(), step(9, 1), 0);
         assert!(refused(&fx, 20, exit_code::USAGE), "no such job: {fx:?}");
+        // One pass each: the second (wider, so of higher priority) waits for the first's node.
         c.submit(7, &root(), alloc(1, 2), 0);
+        c.schedule(0);
         c.submit(8, &root(), alloc(3, 3), 0);
         c.schedule(0);
         let fx = c.step(21, &alice(), step(1, 1), 1);

@@ -1,0 +1,157 @@
+//! The scheduler's books kept in step with the controller's jobs and nodes.
+//!
+//! The controller owns one [`Scheduler`] (priorities, backfill reservations, fair share,
+//! quotas, preemption). Handlers change jobs and nodes and mark them (`touch_job`,
+//! `sync_health`); before each pass [`Cluster::reconcile`] turns every marked job's change into
+//! the scheduler's event (submitted, ended, cancelled, held, released, requeued), so no handler
+//! has to know the scheduler's vocabulary and nothing is reported twice. A change of the
+//! cluster's shape (a node registering with a new size) or a restart builds the books afresh
+//! from the controller's state ([`Cluster::rebuild_scheduler`]), carrying fair-share usage over.
+
+use std::sync::Arc;
+
+use gangway_scheduler::{
+    ClusterState, Event, NewJob, PartitionLimits, Scheduler, SchedulerConfig, Timestamp,
+};
+use gangway_topology::Topology;
+
+use super::state::{Cluster, Job, JobState, health_of, job_start, placeholder_topology};
+use crate::protocol::JobId;
+
+impl Cluster {
+    /// What the scheduler is told of a job (its account, QOS and nice as submitted).
+    pub(super) fn new_job(job: &Job) -> NewJob {
+        let mut n = NewJob::new(job.id, job.request(), &job.user);
+        n.account = job.sub.shape.account.clone();
+        n.qos = job.sub.shape.qos.clone();
+        n.nice = job.sub.shape.nice;
+        n.requeue = job.sub.requeue;
+        n
+    }
+
+    /// Whether the scheduler should have `job` in its queue: pending, and nothing of an
+    /// earlier attempt is left on any node (see `handlers::release`).
+    fn queueable(job: &Job) -> bool {
+        job.state == JobState::Pending && job.releasing.is_empty()
+    }
+
+    /// Tells the scheduler what changed about every job marked since the last pass.
+    pub(super) fn reconcile(&mut self, now: u64) {
+        let at = Timestamp(now);
+        for id in std::mem::take(&mut self.resync) {
+            self.reconcile_job(id, at);
+        }
+    }
+
+    fn reconcile_job(&mut self, id: JobId, at: Timestamp) {
+        let known = self.sched.job(id);
+        let Some(job) = self.jobs.get(&id) else {
+            if known.is_some() {
+                self.sched.handle(Event::Cancelled(id), at);
+            }
+            return;
+        };
+        match (job.state, known) {
+            // Started by the scheduler's own decision: its books already say so.
+            (JobState::Running, Some(s)) if s.running => {}
+            // Running here but not in the books: its grants could not be booked at a rebuild
+            // (logged then); its resources stay out of the books until it ends.
+            (JobState::Running, _) => {}
+            (_, Some(s)) if s.running => {
+                // Ended, or requeued: the scheduler frees its resources; a next attempt is
+                // queued afresh once every node confirmed the last one gone.
+                self.sched.handle(Event::Ended { job: id, requeue: false }, at);
+                self.enqueue_if_ready(id, at);
+            }
+            (_, Some(_)) if !Self::queueable(job) => {
+                self.sched.handle(Event::Cancelled(id), at);
+            }
+            (_, Some(s)) => {
+                let held_there = s.reason == Some(gangway_scheduler::PendingReason::Held);
+                if job.held && !held_there {
+                    self.sched.handle(Event::Hold(id), at);
+                } else if !job.held && held_there {
+                    self.sched.handle(Event::Release(id), at);
+                }
+            }
+            (_, None) => self.enqueue_if_ready(id, at),
+        }
+    }
+
+    /// Queues a pending job in the scheduler; a job it refuses (a node it needs was removed
+    /// from the configuration, its account went away) waits with the refusal as its reason.
+    fn enqueue_if_ready(&mut self, id: JobId, at: Timestamp) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        if !Self::queueable(job) {
+            return;
+        }
+        let new = Self::new_job(job);
+        if let Err(e) = self.sched.submit(new, at)
+            && let Some(job) = self.jobs.get_mut(&id)
+        {
+            job.reason = format!("Unsatisfiable: {e}");
+        }
+        self.needs_schedule = true;
+    }
+
+    /// Builds the scheduler afresh from the controller's state: every node with its model and
+    /// health, the partitions, the running jobs' allocations, the pending jobs; fair-share
+    /// usage is carried over from the previous books.
+    pub(super) fn rebuild_scheduler(&mut self, now: u64) {
+        let at = Timestamp(now);
+        let mut state = ClusterState::new();
+        for rec in self.nodes.values() {
+            let model = rec
+                .topology
+                .as_deref()
+                .and_then(|t| Topology::from_json(t).ok())
+                .map(Arc::new)
+                .unwrap_or_else(placeholder_topology);
+            // Names come from the configuration, so they are unique.
+            let _ = state.add_node(rec.name.clone(), model);
+            let _ = state.set_health(&rec.name, health_of(rec), rec.reason.clone());
+        }
+        for p in &self.config.partitions {
+            let names: Vec<&str> = p.nodes.iter().map(String::as_str).collect();
+            let mut limits = PartitionLimits::new();
+            if let Some(d) = p.default_time {
+                limits = limits.default_time(d);
+            }
+            if let Some(m) = p.max_time {
+                limits = limits.max_time(m);
+            }
+            if p.default {
+                limits = limits.default_partition();
+            }
+            let _ = state.add_partition(p.name.clone(), &names, limits);
+        }
+        let usage = self.sched.usage(at);
+        let mut sched = match Scheduler::new(state.clone(), self.sched_config.clone()) {
+            Ok(s) => s,
+            // The configuration was checked when it was adopted; an empty policy always builds.
+            Err(_) => Scheduler::new(state, SchedulerConfig::default())
+                .unwrap_or_else(|e| panic!("the default scheduling policy always builds: {e}")),
+        };
+        sched.restore_usage(&usage);
+        self.sched = sched;
+        let active: Vec<JobId> = self.active.iter().copied().collect();
+        for id in &active {
+            let job = &self.jobs[id];
+            if job.state != JobState::Running {
+                continue;
+            }
+            let started = Timestamp(job.start_time.unwrap_or(now));
+            if let Some(start) = job_start(job, self.sched.cluster()) {
+                let new = Self::new_job(job);
+                if let Err(e) = self.sched.recover(new, &start, started) {
+                    tracing::warn!(job = id, error = %e, "a running job could not be booked");
+                }
+            }
+        }
+        for id in active {
+            self.enqueue_if_ready(id, at);
+        }
+        self.resync.clear();
+        self.needs_schedule = true;
+    }
+}

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         Command::Fence => Ok(gangway::agent::fence::main()),
         Command::Simulate(args) => cli::simulate::main(*args).map(done),
         Command::InstallSlurmCommands(args) => cli::slurm::install::main(args).map(done),
+        Command::Share(args) => cli::share::main(args).map(done),
+        Command::Reconfigure(args) => cli::reconfigure::main(args).map(done),
     };
     finish(result)
 }

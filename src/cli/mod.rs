@@ -22,8 +22,10 @@ pub mod ok_reply;
 pub mod proxy;
 pub mod query;
 pub mod queue;
+pub mod reconfigure;
 pub mod run;
 pub mod shape;
+pub mod share;
 pub mod show;
 pub mod simulate;
 pub mod slurm;
@@ -90,4 +92,8 @@ pub enum Command {
     /// Make srun, sbatch, salloc, squeue, scancel, sinfo, sacct and scontrol (symlinks to this
     /// binary) in a directory, for Slurm users' scripts and habits.
     InstallSlurmCommands(slurm::install::InstallArgs),
+    /// Fair share by account and user: shares, usage, factor (like sshare).
+    Share(share::ShareArgs),
+    /// Reload the controller's scheduling policy from its file (administrators).
+    Reconfigure(reconfigure::ReconfigureArgs),
 }

@@ -66,6 +66,19 @@ fn field(j: &JobInfo, c: char, now: u64) -> String {
         'r' => j.reason.clone(),
         'p' => j.position.map(|p| p.to_string()).unwrap_or_default(),
         'N' => nodelist(j),
+        'a' => j.sched.as_ref().map(|s| s.account.clone()).unwrap_or_default(),
+        'q' => j.sched.as_ref().map(|s| s.qos.clone()).unwrap_or_default(),
+        'Q' => j.sched.as_ref().map_or(j.priority.to_string(), |s| s.priority.to_string()),
+        'S' => match j.sched.as_ref().and_then(|s| s.expected_start) {
+            Some(t) => time_of(Some(t)),
+            None if j.state == "PENDING" => "N/A".into(),
+            None => time_of(j.start_time),
+        },
+        'Y' => match j.sched.as_ref().filter(|s| !s.expected_nodes.is_empty()) {
+            Some(s) => gangway_launcher::nodes::hostlist::compress(&s.expected_nodes)
+                .unwrap_or_else(|_| s.expected_nodes.join(",")),
+            None => "(null)".into(),
+        },
         _ => format!("%{c}"),
     }
 }
@@ -86,6 +99,11 @@ fn header(c: char) -> &'static str {
         'r' => "REASON",
         'p' => "POSITION",
         'N' => "NODELIST",
+        'a' => "ACCOUNT",
+        'q' => "QOS",
+        'Q' => "PRIORITY",
+        'S' => "START_TIME",
+        'Y' => "SCHEDNODES",
         _ => "?",
     }
 }
@@ -179,6 +197,31 @@ pub fn render_job(j: &JobInfo) -> String {
     );
     if let Some(p) = j.position {
         let _ = writeln!(s, "   QueuePosition={p}");
+    }
+    if let Some(sc) = &j.sched {
+        let _ = writeln!(
+            s,
+            "   Account={} QOS={} Nice={} Priority={}{}",
+            sc.account,
+            sc.qos,
+            j.shape.nice,
+            sc.priority,
+            if sc.preemptable { " Preemptable=1" } else { "" }
+        );
+        // Factor by factor: the points add up to the priority.
+        let terms: Vec<String> = sc
+            .factors
+            .iter()
+            .map(|(name, value, weight, points)| format!("{name}={points} ({value}x{weight})"))
+            .collect();
+        if !terms.is_empty() {
+            let _ = writeln!(s, "   PriorityFactors: {} = {}", terms.join(" + "), sc.priority);
+        }
+        if let Some(t) = sc.expected_start {
+            let nodes = gangway_launcher::nodes::hostlist::compress(&sc.expected_nodes)
+                .unwrap_or_else(|_| sc.expected_nodes.join(","));
+            let _ = writeln!(s, "   ExpectedStart={} SchedNodeList={nodes}", time_of(Some(t)));
+        }
     }
     let _ = writeln!(
         s,
@@ -348,6 +391,7 @@ mod tests {
             position: (!running).then_some(1),
             events: Vec::new(),
             usage: Vec::new(),
+            sched: None,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::protocol::{JobInfo, Reply, Request};
 /// Flags of `gangway queue`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position."
+    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\n  gangway queue --start       pending jobs: expected start and reserved nodes\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position, %a account,\n%q QOS, %Q priority, %S expected start, %Y reserved nodes."
 )]
 pub struct QueueArgs {
     /// Only your jobs.
@@ -30,6 +30,9 @@ pub struct QueueArgs {
     /// No header line.
     #[arg(long = "noheader")]
     pub no_header: bool,
+    /// Pending jobs with their expected start time and the nodes reserved for them.
+    #[arg(long)]
+    pub start: bool,
 }
 
 fn now_ms() -> u64 {
@@ -63,11 +66,14 @@ pub fn main(args: QueueArgs) -> Result<(), CliError> {
                 .as_ref()
                 .is_none_or(|s| s.iter().any(|x| *x == j.state || x == short_state(&j.state)))
         })
+        .filter(|j| !args.start || j.state == "PENDING")
         .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
     } else {
-        let format = args.format.as_deref().unwrap_or("%i %P %j %u %t %M %D %R");
+        let default =
+            if args.start { "%i %P %j %u %t %S %Y %R" } else { "%i %P %j %u %t %M %D %R" };
+        let format = args.format.as_deref().unwrap_or(default);
         print!("{}", render_queue(&jobs, format, !args.no_header, now_ms()));
     }
     Ok(())

@@ -61,6 +61,7 @@ impl Cluster {
                 // Ended, or requeued: the scheduler frees its resources; a next attempt is
                 // queued afresh once every node confirmed the last one gone.
                 self.sched.handle(Event::Ended { job: id, requeue: false }, at);
+                self.usage_due = true;
                 self.enqueue_if_ready(id, at);
             }
             (_, Some(_)) if !Self::queueable(job) => {
@@ -153,5 +154,107 @@ impl Cluster {
         }
         self.resync.clear();
         self.needs_schedule = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::scenario::{alice, batch, cluster_with, conn_of, replies_to, starts};
+    use crate::controller::state::{Caller, Cluster, JobState, Mono};
+    use crate::exit_code;
+    use crate::protocol::{FromAgent, JobId, Reply};
+
+    const ACCOUNTS: &str = r#"
+[[account]]
+name = "physics"
+users = ["alice"]
+[account.limits]
+cpus = 2
+
+[[account]]
+name = "chemistry"
+"#;
+
+    fn bob() -> Caller {
+        Caller { uid: 1001, gid: 1001, user: "bob".into(), admin: false }
+    }
+
+    fn refusal(c: &mut Cluster, who: &Caller, account: Option<&str>, qos: Option<&str>) -> Reply {
+        let mut sub = batch(1, 1);
+        sub.shape.account = account.map(String::from);
+        sub.shape.qos = qos.map(String::from);
+        let fx = c.submit(30, who, sub, 0);
+        replies_to(&fx, 30).first().copied().cloned().expect("a reply")
+    }
+
+    fn end(c: &mut Cluster, job: JobId, t: u64) {
+        let node = c.job(job).expect("job").nodes()[0].clone();
+        let ended = FromAgent::JobEnded { job, attempt: 1, exit_code: 0, message: None };
+        c.from_agent(conn_of(&node), &node, ended, t, Mono(t));
+    }
+
+    #[test]
+    fn submissions_name_the_account_or_qos_they_cannot_use_and_what_to_do() {
+        let mut c = cluster_with(ACCOUNTS);
+        let text = |r: Reply| match r {
+            Reply::Error { code, message } => (code, message),
+            other => panic!("accepted: {other:?}"),
+        };
+        let (code, m) = text(refusal(&mut c, &alice(), Some("biology"), None));
+        assert_eq!(code, exit_code::USAGE);
+        assert!(m.contains("unknown account 'biology'") && m.contains("administrator"), "{m}");
+        let (code, m) = text(refusal(&mut c, &alice(), Some("chemistry"), None));
+        assert_eq!(code, exit_code::PERMISSION_DENIED);
+        assert!(m.contains("'alice' may not use account 'chemistry'"), "{m}");
+        let (code, m) = text(refusal(&mut c, &bob(), None, None));
+        assert_eq!(code, exit_code::PERMISSION_DENIED);
+        assert!(m.contains("'bob' belongs to no account"), "{m}");
+        let (_, m) = text(refusal(&mut c, &alice(), None, Some("turbo")));
+        assert!(m.contains("unknown QOS 'turbo'") && m.contains("--qos"), "{m}");
+        // Listed in physics without a [[user]] entry: physics is alice's default.
+        assert!(matches!(refusal(&mut c, &alice(), None, None), Reply::Submitted { .. }));
+        let info = c.job_info(1).expect("job");
+        assert_eq!(info.sched.expect("scheduled").account, "physics");
+    }
+
+    #[test]
+    fn an_account_over_its_cpu_limit_waits_with_the_reason_and_starts_when_it_frees() {
+        let mut c = cluster_with(ACCOUNTS);
+        c.submit(1, &alice(), batch(1, 2), 0);
+        c.submit(2, &alice(), batch(1, 2), 0);
+        assert_eq!(starts(&c.schedule(0)).len(), 1, "physics may hold 2 CPUs");
+        assert_eq!(c.job_info(2).expect("job").reason, "AccountCpuLimit");
+        end(&mut c, 1, 5_000);
+        let s = starts(&c.schedule(5_000));
+        assert_eq!(s.iter().map(|(_, j, _)| *j).collect::<Vec<_>>(), [2]);
+        // The usage of the job that ended is stored with the next commit.
+        let usage = c.take_dirty().usage;
+        let alice_usage = usage.iter().find(|u| u.user == "alice").expect("alice's usage");
+        assert_eq!(alice_usage.account, "physics");
+        assert!(alice_usage.value > 0.0, "{usage:?}");
+        assert_eq!(c.job(1).expect("job").state, JobState::Completed);
+    }
+
+    #[test]
+    fn stored_usage_comes_back_after_a_restart_and_lowers_the_fair_share_factor() {
+        let mut c = cluster_with(ACCOUNTS);
+        c.submit(1, &alice(), batch(1, 2), 0);
+        c.schedule(0);
+        end(&mut c, 1, 3_600_000);
+        c.schedule(3_600_000);
+        let dirty = c.take_dirty();
+        assert!(!dirty.usage.is_empty());
+        let mut again = Cluster::new(
+            crate::controller::scenario::config_with(ACCOUNTS),
+            0,
+            dirty.nodes,
+            dirty.jobs,
+            dirty.next_id,
+            3_600_000,
+        );
+        again.restore_usage(&dirty.usage);
+        let rows = again.shares(3_600_000);
+        let alice_row = rows.iter().find(|r| r.user.as_deref() == Some("alice")).expect("row");
+        assert!(alice_row.usage > 0.0 && alice_row.factor.expect("factor") < 1.0, "{rows:?}");
     }
 }

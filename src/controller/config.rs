@@ -203,6 +203,8 @@ pub struct Config {
     /// The scheduling policy: `[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`
     /// (docs/scheduling.md); the defaults without them.
     pub scheduler: SchedulerConfig,
+    /// The file it was read from (`gangway reconfigure` and SIGHUP read it again).
+    pub path: PathBuf,
     /// Accepted but worth telling the administrator (retired keys), for the log.
     pub warnings: Vec<String>,
 }
@@ -418,6 +420,7 @@ impl Config {
             mpi_default,
             slurm_env: raw.slurm_env,
             scheduler,
+            path: path.to_owned(),
             warnings,
         })
     }

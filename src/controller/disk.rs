@@ -86,6 +86,10 @@ pub fn merge(older: &mut Dirty, newer: Dirty) {
     }
     older.events.extend(newer.events);
     older.next_id = older.next_id.max(newer.next_id);
+    // Usage is a whole snapshot too.
+    if !newer.usage.is_empty() {
+        older.usage = newer.usage;
+    }
 }
 
 /// The state disk as the owner task sees it.

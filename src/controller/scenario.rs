@@ -11,7 +11,27 @@ use crate::protocol::{FromAgent, JobId, JobKind, Registration, Reply, Shape, Sub
 /// Three nodes `n[1-3]` in one partition; heartbeats every second, suspect after 3 s, lost
 /// after 6 s (lease 5.5 s), a 2 s kill grace.
 pub fn config() -> Config {
-    let text = r#"
+    config_with("")
+}
+
+/// [`config`] with more sections after it (`[scheduling]`, `[[account]]`, `[[qos]]`, ...).
+pub fn config_with(extra: &str) -> Config {
+    let text = format!("{BASE}{extra}");
+    Config::parse(&text, Path::new("t.toml")).expect("config")
+}
+
+/// [`cluster`] under [`config_with`]`(extra)`.
+pub fn cluster_with(extra: &str) -> Cluster {
+    let mut c = Cluster::new(config_with(extra), 0, Vec::new(), Vec::new(), 1, 0);
+    c.listening(Mono(0));
+    for i in 1..=3 {
+        let name = format!("n{i}");
+        c.from_agent(100 + i, &name, FromAgent::Register(registration(&name)), 0, Mono(0));
+    }
+    c
+}
+
+const BASE: &str = r#"
 cluster = "t"
 state_dir = "/nonexistent"
 key_file = "/nonexistent"
@@ -25,8 +45,6 @@ name = "batch"
 nodes = "n[1-3]"
 default = true
 "#;
-    Config::parse(text, Path::new("t.toml")).expect("config")
-}
 
 /// An administrator.
 pub fn root() -> Caller {
@@ -58,13 +76,7 @@ pub fn registration(name: &str) -> Registration {
 
 /// A cluster of three registered 2-core nodes (agent connections 101-103).
 pub fn cluster() -> Cluster {
-    let mut c = Cluster::new(config(), 0, Vec::new(), Vec::new(), 1, 0);
-    c.listening(Mono(0));
-    for i in 1..=3 {
-        let name = format!("n{i}");
-        c.from_agent(100 + i, &name, FromAgent::Register(registration(&name)), 0, Mono(0));
-    }
-    c
+    cluster_with("")
 }
 
 /// A batch job over `nodes` nodes with `ntasks` tasks, requeued on node loss.

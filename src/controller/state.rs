@@ -255,6 +255,8 @@ pub struct Dirty {
     pub nodes: Vec<NodeRecord>,
     pub events: Vec<Event>,
     pub next_id: JobId,
+    /// Fair-share usage to store (after a pass that charged it).
+    pub usage: Vec<gangway_scheduler::UsageRecord>,
 }
 
 /// The controller's whole state.
@@ -276,6 +278,8 @@ pub struct Cluster {
     pub(super) resync: BTreeSet<JobId>,
     /// When the last pass ran (wall ms): a pass also runs every `full_pass_interval`.
     pub(super) last_pass: u64,
+    /// Usage changed (a job ended, or a periodic pass): store it with the next commit.
+    pub(super) usage_due: bool,
     /// Alloc/run jobs: the connection holding each.
     pub(super) holders: HashMap<JobId, ConnId>,
     pub(super) steps: Vec<Step>,
@@ -314,6 +318,12 @@ impl Cluster {
         self.signer = Some(key);
     }
 
+    /// Puts stored fair-share usage back (at start).
+    pub fn restore_usage(&mut self, records: &[gangway_scheduler::UsageRecord]) {
+        self.sched.restore_usage(records);
+        self.needs_schedule = true;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -329,7 +339,18 @@ impl Cluster {
             .into_iter()
             .filter_map(|n| self.nodes.get(&n).cloned())
             .collect();
-        Dirty { jobs, nodes, events: std::mem::take(&mut self.events), next_id: self.next_id }
+        let usage = if std::mem::take(&mut self.usage_due) {
+            self.sched.usage(Timestamp(self.last_pass))
+        } else {
+            Vec::new()
+        };
+        Dirty {
+            jobs,
+            nodes,
+            events: std::mem::take(&mut self.events),
+            next_id: self.next_id,
+            usage,
+        }
     }
 
     pub(super) fn event(

@@ -1,8 +1,10 @@
-//! The controller's SQLite database (WAL): nodes, jobs, allocations, attempts, steps, events.
+//! The controller's SQLite database (WAL): nodes, jobs, allocations, attempts, steps, events,
+//! and fair-share usage (decayed usage per user-in-account, as of a time).
 //! Each batch of changes is one transaction, committed before any reply leaves.
 
 use std::path::Path;
 
+use gangway_scheduler::{Timestamp, UsageRecord};
 use rusqlite::{Connection, params};
 
 use super::state::{Dirty, Job, JobState, NodeRecord};
@@ -46,6 +48,9 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, job INTEGER, node TEXT,
     kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_job ON events(job);
+CREATE TABLE IF NOT EXISTS usage (
+    account TEXT NOT NULL, user TEXT NOT NULL, value REAL NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (account, user));
 ";
 
 impl Store {
@@ -83,7 +88,11 @@ impl Store {
 
     /// Writes one batch of changes in one transaction.
     pub fn write(&mut self, dirty: &Dirty) -> Result<(), StoreError> {
-        if dirty.jobs.is_empty() && dirty.nodes.is_empty() && dirty.events.is_empty() {
+        if dirty.jobs.is_empty()
+            && dirty.nodes.is_empty()
+            && dirty.events.is_empty()
+            && dirty.usage.is_empty()
+        {
             return Ok(());
         }
         let tx = self.db.transaction()?;
@@ -141,6 +150,12 @@ impl Store {
                     e.detail
                 ])?;
             }
+            let mut usage = tx.prepare_cached(
+                "INSERT OR REPLACE INTO usage (account, user, value, at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for u in &dirty.usage {
+                usage.execute(params![u.account, u.user, u.value, u.at.as_millis() as i64])?;
+            }
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?1)",
                 params![dirty.next_id.to_string()],
@@ -158,6 +173,20 @@ impl Store {
             self.db.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap_or_default();
         let cap = pages.map_or(1 << 30, |p| current as u64 + p);
         let _ = self.db.pragma_update(None, "max_page_count", cap as i64);
+    }
+
+    /// Fair-share usage as last stored: each user-in-account's decayed usage and when.
+    pub fn load_usage(&self) -> Result<Vec<UsageRecord>, StoreError> {
+        let mut q = self.db.prepare("SELECT account, user, value, at FROM usage")?;
+        let rows = q.query_map([], |r| {
+            Ok(UsageRecord {
+                account: r.get(0)?,
+                user: r.get(1)?,
+                value: r.get(2)?,
+                at: Timestamp(r.get::<_, i64>(3)?.max(0) as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// A job's events, oldest first (`show job`).

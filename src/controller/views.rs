@@ -1,10 +1,13 @@
-//! What `queue`, `history`, `show job`, `nodes` and `show node` print: the state as
-//! [`JobInfo`] and [`NodeInfo`], pending jobs in the order they start.
+//! What `queue`, `history`, `show job`, `nodes`, `show node` and `share` print: the state as
+//! [`JobInfo`] (with the scheduler's [`SchedInfo`]), [`NodeInfo`] and [`ShareInfo`], pending
+//! jobs in the order of the scheduler's priority.
 
 use std::collections::HashMap;
 
 use super::state::{Cluster, Health, Job, JobState};
-use crate::protocol::{JobId, JobInfo, NodeInfo};
+use gangway_scheduler::Timestamp;
+
+use crate::protocol::{JobId, JobInfo, NodeInfo, SchedInfo, ShareInfo};
 
 impl Cluster {
     /// Pending jobs in the order they start (priority, then submission).
@@ -15,8 +18,57 @@ impl Cluster {
             .map(|i| &self.jobs[i])
             .filter(|j| j.state == JobState::Pending)
             .collect();
-        pending.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.submit_time, j.id));
+        pending.sort_by_key(|j| (std::cmp::Reverse(self.priority_of(j)), j.submit_time, j.id));
         pending.into_iter().map(|j| j.id).collect()
+    }
+
+    /// The scheduler's priority of a job it knows (0 otherwise).
+    fn priority_of(&self, job: &Job) -> i64 {
+        self.sched.job(job.id).map_or(0, |s| s.priority)
+    }
+
+    /// What the scheduler says of a job it knows: account, QOS, priority factor by factor,
+    /// expected start.
+    fn sched_info(&self, id: JobId) -> Option<SchedInfo> {
+        let status = self.sched.job(id)?;
+        let explained = self.sched.explain(id);
+        let factors = explained
+            .as_ref()
+            .map(|e| {
+                e.terms
+                    .iter()
+                    .map(|t| {
+                        (t.factor.name().to_string(), format!("{:.4}", t.value), t.weight, t.points)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected = status.expected.clone();
+        Some(SchedInfo {
+            account: status.account,
+            qos: status.qos,
+            priority: explained.map_or(status.priority, |e| e.total),
+            factors,
+            expected_start: expected.as_ref().map(|e| e.at.as_millis()).filter(|t| *t != u64::MAX),
+            expected_nodes: expected.map(|e| e.nodes).unwrap_or_default(),
+            preemptable: status.preemptable,
+        })
+    }
+
+    /// `gangway share`: every account and user with their shares, usage and factor.
+    pub fn shares(&self, now: u64) -> Vec<ShareInfo> {
+        self.sched
+            .shares(Timestamp(now))
+            .into_iter()
+            .map(|r| ShareInfo {
+                account: r.account,
+                user: r.user,
+                share: r.share,
+                usage: r.usage,
+                usage_share: r.usage_share,
+                factor: r.factor,
+            })
+            .collect()
     }
 
     pub(super) fn position(&self, id: JobId) -> Option<usize> {
@@ -60,7 +112,7 @@ impl Cluster {
             attempt: job.attempt,
             requeue: job.sub.requeue,
             held: job.held,
-            priority: job.priority,
+            priority: u32::try_from(self.priority_of(job).max(0)).unwrap_or(u32::MAX),
             command: job.sub.command.clone(),
             cwd: job.sub.cwd.clone(),
             output: job.sub.output.clone(),
@@ -74,6 +126,7 @@ impl Cluster {
             position: if job.state == JobState::Pending { position } else { None },
             events: Vec::new(),
             usage: job.usage.clone(),
+            sched: self.sched_info(id),
         })
     }
 

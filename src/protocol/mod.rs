@@ -168,6 +168,10 @@ pub enum Request {
     Done {
         exit_code: i32,
     },
+    /// Fair share: every account and user (`gangway share`).
+    Share,
+    /// Reloads the scheduling sections of the controller's configuration (administrators).
+    Reconfigure,
 }
 
 /// A step's shape inside an allocation.
@@ -231,6 +235,9 @@ pub enum Reply {
         token: String,
         /// Unix seconds.
         expiry: u64,
+    },
+    Shares {
+        rows: Vec<ShareInfo>,
     },
 }
 
@@ -320,6 +327,42 @@ pub struct JobInfo {
     /// What its parts used on each node (its last attempt), as the agents reported them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<PartUsage>,
+    /// What the scheduler says of a pending or running job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedInfo>,
+}
+
+/// A job as the scheduler sees it: its account and QOS, its priority factor by factor, and
+/// (pending) when and where it is expected to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedInfo {
+    pub account: String,
+    pub qos: String,
+    /// The priority: the sum of the factors' points.
+    pub priority: i64,
+    /// Each factor: name, value (as shown), weight, points.
+    pub factors: Vec<(String, String, u32, i64)>,
+    /// Expected start (wall ms), by its reservation.
+    pub expected_start: Option<u64>,
+    /// The nodes reserved for it.
+    pub expected_nodes: Vec<String>,
+    /// Running on borrowed quota: may be preempted to give it back.
+    pub preemptable: bool,
+}
+
+/// One row of `gangway share`: an account (user `None`) or a user in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    pub account: String,
+    pub user: Option<String>,
+    /// Normalised share of the cluster.
+    pub share: f64,
+    /// Decayed usage, dominant-share seconds.
+    pub usage: f64,
+    /// That usage over everyone's.
+    pub usage_share: f64,
+    /// Fair-share factor (users only): 1 unused, 0.5 at its share, toward 0 above.
+    pub factor: Option<f64>,
 }
 
 /// A node as `nodes` and `show node` show it.

@@ -146,7 +146,14 @@ impl Tree {
 
     /// The account a job of `user` is charged to: the one it names, or the user's default.
     pub fn resolve(&self, user: &str, asked: Option<&str>) -> Result<AccountId, AccountRefusal> {
-        let default = self.users.get(user).map(|&(a, _)| a).or(self.default_account);
+        // A user without a [[user]] entry: the first account that lists them, then the
+        // configured default account (docs/scheduling.md, "Accounts").
+        let listed_in = || {
+            (1..self.accounts.len() as AccountId)
+                .find(|&a| self.get(a).is_some_and(|a| a.users.iter().any(|u| u == user)))
+        };
+        let default =
+            self.users.get(user).map(|&(a, _)| a).or_else(listed_in).or(self.default_account);
         let Some(name) = asked else {
             return default.ok_or_else(|| AccountRefusal::NoAccount(user.to_owned()));
         };
@@ -348,6 +355,22 @@ mod tests {
         assert!((tree.assoc_shares(&shares)[leaf as usize] - 0.375).abs() < 1e-12);
         assert!(matches!(tree.resolve("ann", Some("arts")), Err(AccountRefusal::NotMember { .. })));
         assert!(matches!(tree.resolve("bob", None), Err(AccountRefusal::NoAccount(_))));
+    }
+
+    #[test]
+    fn a_user_listed_in_an_account_but_without_a_user_entry_defaults_to_it() {
+        let mut chem = AccountConfig::new("chemistry");
+        chem.users = vec!["cy".into()];
+        let config = SchedulerConfig {
+            accounts: vec![AccountConfig::new("arts"), chem],
+            default_account: Some("arts".into()),
+            ..SchedulerConfig::default()
+        };
+        let tree = Tree::new(&config);
+        let cy = tree.resolve("cy", None).unwrap();
+        assert_eq!(tree.name(cy), "chemistry");
+        // Anyone else: the configured default account.
+        assert_eq!(tree.name(tree.resolve("dan", None).unwrap()), "arts");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod agents;
 pub mod client;
 pub mod liveness;
 pub mod preempt;
+pub mod reconfigure;
 pub mod release;
 pub mod requeue;
 pub mod restart;

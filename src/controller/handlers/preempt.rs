@@ -90,3 +90,112 @@ impl Cluster {
         fx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::effects::Effect;
+    use crate::controller::scenario::{
+        alice, batch, beat, cluster_with, conn_of, releases, starts,
+    };
+    use crate::controller::state::{Cluster, JobState, Mono};
+    use crate::protocol::{FromAgent, Signal, ToAgent};
+
+    const QOS: &str = r#"
+[[qos]]
+name = "low"
+preempt_mode = "requeue"
+grace = "2s"
+
+[[qos]]
+name = "high"
+priority = 100
+preempt = ["low"]
+"#;
+
+    fn terms(fx: &[Effect]) -> Vec<String> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent { node, msg: ToAgent::Signal { signal, .. } }
+                    if *signal == Signal::TERM =>
+                {
+                    Some(node.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn confirm(c: &mut Cluster, job: u64, attempt: u32, t: u64) {
+        for n in ["n1", "n2", "n3"] {
+            let gone = FromAgent::Released { job, attempt };
+            c.from_agent(conn_of(n), n, gone, t, Mono(t));
+        }
+    }
+
+    #[test]
+    fn a_high_qos_job_preempts_a_low_one_which_is_requeued_and_never_runs_twice() {
+        let mut c = cluster_with(QOS);
+        let mut low = batch(3, 6);
+        low.shape.qos = Some("low".into());
+        c.submit(1, &alice(), low, 0);
+        assert_eq!(starts(&c.schedule(0)).len(), 3);
+        let mut high = batch(1, 2);
+        high.shape.qos = Some("high".into());
+        c.submit(2, &alice(), high, 1_000);
+        let fx = c.schedule(1_000);
+        assert_eq!(terms(&fx), ["n1", "n2", "n3"], "the low job is signalled everywhere");
+        assert!(starts(&fx).is_empty(), "nothing starts before it is gone");
+        // Within its grace it runs on.
+        beat(&mut c, "-", 2_500);
+        let fx = c.tick(2_500, Mono(2_500));
+        assert!(releases(&fx).is_empty());
+        assert_eq!(c.job(1).expect("job").state, JobState::Running);
+        // Grace over: told to end everywhere, requeued as attempt 2.
+        beat(&mut c, "-", 3_000);
+        let fx = c.tick(3_000, Mono(3_000));
+        assert_eq!(releases(&fx).len(), 3, "{fx:?}");
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+        assert_eq!(job.releasing.len(), 3);
+        // The high job starts; the low one waits for its nodes' confirmations first.
+        let s = starts(&c.schedule(3_000));
+        assert_eq!(s.iter().map(|(_, j, _)| *j).collect::<Vec<_>>(), [2]);
+        confirm(&mut c, 1, 1, 3_100);
+        assert!(starts(&c.schedule(3_100)).is_empty(), "the high job holds a node");
+        let node = c.job(2).expect("job").nodes()[0].clone();
+        let ended = FromAgent::JobEnded { job: 2, attempt: 1, exit_code: 0, message: None };
+        for t in [5_000, 7_000, 9_000] {
+            beat(&mut c, "-", t);
+        }
+        c.from_agent(conn_of(&node), &node, ended, 9_000, Mono(9_000));
+        let s = starts(&c.schedule(9_000));
+        assert_eq!(s.len(), 3);
+        assert!(s.iter().all(|(_, j, a)| *j == 1 && *a == 2), "{s:?}");
+        let events = c.take_dirty().events;
+        assert!(
+            events.iter().any(|e| e.job == Some(1)
+                && e.kind == "preempted"
+                && e.detail.contains("by job 2")),
+            "{events:?}"
+        );
+        assert!(events.iter().any(|e| e.job == Some(2) && e.kind == "preempts"));
+    }
+
+    #[test]
+    fn a_preempted_job_that_exits_on_the_signal_is_requeued_at_once() {
+        let mut c = cluster_with(QOS);
+        let mut low = batch(3, 6);
+        low.shape.qos = Some("low".into());
+        c.submit(1, &alice(), low, 0);
+        c.schedule(0);
+        let mut high = batch(1, 2);
+        high.shape.qos = Some("high".into());
+        c.submit(2, &alice(), high, 1_000);
+        c.schedule(1_000);
+        // Its script exits on SIGTERM (143): that is the preemption's end, not a failure.
+        let exited = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 143, message: None };
+        c.from_agent(conn_of("n1"), "n1", exited, 1_200, Mono(1_200));
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+    }
+}

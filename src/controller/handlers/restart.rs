@@ -76,6 +76,7 @@ impl Cluster {
             sched_config,
             resync: BTreeSet::new(),
             last_pass: now,
+            usage_due: false,
             holders: HashMap::new(),
             steps: Vec::new(),
             waiting_steps: Vec::new(),

@@ -57,6 +57,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot catch SIGHUP (which reloads the scheduling policy): {source}")]
+    Signal {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Limits how many messages one pass takes before committing, so replies never wait long.
@@ -123,6 +128,8 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
         next_id,
         now_ms(),
     );
+    // Fair share remembers past usage across restarts (decayed from when it was stored).
+    cluster.restore_usage(&store.load_usage()?);
     cluster.set_signer(key.clone());
     tracing::info!(cluster = %config.cluster, active_jobs = njobs, "state loaded");
 
@@ -173,6 +180,9 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
     let mut held = Effects::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // SIGHUP reloads the scheduling policy, as `gangway reconfigure` does.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|source| ServerError::Signal { source })?;
     loop {
         let mut effects = Effects::new();
         // Answers that only read the state: they go out even while a commit waits for space.
@@ -184,6 +194,13 @@ pub async fn run(config: Config, ready: impl FnOnce(&Config)) -> Result<(), Serv
             _ = ticker.tick() => {
                 effects.append(cluster.tick(now_ms(), mono_since(origin)));
                 ticked = true;
+            }
+            Some(()) = hangups.recv() => {
+                let loaded = Config::load(&config.path).map_err(|e| e.to_string());
+                match cluster.reload(loaded, "SIGHUP", now_ms()) {
+                    Ok(message) => tracing::info!(%message, "reconfigured on SIGHUP"),
+                    Err(message) => tracing::error!(%message, "SIGHUP: reconfiguration refused"),
+                }
             }
         }
         while inputs.len() < BATCH {

@@ -50,6 +50,7 @@ fn is_read_only(r: &Request) -> bool {
             | Request::Nodes
             | Request::ShowJob { .. }
             | Request::ShowNode { .. }
+            | Request::Share
     )
 }
 
@@ -127,6 +128,12 @@ fn handle_request(
         // Answered by the connection's task (the key stays out of the owner task's hands).
         Request::Token { .. } => Effects::new(),
         Request::Done { exit_code } => cluster.done(conn, exit_code, now),
+        Request::Share => reply(Reply::Shares { rows: cluster.shares(now) }),
+        Request::Reconfigure => {
+            // The file is read here (the handlers do no I/O); the handler checks and applies.
+            let loaded = Config::load(&cluster.config().path).map_err(|e| e.to_string());
+            cluster.reconfigure(conn, caller, loaded, now)
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod managed_containment;
 mod mpi;
 mod multinode;
 mod pmix;
+mod scheduling;
 mod signals;
 mod simulate;
 mod slurm;

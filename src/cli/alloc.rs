@@ -22,6 +22,7 @@ const EXAMPLES: &str = "\
 Examples:
   gangway alloc -N 2                  a shell holding 2 nodes; `gangway run ./app` inside uses them
   gangway alloc -N 3 -n 12 -t 10 -- ./driver.sh   run a script inside a 3-node allocation
+  gangway alloc -n 4 --qos scavenger --nice 50    preemptable, lower priority (docs/scheduling.md)
 Inside: GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_NTASKS, ... The allocation ends when the
 command exits (exit code: the command's), or earlier if it is cancelled (118) or times out.";
 

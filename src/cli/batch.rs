@@ -22,6 +22,7 @@ Examples:
   gangway batch -N 3 -n 12 -t 30 job.sh    12 tasks on 3 nodes, 30 minutes at most
   gangway batch --wrap 'hostname; date'    a one-line job without a script file
   gangway batch -o run-%j.log --parsable job.sh   print only the id; output to run-<id>.log
+  gangway batch -A physics -q urgent job.sh   charged to account physics at QOS urgent (see `gangway share`)
 Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its
 first command; command-line flags win over them. Batch jobs are requeued if a node fails
 (--no-requeue: fail instead); they see GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_RESTART_COUNT...";

@@ -77,7 +77,11 @@ impl Cluster {
                     format!(
                         "gangway: job {id} requeued (attempt {}), after {}; starting again on {node}",
                         job.attempt,
-                        if job.excluded.is_empty() { "a node failure".to_string() } else { format!("losing {}", job.excluded.join(",")) }
+                        match &job.requeued_for {
+                            Some(why) => why.clone(),
+                            None if job.excluded.is_empty() => "a node failure".to_string(),
+                            None => format!("losing {}", job.excluded.join(",")),
+                        }
                     )
                 }),
                 time_limit: job.time_limit,

@@ -131,6 +131,9 @@ pub struct Job {
     /// Being preempted: signalled, it is requeued (or cancelled) after the grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempted: Option<Preempted>,
+    /// Why the current attempt is a requeue, when not a node's loss (the output's marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued_for: Option<String>,
 }
 
 /// A running job being stopped for another (the scheduler's preemption decision).

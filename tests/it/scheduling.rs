@@ -30,6 +30,8 @@ fn a_small_job_backfills_while_a_wide_one_waits_for_its_reservation() {
     let reserved = ms(&m.job(wide)["sched"]["expected_start"]);
     let shown = text(&m.cli_out(&["queue", "--start"]));
     assert!(shown.contains("SCHEDNODES") && shown.contains(&wide.to_string()), "{shown}");
+    let explained = text(&m.cli_out(&["show", "job", &wide.to_string()]));
+    eprintln!("$ gangway queue --start\n{shown}$ gangway show job {wide}\n{explained}");
     // Fits on node 2 and ends before the reservation: starts at once, ahead of the wide job.
     let small = m.submit(&["-n", "2", "-t", "0:20", "--wrap", "date +%s%3N; sleep 2"]);
     m.wait_done(&[first, wide, small], Duration::from_secs(60));
@@ -88,8 +90,10 @@ fn a_high_qos_job_preempts_a_low_one_which_is_requeued_and_completes_once() {
     let out = m.output_of(low);
     assert_eq!(out.matches("DONE").count(), 1, "completed exactly once: {out}");
     assert!(out.contains("RUN 0") && out.contains("RUN 1"), "{out}");
+    assert!(out.contains(&format!("after preemption by job {high}")), "{out}");
     let shown = text(&m.cli_out(&["show", "job", &low.to_string()]));
     assert!(shown.contains(&format!("preempted by job {high}")), "{shown}");
+    eprintln!("$ gangway show job {low}\n{shown}$ cat gangway-{low}.out\n{out}");
     assert!(ms(&h["end_time"]) <= ms(&l["start_time"]), "attempt 2 after the high job: {h}\n{l}");
     eprintln!(
         "preemption: low {low} attempt {} (DONE x{}), high {high} ran {}..{}, low's attempt 2 from {}",
@@ -120,6 +124,7 @@ fn an_account_over_its_quota_waits_with_the_reason_and_starts_when_it_frees() {
     assert_eq!(m.job(a)["state"], "RUNNING");
     let queue = text(&m.cli_out(&["queue"]));
     assert!(queue.contains("(AccountCpuLimit)"), "{queue}");
+    eprintln!("$ gangway queue\n{queue}");
     m.wait_done(&[a, b], Duration::from_secs(30));
     let (ja, jb) = (m.job(a), m.job(b));
     assert_eq!(jb["state"], "COMPLETED", "{jb}");

@@ -39,6 +39,7 @@ impl Cluster {
             releasing: Vec::new(),
             usage: Vec::new(),
             preempted: None,
+            requeued_for: None,
         };
         job.held = job.sub.hold;
         if job.sub.shape.nice < 0 && !caller.admin {

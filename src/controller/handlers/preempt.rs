@@ -83,6 +83,9 @@ impl Cluster {
                 format!("attempt {} after preemption by job {} ({how})", attempt + 1, p.by);
             let reason = format!("preempted by job {}", p.by);
             fx.append(self.next_attempt(id, None, None, nodes, detail, reason, now));
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.requeued_for = Some(format!("preemption by job {}", p.by));
+            }
         } else {
             let reason = format!("preempted by job {} ({how})", p.by);
             fx.append(self.finish(id, JobState::Cancelled, &reason, None, now));

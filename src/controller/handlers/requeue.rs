@@ -130,6 +130,7 @@ impl Cluster {
         j.start_time = None;
         j.stopping_since = None;
         j.preempted = None;
+        j.requeued_for = None;
         self.touch_job(id);
         self.event(now, Some(id), node, "requeue", detail);
         // The next attempt may not run beside what is left of this one.

@@ -115,7 +115,7 @@ cpus = 2
 
 #[test]
 fn an_account_over_its_quota_waits_with_the_reason_and_starts_when_it_frees() {
-    let Some(m) = up(2, QUOTA) else { return };
+    let Some(mut m) = up(2, QUOTA) else { return };
     let a = m.submit(&["-n", "2", "--wrap", "sleep 3"]);
     let b = m.submit(&["-n", "2", "--wrap", "true"]);
     wait_until("the second job's reason", Duration::from_secs(10), || {
@@ -131,6 +131,22 @@ fn an_account_over_its_quota_waits_with_the_reason_and_starts_when_it_frees() {
     assert!(ms(&jb["start_time"]) >= ms(&ja["end_time"]), "{ja}\n{jb}");
     let share = text(&m.cli_out(&["share"]));
     assert!(share.contains("physics") && share.contains("root"), "{share}");
+    // Fair-share usage is durable: a killed controller comes back with it.
+    let usage_of_root = |m: &Managed| {
+        let out = m.cli_out(&["share", "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        rows.iter().find(|r| r["user"] == "root").and_then(|r| r["usage"].as_f64()).unwrap_or(0.0)
+    };
+    let before = usage_of_root(&m);
+    assert!(before > 0.0, "{share}");
+    m.kill_controller();
+    m.start_controller();
+    let after = usage_of_root(&m);
+    assert!(
+        after > 0.0 && after <= before * 1.001,
+        "usage {before} before the restart, {after} after"
+    );
+    eprintln!("usage of root in physics: {before:.3} before kill -9, {after:.3} after the restart");
     eprintln!(
         "quota: job {a} ended {}, job {b} waited (AccountCpuLimit) and started {}\n{share}",
         ms(&ja["end_time"]),

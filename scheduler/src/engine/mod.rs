@@ -275,6 +275,9 @@ pub struct Scheduler {
     static_fit: FastMap<u64, (u64, PendingReason)>,
     health_epoch: u64,
     cache: PlacementCache,
+    /// As of when restored usage counts running jobs' charges: a job recovered afterwards is
+    /// charged from then on, not again from its start.
+    usage_restored_at: Timestamp,
 }
 
 impl Scheduler {
@@ -310,6 +313,7 @@ impl Scheduler {
             static_fit: FastMap::default(),
             health_epoch: 0,
             cache: PlacementCache::default(),
+            usage_restored_at: Timestamp(0),
         };
         for n in 0..s.cluster.nodes().len() {
             s.refresh_node(n);
@@ -404,8 +408,19 @@ impl Scheduler {
     }
 
     /// Puts stored usage back (after a restart or a reload); records of accounts that no
-    /// longer exist are dropped.
+    /// longer exist are dropped. The records count running jobs' charges up to their time
+    /// ([`Scheduler::usage`]): running jobs, whether recovered before or after
+    /// ([`Scheduler::recover`]), are charged from then on only.
     pub fn restore_usage(&mut self, records: &[UsageRecord]) {
+        if let Some(at) = records.iter().map(|r| r.at).max() {
+            self.usage_restored_at = self.usage_restored_at.max(at);
+            // Jobs already running here (recovered before the usage came back) too.
+            for job in self.jobs.values_mut() {
+                if let Where::Running(run) = &mut job.at {
+                    run.charged = run.charged.max(at);
+                }
+            }
+        }
         for r in records {
             let Some(account) = self.policy.tree.account(&r.account) else { continue };
             let assoc = self.policy.tree.assoc(account, &r.user) as usize;
@@ -493,6 +508,7 @@ impl Scheduler {
         let records = self.usage(now);
         let old = std::mem::replace(&mut self.policy, policy);
         self.usage.clear();
+        // The records hold running jobs' charges up to now: from now on only, after this.
         self.restore_usage(&records);
         self.rebind_jobs(&old);
         self.invalidate();
@@ -533,6 +549,11 @@ impl Scheduler {
         // Counted in, as a submission would be, so that starting counts it out again.
         self.quotas.count_queued(&self.policy.tree, account, true);
         self.record_start(id, p.unwrap_or(0), start, Vec::new(), false, started);
+        // Restored usage already holds its charges up to when it was stored.
+        let restored = self.usage_restored_at;
+        if let Some(Where::Running(run)) = self.jobs.get_mut(&id).map(|j| &mut j.at) {
+            run.charged = run.charged.max(restored);
+        }
         Ok(())
     }
 }

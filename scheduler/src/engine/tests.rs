@@ -516,3 +516,58 @@ fn running_jobs_are_recovered_after_a_restart() {
     let dup = NewJob::new(3, whole(1), "ann");
     assert!(again.s.recover(dup, &start, t(60)).is_err());
 }
+
+#[test]
+fn restored_usage_is_not_charged_twice_for_a_job_still_running() {
+    let config = SchedulerConfig {
+        half_life: Duration::from_secs(1_000_000_000),
+        full_pass_interval: Duration::ZERO,
+        ..SchedulerConfig::default()
+    };
+    let mut w = World::new(1, config);
+    w.submit_as(1, whole(1), "ann", None, None);
+    w.pass();
+    w.at(600);
+    let stored = w.s.usage(w.now);
+    let charged = stored.iter().find(|r| r.user == "ann").unwrap().value;
+    assert!(charged > 0.0);
+    // A restart: the running job is recovered with its grants from its start, then the
+    // stored usage comes back (or the other way round); either way it is charged once.
+    let start = {
+        let cluster = w.s.cluster();
+        let node = &cluster.nodes()[0];
+        let a = node.allocations()[0].clone();
+        crate::JobStart {
+            job: 1,
+            partition: cluster.partitions()[0].name.clone(),
+            time_limit: None,
+            nodes: vec![crate::NodeGrant {
+                node: node.name().to_owned(),
+                node_index: 0,
+                cpus: a.cpus.clone(),
+                memory: a.memory,
+                gpus: a.gpus.clone(),
+                exclusive: a.exclusive,
+                tasks: Vec::new(),
+            }],
+        }
+    };
+    for usage_first in [true, false] {
+        let mut again = World::new(1, w.s.config().clone());
+        again.now = w.now;
+        let job = NewJob::new(1, whole(1), "ann");
+        if usage_first {
+            again.s.restore_usage(&stored);
+        }
+        again.s.recover(job, &start, Timestamp(0)).unwrap();
+        if !usage_first {
+            again.s.restore_usage(&stored);
+        }
+        let after = again.s.usage(w.now);
+        let value = after.iter().find(|r| r.user == "ann").unwrap().value;
+        assert!(
+            (value - charged).abs() < 1e-6,
+            "{value} vs {charged} (usage first: {usage_first})"
+        );
+    }
+}

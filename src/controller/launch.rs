@@ -19,11 +19,19 @@ impl Cluster {
             job.granted.iter().map(|g| g.tasks.len().to_string()).collect();
         // No secret among them: commands inside the job reach the controller through their
         // node's agent, which vouches for their uid (see agent::local).
-        let slurm = if self.config.slurm_env {
+        let mut slurm = if self.config.slurm_env {
             super::slurm_env::job_variables(job, &nodelist, &self.config.cluster)
         } else {
             Vec::new()
         };
+        // The account and QOS the scheduler charged the job to (the user's default when it
+        // named none).
+        if self.config.slurm_env
+            && let Some(status) = self.sched.job(job.id)
+        {
+            slurm.push(("SLURM_JOB_ACCOUNT".into(), status.account.clone()));
+            slurm.push(("SLURM_JOB_QOS".into(), status.qos.clone()));
+        }
         let mut env = vec![
             ("GANGWAY_JOB_ID".to_string(), job.id.to_string()),
             ("GANGWAY_JOB_NAME".into(), job.sub.name.clone()),

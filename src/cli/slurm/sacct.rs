@@ -265,6 +265,7 @@ fn known(name: &str) -> Option<(&'static str, usize)> {
         "jobname" => ("JobName", 10),
         "partition" => ("Partition", 10),
         "account" => ("Account", 10),
+        "qos" => ("QOS", 10),
         "alloccpus" => ("AllocCPUS", 10),
         "reqcpus" => ("ReqCPUS", 8),
         "state" => ("State", 10),
@@ -394,7 +395,15 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
         "JobName" => j.name.clone(),
         "Partition" if line.batch_step => String::new(),
         "Partition" => j.partition.clone(),
-        "Account" => String::new(),
+        "Account" => j
+            .sched
+            .as_ref()
+            .map(|s| s.account.clone())
+            .or(j.shape.account.clone())
+            .unwrap_or_default(),
+        "QOS" => {
+            j.sched.as_ref().map(|s| s.qos.clone()).or(j.shape.qos.clone()).unwrap_or_default()
+        }
         "AllocCPUS" | "ReqCPUS" => j.cpus.to_string(),
         "State" => j.state.clone(),
         "ExitCode" => exit_code(j),
@@ -521,6 +530,7 @@ mod tests {
             position: None,
             events: Vec::new(),
             usage: Vec::new(),
+            sched: None,
         }
     }
 

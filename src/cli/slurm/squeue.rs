@@ -263,6 +263,18 @@ fn value(j: &JobInfo, key: &Key, now: u64) -> String {
         'Z' => j.cwd.clone(),
         'o' => j.command.clone(),
         'Q' => j.priority.to_string(),
+        'a' => j
+            .sched
+            .as_ref()
+            .map(|s| s.account.clone())
+            .or(j.shape.account.clone())
+            .unwrap_or_else(|| "(null)".into()),
+        'q' => j
+            .sched
+            .as_ref()
+            .map(|s| s.qos.clone())
+            .or(j.shape.qos.clone())
+            .unwrap_or_else(|| "normal".into()),
         'c' => j.shape.cpus_per_task.unwrap_or(1).to_string(),
         'm' => j
             .shape
@@ -312,6 +324,7 @@ mod tests {
             position: None,
             events: Vec::new(),
             usage: Vec::new(),
+            sched: None,
         }
     }
 

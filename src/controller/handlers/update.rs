@@ -49,15 +49,21 @@ impl Cluster {
             changed.sub.shape.time_limit_secs = Some(t);
         }
         let request = changed.request();
-        if let Err(rejection) = allocator::validate(&self.alloc, &request) {
+        if let Err(rejection) = allocator::validate(self.alloc(), &request) {
             return refuse(exit_code::CANNOT_PLACE, rejection.to_string());
         }
         changed.partition = request
             .partition
             .clone()
-            .or_else(|| self.alloc.default_partition().map(|p| p.name.clone()))
+            .or_else(|| self.alloc().default_partition().map(|p| p.name.clone()))
             .unwrap_or_default();
         self.jobs.insert(id, changed);
+        // The scheduler queues the job afresh with its new shape (its submit time, and so its
+        // place by age, is kept).
+        if self.sched.job(id).is_some() {
+            self.sched
+                .handle(gangway_scheduler::Event::Cancelled(id), gangway_scheduler::Timestamp(now));
+        }
         self.touch_job(id);
         self.event(now, Some(id), None, "update", format!("{changes:?} by {}", caller.user));
         self.needs_schedule = true;
@@ -105,26 +111,17 @@ impl Cluster {
                 for n in &nodes {
                     fx.to_agent(n, ToAgent::Release { job: *id, attempt });
                 }
-                self.alloc.release(*id);
                 self.steps.retain(|s| s.job != *id);
             }
             if let Some(j) = self.jobs.get_mut(id) {
-                j.state = JobState::Pending;
-                j.attempt += 1;
-                j.reason = "Requeued".into();
-                j.granted.clear();
-                j.start_time = None;
                 j.end_time = None;
                 j.exit_code = None;
-                j.stopping_since = None;
             }
             self.active.insert(*id);
-            self.touch_job(*id);
             let detail = format!("attempt {} asked by {}", attempt + 1, caller.user);
-            self.event(now, Some(*id), None, "requeue", detail);
-            if running {
-                self.await_release(*id, attempt, nodes, now);
-            }
+            let told = if running { nodes } else { Vec::new() };
+            let reason = format!("requeued by {}", caller.user);
+            fx.append(self.next_attempt(*id, None, None, told, detail, reason, now));
             self.needs_schedule = true;
         }
         let reply = if problems.is_empty() {

@@ -96,7 +96,8 @@ pub(super) fn start_job(
         let out = BatchOutput {
             output: batch.output.clone(),
             error: batch.error.clone(),
-            truncate: attempt == 1,
+            // Slurm's default: a requeued attempt appends to what the earlier ones wrote.
+            truncate: batch.append.map_or(attempt == 1, |append| !append),
             marker: batch.marker.clone(),
         };
         let mut program = script_program(&batch.script, &path);

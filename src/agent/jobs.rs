@@ -20,6 +20,13 @@ pub struct LocalJob {
 }
 
 impl LocalJob {
+    /// The batch script's session while it runs: the first one started, ended first.
+    pub fn script_session(&self) -> Option<u32> {
+        (self.launch.batch.is_some() && self.ended.is_none())
+            .then(|| self.sessions.first().copied())
+            .flatten()
+    }
+
     /// The report of how its batch script ended, once it has.
     pub fn end_report(&self) -> Option<FromAgent> {
         let (exit_code, message) = self.ended.clone()?;

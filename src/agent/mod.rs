@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use crate::protocol::{FromAgent, JobId, ToAgent};
+use crate::protocol::{FromAgent, JobId, SignalTarget, ToAgent};
 use batch::{script_path, start_job};
 use events::Event;
 use fence::Fencing;
@@ -213,11 +213,40 @@ fn handle(
             start_job(*launch, opts, jobs, reports, ev_tx, fencing)
         }
         Event::FromController(ToAgent::Ack { seq }) => fencing.acked(seq),
-        Event::FromController(ToAgent::Signal { job, attempt, signal }) => {
+        Event::FromController(ToAgent::Signal { job, attempt, signal, target }) => {
             if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt == attempt) {
-                for sid in &j.sessions {
-                    process::signal_session(*sid, signal.get());
+                let script = j.script_session();
+                match target {
+                    SignalTarget::All => {
+                        for sid in &j.sessions {
+                            process::signal_session(*sid, signal.get());
+                        }
+                    }
+                    // The shell alone (its leader), so that its trap runs while its children
+                    // keep working, as `--signal=B:` does in Slurm.
+                    SignalTarget::BatchShell => {
+                        if let Some(sid) = script {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(sid as i32),
+                                signal.get(),
+                            );
+                        }
+                    }
+                    SignalTarget::Steps => {
+                        for sid in j.sessions.iter().filter(|s| Some(**s) != script) {
+                            process::signal_session(*sid, signal.get());
+                        }
+                    }
                 }
+            }
+        }
+        Event::FromController(ToAgent::Notice { job, attempt, line }) => {
+            if let Some(sid) = jobs
+                .get(&job)
+                .filter(|j| j.launch.attempt == attempt)
+                .and_then(|j| j.script_session())
+            {
+                process::append_to_stderr(sid, &line);
             }
         }
         Event::FromController(ToAgent::Release { job, attempt }) => {

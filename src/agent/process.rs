@@ -219,6 +219,18 @@ pub fn signal_session(sid: u32, signal: Signal) -> usize {
     n
 }
 
+/// Appends `line` to the standard error of process `pid` (a batch script's error file), through
+/// `/proc`: the file the script really writes to, reached without following a path the job's
+/// user could have replaced with a link.
+pub fn append_to_stderr(pid: u32, line: &str) {
+    use std::io::Write;
+    let path = format!("/proc/{pid}/fd/2");
+    let file = std::fs::OpenOptions::new().append(true).open(&path);
+    if let Err(e) = file.and_then(|mut f| f.write_all(format!("{line}\n").as_bytes())) {
+        tracing::warn!(pid, error = %e, "cannot write the job's notice to its error output");
+    }
+}
+
 /// Whether `path` names an existing directory (a job's cwd may not exist on this node).
 pub fn dir_exists(path: &str) -> bool {
     Path::new(std::ffi::OsStr::from_bytes(path.as_bytes())).is_dir()

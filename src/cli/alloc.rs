@@ -76,6 +76,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         umask: Some(submitter_umask()),
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
+        end_handling: Default::default(),
     };
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;

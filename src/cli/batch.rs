@@ -13,7 +13,7 @@ use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
 use crate::controller::slurm_env::SUBMIT_HOST;
-use crate::protocol::{JobKind, Reply, Request, Submission};
+use crate::protocol::{EndHandling, JobKind, Reply, Request, Submission, WarningSignal};
 use gangway_launcher::rank_env::{ExportPolicy, base_environment};
 
 const EXAMPLES: &str = "\
@@ -58,6 +58,14 @@ pub struct BatchArgs {
     /// Print only the job id.
     #[arg(long)]
     pub parsable: bool,
+    /// Send SIG to the job TIME seconds (default 60) before its time limit: to its steps, or with
+    /// B: to the batch shell only (for a trap in the script). R: is accepted and changes nothing.
+    #[arg(long, value_name = "[B:]SIG[@TIME]", value_parser = parse_warning)]
+    pub signal: Option<WarningSignal>,
+    /// Output and error files: truncate (default for a first run) or append; a requeued job
+    /// appends unless this says truncate.
+    #[arg(long, value_name = "MODE")]
+    pub open_mode: Option<OpenMode>,
     /// Submit this command (run by /bin/sh) instead of a script.
     #[arg(long, value_name = "COMMAND", conflicts_with = "script")]
     pub wrap: Option<String>,
@@ -181,6 +189,10 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
         hold: args.shape.hold,
         umask: Some(submitter_umask()),
         idempotency_key: Some(new_key()),
+        end_handling: EndHandling {
+            warning: args.signal,
+            append: args.open_mode.map(|m| m == OpenMode::Append),
+        },
     };
     match submit(&Request::Submit(Box::new(sub)))? {
         Reply::Submitted { id } => {
@@ -193,6 +205,17 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
         }
         other => Err(CliError::UnexpectedReply(Box::new(other))),
     }
+}
+
+/// `--open-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OpenMode {
+    Append,
+    Truncate,
+}
+
+fn parse_warning(s: &str) -> Result<WarningSignal, String> {
+    s.parse()
 }
 
 /// A fresh idempotency key: 128 random bits.

@@ -93,6 +93,7 @@ impl Cluster {
                     )
                 }),
                 time_limit: job.time_limit,
+                append: job.sub.end_handling.append,
             }
         });
         Some(JobLaunch {

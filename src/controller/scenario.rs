@@ -96,6 +96,7 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         requeue: true,
         hold: false,
         idempotency_key: None,
+        end_handling: Default::default(),
     }
 }
 

@@ -121,6 +121,9 @@ pub struct Job {
     /// When a stop (cancel, time limit) began; a KILL follows after the grace.
     #[serde(default)]
     pub stopping_since: Option<u64>,
+    /// The `--signal` warning of this attempt has been sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warned: bool,
     /// A requeued job: the nodes still ending an earlier attempt (node, attempt). The next
     /// attempt starts only when this is empty (see `handlers::release`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

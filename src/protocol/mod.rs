@@ -5,9 +5,11 @@
 //! debugging a cluster can read them with `socat` on a local socket.
 
 pub mod credential;
+pub mod end_handling;
 pub mod signal;
 pub mod wire;
 
+pub use end_handling::{EndHandling, SignalTarget, StopCause, WarningSignal, stop_notice};
 use gangway_topology::CpuSet;
 use serde::{Deserialize, Serialize};
 pub use signal::Signal;
@@ -99,6 +101,9 @@ pub struct Submission {
     /// a broken connection) with the same key returns the first job instead of a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Warning signal before the time limit, output open mode.
+    #[serde(default)]
+    pub end_handling: EndHandling,
 }
 
 /// The umask a job runs with when its submission did not say.
@@ -497,11 +502,19 @@ pub enum ToAgent {
     /// A job now holds CPUs here: remember it (steps may come), and on the first node of a batch
     /// job run its script.
     Start(Box<JobLaunch>),
-    /// Send a signal to the job's processes here.
+    /// Send a signal to the job's processes here (or to those `target` names).
     Signal {
         job: JobId,
         attempt: u32,
         signal: Signal,
+        #[serde(default)]
+        target: SignalTarget,
+    },
+    /// Append `line` to the job's batch error output here (Slurm's notice of a stopped job).
+    Notice {
+        job: JobId,
+        attempt: u32,
+        line: String,
     },
     /// The job is over here: end whatever of it still runs (TERM, then KILL), forget it, and
     /// say [`FromAgent::Released`] once nothing of it is left.
@@ -554,4 +567,7 @@ pub struct BatchLaunch {
     pub marker: Option<String>,
     /// Seconds (None: none); the agent does not enforce it, the controller does.
     pub time_limit: Option<u64>,
+    /// `--open-mode`: see [`EndHandling::append`].
+    #[serde(default)]
+    pub append: Option<bool>,
 }

@@ -222,6 +222,7 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         umask: Some(submitter_umask()),
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
+        end_handling: Default::default(),
     };
     let mut client = Client::connect()?;
     let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;

@@ -72,13 +72,22 @@ impl Cluster {
             }
             FromAgent::JobEnded { job, attempt, exit_code, message } => {
                 let mut fx = Effects::new();
-                let current = self.jobs.get(&job).map(|j| (j.attempt, j.state, j.sub.kind));
+                let current = self
+                    .jobs
+                    .get(&job)
+                    .map(|j| (j.attempt, j.state, j.sub.kind, j.stopping_since.is_some()));
                 match current {
-                    Some((a, JobState::Running, _)) if a == attempt && self.is_preempted(job) => {
+                    Some((a, JobState::Running, _, _)) if a == attempt && self.is_preempted(job) => {
                         let how = format!("it exited with {exit_code} on the signal");
                         fx.append(self.end_preempted(job, &how, now));
                     }
-                    Some((a, JobState::Running, JobKind::Batch)) if a == attempt => {
+                    // A script that ends of the TERM its time limit sent (143, or 0 for one that
+                    // traps it) still timed out, as in Slurm.
+                    Some((a, JobState::Running, JobKind::Batch, true)) if a == attempt => {
+                        let why = "reached its time limit";
+                        fx.append(self.finish(job, JobState::Timeout, why, Some(exit_code), now));
+                    }
+                    Some((a, JobState::Running, JobKind::Batch, false)) if a == attempt => {
                         let state =
                             if exit_code == 0 { JobState::Completed } else { JobState::Failed };
                         let reason = message.unwrap_or_else(|| "None".into());

@@ -4,7 +4,9 @@
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Caller, Cluster, Job, JobState};
 use crate::exit_code;
-use crate::protocol::{JobId, JobKind, Reply, Signal, Submission, ToAgent};
+use crate::protocol::{
+    JobId, JobKind, Reply, Signal, SignalTarget, StopCause, Submission, ToAgent,
+};
 use gangway_scheduler::{Rejection, SubmitError, Timestamp, validate};
 
 impl Cluster {
@@ -36,6 +38,7 @@ impl Cluster {
             granted: Vec::new(),
             next_step: 0,
             stopping_since: None,
+            warned: false,
             releasing: Vec::new(),
             usage: Vec::new(),
             preempted: None,
@@ -221,7 +224,8 @@ impl Cluster {
                 Some(sig) if job.state == JobState::Running => {
                     let attempt = job.attempt;
                     for n in job.nodes() {
-                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal: sig });
+                        let target = SignalTarget::All;
+                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal: sig, target });
                     }
                     let detail = format!("signal {sig} by {}", caller.user);
                     self.event(now, Some(id), None, "signal", detail);
@@ -232,6 +236,7 @@ impl Cluster {
                     problems.push(Problem::Other(problem));
                 }
                 None => {
+                    fx.append(self.stop_notice(id, StopCause::Cancelled, now));
                     let reason = format!("cancelled by {}", caller.user);
                     fx.append(self.finish(id, JobState::Cancelled, &reason, None, now));
                 }
@@ -434,16 +439,16 @@ mod tests {
         c.schedule(0);
         let usr1 = "USR1".parse().expect("signal");
         let fx = c.cancel(5, &root(), &[1], Some(usr1), None, 10);
-        let signalled: Vec<&str> =
-            fx.iter()
-                .filter_map(|e| match e {
-                    Effect::ToAgent {
-                        node,
-                        msg: ToAgent::Signal { job: 1, attempt: 1, signal },
-                    } if *signal == usr1 => Some(node.as_str()),
-                    _ => None,
-                })
-                .collect();
+        let signalled: Vec<&str> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent {
+                    node,
+                    msg: ToAgent::Signal { job: 1, attempt: 1, signal, .. },
+                } if *signal == usr1 => Some(node.as_str()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(signalled, ["n1", "n2"]);
         assert!(matches!(replies_to(&fx, 5)[..], [Reply::Ok { .. }]));
         assert_eq!(c.job(1).expect("job").state, JobState::Running, "a signal ends nothing");

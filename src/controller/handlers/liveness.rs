@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Cluster, Health, JobState, Mono};
-use crate::protocol::{JobId, Reply, Signal, ToAgent};
+use crate::protocol::{
+    JobId, JobKind, Reply, Signal, SignalTarget, StopCause, ToAgent, WarningSignal, stop_notice,
+};
 
 /// What a node's silence means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +125,9 @@ impl Cluster {
         fx
     }
 
-    /// Running jobs past their time limit: TERM at the limit (and their holder told), KILL and
-    /// the end as `TIMEOUT` after the grace.
+    /// Running jobs near or past their time limit: the `--signal` warning when it is due; at
+    /// the limit Slurm's notice in a batch job's error output, TERM (and their holder told); KILL
+    /// and the end as `TIMEOUT` after the grace.
     fn time_limits(&mut self, now: u64) -> Effects {
         let mut fx = Effects::new();
         let kill_grace = self.config.kill_grace.as_millis() as u64;
@@ -137,21 +140,34 @@ impl Cluster {
         for id in running {
             let job = &self.jobs[&id];
             let (Some(start), Some(limit)) = (job.start_time, job.time_limit) else { continue };
-            if now < start + limit * 1000 {
+            let end = start + limit * 1000;
+            if let Some(w) = job.sub.end_handling.warning
+                && !job.warned
+                && now + w.before_secs * 1000 >= end
+            {
+                fx.append(self.warn(id, w, now));
+            }
+            if now < end {
                 continue;
             }
+            let job = &self.jobs[&id];
             match job.stopping_since {
                 None => {
                     let attempt = job.attempt;
-                    for n in job.nodes() {
-                        let signal = Signal::TERM;
-                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal });
+                    let nodes = job.nodes();
+                    let nodes_first = nodes.first().cloned();
+                    fx.append(self.stop_notice(id, StopCause::TimeLimit, now));
+                    for n in nodes {
+                        let (signal, target) = (Signal::TERM, SignalTarget::All);
+                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal, target });
                     }
                     if let Some(j) = self.jobs.get_mut(&id) {
                         j.stopping_since = Some(now);
                     }
                     if let Some(conn) = self.holders.get(&id) {
-                        let reason = "the job reached its time limit".into();
+                        // Slurm's words, for scripts that look for them in the command's errors.
+                        let node = nodes_first.unwrap_or_default();
+                        let reason = stop_notice(id, &node, now, StopCause::TimeLimit);
                         let state = JobState::Timeout.name().into();
                         fx.to_client(*conn, Reply::Ended { id, state, reason });
                     }
@@ -162,6 +178,41 @@ impl Cluster {
                 }
                 Some(_) => {}
             }
+        }
+        fx
+    }
+
+    /// The `--signal` warning of a running job, once per attempt.
+    fn warn(&mut self, id: JobId, w: WarningSignal, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let Some(job) = self.jobs.get_mut(&id) else { return fx };
+        job.warned = true;
+        let (attempt, nodes) = (job.attempt, job.nodes());
+        let (signal, target) = (w.signal, w.target);
+        // The batch shell runs on the first node only.
+        let nodes = if target == SignalTarget::BatchShell {
+            nodes[..1.min(nodes.len())].to_vec()
+        } else {
+            nodes
+        };
+        for n in nodes {
+            fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal, target });
+        }
+        self.event(now, Some(id), None, "signal", format!("{w} before the time limit"));
+        fx
+    }
+
+    /// Slurm's notice of a stopped job, into a running batch job's error output (its first
+    /// node runs the script and holds the file).
+    pub(super) fn stop_notice(&self, id: JobId, cause: StopCause, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let Some(job) = self.jobs.get(&id) else { return fx };
+        if job.state != JobState::Running || job.sub.kind != JobKind::Batch {
+            return fx;
+        }
+        if let Some(first) = job.granted.first() {
+            let line = stop_notice(id, &first.node, now, cause);
+            fx.to_agent(&first.node, ToAgent::Notice { job: id, attempt: job.attempt, line });
         }
         fx
     }
@@ -333,6 +384,83 @@ mod tests {
         );
         c.client_gone(7, 122_100);
         assert_eq!(c.job(2).expect("job").state, JobState::Timeout);
+    }
+
+    #[test]
+    fn a_script_ending_of_the_time_limits_term_times_out_after_its_warning_and_notice() {
+        let mut c = cluster();
+        let mut sub = batch(1, 1);
+        sub.shape.time_limit_secs = Some(120);
+        sub.end_handling.warning = Some("B:USR1@30".parse().expect("signal"));
+        c.submit(1, &root(), sub, 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let conn = 100 + node[1..].parse::<u64>().expect("n");
+        let beat_all = |c: &mut Cluster, t: u64| {
+            for i in 1..=3u64 {
+                let hb = FromAgent::Heartbeat { load: 0.0, seq: 0 };
+                c.from_agent(100 + i, &format!("n{i}"), hb, t, Mono(t));
+            }
+        };
+        beat_all(&mut c, 89_000);
+        let fx = c.tick(89_000, Mono(89_000));
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { .. }, .. }))
+        );
+        beat_all(&mut c, 90_000);
+        let fx = c.tick(90_000, Mono(90_000));
+        let warned: Vec<_> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent { node, msg: ToAgent::Signal { signal, target, .. } } => {
+                    Some((node.clone(), signal.name(), *target))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warned, [(node.clone(), "SIGUSR1", SignalTarget::BatchShell)]);
+        beat_all(&mut c, 91_000);
+        let fx = c.tick(91_000, Mono(91_000));
+        assert!(fx.is_empty(), "warned once: {fx:?}");
+        beat_all(&mut c, 120_000);
+        let fx = c.tick(120_000, Mono(120_000));
+        let notice = fx.iter().find_map(|e| match e {
+            Effect::ToAgent { node: n, msg: ToAgent::Notice { line, .. } } if *n == node => {
+                Some(line.clone())
+            }
+            _ => None,
+        });
+        let notice = notice.expect("a notice to the script's node");
+        assert!(
+            notice.starts_with(&format!("slurmstepd: error: *** JOB 1 ON {node} CANCELLED AT ")),
+            "{notice}"
+        );
+        assert!(notice.ends_with(" DUE TO TIME LIMIT ***"), "{notice}");
+        // The script dies of the TERM (143) before the grace is over: TIMEOUT, not FAILED.
+        let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 143, message: None };
+        c.from_agent(conn, &node, ended, 120_500, Mono(120_500));
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.exit_code), (JobState::Timeout, Some(143)));
+    }
+
+    #[test]
+    fn a_cancelled_batch_job_gets_slurms_notice_before_its_release() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let fx = c.cancel(2, &root(), &[1], None, None, 5_000);
+        let msgs: Vec<&ToAgent> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent { node: n, msg } if *n == node => Some(msg),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(msgs[0], ToAgent::Notice { line, .. } if line.ends_with(" ***") && !line.contains("DUE TO")),
+            "{msgs:?}"
+        );
+        assert!(matches!(msgs[1], ToAgent::Release { .. }), "{msgs:?}");
+        assert_eq!(c.job(1).expect("job").state, JobState::Cancelled);
     }
 
     const S: Duration = Duration::from_secs(3);

@@ -131,6 +131,7 @@ impl Cluster {
         j.stopping_since = None;
         j.preempted = None;
         j.requeued_for = None;
+        j.warned = false;
         self.touch_job(id);
         self.event(now, Some(id), node, "requeue", detail);
         // The next attempt may not run beside what is left of this one.
@@ -167,6 +168,7 @@ impl Cluster {
         job.exit_code = exit.or(job.exit_code);
         job.stopping_since = None;
         job.preempted = None;
+        job.warned = false;
         // Over: no next attempt waits for anything.
         job.releasing.clear();
         let (attempt, nodes) = (job.attempt, job.nodes());

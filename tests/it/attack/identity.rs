@@ -483,6 +483,7 @@ fn a_vouch_without_the_key_is_refused() {
         hold: false,
         umask: None,
         idempotency_key: None,
+        end_handling: Default::default(),
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

@@ -15,6 +15,7 @@ mod containment;
 mod controlled;
 mod failures;
 mod io;
+mod limits;
 mod managed;
 mod managed_containment;
 mod mpi;

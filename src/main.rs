@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Command::Topology(args) => cli::topology::main(args).map(done),
         Command::Proxy(args) => cli::proxy::main(args).map(done),
         Command::Alloc(args) => cli::alloc::main(*args),
-        Command::Batch(args) => cli::batch::main(*args, cli::batch::raw_args()).map(done),
+        Command::Batch(args) => cli::batch::main(*args, cli::batch::raw_args()),
         Command::Queue(args) => cli::queue::main(args).map(done),
         Command::Cancel(args) => cli::cancel::main(args).map(done),
         Command::Nodes(args) => cli::nodes::main(args).map(done),

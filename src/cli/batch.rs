@@ -72,10 +72,12 @@ pub struct BatchArgs {
     /// Skip #SBATCH options gangway does not support yet (with a warning) instead of refusing.
     #[arg(long)]
     pub ignore_unknown_directives: bool,
+    /// Wait for the job to end, and exit with its exit code (1 if it ended without one).
+    #[arg(short = 'W', long)]
+    pub wait: bool,
     /// `SCRIPT [ARGS]`: the script and its arguments.
     #[arg(
-        help = "SCRIPT [ARGS]: the script and its arguments",
-        required_unless_present = "wrap",
+        help = "SCRIPT [ARGS]: the script and its arguments (none: the script is read from standard input)",
         trailing_var_arg = true,
         num_args = 1..,
         value_name = "SCRIPT [ARGS]"
@@ -94,7 +96,7 @@ pub fn raw_args() -> Vec<OsString> {
 
 /// Runs `gangway batch`; `raw` is what followed the subcommand, as typed (`raw_args`), for
 /// the merge with the script's directives.
-pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
+pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
     // The script (if any) decides the directives; re-parse with them in front.
     let (text, script_path) = match (&first.wrap, first.script.first()) {
@@ -106,18 +108,49 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
             },
             Err(e) => return usage(format!("cannot read the script {path}: {e}")),
         },
-        (None, None) => return usage("give a script, or --wrap COMMAND".into()),
+        (None, None) => {
+            use std::io::{IsTerminal, Read};
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                return usage(
+                    "give a script, pipe one into standard input, or --wrap COMMAND".into(),
+                );
+            }
+            let mut bytes = Vec::new();
+            // One byte past the ceiling is enough to say it is too big.
+            let ceiling = MAX_SCRIPT_SIZE_CEILING + 1;
+            if let Err(e) = stdin.by_ref().take(ceiling).read_to_end(&mut bytes) {
+                return usage(format!("cannot read the script from standard input: {e}"));
+            }
+            match String::from_utf8(bytes) {
+                Ok(t) if t.trim().is_empty() => {
+                    return usage(
+                        "standard input held no script; give a script or --wrap COMMAND".into(),
+                    );
+                }
+                Ok(t) => (t, None),
+                Err(_) => {
+                    return usage("standard input: not a text file; give a shell script".into());
+                }
+            }
+        }
     };
     if text.len() as u64 > MAX_SCRIPT_SIZE_CEILING {
         return usage(format!(
             "{}: the script is {}; no controller takes more than {} (its max_script_size, default {}). Keep data in files the script reads",
-            script_path.as_deref().unwrap_or("--wrap"),
+            script_path.as_deref().unwrap_or(if first.wrap.is_some() {
+                "--wrap"
+            } else {
+                "(standard input)"
+            }),
             human(text.len() as u64),
             human(MAX_SCRIPT_SIZE_CEILING),
             human(DEFAULT_MAX_SCRIPT_SIZE)
         ));
     }
-    let name_for_errors = script_path.clone().unwrap_or_else(|| "--wrap".into());
+    let name_for_errors = script_path.clone().unwrap_or_else(|| {
+        if first.wrap.is_some() { "--wrap".into() } else { "(standard input)".into() }
+    });
     let found = match directives::extract(&text) {
         Ok(d) => d,
         Err(e) => return usage(e.located(&name_for_errors)),
@@ -172,6 +205,8 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| p.clone()),
+        // sbatch's name for a script from standard input.
+        None if args.wrap.is_none() => "sbatch".into(),
         None => "wrap".into(),
     });
     let sub = Submission {
@@ -201,11 +236,47 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<(), CliError> {
             } else {
                 println!("Submitted batch job {id}");
             }
-            Ok(())
+            if args.wait { wait_for_end(id) } else { Ok(crate::exit_code::SUCCESS) }
         }
         other => Err(CliError::UnexpectedReply(Box::new(other))),
     }
 }
+
+/// `--wait`: asks after the job until it has ended (every 0.2 s at first, then every 2 s: a
+/// long job costs the controller one small request every 2 s), says how it ended unless it
+/// completed, and gives its exit code.
+fn wait_for_end(id: crate::protocol::JobId) -> Result<u8, CliError> {
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let info = match Client::connect().and_then(|mut c| c.call(&Request::ShowJob { id })) {
+            Ok(Reply::Job(info)) => Some(info),
+            Ok(other) => return Err(CliError::UnexpectedReply(Box::new(refused(other)?))),
+            // The controller restarting: keep waiting for it.
+            Err(ClientError::Unreachable { .. } | ClientError::Broken(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(info) = info
+            && !ACTIVE_STATES.contains(&info.state.as_str())
+            && info.end_time.is_some()
+        {
+            if info.state != "COMPLETED" {
+                eprintln!("gangway: job {id} ended: {} ({})", info.state, info.reason);
+            }
+            let code = match info.exit_code {
+                Some(c) if c != 0 => u8::try_from(c).unwrap_or(1),
+                Some(_) if info.state == "COMPLETED" => 0,
+                _ => 1,
+            };
+            return Ok(code);
+        }
+        #[expect(clippy::disallowed_methods, reason = "a plain blocking command: no runtime here")]
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
+/// The states of a job that has not ended (every other one, with an end time, is final).
+const ACTIVE_STATES: &[&str] = &["PENDING", "RUNNING"];
 
 /// `--open-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -64,4 +64,27 @@ fn time_limit_signal_trap_notice_and_open_mode() {
     let id = m.submit(&["-o", kept.to_str().unwrap(), "--wrap", "echo fresh"]);
     m.wait_done(&[id], Duration::from_secs(20));
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), "fresh\n");
+
+    // --wait: the command ends with the job, with its exit code; a script from standard input.
+    let out = m
+        .cli()
+        .args(["batch", "--wait", "-o", kept.to_str().unwrap()])
+        .stdin(std::fs::File::open(write(&m, "stdin.sh", "#!/bin/sh\n#SBATCH -J piped\necho from stdin as $GANGWAY_JOB_NAME\nsleep 1\nexit 3\n")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("Submitted batch job") && text(&out).contains("FAILED"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "from stdin as piped\n");
+    let out = m.cli().args(["batch", "-W", "--wrap", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+fn write(m: &Managed, name: &str, text: &str) -> std::path::PathBuf {
+    let path = m.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }

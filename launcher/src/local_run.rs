@@ -39,7 +39,7 @@ pub async fn run_local(
     ranks::prepare_parent();
 
     let n = spec.ntasks;
-    let mut routes = OutputRoutes::open(&spec)?;
+    let mut routes = OutputRoutes::open(&spec, None)?;
     let sink = OutputSink::start(std::mem::take(&mut routes.files));
     let Some(out) = sink.sender() else {
         return Err(LaunchError::Setup {

@@ -23,19 +23,25 @@ pub struct OutputRoutes {
 }
 
 impl OutputRoutes {
-    /// Opens (creates or truncates) every file the job's patterns name.
-    pub fn open(spec: &JobSpec) -> Result<OutputRoutes, LaunchError> {
+    /// Opens (creates or truncates) every file the job's patterns name. `placement` (the node id
+    /// of every rank and the nodes' names) gives `%n` and `%N` their rank's node; without it
+    /// every rank runs here, on node 0.
+    pub fn open(
+        spec: &JobSpec,
+        placement: Option<(&[u32], &[&str])>,
+    ) -> Result<OutputRoutes, LaunchError> {
         let mut files = Vec::new();
         let mut by_path: HashMap<PathBuf, DestinationId> = HashMap::new();
         let mut rank = Vec::with_capacity(spec.ntasks as usize);
         let mut open = |pattern: &str, r: u32| -> Result<DestinationId, LaunchError> {
-            let vars = PatternVars {
-                job_id: &spec.job_id,
-                rank: r,
-                node_id: 0,
-                host: &spec.host,
-                user: &spec.user,
-            };
+            let (node_id, host) = placement
+                .and_then(|(of_rank, names)| {
+                    let id = *of_rank.get(r as usize)?;
+                    Some((id, *names.get(id as usize)?))
+                })
+                .unwrap_or((0, spec.host.as_str()));
+            let vars =
+                PatternVars { job_id: &spec.job_id, rank: r, node_id, host, user: &spec.user };
             let mut path = PathBuf::from(output::expand_pattern(pattern, &vars)?);
             if let Some(dir) = spec.cwd.as_ref().filter(|_| path.is_relative()) {
                 path = dir.join(path);

@@ -38,6 +38,34 @@ fn hostname_on_every_node_flat_and_as_a_tree() {
     ]));
     out.assert_success();
     assert_eq!(out.sorted_lines(), ["0: node1", "1: node2", "2: node3"]);
+
+    // `%n`/`%N` name each rank's node (not the launch host); `-K` takes no value, so the
+    // program after it is the program.
+    let dir = crate::support::scratch();
+    let pattern = dir.path().join("out-%t-%n-%N.txt");
+    let out = run(vc
+        .gangway_run()
+        .args(["--hosts", &vc.hosts(), "-n", "3", "-o"])
+        .arg(&pattern)
+        .args(["-K", "hostname"]));
+    out.assert_success();
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            (e.file_name().to_string_lossy().into_owned(), text.trim().to_string())
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            ("out-0-0-node1.txt".to_string(), "node1".to_string()),
+            ("out-1-1-node2.txt".to_string(), "node2".to_string()),
+            ("out-2-2-node3.txt".to_string(), "node3".to_string()),
+        ]
+    );
 }
 
 #[test]

@@ -39,7 +39,8 @@ use crate::supervisor::signaller::Signaller;
 
 /// Runs the job on the plan's nodes and waits for it to end.
 pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, LaunchError> {
-    let mut routes = OutputRoutes::open(&spec)?;
+    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut routes = OutputRoutes::open(&spec, Some((&plan.node_of_rank, &names)))?;
     let sink = OutputSink::start(std::mem::take(&mut routes.files));
     let Some(out) = sink.sender() else {
         return Err(LaunchError::Setup {

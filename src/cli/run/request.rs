@@ -86,6 +86,8 @@ pub struct RunArgs {
         long,
         value_name = "0|1",
         num_args = 0..=1,
+        // `-K prog` is the flag and the program, never the flag's value (as srun reads it).
+        require_equals = true,
         default_value = "1",
         default_missing_value = "1"
     )]

@@ -13,7 +13,10 @@ use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
 use crate::controller::slurm_env::SUBMIT_HOST;
-use crate::protocol::{EndHandling, JobKind, Reply, Request, Submission, WarningSignal};
+use crate::protocol::end_handling::parse_mail_types;
+use crate::protocol::{
+    EndHandling, JobKind, MailEvent, MailRequest, Reply, Request, Submission, WarningSignal,
+};
 use gangway_launcher::rank_env::{ExportPolicy, base_environment};
 
 const EXAMPLES: &str = "\
@@ -66,6 +69,13 @@ pub struct BatchArgs {
     /// appends unless this says truncate.
     #[arg(long, value_name = "MODE")]
     pub open_mode: Option<OpenMode>,
+    /// Mail on these changes of the job: BEGIN, END, FAIL, REQUEUE, ALL, TIME_LIMIT,
+    /// TIME_LIMIT_50/80/90, NONE (comma-separated), if the controller has a mail_program.
+    #[arg(long, value_name = "TYPES", value_parser = |s: &str| parse_mail_types(s).map(MailTypes))]
+    pub mail_type: Option<MailTypes>,
+    /// Where the mail goes (default: the job's user).
+    #[arg(long, value_name = "ADDRESS")]
+    pub mail_user: Option<String>,
     /// Submit this command (run by /bin/sh) instead of a script.
     #[arg(long, value_name = "COMMAND", conflicts_with = "script")]
     pub wrap: Option<String>,
@@ -227,6 +237,12 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         end_handling: EndHandling {
             warning: args.signal,
             append: args.open_mode.map(|m| m == OpenMode::Append),
+            mail: args
+                .mail_type
+                .clone()
+                .map(|t| t.0)
+                .filter(|events| !events.is_empty())
+                .map(|events| MailRequest { events, user: args.mail_user.clone() }),
         },
     };
     match submit(&Request::Submit(Box::new(sub)))? {
@@ -277,6 +293,10 @@ fn wait_for_end(id: crate::protocol::JobId) -> Result<u8, CliError> {
 
 /// The states of a job that has not ended (every other one, with an end time, is final).
 const ACTIVE_STATES: &[&str] = &["PENDING", "RUNNING"];
+
+/// `--mail-type`'s list, as one value.
+#[derive(Debug, Clone)]
+pub struct MailTypes(Vec<MailEvent>);
 
 /// `--open-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

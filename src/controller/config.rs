@@ -58,6 +58,8 @@ struct Raw {
     kill_grace: String,
     #[serde(default)]
     admins: Vec<String>,
+    /// Run as `mail_program -s SUBJECT ADDRESS` for `--mail-type` (none: no mail is sent).
+    mail_program: Option<PathBuf>,
     #[serde(default = "default_max_script_size")]
     max_script_size: String,
     #[serde(default = "default_max_connections_per_user")]
@@ -189,6 +191,9 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Users who may act on anyone's jobs and on nodes (root always may).
     pub admins: Vec<String>,
+    /// The program that sends `--mail-type` mail (`mail_program`, e.g. `/usr/bin/mail`), run as
+    /// `PROGRAM -s SUBJECT ADDRESS` with an empty body, as Slurm runs its MailProg.
+    pub mail_program: Option<PathBuf>,
     /// What one client may hold or send, and the state disk's reserve (docs/cluster.md, "Limits").
     pub limits: LimitsConfig,
     pub partitions: Vec<PartitionConfig>,
@@ -413,6 +418,7 @@ impl Config {
             fence_margin,
             kill_grace: duration("kill_grace", &raw.kill_grace)?,
             admins: raw.admins,
+            mail_program: raw.mail_program,
             limits,
             partitions,
             nodes,

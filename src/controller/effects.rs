@@ -31,6 +31,11 @@ pub enum Effect {
     CloseAgent {
         conn: ConnId,
     },
+    /// Run the configured mail program for a job's `--mail-type` (see `controller::mail`).
+    Mail {
+        to: String,
+        subject: String,
+    },
 }
 
 /// The outbox every handler returns, in the order its effects must happen.
@@ -64,6 +69,10 @@ impl Effects {
     }
 
     /// Adds a message to a node's current agent.
+    pub fn mail(&mut self, to: String, subject: String) {
+        self.0.push(Effect::Mail { to, subject });
+    }
+
     pub fn to_agent(&mut self, node: &str, msg: ToAgent) {
         self.0.push(Effect::ToAgent { node: node.to_string(), msg });
     }

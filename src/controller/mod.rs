@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod idempotency;
 pub mod launch;
 pub mod limits;
+pub mod mail;
 pub mod server;
 pub mod slurm_env;
 pub mod state;

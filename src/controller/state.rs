@@ -124,6 +124,9 @@ pub struct Job {
     /// The `--signal` warning of this attempt has been sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warned: bool,
+    /// The highest percentage of its time limit this attempt was mailed about (`--mail-type`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mail_marks: u8,
     /// A requeued job: the nodes still ending an earlier attempt (node, attempt). The next
     /// attempt starts only when this is empty (see `handlers::release`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +153,10 @@ pub struct Preempted {
     pub grace_ms: u64,
     /// Back to the queue afterwards (otherwise cancelled).
     pub requeue: bool,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl Job {

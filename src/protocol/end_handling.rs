@@ -22,6 +22,76 @@ pub struct EndHandling {
     /// Slurm's default, truncate the first attempt and append requeued ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append: Option<bool>,
+    /// `--mail-type`/`--mail-user`: which changes of the job are mailed, and to whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailRequest>,
+}
+
+/// The changes `--mail-type` can ask to be told of (Slurm's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MailEvent {
+    Begin,
+    End,
+    Fail,
+    Requeue,
+    /// Reached the time limit.
+    TimeLimit,
+    TimeLimit50,
+    TimeLimit80,
+    TimeLimit90,
+}
+
+/// `--mail-type=BEGIN,END --mail-user=ann`: the events, and the address (none: the job's user).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailRequest {
+    pub events: Vec<MailEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl MailRequest {
+    pub fn wants(&self, e: MailEvent) -> bool {
+        self.events.contains(&e)
+    }
+}
+
+/// Reads `--mail-type`'s list. `ALL` is BEGIN, END, FAIL, REQUEUE (and STAGE_OUT, INVALID_DEPEND,
+/// which gangway never sends); `TIME_LIMIT` alone is the limit itself plus its 50/80/90 %
+/// marks, as Slurm reads them; `NONE` clears; `ARRAY_TASKS`, `INVALID_DEPEND`, `STAGE_OUT`
+/// are accepted and send nothing here.
+pub fn parse_mail_types(s: &str) -> Result<Vec<MailEvent>, String> {
+    use MailEvent::*;
+    let mut out = Vec::new();
+    for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let add: &[MailEvent] = match word.to_ascii_uppercase().as_str() {
+            "NONE" => {
+                out.clear();
+                &[]
+            }
+            "BEGIN" => &[Begin],
+            "END" => &[End],
+            "FAIL" => &[Fail],
+            "REQUEUE" => &[Requeue],
+            "ALL" => &[Begin, End, Fail, Requeue],
+            "TIME_LIMIT" => &[TimeLimit, TimeLimit50, TimeLimit80, TimeLimit90],
+            "TIME_LIMIT_50" => &[TimeLimit50],
+            "TIME_LIMIT_80" => &[TimeLimit80],
+            "TIME_LIMIT_90" => &[TimeLimit90],
+            "ARRAY_TASKS" | "INVALID_DEPEND" | "STAGE_OUT" => &[],
+            other => {
+                return Err(format!(
+                    "unknown mail type '{other}' (NONE, BEGIN, END, FAIL, REQUEUE, ALL, TIME_LIMIT, TIME_LIMIT_90, TIME_LIMIT_80, TIME_LIMIT_50, ARRAY_TASKS)"
+                ));
+            }
+        };
+        for e in add {
+            if !out.contains(e) {
+                out.push(*e);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Which processes of a job a signal reaches.
@@ -156,6 +226,16 @@ mod tests {
         assert!("USR1@soon".parse::<WarningSignal>().unwrap_err().contains("'soon'"));
         assert!("NOPE@3".parse::<WarningSignal>().unwrap_err().contains("'NOPE'"));
         assert!("USR1@70000".parse::<WarningSignal>().is_err());
+    }
+
+    #[test]
+    fn mail_types_read_as_slurm_reads_them() {
+        use MailEvent::*;
+        assert_eq!(parse_mail_types("END,FAIL").unwrap(), [End, Fail]);
+        assert_eq!(parse_mail_types("all").unwrap(), [Begin, End, Fail, Requeue]);
+        assert_eq!(parse_mail_types("BEGIN,NONE,TIME_LIMIT_80").unwrap(), [TimeLimit80]);
+        assert_eq!(parse_mail_types("ARRAY_TASKS").unwrap(), []);
+        assert!(parse_mail_types("BEGIN,SOON").unwrap_err().contains("'SOON'"));
     }
 
     #[test]

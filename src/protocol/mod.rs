@@ -9,7 +9,9 @@ pub mod end_handling;
 pub mod signal;
 pub mod wire;
 
-pub use end_handling::{EndHandling, SignalTarget, StopCause, WarningSignal, stop_notice};
+pub use end_handling::{
+    EndHandling, MailEvent, MailRequest, SignalTarget, StopCause, WarningSignal, stop_notice,
+};
 use gangway_topology::CpuSet;
 use serde::{Deserialize, Serialize};
 pub use signal::Signal;

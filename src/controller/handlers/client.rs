@@ -39,6 +39,7 @@ impl Cluster {
             next_step: 0,
             stopping_since: None,
             warned: false,
+            mail_marks: 0,
             releasing: Vec::new(),
             usage: Vec::new(),
             preempted: None,

@@ -12,7 +12,8 @@ use std::time::Duration;
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Cluster, Health, JobState, Mono};
 use crate::protocol::{
-    JobId, JobKind, Reply, Signal, SignalTarget, StopCause, ToAgent, WarningSignal, stop_notice,
+    JobId, JobKind, MailEvent, Reply, Signal, SignalTarget, StopCause, ToAgent, WarningSignal,
+    stop_notice,
 };
 
 /// What a node's silence means.
@@ -147,6 +148,7 @@ impl Cluster {
             {
                 fx.append(self.warn(id, w, now));
             }
+            fx.append(self.time_limit_marks(id, start, limit, now));
             if now < end {
                 continue;
             }
@@ -157,6 +159,7 @@ impl Cluster {
                     let nodes = job.nodes();
                     let nodes_first = nodes.first().cloned();
                     fx.append(self.stop_notice(id, StopCause::TimeLimit, now));
+                    fx.append(self.mail(id, MailEvent::TimeLimit, now));
                     for n in nodes {
                         let (signal, target) = (Signal::TERM, SignalTarget::All);
                         fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal, target });

@@ -4,7 +4,7 @@
 
 use crate::controller::effects::Effects;
 use crate::controller::state::{Cluster, Health, JobState};
-use crate::protocol::{JobId, JobKind, Reply, ToAgent};
+use crate::protocol::{JobId, JobKind, MailEvent, Reply, ToAgent};
 
 /// How a job lost its part on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,8 @@ impl Cluster {
         now: u64,
     ) -> Effects {
         let mut fx = Effects::new();
+        // While its run time is still known.
+        fx.append(self.mail(id, MailEvent::Requeue, now));
         let Some(j) = self.jobs.get_mut(&id) else { return fx };
         let attempt = j.attempt;
         j.state = JobState::Pending;
@@ -132,6 +134,7 @@ impl Cluster {
         j.preempted = None;
         j.requeued_for = None;
         j.warned = false;
+        j.mail_marks = 0;
         self.touch_job(id);
         self.event(now, Some(id), node, "requeue", detail);
         // The next attempt may not run beside what is left of this one.
@@ -184,6 +187,7 @@ impl Cluster {
             fx.to_client(conn, Reply::Ended { id, state: state.name().into(), reason });
         }
         self.touch_job(id);
+        fx.append(self.end_mail(id, state, now));
         self.event(now, Some(id), None, "end", format!("{} ({reason})", state.name()));
         self.needs_schedule = true;
         // Its resources are free in the books at once (what `gangway nodes` shows).

@@ -10,7 +10,7 @@ use gangway_scheduler::{Budget, Decision, JobStart, Timestamp};
 
 use crate::controller::effects::Effects;
 use crate::controller::state::{Cluster, GrantedNode, JobState};
-use crate::protocol::{Reply, ToAgent};
+use crate::protocol::{MailEvent, Reply, ToAgent};
 
 /// Jobs one pass looks at before it yields to the controller's other work (the rest are
 /// looked at in the next tick).
@@ -76,6 +76,8 @@ impl Cluster {
         job.start_time = Some(now);
         job.partition = start.partition.clone();
         job.time_limit = start.time_limit.map(|d| d.as_secs());
+        fx.append(self.mail(id, MailEvent::Begin, now));
+        let Some(job) = self.jobs.get_mut(&id) else { return fx };
         job.granted = start
             .nodes
             .iter()

@@ -297,6 +297,11 @@ impl Outboxes {
                 push(&mut self.agents, conn, Outbound::Message(Encoded::new(&msg)))
             }
             Effect::CloseAgent { conn } => push(&mut self.agents, conn, Outbound::Close),
+            Effect::Mail { to, subject } => {
+                if let Some(program) = &cluster.config().mail_program {
+                    crate::controller::mail::send(program, to, subject);
+                }
+            }
             Effect::ToAgent { node, msg } => match cluster.agent_conn(&node) {
                 Some(conn) => push(&mut self.agents, conn, Outbound::Message(Encoded::new(&msg))),
                 None => {

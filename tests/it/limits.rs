@@ -4,12 +4,22 @@
 
 use std::time::Duration;
 
-use crate::controlled::{Managed, text};
+use crate::controlled::{Managed, Setup, text};
 use crate::support::wait_until;
 
 #[test]
 fn time_limit_signal_trap_notice_and_open_mode() {
-    let Some(m) = Managed::up(1) else { return };
+    // The mail program: a script that appends its arguments to a file.
+    let mail_dir = crate::support::scratch();
+    let mailed = mail_dir.path().join("mailed");
+    let program = mail_dir.path().join("mail");
+    let body = format!("#!/bin/sh\necho \"$*\" >> {}\n", mailed.display());
+    std::fs::write(&program, body).unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let setup =
+        Setup { config: format!("mail_program = \"{}\"", program.display()), ..Setup::default() };
+    let Some(m) = Managed::up_with(1, setup) else { return };
 
     // The trap runs 3 s before the 6 s limit, while the script's child keeps running; at the
     // limit the script dies of TERM and the job is TIMEOUT, not FAILED 143.
@@ -17,6 +27,7 @@ fn time_limit_signal_trap_notice_and_open_mode() {
     std::fs::write(
         &script,
         "#!/bin/bash\n#SBATCH --time=0:06\n#SBATCH --signal=B:USR1@3\n\
+         #SBATCH --mail-type=BEGIN,FAIL,TIME_LIMIT_50 --mail-user=ann@example.org\n\
          trap 'echo caught USR1 after $SECONDS s' USR1\n\
          echo start\nsleep 30 &\nwait\necho wait ended\nwait\necho never\n",
     )
@@ -37,6 +48,19 @@ fn time_limit_signal_trap_notice_and_open_mode() {
         .find(|l| l.starts_with(&format!("slurmstepd: error: *** JOB {id} ON node1 CANCELLED AT ")))
         .expect(&out);
     assert!(notice.ends_with(" DUE TO TIME LIMIT ***"), "{notice}");
+    wait_until("three mails", Duration::from_secs(5), || {
+        std::fs::read_to_string(&mailed).unwrap_or_default().lines().count() == 3
+    });
+    let mails = std::fs::read_to_string(&mailed).unwrap();
+    let lines: Vec<&str> = mails.lines().collect();
+    let name = format!("-s Slurm Job_id={id} Name=trap.sh");
+    assert!(lines[0].starts_with(&format!("{name} Began, Queued time 00:00:0")), "{mails}");
+    assert!(
+        lines[1].starts_with(&format!("{name} Reached 50% of time limit, Run time 00:00:0")),
+        "{mails}"
+    );
+    assert!(lines[2].starts_with(&format!("{name} Failed, Run time 00:00:0")), "{mails}");
+    assert!(lines[2].ends_with(", TIMEOUT, ExitCode 143 ann@example.org"), "{mails}");
 
     // A cancelled job's output says so, without a cause.
     let id = m.submit(&["--wrap", "echo running; sleep 60"]);

@@ -77,6 +77,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
         end_handling: Default::default(),
+        constraint: None,
     };
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;

@@ -13,6 +13,7 @@ use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
 use crate::controller::slurm_env::SUBMIT_HOST;
+use crate::protocol::constraint::Constraint;
 use crate::protocol::end_handling::parse_mail_types;
 use crate::protocol::{
     EndHandling, JobKind, MailEvent, MailRequest, Reply, Request, Submission, WarningSignal,
@@ -73,6 +74,10 @@ pub struct BatchArgs {
     /// TIME_LIMIT_50/80/90, NONE (comma-separated), if the controller has a mail_program.
     #[arg(long, value_name = "TYPES", value_parser = |s: &str| parse_mail_types(s).map(MailTypes))]
     pub mail_type: Option<MailTypes>,
+    /// Only nodes with these features (from the controller's configuration): gpu, a100&ib,
+    /// skylake|icelake, (a|b)&ib.
+    #[arg(short = 'C', long, value_name = "FEATURES")]
+    pub constraint: Option<Constraint>,
     /// Where the mail goes (default: the job's user).
     #[arg(long, value_name = "ADDRESS")]
     pub mail_user: Option<String>,
@@ -234,6 +239,7 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         hold: args.shape.hold,
         umask: Some(submitter_umask()),
         idempotency_key: Some(new_key()),
+        constraint: args.constraint.clone(),
         end_handling: EndHandling {
             warning: args.signal,
             append: args.open_mode.map(|m| m == OpenMode::Append),

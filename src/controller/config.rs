@@ -109,6 +109,9 @@ struct RawPartition {
 struct RawNode {
     /// Start drained with this reason.
     drain: Option<String>,
+    /// What `--constraint` can ask for (`["gpu", "a100"]`).
+    #[serde(default)]
+    features: Vec<String>,
 }
 
 fn default_slurm_env() -> bool {
@@ -170,6 +173,8 @@ pub struct PartitionConfig {
 pub struct NodeConfig {
     /// Drained from the start, with this reason (until `gangway resume`).
     pub drain: Option<String>,
+    /// Its features, for `--constraint`.
+    pub features: Vec<String>,
 }
 
 /// A checked configuration.
@@ -404,7 +409,7 @@ impl Config {
             if !nodes.contains(&name) {
                 return Err(value(&format!("node.{name}"), "is in no partition".into()));
             }
-            node_settings.insert(name, NodeConfig { drain: n.drain });
+            node_settings.insert(name, NodeConfig { drain: n.drain, features: n.features });
         }
         Ok(Config {
             cluster: raw.cluster,

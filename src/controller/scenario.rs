@@ -97,6 +97,7 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         hold: false,
         idempotency_key: None,
         end_handling: Default::default(),
+        constraint: None,
     }
 }
 

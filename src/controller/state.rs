@@ -127,6 +127,10 @@ pub struct Job {
     /// The highest percentage of its time limit this attempt was mailed about (`--mail-type`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub mail_marks: u8,
+    /// Nodes whose features do not satisfy the job's `--constraint` (set at submission, from
+    /// the configuration then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfit: Vec<String>,
     /// A requeued job: the nodes still ending an earlier attempt (node, attempt). The next
     /// attempt starts only when this is empty (see `handlers::release`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -192,6 +196,7 @@ impl Job {
         r.time_limit = s.time_limit_secs.filter(|t| *t > 0).map(Duration::from_secs);
         r.nodelist = s.nodelist.clone();
         r.exclude = s.exclude.clone();
+        r.exclude.extend(self.unfit.iter().filter(|n| !s.exclude.contains(n)).cloned());
         r.priority = self.priority;
         r.submit_time = Timestamp(self.submit_time);
         r.held = self.held;

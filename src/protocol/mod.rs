@@ -4,6 +4,7 @@
 //! JSON rather than a binary format: these are control messages, a few per job, and a person
 //! debugging a cluster can read them with `socat` on a local socket.
 
+pub mod constraint;
 pub mod credential;
 pub mod end_handling;
 pub mod signal;
@@ -106,6 +107,9 @@ pub struct Submission {
     /// Warning signal before the time limit, output open mode.
     #[serde(default)]
     pub end_handling: EndHandling,
+    /// `--constraint`: the node features the job needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<constraint::Constraint>,
 }
 
 /// The umask a job runs with when its submission did not say.

@@ -223,6 +223,7 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
         end_handling: Default::default(),
+        constraint: None,
     };
     let mut client = Client::connect()?;
     let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;

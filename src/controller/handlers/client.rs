@@ -40,6 +40,7 @@ impl Cluster {
             stopping_since: None,
             warned: false,
             mail_marks: 0,
+            unfit: Vec::new(),
             releasing: Vec::new(),
             usage: Vec::new(),
             preempted: None,
@@ -53,6 +54,20 @@ impl Cluster {
             );
             let reply = Reply::Error { code: exit_code::PERMISSION_DENIED, message };
             return Effects::reply_and_close(conn, reply);
+        }
+        if let Some(c) = &job.sub.constraint {
+            let features = |n: &String| {
+                self.config.node_settings.get(n).map(|s| s.features.clone()).unwrap_or_default()
+            };
+            job.unfit =
+                self.config.nodes.iter().filter(|n| !c.matches(&features(n))).cloned().collect();
+            if job.unfit.len() == self.config.nodes.len() {
+                let message = format!(
+                    "--constraint={c}: no node has these features (features are set per node in the controller's configuration: [node.NAME] features = [...])"
+                );
+                let reply = Reply::Error { code: exit_code::CANNOT_PLACE, message };
+                return Effects::reply_and_close(conn, reply);
+            }
         }
         let request = job.request();
         let fits = validate(self.alloc(), &request);
@@ -503,5 +518,27 @@ mod tests {
         let fx = c.cancel(3, &root(), &[1], None, None, 2);
         assert!(matches!(replies_to(&fx, 3)[..], [Reply::Ok { .. }]), "{fx:?}");
         assert_eq!(c.job(1).expect("job").state, JobState::Cancelled);
+    }
+
+    #[test]
+    fn a_constraint_places_only_on_nodes_with_the_features() {
+        use crate::controller::config::NodeConfig;
+        let mut c = cluster();
+        let gpu = NodeConfig { drain: None, features: vec!["gpu".into(), "ib".into()] };
+        c.config.node_settings.insert("n3".into(), gpu);
+        for (conn, want) in [(1, "gpu&ib"), (2, "(a100|gpu)")] {
+            let mut sub = batch(1, 1);
+            sub.constraint = Some(want.parse().expect("constraint"));
+            c.submit(conn, &root(), sub, 0);
+        }
+        let placed: Vec<String> = starts(&c.schedule(0)).into_iter().map(|s| s.0).collect();
+        assert_eq!(placed, ["n3", "n3"], "both on n3, though n1 and n2 are free");
+        let mut sub = batch(1, 1);
+        sub.constraint = Some("a100".parse().expect("constraint"));
+        let fx = c.submit(3, &root(), sub, 0);
+        assert!(
+            fx.iter().any(|e| matches!(e, Effect::ToClient { reply: Reply::Error { message, .. }, .. } if message.contains("--constraint=a100: no node has"))),
+            "{fx:?}"
+        );
     }
 }

@@ -484,6 +484,7 @@ fn a_vouch_without_the_key_is_refused() {
         umask: None,
         idempotency_key: None,
         end_handling: Default::default(),
+        constraint: None,
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

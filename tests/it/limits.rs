@@ -17,9 +17,14 @@ fn time_limit_signal_trap_notice_and_open_mode() {
     std::fs::write(&program, body).unwrap();
     std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .unwrap();
-    let setup =
-        Setup { config: format!("mail_program = \"{}\"", program.display()), ..Setup::default() };
-    let Some(m) = Managed::up_with(1, setup) else { return };
+    let setup = Setup {
+        config: format!(
+            "mail_program = \"{}\"\n[node.node2]\nfeatures = [\"bigmem\", \"ib\"]\n",
+            program.display()
+        ),
+        ..Setup::default()
+    };
+    let Some(m) = Managed::up_with(2, setup) else { return };
 
     // The trap runs 3 s before the 6 s limit, while the script's child keeps running; at the
     // limit the script dies of TERM and the job is TIMEOUT, not FAILED 143.
@@ -105,6 +110,18 @@ fn time_limit_signal_trap_notice_and_open_mode() {
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), "from stdin as piped\n");
     let out = m.cli().args(["batch", "-W", "--wrap", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // --constraint places on the node with the features; one no node has is refused.
+    let id = m.submit(&["-C", "bigmem&ib", "--wrap", "hostname"]);
+    m.wait_done(&[id], Duration::from_secs(20));
+    assert_eq!(m.output_of(id).trim(), "node2");
+    let out = m.cli_out(&["batch", "--constraint=gpu|a100", "--wrap", "true"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("--constraint=gpu|a100: no node has these features"),
+        "{}",
+        text(&out)
+    );
 }
 
 fn write(m: &Managed, name: &str, text: &str) -> std::path::PathBuf {

@@ -78,6 +78,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         idempotency_key: None,
         end_handling: Default::default(),
         constraint: None,
+        begin: None,
     };
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;

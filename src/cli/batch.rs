@@ -5,6 +5,7 @@ use std::ffi::OsString;
 
 use clap::{Args, Command, FromArgMatches};
 
+use super::begin_time::{now_ms, parse_begin};
 use super::directives::{self, IGNORE_UNKNOWN_FLAG, UnknownDirectives, valid_output_pattern};
 use super::error::{CliError, refused};
 use super::shape::ShapeArgs;
@@ -78,6 +79,9 @@ pub struct BatchArgs {
     /// skylake|icelake, (a|b)&ib.
     #[arg(short = 'C', long, value_name = "FEATURES")]
     pub constraint: Option<Constraint>,
+    /// Not before this time: now+90 (seconds), now+2hours, 16:00, 2026-12-24T08:00, tomorrow.
+    #[arg(short = 'b', long, value_name = "TIME")]
+    pub begin: Option<String>,
     /// Where the mail goes (default: the job's user).
     #[arg(long, value_name = "ADDRESS")]
     pub mail_user: Option<String>,
@@ -240,6 +244,10 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         umask: Some(submitter_umask()),
         idempotency_key: Some(new_key()),
         constraint: args.constraint.clone(),
+        begin: match args.begin.as_deref().map(|b| parse_begin(b, now_ms())).transpose() {
+            Ok(b) => b,
+            Err(m) => return usage(format!("--begin: {m}")),
+        },
         end_handling: EndHandling {
             warning: args.signal,
             append: args.open_mode.map(|m| m == OpenMode::Append),

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod alloc;
 pub mod allocation;
 pub mod batch;
+pub mod begin_time;
 pub mod cancel;
 pub mod controller;
 pub mod daemon;

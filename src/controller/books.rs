@@ -29,10 +29,13 @@ impl Cluster {
         n
     }
 
-    /// Whether the scheduler should have `job` in its queue: pending, and nothing of an
-    /// earlier attempt is left on any node (see `handlers::release`).
-    fn queueable(job: &Job) -> bool {
-        job.state == JobState::Pending && job.releasing.is_empty()
+    /// Whether the scheduler should have `job` in its queue: pending, past its `--begin`, and
+    /// nothing of an earlier attempt is left on any node (see `handlers::release`). A job
+    /// waiting for its begin time stays out, so it costs the passes nothing.
+    fn queueable(job: &Job, at: Timestamp) -> bool {
+        job.state == JobState::Pending
+            && job.releasing.is_empty()
+            && job.sub.begin.is_none_or(|b| at.0 >= b)
     }
 
     /// Tells the scheduler what changed about every job marked since the last pass.
@@ -64,7 +67,7 @@ impl Cluster {
                 self.usage_due = true;
                 self.enqueue_if_ready(id, at);
             }
-            (_, Some(_)) if !Self::queueable(job) => {
+            (_, Some(_)) if !Self::queueable(job, at) => {
                 self.sched.handle(Event::Cancelled(id), at);
             }
             (_, Some(s)) => {
@@ -83,7 +86,7 @@ impl Cluster {
     /// from the configuration, its account went away) waits with the refusal as its reason.
     fn enqueue_if_ready(&mut self, id: JobId, at: Timestamp) {
         let Some(job) = self.jobs.get(&id) else { return };
-        if !Self::queueable(job) {
+        if !Self::queueable(job, at) {
             return;
         }
         let new = Self::new_job(job);

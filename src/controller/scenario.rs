@@ -98,6 +98,7 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         idempotency_key: None,
         end_handling: Default::default(),
         constraint: None,
+        begin: None,
     }
 }
 

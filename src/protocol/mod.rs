@@ -110,6 +110,9 @@ pub struct Submission {
     /// `--constraint`: the node features the job needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<constraint::Constraint>,
+    /// `--begin`: not eligible before this time (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin: Option<u64>,
 }
 
 /// The umask a job runs with when its submission did not say.

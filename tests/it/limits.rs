@@ -122,6 +122,17 @@ fn time_limit_signal_trap_notice_and_open_mode() {
         "{}",
         text(&out)
     );
+
+    // --begin: pending with BeginTime, then started no earlier than asked.
+    let id = m.submit(&["--begin=now+3", "--wrap", "true"]);
+    wait_until("the job pending with BeginTime", Duration::from_secs(2), || {
+        let job = m.job(id);
+        job["state"] == "PENDING" && job["reason"] == "BeginTime"
+    });
+    m.wait_done(&[id], Duration::from_secs(20));
+    let job = m.job(id);
+    let waited = job["start_time"].as_u64().unwrap() - job["submit_time"].as_u64().unwrap();
+    assert!((2_500..6_000).contains(&waited), "started {waited} ms after submission: {job}");
 }
 
 fn write(m: &Managed, name: &str, text: &str) -> std::path::PathBuf {

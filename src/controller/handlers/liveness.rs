@@ -123,6 +123,7 @@ impl Cluster {
         let mut fx = self.check_liveness(now, mono);
         fx.append(self.time_limits(now));
         fx.append(self.preemptions_due(now));
+        self.wake_at_begin(now);
         fx
     }
 

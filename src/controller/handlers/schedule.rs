@@ -28,6 +28,7 @@ impl Cluster {
             return fx;
         }
         self.last_pass = now;
+        self.hold_until_begin(now);
         self.usage_due |= periodic;
         let pass = self.sched.pass(Timestamp(now), Budget::jobs(PASS_BUDGET));
         self.needs_schedule = !pass.done;

@@ -485,6 +485,7 @@ fn a_vouch_without_the_key_is_refused() {
         idempotency_key: None,
         end_handling: Default::default(),
         constraint: None,
+        begin: None,
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

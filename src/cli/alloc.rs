@@ -79,6 +79,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         end_handling: Default::default(),
         constraint: None,
         begin: None,
+        comment: None,
     };
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;

@@ -82,6 +82,9 @@ pub struct BatchArgs {
     /// Not before this time: now+90 (seconds), now+2hours, 16:00, 2026-12-24T08:00, tomorrow.
     #[arg(short = 'b', long, value_name = "TIME")]
     pub begin: Option<String>,
+    /// Free text kept with the job (shown by `gangway show job`).
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
     /// Where the mail goes (default: the job's user).
     #[arg(long, value_name = "ADDRESS")]
     pub mail_user: Option<String>,
@@ -244,6 +247,7 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         umask: Some(submitter_umask()),
         idempotency_key: Some(new_key()),
         constraint: args.constraint.clone(),
+        comment: args.comment.clone(),
         begin: match args.begin.as_deref().map(|b| parse_begin(b, now_ms())).transpose() {
             Ok(b) => b,
             Err(m) => return usage(format!("--begin: {m}")),

@@ -265,6 +265,9 @@ pub fn render_job(j: &JobInfo) -> String {
     }
     let _ = writeln!(s, "   Command={}", j.command);
     let _ = writeln!(s, "   WorkDir={}", j.cwd);
+    if let Some(c) = &j.comment {
+        let _ = writeln!(s, "   Comment={c}");
+    }
     if let Some(o) = &j.output {
         let _ = writeln!(s, "   StdOut={o}");
     }
@@ -392,6 +395,7 @@ mod tests {
             events: Vec::new(),
             usage: Vec::new(),
             sched: None,
+            comment: None,
         }
     }
 

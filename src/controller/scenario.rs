@@ -99,6 +99,7 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         end_handling: Default::default(),
         constraint: None,
         begin: None,
+        comment: None,
     }
 }
 

@@ -127,6 +127,7 @@ impl Cluster {
             events: Vec::new(),
             usage: job.usage.clone(),
             sched: self.sched_info(id),
+            comment: job.sub.comment.clone(),
         })
     }
 

@@ -113,6 +113,9 @@ pub struct Submission {
     /// `--begin`: not eligible before this time (Unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub begin: Option<u64>,
+    /// `--comment`: free text kept with the job and shown by `show job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// The umask a job runs with when its submission did not say.
@@ -344,6 +347,9 @@ pub struct JobInfo {
     /// What the scheduler says of a pending or running job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sched: Option<SchedInfo>,
+    /// `--comment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// A job as the scheduler sees it: its account and QOS, its priority factor by factor, and

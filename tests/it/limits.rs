@@ -124,7 +124,9 @@ fn time_limit_signal_trap_notice_and_open_mode() {
     );
 
     // --begin: pending with BeginTime, then started no earlier than asked.
-    let id = m.submit(&["--begin=now+3", "--wrap", "true"]);
+    let id = m.submit(&["--begin=now+3", "--comment", "run 7 of the sweep", "--wrap", "true"]);
+    let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+    assert!(shown.contains("   Comment=run 7 of the sweep"), "{shown}");
     wait_until("the job pending with BeginTime", Duration::from_secs(2), || {
         let job = m.job(id);
         job["state"] == "PENDING" && job["reason"] == "BeginTime"

@@ -225,6 +225,7 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         end_handling: Default::default(),
         constraint: None,
         begin: None,
+        comment: None,
     };
     let mut client = Client::connect()?;
     let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;

@@ -486,6 +486,7 @@ fn a_vouch_without_the_key_is_refused() {
         end_handling: Default::default(),
         constraint: None,
         begin: None,
+        comment: None,
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

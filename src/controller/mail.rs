@@ -87,8 +87,11 @@ impl Cluster {
                 fx.append(self.mail(id, event, now));
             }
         }
-        if let Some(j) = self.jobs.get_mut(&id) {
+        if !fx.is_empty()
+            && let Some(j) = self.jobs.get_mut(&id)
+        {
             j.mail_marks = percent.max(passed);
+            self.touch_job(id);
         }
         fx
     }

@@ -192,6 +192,8 @@ impl Cluster {
         let Some(job) = self.jobs.get_mut(&id) else { return fx };
         job.warned = true;
         let (attempt, nodes) = (job.attempt, job.nodes());
+        // Kept, so that a restarted controller does not warn again.
+        self.touch_job(id);
         let (signal, target) = (w.signal, w.target);
         // The batch shell runs on the first node only.
         let nodes = if target == SignalTarget::BatchShell {

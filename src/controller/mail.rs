@@ -50,7 +50,10 @@ impl Cluster {
 
     /// The end mail of a job that just reached `state`: FAIL for a failure when asked, else END.
     pub(crate) fn end_mail(&self, id: JobId, state: JobState, now: u64) -> Effects {
-        let failed = matches!(state, JobState::Failed | JobState::Timeout | JobState::NodeFail);
+        let failed = matches!(
+            state,
+            JobState::Failed | JobState::Timeout | JobState::NodeFail | JobState::OutOfMemory
+        );
         let wants_fail = self
             .jobs
             .get(&id)

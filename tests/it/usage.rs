@@ -20,7 +20,7 @@ fn bad_flags_name_the_problem() {
     usage_error(&["run", "--kill-grace", "soon", "true"], "--kill-grace");
     usage_error(&["run", "-o", "out-%q", "true"], "unknown '%q'");
     usage_error(&["run", "-D", "/no/such/dir", "true"], "--chdir '/no/such/dir': not a directory");
-    usage_error(&["run", "-K", "maybe", "true"], "--kill-on-bad-exit 'maybe'");
+    usage_error(&["run", "-K=maybe", "true"], "--kill-on-bad-exit 'maybe'");
     usage_error(&["run"], "PROGRAM");
 }
 

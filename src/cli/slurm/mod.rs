@@ -39,7 +39,7 @@ pub fn main(name: &str, args: Vec<OsString>) -> Result<u8, CliError> {
     let done = |()| crate::exit_code::SUCCESS;
     match name {
         "srun" => srun::main(args),
-        "sbatch" => sbatch::main(args).map(done),
+        "sbatch" => sbatch::main(args),
         "salloc" => salloc::main(args),
         "squeue" => squeue::main(args).map(done),
         "scancel" => scancel::main(args).map(done),

@@ -531,6 +531,7 @@ mod tests {
             events: Vec::new(),
             usage: Vec::new(),
             sched: None,
+            comment: None,
         }
     }
 

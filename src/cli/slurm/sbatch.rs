@@ -11,7 +11,7 @@ use crate::cli::batch::{self, BatchArgs};
 use crate::cli::error::CliError;
 
 /// Runs `sbatch`.
-pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
+pub fn main(args: Vec<OsString>) -> Result<u8, CliError> {
     let command = BatchArgs::augment_args(clap::Command::new("sbatch").args_override_self(true))
         .about("Submit a batch script (gangway's sbatch: docs/slurm.md)");
     let parsed: BatchArgs = parse(command, "sbatch", args.clone())?;

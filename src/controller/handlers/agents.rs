@@ -77,7 +77,9 @@ impl Cluster {
                     .get(&job)
                     .map(|j| (j.attempt, j.state, j.sub.kind, j.stopping_since.is_some()));
                 match current {
-                    Some((a, JobState::Running, _, _)) if a == attempt && self.is_preempted(job) => {
+                    Some((a, JobState::Running, _, _))
+                        if a == attempt && self.is_preempted(job) =>
+                    {
                         let how = format!("it exited with {exit_code} on the signal");
                         fx.append(self.end_preempted(job, &how, now));
                     }

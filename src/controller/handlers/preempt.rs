@@ -9,7 +9,7 @@ use gangway_scheduler::{AfterPreempt, PreemptCause, Preemption, format_duration}
 
 use crate::controller::effects::Effects;
 use crate::controller::state::{Cluster, JobState, Preempted};
-use crate::protocol::{JobId, JobKind, Signal, ToAgent};
+use crate::protocol::{JobId, JobKind, Signal, SignalTarget, ToAgent};
 
 impl Cluster {
     /// Begins stopping `p.victim`: signalled now, ended after the grace.
@@ -23,7 +23,15 @@ impl Cluster {
         let requeue = p.then == AfterPreempt::Requeue && job.sub.kind != JobKind::Alloc;
         let attempt = job.attempt;
         for n in job.nodes() {
-            fx.to_agent(&n, ToAgent::Signal { job: p.victim, attempt, signal: Signal::TERM });
+            fx.to_agent(
+                &n,
+                ToAgent::Signal {
+                    job: p.victim,
+                    attempt,
+                    signal: Signal::TERM,
+                    target: SignalTarget::All,
+                },
+            );
         }
         let grace_ms = u64::try_from(p.grace.as_millis()).unwrap_or(u64::MAX);
         if let Some(j) = self.jobs.get_mut(&p.victim) {

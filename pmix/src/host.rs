@@ -1,8 +1,8 @@
 //! The host module: the `extern "C"` functions libpmix calls on its progress thread.
 //!
-//! Each one copies what it was given into an [`Event`], wraps the completion callback in a
-//! reply, posts the event to the owner's channel and returns at once (libpmix asks hosts to
-//! return quickly and finish asynchronously). No panic leaves these functions: each body runs
+//! Each one (job control excepted: see there) copies what it was given into an [`Event`], wraps
+//! the completion callback in a reply, posts the event to the owner's channel and returns at
+//! once (libpmix asks hosts to return quickly and finish asynchronously). No panic leaves these functions: each body runs
 //! under `catch_unwind`, and the reply is built last, right before the send, so a panic while
 //! copying can never leave both an error return and a pending reply (which would complete a
 //! request libpmix has already cleaned up).
@@ -297,6 +297,26 @@ unsafe extern "C" fn spawn(
     })
 }
 
+/// Job control (`PMIx_Job_control`) from a rank. Its being present is what matters: libpmix
+/// refuses every job-control request, clean-up registrations included, when the host has no
+/// such function, and it handles a request made only of clean-up directives
+/// (`PMIX_REGISTER_CLEANUP`, `..._DIR`, ...) itself, without calling this. That is how Open MPI
+/// hands over its shared-memory files (`/dev/shm/vader_segment.*`), which libpmix then removes
+/// when the client or the namespace is deregistered, however the rank ended. Anything else
+/// (kill, signal, checkpoint) is refused: an error return means libpmix will not wait for the
+/// callback.
+unsafe extern "C" fn job_control(
+    _requestor: *const sys::pmix_proc_t,
+    _targets: *const sys::pmix_proc_t,
+    _ntargets: usize,
+    _directives: *const sys::pmix_info_t,
+    _ndirs: usize,
+    _cbfunc: sys::pmix_info_cbfunc_t,
+    _cbdata: *mut c_void,
+) -> sys::pmix_status_t {
+    sys::PMIX_ERR_NOT_SUPPORTED
+}
+
 /// The host module handed to `PMIx_server_init` (libpmix copies it). Functions left out are
 /// refused by libpmix itself with `PMIX_ERR_NOT_SUPPORTED`.
 pub(crate) fn module() -> sys::pmix_server_module_t {
@@ -310,6 +330,7 @@ pub(crate) fn module() -> sys::pmix_server_module_t {
         lookup: Some(lookup),
         unpublish: Some(unpublish),
         spawn: Some(spawn),
+        job_control: Some(job_control),
         ..Default::default()
     }
 }

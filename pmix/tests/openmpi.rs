@@ -67,11 +67,16 @@ struct Run {
 }
 
 fn host(args: &[&str], program: &[&str]) -> Run {
+    host_with(args, program, &[])
+}
+
+fn host_with(args: &[&str], program: &[&str], env: &[(&str, &Path)]) -> Run {
     let start = Instant::now();
     let Output { status, stdout, stderr } = Command::new(HOST)
         .args(args)
         .arg("--")
         .args(program)
+        .envs(env.iter().copied())
         .output()
         .expect("run gangway-pmix-host");
     let run = Run {
@@ -111,27 +116,51 @@ fn hello_allreduce_and_barrier_at_1_2_and_4_ranks() {
     }
 }
 
+/// The variable that puts a job's Open MPI shared-memory segments in `segments`, and a check
+/// that none is left there: Open MPI registers each with the server for clean-up
+/// (`PMIx_Job_control`), which libpmix does when the namespace is deregistered, however the
+/// ranks ended.
+const SEGMENT_DIR: &str = "OMPI_MCA_btl_vader_backing_directory";
+
+fn assert_no_segments_left(segments: &Path) {
+    let left: Vec<_> = std::fs::read_dir(segments)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let _ = std::fs::remove_dir_all(segments);
+    assert!(left.is_empty(), "the job left {left:?} in {}", segments.display());
+}
+
 #[test]
 fn mpi_abort_reaches_the_host_with_its_status() {
     let Some(dir) = programs() else { return };
-    let run = host(&["-n", "2", "--timeout", "60"], &[dir.join("abort").to_str().unwrap()]);
+    let segments = shm_dir(dir, "abort");
+    let run = host_with(
+        &["-n", "2", "--timeout", "60"],
+        &[dir.join("abort").to_str().unwrap()],
+        &[(SEGMENT_DIR, &segments)],
+    );
     assert!(run.stderr.contains(":0: status 3"), "an Abort event with status 3 from rank 0");
     assert!(run.stderr.contains("rank 0 called abort with status 3"));
     assert_eq!(run.code, Some(3), "the job's status is the abort's");
+    assert_no_segments_left(&segments);
 }
 
 #[test]
 fn a_killed_rank_is_reported_lost_and_the_others_do_not_hang() {
     let Some(dir) = programs() else { return };
     // Only PMIx's view may stop this job: the host ignores the rank's exit itself.
-    let run = host(
+    let segments = shm_dir(dir, "killed");
+    let run = host_with(
         &["-n", "4", "--timeout", "60", "--pmix-events-only"],
         &[dir.join("killed").to_str().unwrap()],
+        &[(SEGMENT_DIR, &segments)],
     );
     assert!(run.stderr.contains("client lost gangway-host-"), "the owner saw the client go");
     assert!(run.stderr.contains("PMIx lost rank 3 before it finalized"));
     assert_eq!(run.code, Some(1), "a failure, not a timeout");
     assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
+    assert_no_segments_left(&segments);
 }
 
 #[test]
@@ -233,8 +262,10 @@ fn fence_root(listener: std::os::unix::net::UnixListener, nodes: usize) -> Vec<u
     fences
 }
 
-fn shm_dir(dir: &Path, node: u32) -> PathBuf {
-    let d = dir.join(format!("shm-{}-node{node}", std::process::id()));
+/// A fresh directory for one job's (or pretend node's) Open MPI shared-memory segments.
+fn shm_dir(dir: &Path, name: &str) -> PathBuf {
+    let d = dir.join(format!("shm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -248,6 +279,7 @@ fn two_servers_exchange_fence_data_like_two_nodes() {
     let root = std::thread::spawn(move || fence_root(listener, 2));
     let nspace = format!("gangway-two-nodes-{}", std::process::id());
     let hello = dir.join("hello");
+    let segments: Vec<PathBuf> = (0..2).map(|node| shm_dir(dir, &format!("node{node}"))).collect();
     let nodes: Vec<_> = (0..2u32)
         .map(|node| {
             Command::new(HOST)
@@ -261,7 +293,7 @@ fn two_servers_exchange_fence_data_like_two_nodes() {
                 // Open MPI names its shared-memory segments after the host name, job and local
                 // rank, which the two pretend nodes share: give each node its own directory,
                 // as real nodes have their own /dev/shm.
-                .env("OMPI_MCA_btl_vader_backing_directory", shm_dir(dir, node))
+                .env(SEGMENT_DIR, &segments[node as usize])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -271,8 +303,8 @@ fn two_servers_exchange_fence_data_like_two_nodes() {
     let outputs: Vec<Output> = nodes.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     let fences = root.join().unwrap();
     let _ = std::fs::remove_file(&socket);
-    for node in 0..2 {
-        let _ = std::fs::remove_dir_all(shm_dir(dir, node));
+    for d in &segments {
+        let _ = std::fs::remove_dir_all(d);
     }
     let mut lines = Vec::new();
     for (node, out) in outputs.iter().enumerate() {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::controlled::{Managed, Setup};
-use crate::support::{VCluster, gangway, node_visible_dir, openmpi_program, program, run};
+use crate::support::{
+    Finished, VCluster, gangway, node_visible_dir, openmpi_program, program, run,
+};
 
 /// Every rank greets once, rank 0 reports the right allreduce sum (examples/hello.c).
 fn check_hello(stdout: &str, n: u32) {
@@ -21,6 +23,52 @@ fn check_hello(stdout: &str, n: u32) {
         "wrong or missing allreduce:\n{stdout}"
     );
     assert!(stdout.contains("barrier passed") && stdout.contains("allreduce ok"), "{stdout}");
+}
+
+/// A private backing directory for one job's Open MPI shared-memory segments (btl/vader's
+/// `vader_segment.*` files, normally straight in /dev/shm), so that what this job leaves behind
+/// is told apart from the segments of jobs other tests run at the same time. Removed when
+/// dropped.
+struct SegmentDir(PathBuf);
+
+impl SegmentDir {
+    /// On /dev/shm itself, for a job on this machine.
+    fn new(test: &str) -> SegmentDir {
+        SegmentDir::under(std::path::Path::new("/dev/shm"), test)
+    }
+
+    /// In `parent`: the virtual nodes each have their own /dev/shm, so a job across them needs
+    /// a directory they all see.
+    fn under(parent: &std::path::Path, test: &str) -> SegmentDir {
+        let dir = parent.join(format!("gangway-it-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Like /dev/shm: the virtual nodes run the ranks as another user.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        SegmentDir(dir)
+    }
+
+    /// The variable that points the job's Open MPI ranks at this directory.
+    fn env(&self) -> (&'static str, &std::path::Path) {
+        ("OMPI_MCA_btl_vader_backing_directory", &self.0)
+    }
+
+    /// Open MPI registers each segment with the PMIx server for clean-up; the job, however it
+    /// ended, must have left none.
+    fn assert_empty(&self, out: &Finished) {
+        let left: Vec<_> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "the job left {left:?} in {}\n{}", self.0.display(), out.stderr);
+    }
+}
+
+impl Drop for SegmentDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
@@ -51,34 +99,46 @@ fn open_mpi_without_pmix_is_n_singletons_with_a_warning() {
 #[test]
 fn open_mpi_abort_stops_the_job_with_its_code() {
     let Some(hello) = openmpi_program("hello") else { return };
-    let out = run(gangway().args(["run", "-n", "4", "--mpi=pmix"]).arg(&hello).args([
-        "--abort",
-        "7",
-        "--abort-rank",
-        "2",
-    ]));
+    let segments = SegmentDir::new("abort");
+    let (var, dir) = segments.env();
+    let out = run(gangway()
+        .args(["run", "-n", "4", "--mpi=pmix"])
+        .arg(&hello)
+        .args(["--abort", "7", "--abort-rank", "2"])
+        .env(var, dir));
     assert_eq!(out.code(), 7, "{}", out.stderr);
     assert!(out.stderr.contains("rank 2 called MPI_Abort with code 7"), "{}", out.stderr);
+    segments.assert_empty(&out);
 }
 
 /// A rank killed mid-run: the others, blocked in a barrier, are stopped; nothing hangs.
 #[test]
 fn a_killed_open_mpi_rank_ends_the_job_without_hanging() {
     let Some(killed) = openmpi_program("killed") else { return };
+    let segments = SegmentDir::new("killed");
+    let (var, dir) = segments.env();
     let start = Instant::now();
-    let out = run(gangway().args(["run", "-n", "4", "--mpi=pmix"]).arg(&killed));
+    let out = run(gangway().args(["run", "-n", "4", "--mpi=pmix"]).arg(&killed).env(var, dir));
     assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
     assert!(out.stderr.contains("rank 3"), "{}", out.stderr);
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    segments.assert_empty(&out);
 }
 
 /// A rank that leaves with 0 but without MPI_Finalize fails the job as with PMI-1/2 (120).
 #[test]
 fn an_open_mpi_rank_exiting_without_finalize_fails_the_job() {
     let Some(prog) = openmpi_program("mpi_no_finalize") else { return };
-    let out = run(gangway().args(["run", "-n", "3", "--mpi=pmix"]).arg(&prog).args(["1", "0"]));
+    let segments = SegmentDir::new("no-finalize");
+    let (var, dir) = segments.env();
+    let out = run(gangway()
+        .args(["run", "-n", "3", "--mpi=pmix"])
+        .arg(&prog)
+        .args(["1", "0"])
+        .env(var, dir));
     assert_eq!(out.code(), 120, "{}", out.stderr);
     assert!(out.stderr.contains("rank 1 exited without calling MPI_Finalize"), "{}", out.stderr);
+    segments.assert_empty(&out);
 }
 
 #[test]
@@ -228,9 +288,16 @@ fn open_mpi_across_three_nodes_fences_through_the_proxy_tree() {
     let staged = node_visible_dir().join("bin/killed-openmpi");
     std::fs::copy(&killed, &staged).unwrap();
     let _ = std::process::Command::new("chmod").arg("a+rx").arg(&staged).status();
-    let out =
-        run(vc.gangway_run().args(["--hosts", &vc.hosts(), "-n", "6", "--mpi=pmix"]).arg(&staged));
+    // Each node's server removes its ranks' shared-memory segments.
+    let segments = SegmentDir::under(node_visible_dir(), "killed-across");
+    let (var, dir) = segments.env();
+    let out = run(vc
+        .gangway_run()
+        .args(["--hosts", &vc.hosts(), "-n", "6", "--mpi=pmix"])
+        .arg(&staged)
+        .env(var, dir));
     assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
+    segments.assert_empty(&out);
 }
 
 #[test]

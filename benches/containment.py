@@ -8,6 +8,11 @@ again, then without (two rounds each, so drift on a busy machine hits both sides
     sudo python3 benches/containment.py                 # gangway from target/debug/gangway
     GANGWAY=target/release/gangway RUNS=20 sudo -E python3 benches/containment.py
 
+FAVORDYNMODS=off clears `favordynmods` from the cgroup2 mount first and tells the agents to leave
+the mounts alone (GANGWAY_KEEP_CGROUP_MOUNTS=1): the cost without it, where every join to a cgroup
+waits for an RCU grace period. By default the bench turns it on first, as an agent does at its
+start (src/agent/cgroups.rs); it stays on after the bench. `join_write` times one `cgroup.procs` write.
+
 Prints `gangway <metric> <value> <unit>` lines (medians of RUNS runs after one warm-up), then
 each pair with its difference and ratio (with / without). The issue's target: under 1 ms added
 per node. Needs root (cgroups, the virtual cluster); exit 77 when the cluster cannot run.
@@ -43,6 +48,50 @@ def times_ms(cmd, env, cwd=None, runs=RUNS):
         if i > 0:
             out.append(took)
     return out
+
+
+def cgroup2_mount():
+    for line in open("/proc/self/mountinfo"):
+        before, after = line.split(" - ", 1)
+        if after.startswith("cgroup2 "):
+            return before.split(" ")[4], after.split(" ")[2].strip()
+    return None, ""
+
+
+def set_favordynmods(on):
+    """Remounts the cgroup2 mount with or without `favordynmods` (and its other options)."""
+    import ctypes
+    point, opts = cgroup2_mount()
+    if point is None or ("favordynmods" in opts.split(",")) == on:
+        return
+    data = ",".join([o for o in opts.split(",") if o not in ("rw", "ro", "favordynmods")]
+                    + (["favordynmods"] if on else []))
+    libc = ctypes.CDLL(None, use_errno=True)
+    MS_REMOUNT, MS_RELATIME = 32, 1 << 21
+    if libc.mount(b"cgroup2", point.encode(), b"cgroup2", MS_REMOUNT | MS_RELATIME, data.encode()) != 0:
+        raise OSError(ctypes.get_errno(), "remount of the cgroup2 mount")
+
+
+def join_write(label):
+    """Median time (ms) of one write of a child's pid to a memory cgroup's cgroup.procs."""
+    probe = f"/sys/fs/cgroup/memory/gangway-bench-probe-{os.getpid()}"
+    os.makedirs(probe, exist_ok=True)
+    took = []
+    try:
+        for _ in range(RUNS):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(0.05)
+                os._exit(0)
+            t = time.perf_counter()
+            with open(f"{probe}/cgroup.procs", "w") as f:
+                f.write(str(pid))
+            took.append((time.perf_counter() - t) * 1e3)
+            os.waitpid(pid, 0)
+    finally:
+        os.rmdir(probe)
+    say(f"join_write ({label}, favordynmods={'favordynmods' in cgroup2_mount()[1].split(',')})",
+        statistics.median(took), "ms")
 
 
 def local():
@@ -102,12 +151,15 @@ def managed():
             for i in range(1, 4):
                 alog = open(f"{work}/agent{i}.log", "a")
                 extra = [] if cgroups else ["--no-cgroups"]
+                aenv = dict(os.environ)
+                if os.environ.get("FAVORDYNMODS") == "off":
+                    aenv["GANGWAY_KEEP_CGROUP_MOUNTS"] = "1"
                 agents.append(subprocess.Popen(
                     [VC, "--prefix", PREFIX, "exec", f"node{i}", gw, "agent", "--controller",
                      f"{env['VCLUSTER_HOST_ADDR']}:{port}", "--key-file", f"{work}/key",
                      "--spool", "/tmp/gangway-spool", "--cgroup-root", f"gangway-{PREFIX}-node{i}",
                      "--log", "warn,gangway::agent::cgroups=debug", *extra],
-                    stdout=alog, stderr=alog, stdin=subprocess.DEVNULL))
+                    stdout=alog, stderr=alog, stdin=subprocess.DEVNULL, env=aenv))
             wait(idle, 30, "agents registered")
 
         def stop_agents():
@@ -191,8 +243,12 @@ def main():
     if os.geteuid() != 0:
         print("SKIP: containment needs root")
         return 77
+    # As an agent leaves the node (on), or as the machine came (off).
+    set_favordynmods(os.environ.get("FAVORDYNMODS") != "off")
+    join_write("before")
     local()
     code = managed()
+    join_write("after")
     print()
     print(f"{'launch':<28}{'cgroups':>12}{'none':>12}{'added':>12}{'ratio':>8}")
     for name, on, off, nodes in (("run -n 4 true", "local_n4_cgroups", "local_n4_no_cgroups", 1),

@@ -19,6 +19,7 @@ pub mod gpu;
 mod hierarchy;
 mod kill;
 mod limits;
+pub mod migration;
 pub mod mounts;
 mod sweep;
 mod usage;

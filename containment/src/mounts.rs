@@ -54,7 +54,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
                 Version::V1 => options
                     .split(',')
                     .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains("relatime"))
-                    .filter(|o| !matches!(*o, "nosuid" | "nodev" | "noexec" | "clone_children"))
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "nosuid" | "nodev" | "noexec" | "clone_children" | "favordynmods"
+                        )
+                    })
                     .map(str::to_string)
                     .collect(),
                 Version::V2 => Vec::new(),

@@ -73,6 +73,8 @@ fn attempt_of(name: &str, job: JobId) -> Option<u32> {
 pub struct NodeCgroups {
     containment: Arc<Containment>,
     node: String,
+    /// The root's name, for the fencer ([`fence_jobs`]).
+    root: String,
     /// The most tasks a job may run here at once.
     pids: Option<u64>,
 }
@@ -88,13 +90,35 @@ impl NodeCgroups {
         match Containment::discover(&RootConfig::new(root, Base::Top)) {
             Ok(c) => {
                 tracing::info!(cgroups = %c.backend().location(), "jobs run in cgroups");
-                Some(Self { containment: Arc::new(c), node: node.to_string(), pids })
+                // Each job's parts join their cgroups on the launch path: without this a join
+                // waits for an RCU grace period (~13 ms measured), see containment::migration.
+                // GANGWAY_KEEP_CGROUP_MOUNTS=1 leaves the machine's mounts as they are.
+                let keep = std::env::var_os("GANGWAY_KEEP_CGROUP_MOUNTS").is_some_and(|v| v == "1");
+                match gangway_containment::migration::favor_dynamic_moves(keep) {
+                    Ok(m) => {
+                        tracing::info!(migrations = ?m, "cgroup joins skip the RCU grace period")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cgroup joins wait for an RCU grace period each (favordynmods not set)")
+                    }
+                }
+                Some(Self {
+                    containment: Arc::new(c),
+                    node: node.to_string(),
+                    root: root.to_string(),
+                    pids,
+                })
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no cgroups: jobs run unconfined (CPUs by affinity only, memory not limited, nothing accounted)");
                 None
             }
         }
+    }
+
+    /// The root's name (a directory at the top of each hierarchy).
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// Kills and removes every job cgroup under the root: at start-up the agent owns no job
@@ -349,6 +373,28 @@ pub fn job_limits(
         limits = limits.deny(d);
     }
     limits
+}
+
+/// The fencer's part (`agent/fence.rs`): the node's job cgroups under `root`, opened once when
+/// the fencer starts (None: no cgroups).
+pub fn fencer_cgroups(root: &str) -> Option<Containment> {
+    Containment::discover(&RootConfig::new(root, Base::Top)).ok()
+}
+
+/// Kills everything in every job cgroup under the fencer's root, when the lease ends or the
+/// agent is gone: the sessions' kill misses a `setsid` daemon or a double-forked orphan. Not
+/// removed: a live agent still reads their figures and removes them at the job's release, a
+/// restarted one sweeps them. How many processes were killed.
+pub fn fence_jobs(containment: &Containment) -> usize {
+    let mut killed = 0;
+    for job in containment.backend().children("") {
+        if job.starts_with("job_")
+            && let Ok(report) = containment.kill(&job, KILL_BUDGET)
+        {
+            killed += report.killed;
+        }
+    }
+    killed
 }
 
 #[cfg(test)]

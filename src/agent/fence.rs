@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use super::cgroups::NodeCgroups;
+use super::cgroups::{self, NodeCgroups};
 use super::jobs::{LocalJob, ScriptEnd};
 use super::lease::{Boot, Lease};
 use super::leftovers::{self, Record, SpoolError, SpoolLock};
@@ -140,8 +140,14 @@ fn serve() -> nix::Result<()> {
     let timer = TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC)?;
     let mut guard = Guard::default();
     let mut buf: Vec<u8> = Vec::new();
+    // The job cgroups, when the agent runs jobs in them: what left the sessions dies too.
+    let job_cgroups =
+        std::env::var(FENCE_CGROUP_ROOT).ok().and_then(|root| cgroups::fencer_cgroups(&root));
     let fence = |list: &[SessionRef]| {
         sessions::signal_all(list, Some(Signal::SIGKILL));
+        if let Some(c) = &job_cgroups {
+            cgroups::fence_jobs(c);
+        }
     };
     let say = |text: String| {
         // Dropped if the agent's buffer is full: it finds lapses itself too.
@@ -200,6 +206,9 @@ fn serve() -> nix::Result<()> {
     result
 }
 
+/// The environment variable naming the agent's cgroup root to the fencer.
+const FENCE_CGROUP_ROOT: &str = "GANGWAY_FENCE_CGROUP_ROOT";
+
 fn fenced_line(list: &[SessionRef]) -> String {
     let mut s = String::from("fenced");
     for x in list {
@@ -245,6 +254,8 @@ pub struct Fencing {
     /// Which fencer is current (an older one's end is no news).
     generation: u64,
     reports: UnboundedSender<Report>,
+    /// The agent's cgroup root, handed to each fencer (None: no cgroups).
+    cgroup_root: Option<String>,
     guarded: BTreeMap<u32, Guarded>,
     /// Attempts a previous life of this agent left, killed at start: reported with every
     /// registration until the controller releases them.
@@ -273,7 +284,12 @@ impl Fencing {
     /// Before anything else an agent does: locks the spool, kills what a previous life left
     /// (remembering those attempts to report), and starts the fencer. Its reports go to
     /// `reports`.
-    pub fn start(spool: &Path, reports: UnboundedSender<Report>) -> Result<Fencing, SpoolError> {
+    /// `cgroup_root`: the agent's job cgroups, which the fencer empties as well.
+    pub fn start(
+        spool: &Path,
+        reports: UnboundedSender<Report>,
+        cgroup_root: Option<String>,
+    ) -> Result<Fencing, SpoolError> {
         let lock = leftovers::lock(spool)?;
         let leftovers = leftovers::sweep(spool);
         if !leftovers.is_empty() {
@@ -286,6 +302,7 @@ impl Fencing {
             to_fencer: None,
             generation: 0,
             reports,
+            cgroup_root,
             guarded: BTreeMap::new(),
             leftovers,
             seq: 0,
@@ -300,7 +317,7 @@ impl Fencing {
 
     fn spawn_fencer(&mut self) {
         self.generation += 1;
-        match spawn_fencer(self.generation, self.reports.clone()) {
+        match spawn_fencer(self.generation, self.reports.clone(), self.cgroup_root.as_deref()) {
             Ok(tx) => {
                 if let Some(t) = self.lease.until() {
                     let _ = tx.send(format!("lease {}\n", t.0));
@@ -637,10 +654,16 @@ pub(super) fn mark_fenced_new(j: &mut LocalJob, why: &str, reports: &mut Vec<Fro
 fn spawn_fencer(
     generation: u64,
     reports: UnboundedSender<Report>,
+    cgroup_root: Option<&str>,
 ) -> std::io::Result<UnboundedSender<String>> {
     let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
     // `/proc/self/exe`: this very binary, even if the file was replaced since.
-    let mut child = tokio::process::Command::new("/proc/self/exe")
+    let mut command = tokio::process::Command::new("/proc/self/exe");
+    match cgroup_root {
+        Some(root) => command.env(FENCE_CGROUP_ROOT, root),
+        None => command.env_remove(FENCE_CGROUP_ROOT),
+    };
+    let mut child = command
         .arg("fence")
         .stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
         .stdout(std::process::Stdio::null())

@@ -74,7 +74,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
     // Before anything else: end what a previous life left, and start the fencer.
     let (fence_tx, mut fence_rx) = unbounded_channel::<fence::Report>();
-    let mut fencing = Fencing::start(&opts.spool, fence_tx)?;
+    let cgroup_root = opts.cgroups.as_ref().map(|c| c.root().to_string());
+    let mut fencing = Fencing::start(&opts.spool, fence_tx, cgroup_root)?;
     // Then what escaped those sessions: every job cgroup is a previous life's.
     if let Some(cgroups) = &opts.cgroups {
         cgroups.sweep().await;

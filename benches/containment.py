@@ -8,10 +8,9 @@ again, then without (two rounds each, so drift on a busy machine hits both sides
     sudo python3 benches/containment.py                 # gangway from target/debug/gangway
     GANGWAY=target/release/gangway RUNS=20 sudo -E python3 benches/containment.py
 
-FAVORDYNMODS=off clears `favordynmods` from the cgroup2 mount first and tells the agents to leave
-the mounts alone (GANGWAY_KEEP_CGROUP_MOUNTS=1): the cost without it, where every join to a cgroup
-waits for an RCU grace period. By default the bench turns it on first, as an agent does at its
-start (src/agent/cgroups.rs); it stays on after the bench. `join_write` times one `cgroup.procs` write.
+FAVORDYNMODS=on remounts the cgroup2 mount with `favordynmods` first and has the agents ask for it
+(GANGWAY_CGROUP_FAVORDYNMODS=1; without it a join to a cgroup may wait for an RCU grace period);
+FAVORDYNMODS=off clears it first; unset leaves the mounts as they are. `join_write` times one `cgroup.procs` write.
 
 Prints `gangway <metric> <value> <unit>` lines (medians of RUNS runs after one warm-up), then
 each pair with its difference and ratio (with / without). The issue's target: under 1 ms added
@@ -152,8 +151,8 @@ def managed():
                 alog = open(f"{work}/agent{i}.log", "a")
                 extra = [] if cgroups else ["--no-cgroups"]
                 aenv = dict(os.environ)
-                if os.environ.get("FAVORDYNMODS") == "off":
-                    aenv["GANGWAY_KEEP_CGROUP_MOUNTS"] = "1"
+                if os.environ.get("FAVORDYNMODS") == "on":
+                    aenv["GANGWAY_CGROUP_FAVORDYNMODS"] = "1"
                 agents.append(subprocess.Popen(
                     [VC, "--prefix", PREFIX, "exec", f"node{i}", gw, "agent", "--controller",
                      f"{env['VCLUSTER_HOST_ADDR']}:{port}", "--key-file", f"{work}/key",
@@ -243,8 +242,8 @@ def main():
     if os.geteuid() != 0:
         print("SKIP: containment needs root")
         return 77
-    # As an agent leaves the node (on), or as the machine came (off).
-    set_favordynmods(os.environ.get("FAVORDYNMODS") != "off")
+    if os.environ.get("FAVORDYNMODS") in ("on", "off"):
+        set_favordynmods(os.environ["FAVORDYNMODS"] == "on")
     join_write("before")
     local()
     code = managed()

@@ -143,15 +143,11 @@ fn start_watcher(containment: &Containment, path: &str) -> Option<OwnedFd> {
     match unsafe { nix::unistd::fork() }.ok()? {
         nix::unistd::ForkResult::Parent { child } => {
             drop(read);
-            // The middle process exits at once; reap it so it leaves no zombie, from a thread:
-            // waiting here for it to be scheduled, fork and exit cost the launch 0.5-14 ms on a
-            // loaded machine (measured), all of the cgroup's cost but ~1 ms.
-            let reaper = std::thread::Builder::new().name("gangway-reap".into()).spawn(move || {
-                let _ = nix::sys::wait::waitpid(child, None);
-            });
-            if reaper.is_err() {
-                let _ = nix::sys::wait::waitpid(child, None);
-            }
+            // The middle process exits at once; reap it so it leaves no zombie. Waited for
+            // here (0.5-14 ms on a loaded machine, the largest part of a run's cgroup cost):
+            // reaped later, it could exit after this launcher became the ranks' subreaper and
+            // hand the watcher to us, where the leftover kill would take it.
+            let _ = nix::sys::wait::waitpid(child, None);
             Some(write)
         }
         nix::unistd::ForkResult::Child => {

@@ -105,7 +105,30 @@ impl Managed {
         node_visible_dir().join("bin/gangway")
     }
 
+    /// Starts the controller and waits for its socket. At the first start, a port another test
+    /// took between `free_port` and the controller's bind is replaced by a fresh one (agents
+    /// have not been told the port yet); a restart keeps its port.
     pub fn start_controller(&mut self) {
+        for _ in 0..5 {
+            if self.try_start_controller() {
+                return;
+            }
+            assert!(self.agents.is_empty(), "a restarted controller lost its port");
+            let port = free_port();
+            let path = self.dir.join("gangway.toml");
+            let config = std::fs::read_to_string(&path).unwrap().replace(
+                &format!("listen = \"0.0.0.0:{}\"", self.port),
+                &format!("listen = \"0.0.0.0:{port}\""),
+            );
+            std::fs::write(&path, config).unwrap();
+            self.port = port;
+        }
+        panic!("the controller found its port taken five times");
+    }
+
+    /// One start: true once the socket answers, false if the controller gave up because its
+    /// port was taken; any other early exit fails the test with the log.
+    fn try_start_controller(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -130,12 +153,23 @@ impl Managed {
                 });
             }
         }
-        let child = cmd.spawn().unwrap();
-        self.controller = Some(child);
+        let log_path = self.dir.join("controller.log");
+        let before = std::fs::metadata(&log_path).map(|m| m.len() as usize).unwrap_or(0);
+        let mut child = cmd.spawn().unwrap();
         let sock = self.dir.join("ctl.sock");
+        let mut exited = false;
         wait_until("the controller's socket", Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || std::os::unix::net::UnixStream::connect(&sock).is_ok()
         });
+        if exited {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let this_start = log.get(before..).unwrap_or(&log);
+            assert!(this_start.contains("Address already in use"), "the controller exited:\n{log}");
+            return false;
+        }
+        self.controller = Some(child);
+        true
     }
 
     pub fn kill_controller(&mut self) {

@@ -2,11 +2,11 @@
 //!
 //! The controller owns one [`Scheduler`] (priorities, backfill reservations, fair share,
 //! quotas, preemption). Handlers change jobs and nodes and mark them (`touch_job`,
-//! `sync_health`); before each pass [`Cluster::reconcile`] turns every marked job's change into
+//! `sync_health`); before each pass `Cluster::reconcile` turns every marked job's change into
 //! the scheduler's event (submitted, ended, cancelled, held, released, requeued), so no handler
 //! has to know the scheduler's vocabulary and nothing is reported twice. A change of the
 //! cluster's shape (a node registering with a new size) or a restart builds the books afresh
-//! from the controller's state ([`Cluster::rebuild_scheduler`]), carrying fair-share usage over.
+//! from the controller's state (`Cluster::rebuild_scheduler`), carrying fair-share usage over.
 
 use std::sync::Arc;
 

@@ -252,9 +252,9 @@ pub(super) fn assign_block(
                     cur = ne;
                     continue;
                 }
-                // This NUMA node is too small for any rank: a later one of the socket may
-                // still hold the rank whole.
-                if let Some(next) = next_numa_fit(layout, ne, se, c) {
+                // This NUMA node is too small for any rank: a later one, in this socket or
+                // the next, may still hold the rank whole, which beats spanning NUMA nodes.
+                if let Some(next) = next_numa_fit(layout, ne, total, c) {
                     cur = next;
                     continue;
                 }

@@ -53,7 +53,8 @@ const HANGUP_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `gangway alloc`; returns the command's exit code.
 pub fn main(args: AllocArgs) -> Result<u8, CliError> {
-    let shape = args.shape.to_shape()?.to_protocol();
+    let job_shape = args.shape.to_shape()?;
+    let shape = job_shape.to_protocol();
     let command: Vec<OsString> = if args.command.is_empty() {
         vec![std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into())]
     } else {
@@ -80,6 +81,8 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         constraint: None,
         begin: None,
         comment: None,
+        dependency: job_shape.dependency.clone(),
+        kill_on_invalid_dep: job_shape.kill_on_invalid_dep,
     };
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;

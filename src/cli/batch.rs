@@ -28,6 +28,7 @@ Examples:
   gangway batch --wrap 'hostname; date'    a one-line job without a script file
   gangway batch -o run-%j.log --parsable job.sh   print only the id; output to run-<id>.log
   gangway batch -A physics -q urgent job.sh   charged to account physics at QOS urgent (see `gangway share`)
+  gangway batch -d afterok:$(gangway batch --parsable a.sh) b.sh   b.sh once a.sh succeeded
 Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its
 first command; command-line flags win over them. Batch jobs are requeued if a node fails
 (--no-requeue: fail instead); they see GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_RESTART_COUNT...";
@@ -206,7 +207,8 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         Ok(a) => a,
         Err(e) => return usage(e.to_string().trim_start_matches("error: ").trim().to_string()),
     };
-    let shape = args.shape.to_shape()?.to_protocol();
+    let job_shape = args.shape.to_shape()?;
+    let shape = job_shape.to_protocol();
     let cwd = match &args.chdir {
         Some(d) => std::path::Path::new(d).to_path_buf(),
         None => std::env::current_dir().unwrap_or_else(|_| "/".into()),
@@ -248,6 +250,8 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         idempotency_key: Some(new_key()),
         constraint: args.constraint.clone(),
         comment: args.comment.clone(),
+        dependency: job_shape.dependency.clone(),
+        kill_on_invalid_dep: job_shape.kill_on_invalid_dep,
         begin: match args.begin.as_deref().map(|b| parse_begin(b, now_ms())).transpose() {
             Ok(b) => b,
             Err(m) => return usage(format!("--begin: {m}")),

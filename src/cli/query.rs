@@ -268,6 +268,9 @@ pub fn render_job(j: &JobInfo) -> String {
     if let Some(c) = &j.comment {
         let _ = writeln!(s, "   Comment={c}");
     }
+    if let Some(d) = &j.dependency {
+        let _ = writeln!(s, "   Dependency={d}");
+    }
     if let Some(o) = &j.output {
         let _ = writeln!(s, "   StdOut={o}");
     }
@@ -396,6 +399,7 @@ mod tests {
             usage: Vec::new(),
             sched: None,
             comment: None,
+            dependency: None,
         }
     }
 

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::flag_values::{MemorySize, NodeList, NodeRange, TimeLimit};
 use crate::protocol::Shape;
+use crate::protocol::dependency::Dependency;
 
 /// Shape flags.
 #[derive(Debug, Clone, Args, Default)]
@@ -70,9 +71,24 @@ pub struct ShapeArgs {
     /// Submit held: it waits until `gangway release`.
     #[arg(short = 'H', long)]
     pub hold: bool,
-    /// Start after other jobs (not supported yet; refused so a script never runs early).
+    /// Start after other jobs: afterok:ID[:ID...], afternotok:, afterany:, after:ID[+MIN],
+    /// aftercorr:, singleton; ',' all must hold, '?' any one suffices.
+    /// Example: `-d afterok:$(sbatch --parsable a.sh)`.
     #[arg(short = 'd', long, value_name = "LIST")]
-    pub dependency: Option<String>,
+    pub dependency: Option<Dependency>,
+    /// yes: cancel the job if its dependency can never be satisfied (default: the cluster's
+    /// setting; otherwise it stays pending with the reason DependencyNeverSatisfied).
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    pub kill_on_invalid_dep: Option<bool>,
+}
+
+/// `yes`/`no` as Slurm's `--kill-on-invalid-dep` takes them.
+pub fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "y" | "1" | "true" => Ok(true),
+        "no" | "n" | "0" | "false" => Ok(false),
+        _ => Err(format!("'{s}': expected yes or no")),
+    }
 }
 
 /// A shape flag with a wrong value; the message names the flag.
@@ -98,6 +114,9 @@ pub struct JobShape {
     pub account: Option<String>,
     pub qos: Option<String>,
     pub nice: i32,
+    /// `--dependency` (the protocol carries it beside the shape, in the submission).
+    pub dependency: Option<Dependency>,
+    pub kill_on_invalid_dep: Option<bool>,
 }
 
 impl JobShape {
@@ -141,11 +160,6 @@ impl ShapeArgs {
     /// The checked shape; errors name the flag.
     pub fn to_shape(&self) -> Result<JobShape, ShapeError> {
         let usage = ShapeError;
-        if let Some(d) = &self.dependency {
-            return Err(usage(format!(
-                "--dependency={d}: job dependencies are not supported yet; submit the later job when the first has ended"
-            )));
-        }
         let nodes = match self.nodes.as_deref() {
             None => None,
             Some(n) => {
@@ -195,6 +209,8 @@ impl ShapeArgs {
             account: self.account.clone(),
             qos: self.qos.clone(),
             nice: self.nice.unwrap_or(0),
+            dependency: self.dependency.clone(),
+            kill_on_invalid_dep: self.kill_on_invalid_dep,
         })
     }
 }

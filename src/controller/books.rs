@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use gangway_scheduler::{
-    ClusterState, Event, NewJob, PartitionLimits, Scheduler, SchedulerConfig, Timestamp,
+    ClusterState, Event, NewJob, PartitionLimits, PendingReason, Scheduler, SchedulerConfig,
+    Timestamp,
 };
 use gangway_topology::Topology;
 
@@ -26,6 +27,7 @@ impl Cluster {
         n.qos = job.sub.shape.qos.clone();
         n.nice = job.sub.shape.nice;
         n.requeue = job.sub.requeue;
+        n.dependency = job.waiting_on.is_some();
         n
     }
 
@@ -71,10 +73,26 @@ impl Cluster {
                 self.sched.handle(Event::Cancelled(id), at);
             }
             (_, Some(s)) => {
-                let held_there = s.reason == Some(gangway_scheduler::PendingReason::Held);
-                if job.held && !held_there {
+                let waits_there = s.reason == Some(PendingReason::Dependency);
+                match (job.waiting_on.is_some(), waits_there) {
+                    (false, true) => self.sched.handle(Event::DependenciesMet(id), at),
+                    (true, false) => {
+                        // Given a dependency while queued (`scontrol update`): out of the
+                        // passes until it is met.
+                        self.sched.handle(Event::Cancelled(id), at);
+                        self.enqueue_if_ready(id, at);
+                        return;
+                    }
+                    _ => {}
+                }
+                let reason = self.sched.job(id).and_then(|s| s.reason);
+                let held_there = reason == Some(PendingReason::Held);
+                // A job waiting for its dependency sits apart from holds in the books; held
+                // meanwhile, it is held there once its dependency is met (just above).
+                let (held, waiting) = (job.held, job.waiting_on.is_some());
+                if held && !held_there && !waiting {
                     self.sched.handle(Event::Hold(id), at);
-                } else if !job.held && held_there {
+                } else if !held && held_there {
                     self.sched.handle(Event::Release(id), at);
                 }
             }

@@ -77,6 +77,10 @@ struct Raw {
     mpi_default: Option<String>,
     #[serde(default = "default_slurm_env")]
     slurm_env: bool,
+    /// A job whose dependency can never be satisfied is cancelled (Slurm's
+    /// `SchedulerParameters=kill_invalid_depend`); a job's `--kill-on-invalid-dep` wins.
+    #[serde(default)]
+    kill_on_invalid_dep: bool,
     #[serde(default, rename = "partition")]
     partitions: Vec<RawPartition>,
     #[serde(default, rename = "node")]
@@ -210,6 +214,9 @@ pub struct Config {
     pub mpi_default: Option<MpiKind>,
     /// Jobs get `SLURM_*` variables beside the `GANGWAY_*` ones (docs/slurm.md); default on.
     pub slurm_env: bool,
+    /// Cancel a job whose dependency can never be satisfied (else it stays pending with the
+    /// reason `DependencyNeverSatisfied`, as in Slurm); a job's `--kill-on-invalid-dep` wins.
+    pub kill_on_invalid_dep: bool,
     /// The scheduling policy: `[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`
     /// (docs/scheduling.md); the defaults without them.
     pub scheduler: SchedulerConfig,
@@ -430,6 +437,7 @@ impl Config {
             node_settings,
             mpi_default,
             slurm_env: raw.slurm_env,
+            kill_on_invalid_dep: raw.kill_on_invalid_dep,
             scheduler,
             path: path.to_owned(),
             warnings,

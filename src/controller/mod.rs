@@ -7,6 +7,7 @@
 pub mod books;
 pub mod config;
 pub mod config_scheduling;
+pub mod dependencies;
 pub mod disk;
 pub mod effects;
 pub mod handlers;

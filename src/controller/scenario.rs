@@ -99,6 +99,8 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         end_handling: Default::default(),
         constraint: None,
         begin: None,
+        dependency: None,
+        kill_on_invalid_dep: None,
         comment: None,
     }
 }

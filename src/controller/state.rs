@@ -144,6 +144,10 @@ pub struct Job {
     /// Why the current attempt is a requeue, when not a node's loss (the output's marker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeued_for: Option<String>,
+    /// What of its `--dependency` is not met yet (`None`: nothing, or met): it stays out of
+    /// the scheduler's passes while this is set (`handlers::dependencies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<crate::protocol::dependency::Dependency>,
 }
 
 /// A running job being stopped for another (the scheduler's preemption decision).
@@ -314,6 +318,10 @@ pub struct Cluster {
     pub(super) signer: Option<crate::auth::Key>,
     /// Submissions' idempotency keys, per user (exactly-once submission).
     pub(super) keys: SubmissionKeys,
+    /// Who waits for whom (`dependencies`): rebuilt from the jobs at a restart.
+    pub(super) dependents: super::dependencies::Dependents,
+    /// Jobs whose dependency must be looked at again (a job it names started or ended).
+    pub(super) dependencies_due: BTreeSet<JobId>,
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.

@@ -128,6 +128,7 @@ impl Cluster {
             usage: job.usage.clone(),
             sched: self.sched_info(id),
             comment: job.sub.comment.clone(),
+            dependency: Cluster::dependency_text(job),
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod constraint;
 pub mod credential;
+pub mod dependency;
 pub mod end_handling;
 pub mod signal;
 pub mod wire;
@@ -113,6 +114,13 @@ pub struct Submission {
     /// `--begin`: not eligible before this time (Unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub begin: Option<u64>,
+    /// `--dependency`: what the job waits for (docs/slurm.md, "Dependencies").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<dependency::Dependency>,
+    /// `--kill-on-invalid-dep`: a dependency that can never be satisfied cancels the job
+    /// (`None`: the cluster's `kill_on_invalid_dep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_on_invalid_dep: Option<bool>,
     /// `--comment`: free text kept with the job and shown by `show job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -350,6 +358,9 @@ pub struct JobInfo {
     /// `--comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// What of its `--dependency` is not met yet, as Slurm prints it (`afterok:5(unfulfilled)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
 }
 
 /// A job as the scheduler sees it: its account and QOS, its priority factor by factor, and

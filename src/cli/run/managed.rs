@@ -200,16 +200,19 @@ fn job_shape(request: &RunRequest) -> JobShape {
         account: flags.account.clone(),
         qos: flags.qos.clone(),
         nice: flags.nice,
+        dependency: flags.dependency.clone(),
+        kill_on_invalid_dep: flags.kill_on_invalid_dep,
     }
 }
 
 /// `gangway run` outside any allocation: a job of its own.
 pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
     let flags = &request.cluster;
+    let shape = job_shape(&request);
     let sub = Submission {
         kind: JobKind::Run,
         name: flags.job_name.clone().unwrap_or_else(|| command_name(&request.spec.argv0, "run")),
-        shape: job_shape(&request).to_protocol(),
+        shape: shape.to_protocol(),
         cwd: submit_dir(),
         env: vec![submit_host()],
         script: None,
@@ -226,6 +229,8 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         constraint: None,
         begin: None,
         comment: None,
+        dependency: shape.dependency.clone(),
+        kill_on_invalid_dep: shape.kill_on_invalid_dep,
     };
     let mut client = Client::connect()?;
     let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;

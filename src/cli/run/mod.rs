@@ -34,12 +34,22 @@ pub fn main(args: RunArgs) -> Result<u8, CliError> {
     let explicit_nodes =
         request.node_request.hosts.is_some() || request.node_request.hostfile.is_some();
     if !explicit_nodes && !request.dry_run {
-        if let Some(job) = env.get("GANGWAY_JOB_ID").and_then(|j| j.parse().ok()) {
+        if let Some(job) = env.get("GANGWAY_JOB_ID").and_then(|j| j.parse::<u64>().ok()) {
+            if request.cluster.dependency.is_some() {
+                return Err(CliError::Usage(format!(
+                    "--dependency: a step of job {job} starts within it at once; give the dependency to the job (batch/alloc)"
+                )));
+            }
             return managed::run_in_job(request, job);
         }
         if crate::client::target().is_some() {
             return managed::run_as_job(request);
         }
+    }
+    if request.cluster.dependency.is_some() {
+        return Err(CliError::Usage(
+            "--dependency needs a controller (jobs to wait for); a local run starts at once".into(),
+        ));
     }
     let source = nodes::select_source(&request.node_request, &env)
         .map_err(|e| CliError::Usage(e.to_string()))?;

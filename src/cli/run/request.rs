@@ -254,6 +254,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub requeue: bool,
 
+    /// With a controller, as a job of its own: start after other jobs (afterok:ID, afterany:ID,
+    /// singleton...; see `gangway batch --help`).
+    #[arg(short = 'd', long, value_name = "LIST")]
+    pub dependency: Option<crate::protocol::dependency::Dependency>,
+
+    /// With --dependency: yes cancels the job if its dependency can never be satisfied.
+    #[arg(long, value_name = "yes|no", value_parser = crate::cli::shape::parse_yes_no)]
+    pub kill_on_invalid_dep: Option<bool>,
+
     /// Print progress to stderr; twice (-vv) also every PMI message.
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -317,6 +326,8 @@ pub struct ClusterFlags {
     pub job_name: Option<String>,
     pub requeue: bool,
     pub time: Option<TimeLimit>,
+    pub dependency: Option<crate::protocol::dependency::Dependency>,
+    pub kill_on_invalid_dep: Option<bool>,
 }
 
 impl RunArgs {
@@ -491,6 +502,8 @@ impl RunArgs {
             job_name: self.job_name,
             requeue: self.requeue,
             time,
+            dependency: self.dependency,
+            kill_on_invalid_dep: self.kill_on_invalid_dep,
         };
         Ok(RunRequest {
             spec,

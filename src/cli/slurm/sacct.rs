@@ -532,6 +532,7 @@ mod tests {
             usage: Vec::new(),
             sched: None,
             comment: None,
+            dependency: None,
         }
     }
 

@@ -174,8 +174,11 @@ pub fn render_job(j: &JobInfo, now: u64) -> String {
     let _ = writeln!(s, "   UserId={}({}) Account=(null) QOS=normal", j.user, j.uid);
     let _ = writeln!(
         s,
-        "   Priority={} JobState={} Reason={} Dependency=(null)",
-        j.priority, j.state, j.reason
+        "   Priority={} JobState={} Reason={} Dependency={}",
+        j.priority,
+        j.state,
+        j.reason,
+        j.dependency.as_deref().unwrap_or("(null)")
     );
     let _ = writeln!(
         s,

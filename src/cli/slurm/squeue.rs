@@ -326,6 +326,7 @@ mod tests {
             usage: Vec::new(),
             sched: None,
             comment: None,
+            dependency: None,
         }
     }
 

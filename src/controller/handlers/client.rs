@@ -45,6 +45,7 @@ impl Cluster {
             usage: Vec::new(),
             preempted: None,
             requeued_for: None,
+            waiting_on: None,
         };
         job.held = job.sub.hold;
         if job.sub.shape.nice < 0 && !caller.admin {
@@ -54,6 +55,14 @@ impl Cluster {
             );
             let reply = Reply::Error { code: exit_code::PERMISSION_DENIED, message };
             return Effects::reply_and_close(conn, reply);
+        }
+        if let Some(dep) = &job.sub.dependency {
+            if let Err(message) = self.check_dependency(id, dep) {
+                let reply = Reply::Error { code: exit_code::USAGE, message };
+                return Effects::reply_and_close(conn, reply);
+            }
+            job.waiting_on = Some(dep.clone());
+            job.reason = super::dependencies::DEPENDENCY.into();
         }
         if let Some(c) = &job.sub.constraint {
             let features = |n: &String| {
@@ -115,6 +124,7 @@ impl Cluster {
         self.jobs.insert(id, job);
         self.active.insert(id);
         self.touch_job(id);
+        self.wait_for_dependency(id);
         self.needs_schedule = true;
         let mut fx = Effects::reply(conn, Reply::Submitted { id });
         if kind == JobKind::Batch {

@@ -124,6 +124,7 @@ impl Cluster {
         fx.append(self.time_limits(now));
         fx.append(self.preemptions_due(now));
         self.wake_at_begin(now);
+        self.timed_dependencies(now);
         fx
     }
 

@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod begin;
 pub mod client;
+pub mod dependencies;
 pub mod liveness;
 pub mod preempt;
 pub mod reconfigure;

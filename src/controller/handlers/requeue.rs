@@ -187,6 +187,7 @@ impl Cluster {
             fx.to_client(conn, Reply::Ended { id, state: state.name().into(), reason });
         }
         self.touch_job(id);
+        self.wake_dependents(id);
         fx.append(self.end_mail(id, state, now));
         self.event(now, Some(id), None, "end", format!("{} ({reason})", state.name()));
         self.needs_schedule = true;

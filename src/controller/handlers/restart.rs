@@ -87,7 +87,10 @@ impl Cluster {
             listening_since: None,
             signer: None,
             keys: SubmissionKeys::default(),
+            dependents: Default::default(),
+            dependencies_due: BTreeSet::new(),
         };
+        c.index_dependencies();
         c.keys = SubmissionKeys::from_jobs(c.jobs.values().map(|j| (j.uid, j.id, &j.sub)));
         // Alloc and run jobs last only as long as their client's connection, which the restart
         // cut: no one is left to use them. Their agents are told to end them when they register.

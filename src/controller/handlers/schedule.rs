@@ -21,6 +21,7 @@ impl Cluster {
     /// the scheduler decides.
     pub fn schedule(&mut self, now: u64) -> Effects {
         let mut fx = self.retry_steps(now);
+        fx.append(self.settle_dependencies(now));
         self.reconcile(now);
         let interval = self.sched_config.full_pass_interval.max(Duration::from_secs(1));
         let periodic = now.saturating_sub(self.last_pass) >= interval.as_millis() as u64;
@@ -93,6 +94,7 @@ impl Cluster {
             .collect();
         let attempt = job.attempt;
         self.touch_job(id);
+        self.wake_dependents(id);
         let names: Vec<String> = start.nodes.iter().map(|g| g.node.clone()).collect();
         let mut detail = format!("attempt {attempt} on {}", names.join(","));
         if backfilled {

@@ -1,0 +1,390 @@
+//! `--dependency` in the controller: refused at submission when it names an unknown job or
+//! would close a cycle; indexed (`dependencies::Dependents`); looked at again only when a job
+//! it names starts or ends, a namesake of a `singleton` ends, or a timed `after` falls due;
+//! decided by the pure `dependencies::evaluate`. A waiting job is in the scheduler's books as
+//! dependency-blocked (it costs a pass nothing) with the reason `Dependency`; once met the
+//! books hear `DependenciesMet` (`books::reconcile`). One that can never be met waits with
+//! `DependencyNeverSatisfied`, as in Slurm, or is cancelled under `--kill-on-invalid-dep`.
+
+use crate::controller::dependencies::{
+    Lookup, Observed, Subject, Verdict, creates_cycle, evaluate,
+};
+use crate::controller::effects::Effects;
+use crate::controller::state::{Cluster, Job, JobState};
+use crate::protocol::JobId;
+use crate::protocol::dependency::{Dependency, JobRef};
+
+/// Slurm's reason for a job waiting on other jobs.
+pub const DEPENDENCY: &str = "Dependency";
+/// Slurm's reason for a job whose dependency can never be satisfied.
+pub const NEVER_SATISFIED: &str = "DependencyNeverSatisfied";
+
+/// The controller's jobs as the pure evaluation sees them.
+struct Known<'a>(&'a Cluster);
+
+/// What a job is now, for the jobs that name it.
+fn observed(job: &Job) -> Observed {
+    match job.state {
+        JobState::Pending => Observed::Pending,
+        JobState::Running => Observed::Running { started: job.start_time.unwrap_or(0) },
+        state => Observed::Ended {
+            ok: state == JobState::Completed && job.exit_code.unwrap_or(0) == 0,
+            state: state.name(),
+            started: job.start_time,
+            ended: job.end_time.unwrap_or(0),
+        },
+    }
+}
+
+impl Lookup for Known<'_> {
+    fn observe(&self, r: JobRef) -> Option<Vec<Observed>> {
+        // Arrays plug in here: an array's id answers one entry per task (tasks not started
+        // yet as `Pending`), `ID_TASK` that task's. Until then a task id names nothing.
+        if r.task.is_some() {
+            return None;
+        }
+        self.0.jobs.get(&r.job).map(|j| vec![observed(j)])
+    }
+
+    fn singleton_blocker(&self, s: &Subject<'_>) -> Option<JobId> {
+        // Active jobs only: a walk over the pending and running ones, made only when a
+        // singleton's namesake starts or ends.
+        self.0.active.iter().copied().find(|id| {
+            let j = &self.0.jobs[id];
+            *id != s.id
+                && j.uid == s.uid
+                && j.sub.name == s.name
+                && (j.state == JobState::Running || (j.state == JobState::Pending && *id < s.id))
+        })
+    }
+}
+
+impl Cluster {
+    /// Checks a dependency for job `id` (new, or `scontrol update`): every job it names
+    /// exists, and none of them waits, directly or through others, for `id`.
+    pub(super) fn check_dependency(&self, id: JobId, dep: &Dependency) -> Result<(), String> {
+        for r in dep.jobs() {
+            if r.job == id {
+                return Err(format!("--dependency={dep}: job {id} cannot wait for itself"));
+            }
+            if Known(self).observe(r).is_none() {
+                return Err(format!(
+                    "--dependency={dep}: job {r} does not exist (see `gangway queue` and `gangway history`)"
+                ));
+            }
+        }
+        let waits_on = |j: JobId| {
+            self.jobs
+                .get(&j)
+                .and_then(|job| job.waiting_on.as_ref())
+                .map(|d| d.jobs().into_iter().map(|r| r.job).collect())
+                .unwrap_or_default()
+        };
+        if let Some(path) = creates_cycle(id, dep, waits_on) {
+            let path: Vec<String> = path.iter().map(JobId::to_string).collect();
+            return Err(format!(
+                "--dependency={dep}: jobs would wait for each other in a circle ({})",
+                path.join(" → ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// A job that waits for others from now on: indexed, and looked at in the next pass.
+    pub(super) fn wait_for_dependency(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        if let Some(dep) = &job.waiting_on {
+            self.dependents.add(id, job.uid, &job.sub.name, dep);
+            self.dependencies_due.insert(id);
+        }
+    }
+
+    /// Job `id` started or ended: the jobs whose dependency names it are looked at again
+    /// (an ended one that waited itself leaves the index).
+    pub(super) fn wake_dependents(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        if job.state.is_final()
+            && let Some(dep) = &job.waiting_on
+        {
+            self.dependents.remove(id, job.uid, &job.sub.name, dep);
+        }
+        let woken = self.dependents.woken_by(id, job.uid, &job.sub.name);
+        self.dependencies_due.extend(woken);
+    }
+
+    /// The timed `after:ID+MIN` that fell due by `now` (the tick).
+    pub(super) fn timed_dependencies(&mut self, now: u64) {
+        let due = self.dependents.due(now);
+        if !due.is_empty() {
+            self.dependencies_due.extend(due);
+            self.needs_schedule = true;
+        }
+    }
+
+    /// Evaluates every job marked since the last pass. A job met goes to the scheduler's
+    /// queue; one that can never be met waits with `DependencyNeverSatisfied`, or is
+    /// cancelled under `--kill-on-invalid-dep` (whose end may wake others in turn).
+    pub(super) fn settle_dependencies(&mut self, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        while let Some(id) = self.dependencies_due.pop_first() {
+            fx.append(self.settle_dependency(id, now));
+        }
+        fx
+    }
+
+    fn settle_dependency(&mut self, id: JobId, now: u64) -> Effects {
+        let Some(job) = self.jobs.get(&id) else { return Effects::new() };
+        let Some(dep) = job.waiting_on.clone().filter(|_| job.state == JobState::Pending) else {
+            return Effects::new();
+        };
+        let subject = Subject { id, uid: job.uid, name: &job.sub.name, task: None };
+        let verdict = evaluate(&dep, &subject, &Known(self), now);
+        let (uid, name) = (job.uid, job.sub.name.clone());
+        let kill = job.sub.kill_on_invalid_dep.unwrap_or(self.config.kill_on_invalid_dep);
+        match verdict {
+            Verdict::Satisfied => {
+                self.dependents.remove(id, uid, &name, &dep);
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.waiting_on = None;
+                    j.reason = "Priority".into();
+                }
+                self.event(now, Some(id), None, "dependency", format!("{dep} satisfied"));
+                // The books hear `DependenciesMet` and the job is queued.
+                self.touch_job(id);
+                self.needs_schedule = true;
+                Effects::new()
+            }
+            Verdict::Waiting { remaining, recheck_at } => {
+                if let Some(at) = recheck_at {
+                    self.dependents.recheck_at(id, at);
+                }
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.reason = DEPENDENCY.into();
+                    if remaining != dep {
+                        // What was met stays met (an `after` whose job is requeued later).
+                        j.waiting_on = Some(remaining);
+                        self.dirty_jobs.insert(id);
+                    }
+                }
+                Effects::new()
+            }
+            Verdict::Never { why } => {
+                let already = self.jobs.get(&id).is_some_and(|j| j.reason == NEVER_SATISFIED);
+                if !already {
+                    let detail = format!("{dep} can never be satisfied: {why}");
+                    self.event(now, Some(id), None, "dependency", detail);
+                }
+                if kill {
+                    return self.finish(id, JobState::Cancelled, NEVER_SATISFIED, None, now);
+                }
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.reason = NEVER_SATISFIED.into();
+                    self.dirty_jobs.insert(id);
+                }
+                Effects::new()
+            }
+        }
+    }
+
+    /// After a restart: the index rebuilt from the pending jobs that still wait, each looked
+    /// at again in the first pass.
+    pub(super) fn index_dependencies(&mut self) {
+        let waiting: Vec<JobId> = self
+            .active
+            .iter()
+            .filter(|id| {
+                let j = &self.jobs[id];
+                j.state == JobState::Pending && j.waiting_on.is_some()
+            })
+            .copied()
+            .collect();
+        for id in waiting {
+            self.wait_for_dependency(id);
+        }
+    }
+
+    /// What `show job` prints after `Dependency=`: what is not met yet, as Slurm marks it.
+    pub(crate) fn dependency_text(job: &Job) -> Option<String> {
+        let dep = job
+            .waiting_on
+            .as_ref()
+            .filter(|_| !job.state.is_final() || job.reason == NEVER_SATISFIED)?;
+        let mark = if job.reason == NEVER_SATISFIED { "failed" } else { "unfulfilled" };
+        Some(format!("{dep}({mark})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::scenario::{alice, batch, cluster, replies_to, root, starts};
+    use crate::controller::state::{Cluster, JobState, Mono};
+    use crate::protocol::{FromAgent, JobId, Reply, Submission};
+
+    fn with_dep(dep: &str) -> Submission {
+        let mut sub = batch(1, 1);
+        sub.dependency = Some(dep.parse().expect("dependency"));
+        sub
+    }
+
+    fn end(c: &mut Cluster, job: JobId, exit_code: i32, t: u64) {
+        let node = c.job(job).expect("job").nodes()[0].clone();
+        let conn = 100 + node[1..].parse::<u64>().expect("n<i>");
+        let ended = FromAgent::JobEnded { job, attempt: 1, exit_code, message: None };
+        c.from_agent(conn, &node, ended, t, Mono(t));
+    }
+
+    fn started(c: &mut Cluster, t: u64) -> Vec<JobId> {
+        starts(&c.schedule(t)).into_iter().map(|s| s.1).collect()
+    }
+
+    fn refusal(c: &mut Cluster, sub: Submission) -> String {
+        let fx = c.submit(40, &root(), sub, 0);
+        match replies_to(&fx, 40).first() {
+            Some(Reply::Error { message, .. }) => message.clone(),
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn afterok_waits_out_of_the_passes_then_starts_when_the_job_succeeds() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        c.submit(2, &root(), with_dep("afterok:1"), 0);
+        c.submit(3, &root(), with_dep("afternotok:1"), 0);
+        assert_eq!(started(&mut c, 0), [1], "there is room, but 2 and 3 wait for 1");
+        assert_eq!(c.job(2).expect("job").reason, "Dependency");
+        assert_eq!(c.job_info(2).expect("job").reason, "Dependency");
+        end(&mut c, 1, 0, 5_000);
+        assert_eq!(started(&mut c, 5_000), [2]);
+        let three = c.job(3).expect("job");
+        assert_eq!(
+            (three.state, three.reason.as_str()),
+            (JobState::Pending, "DependencyNeverSatisfied")
+        );
+        // It stays so: nothing more starts, and it can still be cancelled.
+        end(&mut c, 2, 0, 6_000);
+        assert!(started(&mut c, 6_000).is_empty());
+        assert_eq!(c.job(3).expect("job").state, JobState::Pending);
+    }
+
+    #[test]
+    fn kill_on_invalid_dep_cancels_and_wakes_what_waited_for_it() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let mut sub = with_dep("afternotok:1");
+        sub.kill_on_invalid_dep = Some(true);
+        c.submit(2, &root(), sub, 0);
+        c.submit(3, &root(), with_dep("afterany:2"), 0);
+        c.submit(4, &root(), with_dep("afterok:2"), 0);
+        assert_eq!(started(&mut c, 0), [1]);
+        end(&mut c, 1, 0, 1_000);
+        assert_eq!(started(&mut c, 1_000), [3], "2 is cancelled: afterany holds, afterok never");
+        let two = c.job(2).expect("job");
+        assert_eq!(
+            (two.state, two.reason.as_str()),
+            (JobState::Cancelled, "DependencyNeverSatisfied")
+        );
+        assert_eq!(c.job(4).expect("job").reason, "DependencyNeverSatisfied");
+    }
+
+    #[test]
+    fn after_plus_minutes_waits_from_the_start() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        c.submit(2, &root(), with_dep("after:1+1"), 0);
+        assert_eq!(started(&mut c, 0), [1]);
+        for t in (1_000..60_000).step_by(1_000).chain([59_999]) {
+            for i in 1..=3u64 {
+                let hb = FromAgent::Heartbeat { load: 0.0, seq: 0 };
+                c.from_agent(100 + i, &format!("n{i}"), hb, t, Mono(t));
+            }
+            c.tick(t, Mono(t));
+            assert!(started(&mut c, t).is_empty(), "at {t}");
+        }
+        assert_eq!(c.job(2).expect("job").reason, "Dependency");
+        c.tick(60_000, Mono(60_000));
+        assert_eq!(started(&mut c, 60_000), [2]);
+    }
+
+    #[test]
+    fn any_of_them_suffices_with_a_question_mark() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        c.submit(2, &root(), batch(1, 1), 0);
+        c.submit(3, &root(), with_dep("afterok:1?afterok:2"), 0);
+        assert_eq!(started(&mut c, 0), [1, 2]);
+        end(&mut c, 2, 0, 1_000);
+        assert_eq!(started(&mut c, 1_000), [3]);
+    }
+
+    #[test]
+    fn singleton_runs_one_job_of_a_name_at_a_time_in_submission_order() {
+        let mut c = cluster();
+        for _ in 0..3 {
+            let mut sub = with_dep("singleton");
+            sub.name = "nightly".into();
+            c.submit(1, &root(), sub, 0);
+        }
+        // Another user's namesake does not count.
+        let mut other = with_dep("singleton");
+        other.name = "nightly".into();
+        c.submit(1, &alice(), other, 0);
+        assert_eq!(started(&mut c, 0), [1, 4]);
+        end(&mut c, 1, 1, 1_000);
+        assert_eq!(started(&mut c, 1_000), [2], "however the namesake ended");
+        end(&mut c, 2, 0, 2_000);
+        assert_eq!(started(&mut c, 2_000), [3]);
+    }
+
+    #[test]
+    fn unknown_jobs_and_cycles_are_refused() {
+        let mut c = cluster();
+        let m = refusal(&mut c, with_dep("afterok:42"));
+        assert!(m.contains("job 42 does not exist"), "{m}");
+        c.submit(1, &root(), batch(1, 1), 0);
+        let m = refusal(&mut c, with_dep("afterok:1_3"));
+        assert!(m.contains("job 1_3 does not exist"), "{m}");
+        c.submit(1, &root(), with_dep("afterok:1"), 0);
+        // Job 1 cannot be made to wait for 2, which waits for 1.
+        let dep = "afterok:2".parse().expect("dependency");
+        let m = c.check_dependency(1, &dep).unwrap_err();
+        assert!(m.contains("circle (1 → 2 → 1)"), "{m}");
+    }
+
+    #[test]
+    fn a_dependency_on_a_job_long_over_is_decided_at_once() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        started(&mut c, 0);
+        end(&mut c, 1, 3, 1_000);
+        c.schedule(1_000);
+        c.submit(2, &root(), with_dep("afternotok:1"), 2_000);
+        c.submit(3, &root(), with_dep("afterok:1"), 2_000);
+        assert_eq!(started(&mut c, 2_000), [2]);
+        assert_eq!(c.job(3).expect("job").reason, "DependencyNeverSatisfied");
+    }
+
+    #[test]
+    fn waiting_survives_a_restart() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        c.submit(2, &root(), with_dep("afterok:1"), 0);
+        started(&mut c, 0);
+        let dirty = c.take_dirty();
+        let config = crate::controller::scenario::config();
+        let mut again = Cluster::new(config, 0, dirty.nodes, dirty.jobs, dirty.next_id, 1_000);
+        again.listening(Mono(1_000));
+        for n in ["n1", "n2", "n3"] {
+            let mut reg = crate::controller::scenario::registration(n);
+            if again.job(1).expect("job").nodes()[0] == n {
+                reg.running = vec![(1, 1)];
+            }
+            let conn = 100 + n[1..].parse::<u64>().expect("n<i>");
+            again.from_agent(conn, n, FromAgent::Register(reg), 1_000, Mono(1_000));
+        }
+        assert!(started(&mut again, 1_000).is_empty(), "2 still waits");
+        assert_eq!(again.job(2).expect("job").reason, "Dependency");
+        end(&mut again, 1, 0, 2_000);
+        assert_eq!(started(&mut again, 2_000), [2]);
+    }
+}

@@ -126,6 +126,26 @@ impl Dependency {
     }
 }
 
+/// `scontrol update JobId=N Dependency=...`: a new dependency, or none (`Dependency=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyChange {
+    Set(Dependency),
+    Clear,
+}
+
+impl FromStr for DependencyChange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DependencyChange, String> {
+        if s.trim().is_empty() {
+            Ok(DependencyChange::Clear)
+        } else {
+            s.parse().map(DependencyChange::Set)
+        }
+    }
+}
+
 /// Slurm's text: consecutive conditions of one kind share the keyword (`afterok:5:6`).
 impl fmt::Display for Dependency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

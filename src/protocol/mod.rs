@@ -309,6 +309,9 @@ pub struct JobUpdate {
     pub partition: Option<String>,
     /// Seconds (0: no limit).
     pub time_limit_secs: Option<u64>,
+    /// `Dependency=...` (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<dependency::DependencyChange>,
 }
 
 /// A job as `queue`, `show job` and `history` show it.

@@ -10,7 +10,7 @@ use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
 use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
-const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] | requeue ID...";
+const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] [Dependency=D] | requeue ID...";
 
 /// Runs `scontrol`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
@@ -62,16 +62,23 @@ pub fn update_request(pairs: &[&str]) -> Result<(u64, JobUpdate), CliError> {
             }
             "partition" => changes.partition = Some(value.to_string()),
             "jobname" | "name" => changes.name = Some(value.to_string()),
+            "dependency" => {
+                let change =
+                    value.parse().map_err(|e| usage(format!("update: Dependency={value}: {e}")))?;
+                changes.dependency = Some(change);
+            }
             _ => {
                 return Err(usage(format!(
-                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=)"
+                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=, Dependency=)"
                 )));
             }
         }
     }
     let id = id.ok_or_else(|| usage("update: give JobId=ID".into()))?;
     if changes == JobUpdate::default() {
-        return Err(usage("update: nothing to change (TimeLimit=, Partition=, JobName=)".into()));
+        return Err(usage(
+            "update: nothing to change (TimeLimit=, Partition=, JobName=, Dependency=)".into(),
+        ));
     }
     Ok((id, changes))
 }
@@ -289,7 +296,8 @@ mod tests {
             JobUpdate {
                 name: Some("x".into()),
                 partition: Some("debug".into()),
-                time_limit_secs: Some(5400)
+                time_limit_secs: Some(5400),
+                dependency: None,
             }
         );
         assert!(

@@ -45,6 +45,10 @@ impl Cluster {
         for id in due {
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.reason = "Priority".into();
+                if j.waiting_on.is_some() {
+                    // Its reason is its dependency's again (decided in the next pass).
+                    self.dependencies_due.insert(id);
+                }
             }
             self.touch_job(id);
             self.needs_schedule = true;

@@ -218,7 +218,7 @@ impl Cluster {
 mod tests {
     use crate::controller::scenario::{alice, batch, cluster, replies_to, root, starts};
     use crate::controller::state::{Cluster, JobState, Mono};
-    use crate::protocol::{FromAgent, JobId, Reply, Submission};
+    use crate::protocol::{FromAgent, JobId, JobUpdate, Reply, Submission};
 
     fn with_dep(dep: &str) -> Submission {
         let mut sub = batch(1, 1);
@@ -349,6 +349,51 @@ mod tests {
         let dep = "afterok:2".parse().expect("dependency");
         let m = c.check_dependency(1, &dep).unwrap_err();
         assert!(m.contains("circle (1 → 2 → 1)"), "{m}");
+    }
+
+    #[test]
+    fn scontrol_update_sets_or_clears_a_dependency_but_never_a_circle() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        c.submit(2, &root(), with_dep("afterok:1"), 0);
+        let mut held = batch(1, 1);
+        held.hold = true;
+        c.submit(3, &root(), held, 0);
+        assert_eq!(started(&mut c, 0), [1]);
+        let set = |d: &str| JobUpdate {
+            dependency: Some(d.parse().expect("dependency")),
+            ..JobUpdate::default()
+        };
+        // 3 waits for 2 now; 2 may then not wait for 3.
+        assert!(
+            replies_to(&c.update(9, &root(), 3, &set("afterany:2"), 1), 9)
+                .iter()
+                .all(|r| matches!(r, Reply::Ok { .. }))
+        );
+        let fx = c.update(9, &root(), 2, &set("afterok:3"), 1);
+        let m = match replies_to(&fx, 9).first() {
+            Some(Reply::Error { message, .. }) => message.clone(),
+            other => panic!("accepted: {other:?}"),
+        };
+        assert!(m.contains("circle (2 → 3 → 2)"), "{m}");
+        c.update(9, &root(), 2, &set(""), 2);
+        end(&mut c, 1, 1, 3_000);
+        assert_eq!(started(&mut c, 3_000), [2], "no longer waits for 1, which failed");
+        assert_eq!(c.job(3).expect("job").reason, "Dependency");
+    }
+
+    #[test]
+    fn a_held_job_stays_held_once_its_dependency_is_met() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let mut sub = with_dep("afterok:1");
+        sub.hold = true;
+        c.submit(2, &root(), sub, 0);
+        assert_eq!(started(&mut c, 0), [1]);
+        end(&mut c, 1, 0, 1_000);
+        assert!(started(&mut c, 1_000).is_empty());
+        c.set_held(1, &root(), &[2], false, 2_000);
+        assert_eq!(started(&mut c, 2_000), [2]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::controller::effects::{ConnId, Effects};
 use crate::controller::state::{Caller, Cluster, Job, JobState};
 use crate::exit_code;
+use crate::protocol::dependency::DependencyChange;
 use crate::protocol::{JobId, JobKind, JobUpdate, Reply, ToAgent};
 use gangway_scheduler::allocator;
 
@@ -48,6 +49,21 @@ impl Cluster {
         if let Some(t) = changes.time_limit_secs {
             changed.sub.shape.time_limit_secs = Some(t);
         }
+        match &changes.dependency {
+            None => {}
+            Some(DependencyChange::Set(dep)) => {
+                if let Err(message) = self.check_dependency(id, dep) {
+                    return refuse(exit_code::USAGE, message);
+                }
+                changed.sub.dependency = Some(dep.clone());
+                changed.waiting_on = Some(dep.clone());
+            }
+            Some(DependencyChange::Clear) => {
+                changed.sub.dependency = None;
+                changed.waiting_on = None;
+                changed.reason = "Priority".into();
+            }
+        }
         let request = changed.request();
         if let Err(rejection) = allocator::validate(self.alloc(), &request) {
             return refuse(exit_code::CANNOT_PLACE, rejection.to_string());
@@ -57,7 +73,12 @@ impl Cluster {
             .clone()
             .or_else(|| self.alloc().default_partition().map(|p| p.name.clone()))
             .unwrap_or_default();
+        // Indexed again under its new dependency and name (a singleton's namesakes).
+        if let Some(old) = &job.waiting_on {
+            self.dependents.remove(id, job.uid, &job.sub.name, old);
+        }
         self.jobs.insert(id, changed);
+        self.wait_for_dependency(id);
         // The scheduler queues the job afresh with its new shape (its submit time, and so its
         // place by age, is kept).
         if self.sched.job(id).is_some() {
@@ -157,8 +178,11 @@ mod tests {
         let mut sub = batch(1, 1);
         sub.hold = true;
         c.submit(1, &root(), sub, 0);
-        let changes =
-            JobUpdate { name: Some("renamed".into()), time_limit_secs: Some(600), partition: None };
+        let changes = JobUpdate {
+            name: Some("renamed".into()),
+            time_limit_secs: Some(600),
+            ..JobUpdate::default()
+        };
         assert_eq!(
             code(&c.update(1, &alice(), 1, &changes, 1)),
             Some(exit_code::PERMISSION_DENIED)

@@ -12,6 +12,7 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use super::allocation::wait_for_grant;
+use super::batch::invoked_as;
 use super::error::CliError;
 use super::shape::ShapeArgs;
 use super::submission::{command_name, submit_dir, submit_host, submitter_umask};
@@ -35,6 +36,9 @@ pub struct AllocArgs {
     /// No progress display while waiting.
     #[arg(short = 'Q', long)]
     pub quiet: bool,
+    /// Allocate nothing: print when and where the allocation would start, as things stand.
+    #[arg(long)]
+    pub test_only: bool,
     /// The command to run in the allocation (default: $SHELL).
     #[arg(trailing_var_arg = true, value_name = "COMMAND [ARGS]")]
     pub command: Vec<OsString>,
@@ -84,6 +88,11 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         dependency: job_shape.dependency.clone(),
         kill_on_invalid_dep: job_shape.kill_on_invalid_dep,
     };
+    if args.test_only {
+        let reply = super::error::ask(&Request::TestOnly(Box::new(sub)))?;
+        eprintln!("{}", super::batch::would_start(&invoked_as("salloc", "alloc"), &reply)?);
+        return Ok(crate::exit_code::SUCCESS);
+    }
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;
     eprintln!("gangway: granted job {} on {}", grant.job, node_list(&grant));

@@ -98,6 +98,9 @@ pub struct BatchArgs {
     /// Wait for the job to end, and exit with its exit code (1 if it ended without one).
     #[arg(short = 'W', long)]
     pub wait: bool,
+    /// Submit nothing: print when and where the job would start, as things stand.
+    #[arg(long, conflicts_with = "wait")]
+    pub test_only: bool,
     /// `SCRIPT [ARGS]`: the script and its arguments.
     #[arg(
         help = "SCRIPT [ARGS]: the script and its arguments (none: the script is read from standard input)",
@@ -267,6 +270,11 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
                 .map(|events| MailRequest { events, user: args.mail_user.clone() }),
         },
     };
+    if args.test_only {
+        let reply = submit(&Request::TestOnly(Box::new(sub)))?;
+        eprintln!("{}", would_start(&invoked_as("sbatch", "batch"), &reply)?);
+        return Ok(crate::exit_code::SUCCESS);
+    }
     match submit(&Request::Submit(Box::new(sub)))? {
         Reply::Submitted { id } => {
             if args.parsable {
@@ -278,6 +286,29 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         }
         other => Err(CliError::UnexpectedReply(Box::new(other))),
     }
+}
+
+/// What a message names the command: `slurm_name` when run under that name (the symlink),
+/// else `gangway` and its own.
+pub fn invoked_as(slurm_name: &str, own: &str) -> String {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned());
+    if name.as_deref() == Some(slurm_name) { slurm_name.into() } else { format!("gangway {own}") }
+}
+
+/// Slurm's `--test-only` line: `PROG: Job N to start at TIME using C processors on nodes LIST
+/// in partition P` (N: the id the job would get; TIME `Unknown` when no start can be foreseen).
+pub fn would_start(prog: &str, reply: &Reply) -> Result<String, CliError> {
+    let Reply::WouldStart { id, start, cpus, nodes, partition } = reply else {
+        return Err(CliError::UnexpectedReply(Box::new(reply.clone())));
+    };
+    let nodes =
+        gangway_launcher::nodes::hostlist::compress(nodes).unwrap_or_else(|_| nodes.join(","));
+    let nodes = if nodes.is_empty() { "(null)".to_string() } else { nodes };
+    let at = super::slurm::time::local(*start);
+    Ok(format!(
+        "{prog}: Job {id} to start at {at} using {cpus} processors on nodes {nodes} in partition {partition}"
+    ))
 }
 
 /// `--wait`: asks after the job until it has ended (every 0.2 s at first, then every 2 s: a

@@ -34,7 +34,7 @@ impl Cluster {
     /// Whether the scheduler should have `job` in its queue: pending, past its `--begin`, and
     /// nothing of an earlier attempt is left on any node (see `handlers::release`). A job
     /// waiting for its begin time stays out, so it costs the passes nothing.
-    fn queueable(job: &Job, at: Timestamp) -> bool {
+    pub(super) fn queueable(job: &Job, at: Timestamp) -> bool {
         job.state == JobState::Pending
             && job.releasing.is_empty()
             && job.sub.begin.is_none_or(|b| at.0 >= b)
@@ -121,6 +121,19 @@ impl Cluster {
     /// usage is carried over from the previous books.
     pub(super) fn rebuild_scheduler(&mut self, now: u64) {
         let at = Timestamp(now);
+        self.sched = self.fresh_books(at);
+        let active: Vec<JobId> = self.active.iter().copied().collect();
+        for id in active {
+            self.enqueue_if_ready(id, at);
+        }
+        self.resync.clear();
+        self.needs_schedule = true;
+    }
+
+    /// New books from the controller's state (nodes, partitions, running jobs' allocations,
+    /// fair-share usage), without the pending jobs: for a rebuild, and for the copy a
+    /// `--test-only` submission is tried on.
+    pub(super) fn fresh_books(&self, at: Timestamp) -> Scheduler {
         let mut state = ClusterState::new();
         for rec in self.nodes.values() {
             let model = rec
@@ -155,26 +168,20 @@ impl Cluster {
                 .unwrap_or_else(|e| panic!("the default scheduling policy always builds: {e}")),
         };
         sched.restore_usage(&usage);
-        self.sched = sched;
-        let active: Vec<JobId> = self.active.iter().copied().collect();
-        for id in &active {
+        for id in &self.active {
             let job = &self.jobs[id];
             if job.state != JobState::Running {
                 continue;
             }
-            let started = Timestamp(job.start_time.unwrap_or(now));
-            if let Some(start) = job_start(job, self.sched.cluster()) {
+            let started = Timestamp(job.start_time.unwrap_or(at.0));
+            if let Some(start) = job_start(job, sched.cluster()) {
                 let new = Self::new_job(job);
-                if let Err(e) = self.sched.recover(new, &start, started) {
+                if let Err(e) = sched.recover(new, &start, started) {
                     tracing::warn!(job = id, error = %e, "a running job could not be booked");
                 }
             }
         }
-        for id in active {
-            self.enqueue_if_ready(id, at);
-        }
-        self.resync.clear();
-        self.needs_schedule = true;
+        sched
     }
 }
 

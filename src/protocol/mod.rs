@@ -137,6 +137,9 @@ pub enum Request {
     /// [`Reply::Waiting`] updates and [`Reply::Granted`]; the job lasts while the connection
     /// does (or until [`Request::Release`]).
     Submit(Box<Submission>),
+    /// `--test-only`: when and where this submission would start; nothing is submitted
+    /// (answered with [`Reply::WouldStart`]).
+    TestOnly(Box<Submission>),
     /// Pending and running jobs.
     Queue,
     /// Finished jobs, newest first.
@@ -227,6 +230,15 @@ pub enum Reply {
     },
     Submitted {
         id: JobId,
+    },
+    /// A `--test-only` submission: the id it would get, when it would start (wall ms; `None`:
+    /// not known, e.g. behind jobs without a time limit, or held), on how many CPUs, where.
+    WouldStart {
+        id: JobId,
+        start: Option<u64>,
+        cpus: u32,
+        nodes: Vec<String>,
+        partition: String,
     },
     /// Still waiting: place in the queue (1 = next) and why.
     Waiting {

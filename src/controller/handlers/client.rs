@@ -7,7 +7,7 @@ use crate::exit_code;
 use crate::protocol::{
     JobId, JobKind, Reply, Signal, SignalTarget, StopCause, Submission, ToAgent,
 };
-use gangway_scheduler::{Rejection, SubmitError, Timestamp, validate};
+use gangway_scheduler::{Rejection, Scheduler, SubmitError, Timestamp, validate};
 
 impl Cluster {
     /// `gangway batch/alloc/run`: checks and queues a job.
@@ -17,6 +17,42 @@ impl Cluster {
             return self.resubmitted(conn, id);
         }
         let id = self.next_id;
+        let (job, fits) = match self.checked_job(id, caller, sub, now) {
+            Ok(checked) => checked,
+            Err(reply) => return Effects::reply_and_close(conn, reply),
+        };
+        // The scheduler checks the rest (account, QOS, their limits) and queues it.
+        if fits && let Err(reply) = book(&mut self.sched, &job, now) {
+            return Effects::reply_and_close(conn, reply);
+        }
+        self.next_id += 1;
+        self.event(now, Some(id), None, "submit", format!("{:?} by {}", job.sub.kind, job.user));
+        let kind = job.sub.kind;
+        self.keys.record(job.uid, id, &job.sub);
+        self.jobs.insert(id, job);
+        self.active.insert(id);
+        self.touch_job(id);
+        self.wait_for_dependency(id);
+        self.needs_schedule = true;
+        let mut fx = Effects::reply(conn, Reply::Submitted { id });
+        if kind == JobKind::Batch {
+            fx.close_client(conn);
+        } else {
+            self.holders.insert(id, conn);
+        }
+        fx
+    }
+
+    /// A new job's record, checked as far as the state can tell without booking it: `--nice`,
+    /// `--dependency`, `--constraint`, whether it fits the cluster (`true`: it can be booked
+    /// with [`book`]; `false`: it cannot be judged until its nodes register). `Err`: the refusal.
+    pub(super) fn checked_job(
+        &self,
+        id: JobId,
+        caller: &Caller,
+        sub: Submission,
+        now: u64,
+    ) -> Result<(Job, bool), Reply> {
         let mut job = Job {
             id,
             uid: caller.uid,
@@ -54,12 +90,12 @@ impl Cluster {
                 job.sub.shape.nice
             );
             let reply = Reply::Error { code: exit_code::PERMISSION_DENIED, message };
-            return Effects::reply_and_close(conn, reply);
+            return Err(reply);
         }
         if let Some(dep) = &job.sub.dependency {
             if let Err(message) = self.check_dependency(id, dep) {
                 let reply = Reply::Error { code: exit_code::USAGE, message };
-                return Effects::reply_and_close(conn, reply);
+                return Err(reply);
             }
             job.waiting_on = Some(dep.clone());
             job.reason = super::dependencies::DEPENDENCY.into();
@@ -75,32 +111,17 @@ impl Cluster {
                     "--constraint={c}: no node has these features (features are set per node in the controller's configuration: [node.NAME] features = [...])"
                 );
                 let reply = Reply::Error { code: exit_code::CANNOT_PLACE, message };
-                return Effects::reply_and_close(conn, reply);
+                return Err(reply);
             }
         }
         let request = job.request();
         let fits = validate(self.alloc(), &request);
-        if fits.is_ok() {
-            // The scheduler checks the rest (account, QOS, their limits) and queues it.
-            let new = Cluster::new_job(&job);
-            if let Err(e) = self.sched.submit(new, Timestamp(now)) {
-                let code = match e {
-                    SubmitError::Rejected(_) => exit_code::CANNOT_PLACE,
-                    SubmitError::NotMember { .. } | SubmitError::NoAccount(_) => {
-                        exit_code::PERMISSION_DENIED
-                    }
-                    _ => exit_code::USAGE,
-                };
-                let reply = Reply::Error { code, message: e.to_string() };
-                return Effects::reply_and_close(conn, reply);
-            }
-        }
-        if let Err(rejection) = fits {
+        if let Err(rejection) = &fits {
             // A partition whose nodes never registered has placeholder sizes: do not judge it.
             let unknown_sizes = self.nodes.values().any(|n| n.topology.is_none());
             if !unknown_sizes
                 || !matches!(
-                    rejection,
+                    *rejection,
                     Rejection::NeverFits { .. }
                         | Rejection::TaskTooBig { .. }
                         | Rejection::MemoryTooBig { .. }
@@ -109,7 +130,7 @@ impl Cluster {
             {
                 let message = rejection.to_string();
                 let reply = Reply::Error { code: exit_code::CANNOT_PLACE, message };
-                return Effects::reply_and_close(conn, reply);
+                return Err(reply);
             }
         }
         job.partition = request
@@ -117,22 +138,7 @@ impl Cluster {
             .clone()
             .or_else(|| self.alloc().default_partition().map(|p| p.name.clone()))
             .unwrap_or_default();
-        self.next_id += 1;
-        self.event(now, Some(id), None, "submit", format!("{:?} by {}", job.sub.kind, job.user));
-        let kind = job.sub.kind;
-        self.keys.record(job.uid, id, &job.sub);
-        self.jobs.insert(id, job);
-        self.active.insert(id);
-        self.touch_job(id);
-        self.wait_for_dependency(id);
-        self.needs_schedule = true;
-        let mut fx = Effects::reply(conn, Reply::Submitted { id });
-        if kind == JobKind::Batch {
-            fx.close_client(conn);
-        } else {
-            self.holders.insert(id, conn);
-        }
-        fx
+        Ok((job, fits.is_ok()))
     }
 
     /// The answer to a submission whose idempotency key names job `id`: its id, as the first
@@ -377,6 +383,21 @@ fn problems_reply(problems: &[Problem]) -> Reply {
         })
         .collect();
     Reply::Error { code, message: text.join("\n") }
+}
+
+/// Books a checked job in `sched` (the scheduler checks account, QOS and their limits);
+/// `Err`: the refusal.
+pub(super) fn book(sched: &mut Scheduler, job: &Job, now: u64) -> Result<(), Reply> {
+    sched.submit(Cluster::new_job(job), Timestamp(now)).map_err(|e| {
+        let code = match e {
+            SubmitError::Rejected(_) => exit_code::CANNOT_PLACE,
+            SubmitError::NotMember { .. } | SubmitError::NoAccount(_) => {
+                exit_code::PERMISSION_DENIED
+            }
+            _ => exit_code::USAGE,
+        };
+        Reply::Error { code, message: e.to_string() }
+    })
 }
 
 #[cfg(test)]

@@ -23,4 +23,5 @@ pub mod requeue;
 pub mod restart;
 pub mod schedule;
 pub mod steps;
+pub mod test_only;
 pub mod update;

@@ -51,6 +51,7 @@ fn is_read_only(r: &Request) -> bool {
             | Request::ShowJob { .. }
             | Request::ShowNode { .. }
             | Request::Share
+            | Request::TestOnly(_)
     )
 }
 
@@ -90,6 +91,7 @@ fn handle_request(
     let reply = |r: Reply| Effects::reply(conn, r);
     match request {
         Request::Submit(sub) => cluster.submit(conn, caller, *sub, now),
+        Request::TestOnly(sub) => cluster.test_only(conn, caller, *sub, now),
         Request::Queue => reply(Reply::Jobs { jobs: cluster.queue() }),
         Request::History { limit } => reply(Reply::Jobs { jobs: cluster.history(limit) }),
         Request::Nodes => reply(Reply::Nodes { nodes: cluster.nodes(now) }),

@@ -13,6 +13,7 @@ mod attack;
 mod binding;
 mod containment;
 mod controlled;
+mod dependencies;
 mod failures;
 mod io;
 mod limits;

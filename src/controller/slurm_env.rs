@@ -61,6 +61,9 @@ pub fn job_variables(job: &Job, nodelist: &str, cluster: &str) -> Vec<(String, S
     if let Some(g) = shape.gpus_per_task {
         vars.push(("SLURM_GPUS_PER_TASK", g.to_string()));
     }
+    if let Some(d) = &job.sub.dependency {
+        vars.push(("SLURM_JOB_DEPENDENCY", d.to_string()));
+    }
     if let Some(host) = job.sub.env.iter().find(|(k, _)| k == SUBMIT_HOST).map(|(_, v)| v) {
         vars.push(("SLURM_SUBMIT_HOST", host.clone()));
     }

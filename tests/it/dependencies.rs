@@ -51,7 +51,10 @@ fn a_slurm_pipeline_waits_for_afterok_never_runs_afternotok_and_keeps_singletons
         "a.sh",
         "#!/bin/bash\n#SBATCH -t 5\necho \"a start $SLURM_JOB_ID\" >> order.log\nsleep 4\necho 'a end' >> order.log\n",
     );
-    write("b.sh", "#!/bin/bash\necho \"b ran after $SLURM_JOB_ID's dependency\" >> order.log\n");
+    write(
+        "b.sh",
+        "#!/bin/bash\necho \"b $SLURM_JOB_ID ran after $SLURM_JOB_DEPENDENCY\" >> order.log\n",
+    );
     write("c.sh", "#!/bin/bash\necho 'c ran, it never should' >> order.log\n");
     write(
         "solo.sh",
@@ -101,7 +104,7 @@ sbatch --test-only b.sh
     let lines: Vec<&str> = order.lines().collect();
     assert_eq!(
         lines,
-        [format!("a start {a}"), "a end".into(), format!("b ran after {b}'s dependency")],
+        [format!("a start {a}"), "a end".into(), format!("b {b} ran after afterok:{a}")],
         "{order}\n{}",
         m.logs()
     );

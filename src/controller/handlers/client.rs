@@ -98,7 +98,6 @@ impl Cluster {
                 return Err(reply);
             }
             job.waiting_on = Some(dep.clone());
-            job.reason = super::dependencies::DEPENDENCY.into();
         }
         if let Some(c) = &job.sub.constraint {
             let features = |n: &String| {

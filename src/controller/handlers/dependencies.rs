@@ -11,8 +11,8 @@ use crate::controller::dependencies::{
 };
 use crate::controller::effects::Effects;
 use crate::controller::state::{Cluster, Job, JobState};
-use crate::protocol::JobId;
 use crate::protocol::dependency::{Dependency, JobRef};
+use crate::protocol::{JobId, Reply};
 
 /// Slurm's reason for a job waiting on other jobs.
 pub const DEPENDENCY: &str = "Dependency";
@@ -158,15 +158,14 @@ impl Cluster {
                 if let Some(at) = recheck_at {
                     self.dependents.recheck_at(id, at);
                 }
-                if let Some(j) = self.jobs.get_mut(&id) {
-                    j.reason = DEPENDENCY.into();
-                    if remaining != dep {
-                        // What was met stays met (an `after` whose job is requeued later).
-                        j.waiting_on = Some(remaining);
-                        self.dirty_jobs.insert(id);
-                    }
+                if let Some(j) = self.jobs.get_mut(&id)
+                    && remaining != dep
+                {
+                    // What was met stays met (an `after` whose job is requeued later).
+                    j.waiting_on = Some(remaining);
+                    self.dirty_jobs.insert(id);
                 }
-                Effects::new()
+                self.dependency_reason(id, DEPENDENCY)
             }
             Verdict::Never { why } => {
                 let already = self.jobs.get(&id).is_some_and(|j| j.reason == NEVER_SATISFIED);
@@ -177,13 +176,26 @@ impl Cluster {
                 if kill {
                     return self.finish(id, JobState::Cancelled, NEVER_SATISFIED, None, now);
                 }
-                if let Some(j) = self.jobs.get_mut(&id) {
-                    j.reason = NEVER_SATISFIED.into();
-                    self.dirty_jobs.insert(id);
-                }
-                Effects::new()
+                self.dirty_jobs.insert(id);
+                self.dependency_reason(id, NEVER_SATISFIED)
             }
         }
+    }
+
+    /// Gives a waiting job its reason; a client holding it (alloc, run) is told when it changes,
+    /// as the passes tell it of other reasons.
+    fn dependency_reason(&mut self, id: JobId, reason: &str) -> Effects {
+        let mut fx = Effects::new();
+        let Some(j) = self.jobs.get_mut(&id) else { return fx };
+        if j.reason == reason {
+            return fx;
+        }
+        j.reason = reason.into();
+        if let Some(conn) = self.holders.get(&id).copied() {
+            let position = self.position(id).unwrap_or(1);
+            fx.to_client(conn, Reply::Waiting { id, position, reason: reason.into() });
+        }
+        fx
     }
 
     /// After a restart: the index rebuilt from the pending jobs that still wait, each looked
@@ -265,6 +277,23 @@ mod tests {
         end(&mut c, 2, 0, 6_000);
         assert!(started(&mut c, 6_000).is_empty());
         assert_eq!(c.job(3).expect("job").state, JobState::Pending);
+    }
+
+    #[test]
+    fn an_allocation_waiting_for_a_job_is_told_why_then_granted() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let mut sub = crate::controller::scenario::alloc(1, 1);
+        sub.dependency = Some("afterany:1".parse().expect("dependency"));
+        c.submit(7, &root(), sub, 0);
+        let fx = c.schedule(0);
+        assert!(
+            matches!(&replies_to(&fx, 7)[..], [Reply::Waiting { id: 2, reason, .. }] if reason == "Dependency"),
+            "{fx:?}"
+        );
+        end(&mut c, 1, 2, 1_000);
+        let fx = c.schedule(1_000);
+        assert!(matches!(replies_to(&fx, 7)[..], [Reply::Granted(_)]), "{fx:?}");
     }
 
     #[test]

@@ -412,6 +412,22 @@ mod tests {
     }
 
     #[test]
+    fn renaming_the_namesake_ahead_lets_a_singleton_go() {
+        let mut c = cluster();
+        let mut ahead = batch(1, 1);
+        ahead.name = "x".into();
+        ahead.hold = true;
+        c.submit(1, &root(), ahead, 0);
+        let mut solo = with_dep("singleton");
+        solo.name = "x".into();
+        c.submit(2, &root(), solo, 0);
+        assert!(started(&mut c, 0).is_empty(), "1 (pending, submitted before) keeps 2 waiting");
+        let rename = JobUpdate { name: Some("y".into()), ..JobUpdate::default() };
+        c.update(9, &root(), 1, &rename, 1);
+        assert_eq!(started(&mut c, 1), [2]);
+    }
+
+    #[test]
     fn a_held_job_stays_held_once_its_dependency_is_met() {
         let mut c = cluster();
         c.submit(1, &root(), batch(1, 1), 0);

@@ -73,9 +73,14 @@ impl Cluster {
             .clone()
             .or_else(|| self.alloc().default_partition().map(|p| p.name.clone()))
             .unwrap_or_default();
-        // Indexed again under its new dependency and name (a singleton's namesakes).
+        // Indexed again under its new dependency and name; a singleton waiting on its old name
+        // may go now.
         if let Some(old) = &job.waiting_on {
             self.dependents.remove(id, job.uid, &job.sub.name, old);
+        }
+        if changed.sub.name != job.sub.name {
+            let namesakes = self.dependents.woken_by(id, job.uid, &job.sub.name);
+            self.dependencies_due.extend(namesakes);
         }
         self.jobs.insert(id, changed);
         self.wait_for_dependency(id);
@@ -143,6 +148,8 @@ impl Cluster {
             let told = if running { nodes } else { Vec::new() };
             let reason = format!("requeued by {}", caller.user);
             fx.append(self.next_attempt(*id, None, None, told, detail, reason, now));
+            // A job cancelled while it waited for its dependency waits for what is left of it.
+            self.wait_for_dependency(*id);
             self.needs_schedule = true;
         }
         let reply = if problems.is_empty() {

@@ -125,6 +125,19 @@ sbatch --test-only b.sh
     let expected: Vec<String> =
         solos.iter().flat_map(|s| [format!("start {s}"), format!("end {s}")]).collect();
     assert_eq!(solo.lines().collect::<Vec<_>>(), expected, "{solo}");
+    // srun as a job of its own takes -d too: at once after a job that completed, cancelled
+    // (exit code 118) when it never can be met and --kill-on-invalid-dep says so.
+    let ran = shell(&m, &work, &format!("srun -d afterok:{a} -J after-a echo srun ran"));
+    assert_eq!(text(&ran).trim(), "srun ran", "{}", text(&ran));
+    let never = shell(&m, &work, &format!("srun -d afternotok:{a} --kill-on-invalid-dep=yes true"));
+    assert_eq!(never.status.code(), Some(118), "{}", text(&never));
+    assert!(text(&never).contains("DependencyNeverSatisfied"), "{}", text(&never));
+    let test_only = shell(&m, &work, "salloc --test-only -n 2");
+    assert!(
+        text(&test_only).contains("using 2 processors on nodes node1 in partition batch"),
+        "{}",
+        text(&test_only)
+    );
     let cancelled = m.cli_out(&["cancel", &c.to_string()]);
     assert!(cancelled.status.success(), "{}", text(&cancelled));
 }

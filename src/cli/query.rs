@@ -79,6 +79,7 @@ fn field(j: &JobInfo, c: char, now: u64) -> String {
                 .unwrap_or_else(|_| s.expected_nodes.join(",")),
             None => "(null)".into(),
         },
+        'E' => j.dependency.clone().unwrap_or_else(|| "(null)".into()),
         _ => format!("%{c}"),
     }
 }
@@ -104,6 +105,7 @@ fn header(c: char) -> &'static str {
         'Q' => "PRIORITY",
         'S' => "START_TIME",
         'Y' => "SCHEDNODES",
+        'E' => "DEPENDENCY",
         _ => "?",
     }
 }
@@ -419,6 +421,21 @@ mod tests {
         insta::assert_snapshot!(
             "queue_custom_format",
             render_queue(&jobs, "%i %T %r %p", false, 0)
+        );
+    }
+
+    #[test]
+    fn the_dependency_left_is_a_queue_field() {
+        let mut waiting = job(8, "PENDING", &[], "Dependency");
+        waiting.dependency = Some("afterok:7(unfulfilled)".into());
+        let jobs = [waiting, job(9, "PENDING", &[], "Priority")];
+        assert_eq!(
+            render_queue(&jobs, "%i %E", true, 0)
+                .lines()
+                .map(str::split_whitespace)
+                .map(Iterator::collect::<Vec<_>>)
+                .collect::<Vec<_>>(),
+            [vec!["JOBID", "DEPENDENCY"], vec!["8", "afterok:7(unfulfilled)"], vec!["9", "(null)"]]
         );
     }
 

@@ -9,7 +9,7 @@ use crate::protocol::{JobInfo, Reply, Request};
 /// Flags of `gangway queue`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\n  gangway queue --start       pending jobs: expected start and reserved nodes\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position, %a account,\n%q QOS, %Q priority, %S expected start, %Y reserved nodes."
+    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\n  gangway queue --start       pending jobs: expected start and reserved nodes\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position, %a account,\n%q QOS, %Q priority, %S expected start, %Y reserved nodes, %E dependency left."
 )]
 pub struct QueueArgs {
     /// Only your jobs.

@@ -5,6 +5,12 @@
 //! dependency-blocked (it costs a pass nothing) with the reason `Dependency`; once met the
 //! books hear `DependenciesMet` (`books::reconcile`). One that can never be met waits with
 //! `DependencyNeverSatisfied`, as in Slurm, or is cancelled under `--kill-on-invalid-dep`.
+//!
+//! Arrays (issue 12 part 3) plug in at three places: `Known::observe` answers an array's id
+//! with one state per task (`7_3`: that task); a task's start or end calls `wake_dependents`
+//! with the array's id (the index is by the id a dependency names); and an array waiting as
+//! one record evaluates `aftercorr` per task, with `Subject::task` set to the task's index,
+//! when it picks which tasks may start.
 
 use crate::controller::dependencies::{
     Lookup, Observed, Subject, Verdict, creates_cycle, evaluate,
@@ -176,7 +182,6 @@ impl Cluster {
                 if kill {
                     return self.finish(id, JobState::Cancelled, NEVER_SATISFIED, None, now);
                 }
-                self.dirty_jobs.insert(id);
                 self.dependency_reason(id, NEVER_SATISFIED)
             }
         }

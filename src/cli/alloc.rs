@@ -24,6 +24,8 @@ Examples:
   gangway alloc -N 2                  a shell holding 2 nodes; `gangway run ./app` inside uses them
   gangway alloc -N 3 -n 12 -t 10 -- ./driver.sh   run a script inside a 3-node allocation
   gangway alloc -n 4 --qos scavenger --nice 50    preemptable, lower priority (docs/scheduling.md)
+  gangway alloc -d afterok:12 -- ./post.sh         once job 12 has succeeded
+  gangway alloc -N 4 --test-only                   when and where it would start; nothing allocated
 Inside: GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_NTASKS, ... The allocation ends when the
 command exits (exit code: the command's), or earlier if it is cancelled (118) or times out.";
 

@@ -29,6 +29,7 @@ Examples:
   gangway batch -o run-%j.log --parsable job.sh   print only the id; output to run-<id>.log
   gangway batch -A physics -q urgent job.sh   charged to account physics at QOS urgent (see `gangway share`)
   gangway batch -d afterok:$(gangway batch --parsable a.sh) b.sh   b.sh once a.sh succeeded
+  gangway batch --test-only -N 4 job.sh    when and where it would start; nothing submitted
 Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its
 first command; command-line flags win over them. Batch jobs are requeued if a node fails
 (--no-requeue: fail instead); they see GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_RESTART_COUNT...";

@@ -80,6 +80,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         constraint: None,
         begin: None,
         comment: None,
+        array: None,
     };
     let mut client = Client::connect()?;
     let grant = wait_for_grant(&mut client, sub, args.quiet)?;

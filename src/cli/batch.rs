@@ -14,6 +14,7 @@ use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
 use crate::controller::slurm_env::SUBMIT_HOST;
+use crate::protocol::array::ArraySpec;
 use crate::protocol::constraint::Constraint;
 use crate::protocol::end_handling::parse_mail_types;
 use crate::protocol::{
@@ -28,6 +29,8 @@ Examples:
   gangway batch --wrap 'hostname; date'    a one-line job without a script file
   gangway batch -o run-%j.log --parsable job.sh   print only the id; output to run-<id>.log
   gangway batch -A physics -q urgent job.sh   charged to account physics at QOS urgent (see `gangway share`)
+  gangway batch --array=0-999%50 -o out_%A_%a.txt job.sh   1000 tasks, at most 50 running at once;
+                                           each sees SLURM_ARRAY_TASK_ID (0..999) and writes out_<array>_<task>.txt
 Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its
 first command; command-line flags win over them. Batch jobs are requeued if a node fails
 (--no-requeue: fail instead); they see GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_RESTART_COUNT...";
@@ -88,6 +91,10 @@ pub struct BatchArgs {
     /// Where the mail goes (default: the job's user).
     #[arg(long, value_name = "ADDRESS")]
     pub mail_user: Option<String>,
+    /// A job array: one task per index (0-999, 1,3,5-9:2), each a job of its own with
+    /// SLURM_ARRAY_TASK_ID set; %N runs at most N at once (0-999%50).
+    #[arg(short = 'a', long, value_name = "INDEXES[%N]", value_parser = parse_array)]
+    pub array: Option<ArraySpec>,
     /// Submit this command (run by /bin/sh) instead of a script.
     #[arg(long, value_name = "COMMAND", conflicts_with = "script")]
     pub wrap: Option<String>,
@@ -248,6 +255,7 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         idempotency_key: Some(new_key()),
         constraint: args.constraint.clone(),
         comment: args.comment.clone(),
+        array: args.array.clone(),
         begin: match args.begin.as_deref().map(|b| parse_begin(b, now_ms())).transpose() {
             Ok(b) => b,
             Err(m) => return usage(format!("--begin: {m}")),
@@ -321,6 +329,10 @@ pub struct MailTypes(Vec<MailEvent>);
 pub enum OpenMode {
     Append,
     Truncate,
+}
+
+fn parse_array(s: &str) -> Result<ArraySpec, String> {
+    s.parse().map_err(|e: crate::protocol::array::ArrayError| e.to_string())
 }
 
 fn parse_warning(s: &str) -> Result<WarningSignal, String> {

@@ -41,7 +41,7 @@ fn field(j: &JobInfo, c: char, now: u64) -> String {
     let used =
         j.start_time.map(|s| (j.end_time.unwrap_or(now).saturating_sub(s)) / 1000).unwrap_or(0);
     match c {
-        'i' => j.id.to_string(),
+        'i' => j.label(),
         'P' => j.partition.clone(),
         'j' => j.name.clone(),
         'u' => j.user.clone(),
@@ -339,7 +339,7 @@ pub fn render_history(jobs: &[JobInfo]) -> String {
             _ => "0:00".into(),
         };
         rows.push(vec![
-            j.id.to_string(),
+            j.label(),
             j.name.clone(),
             j.user.clone(),
             j.state.clone(),
@@ -396,6 +396,7 @@ mod tests {
             usage: Vec::new(),
             sched: None,
             comment: None,
+            array: None,
         }
     }
 

@@ -20,12 +20,14 @@ use crate::protocol::JobId;
 
 impl Cluster {
     /// What the scheduler is told of a job (its account, QOS and nice as submitted).
-    pub(super) fn new_job(job: &Job) -> NewJob {
+    pub(super) fn new_job(&self, job: &Job) -> NewJob {
         let mut n = NewJob::new(job.id, job.request(), &job.user);
         n.account = job.sub.shape.account.clone();
         n.qos = job.sub.shape.qos.clone();
         n.nice = job.sub.shape.nice;
         n.requeue = job.sub.requeue;
+        n.array = self.array_books(job);
+        n.task_of = job.task.as_ref().map(|t| t.array);
         n
     }
 
@@ -89,7 +91,7 @@ impl Cluster {
         if !Self::queueable(job, at) {
             return;
         }
-        let new = Self::new_job(job);
+        let new = self.new_job(job);
         if let Err(e) = self.sched.submit(new, at)
             && let Some(job) = self.jobs.get_mut(&id)
         {
@@ -146,7 +148,7 @@ impl Cluster {
             }
             let started = Timestamp(job.start_time.unwrap_or(now));
             if let Some(start) = job_start(job, self.sched.cluster()) {
-                let new = Self::new_job(job);
+                let new = self.new_job(job);
                 if let Err(e) = self.sched.recover(new, &start, started) {
                     tracing::warn!(job = id, error = %e, "a running job could not be booked");
                 }

@@ -100,7 +100,16 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         constraint: None,
         begin: None,
         comment: None,
+        array: None,
     }
+}
+
+/// A one-task-per-index batch array (`--array=spec`), each task one core.
+pub fn array(spec: &str) -> Submission {
+    let mut sub = batch(1, 1);
+    sub.array = Some(spec.parse().expect("array spec"));
+    sub.output = Some("out_%A_%a.txt".into());
+    sub
 }
 
 /// The job starts among `fx`: node, job, attempt.

@@ -144,6 +144,13 @@ pub struct Job {
     /// Why the current attempt is a requeue, when not a node's loss (the output's marker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeued_for: Option<String>,
+    /// A job array's own record: its tasks not started yet (see `controller::arrays`). Its
+    /// `state` speaks of the record, not of the tasks: ask `Cluster::array_progress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<super::arrays::ArrayRecord>,
+    /// A task of a job array: which, and its index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<super::arrays::ArrayTask>,
 }
 
 /// A running job being stopped for another (the scheduler's preemption decision).
@@ -314,6 +321,8 @@ pub struct Cluster {
     pub(super) signer: Option<crate::auth::Key>,
     /// Submissions' idempotency keys, per user (exactly-once submission).
     pub(super) keys: SubmissionKeys,
+    /// Each job array's started tasks: index → the task's job id (rebuilt at a restart).
+    pub(super) array_tasks: HashMap<JobId, BTreeMap<u32, JobId>>,
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.

@@ -226,6 +226,7 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         constraint: None,
         begin: None,
         comment: None,
+        array: None,
     };
     let mut client = Client::connect()?;
     let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;

@@ -54,14 +54,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
             Some(s.parse::<Signal>().map_err(|e| CliError::Usage(format!("--signal {s}: {e}")))?)
         }
     };
-    let ids: Vec<u64> = args
-        .ids
-        .iter()
-        .map(|i| i.parse().map_err(|_| CliError::Usage(format!("'{i}' is not a job id"))))
-        .collect::<Result<_, _>>()?;
+    let (ids, tasks) = crate::cli::cancel::job_addresses(&args.ids)?;
     let user = if args.me { Some(current_user()) } else { args.user.clone() };
     let narrows = args.state.is_some() || args.name.is_some() || args.partition.is_some();
-    if ids.is_empty() && user.is_none() && !narrows {
+    if ids.is_empty() && tasks.is_empty() && user.is_none() && !narrows {
         return Err(CliError::Usage("no job identification provided".into()));
     }
     let request = if narrows || (!ids.is_empty() && user.is_some()) {
@@ -70,12 +66,12 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
             other => return Err(CliError::UnexpectedReply(Box::new(other))),
         };
         let chosen = select(&args, &ids, user.as_deref(), &jobs);
-        if chosen.is_empty() {
+        if chosen.is_empty() && tasks.is_empty() {
             return Ok(());
         }
-        Request::Cancel { ids: chosen, signal, user: None }
+        Request::Cancel { ids: chosen, signal, user: None, tasks }
     } else {
-        Request::Cancel { ids, signal, user }
+        Request::Cancel { ids, signal, user, tasks }
     };
     ask(&request).map(drop)
 }

@@ -10,7 +10,7 @@ use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
 use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
-const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] | requeue ID...";
+const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] [ArrayTaskThrottle=N] | requeue ID...";
 
 /// Runs `scontrol`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
@@ -62,9 +62,17 @@ pub fn update_request(pairs: &[&str]) -> Result<(u64, JobUpdate), CliError> {
             }
             "partition" => changes.partition = Some(value.to_string()),
             "jobname" | "name" => changes.name = Some(value.to_string()),
+            "arraytaskthrottle" => {
+                let n: u32 = value.parse().map_err(|_| {
+                    usage(format!(
+                        "update: ArrayTaskThrottle={value}: give a number of tasks (0: no limit)"
+                    ))
+                })?;
+                changes.array_throttle = Some(n);
+            }
             _ => {
                 return Err(usage(format!(
-                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=)"
+                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=, ArrayTaskThrottle=)"
                 )));
             }
         }
@@ -286,7 +294,8 @@ mod tests {
             JobUpdate {
                 name: Some("x".into()),
                 partition: Some("debug".into()),
-                time_limit_secs: Some(5400)
+                time_limit_secs: Some(5400),
+                array_throttle: None,
             }
         );
         assert!(

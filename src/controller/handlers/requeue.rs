@@ -189,6 +189,9 @@ impl Cluster {
         self.touch_job(id);
         fx.append(self.end_mail(id, state, now));
         self.event(now, Some(id), None, "end", format!("{} ({reason})", state.name()));
+        if let Some(task) = self.jobs.get(&id).and_then(|j| j.task) {
+            self.settle_array(task.array, now);
+        }
         self.needs_schedule = true;
         // Its resources are free in the books at once (what `gangway nodes` shows).
         self.reconcile(now);

@@ -56,10 +56,16 @@ impl Cluster {
         let mut active = BTreeSet::new();
         let mut jobs = BTreeMap::new();
         let mut max_id = 0;
+        let mut array_tasks: HashMap<JobId, BTreeMap<u32, JobId>> = HashMap::new();
         for job in stored_jobs {
             max_id = max_id.max(job.id);
-            if !job.state.is_final() {
+            // An array whose every task started waits for nothing itself.
+            let drained = job.array.as_ref().is_some_and(|a| a.pending.is_empty());
+            if !job.state.is_final() && !drained {
                 active.insert(job.id);
+            }
+            if let Some(t) = &job.task {
+                array_tasks.entry(t.array).or_default().insert(t.index, job.id);
             }
             jobs.insert(job.id, job);
         }
@@ -87,6 +93,7 @@ impl Cluster {
             listening_since: None,
             signer: None,
             keys: SubmissionKeys::default(),
+            array_tasks,
         };
         c.keys = SubmissionKeys::from_jobs(c.jobs.values().map(|j| (j.uid, j.id, &j.sub)));
         // Alloc and run jobs last only as long as their client's connection, which the restart

@@ -32,6 +32,25 @@ impl Cluster {
                 ),
             );
         }
+        if let Some(throttle) = changes.array_throttle {
+            if job.array.is_none() {
+                let message = format!(
+                    "job {id} is not a job array; ArrayTaskThrottle applies to an array's id"
+                );
+                return refuse(exit_code::FAILURE, message);
+            }
+            self.set_array_throttle(id, throttle, now);
+            let detail = format!("array throttle {throttle} by {}", caller.user);
+            self.event(now, Some(id), None, "update", detail);
+            let only =
+                JobUpdate { array_throttle: None, ..changes.clone() } == JobUpdate::default();
+            if only {
+                return Effects::reply(conn, Reply::Ok { message: format!("job {id} updated") });
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return refuse(exit_code::FAILURE, format!("job {id} does not exist"));
+        };
         if job.state != JobState::Pending {
             return refuse(
                 exit_code::FAILURE,
@@ -157,8 +176,12 @@ mod tests {
         let mut sub = batch(1, 1);
         sub.hold = true;
         c.submit(1, &root(), sub, 0);
-        let changes =
-            JobUpdate { name: Some("renamed".into()), time_limit_secs: Some(600), partition: None };
+        let changes = JobUpdate {
+            name: Some("renamed".into()),
+            time_limit_secs: Some(600),
+            partition: None,
+            array_throttle: None,
+        };
         assert_eq!(
             code(&c.update(1, &alice(), 1, &changes, 1)),
             Some(exit_code::PERMISSION_DENIED)

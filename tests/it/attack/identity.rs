@@ -487,6 +487,7 @@ fn a_vouch_without_the_key_is_refused() {
         constraint: None,
         begin: None,
         comment: None,
+        array: None,
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

@@ -409,3 +409,38 @@ pub fn export_env(export: Option<&str>) -> Result<Vec<(String, String)>, String>
     }
     Ok(env)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directive_check(script: &str) -> Result<Option<ArraySpec>, String> {
+        let found = directives::extract(script).map_err(|e| e.located("job.sh"))?;
+        let validated = directives::validate(&found, &batch_command(), UnknownDirectives::Error)
+            .map_err(|e| e.located("job.sh"))?;
+        let merged = validated.merged_args(&["job.sh".into()]);
+        let m = batch_command()
+            .no_binary_name(true)
+            .try_get_matches_from(merged)
+            .map_err(|e| e.to_string())?;
+        BatchArgs::from_arg_matches(&m).map(|a| a.array).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_array_directive_is_taken_and_a_bad_one_names_the_flag_and_the_fix() {
+        let spec = directive_check("#!/bin/sh\n#SBATCH --array=1-6%2\necho $SLURM_ARRAY_TASK_ID\n");
+        assert_eq!(spec.expect("accepted").map(|s| s.to_string()).as_deref(), Some("1-6%2"));
+        let spec = directive_check("#!/bin/sh\n#SBATCH -a 1,3,5-9:2\ntrue\n");
+        assert_eq!(spec.expect("accepted").map(|s| s.indexes.len()), Some(5));
+        for (bad, fix) in [
+            ("9-1", "write 1-9"),
+            ("1-9:0", ":1 or more"),
+            ("1-9%0", "%1 or more"),
+            ("", "write them as 0-99"),
+        ] {
+            let err = directive_check(&format!("#!/bin/sh\n#SBATCH --array={bad}\ntrue\n"))
+                .expect_err(bad);
+            assert!(err.contains("--array") && err.contains(fix), "{bad}: {err}");
+        }
+    }
+}

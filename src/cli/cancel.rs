@@ -48,7 +48,7 @@ impl CancelArgs {
                 s.parse::<Signal>().map_err(|e| CliError::Usage(format!("--signal {s}: {e}")))?,
             ),
         };
-        let (ids, tasks) = job_addresses(&self.ids)?;
+        let Named { ids, tasks } = job_addresses(&self.ids)?;
         Ok(CancelRequest { ids, tasks, signal, user: self.user })
     }
 }
@@ -65,9 +65,17 @@ impl CancelRequest {
     }
 }
 
+/// Jobs named on a command line: by id (a whole array too), and array tasks by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    pub ids: Vec<JobId>,
+    /// (array, index).
+    pub tasks: Vec<(JobId, u32)>,
+}
+
 /// Job ids as users write them: jobs (and whole arrays) by id, array tasks as `7_3` or
 /// `7_[1-3]`; the error names the word that is neither.
-pub fn job_addresses(words: &[String]) -> Result<(Vec<JobId>, Vec<(JobId, u32)>), CliError> {
+pub fn job_addresses(words: &[String]) -> Result<Named, CliError> {
     let mut ids = Vec::new();
     let mut tasks = Vec::new();
     for w in words {
@@ -76,7 +84,7 @@ pub fn job_addresses(words: &[String]) -> Result<(Vec<JobId>, Vec<(JobId, u32)>)
             JobAddress::Tasks(t) => tasks.extend(t.tasks.iter().map(|i| (t.array, i))),
         }
     }
-    Ok((ids, tasks))
+    Ok(Named { ids, tasks })
 }
 
 /// Runs `gangway cancel`: the flags are checked before the controller is asked.

@@ -195,6 +195,9 @@ pub fn render_job(j: &JobInfo) -> String {
         u8::from(j.requeue),
         u8::from(j.held)
     );
+    if let Some(a) = &j.array {
+        let _ = writeln!(s, "   {}", array_fields(a));
+    }
     if let Some(p) = j.position {
         let _ = writeln!(s, "   QueuePosition={p}");
     }
@@ -323,6 +326,20 @@ pub fn render_node(n: &NodeInfo) -> String {
         let _ = writeln!(s, "   Job={job} CPU_IDs={cpus}");
     }
     s
+}
+
+/// Slurm's `ArrayJobId=7 ArrayTaskId=3-999 ArrayTaskThrottle=50` of an array or a task.
+pub fn array_fields(a: &crate::protocol::ArrayInfo) -> String {
+    let tasks = match (a.task, &a.pending) {
+        (Some(i), _) => i.to_string(),
+        (None, Some(p)) if !p.is_empty() => p.to_string(),
+        (None, _) => "(none pending)".to_string(),
+    };
+    let mut line = format!("ArrayJobId={} ArrayTaskId={tasks}", a.job);
+    if let Some(t) = a.throttle {
+        line.push_str(&format!(" ArrayTaskThrottle={t}"));
+    }
+    line
 }
 
 /// `history` table (pure).

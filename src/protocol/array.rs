@@ -32,12 +32,14 @@ impl StepRange {
     }
 
     fn contains(&self, i: u32) -> bool {
-        i >= self.first && i <= self.last && (i - self.first) % self.step.max(1) == 0
+        i >= self.first && i <= self.last && (i - self.first).is_multiple_of(self.step.max(1))
     }
 
     /// Whether it is well formed: ordered, a step, `last` on the step.
     fn is_valid(&self) -> bool {
-        self.step > 0 && self.first <= self.last && (self.last - self.first) % self.step == 0
+        self.step > 0
+            && self.first <= self.last
+            && (self.last - self.first).is_multiple_of(self.step)
     }
 }
 

@@ -73,7 +73,7 @@ impl Scheduler {
             qos: a.qos,
             nice: a.nice,
             requeue: a.requeue,
-            factors: a.factors.clone(),
+            factors: a.factors,
             priority: a.priority,
             eligible: a.eligible,
             at: Where::Held,

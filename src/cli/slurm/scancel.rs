@@ -54,7 +54,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
             Some(s.parse::<Signal>().map_err(|e| CliError::Usage(format!("--signal {s}: {e}")))?)
         }
     };
-    let (ids, tasks) = crate::cli::cancel::job_addresses(&args.ids)?;
+    let crate::cli::cancel::Named { ids, tasks } = crate::cli::cancel::job_addresses(&args.ids)?;
     let user = if args.me { Some(current_user()) } else { args.user.clone() };
     let narrows = args.state.is_some() || args.name.is_some() || args.partition.is_some();
     if ids.is_empty() && tasks.is_empty() && user.is_none() && !narrows {

@@ -179,6 +179,9 @@ pub fn render_job(j: &JobInfo, now: u64) -> String {
         j.start_time.map(|st| j.end_time.unwrap_or(now).saturating_sub(st) / 1000).unwrap_or(0);
     let sh = &j.shape;
     let _ = writeln!(s, "JobId={} JobName={}", j.id, j.name);
+    if let Some(a) = &j.array {
+        let _ = writeln!(s, "   {}", crate::cli::query::array_fields(a));
+    }
     let _ = writeln!(s, "   UserId={}({}) Account=(null) QOS=normal", j.user, j.uid);
     let _ = writeln!(
         s,

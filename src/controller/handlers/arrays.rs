@@ -272,7 +272,7 @@ mod tests {
     use crate::exit_code;
     use crate::protocol::{FromAgent, JobId, JobUpdate, Reply, ToAgent};
 
-    fn env<'a>(c: &'a Cluster, job: JobId, name: &str) -> Option<String> {
+    fn env(c: &Cluster, job: JobId, name: &str) -> Option<String> {
         let node = c.job(job)?.nodes().first()?.clone();
         let launch = c.launch_for(job, &node)?;
         launch.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())

@@ -117,6 +117,12 @@ impl Cluster {
                 ));
                 continue;
             }
+            if job.array.is_some() {
+                problems.push(format!(
+                    "job {id} is a job array; requeue its tasks by their own ids (squeue -j {id})"
+                ));
+                continue;
+            }
             if job.sub.kind != JobKind::Batch || job.state == JobState::Pending {
                 problems.push(format!(
                     "job {id} is a {} job; only running or finished batch jobs can be requeued",

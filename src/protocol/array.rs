@@ -209,6 +209,19 @@ impl IndexSet {
         *self = IndexSet::from_indexes(all);
     }
 
+    /// Adds every index of `other` (one merge, however the two interleave).
+    pub fn extend(&mut self, other: &IndexSet) {
+        if other.is_empty() {
+            return;
+        }
+        if self.max().is_none_or(|m| other.min().is_some_and(|o| o > m)) {
+            self.ranges.extend_from_slice(&other.ranges);
+            return;
+        }
+        let all: Vec<u32> = self.iter().chain(other.iter()).collect();
+        *self = IndexSet::from_indexes(all);
+    }
+
     /// Every index, in order (lazily: a set of 100000 costs nothing until walked).
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.ranges.iter().flat_map(|r| (r.first..=r.last).step_by(r.step.max(1) as usize))
@@ -459,6 +472,7 @@ mod tests {
             values in proptest::collection::vec(0u32..200, 0..60),
             removes in proptest::collection::vec(0u32..200, 0..20),
             inserts in proptest::collection::vec(0u32..400, 0..20),
+            extra in proptest::collection::vec(0u32..600, 0..30),
             pops in 0usize..10,
         ) {
             let mut want: std::collections::BTreeSet<u32> = values.iter().copied().collect();
@@ -471,6 +485,9 @@ mod tests {
                 s.insert(i);
                 want.insert(i);
             }
+            let more = IndexSet::from_indexes(extra.clone());
+            s.extend(&more);
+            want.extend(extra);
             for _ in 0..pops {
                 prop_assert_eq!(s.pop_first(), want.pop_first());
             }

@@ -108,11 +108,8 @@ impl Cluster {
         let Some(rec) = self.jobs.get_mut(&array).and_then(|a| a.array.as_mut()) else {
             return fx;
         };
-        let pending: Vec<u32> = rec.pending.iter().collect();
-        for i in pending {
-            rec.cancelled.insert(i);
-        }
-        rec.pending = Default::default();
+        let pending = std::mem::take(&mut rec.pending);
+        rec.cancelled.extend(&pending);
         self.sched.update_array(array, 0, None, Timestamp(now));
         let tasks: Vec<JobId> = self.array_task_ids(array).map(|(_, id)| id).collect();
         for id in tasks {

@@ -1,7 +1,8 @@
 //! Job arrays on a virtual cluster, through the Slurm-named commands: an unchanged Slurm-style
 //! script with `#SBATCH --array=1-6%2` writing `out_%A_%a.txt`, its tasks' variables, the
-//! throttle checked from the tasks' own start and end times, the compact queue line, and
-//! `scancel` of one task (pending, running) and of the whole array. Real controller, agents.
+//! throttle checked from the tasks' own start and end times, the compact queue line,
+//! `scancel` of one task (pending, running) and of the whole array, and a `kill -9` of the
+//! controller while tasks run and wait: every task runs, once. Real controller, agents.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,8 +60,8 @@ fn submit(m: &Managed, path: &str, work: &Path, script: &str) -> u64 {
 }
 
 #[test]
-fn an_array_script_runs_unchanged_under_its_throttle_and_cancels_by_task_and_whole() {
-    let Some(m) = Managed::up_as(2, Some("core:4 pu:1")) else { return };
+fn an_array_script_runs_unchanged_under_its_throttle_cancels_and_survives_a_controller_kill() {
+    let Some(mut m) = Managed::up_as(2, Some("core:4 pu:1")) else { return };
     let path = slurm_path(&m);
     let work: PathBuf = m.dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -164,4 +165,38 @@ echo "end $(date +%s.%N)"
     assert_eq!(acct, format!("{id}_0|CANCELLED\n{id}_1|CANCELLED\n"));
     assert!(!work.join(format!("long_{id}_2.txt")).exists());
     assert!(!work.join(format!("long_{id}_3.txt")).exists());
+
+    // kill -9 of the controller with two tasks running and four waiting: every task runs
+    // exactly once (each appends its index to one file).
+    let id = submit(
+        &m,
+        &path,
+        &work,
+        "#!/bin/sh\n#SBATCH --array=0-5%2\n#SBATCH -o k_%A_%a.txt\necho $SLURM_ARRAY_TASK_ID >> ran.txt\nsleep 2\n",
+    );
+    wait_until("two tasks running", Duration::from_secs(20), || {
+        queue(&m, &path)
+            .iter()
+            .filter(|(l, s)| l.starts_with(&format!("{id}_")) && s == "RUNNING")
+            .count()
+            == 2
+    });
+    m.kill_controller();
+    m.start_controller();
+    wait_until("the array done after the restart", Duration::from_secs(60), || {
+        !array_active(&m, &path, id)
+    });
+    let ran = std::fs::read_to_string(work.join("ran.txt")).unwrap_or_default();
+    let mut indexes: Vec<&str> = ran.lines().collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, ["0", "1", "2", "3", "4", "5"], "{ran}\n{}", m.logs());
+    let acct = slurm(
+        &m,
+        &path,
+        &m.dir,
+        "sacct",
+        &["-j", &id.to_string(), "-X", "-P", "-n", "--format", "JobID,State"],
+    );
+    let want: String = (0..6).map(|i| format!("{id}_{i}|COMPLETED\n")).collect();
+    assert_eq!(acct, want);
 }

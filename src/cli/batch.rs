@@ -41,7 +41,8 @@ first command; command-line flags win over them. Batch jobs are requeued if a no
 pub struct BatchArgs {
     #[command(flatten)]
     pub shape: ShapeArgs,
-    /// Output file pattern: %j job id, %x job name, %u user, %N first node (default gangway-%j.out).
+    /// Output file pattern: %j job id, %x job name, %u user, %N first node, %A array job id, %a
+    /// array task index (default gangway-%j.out; an array task gangway-%A_%a.out).
     #[arg(short = 'o', long, value_name = "PATTERN", value_parser = valid_output_pattern)]
     pub output: Option<String>,
     /// Error file pattern (default: with the output).

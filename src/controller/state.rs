@@ -323,6 +323,9 @@ pub struct Cluster {
     pub(super) keys: SubmissionKeys,
     /// Each job array's started tasks: index → the task's job id (rebuilt at a restart).
     pub(super) array_tasks: HashMap<JobId, BTreeMap<u32, JobId>>,
+    /// Each job array's started tasks that have not ended (kept as they start and end, so
+    /// settling an array never walks its tasks until the last has ended).
+    pub(super) array_live: HashMap<JobId, u32>,
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.

@@ -59,6 +59,7 @@ impl Cluster {
         self.jobs.insert(task, job);
         self.active.insert(task);
         self.array_tasks.entry(array).or_default().insert(index, task);
+        *self.array_live.entry(array).or_default() += 1;
         self.next_id = self.next_id.max(task + 1);
         self.touch_job(task);
         // Its pending set is stored with the task's row, in the same commit: a restart never
@@ -69,24 +70,43 @@ impl Cluster {
         true
     }
 
+    /// A task of `array` ended (`counted`: it had not ended before): its record settles.
+    pub(super) fn task_ended(&mut self, array: JobId, counted: bool, now: u64) {
+        if counted && let Some(live) = self.array_live.get_mut(&array) {
+            *live = live.saturating_sub(1);
+        }
+        self.settle_array(array, now);
+    }
+
+    /// A task of `array` that had ended was requeued: the array is not over.
+    pub(super) fn task_restarted(&mut self, array: JobId, now: u64) {
+        *self.array_live.entry(array).or_default() += 1;
+        self.settle_array(array, now);
+    }
+
     /// Brings an array's record in line with its tasks: with pending tasks it waits (in the
     /// queue); with none, it leaves the queue and is `Running` while any task is not over; then
-    /// it ends with its tasks' outcome (`COMPLETED` only if every task completed).
+    /// it ends with its tasks' outcome (`COMPLETED` only if every task completed). Cheap until
+    /// the last task ends: only then are the tasks walked, once.
     pub(super) fn settle_array(&mut self, array: JobId, now: u64) {
-        let Some(progress) = self.array_progress(array) else { return };
-        let Some(job) = self.jobs.get_mut(&array) else { return };
-        if progress.pending > 0 && job.array.as_ref().is_some_and(|a| !a.pending.is_empty()) {
+        let Some(rec) = self.jobs.get(&array).and_then(|a| a.array.as_ref()) else { return };
+        if !rec.pending.is_empty() {
             return;
         }
-        let state = if progress.pending > 0 || progress.running > 0 {
+        let live = self.array_live.get(&array).copied().unwrap_or(0);
+        let state = if live > 0 {
             JobState::Running
-        } else if progress.all_ok() {
-            JobState::Completed
-        } else if progress.failed > 0 {
-            JobState::Failed
         } else {
-            JobState::Cancelled
+            let Some(progress) = self.array_progress(array) else { return };
+            if progress.all_ok() {
+                JobState::Completed
+            } else if progress.failed > 0 {
+                JobState::Failed
+            } else {
+                JobState::Cancelled
+            }
         };
+        let Some(job) = self.jobs.get_mut(&array) else { return };
         if job.state == state {
             return;
         }
@@ -462,5 +482,22 @@ mod tests {
             .filter(|e| matches!(e, Effect::ToAgent { msg: ToAgent::Signal { .. }, .. }))
             .count();
         assert_eq!(signalled, 3);
+    }
+
+    #[test]
+    fn a_finished_task_requeued_makes_its_array_unfinished_again() {
+        let mut c = cluster();
+        c.submit(5, &alice(), array("1-2"), 0);
+        c.schedule(0);
+        end(&mut c, 2, 0, 10);
+        end(&mut c, 3, 0, 11);
+        assert_eq!(c.job(1).expect("array").state, JobState::Completed);
+        assert!(c.array_progress(1).expect("progress").all_ok());
+        let fx = c.requeue_asked(6, &alice(), &[2], 12);
+        assert!(matches!(replies_to(&fx, 6)[..], [Reply::Ok { .. }]), "{fx:?}");
+        assert_eq!(c.job(1).expect("array").state, JobState::Running);
+        assert_eq!(c.array_task_outcome(1, 1), Some(TaskOutcome::Pending));
+        let fx = c.requeue_asked(6, &alice(), &[1], 13);
+        assert!(matches!(replies_to(&fx, 6)[..], [Reply::Error { .. }]), "the array's own record");
     }
 }

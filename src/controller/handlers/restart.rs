@@ -57,6 +57,7 @@ impl Cluster {
         let mut jobs = BTreeMap::new();
         let mut max_id = 0;
         let mut array_tasks: HashMap<JobId, BTreeMap<u32, JobId>> = HashMap::new();
+        let mut array_live: HashMap<JobId, u32> = HashMap::new();
         for job in stored_jobs {
             max_id = max_id.max(job.id);
             // An array whose every task started waits for nothing itself.
@@ -66,6 +67,9 @@ impl Cluster {
             }
             if let Some(t) = &job.task {
                 array_tasks.entry(t.array).or_default().insert(t.index, job.id);
+                if !job.state.is_final() {
+                    *array_live.entry(t.array).or_default() += 1;
+                }
             }
             jobs.insert(job.id, job);
         }
@@ -94,6 +98,7 @@ impl Cluster {
             signer: None,
             keys: SubmissionKeys::default(),
             array_tasks,
+            array_live,
         };
         c.keys = SubmissionKeys::from_jobs(c.jobs.values().map(|j| (j.uid, j.id, &j.sub)));
         // Alloc and run jobs last only as long as their client's connection, which the restart

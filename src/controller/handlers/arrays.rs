@@ -28,6 +28,10 @@ impl Cluster {
         if spec.indexes.is_empty() {
             return Err((exit_code::USAGE, "--array: no task indexes; write them as 0-99".into()));
         }
+        if spec.throttle == Some(0) {
+            let message = "--array: '%0' lets no task run; write %1 or more".to_string();
+            return Err((exit_code::USAGE, message));
+        }
         if spec.indexes.max().is_some_and(|m| m >= max) {
             let message = format!(
                 "--array={spec}: task indexes must be below this cluster's max_array_size, {max}; use indexes 0-{} (or ask an administrator to raise max_array_size)",
@@ -449,6 +453,14 @@ mod tests {
         };
         assert_eq!(*code, exit_code::USAGE);
         assert!(message.contains("--array=0-100001") && message.contains("0-100000"), "{message}");
+        // A %0 sent by a client that skipped the command's check.
+        let mut sub = array("1-3");
+        sub.array.as_mut().expect("spec").throttle = Some(0);
+        let fx = c.submit(5, &root(), sub, 0);
+        assert!(
+            matches!(replies_to(&fx, 5)[..], [Reply::Error { code: exit_code::USAGE, .. }]),
+            "{fx:?}"
+        );
         let mut sub = alloc(1, 1);
         sub.array = Some("1-3".parse().expect("spec"));
         let fx = c.submit(6, &root(), sub, 0);

@@ -79,50 +79,54 @@ pub fn addresses(flag: &str, words: &[String]) -> Result<Vec<JobAddress>, String
         .collect()
 }
 
+/// A queue line for tests: job `id` in `state`, of an array or not.
+#[cfg(test)]
+pub(crate) fn test_line(id: u64, state: &str, array: Option<ArrayInfo>) -> JobInfo {
+    use crate::protocol::{JobKind, Shape};
+    JobInfo {
+        id,
+        name: "a".into(),
+        user: "u".into(),
+        uid: 1,
+        kind: JobKind::Batch,
+        state: state.into(),
+        reason: "None".into(),
+        partition: "p".into(),
+        nodes: Vec::new(),
+        ntasks: 1,
+        cpus: 1,
+        submit_time: 0,
+        start_time: None,
+        end_time: None,
+        time_limit: None,
+        exit_code: None,
+        attempt: 1,
+        requeue: true,
+        held: false,
+        priority: 0,
+        command: String::new(),
+        cwd: String::new(),
+        output: None,
+        error: None,
+        cpu_map: Vec::new(),
+        shape: Shape::default(),
+        position: None,
+        events: Vec::new(),
+        usage: Vec::new(),
+        sched: None,
+        comment: None,
+        array,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{JobKind, Shape};
 
     fn line(id: u64, array: Option<ArrayInfo>) -> JobInfo {
-        JobInfo {
-            id,
-            name: "a".into(),
-            user: "u".into(),
-            uid: 1,
-            kind: JobKind::Batch,
-            state: if array.as_ref().is_some_and(|a| a.task.is_none()) {
-                "PENDING".into()
-            } else {
-                "RUNNING".into()
-            },
-            reason: "None".into(),
-            partition: "p".into(),
-            nodes: Vec::new(),
-            ntasks: 1,
-            cpus: 1,
-            submit_time: 0,
-            start_time: None,
-            end_time: None,
-            time_limit: None,
-            exit_code: None,
-            attempt: 1,
-            requeue: true,
-            held: false,
-            priority: 0,
-            command: String::new(),
-            cwd: String::new(),
-            output: None,
-            error: None,
-            cpu_map: Vec::new(),
-            shape: Shape::default(),
-            position: None,
-            events: Vec::new(),
-            usage: Vec::new(),
-            sched: None,
-            comment: None,
-            array,
-        }
+        let state =
+            if array.as_ref().is_some_and(|a| a.task.is_none()) { "PENDING" } else { "RUNNING" };
+        test_line(id, state, array)
     }
 
     /// Array 7: tasks 1 and 2 running (jobs 8, 9), 3-999 pending at most 50 at once; job 5.

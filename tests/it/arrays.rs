@@ -135,6 +135,9 @@ echo "end $(date +%s.%N)"
     );
     let want: String = (1..=6).map(|i| format!("{id}_{i}|COMPLETED\n")).collect();
     assert_eq!(acct, want);
+    let shown = slurm(&m, &path, &m.dir, "scontrol", &["show", "job", &format!("{id}_4")]);
+    assert!(shown.contains(&format!("ArrayJobId={id} ArrayTaskId=4")), "{shown}");
+    assert!(shown.contains("COMPLETED"), "{shown}");
 
     // A long array, one at a time: a pending task and the running one cancelled by index,
     // then the whole array.

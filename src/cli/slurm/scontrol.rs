@@ -6,8 +6,10 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 
 use super::time::{elapsed, local};
+use crate::cli::array_rows;
 use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
+use crate::protocol::array::JobAddress;
 use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
 const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] [ArrayTaskThrottle=N] | requeue ID...";
@@ -95,6 +97,25 @@ fn job_ids(words: &[&str]) -> Result<Vec<u64>, CliError> {
 fn show(what: &str, name: Option<&str>) -> Result<(), CliError> {
     let unexpected = |r: Reply| Err(CliError::UnexpectedReply(Box::new(r)));
     match (what, name) {
+        ("job" | "jobs" | "jobid", Some(word)) if word.contains('_') => {
+            // An array task, started (its own job) or pending (a line of the array's).
+            let address: JobAddress = word.parse().map_err(|e| CliError::Usage(format!("{e}")))?;
+            let wanted = [address];
+            let mut lines = match ask(&Request::Queue)? {
+                Reply::Jobs { jobs } => array_rows::select(&wanted, jobs),
+                other => return unexpected(other),
+            };
+            if lines.is_empty()
+                && let Reply::Jobs { jobs } = ask(&Request::History { limit: 1_000_000 })?
+            {
+                lines = array_rows::select(&wanted, jobs);
+            }
+            if lines.is_empty() {
+                return Err(CliError::Failed(format!("job {word} does not exist")));
+            }
+            let text: Vec<String> = lines.iter().map(|j| render_job(j, now_ms())).collect();
+            print!("{}", text.join("\n"));
+        }
         ("job" | "jobs" | "jobid", Some(id)) => {
             let id = job_ids(&[id])?.first().copied().unwrap_or(0);
             match ask(&Request::ShowJob { id })? {

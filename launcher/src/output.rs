@@ -43,12 +43,17 @@ pub struct PatternError {
 const RUN_ESCAPES: &str =
     "%j job id, %t rank, %n node id, %N host, %u user, %% a percent sign; %3t pads to 3 digits";
 
-const BATCH_ESCAPES: &str =
-    "%j job id, %x job name, %u user, %N first node, %% a percent sign; %5j pads to 5 digits";
+const BATCH_ESCAPES: &str = "%j job id, %x job name, %u user, %N first node, %A array job id, %a array task id, %% a percent sign; %5j pads to 5 digits";
 
 /// Where a batch job's output goes when neither `--output` nor a directive says: the submit
 /// directory, like Slurm's `slurm-%j.out`.
 pub const DEFAULT_BATCH_OUTPUT: &str = "gangway-%j.out";
+
+/// The same for a task of a job array (Slurm's `slurm-%A_%a.out`).
+pub const DEFAULT_ARRAY_OUTPUT: &str = "gangway-%A_%a.out";
+
+/// What `%a` is for a job that is no array task (Slurm's `NO_VAL - 1`).
+const NOT_AN_ARRAY_TASK: &str = "4294967294";
 
 /// The values a batch job's `--output`/`--error` pattern may refer to.
 #[derive(Debug, Clone)]
@@ -58,6 +63,8 @@ pub struct BatchPatternVars<'a> {
     pub user: &'a str,
     /// The first node of the allocation (the one the batch script runs on).
     pub first_node: &'a str,
+    /// An array task's array job id and index (`%A`, `%a`); for another job `%A` is its id.
+    pub array: Option<(&'a str, &'a str)>,
 }
 
 /// Expands `%j %t %n %N %u %%` (with optional zero-padding width, `%4t`) in a file pattern.
@@ -84,6 +91,8 @@ pub fn expand_batch_pattern(
         'x' => Some(vars.job_name.to_string()),
         'u' => Some(vars.user.to_string()),
         'N' => Some(vars.first_node.to_string()),
+        'A' => Some(vars.array.map_or(vars.job_id, |a| a.0).to_string()),
+        'a' => Some(vars.array.map_or(NOT_AN_ARRAY_TASK, |a| a.1).to_string()),
         _ => None,
     })
 }
@@ -345,7 +354,22 @@ mod tests {
     }
 
     fn batch_vars() -> BatchPatternVars<'static> {
-        BatchPatternVars { job_id: "42", job_name: "sim", user: "ann", first_node: "n1" }
+        BatchPatternVars {
+            job_id: "42",
+            job_name: "sim",
+            user: "ann",
+            first_node: "n1",
+            array: None,
+        }
+    }
+
+    #[test]
+    fn array_patterns_name_the_array_and_the_task() {
+        let task = BatchPatternVars { job_id: "45", array: Some(("42", "3")), ..batch_vars() };
+        assert_eq!(expand_batch_pattern("out_%A_%a.%j", &task).unwrap(), "out_42_3.45");
+        assert_eq!(expand_batch_pattern(DEFAULT_ARRAY_OUTPUT, &task).unwrap(), "gangway-42_3.out");
+        // As Slurm: a job that is no task is its own array, with task NO_VAL - 1.
+        assert_eq!(expand_batch_pattern("%A_%a", &batch_vars()).unwrap(), "42_4294967294");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub enum PendingReason {
     QuotaReclaim,
     /// Jobs were preempted for it; it starts when they have stopped.
     Preemption,
+    /// A job array runs as many tasks at once as its throttle (`%N`) allows.
+    JobArrayTaskLimit,
 }
 
 impl PendingReason {
@@ -61,6 +63,7 @@ impl PendingReason {
     pub fn name(self) -> &'static str {
         match self {
             PendingReason::Resources => "Resources",
+            PendingReason::JobArrayTaskLimit => "JobArrayTaskLimit",
             PendingReason::Priority => "Priority",
             PendingReason::PartitionTimeLimit => "PartitionTimeLimit",
             PendingReason::NodeDown => "NodeDown",
@@ -149,6 +152,8 @@ pub enum Decision {
         /// It runs on quota borrowed from these accounts, so it may be preempted to give
         /// the quota back.
         borrowed_from: Vec<String>,
+        /// A task of this job array, started as a job of its own (`start.job`, a new id).
+        array: Option<JobId>,
     },
     /// Keep it pending; sent when the reason or the expected start changed.
     Wait {

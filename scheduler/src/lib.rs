@@ -40,7 +40,9 @@ pub use cluster::{
 pub use decision::{
     AfterPreempt, Decision, ExpectedStart, PendingReason, PreemptCause, Preemption,
 };
-pub use engine::{Budget, Event, JobStatus, NewJob, Pass, Scheduler, ShareRow, SubmitError};
+pub use engine::{
+    ArrayTasks, Budget, Event, JobStatus, NewJob, Pass, Scheduler, ShareRow, SubmitError,
+};
 pub use grant::{JobStart, NodeGrant, TaskGrant};
 pub use policy::accounts::UsageRecord;
 pub use policy::config::{

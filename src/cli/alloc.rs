@@ -89,6 +89,7 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         comment: None,
         dependency: job_shape.dependency.clone(),
         kill_on_invalid_dep: job_shape.kill_on_invalid_dep,
+        array: None,
     };
     if args.test_only {
         let reply = super::error::ask(&Request::TestOnly(Box::new(sub)))?;

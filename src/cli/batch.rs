@@ -14,6 +14,7 @@ use crate::client::{Client, ClientError};
 use crate::controller::config::{DEFAULT_MAX_SCRIPT_SIZE, MAX_SCRIPT_SIZE_CEILING};
 use crate::controller::disk::human;
 use crate::controller::slurm_env::SUBMIT_HOST;
+use crate::protocol::array::ArraySpec;
 use crate::protocol::constraint::Constraint;
 use crate::protocol::end_handling::parse_mail_types;
 use crate::protocol::{
@@ -30,6 +31,8 @@ Examples:
   gangway batch -A physics -q urgent job.sh   charged to account physics at QOS urgent (see `gangway share`)
   gangway batch -d afterok:$(gangway batch --parsable a.sh) b.sh   b.sh once a.sh succeeded
   gangway batch --test-only -N 4 job.sh    when and where it would start; nothing submitted
+  gangway batch --array=0-999%50 -o out_%A_%a.txt job.sh   1000 tasks, at most 50 running at once;
+                                           each sees SLURM_ARRAY_TASK_ID (0..999) and writes out_<array>_<task>.txt
 Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its
 first command; command-line flags win over them. Batch jobs are requeued if a node fails
 (--no-requeue: fail instead); they see GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_RESTART_COUNT...";
@@ -40,7 +43,8 @@ first command; command-line flags win over them. Batch jobs are requeued if a no
 pub struct BatchArgs {
     #[command(flatten)]
     pub shape: ShapeArgs,
-    /// Output file pattern: %j job id, %x job name, %u user, %N first node (default gangway-%j.out).
+    /// Output file pattern: %j job id, %x job name, %u user, %N first node, %A array job id, %a
+    /// array task index (default gangway-%j.out; an array task gangway-%A_%a.out).
     #[arg(short = 'o', long, value_name = "PATTERN", value_parser = valid_output_pattern)]
     pub output: Option<String>,
     /// Error file pattern (default: with the output).
@@ -90,6 +94,10 @@ pub struct BatchArgs {
     /// Where the mail goes (default: the job's user).
     #[arg(long, value_name = "ADDRESS")]
     pub mail_user: Option<String>,
+    /// A job array: one task per index (0-999, 1,3,5-9:2), each a job of its own with
+    /// SLURM_ARRAY_TASK_ID set; %N runs at most N at once (0-999%50).
+    #[arg(short = 'a', long, value_name = "INDEXES[%N]", value_parser = parse_array)]
+    pub array: Option<ArraySpec>,
     /// Submit this command (run by /bin/sh) instead of a script.
     #[arg(long, value_name = "COMMAND", conflicts_with = "script")]
     pub wrap: Option<String>,
@@ -256,6 +264,7 @@ pub fn main(first: BatchArgs, raw: Vec<OsString>) -> Result<u8, CliError> {
         comment: args.comment.clone(),
         dependency: job_shape.dependency.clone(),
         kill_on_invalid_dep: job_shape.kill_on_invalid_dep,
+        array: args.array.clone(),
         begin: match args.begin.as_deref().map(|b| parse_begin(b, now_ms())).transpose() {
             Ok(b) => b,
             Err(m) => return usage(format!("--begin: {m}")),
@@ -359,6 +368,10 @@ pub enum OpenMode {
     Truncate,
 }
 
+fn parse_array(s: &str) -> Result<ArraySpec, String> {
+    s.parse().map_err(|e: crate::protocol::array::ArrayError| e.to_string())
+}
+
 fn parse_warning(s: &str) -> Result<WarningSignal, String> {
     s.parse()
 }
@@ -432,4 +445,39 @@ pub fn export_env(export: Option<&str>) -> Result<Vec<(String, String)>, String>
         }
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directive_check(script: &str) -> Result<Option<ArraySpec>, String> {
+        let found = directives::extract(script).map_err(|e| e.located("job.sh"))?;
+        let validated = directives::validate(&found, &batch_command(), UnknownDirectives::Error)
+            .map_err(|e| e.located("job.sh"))?;
+        let merged = validated.merged_args(&["job.sh".into()]);
+        let m = batch_command()
+            .no_binary_name(true)
+            .try_get_matches_from(merged)
+            .map_err(|e| e.to_string())?;
+        BatchArgs::from_arg_matches(&m).map(|a| a.array).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_array_directive_is_taken_and_a_bad_one_names_the_flag_and_the_fix() {
+        let spec = directive_check("#!/bin/sh\n#SBATCH --array=1-6%2\necho $SLURM_ARRAY_TASK_ID\n");
+        assert_eq!(spec.expect("accepted").map(|s| s.to_string()).as_deref(), Some("1-6%2"));
+        let spec = directive_check("#!/bin/sh\n#SBATCH -a 1,3,5-9:2\ntrue\n");
+        assert_eq!(spec.expect("accepted").map(|s| s.indexes.len()), Some(5));
+        for (bad, fix) in [
+            ("9-1", "write 1-9"),
+            ("1-9:0", ":1 or more"),
+            ("1-9%0", "%1 or more"),
+            ("", "write them as 0-99"),
+        ] {
+            let err = directive_check(&format!("#!/bin/sh\n#SBATCH --array={bad}\ntrue\n"))
+                .expect_err(bad);
+            assert!(err.contains("--array") && err.contains(fix), "{bad}: {err}");
+        }
+    }
 }

@@ -5,17 +5,18 @@ use clap::Args;
 use super::error::{CliError, ask};
 use super::flag_values::Signal;
 use super::ok_reply::print_ok;
+use crate::protocol::array::JobAddress;
 use crate::protocol::{JobId, Request};
 
 /// Flags of `gangway cancel`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  gangway cancel 42 43\n  gangway cancel --signal USR1 42     signal a running job instead of ending it\n  gangway cancel --user alice        every job of alice (her own, or an administrator)"
+    after_help = "Examples:\n  gangway cancel 42 43\n  gangway cancel 7                   a job array: every task, pending or running\n  gangway cancel 7_3 7_[5-9]         tasks of array 7\n  gangway cancel --signal USR1 42     signal a running job instead of ending it\n  gangway cancel --user alice        every job of alice (her own, or an administrator)"
 )]
 pub struct CancelArgs {
-    /// Job ids.
+    /// Job ids; an array's id stands for all its tasks, 7_3 for one of them.
     #[arg(value_name = "ID")]
-    pub ids: Vec<u64>,
+    pub ids: Vec<String>,
     /// Send this signal to the job's processes instead of ending it (TERM, USR1, 10, ...).
     #[arg(short = 's', long, value_name = "SIGNAL")]
     pub signal: Option<String>,
@@ -28,6 +29,8 @@ pub struct CancelArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelRequest {
     pub ids: Vec<JobId>,
+    /// Array tasks by index.
+    pub tasks: Vec<(JobId, u32)>,
     /// Signal the jobs instead of ending them.
     pub signal: Option<Signal>,
     pub user: Option<String>,
@@ -45,15 +48,43 @@ impl CancelArgs {
                 s.parse::<Signal>().map_err(|e| CliError::Usage(format!("--signal {s}: {e}")))?,
             ),
         };
-        Ok(CancelRequest { ids: self.ids, signal, user: self.user })
+        let Named { ids, tasks } = job_addresses(&self.ids)?;
+        Ok(CancelRequest { ids, tasks, signal, user: self.user })
     }
 }
 
 impl CancelRequest {
     /// The request as the protocol carries it.
     pub fn to_protocol(&self) -> Request {
-        Request::Cancel { ids: self.ids.clone(), signal: self.signal, user: self.user.clone() }
+        Request::Cancel {
+            ids: self.ids.clone(),
+            signal: self.signal,
+            user: self.user.clone(),
+            tasks: self.tasks.clone(),
+        }
     }
+}
+
+/// Jobs named on a command line: by id (a whole array too), and array tasks by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    pub ids: Vec<JobId>,
+    /// (array, index).
+    pub tasks: Vec<(JobId, u32)>,
+}
+
+/// Job ids as users write them: jobs (and whole arrays) by id, array tasks as `7_3` or
+/// `7_[1-3]`; the error names the word that is neither.
+pub fn job_addresses(words: &[String]) -> Result<Named, CliError> {
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for w in words {
+        match w.parse::<JobAddress>().map_err(|e| CliError::Usage(e.to_string()))? {
+            JobAddress::Job(id) => ids.push(id),
+            JobAddress::Tasks(t) => tasks.extend(t.tasks.iter().map(|i| (t.array, i))),
+        }
+    }
+    Ok(Named { ids, tasks })
 }
 
 /// Runs `gangway cancel`: the flags are checked before the controller is asked.
@@ -68,7 +99,7 @@ mod tests {
 
     fn args(ids: &[u64], signal: Option<&str>, user: Option<&str>) -> CancelArgs {
         CancelArgs {
-            ids: ids.to_vec(),
+            ids: ids.iter().map(u64::to_string).collect(),
             signal: signal.map(String::from),
             user: user.map(String::from),
         }
@@ -88,7 +119,7 @@ mod tests {
         for given in ["USR1", "usr1", "SIGUSR1", "10"] {
             let request = args(&[4], Some(given), None).into_request().unwrap();
             match request.to_protocol() {
-                Request::Cancel { ids, signal, user } => {
+                Request::Cancel { ids, signal, user, .. } => {
                     assert_eq!(
                         (ids, signal.map(Signal::name), user),
                         (vec![4], Some("SIGUSR1"), None)
@@ -97,6 +128,20 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn array_tasks_are_sent_by_index_and_a_bad_id_is_named() {
+        let a = CancelArgs {
+            ids: vec!["7".into(), "8_3".into(), "9_[1-2]".into()],
+            signal: None,
+            user: None,
+        };
+        let request = a.into_request().expect("request");
+        assert_eq!(request.ids, [7]);
+        assert_eq!(request.tasks, [(8, 3), (9, 1), (9, 2)]);
+        let bad = CancelArgs { ids: vec!["8_x".into()], signal: None, user: None };
+        assert!(bad.into_request().unwrap_err().to_string().contains("'8_x'"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod accounting;
 pub mod agent;
 pub mod alloc;
 pub mod allocation;
+pub mod array_rows;
 pub mod batch;
 pub mod begin_time;
 pub mod cancel;

@@ -41,7 +41,7 @@ fn field(j: &JobInfo, c: char, now: u64) -> String {
     let used =
         j.start_time.map(|s| (j.end_time.unwrap_or(now).saturating_sub(s)) / 1000).unwrap_or(0);
     match c {
-        'i' => j.id.to_string(),
+        'i' => j.label(),
         'P' => j.partition.clone(),
         'j' => j.name.clone(),
         'u' => j.user.clone(),
@@ -197,6 +197,9 @@ pub fn render_job(j: &JobInfo) -> String {
         u8::from(j.requeue),
         u8::from(j.held)
     );
+    if let Some(a) = &j.array {
+        let _ = writeln!(s, "   {}", array_fields(a));
+    }
     if let Some(p) = j.position {
         let _ = writeln!(s, "   QueuePosition={p}");
     }
@@ -330,6 +333,20 @@ pub fn render_node(n: &NodeInfo) -> String {
     s
 }
 
+/// Slurm's `ArrayJobId=7 ArrayTaskId=3-999 ArrayTaskThrottle=50` of an array or a task.
+pub fn array_fields(a: &crate::protocol::ArrayInfo) -> String {
+    let tasks = match (a.task, &a.pending) {
+        (Some(i), _) => i.to_string(),
+        (None, Some(p)) if !p.is_empty() => p.to_string(),
+        (None, _) => "(none pending)".to_string(),
+    };
+    let mut line = format!("ArrayJobId={} ArrayTaskId={tasks}", a.job);
+    if let Some(t) = a.throttle {
+        line.push_str(&format!(" ArrayTaskThrottle={t}"));
+    }
+    line
+}
+
 /// `history` table (pure).
 pub fn render_history(jobs: &[JobInfo]) -> String {
     let mut rows = vec![
@@ -344,7 +361,7 @@ pub fn render_history(jobs: &[JobInfo]) -> String {
             _ => "0:00".into(),
         };
         rows.push(vec![
-            j.id.to_string(),
+            j.label(),
             j.name.clone(),
             j.user.clone(),
             j.state.clone(),
@@ -402,6 +419,7 @@ mod tests {
             sched: None,
             comment: None,
             dependency: None,
+            array: None,
         }
     }
 

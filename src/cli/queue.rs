@@ -9,7 +9,7 @@ use crate::protocol::{JobInfo, Reply, Request};
 /// Flags of `gangway queue`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\n  gangway queue --start       pending jobs: expected start and reserved nodes\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position, %a account,\n%q QOS, %Q priority, %S expected start, %Y reserved nodes, %E dependency left."
+    after_help = "Examples:\n  gangway queue --me\n  gangway queue --state pending\n  gangway queue --format '%i %u %T %R'\n  gangway queue --json\n  gangway queue --start       pending jobs: expected start and reserved nodes\n  gangway queue -r            an array's pending tasks one per line (7_3, 7_4 ...), not 7_[3-999%50]\nFormat fields: %i id, %P partition, %j name, %u user, %t state (short), %T state, %M time used,\n%l time limit, %D nodes, %C CPUs, %R nodes or reason, %r reason, %p position, %a account,\n%q QOS, %Q priority, %S expected start, %Y reserved nodes, %E dependency left."
 )]
 pub struct QueueArgs {
     /// Only your jobs.
@@ -33,6 +33,9 @@ pub struct QueueArgs {
     /// Pending jobs with their expected start time and the nodes reserved for them.
     #[arg(long)]
     pub start: bool,
+    /// One line per array task, pending ones too (instead of 7_[3-999%50]).
+    #[arg(short = 'r', long = "array")]
+    pub array: bool,
 }
 
 fn now_ms() -> u64 {
@@ -68,6 +71,7 @@ pub fn main(args: QueueArgs) -> Result<(), CliError> {
         })
         .filter(|j| !args.start || j.state == "PENDING")
         .collect();
+    let jobs = if args.array { super::array_rows::one_line_per_task(jobs) } else { jobs };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&jobs).unwrap_or_default());
     } else {

@@ -21,13 +21,15 @@ use crate::protocol::JobId;
 
 impl Cluster {
     /// What the scheduler is told of a job (its account, QOS and nice as submitted).
-    pub(super) fn new_job(job: &Job) -> NewJob {
+    pub(super) fn new_job(&self, job: &Job) -> NewJob {
         let mut n = NewJob::new(job.id, job.request(), &job.user);
         n.account = job.sub.shape.account.clone();
         n.qos = job.sub.shape.qos.clone();
         n.nice = job.sub.shape.nice;
         n.requeue = job.sub.requeue;
         n.dependency = job.waiting_on.is_some();
+        n.array = self.array_books(job);
+        n.task_of = job.task.as_ref().map(|t| t.array);
         n
     }
 
@@ -107,7 +109,7 @@ impl Cluster {
         if !Self::queueable(job, at) {
             return;
         }
-        let new = Self::new_job(job);
+        let new = self.new_job(job);
         if let Err(e) = self.sched.submit(new, at)
             && let Some(job) = self.jobs.get_mut(&id)
         {
@@ -175,7 +177,7 @@ impl Cluster {
             }
             let started = Timestamp(job.start_time.unwrap_or(at.0));
             if let Some(start) = job_start(job, sched.cluster()) {
-                let new = Self::new_job(job);
+                let new = self.new_job(job);
                 if let Err(e) = sched.recover(new, &start, started) {
                     tracing::warn!(job = id, error = %e, "a running job could not be booked");
                 }

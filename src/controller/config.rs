@@ -64,6 +64,8 @@ struct Raw {
     max_script_size: String,
     #[serde(default = "default_max_connections_per_user")]
     max_connections_per_user: usize,
+    #[serde(default = "default_max_array_size")]
+    max_array_size: u32,
     #[serde(default = "default_max_unauthenticated")]
     max_unauthenticated: usize,
     #[serde(default = "default_max_unauthenticated_per_host")]
@@ -142,6 +144,9 @@ fn default_kill_grace() -> String {
 }
 fn default_max_script_size() -> String {
     format!("{}M", DEFAULT_MAX_SCRIPT_SIZE >> 20)
+}
+fn default_max_array_size() -> u32 {
+    DEFAULT_MAX_ARRAY_SIZE
 }
 fn default_max_connections_per_user() -> usize {
     128
@@ -233,6 +238,8 @@ pub struct LimitsConfig {
     pub max_script_size: u64,
     /// Open client connections per user (root, the controller's user and admins: no limit).
     pub max_connections_per_user: usize,
+    /// Array task indexes must be below this (Slurm's `MaxArraySize`).
+    pub max_array_size: u32,
     /// TCP connections that have not authenticated yet, in all and from one address.
     pub max_unauthenticated: usize,
     pub max_unauthenticated_per_host: usize,
@@ -246,6 +253,10 @@ pub struct LimitsConfig {
 
 /// `max_script_size` when the configuration gives none (Slurm's default too).
 pub const DEFAULT_MAX_SCRIPT_SIZE: u64 = 4 << 20;
+
+/// `max_array_size` when the configuration gives none: indexes 0 to 100000. Larger than
+/// Slurm's default (1001): a waiting array costs one record here, whatever its size.
+pub const DEFAULT_MAX_ARRAY_SIZE: u32 = 100_001;
 
 /// The largest `max_script_size` accepted: a submission must fit one encrypted link message.
 pub const MAX_SCRIPT_SIZE_CEILING: u64 = 12 << 20;
@@ -389,8 +400,19 @@ impl Config {
         let positive = |key: &str, n: usize| {
             if n == 0 { Err(value(key, "must be at least 1".into())) } else { Ok(n) }
         };
+        if raw.max_array_size == 0 || raw.max_array_size > crate::protocol::array::INDEX_CEILING + 1
+        {
+            return Err(value(
+                "max_array_size",
+                format!(
+                    "must be above 0 and at most {}",
+                    crate::protocol::array::INDEX_CEILING + 1
+                ),
+            ));
+        }
         let limits = LimitsConfig {
             max_script_size,
+            max_array_size: raw.max_array_size,
             max_connections_per_user: positive(
                 "max_connections_per_user",
                 raw.max_connections_per_user,

@@ -261,6 +261,7 @@ mod tests {
         let limits = LimitsConfig {
             max_script_size: 1,
             max_connections_per_user: 1,
+            max_array_size: 1,
             max_unauthenticated: 1,
             max_unauthenticated_per_host: 1,
             auth_timeout: Duration::from_secs(1),
@@ -298,6 +299,7 @@ mod tests {
         let limits = LimitsConfig {
             max_script_size: 1,
             max_connections_per_user: 1,
+            max_array_size: 1,
             max_unauthenticated: 1,
             max_unauthenticated_per_host: 1,
             auth_timeout: Duration::from_secs(1),

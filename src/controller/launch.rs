@@ -48,6 +48,7 @@ impl Cluster {
             ("GANGWAY_CLUSTER_NAME".into(), self.config.cluster.clone()),
         ];
         env.extend(slurm);
+        env.extend(self.array_variables(job));
         env
     }
 
@@ -65,19 +66,21 @@ impl Cluster {
         }
         env.push(("GANGWAY_NODEID".into(), node_id));
         let batch = (first && job.sub.kind == JobKind::Batch).then(|| {
+            let task = task_ids(job);
             let vars = gangway_launcher::output::BatchPatternVars {
                 job_id: &id.to_string(),
                 job_name: &job.sub.name,
                 user: &job.user,
                 first_node: node,
+                array: task.as_ref().map(|(a, i)| (a.as_str(), i.as_str())),
             };
             let expand = |p: &str| {
                 let path = gangway_launcher::output::expand_batch_pattern(p, &vars).unwrap_or_else(|_| p.to_string());
                 if path.starts_with('/') { path } else { format!("{}/{path}", job.sub.cwd.trim_end_matches('/')) }
             };
-            let output = expand(job.sub.output.as_deref().unwrap_or(gangway_launcher::output::DEFAULT_BATCH_OUTPUT));
+            let output = expand(job.sub.output.as_deref().unwrap_or(default_output(job)));
             BatchLaunch {
-                script: job.sub.script.clone().unwrap_or_default(),
+                script: self.script_of(job).unwrap_or_default(),
                 args: job.sub.args.clone(),
                 output,
                 error: job.sub.error.as_deref().map(expand),
@@ -126,18 +129,16 @@ impl Cluster {
         }
         let first = job.granted.first()?;
         let id = job.id.to_string();
+        let task = task_ids(job);
         let vars = gangway_launcher::output::BatchPatternVars {
             job_id: &id,
             job_name: &job.sub.name,
             user: &job.user,
             first_node: &first.node,
+            array: task.as_ref().map(|(a, i)| (a.as_str(), i.as_str())),
         };
-        let pattern = job
-            .sub
-            .error
-            .as_deref()
-            .or(job.sub.output.as_deref())
-            .unwrap_or(gangway_launcher::output::DEFAULT_BATCH_OUTPUT);
+        let pattern =
+            job.sub.error.as_deref().or(job.sub.output.as_deref()).unwrap_or(default_output(job));
         let path = gangway_launcher::output::expand_batch_pattern(pattern, &vars)
             .unwrap_or_else(|_| pattern.to_string());
         Some(if path.starts_with('/') {
@@ -178,5 +179,20 @@ impl Cluster {
         let kind = self.config.mpi_default?;
         let chosen = job.sub.env.iter().any(|(k, _)| k == "GANGWAY_MPI");
         (!chosen).then(|| ("GANGWAY_MPI".to_string(), kind.to_string()))
+    }
+}
+
+/// An array task's array job id and index, as text for its output patterns (`%A`, `%a`).
+fn task_ids(job: &Job) -> Option<(String, String)> {
+    job.task.map(|t| (t.array.to_string(), t.index.to_string()))
+}
+
+/// Where a batch job's output goes by default: `gangway-%j.out`, or `gangway-%A_%a.out` for
+/// an array's task, as Slurm names them.
+fn default_output(job: &Job) -> &'static str {
+    if job.task.is_some() {
+        gangway_launcher::output::DEFAULT_ARRAY_OUTPUT
+    } else {
+        gangway_launcher::output::DEFAULT_BATCH_OUTPUT
     }
 }

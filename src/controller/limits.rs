@@ -384,6 +384,7 @@ mod tests {
         LimitsConfig {
             max_script_size: 1000,
             max_connections_per_user: 2,
+            max_array_size: 1,
             max_unauthenticated: 4,
             max_unauthenticated_per_host: 2,
             auth_timeout: Duration::from_secs(1),

@@ -4,6 +4,7 @@
 //! with the `gangway-scheduler` crate. I/O parts: the SQLite store ([`store`]) and the sockets
 //! ([`server`]), the only place that talks to the world.
 
+pub mod arrays;
 pub mod books;
 pub mod config;
 pub mod config_scheduling;

@@ -102,7 +102,16 @@ pub fn batch(nodes: u32, ntasks: u32) -> Submission {
         dependency: None,
         kill_on_invalid_dep: None,
         comment: None,
+        array: None,
     }
+}
+
+/// A one-task-per-index batch array (`--array=spec`), each task one core.
+pub fn array(spec: &str) -> Submission {
+    let mut sub = batch(1, 1);
+    sub.array = Some(spec.parse().expect("array spec"));
+    sub.output = Some("out_%A_%a.txt".into());
+    sub
 }
 
 /// The job starts among `fx`: node, job, attempt.

@@ -148,6 +148,13 @@ pub struct Job {
     /// the scheduler's passes while this is set (`handlers::dependencies`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_on: Option<crate::protocol::dependency::Dependency>,
+    /// A job array's own record: its tasks not started yet (see `controller::arrays`). Its
+    /// `state` speaks of the record, not of the tasks: ask `Cluster::array_progress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<super::arrays::ArrayRecord>,
+    /// A task of a job array: which, and its index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<super::arrays::ArrayTask>,
 }
 
 /// A running job being stopped for another (the scheduler's preemption decision).
@@ -322,6 +329,11 @@ pub struct Cluster {
     pub(super) dependents: super::dependencies::Dependents,
     /// Jobs whose dependency must be looked at again (a job it names started or ended).
     pub(super) dependencies_due: BTreeSet<JobId>,
+    /// Each job array's started tasks: index → the task's job id (rebuilt at a restart).
+    pub(super) array_tasks: HashMap<JobId, BTreeMap<u32, JobId>>,
+    /// Each job array's started tasks that have not ended (kept as they start and end, so
+    /// settling an array never walks its tasks until the last has ended).
+    pub(super) array_live: HashMap<JobId, u32>,
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.

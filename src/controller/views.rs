@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::state::{Cluster, Health, Job, JobState};
 use gangway_scheduler::Timestamp;
 
-use crate::protocol::{JobId, JobInfo, NodeInfo, SchedInfo, ShareInfo};
+use crate::protocol::{ArrayInfo, JobId, JobInfo, NodeInfo, SchedInfo, ShareInfo};
 
 impl Cluster {
     /// Pending jobs in the order they start (priority, then submission).
@@ -129,6 +129,21 @@ impl Cluster {
             sched: self.sched_info(id),
             comment: job.sub.comment.clone(),
             dependency: Cluster::dependency_text(job),
+            array: match (&job.array, job.task) {
+                (Some(rec), _) => Some(ArrayInfo {
+                    job: id,
+                    task: None,
+                    pending: Some(rec.pending.clone()),
+                    throttle: rec.throttle,
+                }),
+                (None, Some(t)) => Some(ArrayInfo {
+                    job: t.array,
+                    task: Some(t.index),
+                    pending: None,
+                    throttle: None,
+                }),
+                (None, None) => None,
+            },
         })
     }
 
@@ -140,12 +155,12 @@ impl Cluster {
         self.active.iter().filter_map(|id| self.job_info_at(*id, order.get(id).copied())).collect()
     }
 
-    /// Finished jobs, newest first.
+    /// Finished jobs, newest first (an array's tasks, not the array's own record).
     pub fn history(&self, limit: usize) -> Vec<JobInfo> {
         self.jobs
             .values()
             .rev()
-            .filter(|j| j.state.is_final())
+            .filter(|j| j.state.is_final() && j.array.is_none())
             .take(limit)
             .filter_map(|j| self.job_info(j.id))
             .collect()

@@ -4,6 +4,7 @@
 //! JSON rather than a binary format: these are control messages, a few per job, and a person
 //! debugging a cluster can read them with `socat` on a local socket.
 
+pub mod array;
 pub mod constraint;
 pub mod credential;
 pub mod dependency;
@@ -124,6 +125,9 @@ pub struct Submission {
     /// `--comment`: free text kept with the job and shown by `show job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `--array`: one job per index, each its own job once it starts (batch only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<array::ArraySpec>,
 }
 
 /// The umask a job runs with when its submission did not say.
@@ -159,6 +163,9 @@ pub enum Request {
         ids: Vec<JobId>,
         signal: Option<Signal>,
         user: Option<String>,
+        /// Array tasks by index (`7_3`): pending ones never start, running ones end.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tasks: Vec<(JobId, u32)>,
     },
     Hold {
         ids: Vec<JobId>,
@@ -324,6 +331,9 @@ pub struct JobUpdate {
     /// `Dependency=...` (empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependency: Option<dependency::DependencyChange>,
+    /// An array's throttle (`ArrayTaskThrottle`; 0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_throttle: Option<u32>,
 }
 
 /// A job as `queue`, `show job` and `history` show it.
@@ -376,6 +386,35 @@ pub struct JobInfo {
     /// What of its `--dependency` is not met yet, as Slurm prints it (`afterok:5(unfulfilled)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependency: Option<String>,
+    /// An array's pending tasks (its own id), or one task of an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArrayInfo>,
+}
+
+/// What a line of the queue or history has to do with a job array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    /// The array's job id (`SLURM_ARRAY_JOB_ID`).
+    pub job: JobId,
+    /// One task's index; `None` on the line of the array's pending tasks.
+    pub task: Option<u32>,
+    /// The tasks not started yet (on the array's own line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<array::IndexSet>,
+    pub throttle: Option<u32>,
+}
+
+impl JobInfo {
+    /// The id as Slurm shows it: `7`, a task `7_3`, an array's pending tasks `7_[3-999%50]`.
+    pub fn label(&self) -> String {
+        match &self.array {
+            None => self.id.to_string(),
+            Some(ArrayInfo { job, task: Some(i), .. }) => array::task_label(*job, *i),
+            Some(ArrayInfo { job, task: None, pending, throttle }) => {
+                array::pending_label(*job, &pending.clone().unwrap_or_default(), *throttle)
+            }
+        }
+    }
 }
 
 /// A job as the scheduler sees it: its account and QOS, its priority factor by factor, and

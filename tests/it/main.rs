@@ -9,6 +9,7 @@
     reason = "the tests are plain threads driving processes: a sleep blocks no runtime"
 )]
 
+mod arrays;
 mod attack;
 mod binding;
 mod containment;

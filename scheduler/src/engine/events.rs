@@ -97,6 +97,8 @@ impl Scheduler {
             at: Where::Queued,
             reported: None,
             awaiting: Vec::new(),
+            array: job.array,
+            task_of: job.task_of,
         });
         self.set_priority(&mut j, now);
         Ok(j)
@@ -324,6 +326,7 @@ impl Scheduler {
                 self.refresh_spare(g.node_index, now);
             }
         }
+        self.count_task(id, true);
         let Some(job) = self.jobs.get_mut(&id) else { return };
         let (account, qos) = (job.account, job.qos);
         job.at = Where::Running(Box::new(Run {
@@ -363,6 +366,7 @@ impl Scheduler {
         }
         let Where::Running(run) = std::mem::replace(&mut job.at, Where::Held) else { return };
         let (account, qos, assoc) = (job.account, job.qos, job.assoc);
+        self.count_task(id, false);
         let h = self.policy.config.half_life;
         if self.usage.len() <= assoc as usize {
             self.usage.resize(assoc as usize + 1, UsageValue::default());

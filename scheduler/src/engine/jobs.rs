@@ -78,6 +78,10 @@ pub(crate) struct Job {
     pub reported: Option<(PendingReason, Option<Timestamp>)>,
     /// Jobs preempted for this one, still stopping.
     pub awaiting: Vec<JobId>,
+    /// A job array's pending tasks (this job stands for them in the queue).
+    pub array: Option<crate::engine::ArrayTasks>,
+    /// The array this job is a task of.
+    pub task_of: Option<JobId>,
 }
 
 impl Job {

@@ -8,6 +8,7 @@
 //! Pure: time comes in as [`Timestamp`]s; a caller that wants decision timings passes a clock
 //! closure ([`Scheduler::pass_timed`]).
 
+mod arrays;
 mod events;
 mod jobs;
 mod lanes;
@@ -56,6 +57,23 @@ pub struct NewJob {
     pub requeue: bool,
     /// It waits for other jobs; it is not looked at until [`Event::DependenciesMet`].
     pub dependency: bool,
+    /// A job array's tasks not started yet, waiting as this one job (see [`ArrayTasks`]).
+    pub array: Option<ArrayTasks>,
+    /// The array this job is a task of (its running tasks count against the throttle).
+    pub task_of: Option<JobId>,
+}
+
+/// A job array's pending tasks, queued as one job: each start takes one task out as a job of
+/// its own (with an id from [`Scheduler::set_next_id`]'s counter), so a waiting array costs a
+/// pass one look, whatever its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayTasks {
+    /// Tasks not started yet.
+    pub pending: u32,
+    /// Tasks running now.
+    pub running: u32,
+    /// At most this many running at once (`--array=...%N`).
+    pub throttle: Option<u32>,
 }
 
 impl NewJob {
@@ -70,6 +88,8 @@ impl NewJob {
             nice: 0,
             requeue: true,
             dependency: false,
+            array: None,
+            task_of: None,
         }
     }
 }
@@ -278,6 +298,9 @@ pub struct Scheduler {
     /// As of when restored usage counts running jobs' charges: a job recovered afterwards is
     /// charged from then on, not again from its start.
     usage_restored_at: Timestamp,
+    /// The id the next array task started gets (the caller's id counter, see
+    /// [`Scheduler::set_next_id`]).
+    next_task_id: JobId,
 }
 
 impl Scheduler {
@@ -314,6 +337,7 @@ impl Scheduler {
             health_epoch: 0,
             cache: PlacementCache::default(),
             usage_restored_at: Timestamp(0),
+            next_task_id: 1,
         };
         for n in 0..s.cluster.nodes().len() {
             s.refresh_node(n);

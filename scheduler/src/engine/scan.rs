@@ -7,6 +7,7 @@
 use std::ops::Bound;
 use std::time::Duration;
 
+use super::arrays::ARRAY_STARTS_PER_LOOK;
 use super::jobs::{Job, Where};
 use super::profile::{Query, Reservation};
 use super::view::{LaneView, ViewKind, required_positions, static_fit};
@@ -179,9 +180,25 @@ impl Scheduler {
         out.examined += 1;
     }
 
-    /// Looks at one queued job and carries out the verdict.
+    /// Looks at one queued job and carries out the verdict. A job array is looked at again
+    /// after each task it starts, in its turn, so its tasks keep their place in the queue.
     fn consider(&mut self, id: JobId, now: Timestamp, out: &mut Pass) {
-        let Some(mut job) = self.jobs.remove(&id) else { return };
+        let mut looks = 0;
+        // After its last start the array is looked at once more: a throttle reached is its
+        // reason then.
+        while self.consider_once(id, now, out) && self.more_tasks(id) {
+            looks += 1;
+            if looks == ARRAY_STARTS_PER_LOOK {
+                // The rest in this pass's continuation: a pass stays bounded.
+                self.fresh.push_back(id);
+                return;
+            }
+        }
+    }
+
+    /// One look; whether it started the job (or a task of it).
+    fn consider_once(&mut self, id: JobId, now: Timestamp, out: &mut Pass) -> bool {
+        let Some(mut job) = self.jobs.remove(&id) else { return false };
         let verdict = self.judge(&mut job, now, &mut out.decisions);
         self.jobs.insert(id, job);
         match verdict {
@@ -205,6 +222,7 @@ impl Scheduler {
                     Ok(()) => {
                         out.started += 1;
                         out.backfilled += usize::from(backfilled);
+                        return true;
                     }
                     Err(Verdict::Park(reason, park)) => {
                         if let Some(job) = self.jobs.get_mut(&id) {
@@ -216,6 +234,7 @@ impl Scheduler {
                 }
             }
         }
+        false
     }
 
     /// Decides one job (taken out of the job table while judged).
@@ -223,6 +242,9 @@ impl Scheduler {
         use PendingReason as R;
         if job.request.check_shape().is_err() {
             return Verdict::Wait(R::Unsatisfiable);
+        }
+        if job.array.is_some_and(|a| a.throttle.is_some_and(|t| a.running >= t)) {
+            return Verdict::Wait(R::JobArrayTaskLimit);
         }
         let Some(p) = job.partition else {
             return Verdict::Wait(R::Unsatisfiable);
@@ -619,7 +641,11 @@ impl Scheduler {
         let Some(grants) = build_grants(&self.cluster, nodes, &job.request, &mut self.cache) else {
             return Err(resources);
         };
-        let start = JobStart { job: id, partition: part.name.clone(), time_limit, nodes: grants };
+        // An array's start is a task's: a job of its own, under the next id.
+        let array = job.array.is_some().then_some(id);
+        let run_id = if array.is_some() { self.next_task_id } else { id };
+        let start =
+            JobStart { job: run_id, partition: part.name.clone(), time_limit, nodes: grants };
         let borrowed = match self.admit(job, &self.tally_of(&start)) {
             Admission::Own => Vec::new(),
             Admission::Borrow(from) => from,
@@ -632,14 +658,18 @@ impl Scheduler {
             return Err(resources);
         }
         self.drop_reservation(id, now);
-        self.unwant(id);
-        if let Some(job) = self.jobs.get(&id) {
-            self.queue.remove(job);
+        if array.is_some() {
+            self.split_task(id, run_id, now);
+        } else {
+            self.unwant(id);
+            if let Some(job) = self.jobs.get(&id) {
+                self.queue.remove(job);
+            }
         }
         let borrowed_from =
             borrowed.iter().map(|(l, _)| self.policy.tree.name(*l).to_owned()).collect();
-        self.record_start(id, p, &start, borrowed, backfilled, now);
-        out.decisions.push(Decision::Start { start, backfilled, borrowed_from });
+        self.record_start(run_id, p, &start, borrowed, backfilled, now);
+        out.decisions.push(Decision::Start { start, backfilled, borrowed_from, array });
         Ok(())
     }
 }

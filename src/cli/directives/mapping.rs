@@ -457,7 +457,8 @@ pub fn valid_time_limit(value: &str) -> Result<String, TimeSpecError> {
 /// A clap value parser for a batch job's `--output`/`--error`: the escapes of
 /// [`expand_batch_pattern`], checked when parsed. Returns the pattern unchanged.
 pub fn valid_output_pattern(value: &str) -> Result<String, PatternError> {
-    let probe = BatchPatternVars { job_id: "1", job_name: "j", user: "u", first_node: "n" };
+    let probe =
+        BatchPatternVars { job_id: "1", job_name: "j", user: "u", first_node: "n", array: None };
     expand_batch_pattern(value, &probe).map(|_| value.to_string())
 }
 

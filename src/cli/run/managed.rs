@@ -231,6 +231,7 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         comment: None,
         dependency: shape.dependency.clone(),
         kill_on_invalid_dep: shape.kill_on_invalid_dep,
+        array: None,
     };
     let mut client = Client::connect()?;
     let mut grant = wait_for_grant(&mut client, sub, !request.spec.verbose)?;

@@ -134,7 +134,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         let known: std::collections::HashSet<u64> = jobs.iter().map(|j| j.id).collect();
         jobs.extend(active.into_iter().filter(|a| !known.contains(&a.id)));
     }
-    jobs.sort_by_key(|j| j.id);
+    jobs.sort_by_key(crate::cli::array_rows::order_key);
     let jobs = select(&args, jobs, now)?;
     if args.json {
         println!("{}", serde_json::json!({ "jobs": jobs }));
@@ -200,20 +200,16 @@ fn midnight(now: u64) -> u64 {
 
 fn select(args: &SacctArgs, jobs: Vec<JobInfo>, now: u64) -> Result<Vec<JobInfo>, CliError> {
     let time = |v: &str| parse_time(v, now).map_err(CliError::Usage);
-    let ids: Option<Vec<u64>> = match &args.jobs {
+    let ids = match &args.jobs {
         None => None,
         Some(l) => Some(
-            list(l)
-                .iter()
-                .map(|i| {
-                    i.split('.')
-                        .next()
-                        .unwrap_or(i)
-                        .parse()
-                        .map_err(|_| CliError::Usage(format!("-j {l}: '{i}' is not a job id")))
-                })
-                .collect::<Result<_, _>>()?,
+            crate::cli::array_rows::addresses(&format!("-j {l}"), &list(l))
+                .map_err(CliError::Usage)?,
         ),
+    };
+    let jobs = match &ids {
+        Some(ids) => crate::cli::array_rows::select(ids, jobs),
+        None => jobs,
     };
     // As sacct: with -j the time window is open unless given; without, it starts today.
     let start = match (&args.starttime, &ids) {
@@ -236,7 +232,6 @@ fn select(args: &SacctArgs, jobs: Vec<JobInfo>, now: u64) -> Result<Vec<JobInfo>
         args.state.as_deref().map(|s| list(s).iter().map(|x| x.to_ascii_uppercase()).collect());
     Ok(jobs
         .into_iter()
-        .filter(|j| ids.as_ref().is_none_or(|i| i.contains(&j.id)))
         .filter(|j| users.as_ref().is_none_or(|u| u.contains(&j.user)))
         .filter(|j| names.as_ref().is_none_or(|n| n.contains(&j.name)))
         .filter(|j| partitions.as_ref().is_none_or(|p| p.contains(&j.partition)))
@@ -347,7 +342,8 @@ fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
         Some((_, Some(_))) => "FAILED",
     };
     match field {
-        "JobID" | "JobIDRaw" => format!("{}.{}", j.id, s.step),
+        "JobID" => format!("{}.{}", j.label(), s.step),
+        "JobIDRaw" => format!("{}.{}", j.id, s.step),
         "JobName" => s
             .command
             .split_whitespace()
@@ -389,8 +385,10 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
         }
     };
     match field {
-        "JobID" | "JobIDRaw" if line.batch_step => format!("{}.batch", j.id),
-        "JobID" | "JobIDRaw" => j.id.to_string(),
+        "JobID" if line.batch_step => format!("{}.batch", j.label()),
+        "JobIDRaw" if line.batch_step => format!("{}.batch", j.id),
+        "JobID" => j.label(),
+        "JobIDRaw" => j.id.to_string(),
         "JobName" if line.batch_step => "batch".into(),
         "JobName" => j.name.clone(),
         "Partition" if line.batch_step => String::new(),
@@ -533,6 +531,7 @@ mod tests {
             sched: None,
             comment: None,
             dependency: None,
+            array: None,
         }
     }
 

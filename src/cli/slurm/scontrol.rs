@@ -6,11 +6,13 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 
 use super::time::{elapsed, local};
+use crate::cli::array_rows;
 use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
+use crate::protocol::array::JobAddress;
 use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
-const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] [Dependency=D] | requeue ID...";
+const USAGE: &str = "scontrol show job [ID] | show node [NAME] | show partition [NAME] | hold ID... | release ID... | update JobId=ID [TimeLimit=T] [Partition=P] [JobName=N] [Dependency=D] [ArrayTaskThrottle=N] | requeue ID...";
 
 /// Runs `scontrol`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
@@ -67,9 +69,17 @@ pub fn update_request(pairs: &[&str]) -> Result<(u64, JobUpdate), CliError> {
                     value.parse().map_err(|e| usage(format!("update: Dependency={value}: {e}")))?;
                 changes.dependency = Some(change);
             }
+            "arraytaskthrottle" => {
+                let n: u32 = value.parse().map_err(|_| {
+                    usage(format!(
+                        "update: ArrayTaskThrottle={value}: give a number of tasks (0: no limit)"
+                    ))
+                })?;
+                changes.array_throttle = Some(n);
+            }
             _ => {
                 return Err(usage(format!(
-                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=, Dependency=)"
+                    "update: {key} cannot be changed by gangway (JobId=, TimeLimit=, Partition=, JobName=, Dependency=, ArrayTaskThrottle=)"
                 )));
             }
         }
@@ -77,7 +87,8 @@ pub fn update_request(pairs: &[&str]) -> Result<(u64, JobUpdate), CliError> {
     let id = id.ok_or_else(|| usage("update: give JobId=ID".into()))?;
     if changes == JobUpdate::default() {
         return Err(usage(
-            "update: nothing to change (TimeLimit=, Partition=, JobName=, Dependency=)".into(),
+            "update: nothing to change (TimeLimit=, Partition=, JobName=, Dependency=, ArrayTaskThrottle=)"
+                .into(),
         ));
     }
     Ok((id, changes))
@@ -94,6 +105,25 @@ fn job_ids(words: &[&str]) -> Result<Vec<u64>, CliError> {
 fn show(what: &str, name: Option<&str>) -> Result<(), CliError> {
     let unexpected = |r: Reply| Err(CliError::UnexpectedReply(Box::new(r)));
     match (what, name) {
+        ("job" | "jobs" | "jobid", Some(word)) if word.contains('_') => {
+            // An array task, started (its own job) or pending (a line of the array's).
+            let address: JobAddress = word.parse().map_err(|e| CliError::Usage(format!("{e}")))?;
+            let wanted = [address];
+            let mut lines = match ask(&Request::Queue)? {
+                Reply::Jobs { jobs } => array_rows::select(&wanted, jobs),
+                other => return unexpected(other),
+            };
+            if lines.is_empty()
+                && let Reply::Jobs { jobs } = ask(&Request::History { limit: 1_000_000 })?
+            {
+                lines = array_rows::select(&wanted, jobs);
+            }
+            if lines.is_empty() {
+                return Err(CliError::Failed(format!("job {word} does not exist")));
+            }
+            let text: Vec<String> = lines.iter().map(|j| render_job(j, now_ms())).collect();
+            print!("{}", text.join("\n"));
+        }
         ("job" | "jobs" | "jobid", Some(id)) => {
             let id = job_ids(&[id])?.first().copied().unwrap_or(0);
             match ask(&Request::ShowJob { id })? {
@@ -178,6 +208,9 @@ pub fn render_job(j: &JobInfo, now: u64) -> String {
         j.start_time.map(|st| j.end_time.unwrap_or(now).saturating_sub(st) / 1000).unwrap_or(0);
     let sh = &j.shape;
     let _ = writeln!(s, "JobId={} JobName={}", j.id, j.name);
+    if let Some(a) = &j.array {
+        let _ = writeln!(s, "   {}", crate::cli::query::array_fields(a));
+    }
     let _ = writeln!(s, "   UserId={}({}) Account=(null) QOS=normal", j.user, j.uid);
     let _ = writeln!(
         s,
@@ -298,6 +331,7 @@ mod tests {
                 partition: Some("debug".into()),
                 time_limit_secs: Some(5400),
                 dependency: None,
+                array_throttle: None,
             }
         );
         assert!(

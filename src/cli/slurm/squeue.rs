@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::format::{self, Item, Key};
 use super::{current_user, list, parse, time};
+use crate::cli::array_rows;
 use crate::cli::error::{CliError, ask};
 use crate::cli::query::{clock, short_state};
 use crate::protocol::{JobInfo, Reply, Request};
@@ -51,7 +52,7 @@ pub struct SqueueArgs {
     /// The long format (state spelled out, time limit).
     #[arg(short = 'l', long)]
     long: bool,
-    /// One line per array task (gangway has no arrays yet: every job is one line anyway).
+    /// One line per array task (pending ones too), instead of 7_[3-999%50].
     #[arg(short = 'r', long = "array")]
     array: bool,
     /// No header line.
@@ -109,17 +110,15 @@ fn now_ms() -> u64 {
 
 /// The jobs the flags select.
 fn select(args: &SqueueArgs, jobs: Vec<JobInfo>, me: &str) -> Result<Vec<JobInfo>, CliError> {
-    let ids: Option<Vec<u64>> = match &args.jobs {
-        None => None,
-        Some(l) => Some(
-            list(l)
-                .iter()
-                .map(|i| {
-                    i.parse().map_err(|_| CliError::Usage(format!("-j {l}: '{i}' is not a job id")))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+    let jobs = match &args.jobs {
+        None => jobs,
+        Some(l) => {
+            let ids =
+                array_rows::addresses(&format!("-j {l}"), &list(l)).map_err(CliError::Usage)?;
+            array_rows::select(&ids, jobs)
+        }
     };
+    let jobs = if args.array { array_rows::one_line_per_task(jobs) } else { jobs };
     let partitions = args.partition.as_deref().map(list);
     let users = args.user.as_deref().map(list);
     let names = args.name.as_deref().map(list);
@@ -127,7 +126,6 @@ fn select(args: &SqueueArgs, jobs: Vec<JobInfo>, me: &str) -> Result<Vec<JobInfo
         args.states.as_deref().map(|s| list(s).iter().map(|x| x.to_ascii_uppercase()).collect());
     Ok(jobs
         .into_iter()
-        .filter(|j| ids.as_ref().is_none_or(|i| i.contains(&j.id)))
         .filter(|j| partitions.as_ref().is_none_or(|p| p.contains(&j.partition)))
         .filter(|j| users.as_ref().is_none_or(|u| u.contains(&j.user)))
         .filter(|j| !args.me || j.user == me)
@@ -154,7 +152,10 @@ fn letter(key: &Key) -> Option<char> {
     Some(match key {
         Key::Letter(c) => *c,
         Key::Name(n) => match n.as_str() {
-            "jobid" | "arrayjobid" => 'i',
+            "jobid" => 'i',
+            "arrayjobid" => 'F',
+            "arraytaskid" => 'K',
+            "jobarrayid" => 'i',
             "name" => 'j',
             "username" | "user" => 'u',
             "userid" => 'U',
@@ -190,6 +191,9 @@ fn letter(key: &Key) -> Option<char> {
 fn heading(key: &Key) -> &'static str {
     match letter(key) {
         Some('i') => "JOBID",
+        Some('F') => "ARRAY_JOB_ID",
+        Some('K') => "ARRAY_TASK_ID",
+        Some('A') => "JOBID",
         Some('j') => "NAME",
         Some('u') => "USER",
         Some('U') => "UID",
@@ -230,7 +234,20 @@ fn value(j: &JobInfo, key: &Key, now: u64) -> String {
         j.start_time.map(|s| (j.end_time.unwrap_or(now).saturating_sub(s)) / 1000).unwrap_or(0);
     let Some(c) = letter(key) else { return "N/A".into() };
     match c {
-        'i' => j.id.to_string(),
+        'i' => j.label(),
+        'A' => j.id.to_string(),
+        'F' => j.array.as_ref().map_or(j.id, |a| a.job).to_string(),
+        'K' => match &j.array {
+            Some(a) => match (a.task, &a.pending) {
+                (Some(i), _) => i.to_string(),
+                (None, Some(p)) => match a.throttle {
+                    Some(t) => format!("{p}%{t}"),
+                    None => p.to_string(),
+                },
+                (None, None) => "N/A".into(),
+            },
+            None => "N/A".into(),
+        },
         'j' => j.name.clone(),
         'u' => j.user.clone(),
         'U' => j.uid.to_string(),
@@ -327,6 +344,7 @@ mod tests {
             sched: None,
             comment: None,
             dependency: None,
+            array: None,
         }
     }
 

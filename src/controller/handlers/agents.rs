@@ -128,7 +128,12 @@ impl Cluster {
             job.state = JobState::OutOfMemory;
             job.reason = message;
         }
+        let task = job.task.filter(|_| late_oom);
         self.touch_job(id);
+        if let Some(t) = task {
+            // Its array's outcome may change with it.
+            self.settle_array(t.array, now);
+        }
         if let Some(message) = oom {
             self.event(now, Some(id), None, "out_of_memory", format!("{part}: {message}"));
         }

@@ -7,7 +7,7 @@ use crate::exit_code;
 use crate::protocol::{
     JobId, JobKind, Reply, Signal, SignalTarget, StopCause, Submission, ToAgent,
 };
-use gangway_scheduler::{Rejection, Scheduler, SubmitError, Timestamp, validate};
+use gangway_scheduler::{NewJob, Rejection, Scheduler, SubmitError, Timestamp, validate};
 
 impl Cluster {
     /// `gangway batch/alloc/run`: checks and queues a job.
@@ -22,8 +22,11 @@ impl Cluster {
             Err(reply) => return Effects::reply_and_close(conn, reply),
         };
         // The scheduler checks the rest (account, QOS, their limits) and queues it.
-        if fits && let Err(reply) = book(&mut self.sched, &job, now) {
-            return Effects::reply_and_close(conn, reply);
+        if fits {
+            let new = self.new_job(&job);
+            if let Err(reply) = book(&mut self.sched, new, now) {
+                return Effects::reply_and_close(conn, reply);
+            }
         }
         self.next_id += 1;
         self.event(now, Some(id), None, "submit", format!("{:?} by {}", job.sub.kind, job.user));
@@ -82,8 +85,14 @@ impl Cluster {
             preempted: None,
             requeued_for: None,
             waiting_on: None,
+            array: None,
+            task: None,
         };
         job.held = job.sub.hold;
+        match self.array_record(&job.sub) {
+            Ok(record) => job.array = record,
+            Err((code, message)) => return Err(Reply::Error { code, message }),
+        }
         if job.sub.shape.nice < 0 && !caller.admin {
             let message = format!(
                 "--nice {} raises the job's priority, which only an administrator may do; use 0 or more",
@@ -222,12 +231,15 @@ impl Cluster {
         Ok(job)
     }
 
-    /// `gangway cancel`: ends jobs (or signals running ones, with `signal`).
+    /// `gangway cancel`: ends jobs (or signals running ones, with `signal`). An array's id
+    /// stands for all its tasks; `tasks` names some by index (`7_3`).
+    #[expect(clippy::too_many_arguments, reason = "the request's parts, each distinct")]
     pub fn cancel(
         &mut self,
         conn: ConnId,
         caller: &Caller,
         ids: &[JobId],
+        tasks: &[(JobId, u32)],
         signal: Option<Signal>,
         user: Option<&str>,
         now: u64,
@@ -237,7 +249,34 @@ impl Cluster {
         if let Some(u) = user {
             targets.extend(self.active.iter().filter(|id| self.jobs[id].user == u).copied());
         }
+        // An array named (or reached through --user) ends its tasks itself.
+        let arrays: Vec<JobId> = targets
+            .iter()
+            .copied()
+            .filter(|id| self.jobs.get(id).is_some_and(|j| j.array.is_some()))
+            .collect();
+        targets.retain(|id| {
+            self.jobs.get(id).and_then(|j| j.task).is_none_or(|t| !arrays.contains(&t.array))
+        });
         let mut problems = Vec::new();
+        for &(array, index) in tasks {
+            match self.owned_job(caller, array, "cancel") {
+                Err(problem) => problems.push(problem),
+                Ok(_) if signal.is_some() => {
+                    let id = self.array_tasks.get(&array).and_then(|t| t.get(&index)).copied();
+                    match id {
+                        Some(id) => targets.push(id),
+                        None => problems.push(Problem::Other(format!(
+                            "array task {array}_{index} is not running; a signal reaches only running jobs"
+                        ))),
+                    }
+                }
+                Ok(_) => match self.cancel_array_task(array, index, caller, now) {
+                    Ok(done) => fx.append(done),
+                    Err(problem) => problems.push(Problem::Other(problem)),
+                },
+            }
+        }
         for id in targets {
             let job = match self.owned_job(caller, id, "cancel") {
                 Ok(job) => job,
@@ -246,6 +285,27 @@ impl Cluster {
                     continue;
                 }
             };
+            if job.array.is_some() && signal.is_none() {
+                if job.state.is_final() {
+                    let problem = format!("array {id} has already ended ({})", job.state.name());
+                    problems.push(Problem::Other(problem));
+                } else {
+                    fx.append(self.cancel_array(id, caller, now));
+                }
+                continue;
+            }
+            if let (Some(_), Some(sig)) = (&job.array, signal) {
+                // A signal to an array reaches its running tasks.
+                let running: Vec<JobId> = self
+                    .array_task_ids(id)
+                    .map(|(_, t)| t)
+                    .filter(|t| self.jobs.get(t).is_some_and(|j| j.state == JobState::Running))
+                    .collect();
+                for t in running {
+                    fx.append(self.signal_job(t, sig, caller, now));
+                }
+                continue;
+            }
             if job.state.is_final() {
                 let problem = format!("job {id} has already ended ({})", job.state.name());
                 problems.push(Problem::Other(problem));
@@ -253,13 +313,7 @@ impl Cluster {
             }
             match signal {
                 Some(sig) if job.state == JobState::Running => {
-                    let attempt = job.attempt;
-                    for n in job.nodes() {
-                        let target = SignalTarget::All;
-                        fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal: sig, target });
-                    }
-                    let detail = format!("signal {sig} by {}", caller.user);
-                    self.event(now, Some(id), None, "signal", detail);
+                    fx.append(self.signal_job(id, sig, caller, now));
                 }
                 Some(_) => {
                     let problem =
@@ -274,6 +328,20 @@ impl Cluster {
             }
         }
         fx.to_client(conn, problems_reply(&problems));
+        fx
+    }
+
+    /// Sends `sig` to a running job's processes on every node.
+    fn signal_job(&mut self, id: JobId, sig: Signal, caller: &Caller, now: u64) -> Effects {
+        let mut fx = Effects::new();
+        let Some(job) = self.jobs.get(&id) else { return fx };
+        let attempt = job.attempt;
+        for n in job.nodes() {
+            let target = SignalTarget::All;
+            fx.to_agent(&n, ToAgent::Signal { job: id, attempt, signal: sig, target });
+        }
+        let detail = format!("signal {sig} by {}", caller.user);
+        self.event(now, Some(id), None, "signal", detail);
         fx
     }
 
@@ -386,8 +454,8 @@ fn problems_reply(problems: &[Problem]) -> Reply {
 
 /// Books a checked job in `sched` (the scheduler checks account, QOS and their limits);
 /// `Err`: the refusal.
-pub(super) fn book(sched: &mut Scheduler, job: &Job, now: u64) -> Result<(), Reply> {
-    sched.submit(Cluster::new_job(job), Timestamp(now)).map_err(|e| {
+pub(super) fn book(sched: &mut Scheduler, job: NewJob, now: u64) -> Result<(), Reply> {
+    sched.submit(job, Timestamp(now)).map_err(|e| {
         let code = match e {
             SubmitError::Rejected(_) => exit_code::CANNOT_PLACE,
             SubmitError::NotMember { .. } | SubmitError::NoAccount(_) => {
@@ -484,7 +552,7 @@ mod tests {
         c.submit(1, &root(), batch(2, 2), 0);
         c.schedule(0);
         let usr1 = "USR1".parse().expect("signal");
-        let fx = c.cancel(5, &root(), &[1], Some(usr1), None, 10);
+        let fx = c.cancel(5, &root(), &[1], &[], Some(usr1), None, 10);
         let signalled: Vec<&str> = fx
             .iter()
             .filter_map(|e| match e {
@@ -499,10 +567,10 @@ mod tests {
         assert!(matches!(replies_to(&fx, 5)[..], [Reply::Ok { .. }]));
         assert_eq!(c.job(1).expect("job").state, JobState::Running, "a signal ends nothing");
         c.submit(2, &root(), batch(3, 3), 11);
-        let fx = c.cancel(6, &root(), &[2], Some(usr1), None, 12);
+        let fx = c.cancel(6, &root(), &[2], &[], Some(usr1), None, 12);
         assert!(matches!(replies_to(&fx, 6)[..], [Reply::Error { code: exit_code::FAILURE, .. }]));
         // `--user`: every active job of that user.
-        let fx = c.cancel(7, &root(), &[], None, Some("root"), 13);
+        let fx = c.cancel(7, &root(), &[], &[], None, Some("root"), 13);
         assert!(matches!(replies_to(&fx, 7)[..], [Reply::Ok { .. }]), "{fx:?}");
         assert!([1, 2].iter().all(|id| c.job(*id).expect("job").state == JobState::Cancelled));
     }
@@ -530,7 +598,7 @@ mod tests {
     fn only_the_owner_or_an_admin_may_cancel_and_hold() {
         let mut c = cluster();
         c.submit(1, &root(), batch(1, 1), 0);
-        let fx = c.cancel(2, &alice(), &[1], None, None, 1);
+        let fx = c.cancel(2, &alice(), &[1], &[], None, None, 1);
         assert!(
             matches!(
                 fx[..],
@@ -545,7 +613,7 @@ mod tests {
         assert!(matches!(replies_to(&fx, 2)[..], [Reply::Error { .. }]), "{fx:?}");
         let fx = c.set_drain(2, &alice(), &["n1".into()], Some("x".into()), 1);
         assert!(matches!(replies_to(&fx, 2)[..], [Reply::Error { .. }]), "{fx:?}");
-        let fx = c.cancel(3, &root(), &[1], None, None, 2);
+        let fx = c.cancel(3, &root(), &[1], &[], None, None, 2);
         assert!(matches!(replies_to(&fx, 3)[..], [Reply::Ok { .. }]), "{fx:?}");
         assert_eq!(c.job(1).expect("job").state, JobState::Cancelled);
     }

@@ -454,7 +454,7 @@ mod tests {
         let mut c = cluster();
         c.submit(1, &root(), batch(1, 1), 0);
         let node = starts(&c.schedule(0))[0].0.clone();
-        let fx = c.cancel(2, &root(), &[1], None, None, 5_000);
+        let fx = c.cancel(2, &root(), &[1], &[], None, None, 5_000);
         let msgs: Vec<&ToAgent> = fx
             .iter()
             .filter_map(|e| match e {

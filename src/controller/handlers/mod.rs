@@ -12,6 +12,7 @@
 //! [`Effects`]: super::effects::Effects
 
 pub mod agents;
+pub mod arrays;
 pub mod begin;
 pub mod client;
 pub mod dependencies;

@@ -268,7 +268,7 @@ mod tests {
         again.from_agent(301, "n1", FromAgent::Register(reg), 8100, Mono(100));
         again.from_agent(303, "n3", FromAgent::Register(registration("n3")), 8100, Mono(100));
         assert!(starts(&again.schedule(8100)).is_empty());
-        let fx = again.cancel(9, &root(), &[1], None, None, 8200);
+        let fx = again.cancel(9, &root(), &[1], &[], None, None, 8200);
         assert!(starts(&fx).is_empty());
         let job = again.job(1).expect("job");
         assert_eq!(job.state, JobState::Cancelled);

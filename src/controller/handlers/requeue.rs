@@ -117,6 +117,7 @@ impl Cluster {
         fx.append(self.mail(id, MailEvent::Requeue, now));
         let Some(j) = self.jobs.get_mut(&id) else { return fx };
         let attempt = j.attempt;
+        let (was_final, task) = (j.state.is_final(), j.task);
         j.state = JobState::Pending;
         j.attempt += 1;
         j.reason = "Requeued".into();
@@ -137,6 +138,10 @@ impl Cluster {
         j.mail_marks = 0;
         self.touch_job(id);
         self.event(now, Some(id), node, "requeue", detail);
+        if let Some(t) = task.filter(|_| was_final) {
+            // A finished task runs again: its array is not over.
+            self.task_restarted(t.array, now);
+        }
         // The next attempt may not run beside what is left of this one.
         self.await_release(id, attempt, told, now);
         if let Some(conn) = self.holders.get(&id) {
@@ -159,6 +164,7 @@ impl Cluster {
         let mut fx = Effects::new();
         let Some(job) = self.jobs.get_mut(&id) else { return fx };
         let was_running = job.state == JobState::Running;
+        let was_final = job.state.is_final();
         // A part the OOM killer struck decides how the job ended, whatever its exit code.
         let (state, reason) = match out_of_memory(job, state) {
             Some(message) => (JobState::OutOfMemory, message),
@@ -190,6 +196,9 @@ impl Cluster {
         self.wake_dependents(id);
         fx.append(self.end_mail(id, state, now));
         self.event(now, Some(id), None, "end", format!("{} ({reason})", state.name()));
+        if let Some(task) = self.jobs.get(&id).and_then(|j| j.task) {
+            self.task_ended(task.array, !was_final, now);
+        }
         self.needs_schedule = true;
         // Its resources are free in the books at once (what `gangway nodes` shows).
         self.reconcile(now);

@@ -56,10 +56,20 @@ impl Cluster {
         let mut active = BTreeSet::new();
         let mut jobs = BTreeMap::new();
         let mut max_id = 0;
+        let mut array_tasks: HashMap<JobId, BTreeMap<u32, JobId>> = HashMap::new();
+        let mut array_live: HashMap<JobId, u32> = HashMap::new();
         for job in stored_jobs {
             max_id = max_id.max(job.id);
-            if !job.state.is_final() {
+            // An array whose every task started waits for nothing itself.
+            let drained = job.array.as_ref().is_some_and(|a| a.pending.is_empty());
+            if !job.state.is_final() && !drained {
                 active.insert(job.id);
+            }
+            if let Some(t) = &job.task {
+                array_tasks.entry(t.array).or_default().insert(t.index, job.id);
+                if !job.state.is_final() {
+                    *array_live.entry(t.array).or_default() += 1;
+                }
             }
             jobs.insert(job.id, job);
         }
@@ -89,6 +99,8 @@ impl Cluster {
             keys: SubmissionKeys::default(),
             dependents: Default::default(),
             dependencies_due: BTreeSet::new(),
+            array_tasks,
+            array_live,
         };
         c.index_dependencies();
         c.keys = SubmissionKeys::from_jobs(c.jobs.values().map(|j| (j.uid, j.id, &j.sub)));

@@ -31,13 +31,17 @@ impl Cluster {
         self.last_pass = now;
         self.hold_until_begin(now);
         self.usage_due |= periodic;
+        // Array tasks started by the pass take their ids from here on.
+        self.sched.set_next_id(self.next_id);
         let pass = self.sched.pass(Timestamp(now), Budget::jobs(PASS_BUDGET));
         self.needs_schedule = !pass.done;
         let mut waiting_updates = Vec::new();
         for d in pass.decisions {
             match d {
-                Decision::Start { start, backfilled, borrowed_from } => {
-                    fx.append(self.start(start, backfilled, &borrowed_from, now));
+                Decision::Start { start, backfilled, borrowed_from, array } => {
+                    if array.is_none_or(|a| self.split_task(a, start.job, now)) {
+                        fx.append(self.start(start, backfilled, &borrowed_from, now));
+                    }
                 }
                 Decision::Wait { job, reason, .. } => {
                     let text = self.release_reason(job).unwrap_or_else(|| reason.to_string());

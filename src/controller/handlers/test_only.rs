@@ -25,7 +25,7 @@ impl Cluster {
         for other in self.active.iter().filter_map(|i| self.jobs.get(i)) {
             if Cluster::queueable(other, at) {
                 // Refused now only if the configuration changed under it; it waits either way.
-                let _ = books.submit(Cluster::new_job(other), at);
+                let _ = books.submit(self.new_job(other), at);
             }
         }
         let tasks = job.ntasks();
@@ -38,7 +38,7 @@ impl Cluster {
             partition: job.partition.clone(),
         };
         if fits {
-            if let Err(refusal) = book(&mut books, &job, now) {
+            if let Err(refusal) = book(&mut books, self.new_job(&job), now) {
                 return Effects::reply_and_close(conn, refusal);
             }
             let pass = books.pass(at, Budget::unlimited());

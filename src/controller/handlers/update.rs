@@ -33,6 +33,25 @@ impl Cluster {
                 ),
             );
         }
+        if let Some(throttle) = changes.array_throttle {
+            if job.array.is_none() {
+                let message = format!(
+                    "job {id} is not a job array; ArrayTaskThrottle applies to an array's id"
+                );
+                return refuse(exit_code::FAILURE, message);
+            }
+            self.set_array_throttle(id, throttle, now);
+            let detail = format!("array throttle {throttle} by {}", caller.user);
+            self.event(now, Some(id), None, "update", detail);
+            let only =
+                JobUpdate { array_throttle: None, ..changes.clone() } == JobUpdate::default();
+            if only {
+                return Effects::reply(conn, Reply::Ok { message: format!("job {id} updated") });
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return refuse(exit_code::FAILURE, format!("job {id} does not exist"));
+        };
         if job.state != JobState::Pending {
             return refuse(
                 exit_code::FAILURE,
@@ -121,6 +140,12 @@ impl Cluster {
                 problems.push(format!(
                     "job {id} belongs to {}; only its owner or an administrator may requeue it",
                     job.user
+                ));
+                continue;
+            }
+            if job.array.is_some() {
+                problems.push(format!(
+                    "job {id} is a job array; requeue its tasks by their own ids (squeue -j {id})"
                 ));
                 continue;
             }

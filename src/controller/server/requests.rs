@@ -115,8 +115,8 @@ fn handle_request(
                 message: format!("node '{name}' does not exist; see `gangway nodes`"),
             }),
         },
-        Request::Cancel { ids, signal, user } => {
-            cluster.cancel(conn, caller, &ids, signal, user.as_deref(), now)
+        Request::Cancel { ids, signal, user, tasks } => {
+            cluster.cancel(conn, caller, &ids, &tasks, signal, user.as_deref(), now)
         }
         Request::Hold { ids } => cluster.set_held(conn, caller, &ids, true, now),
         Request::Release { ids } => cluster.set_held(conn, caller, &ids, false, now),

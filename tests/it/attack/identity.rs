@@ -489,6 +489,7 @@ fn a_vouch_without_the_key_is_refused() {
         comment: None,
         dependency: None,
         kill_on_invalid_dep: None,
+        array: None,
     }));
     rt.block_on(async {
         // Without the key: the handshake fails, nothing is read.

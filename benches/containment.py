@@ -148,7 +148,7 @@ def managed():
 
         def start_agents(cgroups):
             for i in range(1, 4):
-                alog = open(f"{work}/agent{i}.log", "a")
+                alog = open(f"{work}/agent{i}-{'cgroups' if cgroups else 'none'}.log", "a")
                 extra = [] if cgroups else ["--no-cgroups"]
                 aenv = dict(os.environ)
                 if os.environ.get("FAVORDYNMODS") == "on":
@@ -157,7 +157,7 @@ def managed():
                     [VC, "--prefix", PREFIX, "exec", f"node{i}", gw, "agent", "--controller",
                      f"{env['VCLUSTER_HOST_ADDR']}:{port}", "--key-file", f"{work}/key",
                      "--spool", "/tmp/gangway-spool", "--cgroup-root", f"gangway-{PREFIX}-node{i}",
-                     "--log", "warn,gangway::agent::cgroups=debug", *extra],
+                     "--log", "warn,gangway::agent::cgroups=debug,gangway::agent::steps=debug", *extra],
                     stdout=alog, stderr=alog, stdin=subprocess.DEVNULL, env=aenv))
             wait(idle, 30, "agents registered")
 
@@ -192,15 +192,29 @@ def managed():
         import re
         spent = {}
         for i in range(1, 4):
-            for line in open(f"{work}/agent{i}.log"):
-                m = re.search(r"cgroup_us=(\d+)", line)
-                if m:
-                    what = "job cgroup made" if "job cgroup made" in line else \
-                        "step cgroup made and joined" if "part cgroup made" in line else \
-                        "step cgroup ended" if "step_" in line else "job cgroup ended"
-                    spent.setdefault(what, []).append(int(m.group(1)) / 1000)
+            for mode in ("cgroups", "none"):
+                for line in open(f"{work}/agent{i}-{mode}.log"):
+                    m = re.search(r" cgroup_us=(\d+)", line)
+                    if m:
+                        what = "job cgroup made" if "job cgroup made" in line else \
+                            "step cgroup made ahead, narrowed" if "narrowed" in line else \
+                            "step cgroup made (ahead, or at the launch)" if "part cgroup made" in line else \
+                            "step cgroup ended" if "step_" in line else "job cgroup ended"
+                        spent.setdefault(what, []).append(int(m.group(1)) / 1000)
+                    # The agent's whole share of a step's launch path, with and without cgroups:
+                    # launch request checked -> proxy spawned (its cgroup joined before exec),
+                    # and proxy exited -> its figures read, before the exit frame.
+                    for key, what in (("launch_us", "step launch to proxy started"),
+                                      ("cgroup_ready_us", "step launch to its cgroup ready"),
+                                      ("exit_us", "proxy exit to exit frame")):
+                        m = re.search(key + r"=(\d+)", line)
+                        if m:
+                            spent.setdefault(f"{what} ({mode})", []).append(int(m.group(1)) / 1000)
         for what, ms in sorted(spent.items()):
             say(f"agent {what} (median of {len(ms)})", statistics.median(ms), "ms")
+        if os.environ.get("KEEP"):
+            print("logs kept in", work)
+            return 0
         subprocess.run(["rm", "-rf", work])
         return 0
     finally:

@@ -169,7 +169,18 @@ impl Containment {
     /// Chooses the cgroup version from `/proc/self/mountinfo` and opens the gangway root in
     /// it (creating it). `Unavailable` when there are no cgroups or no permission to use them.
     pub fn discover(root: &RootConfig) -> Result<Self, ContainmentError> {
+        Self::discover_by(&root.name, |_| root.base)
+    }
+
+    /// [`Containment::discover`] with the root's place chosen by the version found: one read
+    /// of the mounts where [`Containment::choose_version`] then `discover` took two (a local
+    /// run's start pays for each).
+    pub fn discover_by(
+        name: &str,
+        base: impl Fn(Version) -> Base,
+    ) -> Result<Self, ContainmentError> {
         let (mounts, version) = offer()?;
+        let root = &RootConfig::new(name, base(version));
         let own = mounts::parse_own_cgroups(&read("/proc/self/cgroup")?);
         let backend: Box<dyn Cgroups> = match version {
             Version::V1 => Box::new(v1::V1::open(&mounts, &own, root)?),

@@ -18,6 +18,7 @@ use crate::pmi::pmix::pmix_namespace;
 use crate::pmi::server::PmiServer;
 use crate::rank_env;
 use crate::ranks::{self, ExitReport, NodeLaunch};
+use crate::run_cgroup::RunCgroup;
 use crate::signals::{self, CaughtSignals};
 use crate::spawn::ProcessEnd;
 use crate::supervisor::Supervisor;
@@ -30,13 +31,15 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the job on this machine and waits for it to end.
 /// `placement` (from [`crate::binding::plan`]) says where each rank runs; `None`: unbound.
-/// `cgroup`: the files of the run's cgroup each rank joins ([`crate::run_cgroup`]); empty: none.
+/// `cgroup`: the run's cgroup ([`crate::run_cgroup`]), which each rank joins; `None`: none.
 pub async fn run_local(
     spec: JobSpec,
     placement: Option<Placement>,
-    cgroup: &[std::os::fd::RawFd],
+    mut cgroup: Option<&mut RunCgroup>,
 ) -> Result<JobReport, LaunchError> {
-    ranks::prepare_parent();
+    // The subreaper comes just before the ranks: the cgroup's watcher must be settled first.
+    ranks::prepare_descriptors();
+    let cgroup_fds = cgroup.as_ref().map(|c| c.join_fds()).unwrap_or_default();
 
     let n = spec.ntasks;
     let mut routes = OutputRoutes::open(&spec, None)?;
@@ -89,8 +92,12 @@ pub async fn run_local(
         output: &|rank| routes.rank_output(rank),
         sink: out.clone(),
         exit_report: ExitReport::AtOnce,
-        cgroup,
+        cgroup: &cgroup_fds,
     };
+    if let Some(c) = cgroup.as_mut() {
+        c.settle_watcher();
+    }
+    ranks::become_subreaper();
     let mut node_ranks = match ranks::start(launch, &mut pmi).await {
         Ok(node_ranks) => node_ranks,
         Err(failed) => {

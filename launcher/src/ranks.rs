@@ -158,7 +158,18 @@ pub struct NodeRanks {
 /// closed, so no pipe lands on them, and this process becomes a child subreaper, so whatever a
 /// rank leaves behind comes to us and [`kill_leftovers`] can kill it.
 pub fn prepare_parent() {
+    prepare_descriptors();
+    become_subreaper();
+}
+
+/// The first half of [`prepare_parent`]: the standard descriptors opened if closed.
+pub fn prepare_descriptors() {
     spawn::ensure_standard_fds();
+}
+
+/// The second half of [`prepare_parent`]: before the first rank starts, whatever a rank
+/// leaves behind comes to us.
+pub fn become_subreaper() {
     // SAFETY: prctl with these arguments only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }

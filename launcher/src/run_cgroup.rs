@@ -16,9 +16,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use gangway_containment::{
-    Base, Containment, ContainmentError, Join, Limits, RootConfig, Usage, Version, mib,
-};
+use gangway_containment::{Base, Containment, ContainmentError, Join, Limits, Usage, Version, mib};
 use gangway_topology::{CpuSet, Placement};
 
 /// How long killing the run's cgroup may take.
@@ -34,6 +32,9 @@ pub struct RunCgroup {
     join: Vec<OwnedFd>,
     /// Our end of the watcher's pipe: closing it (our exit, however it happens) wakes it.
     _watcher: Option<OwnedFd>,
+    /// The watcher's parent, which forks it and exits: reaped by [`RunCgroup::settle_watcher`]
+    /// before this process becomes its ranks' subreaper.
+    middle: Option<nix::unistd::Pid>,
 }
 
 /// What a run's cgroup recorded once it was emptied.
@@ -57,11 +58,10 @@ pub fn enter(
     // Under this process's own cgroups on v1, so what confines the launcher still confines
     // its ranks; at the top on v2, the only place it can hand controllers down without a
     // delegated subtree (a cgroup holding processes, as ours does, cannot).
-    let base = match Containment::choose_version()? {
+    let containment = Containment::discover_by("gangway", |version| match version {
         Version::V1 => Base::Own,
         Version::V2 => Base::Top,
-    };
-    let containment = Containment::discover(&RootConfig::new("gangway", base))?;
+    })?;
     containment.sweep(&|name| !name.starts_with("run_") || launcher_alive(name), KILL_BUDGET);
     let path =
         format!("run_{}_{}", std::process::id(), start_time(std::process::id()).unwrap_or(0));
@@ -80,11 +80,23 @@ pub fn enter(
         eprintln!("gangway: warning: run {job_id}: {note}");
     }
     let join = containment.backend().join_files(&path, Join::Enforcing(&limits))?;
-    let watcher = start_watcher(&containment, &path);
-    Ok(Some(RunCgroup { containment, path, memory, join, _watcher: watcher }))
+    let (watcher, middle) = start_watcher(&containment, &path).unzip();
+    Ok(Some(RunCgroup { containment, path, memory, join, _watcher: watcher, middle }))
 }
 
 impl RunCgroup {
+    /// Reaps the watcher's parent, which exits as soon as it has forked the watcher. Call it
+    /// before this process becomes a child subreaper (`ranks::become_subreaper`): a watcher
+    /// orphaned after that would be handed to us, counted as one of ours and killed with the
+    /// ranks' leftovers. Waited for here rather than at the fork, so that the launcher's own
+    /// set-up (runtime, output thread, PMI service) runs meanwhile: on a loaded machine the
+    /// wait was 0.5-14 ms at the fork.
+    pub fn settle_watcher(&mut self) {
+        if let Some(middle) = self.middle.take() {
+            let _ = nix::sys::wait::waitpid(middle, None);
+        }
+    }
+
     /// The descriptors a rank writes `0` to before it execs.
     pub fn join_fds(&self) -> Vec<RawFd> {
         self.join.iter().map(AsRawFd::as_raw_fd).collect()
@@ -124,9 +136,10 @@ fn launcher_alive(name: &str) -> bool {
     start_time(pid) == Some(start)
 }
 
-/// Forks the watcher (see the module doc); `None` when it cannot (the cgroup is then swept at
-/// a later run if this launcher dies by SIGKILL).
-fn start_watcher(containment: &Containment, path: &str) -> Option<OwnedFd> {
+/// Forks the watcher (see the module doc): our end of its pipe and its parent, which exits at
+/// once and is reaped later ([`RunCgroup::settle_watcher`]). `None` when it cannot (the
+/// cgroup is then swept at a later run if this launcher dies by SIGKILL).
+fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, nix::unistd::Pid)> {
     // After a fork only the forking thread exists in the child: with other threads around, one
     // could hold the allocator's lock forever there.
     let threads = std::fs::read_to_string("/proc/self/status")
@@ -143,12 +156,7 @@ fn start_watcher(containment: &Containment, path: &str) -> Option<OwnedFd> {
     match unsafe { nix::unistd::fork() }.ok()? {
         nix::unistd::ForkResult::Parent { child } => {
             drop(read);
-            // The middle process exits at once; reap it so it leaves no zombie. Waited for
-            // here (0.5-14 ms on a loaded machine, the largest part of a run's cgroup cost):
-            // reaped later, it could exit after this launcher became the ranks' subreaper and
-            // hand the watcher to us, where the leftover kill would take it.
-            let _ = nix::sys::wait::waitpid(child, None);
-            Some(write)
+            Some((write, child))
         }
         nix::unistd::ForkResult::Child => {
             drop(write);

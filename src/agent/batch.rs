@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::cgroups::Part;
 use super::events::Event;
 use super::fence::{self, Fencing};
-use super::jobs::{LocalJob, ScriptEnd};
+use super::jobs::{LocalJob, NextStep, ScriptEnd};
 use super::options::AgentOptions;
 use super::process::{self, BatchOutput, RunAs};
 use crate::protocol::{FromAgent, JobId, JobLaunch};
@@ -41,9 +41,21 @@ pub(super) fn start_job(
             reports.extend(fencing.release(job, old.launch.attempt, opts.kill_grace, cgroups));
         }
     }
-    let mut local = LocalJob { launch, sessions: Vec::new(), ended: None, fenced: None };
+    let mut local = LocalJob {
+        launch,
+        sessions: Vec::new(),
+        ended: None,
+        fenced: None,
+        next_step: NextStep::None,
+    };
     if let Some(cgroups) = &opts.cgroups {
-        cgroups.create_job(&local.launch, &opts.topology);
+        // Its script joins the job's cgroup now; a job without one waits for its first step,
+        // whose launch waits for both cgroups, made off the owner task meanwhile.
+        let scripted = local.launch.batch.is_some();
+        if scripted {
+            cgroups.create_job(&local.launch, &opts.topology);
+        }
+        super::steps::prepare_next(&mut local, 0, opts, ev_tx, !scripted);
     }
     if let Some(batch) = local.launch.batch.clone() {
         // Never a script without a lease: the controller may already count this node lost.

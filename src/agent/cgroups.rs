@@ -139,22 +139,27 @@ impl NodeCgroups {
     /// Creates the cgroup of a job arriving here. A failure is logged and the job runs
     /// unconfined (its parts find no cgroup to join).
     pub fn create_job(&self, launch: &JobLaunch, topology: &Topology) {
+        self.create_job_with(launch.job, launch.attempt, &self.job_limits(launch, topology));
+    }
+
+    /// The job's limits on this node ([`job_limits`] with this agent's pids limit).
+    pub fn job_limits(&self, launch: &JobLaunch, topology: &Topology) -> Limits {
+        job_limits(launch, topology, self.pids, &machine_has)
+    }
+
+    /// [`NodeCgroups::create_job`] with the limits worked out: blocking.
+    pub fn create_job_with(&self, job: JobId, attempt: u32, limits: &Limits) {
         let began = std::time::Instant::now();
-        let limits = job_limits(launch, topology, self.pids, &machine_has);
-        let made = self.containment.create(&job_path(launch.job, launch.attempt), &limits);
-        tracing::debug!(
-            job = launch.job,
-            cgroup_us = began.elapsed().as_micros() as u64,
-            "job cgroup made"
-        );
+        let made = self.containment.create(&job_path(job, attempt), limits);
+        tracing::debug!(job, cgroup_us = began.elapsed().as_micros() as u64, "job cgroup made");
         match made {
             Ok(notes) => {
                 for note in notes {
-                    tracing::warn!(job = launch.job, "{note}");
+                    tracing::warn!(job, "{note}");
                 }
             }
             Err(e) => {
-                tracing::error!(job = launch.job, error = %e, "cannot create the job's cgroup; it runs unconfined")
+                tracing::error!(job, error = %e, "cannot create the job's cgroup; it runs unconfined")
             }
         }
     }
@@ -170,24 +175,44 @@ impl NodeCgroups {
         part: Part,
         cpus: Option<&CpuSet>,
     ) -> Option<Vec<OwnedFd>> {
-        let job = launch.job;
-        let began = std::time::Instant::now();
-        if !self.containment.backend().children("").contains(&job_path(job, launch.attempt)) {
-            return None;
-        }
+        let limits = self.part_limits(launch, topology, cpus);
+        self.make_part(launch.job, launch.attempt, part, &limits)
+    }
+
+    /// A part's limits: narrowed to `cpus` (when this machine has them), inside the job's.
+    /// The job's limits on the part as well: the OOM killer then strikes (and counts) in the
+    /// part that went over, which names it.
+    pub fn part_limits(
+        &self,
+        launch: &JobLaunch,
+        topology: &Topology,
+        cpus: Option<&CpuSet>,
+    ) -> Limits {
         let mut limits = Limits::new();
         if let Some(c) = cpus.filter(|c| machine_has(c)) {
             limits = limits.cpus(c.clone());
         }
-        // The job's limits on the part as well: the OOM killer then strikes (and counts) in
-        // the part that went over, which names it.
-        let limits = limits.within(&job_limits(launch, topology, self.pids, &machine_has));
-        let path = part.path(job, launch.attempt);
+        limits.within(&job_limits(launch, topology, self.pids, &machine_has))
+    }
+
+    /// [`NodeCgroups::enter`] with the limits worked out: blocking (the agent makes a step's
+    /// cgroup ahead of its launch on a blocking thread, `steps::prepare_next`).
+    pub fn make_part(
+        &self,
+        job: JobId,
+        attempt: u32,
+        part: Part,
+        limits: &Limits,
+    ) -> Option<Vec<OwnedFd>> {
+        let began = std::time::Instant::now();
+        if !self.containment.backend().children("").contains(&job_path(job, attempt)) {
+            return None;
+        }
+        let path = part.path(job, attempt);
         let made = self
             .containment
-            .create(&path, &limits)
-            .and_then(|_| self.containment.backend().join_files(&path, Join::Accounting(&limits)));
-        // The launch path's share of containment, for benches/containment.py.
+            .create(&path, limits)
+            .and_then(|_| self.containment.backend().join_files(&path, Join::Accounting(limits)));
         let took = began.elapsed().as_micros() as u64;
         tracing::debug!(job, part = %part.label(), cgroup_us = took, "part cgroup made");
         match made {
@@ -197,6 +222,24 @@ impl NodeCgroups {
                 None
             }
         }
+    }
+
+    /// A step's cgroup made ahead with its job's limits, now for a step on `limits`: its CPUs
+    /// (and their NUMA nodes) narrowed when the step's differ from the job's, a write each.
+    /// `false`: they could not be (the caller makes the part afresh).
+    pub fn narrow(&self, job: JobId, attempt: u32, part: Part, limits: &Limits) -> bool {
+        let began = std::time::Instant::now();
+        let mut cpus = Limits::new();
+        if let Some(c) = &limits.cpus {
+            cpus = cpus.cpus(c.clone());
+        }
+        if let Some(m) = &limits.mems {
+            cpus = cpus.mems(m.clone());
+        }
+        let done = self.containment.create(&part.path(job, attempt), &cpus).is_ok();
+        let took = began.elapsed().as_micros() as u64;
+        tracing::debug!(job, part = %part.label(), cgroup_us = took, "part cgroup made ahead, narrowed");
+        done
     }
 
     /// A part ended: kills what is left of it, reads what it used, removes its cgroup.
@@ -416,6 +459,7 @@ mod tests {
             memory,
             gpus: CpuSet::new(),
             error_output: None,
+            one_step: false,
         }
     }
 

@@ -24,6 +24,13 @@ pub enum Event {
         attempt: u32,
         usage: crate::protocol::PartUsage,
     },
+    /// A step's cgroup was made ahead of its launch (`None`: it could not be).
+    StepPrepared {
+        job: JobId,
+        attempt: u32,
+        step: u32,
+        made: Option<(gangway_containment::Limits, Vec<std::os::fd::OwnedFd>)>,
+    },
     WhichJob(local::JobQuery),
     Fencer(fence::Report),
 }

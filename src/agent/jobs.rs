@@ -2,7 +2,11 @@
 //! its batch script ended or why it was fenced (kept until the controller releases the job).
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 
+use gangway_containment::Limits;
+
+use super::launch::StepLaunch;
 use crate::protocol::{FromAgent, JobId, JobLaunch};
 
 /// One job this node runs a part of.
@@ -17,6 +21,21 @@ pub struct LocalJob {
     /// Why its processes here were killed by a fence (reported with every registration until
     /// the controller releases the job).
     pub fenced: Option<String>,
+    /// Its next step's cgroup, made ahead so that the step's launch only joins it.
+    pub next_step: NextStep,
+}
+
+/// A job's next step cgroup (`steps::prepare_next`): made on a blocking thread while the
+/// job runs, so that none of it is on a step's launch path.
+#[derive(Debug, Default)]
+pub enum NextStep {
+    /// None made or being made (no cgroups, or the last one was used or failed).
+    #[default]
+    None,
+    /// Step N's is being made; launches of step N that came meanwhile wait for it.
+    Making(u32, Vec<StepLaunch>),
+    /// Step N's is made: its limits, and the files its proxy joins it through.
+    Made(u32, Limits, Vec<OwnedFd>),
 }
 
 impl LocalJob {

@@ -28,6 +28,8 @@ pub struct StepLaunch {
     pub stream: TcpStream,
     pub sealer: Sealer,
     pub opener: Opener,
+    /// When its link was set up: the start of the agent's share of the step's launch path.
+    pub received: std::time::Instant,
 }
 
 /// Accepts launch requests for as long as the agent lives.
@@ -57,9 +59,14 @@ async fn check(mut stream: TcpStream, key: &Key, name: &str) -> Option<StepLaunc
             stream.write_all(b"ok\n").await.ok()?;
             let psk = key.step_psk(&sealed);
             match gangway_link::tokio_io::respond(&mut stream, &psk, line.as_bytes()).await {
-                Ok((sealer, opener)) => {
-                    Some(StepLaunch { credential, node_id, stream, sealer, opener })
-                }
+                Ok((sealer, opener)) => Some(StepLaunch {
+                    credential,
+                    node_id,
+                    stream,
+                    sealer,
+                    opener,
+                    received: std::time::Instant::now(),
+                }),
                 Err(e) => {
                     // A credential seen on the wire, replayed without its key.
                     tracing::warn!(job = credential.job, error = %e, "step link refused");

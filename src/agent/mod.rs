@@ -283,6 +283,9 @@ fn handle(
                 script_ended(end, jobs, reports);
             }
         }
+        Event::StepPrepared { job, attempt, step, made } => {
+            steps::step_prepared((job, attempt, step, made), opts, jobs, ev_tx, fencing)
+        }
         Event::WhichJob(q) => {
             let job = jobs.values().find(|j| j.sessions.contains(&q.sid)).map(|j| j.launch.job);
             let _ = q.answer.send(job);

@@ -118,6 +118,7 @@ impl Cluster {
                 .filter(|m| *m > 0),
             gpus: g.gpus.clone(),
             error_output: self.error_output(job),
+            one_step: job.sub.kind == crate::protocol::JobKind::Run,
         })
     }
 

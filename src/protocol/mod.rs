@@ -632,6 +632,10 @@ pub struct JobLaunch {
     /// of the job the OOM killer struck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_output: Option<String>,
+    /// A `gangway run` job of its own: one step over the whole allocation, so the agent
+    /// makes no cgroup ahead for a second one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_step: bool,
 }
 
 /// The script part of a batch job start.

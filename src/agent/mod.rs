@@ -22,6 +22,7 @@ pub mod process;
 mod release;
 pub mod sessions;
 mod steps;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use lease::Boot;
 use link::{ConnectError, Link, connect};
 pub use options::AgentOptions;
 use steps::start_proxy;
+use usage::UsageLedger;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     }
     let topology_json = opts.topology.to_json();
     let mut jobs: HashMap<JobId, LocalJob> = HashMap::new();
+    // Usage reports until the controller has them (a job's end is kept in `jobs`).
+    let mut ledger = UsageLedger::default();
     let mut backoff = Duration::from_millis(100);
     let mut said_waiting = false;
     loop {
@@ -152,8 +156,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 loop {
                     tokio::select! {
                         _ = &mut wait => break,
-                        // Reports are kept in `jobs` and sent after registering.
-                        Some(ev) = ev_rx.recv() => handle(ev, &opts, &mut jobs, &mut Vec::new(), &ev_tx, &mut fencing),
+                        // Reports are kept (job ends in `jobs`, usage in the ledger) and sent
+                        // after registering.
+                        Some(ev) = ev_rx.recv() => {
+                            let mut reports = Vec::new();
+                            handle(ev, &opts, &mut jobs, &mut reports, &ev_tx, &mut fencing);
+                            reports.iter().for_each(|r| ledger.track(r));
+                        }
                     }
                 }
                 backoff = (backoff * 2).min(fencing.retry_cap());
@@ -165,6 +174,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         tracing::info!(controller = %opts.controller, "registered");
         fencing.welcomed(link.lease, link.registered_at);
         let Link { out, heartbeat, reader } = link.start(ev_tx.clone());
+        // What each part used ahead of the ends, as when they were first sent.
+        if !ledger.is_empty() {
+            tracing::info!(reports = ledger.len(), "sending usage reports again");
+        }
+        for report in ledger.resend() {
+            let _ = out.send(report);
+        }
         for report in jobs.values().filter_map(LocalJob::end_report) {
             let _ = out.send(report);
         }
@@ -181,6 +197,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         break;
                     }
                     let seq = fencing.heartbeat();
+                    ledger.heartbeat(seq);
                     let _ = out.send(FromAgent::Heartbeat { load: load_average(), seq });
                 }
                 Some(ev) = ev_rx.recv() => {
@@ -188,9 +205,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         tracing::warn!("lost the controller; jobs keep running, reconnecting");
                         break;
                     }
+                    if let Event::FromController(ToAgent::Ack { seq }) = &ev {
+                        ledger.acked(*seq);
+                    }
                     let mut reports = Vec::new();
                     handle(ev, &opts, &mut jobs, &mut reports, &ev_tx, &mut fencing);
                     for r in reports {
+                        ledger.track(&r);
                         let _ = out.send(r);
                     }
                 }

@@ -217,3 +217,39 @@ fn a_managed_job_is_told_its_gpus() {
     assert_eq!(list.len(), 2, "two tasks with one GPU each: {out}\n{}", m.logs());
     assert!(line.contains(&format!("ROCR={gpus}")) && line.contains("GANGWAY_GPUS="), "{out}");
 }
+
+/// What a job's script used is reported when the script ends; with the controller killed at
+/// that moment the report waits in the agent and is sent again once the agent has registered
+/// with the restarted controller (`src/agent/usage.rs`), so `show job` still has it.
+#[test]
+fn usage_reported_while_the_controller_is_away_is_not_lost() {
+    let Some(mut m) = Managed::up(1) else { return };
+    let flag = m.dir.join("usage-flag");
+    let script = format!(
+        "#!/bin/sh\n{} run -n 1 true\nwhile [ ! -e {f} ]; do sleep 0.05; done\n",
+        m.gangway_bin().display(),
+        f = flag.display()
+    );
+    let id = submit_script(&m, "away.sh", &script, &["-n", "1"]);
+    let parts = |m: &Managed| -> Vec<String> {
+        let job = m.job(id);
+        let usage = job["usage"].as_array().cloned().unwrap_or_default();
+        usage.iter().filter_map(|u| u["part"].as_str().map(String::from)).collect()
+    };
+    wait_until("the step's usage", Duration::from_secs(30), || {
+        parts(&m).iter().any(|p| p == "step 0")
+    });
+    m.kill_controller();
+    // The script ends (and its figures are read) while no controller listens; back within
+    // the agent's lease, so the job is not fenced meanwhile.
+    std::fs::write(&flag, "").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    m.start_controller();
+    m.wait_done(&[id], Duration::from_secs(30));
+    assert_eq!(m.job(id)["state"], "COMPLETED", "{}\n{}", m.job(id), m.logs());
+    wait_until("the script's usage", Duration::from_secs(10), || {
+        parts(&m).iter().any(|p| p == "batch")
+    });
+    let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+    assert!(shown.contains("Step=batch") && shown.contains("Step=step 0"), "{shown}");
+}

@@ -117,6 +117,11 @@ impl Cluster {
     /// launcher (and the job its end) before this report reaches the controller.
     fn usage_reported(&mut self, id: JobId, attempt: u32, usage: PartUsage, now: u64) {
         let Some(job) = self.jobs.get_mut(&id).filter(|j| j.attempt == attempt) else { return };
+        // An agent sends a report again when it cannot know that the first one arrived
+        // (agent/usage.rs): the same figures again change nothing and say nothing.
+        if job.usage.contains(&usage) {
+            return;
+        }
         job.usage.retain(|u| !(u.node == usage.node && u.part == usage.part));
         let oom = usage.out_of_memory.clone();
         let part = format!("{} on {}", usage.part, usage.node);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use gangway_topology::{
-    CpuBind, CpuSet, Distribution, Hint, MemBind, NodeSpec, Placement, PlacementError,
+    AllocatedNode, CpuBind, CpuSet, Distribution, Hint, MemBind, Placement, PlacementError,
     PlacementRequest, Topology, TopologyError, place,
 };
 
@@ -68,6 +68,18 @@ pub fn decide(
     machine: &Topology,
     available: Option<CpuSet>,
 ) -> Result<Placement, PlacementError> {
+    decide_within(ntasks, opts, machine, available, None)
+}
+
+/// [`decide`] inside the GPUs a job holds here (`None`: all the machine's): `--gpus-per-task`
+/// then gives each task its own among those only.
+pub fn decide_within(
+    ntasks: u32,
+    opts: &BindingOptions,
+    machine: &Topology,
+    available: Option<CpuSet>,
+    gpus: Option<CpuSet>,
+) -> Result<Placement, PlacementError> {
     let mut request = PlacementRequest {
         ntasks,
         cpus_per_task: opts.cpus_per_task,
@@ -80,7 +92,7 @@ pub fn decide(
         gpus_per_task: opts.gpus_per_task,
         oversubscribe: opts.oversubscribe,
     };
-    let node = NodeSpec { topology: machine, available };
+    let node = AllocatedNode { topology: machine, cpus: available, gpus };
     match place(&request, std::slice::from_ref(&node)) {
         Err(PlacementError::NotEnoughCpus { .. })
             if opts.cpu_bind.is_none() && !opts.oversubscribe =>
@@ -129,6 +141,63 @@ pub fn plan(
         Machine::Synthetic(desc) => (Topology::from_synthetic(desc)?, None),
     };
     Ok(Some(decide(ntasks, opts, &model, available)?))
+}
+
+/// What a managed step's proxy is told of its node by the agent that started it: the model
+/// the agent (and so the scheduler's grant) uses, when it is not this machine's own (a
+/// stand-in `--topology-xml`), the step's CPUs, and the GPUs the job holds here with how its
+/// tasks number them. A proxy started any other way (SSH) is told nothing: its ranks are
+/// placed on this machine as for a local run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepNode {
+    /// `GANGWAY_STEP_TOPOLOGY_XML`: the agent's stand-in model.
+    pub model: Option<PathBuf>,
+    /// `GANGWAY_STEP_CPUS`: the step's CPUs here (in the model's numbering).
+    pub cpus: Option<CpuSet>,
+    /// `GANGWAY_STEP_GPUS`: the job's GPUs here (indexes of the model; empty: none).
+    pub gpus: Option<CpuSet>,
+    /// `GANGWAY_STEP_GPU_NUMBERING=job`: tasks count their GPUs 0.. over the job's (the
+    /// devices controller hides the others from them).
+    pub gpus_within_job: bool,
+}
+
+impl StepNode {
+    /// From the proxy's environment (`var` reads one variable).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> StepNode {
+        let set = |name: &str| -> Option<CpuSet> {
+            let text = var(name)?;
+            if text.trim().is_empty() { Some(CpuSet::new()) } else { text.trim().parse().ok() }
+        };
+        StepNode {
+            model: var("GANGWAY_STEP_TOPOLOGY_XML").filter(|p| !p.is_empty()).map(PathBuf::from),
+            cpus: set("GANGWAY_STEP_CPUS").filter(|c| !c.is_empty()),
+            gpus: set("GANGWAY_STEP_GPUS"),
+            gpus_within_job: var("GANGWAY_STEP_GPU_NUMBERING").is_some_and(|v| v == "job"),
+        }
+    }
+
+    /// The job's GPUs to number the tasks' GPUs within (`None`: the model's indexes).
+    pub fn gpu_numbering(&self) -> Option<&CpuSet> {
+        self.gpus.as_ref().filter(|_| self.gpus_within_job)
+    }
+}
+
+/// The placement of a managed step's ranks on this node ([`plan`] for a proxy): on the model
+/// and inside the CPUs and GPUs its agent said.
+pub fn plan_step(
+    ntasks: u32,
+    opts: &BindingOptions,
+    step: &StepNode,
+) -> Result<Option<Placement>, BindingError> {
+    // Without GPUs per task the job's GPUs change nothing here: placed as for a local run.
+    let (Some(gpus), true) = (&step.gpus, opts.gpus_per_task > 0) else {
+        return plan(ntasks, opts, &Machine::Local, false);
+    };
+    let (model, cpus) = match &step.model {
+        Some(file) => (Topology::from_xml_file(file)?, step.cpus.clone()),
+        None => (local_topology()?, own_affinity()),
+    };
+    Ok(Some(decide_within(ntasks, opts, &model, cpus, Some(gpus.clone()))?))
 }
 
 /// Loads a machine model for display (`gangway topology`).
@@ -263,5 +332,55 @@ mod tests {
         for r in &p.ranks {
             assert!(r.binding.cpus.is_subset(&only));
         }
+    }
+
+    /// The two-socket hwloc export with two GPUs, one per socket (the shared test data).
+    fn two_gpu_machine() -> Topology {
+        let xml = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../topology/tests/data/32em64t-2n8c2t-pci-normalio.xml");
+        Topology::from_xml_file(&xml).unwrap()
+    }
+
+    #[test]
+    fn a_steps_tasks_get_gpus_only_from_the_jobs_grant_and_never_share_one() {
+        let m = two_gpu_machine();
+        let all: Vec<u32> = m.gpus.iter().map(|g| g.index).collect();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let opts = BindingOptions { gpus_per_task: 1, ..Default::default() };
+        // The whole machine's GPUs: two tasks, one each, no overlap.
+        let p = decide_within(2, &opts, &m, None, Some(all.iter().copied().collect())).unwrap();
+        let mut got: Vec<u32> = p.ranks.iter().flat_map(|r| r.binding.gpus.clone()).collect();
+        got.sort_unstable();
+        assert_eq!(got, all);
+        // A job granted the second GPU only: its one task gets that one, wherever its CPUs.
+        let granted: CpuSet = [all[1]].into_iter().collect();
+        let p = decide_within(1, &opts, &m, None, Some(granted.clone())).unwrap();
+        assert_eq!(p.ranks[0].binding.gpus, vec![all[1]]);
+        // Two tasks cannot share the job's one GPU.
+        let e = decide_within(2, &opts, &m, None, Some(granted)).unwrap_err().to_string();
+        assert!(e.contains("GPU"), "{e}");
+    }
+
+    #[test]
+    fn the_agent_tells_the_proxy_its_steps_gpus_and_their_numbering() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+        };
+        let step = StepNode::from_env(env(&[
+            ("GANGWAY_STEP_GPUS", "1,3"),
+            ("GANGWAY_STEP_GPU_NUMBERING", "job"),
+            ("GANGWAY_STEP_CPUS", "0-3"),
+            ("GANGWAY_STEP_TOPOLOGY_XML", "/m.xml"),
+        ]));
+        assert_eq!(step.gpus, Some("1,3".parse().unwrap()));
+        assert_eq!(step.gpu_numbering(), Some(&"1,3".parse().unwrap()));
+        assert_eq!(step.cpus, Some("0-3".parse().unwrap()));
+        assert_eq!(step.model, Some(PathBuf::from("/m.xml")));
+        // A job without GPUs is told so: its tasks get none, not the machine's.
+        let none = StepNode::from_env(env(&[("GANGWAY_STEP_GPUS", "")]));
+        assert_eq!(none.gpus, Some(CpuSet::new()));
+        assert_eq!(none.gpu_numbering(), None);
+        // A proxy nobody told anything (started over SSH) places as a local run does.
+        assert_eq!(StepNode::from_env(|_| None), StepNode::default());
     }
 }

@@ -93,6 +93,7 @@ pub async fn run_local(
         sink: out.clone(),
         exit_report: ExitReport::AtOnce,
         cgroup: &cgroup_fds,
+        gpu_numbering: None,
     };
     if let Some(c) = cgroup.as_mut() {
         c.settle_watcher();

@@ -139,19 +139,26 @@ pub fn rank_environment(
     pmi: &[(String, String)],
     binding: Option<&gangway_topology::Binding>,
     cpus_per_task: u32,
+    gpu_numbering: Option<&gangway_topology::CpuSet>,
 ) -> Vec<(OsString, OsString)> {
     let mut env = base.to_vec();
     let mut extra: Vec<(&str, String)> = rank_variables(id);
     extra.extend(pmi.iter().map(|(name, value)| (name.as_str(), value.clone())));
+    let mut gpu_vars = Vec::new();
     if let Some(b) = binding {
         extra.push(("GANGWAY_CPUS", b.cpus.to_list_string()));
         extra.push(("GANGWAY_MEM_NODES", b.mem_nodes.to_list_string()));
         if !b.gpus.is_empty() {
-            let gpus = b.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            extra.push(("CUDA_VISIBLE_DEVICES", gpus.clone()));
-            extra.push(("ROCR_VISIBLE_DEVICES", gpus));
+            // CUDA_VISIBLE_DEVICES, ROCR_VISIBLE_DEVICES and GANGWAY_GPUS, numbered 0.. over
+            // the job's GPUs where its cgroup hides the others (`gpu_numbering`).
+            use gangway_containment::gpu::{Numbering, task_env};
+            gpu_vars = match gpu_numbering {
+                Some(job) => task_env(&b.gpus, job, Numbering::WithinJob),
+                None => task_env(&b.gpus, &b.gpus.iter().copied().collect(), Numbering::Machine),
+            };
         }
     }
+    extra.extend(gpu_vars.iter().map(|(name, value)| (name.as_str(), value.clone())));
     // Inside a job that has Slurm's variables (a gangway job with `slurm_env`, or a Slurm
     // allocation), each task gets Slurm's task variables too.
     if env.iter().any(|(n, _)| n == "SLURM_JOB_ID") {
@@ -228,5 +235,30 @@ mod tests {
         );
         assert!("1X=2".parse::<ExportPolicy>().unwrap_err().to_string().contains("'1X'"));
         assert!("A B".parse::<ExportPolicy>().unwrap_err().to_string().contains("'A B'"));
+    }
+
+    #[test]
+    fn a_tasks_gpus_are_numbered_within_the_job_where_its_cgroup_hides_the_others() {
+        let id = RankIdentity {
+            job_id: "7",
+            rank: 1,
+            size: 2,
+            local_rank: 1,
+            local_size: 2,
+            node_id: 0,
+            nnodes: 1,
+            nodelist: "n1",
+        };
+        let binding = gangway_topology::Binding { gpus: vec![3], ..Default::default() };
+        let var = |env: &[(OsString, OsString)], name: &str| {
+            env.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_string_lossy().into_owned())
+        };
+        let job: gangway_topology::CpuSet = "1,3".parse().unwrap();
+        let env = rank_environment(&[], &id, &[], Some(&binding), 1, Some(&job));
+        assert_eq!(var(&env, "CUDA_VISIBLE_DEVICES").as_deref(), Some("1"), "{env:?}");
+        assert_eq!(var(&env, "ROCR_VISIBLE_DEVICES").as_deref(), Some("1"));
+        assert_eq!(var(&env, "GANGWAY_GPUS").as_deref(), Some("3"), "machine indexes");
+        let env = rank_environment(&[], &id, &[], Some(&binding), 1, None);
+        assert_eq!(var(&env, "CUDA_VISIBLE_DEVICES").as_deref(), Some("3"));
     }
 }

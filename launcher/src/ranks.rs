@@ -116,6 +116,9 @@ pub struct NodeLaunch<'a> {
     pub exit_report: ExitReport,
     /// `cgroup.procs` files every rank joins before it execs (`run_cgroup.rs`); empty: none.
     pub cgroup: &'a [std::os::fd::RawFd],
+    /// The job's GPUs here when its tasks number theirs 0.. over them (a managed step whose
+    /// cgroup hides the others, [`crate::binding::StepNode`]); `None`: the model's indexes.
+    pub gpu_numbering: Option<&'a gangway_topology::CpuSet>,
 }
 
 impl std::fmt::Debug for NodeLaunch<'_> {
@@ -211,6 +214,7 @@ pub async fn start(
             &access.env,
             binding,
             launch.cpus_per_task,
+            launch.gpu_numbering,
         );
         let stdin = match launch.input {
             mode if !mode.reaches(rank) => StdinSetup::Null,

@@ -336,12 +336,23 @@ pub fn gpu_env(launch: &JobLaunch, topology: &Topology, confined: bool) -> Vec<(
     if launch.gpus.is_empty() {
         return Vec::new();
     }
-    let denied = confined
-        && !devices::denied_gpu_nodes(topology, &launch.gpus, std::path::Path::new("/dev"))
-            .is_empty();
-    let numbering = if denied { Numbering::WithinJob } else { Numbering::Machine };
+    let numbering = if gpus_numbered_within_job(launch, topology, confined) {
+        Numbering::WithinJob
+    } else {
+        Numbering::Machine
+    };
     let gpus: Vec<u32> = launch.gpus.iter().collect();
     task_env(&gpus, &launch.gpus, numbering)
+}
+
+/// Whether the job's tasks number their GPUs 0.. over the job's: its cgroup denies the other
+/// GPUs' device nodes (`confined`: the backend enforces device rules), so the runtimes count
+/// only what they can open.
+pub fn gpus_numbered_within_job(launch: &JobLaunch, topology: &Topology, confined: bool) -> bool {
+    confined
+        && !launch.gpus.is_empty()
+        && !devices::denied_gpu_nodes(topology, &launch.gpus, std::path::Path::new("/dev"))
+            .is_empty()
 }
 
 impl NodeCgroups {

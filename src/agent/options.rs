@@ -21,6 +21,9 @@ pub struct AgentOptions {
     /// The local socket users and jobs reach the controller through.
     pub socket: PathBuf,
     pub topology: Topology,
+    /// The stand-in model's file (`--topology-xml`), told to step proxies: they place ranks
+    /// on the model the grants were made on. `None`: this machine's own.
+    pub topology_file: Option<PathBuf>,
     pub kill_grace: Duration,
     /// Local connections one user may hold at once (0: no limit).
     pub max_connections_per_user: usize,

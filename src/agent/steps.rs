@@ -98,13 +98,23 @@ pub(super) fn start_proxy(
     if !env.iter().any(|(e, _)| e == "PATH") {
         env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
     }
+    // What the proxy is told of the step here is the agent's word alone, never the job's.
+    env.retain(|(k, _)| !k.starts_with("GANGWAY_STEP_"));
     env.push(("GANGWAY_STEP_ID".into(), c.step.to_string()));
     env.push(("GANGWAY_STEP_CPUS".into(), cpus.to_string()));
-    // The job's GPUs here; its ranks inherit them (or get their share with --gpus-per-task).
+    // The job's GPUs here; its ranks inherit them, or get their share of them with
+    // --gpus-per-task (the proxy places tasks among these only, numbered as the job's are).
     let confined = opts.cgroups.as_ref().is_some_and(|c| c.confines_devices());
     for (k, v) in super::cgroups::gpu_env(&job.launch, &opts.topology, confined) {
         env.retain(|(e, _)| *e != k);
         env.push((k, v));
+    }
+    env.push(("GANGWAY_STEP_GPUS".into(), job.launch.gpus.to_string()));
+    if super::cgroups::gpus_numbered_within_job(&job.launch, &opts.topology, confined) {
+        env.push(("GANGWAY_STEP_GPU_NUMBERING".into(), "job".into()));
+    }
+    if let Some(model) = &opts.topology_file {
+        env.push(("GANGWAY_STEP_TOPOLOGY_XML".into(), model.display().to_string()));
     }
     // The proxy hands it to its ranks: their commands reach the controller through this agent.
     env.retain(|(k, _)| k != "GANGWAY_CONTROLLER");

@@ -109,6 +109,11 @@ pub fn main(args: AgentArgs) -> Result<(), CliError> {
         address: args.address.clone(),
         port: args.port,
         topology,
+        // A stand-in model's file, for the step proxies to place ranks on the same model.
+        topology_file: args
+            .topology_xml
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or(p.clone())),
         kill_grace: kill_grace.max(Duration::from_millis(1)),
         max_connections_per_user: args.max_connections_per_user,
         cgroups,

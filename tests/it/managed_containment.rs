@@ -202,15 +202,45 @@ fn a_managed_job_is_told_its_gpus() {
         ..Default::default()
     };
     let Some(m) = Managed::up_with(1, setup) else { return };
+    // The job's variables, then a step whose two tasks take one GPU each: the proxy places
+    // them among the job's GPUs as its agent told it (on the agent's model), none shared.
+    // (`--cpu-bind=none`: the stand-in model's CPUs are not all this machine's.)
+    let step = format!(
+        "{} run -n 2 --gpus-per-task=1 --cpu-bind=none sh -c 'echo TASK GPUS=$GANGWAY_GPUS CUDA=$CUDA_VISIBLE_DEVICES'",
+        m.gangway_bin().display()
+    );
     let id = m.submit(&[
         "-n",
         "2",
         "--gpus-per-task=1",
         "--wrap",
-        "echo CUDA=$CUDA_VISIBLE_DEVICES ROCR=$ROCR_VISIBLE_DEVICES GANGWAY_GPUS=$GANGWAY_GPUS",
+        &format!(
+            "echo CUDA=$CUDA_VISIBLE_DEVICES ROCR=$ROCR_VISIBLE_DEVICES GANGWAY_GPUS=$GANGWAY_GPUS; {step}"
+        ),
     ]);
     m.wait_done(&[id], Duration::from_secs(30));
     let out = m.output_of(id);
+    let job_gpus: Vec<String> = out
+        .lines()
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("GANGWAY_GPUS=")))
+        .unwrap_or_default()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let mut task_gpus: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("TASK "))
+        .map(|l| {
+            let gpus = l.split_whitespace().find_map(|w| w.strip_prefix("GPUS=")).unwrap_or("");
+            let cuda = l.split_whitespace().find_map(|w| w.strip_prefix("CUDA=")).unwrap_or("");
+            assert_eq!(gpus, cuda, "numbered by the machine's index here (no device nodes): {l}");
+            gpus.to_string()
+        })
+        .collect();
+    task_gpus.sort();
+    let mut want = job_gpus.clone();
+    want.sort();
+    assert_eq!(task_gpus, want, "one GPU each, the job's, none shared: {out}\n{}", m.logs());
     let line = out.lines().find(|l| l.starts_with("CUDA=")).unwrap_or_default();
     let gpus = line.split_whitespace().next().unwrap_or_default().trim_start_matches("CUDA=");
     let list: Vec<&str> = gpus.split(',').filter(|g| !g.is_empty()).collect();

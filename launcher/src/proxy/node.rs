@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep_until};
 use super::callback::{CallBackError, CallbackListener, LinkWriter, call_back};
 use super::fan_out::{self, Links, never_called_back};
 use super::protocol::{Down, Envelope, FrameError, RemoteEnd, Stream, Subtree, Up};
-use crate::binding::{self, Machine};
+use crate::binding;
 use crate::bootstrap::RemoteCommand;
 use crate::flow::{Budget, NODE_WINDOW, OutputTx};
 use crate::output::LineAssembler;
@@ -293,7 +293,10 @@ impl LocalRanks {
         let job = &subtree.job;
         ranks::prepare_parent();
         let local_size = job.ranks.len() as u32;
-        let placement = binding::plan(local_size, &job.binding, &Machine::Local, false)
+        // Inside what the node's agent said of the step (its CPUs, the job's GPUs, the
+        // model): a managed step's tasks choose GPUs only among the job's.
+        let step = binding::StepNode::from_env(|name| std::env::var(name).ok());
+        let placement = binding::plan_step(local_size, &job.binding, &step)
             .map_err(|e| format!("node {}: {e}", job.node_id))?;
         let (root_tx, to_root) = unbounded_channel();
         let info = JobInfo {
@@ -377,6 +380,7 @@ impl LocalRanks {
             sink: out_tx,
             exit_report: ExitReport::AfterOutput(OUTPUT_DRAIN),
             cgroup: &[],
+            gpu_numbering: step.gpu_numbering(),
         };
         let mut started = ranks::start(launch, &mut pmi).await.map_err(|failed| {
             format!("node {}: cannot start rank {}: {}", job.node_id, failed.rank, failed.source)

@@ -3,8 +3,9 @@
 //! `favordynmods` that write lock first waits for an RCU grace period (measured here: 12-14 ms
 //! per write under load, 0.3 ms with `favordynmods`). The option is global (one rwsem for all
 //! hierarchies, v1 and v2), so one mount carrying it is enough; its price is a slightly dearer
-//! fork and exit. An agent turns it on for its node once; `gangway run` leaves the machine's
-//! mounts alone.
+//! fork and exit. It is off by default: an agent turns it on for its node only when asked
+//! (`GANGWAY_CGROUP_FAVORDYNMODS=1`; measured here, runs were slower with it, see
+//! docs/containment.md), and `gangway run` leaves the machine's mounts alone.
 
 use std::ffi::CString;
 use std::path::PathBuf;

@@ -5,7 +5,9 @@
 //!
 //! A part's first process joins its cgroup itself, between fork and exec (a write of `0` to
 //! descriptors opened before the fork, `process::spawn`): nothing it runs ever starts outside,
-//! and no process is moved afterwards. The script gets a part of its own rather than the job
+//! and no process is moved afterwards. A step's part is made ahead of its launch with the
+//! job's limits (`steps::prepare_next`, [`NodeCgroups::make_part`]) and narrowed to the
+//! step's CPUs at the launch if they are fewer. The script gets a part of its own rather than the job
 //! cgroup itself because cgroup v2 lets only a cgroup without processes give controllers to
 //! its children (the steps).
 //!

@@ -1,6 +1,8 @@
 //! Step proxies: a launcher's request with a credential the launch port checked becomes a
 //! `gangway proxy` run as the job's user on the step's CPUs, its stdin, stderr and exit relayed
-//! over the launcher's encrypted link.
+//! over the launcher's encrypted link. Each step's cgroup is made ahead of its launch, on a
+//! blocking thread ([`prepare_next`]), so the launch only joins it; the proxy is told the
+//! job's GPUs here, which its tasks choose from.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

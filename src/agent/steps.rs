@@ -209,10 +209,15 @@ pub(super) fn prepare_next(
     let tx = ev_tx.clone();
     let job_limits = with_job.then(|| cgroups.job_limits(&job.launch, &opts.topology));
     tokio::task::spawn_blocking(move || {
-        if let Some(job_limits) = job_limits {
-            cgroups.create_job_with(id, attempt, &job_limits);
-        }
-        let made = cgroups.make_part(id, attempt, Part::Step(step), &limits).map(|j| (limits, j));
+        // Whatever happens here, the answer goes back: launches of the job wait for it.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(job_limits) = job_limits {
+                cgroups.create_job_with(id, attempt, &job_limits);
+            }
+            cgroups.make_part(id, attempt, Part::Step(step), &limits).map(|j| (limits, j))
+        }))
+        .ok()
+        .flatten();
         let _ = tx.send(Event::StepPrepared { job: id, attempt, step, made });
     });
 }
@@ -227,7 +232,16 @@ pub(super) fn step_prepared(
     fencing: &mut Fencing,
 ) {
     let (id, attempt, step, made) = prepared;
-    let Some(job) = jobs.get_mut(&id).filter(|j| j.launch.attempt == attempt) else { return };
+    let Some(job) = jobs.get_mut(&id).filter(|j| j.launch.attempt == attempt) else {
+        // Released meanwhile: its release may have ended the job's cgroup before this one
+        // was made (making it made the job's again), so what is left of the attempt goes now.
+        if made.is_some()
+            && let Some(cgroups) = opts.cgroups.clone()
+        {
+            tokio::task::spawn_blocking(move || cgroups.finish_job(id, attempt, None));
+        }
+        return;
+    };
     let waiting = match std::mem::take(&mut job.next_step) {
         NextStep::Making(n, waiting) if n == step => waiting,
         // Not the one awaited (an older attempt's, or overtaken): the job's end removes it.

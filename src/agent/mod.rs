@@ -275,8 +275,15 @@ fn handle(
             let mut limit = None;
             if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt <= attempt) {
                 limit = j.launch.memory;
-                jobs.remove(&job);
+                let released = jobs.remove(&job);
                 let _ = std::fs::remove_file(script_path(opts, job, attempt));
+                // Launches that waited for a step cgroup made ahead are refused now, saying
+                // why (the job no longer runs here), not dropped.
+                if let Some(jobs::NextStep::Making(_, waiting)) = released.map(|j| j.next_step) {
+                    for step in waiting {
+                        start_proxy(step, opts, jobs, ev_tx, fencing);
+                    }
+                }
             }
             let cgroups = opts.cgroups.clone().map(|c| (c, limit));
             reports.extend(fencing.release(job, attempt, opts.kill_grace, cgroups));

@@ -492,4 +492,22 @@ mod tests {
         c.from_agent(conn, &node, again, 120, Mono(120));
         assert_eq!(c.job(1).expect("job").usage.len(), 1);
     }
+
+    #[test]
+    fn a_report_an_agent_sends_again_changes_nothing_and_says_nothing_twice() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let node = starts(&c.schedule(0))[0].0.clone();
+        let conn = conn_of(&node);
+        let oom = |n: &str| FromAgent::Usage { job: 1, attempt: 1, usage: part(n, "step 0", true) };
+        c.from_agent(conn, &node, oom(&node), 50, Mono(50));
+        let ooms = |events: Vec<crate::controller::state::Event>| {
+            events.iter().filter(|e| e.kind == "out_of_memory").count()
+        };
+        assert_eq!(ooms(c.take_dirty().events), 1);
+        // Resent after a reconnection (agent/usage.rs): the same figures, no second event.
+        c.from_agent(conn, &node, oom(&node), 60, Mono(60));
+        assert_eq!(ooms(c.take_dirty().events), 0);
+        assert_eq!(c.job(1).expect("job").usage.len(), 1);
+    }
 }

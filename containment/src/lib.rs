@@ -53,6 +53,11 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     /// Each write costs the kernel an RCU grace period on v1 (about 1-3 ms here), so `join`
     /// says which hierarchies are worth it: v1 opens only those. v2 has one file.
     fn join_files(&self, path: &str, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError>;
+    /// The `cgroup.procs` files of the cgroup the gangway root sits in (this process's own
+    /// with [`Base::Own`]), in the hierarchies `join` picks: a process that joined a cgroup
+    /// under the root itself writes `0` to them to leave it again (a launcher before it kills
+    /// its run's cgroup, which would otherwise freeze and kill it too).
+    fn leave_files(&self, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError>;
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError>;
     /// Processes directly in the cgroup (not in its sub-cgroups).
     fn processes(&self, path: &str) -> Vec<u32>;
@@ -100,6 +105,13 @@ pub enum Join<'a> {
     /// part, which reports its usage but leaves out the hierarchies that would enforce
     /// nothing for it (each join costs the kernel a grace period on v1).
     Accounting(&'a Limits),
+    /// Those of `Enforcing` but the memory hierarchy: a local run's launcher joins these
+    /// itself once, so that its ranks inherit them instead of each joining every one (a
+    /// launcher in its run's memory cgroup could be the OOM killer's pick).
+    EnforcingButMemory(&'a Limits),
+    /// Only the memory hierarchy, if `limits` has a memory limit: a local run's ranks, whose
+    /// launcher joined the rest (`EnforcingButMemory`).
+    Memory(&'a Limits),
 }
 
 /// Where the gangway root sits in each hierarchy.

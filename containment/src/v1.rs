@@ -80,6 +80,48 @@ impl V1 {
     }
 }
 
+impl V1 {
+    /// The `cgroup.procs` of `dir(base)` in each hierarchy `join` picks, opened for writing.
+    fn procs_files(
+        &self,
+        join: Join<'_>,
+        dir: impl Fn(&std::path::Path) -> std::path::PathBuf,
+    ) -> Result<Vec<OwnedFd>, ContainmentError> {
+        self.root
+            .controllers
+            .iter()
+            .filter(|(kind, _)| picks(*kind, join))
+            .map(|(_, base)| dir(base).join("cgroup.procs"))
+            .map(|file| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .map(OwnedFd::from)
+                    .map_err(ContainmentError::io(file, "open for joining"))
+            })
+            .collect()
+    }
+}
+
+/// Whether a process joining as `join` says joins the hierarchy of `kind`.
+fn picks(kind: Kind, join: Join<'_>) -> bool {
+    let enforces = |limits: &Limits| match kind {
+        Kind::Freezer => true,
+        Kind::CpuSet => limits.cpus.is_some() || limits.mems.is_some(),
+        Kind::Memory => limits.memory.is_some(),
+        Kind::Pids => limits.pids.is_some(),
+        Kind::Devices => !limits.denied_devices.is_empty(),
+        Kind::CpuTime => false,
+    };
+    match join {
+        Join::All => true,
+        Join::Accounting(_) if matches!(kind, Kind::CpuTime | Kind::Memory) => true,
+        Join::Enforcing(limits) | Join::Accounting(limits) => enforces(limits),
+        Join::EnforcingButMemory(limits) => kind != Kind::Memory && enforces(limits),
+        Join::Memory(limits) => kind == Kind::Memory && limits.memory.is_some(),
+    }
+}
+
 impl Cgroups for V1 {
     fn version(&self) -> Version {
         Version::V1
@@ -163,31 +205,11 @@ impl Cgroups for V1 {
 
     fn join_files(&self, path: &str, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError> {
         let full = self.root.full(path);
-        self.root
-            .controllers
-            .iter()
-            .filter(|(kind, _)| match join {
-                Join::All => true,
-                Join::Accounting(_) if matches!(kind, Kind::CpuTime | Kind::Memory) => true,
-                Join::Enforcing(limits) | Join::Accounting(limits) => match kind {
-                    Kind::Freezer => true,
-                    Kind::CpuSet => limits.cpus.is_some() || limits.mems.is_some(),
-                    Kind::Memory => limits.memory.is_some(),
-                    Kind::Pids => limits.pids.is_some(),
-                    Kind::Devices => !limits.denied_devices.is_empty(),
-                    Kind::CpuTime => false,
-                },
-            })
-            .map(|(_, base)| base.join(&full))
-            .map(|dir| {
-                let file = dir.join("cgroup.procs");
-                OpenOptions::new()
-                    .write(true)
-                    .open(&file)
-                    .map(OwnedFd::from)
-                    .map_err(ContainmentError::io(file, "open for joining"))
-            })
-            .collect()
+        self.procs_files(join, |base| base.join(&full))
+    }
+
+    fn leave_files(&self, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError> {
+        self.procs_files(join, |base| base.to_path_buf())
     }
 
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError> {

@@ -222,6 +222,17 @@ impl Cgroups for V2 {
         Ok(vec![fd])
     }
 
+    fn leave_files(&self, _: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError> {
+        let parent = self.dir.parent().unwrap_or(&self.dir);
+        let file = parent.join("cgroup.procs");
+        let fd = OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map(OwnedFd::from)
+            .map_err(ContainmentError::io(file, "open for leaving"))?;
+        Ok(vec![fd])
+    }
+
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError> {
         self.root
             .cgroup(path)

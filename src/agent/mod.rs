@@ -295,10 +295,11 @@ fn handle(
                 script_ended(end, jobs, reports);
             }
         }
+        // Sent whether or not the job is still here: a step's proxy can exit (and its figures
+        // be read) after its launcher, the script and so the job have ended and the job was
+        // released. The controller keeps a report for the job's current attempt only.
         Event::Used { job, attempt, usage } => {
-            if jobs.get(&job).is_some_and(|j| j.launch.attempt == attempt) {
-                reports.push(FromAgent::Usage { job, attempt, usage });
-            }
+            reports.push(FromAgent::Usage { job, attempt, usage });
         }
         Event::ProxyEnded { job, sid } => {
             if let Some(j) = jobs.get_mut(&job) {

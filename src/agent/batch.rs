@@ -49,13 +49,16 @@ pub(super) fn start_job(
         next_step: NextStep::None,
     };
     if let Some(cgroups) = &opts.cgroups {
-        // Its script joins the job's cgroup now; a job without one waits for its first step,
-        // whose launch waits for both cgroups, made off the owner task meanwhile.
-        let scripted = local.launch.batch.is_some();
-        if scripted {
+        // Its script joins the job's cgroup now; a job without one (run, alloc) exists for
+        // its steps, whose first launch waits for both cgroups, made off the owner task
+        // meanwhile. A batch job's first step is made at its launch, its next ones ahead:
+        // many scripts start no step, and a cgroup made for nothing still costs the kernel
+        // its making and removal (each under the global cgroup lock).
+        if local.launch.batch.is_some() {
             cgroups.create_job(&local.launch, &opts.topology);
+        } else {
+            super::steps::prepare_next(&mut local, 0, opts, ev_tx, true);
         }
-        super::steps::prepare_next(&mut local, 0, opts, ev_tx, !scripted);
     }
     if let Some(batch) = local.launch.batch.clone() {
         // Never a script without a lease: the controller may already count this node lost.

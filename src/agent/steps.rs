@@ -189,8 +189,9 @@ fn step_cgroup(
 }
 
 /// Makes step `step`'s cgroup for `job` ahead of its launch, with the job's limits, on a
-/// blocking thread (`Event::StepPrepared` hands it over): at the job's start and after each
-/// step's start (but for a `run` job's one step), so that a step's launch only joins its
+/// blocking thread (`Event::StepPrepared` hands it over): at the start of a job without a
+/// script and after each step's start (but for a `run` job's one step), so that a step's
+/// launch only joins its
 /// cgroup. Steps are numbered in order by the controller, so the next one is almost always
 /// `step`; another one is made at its launch as before. `with_job`: the job's own cgroup
 /// first (a job without a script: nothing of it runs before its first step's launch, which

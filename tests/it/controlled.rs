@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{VCluster, gangway, node_visible_dir, wait_until};
+use crate::support::{
+    VCluster, gangway, host_children, node_visible_dir, process_state, wait_until,
+};
 
 /// What a test changes before the controller first starts.
 #[derive(Default)]
@@ -323,9 +325,30 @@ fn remove_cgroup_tree(dir: &std::path::Path) {
 impl Drop for Managed {
     fn drop(&mut self) {
         self.kill_controller();
+        // Killing `nsenter` leaves the agent it started (and the agent's fencer) running in the
+        // node until the cluster goes down, free to make cgroups again after the removal below.
+        let mut inside = Vec::new();
+        for a in self.agents.values() {
+            for agent in host_children(a.id() as i32) {
+                inside.push(agent);
+                inside.extend(host_children(agent));
+            }
+        }
+        for pid in &inside {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for (_, mut a) in std::mem::take(&mut self.agents) {
             let _ = a.kill();
             let _ = a.wait();
+        }
+        for _ in 0..250 {
+            if inside.iter().all(|p| process_state(*p).is_none_or(|s| s == 'Z')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         // What the agents' cgroups still hold (an escaped daemon outlives a killed agent until
         // the next agent's sweep, which never comes here), and the directories.

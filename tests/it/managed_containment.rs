@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::controlled::{Managed, text};
-use crate::support::{program, wait_until};
+use crate::support::{host_children, program, wait_until};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -163,7 +163,7 @@ fn nothing_a_managed_job_leaves_outlives_it() {
     let id = submit_script(&m, "agent.sh", &daemon_script("sleep 120"), &["-n", "1"]);
     wait_until("the daemon running", Duration::from_secs(30), || daemons(&m) >= 3);
     let nsenter = m.agents[&1].id() as i32;
-    let agent = children(nsenter)
+    let agent = host_children(nsenter)
         .into_iter()
         .find(|p| cmdline(*p).iter().any(|a| a == "agent"))
         .expect("the agent under its nsenter");
@@ -177,16 +177,6 @@ fn nothing_a_managed_job_leaves_outlives_it() {
     let _ = m.cli_out(&["cancel", &id.to_string()]);
     m.wait_done(&[id], Duration::from_secs(30));
     let _ = m.cli().args(["queue"]).stdin(Stdio::null()).output();
-}
-
-/// The host pids of `pid`'s children.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    }
-    out
 }
 
 fn cmdline(pid: i32) -> Vec<String> {

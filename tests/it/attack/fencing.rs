@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::controlled::{Managed, Setup, text};
-use crate::support::wait_until;
+use crate::support::{host_children, wait_until};
 
 /// Ticks a job writes: `first` lines in its first attempt, `later` in the others, then `DONE`.
 /// With `orphaned`, the loop runs in a background subshell of the script (a process that
@@ -100,16 +100,7 @@ impl Ticks {
     }
 }
 
-/// The host pids of `pid`'s children.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    }
-    out
-}
-
+/// A process's command line, word by word.
 fn cmdline(pid: i32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .unwrap_or_default()
@@ -121,13 +112,14 @@ fn cmdline(pid: i32) -> Vec<String> {
 /// The host pid of node `i`'s agent: the child of the `nsenter` this test started.
 fn agent_pid(m: &Managed, i: usize) -> i32 {
     let nsenter = m.agents[&i].id() as i32;
-    let found = children(nsenter).into_iter().find(|p| cmdline(*p).iter().any(|a| a == "agent"));
+    let found =
+        host_children(nsenter).into_iter().find(|p| cmdline(*p).iter().any(|a| a == "agent"));
     found.unwrap_or_else(|| panic!("no agent under nsenter {nsenter}"))
 }
 
 /// The host pid of an agent's fencer (its child `gangway fence`), if it has one.
 fn fencer_pid(agent: i32) -> Option<i32> {
-    children(agent).into_iter().find(|p| cmdline(*p).get(1).is_some_and(|a| a == "fence"))
+    host_children(agent).into_iter().find(|p| cmdline(*p).get(1).is_some_and(|a| a == "fence"))
 }
 
 /// Live processes whose environment holds every one of `vars`.

@@ -27,7 +27,7 @@ impl Cluster {
         n.qos = job.sub.shape.qos.clone();
         n.nice = job.sub.shape.nice;
         n.requeue = job.sub.requeue;
-        n.dependency = job.waiting_on.is_some();
+        n.dependency = self.dependency_blocked(job);
         n.array = self.array_books(job);
         n.task_of = job.task.as_ref().map(|t| t.array);
         n
@@ -76,7 +76,7 @@ impl Cluster {
             }
             (_, Some(s)) => {
                 let waits_there = s.reason == Some(PendingReason::Dependency);
-                match (job.waiting_on.is_some(), waits_there) {
+                match (self.dependency_blocked(job), waits_there) {
                     (false, true) => self.sched.handle(Event::DependenciesMet(id), at),
                     (true, false) => {
                         // Given a dependency while queued (`scontrol update`): out of the
@@ -91,7 +91,7 @@ impl Cluster {
                 let held_there = reason == Some(PendingReason::Held);
                 // A job waiting for its dependency sits apart from holds in the books; held
                 // meanwhile, it is held there once its dependency is met (just above).
-                let (held, waiting) = (job.held, job.waiting_on.is_some());
+                let (held, waiting) = (job.held, self.dependency_blocked(job));
                 if held && !held_there && !waiting {
                     self.sched.handle(Event::Hold(id), at);
                 } else if !held && held_there {

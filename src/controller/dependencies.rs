@@ -8,9 +8,14 @@
 //! recorded end. Should finished jobs ever be purged from memory, [`Lookup::observe`] is the
 //! one place that must look in the store instead.
 //!
-//! Arrays plug in through [`Lookup::observe`]: a plain id of an array answers one
-//! [`Observed`] per task (tasks not materialised yet as `Pending`), `7_3` the one task; and
-//! `aftercorr` asks for the task of the same index as the [`Subject`]'s own `task`.
+//! Arrays: [`Lookup::observe`] answers `7_3` with that task as one job ([`Observation::Job`]),
+//! and an array's id `7` with an [`ArraySummary`], the three facts the conditions need (every
+//! task started by when, every task over, some task ended not ok), never one entry per task.
+//! `afterok:7` can then never hold from the first task that fails, and holds once all ended
+//! ok; `afternotok:7` is decided once all ended; `after:7` once all started. `aftercorr:7`
+//! asks for the task with the [`Subject`]'s own index (a missing index: met, as in Slurm).
+//! [`Dependents`] indexes by what a dependency names (`7`, `7_3`, or `aftercorr:7`), so the
+//! controller wakes whole-array waiters only when the summary's answer can change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -28,6 +33,26 @@ pub enum Observed {
     Ended { ok: bool, state: &'static str, started: Option<u64>, ended: u64 },
 }
 
+/// A whole array as the dependencies on it see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArraySummary {
+    /// Wall time (ms) by which every task had started or ended (`None`: some task not yet).
+    pub all_started: Option<u64>,
+    /// Every task is over.
+    pub all_ended: bool,
+    /// Some task ended not ok: in this state.
+    pub not_ok: Option<&'static str>,
+}
+
+/// What a dependency's job reference names now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// A job, or one task of an array.
+    Job(Observed),
+    /// An array's id: all its tasks, summed up.
+    Array(ArraySummary),
+}
+
 /// The job whose dependency is evaluated.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
@@ -40,8 +65,8 @@ pub struct Subject<'a> {
 
 /// Other jobs' states, as the controller knows them.
 pub trait Lookup {
-    /// What `r` names: one entry for a job, one per task for an array (`None`: no such job).
-    fn observe(&self, r: JobRef) -> Option<Vec<Observed>>;
+    /// What `r` names (`None`: no such job or task).
+    fn observe(&self, r: JobRef) -> Option<Observation>;
     /// A job of the subject's user and name that keeps its `singleton` waiting: one running,
     /// or pending and submitted before it (as Slurm decides).
     fn singleton_blocker(&self, subject: &Subject<'_>) -> Option<JobId>;
@@ -97,8 +122,16 @@ pub fn evaluate(dep: &Dependency, subject: &Subject<'_>, jobs: &impl Lookup, now
     }
 }
 
+/// Which ends a condition waits for.
+#[derive(Clone, Copy)]
+enum Wanted {
+    Ok,
+    NotOk,
+    Any,
+}
+
 fn status(c: &Condition, subject: &Subject<'_>, jobs: &impl Lookup, now: u64) -> Status {
-    let (target, test): (JobRef, fn(&Observed) -> Option<bool>) = match *c {
+    let (target, wanted) = match *c {
         Condition::Singleton => {
             return match jobs.singleton_blocker(subject) {
                 Some(_) => Status::Open { at: None },
@@ -106,57 +139,71 @@ fn status(c: &Condition, subject: &Subject<'_>, jobs: &impl Lookup, now: u64) ->
             };
         }
         Condition::After { job, minutes } => return after(job, minutes, jobs, now),
-        Condition::AfterOk { job } => (job, ended),
-        Condition::AfterNotOk { job } => (job, |o| ended(o).map(|ok| !ok)),
-        Condition::AfterAny { job } => (job, |o| ended(o).map(|_| true)),
-        Condition::AfterCorr { job } => {
-            let task = job.task.or(subject.task);
-            (JobRef { job: job.job, task }, ended)
-        }
+        Condition::AfterOk { job } => (job, Wanted::Ok),
+        Condition::AfterNotOk { job } => (job, Wanted::NotOk),
+        Condition::AfterAny { job } => (job, Wanted::Any),
+        Condition::AfterCorr { job } => match (job.task, subject.task) {
+            (None, Some(index)) => return corresponding(job, index, jobs),
+            _ => (job, Wanted::Ok),
+        },
     };
-    let Some(states) = jobs.observe(target) else {
-        return Status::Never(format!("job {target} does not exist"));
-    };
-    let mut open = false;
-    for o in &states {
-        match test(o) {
-            Some(true) => {}
-            Some(false) => {
-                let state = match o {
-                    Observed::Ended { state, .. } => *state,
-                    _ => "?",
-                };
-                return Status::Never(format!("job {target} ended {state}"));
+    match jobs.observe(target) {
+        Some(o) => ended_as(target, &o, wanted),
+        None => Status::Never(format!("job {target} does not exist")),
+    }
+}
+
+/// `aftercorr:A` for the task `index` of an array: `A_index` ended ok; an index `A` lacks
+/// holds at once (as in Slurm); `A` not an array: `A` itself ended ok.
+fn corresponding(job: JobRef, index: u32, jobs: &impl Lookup) -> Status {
+    let task = JobRef { job: job.job, task: Some(index) };
+    match (jobs.observe(task), jobs.observe(job)) {
+        (Some(o), _) => ended_as(task, &o, Wanted::Ok),
+        (None, Some(Observation::Array(_))) => Status::Met,
+        (None, Some(o)) => ended_as(job, &o, Wanted::Ok),
+        (None, None) => Status::Never(format!("job {job} does not exist")),
+    }
+}
+
+/// Whether what `target` names ended as `wanted` asks.
+fn ended_as(target: JobRef, o: &Observation, wanted: Wanted) -> Status {
+    const OPEN: Status = Status::Open { at: None };
+    match *o {
+        Observation::Job(o) => {
+            let Observed::Ended { ok, state, .. } = o else { return OPEN };
+            match (wanted, ok) {
+                (Wanted::Any, _) | (Wanted::Ok, true) | (Wanted::NotOk, false) => Status::Met,
+                _ => Status::Never(format!("job {target} ended {state}")),
             }
-            None => open = true,
         }
+        Observation::Array(a) => match (wanted, a.not_ok) {
+            // One task that did not end ok is enough to know `afterok` never holds.
+            (Wanted::Ok, Some(state)) => {
+                Status::Never(format!("a task of array {target} ended {state}"))
+            }
+            _ if !a.all_ended => OPEN,
+            (Wanted::NotOk, None) => {
+                Status::Never(format!("every task of array {target} completed"))
+            }
+            _ => Status::Met,
+        },
     }
-    if open { Status::Open { at: None } } else { Status::Met }
 }
 
-/// Whether the job ended well (`None`: not over).
-fn ended(o: &Observed) -> Option<bool> {
-    match o {
-        Observed::Ended { ok, .. } => Some(*ok),
-        _ => None,
-    }
-}
-
-/// `after:ID+MIN`: every job named started (or ended without starting: cancelled while it
-/// waited) at least `minutes` ago.
+/// `after:ID+MIN`: the job named started (or ended without starting: cancelled while it
+/// waited) at least `minutes` ago; an array's id: every task did.
 fn after(job: JobRef, minutes: u32, jobs: &impl Lookup, now: u64) -> Status {
-    let Some(states) = jobs.observe(job) else {
-        return Status::Never(format!("job {job} does not exist"));
+    let since = match jobs.observe(job) {
+        None => return Status::Never(format!("job {job} does not exist")),
+        Some(Observation::Job(Observed::Pending)) => return Status::Open { at: None },
+        Some(Observation::Job(Observed::Running { started })) => started,
+        Some(Observation::Job(Observed::Ended { started, ended, .. })) => started.unwrap_or(ended),
+        Some(Observation::Array(a)) => match a.all_started {
+            Some(t) => t,
+            None => return Status::Open { at: None },
+        },
     };
-    let mut due = 0;
-    for o in &states {
-        let since = match *o {
-            Observed::Pending => return Status::Open { at: None },
-            Observed::Running { started } => started,
-            Observed::Ended { started, ended, .. } => started.unwrap_or(ended),
-        };
-        due = due.max(since.saturating_add(u64::from(minutes) * MINUTE_MS));
-    }
+    let due = since.saturating_add(u64::from(minutes) * MINUTE_MS);
     if now >= due { Status::Met } else { Status::Open { at: Some(due) } }
 }
 
@@ -191,19 +238,37 @@ pub fn creates_cycle(
 /// dependency names it (plain data, rebuilt from the jobs at a restart).
 #[derive(Debug, Default)]
 pub struct Dependents {
-    /// Job named → the jobs whose dependency names it.
-    by_job: HashMap<JobId, BTreeSet<JobId>>,
+    /// What is named (`7`, or a task `7_3`) → the jobs whose dependency names it.
+    by_job: HashMap<JobRef, BTreeSet<JobId>>,
+    /// Array named by an `aftercorr` (without a task) → the jobs waiting on its tasks one by one.
+    by_corr: HashMap<JobId, BTreeSet<JobId>>,
     /// (uid, name) → the jobs with a `singleton` condition.
     singletons: HashMap<(u32, String), BTreeSet<JobId>>,
     /// Wall time (ms) a timed `after` falls due → the jobs to look at again then.
     timed: BTreeMap<u64, BTreeSet<JobId>>,
 }
 
+/// Where a dependency is indexed: whom it names, and whether it waits task by task.
+fn index_keys(dep: &Dependency) -> Vec<(JobRef, bool)> {
+    let mut keys: Vec<(JobRef, bool)> = dep
+        .conditions
+        .iter()
+        .filter_map(|c| Some((c.job()?, matches!(c, Condition::AfterCorr { job } if job.task.is_none()))))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 impl Dependents {
     /// Indexes `waiter`, whose dependency is `dep`.
     pub fn add(&mut self, waiter: JobId, uid: u32, name: &str, dep: &Dependency) {
-        for r in dep.jobs() {
-            self.by_job.entry(r.job).or_default().insert(waiter);
+        for (r, corr) in index_keys(dep) {
+            if corr {
+                self.by_corr.entry(r.job).or_default().insert(waiter);
+            } else {
+                self.by_job.entry(r).or_default().insert(waiter);
+            }
         }
         if dep.singleton() {
             self.singletons.entry((uid, name.to_string())).or_default().insert(waiter);
@@ -212,21 +277,14 @@ impl Dependents {
 
     /// Forgets `waiter` (its dependency was met, or it ended).
     pub fn remove(&mut self, waiter: JobId, uid: u32, name: &str, dep: &Dependency) {
-        for r in dep.jobs() {
-            if let Some(set) = self.by_job.get_mut(&r.job) {
-                set.remove(&waiter);
-                if set.is_empty() {
-                    self.by_job.remove(&r.job);
-                }
+        for (r, corr) in index_keys(dep) {
+            if corr {
+                forget(&mut self.by_corr, r.job, waiter);
+            } else {
+                forget(&mut self.by_job, r, waiter);
             }
         }
-        let key = (uid, name.to_string());
-        if let Some(set) = self.singletons.get_mut(&key) {
-            set.remove(&waiter);
-            if set.is_empty() {
-                self.singletons.remove(&key);
-            }
-        }
+        forget(&mut self.singletons, (uid, name.to_string()), waiter);
     }
 
     /// Looks at `waiter` again at wall time `at`.
@@ -234,14 +292,36 @@ impl Dependents {
         self.timed.entry(at).or_default().insert(waiter);
     }
 
-    /// The jobs to look at again because `job` (of `uid`, named `name`) started or ended.
+    /// The jobs to look at again because `job` (of `uid`, named `name`) started or ended
+    /// (an array's own record: its summary changed, see [`ArraySummary`]).
     pub fn woken_by(&self, job: JobId, uid: u32, name: &str) -> Vec<JobId> {
-        let named = self.by_job.get(&job).into_iter().flatten();
+        let whole = JobRef { job, task: None };
+        let named = self.by_job.get(&whole).into_iter().flatten();
+        let corr = self.by_corr.get(&job).into_iter().flatten();
         let namesakes = self.singletons.get(&(uid, name.to_string())).into_iter().flatten();
-        let mut woken: Vec<JobId> = named.chain(namesakes).copied().filter(|w| *w != job).collect();
+        let mut woken: Vec<JobId> =
+            named.chain(corr).chain(namesakes).copied().filter(|w| *w != job).collect();
         woken.sort_unstable();
         woken.dedup();
         woken
+    }
+
+    /// The jobs to look at again because task `index` of `array` started or ended: those
+    /// naming that task, and those waiting task by task (`aftercorr`). Those naming the
+    /// whole array are woken through [`Dependents::woken_by`] when its summary changes.
+    pub fn woken_by_task(&self, array: JobId, index: u32) -> Vec<JobId> {
+        let task = JobRef { job: array, task: Some(index) };
+        let named = self.by_job.get(&task).into_iter().flatten();
+        let corr = self.by_corr.get(&array).into_iter().flatten();
+        let mut woken: Vec<JobId> = named.chain(corr).copied().collect();
+        woken.sort_unstable();
+        woken.dedup();
+        woken
+    }
+
+    /// Whether some job waits for the whole array `array` (its first failed task matters).
+    pub fn waits_for_whole(&self, array: JobId) -> bool {
+        self.by_job.contains_key(&JobRef { job: array, task: None })
     }
 
     /// The jobs whose timed `after` fell due by `now`, taken out of the timer index.
@@ -252,11 +332,26 @@ impl Dependents {
     }
 }
 
+/// Takes `waiter` out of the set under `key`, and the set once empty.
+fn forget<K: Eq + std::hash::Hash>(
+    map: &mut HashMap<K, BTreeSet<JobId>>,
+    key: K,
+    waiter: JobId,
+) {
+    if let Some(set) = map.get_mut(&key) {
+        set.remove(&waiter);
+        if set.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Jobs by id; an array is several entries under one id.
+    /// Jobs by id; an array is several entries under one id (summed up as the controller
+    /// does, from its tasks).
     #[derive(Default)]
     struct Jobs {
         states: BTreeMap<JobId, Vec<Observed>>,
@@ -264,16 +359,35 @@ mod tests {
     }
 
     impl Lookup for Jobs {
-        fn observe(&self, r: JobRef) -> Option<Vec<Observed>> {
+        fn observe(&self, r: JobRef) -> Option<Observation> {
             let all = self.states.get(&r.job)?;
             match r.task {
-                None => Some(all.clone()),
-                Some(t) => all.get(t as usize).map(|o| vec![*o]),
+                Some(t) => all.get(t as usize).map(|o| Observation::Job(*o)),
+                None if all.len() == 1 => Some(Observation::Job(all[0])),
+                None => Some(Observation::Array(summary(all))),
             }
         }
         fn singleton_blocker(&self, _: &Subject<'_>) -> Option<JobId> {
             self.blocker
         }
+    }
+
+    fn summary(tasks: &[Observed]) -> ArraySummary {
+        let mut all_started = Some(0);
+        let (mut all_ended, mut not_ok) = (true, None);
+        for o in tasks {
+            let since = match *o {
+                Observed::Pending => None,
+                Observed::Running { started } => Some(started),
+                Observed::Ended { started, ended, .. } => Some(started.unwrap_or(ended)),
+            };
+            all_started = all_started.zip(since).map(|(a, b)| a.max(b));
+            all_ended &= matches!(o, Observed::Ended { .. });
+            if let Observed::Ended { ok: false, state, .. } = o {
+                not_ok = not_ok.or(Some(*state));
+            }
+        }
+        ArraySummary { all_started, all_ended, not_ok }
     }
 
     const ME: Subject<'static> = Subject { id: 100, uid: 1000, name: "job", task: None };
@@ -366,15 +480,59 @@ mod tests {
     }
 
     #[test]
-    fn arrays_answer_for_every_task_and_aftercorr_for_the_same_index() {
+    fn an_array_id_answers_for_all_its_tasks() {
+        let running = Observed::Running { started: 4 };
+        // One task failed: afterok can never hold, even with tasks still to run; afternotok
+        // waits for them all.
+        let early = jobs(&[(7, ok(1)), (7, Observed::Pending), (7, failed())]);
+        let v = verdict("afterok:7", &early, 9);
+        assert_eq!(v, Verdict::Never { why: "a task of array 7 ended FAILED".into() });
+        assert!(matches!(verdict("afternotok:7", &early, 9), Verdict::Waiting { .. }));
+        assert!(matches!(verdict("afterany:7", &early, 9), Verdict::Waiting { .. }));
+        assert!(matches!(verdict("after:7", &early, 9), Verdict::Waiting { .. }));
+        // All started: `after` holds from the last start.
+        let started = jobs(&[(7, ok(1)), (7, running), (7, failed())]);
+        assert_eq!(verdict("after:7", &started, 9), Verdict::Satisfied);
+        let v = verdict("after:7+1", &started, 9);
+        assert!(matches!(v, Verdict::Waiting { recheck_at: Some(t), .. } if t == 4 + MINUTE_MS));
+        // All over.
+        let over = jobs(&[(7, ok(1)), (7, ok(2)), (7, failed())]);
+        assert_eq!(verdict("afternotok:7", &over, 9), Verdict::Satisfied);
+        assert_eq!(verdict("afterany:7", &over, 9), Verdict::Satisfied);
+        let good = jobs(&[(7, ok(1)), (7, ok(2)), (7, ok(3))]);
+        assert_eq!(verdict("afterok:7", &good, 9), Verdict::Satisfied);
+        let v = verdict("afternotok:7", &good, 9);
+        assert_eq!(v, Verdict::Never { why: "every task of array 7 completed".into() });
+        // A task cancelled before it started is not ok.
+        let cancelled = jobs(&[(7, ok(1)), (7, cancelled_while_pending(3))]);
+        assert!(matches!(verdict("afterok:7", &cancelled, 9), Verdict::Never { .. }));
+        assert_eq!(verdict("afternotok:7", &cancelled, 9), Verdict::Satisfied);
+    }
+
+    #[test]
+    fn one_task_is_named_alone() {
         let array = jobs(&[(7, ok(1)), (7, Observed::Pending), (7, failed())]);
-        assert!(matches!(verdict("afterok:7", &array, 9), Verdict::Never { .. }));
         assert_eq!(verdict("afterok:7_0", &array, 9), Verdict::Satisfied);
+        assert!(matches!(verdict("afterok:7_1", &array, 9), Verdict::Waiting { .. }));
+        assert_eq!(verdict("afternotok:7_2", &array, 9), Verdict::Satisfied);
+        let v = verdict("afterok:7_2", &array, 9);
+        assert_eq!(v, Verdict::Never { why: "job 7_2 ended FAILED".into() });
+        assert!(matches!(verdict("afterok:7_5", &array, 9), Verdict::Never { .. }));
+    }
+
+    #[test]
+    fn aftercorr_asks_for_the_same_index() {
+        let array = jobs(&[(7, ok(1)), (7, Observed::Pending), (7, failed())]);
         let task = |t| Subject { task: Some(t), ..ME };
         let dep: Dependency = "aftercorr:7".parse().expect("dependency");
         assert_eq!(evaluate(&dep, &task(0), &array, 9), Verdict::Satisfied);
         assert!(matches!(evaluate(&dep, &task(1), &array, 9), Verdict::Waiting { .. }));
         assert!(matches!(evaluate(&dep, &task(2), &array, 9), Verdict::Never { .. }));
+        // An index the array lacks holds at once, as in Slurm.
+        assert_eq!(evaluate(&dep, &task(9), &array, 9), Verdict::Satisfied);
+        // On a plain job: that job ended ok.
+        let plain = jobs(&[(7, ok(1))]);
+        assert_eq!(evaluate(&dep, &task(4), &plain, 9), Verdict::Satisfied);
     }
 
     #[test]
@@ -406,5 +564,22 @@ mod tests {
         assert!(d.due(600).is_empty(), "taken out once due");
         d.remove(10, 1000, "a", &"afterok:1:2".parse().expect("dependency"));
         assert!(d.woken_by(1, 0, "x").is_empty());
+    }
+
+    #[test]
+    fn a_task_wakes_who_names_it_and_who_waits_task_by_task() {
+        let mut d = Dependents::default();
+        let dep = |s: &str| -> Dependency { s.parse().expect("dependency") };
+        d.add(10, 0, "a", &dep("afterok:7"));
+        d.add(11, 0, "b", &dep("afterok:7_3"));
+        d.add(12, 0, "c", &dep("aftercorr:7"));
+        assert_eq!(d.woken_by_task(7, 3), [11, 12]);
+        assert_eq!(d.woken_by_task(7, 4), [12], "the whole array's waiters are not woken");
+        assert_eq!(d.woken_by(7, 0, "x"), [10, 12], "the array's summary changed");
+        assert!(d.waits_for_whole(7));
+        d.remove(10, 0, "a", &dep("afterok:7"));
+        assert!(!d.waits_for_whole(7));
+        d.remove(12, 0, "c", &dep("aftercorr:7"));
+        assert_eq!(d.woken_by_task(7, 3), [11]);
     }
 }

@@ -334,6 +334,12 @@ pub struct Cluster {
     /// Each job array's started tasks that have not ended (kept as they start and end, so
     /// settling an array never walks its tasks until the last has ended).
     pub(super) array_live: HashMap<JobId, u32>,
+    /// Arrays one of whose tasks has ended not ok (memory only: the first such end wakes who
+    /// waits for the whole array; after a restart every waiter is looked at anyway).
+    pub(super) arrays_failed: std::collections::HashSet<JobId>,
+    /// Arrays waiting `aftercorr` with at least one pending task free to start now: queued in
+    /// the scheduler though their dependency stays (`handlers::dependencies`; memory only).
+    pub(super) corr_ready: std::collections::HashSet<JobId>,
 }
 
 /// The allocator's view of an unregistered node: one CPU, down.

@@ -51,13 +51,25 @@ impl Cluster {
     /// for its start to be recorded. `false` (and the scheduler's booking undone) if the
     /// array has no pending task, which only a bug could cause.
     pub(super) fn split_task(&mut self, array: JobId, task: JobId, now: u64) -> bool {
+        let next = self.next_task_index(array, now);
         let split = self.jobs.get_mut(&array).and_then(|a| {
-            let index = a.array.as_mut()?.pending.pop_first()?;
+            let index = next?;
+            a.array.as_mut()?.pending.remove(index).then_some(())?;
             Some((index, task_of(a, task, index)))
         });
         let Some((index, job)) = split else {
-            tracing::error!(array, task, "the scheduler started a task of an array with none left");
             self.sched.handle(Event::Ended { job: task, requeue: false }, Timestamp(now));
+            if self.corr_ready.contains(&array) {
+                // An `aftercorr` array with no index free to start (the pass started more
+                // than were): its books count its pending tasks again, and it waits.
+                let rec = self.jobs.get(&array).and_then(|a| a.array.as_ref());
+                let (pending, throttle) = rec.map_or((0, None), |r| (r.pending.len(), r.throttle));
+                let pending = u32::try_from(pending).unwrap_or(u32::MAX);
+                self.sched.update_array(array, pending, throttle, Timestamp(now));
+                self.recheck_corr(array, now);
+            } else {
+                tracing::error!(array, task, "the scheduler started a task of an array with none left");
+            }
             return false;
         };
         self.jobs.insert(task, job);
@@ -71,6 +83,7 @@ impl Cluster {
         self.touch_job(array);
         self.event(now, Some(task), None, "submit", format!("task {index} of array {array}"));
         self.settle_array(array, now);
+        self.recheck_corr(array, now);
         true
     }
 
@@ -124,6 +137,8 @@ impl Cluster {
         // Its tasks stand for it now: nothing of the record waits or runs.
         self.active.remove(&array);
         self.touch_job(array);
+        // Every task started, or every task over: what those naming the array wait for.
+        self.wake_dependents(array);
     }
 
     /// `cancel 7` of an array: its pending tasks never start, its running ones end.
@@ -134,6 +149,9 @@ impl Cluster {
         };
         let pending = std::mem::take(&mut rec.pending);
         rec.cancelled.extend(&pending);
+        for index in pending.iter() {
+            self.wake_for_cancelled_task(array, index);
+        }
         self.sched.update_array(array, 0, None, Timestamp(now));
         let tasks: Vec<JobId> = self.array_task_ids(array).map(|(_, id)| id).collect();
         for id in tasks {
@@ -172,6 +190,7 @@ impl Cluster {
                 Timestamp(now),
             );
             self.touch_job(array);
+            self.wake_for_cancelled_task(array, index);
             self.event(
                 now,
                 Some(array),

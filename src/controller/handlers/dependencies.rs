@@ -6,18 +6,30 @@
 //! books hear `DependenciesMet` (`books::reconcile`). One that can never be met waits with
 //! `DependencyNeverSatisfied`, as in Slurm, or is cancelled under `--kill-on-invalid-dep`.
 //!
-//! Arrays (issue 12 part 3) plug in at three places: `Known::observe` answers an array's id
-//! with one state per task (`7_3`: that task); a task's start or end calls `wake_dependents`
-//! with the array's id (the index is by the id a dependency names); and an array waiting as
-//! one record evaluates `aftercorr` per task, with `Subject::task` set to the task's index,
-//! when it picks which tasks may start.
+//! Arrays: `Known::observe` answers `7_3` with that task (pending, running, ended, or
+//! cancelled before it started) and `7` with the array's summary from its aggregate
+//! (`Cluster::array_progress`: counts, no per-task list). Waking follows what can change an
+//! answer: a task's start or end wakes those naming that task and those waiting task by task
+//! (`aftercorr`); those naming the whole array wake only at its first task that ends not ok
+//! (`arrays_failed`) and when the array's own record changes state (`settle_array`: every
+//! task started, every task over), never at each of 100000 task ends.
+//!
+//! `aftercorr:A` on an array B: B stays one record in the scheduler, dependency-blocked
+//! while none of its pending indexes may start (B_i may once A_i ended ok, or A has no index
+//! i). When some may, B is queued (`corr_ready`) with its dependency kept, and each start
+//! takes the lowest index free to start (`next_task_index`), not the lowest pending; when
+//! none is left free, B is blocked again until a task of A ends. Every task end of A wakes
+//! B, and looking at B walks its pending indexes until one is free: O(pending) at worst,
+//! a cost only `aftercorr` pays. A B whose every pending index can never start waits
+//! `DependencyNeverSatisfied` (not cancelled by `--kill-on-invalid-dep`: other indexes may
+//! have run). A task itself starts with its dependency met (its record carries none).
 
 use crate::controller::dependencies::{
-    Lookup, Observed, Subject, Verdict, creates_cycle, evaluate,
+    ArraySummary, Lookup, Observation, Observed, Subject, Verdict, creates_cycle, evaluate,
 };
 use crate::controller::effects::Effects;
 use crate::controller::state::{Cluster, Job, JobState};
-use crate::protocol::dependency::{Dependency, JobRef};
+use crate::protocol::dependency::{Condition, Dependency, JobRef};
 use crate::protocol::{JobId, Reply};
 
 /// Slurm's reason for a job waiting on other jobs.
@@ -43,13 +55,27 @@ fn observed(job: &Job) -> Observed {
 }
 
 impl Lookup for Known<'_> {
-    fn observe(&self, r: JobRef) -> Option<Vec<Observed>> {
-        // Arrays plug in here: an array's id answers one entry per task (tasks not started
-        // yet as `Pending`), `ID_TASK` that task's. Until then a task id names nothing.
-        if r.task.is_some() {
-            return None;
+    fn observe(&self, r: JobRef) -> Option<Observation> {
+        let job = self.0.jobs.get(&r.job)?;
+        let Some(rec) = &job.array else {
+            return r.task.is_none().then(|| Observation::Job(observed(job)));
+        };
+        let Some(index) = r.task else {
+            return self.0.array_summary(r.job).map(Observation::Array);
+        };
+        let task = self.0.array_tasks.get(&r.job).and_then(|t| t.get(&index));
+        if let Some(task) = task.and_then(|id| self.0.jobs.get(id)) {
+            return Some(Observation::Job(observed(task)));
         }
-        self.0.jobs.get(&r.job).map(|j| vec![observed(j)])
+        let o = if rec.pending.contains(index) {
+            Observed::Pending
+        } else if rec.cancelled.contains(index) {
+            let ended = job.end_time.unwrap_or(0);
+            Observed::Ended { ok: false, state: "CANCELLED", started: None, ended }
+        } else {
+            return None;
+        };
+        Some(Observation::Job(o))
     }
 
     fn singleton_blocker(&self, s: &Subject<'_>) -> Option<JobId> {
@@ -106,7 +132,9 @@ impl Cluster {
     }
 
     /// Job `id` started or ended: the jobs whose dependency names it are looked at again
-    /// (an ended one that waited itself leaves the index).
+    /// (an ended one that waited itself leaves the index). A task of an array also wakes
+    /// those naming that task, those waiting task by task, and, if it is the array's first
+    /// task to end not ok, those naming the whole array.
     pub(super) fn wake_dependents(&mut self, id: JobId) {
         let Some(job) = self.jobs.get(&id) else { return };
         if job.state.is_final()
@@ -114,8 +142,77 @@ impl Cluster {
         {
             self.dependents.remove(id, job.uid, &job.sub.name, dep);
         }
-        let woken = self.dependents.woken_by(id, job.uid, &job.sub.name);
+        let mut woken = self.dependents.woken_by(id, job.uid, &job.sub.name);
+        if let Some(t) = job.task {
+            woken.extend(self.dependents.woken_by_task(t.array, t.index));
+            let not_ok = matches!(observed(job), Observed::Ended { ok: false, .. });
+            if not_ok {
+                woken.extend(self.first_failure(t.array));
+            }
+        }
         self.dependencies_due.extend(woken);
+    }
+
+    /// Those waiting for the whole of `array`, if this is the first of its tasks to end not ok.
+    fn first_failure(&mut self, array: JobId) -> Vec<JobId> {
+        if !self.dependents.waits_for_whole(array) || !self.arrays_failed.insert(array) {
+            return Vec::new();
+        }
+        let Some(a) = self.jobs.get(&array) else { return Vec::new() };
+        self.dependents.woken_by(array, a.uid, &a.sub.name)
+    }
+
+    /// Task `index` of `array` was cancelled before it started.
+    pub(super) fn wake_for_cancelled_task(&mut self, array: JobId, index: u32) {
+        let mut woken = self.dependents.woken_by_task(array, index);
+        woken.extend(self.first_failure(array));
+        self.dependencies_due.extend(woken);
+    }
+
+    /// The whole summary of an array, for those naming its id.
+    pub(super) fn array_summary(&self, array: JobId) -> Option<ArraySummary> {
+        let job = self.jobs.get(&array)?;
+        let p = self.array_progress(array)?;
+        let not_ok = if p.failed > 0 {
+            Some("FAILED")
+        } else if p.cancelled > 0 {
+            Some("CANCELLED")
+        } else {
+            None
+        };
+        // The record starts (`settle_array`) when its last pending task does.
+        let all_started = (p.pending == 0).then(|| job.start_time.or(job.end_time).unwrap_or(0));
+        Some(ArraySummary { all_started, all_ended: p.is_complete(), not_ok })
+    }
+
+    /// Whether the scheduler keeps `job` out of its passes for its dependency: it waits, and
+    /// is not an `aftercorr` array with a task free to start.
+    pub(crate) fn dependency_blocked(&self, job: &Job) -> bool {
+        job.waiting_on.is_some() && !self.corr_ready.contains(&job.id)
+    }
+
+    /// The index the next task of `array` starts with: its lowest pending one, or, for an
+    /// array waiting `aftercorr`, the lowest whose dependency holds for that index.
+    pub(super) fn next_task_index(&self, array: JobId, now: u64) -> Option<u32> {
+        let job = self.jobs.get(&array)?;
+        let rec = job.array.as_ref()?;
+        let Some(dep) = &job.waiting_on else { return rec.pending.min() };
+        rec.pending.iter().find(|i| {
+            let subject = Subject { id: array, uid: job.uid, name: &job.sub.name, task: Some(*i) };
+            evaluate(dep, &subject, &Known(self), now) == Verdict::Satisfied
+        })
+    }
+
+    /// After a task of an `aftercorr` array started (or could not): blocked again if no
+    /// pending index is free to start.
+    pub(super) fn recheck_corr(&mut self, array: JobId, now: u64) {
+        if self.corr_ready.contains(&array) && self.next_task_index(array, now).is_none() {
+            self.corr_ready.remove(&array);
+            if let Some(j) = self.jobs.get_mut(&array) {
+                j.reason = DEPENDENCY.into();
+            }
+            self.touch_job(array);
+        }
     }
 
     /// The timed `after:ID+MIN` that fell due by `now` (the tick).
@@ -143,6 +240,9 @@ impl Cluster {
         let Some(dep) = job.waiting_on.clone().filter(|_| job.state == JobState::Pending) else {
             return Effects::new();
         };
+        if job.array.is_some() && waits_task_by_task(&dep) {
+            return self.settle_corr(id, &dep, now);
+        }
         let subject = Subject { id, uid: job.uid, name: &job.sub.name, task: None };
         let verdict = evaluate(&dep, &subject, &Known(self), now);
         let (uid, name) = (job.uid, job.sub.name.clone());
@@ -187,6 +287,55 @@ impl Cluster {
         }
     }
 
+    /// An array waiting `aftercorr`: queued while some pending index may start, its
+    /// dependency kept for the indexes after it.
+    fn settle_corr(&mut self, id: JobId, dep: &Dependency, now: u64) -> Effects {
+        if self.corr_ready.contains(&id) {
+            return Effects::new();
+        }
+        let Some(job) = self.jobs.get(&id) else { return Effects::new() };
+        let Some(rec) = job.array.as_ref() else { return Effects::new() };
+        let (mut ready, mut open, mut recheck) = (false, false, None::<u64>);
+        for i in rec.pending.iter() {
+            let subject = Subject { id, uid: job.uid, name: &job.sub.name, task: Some(i) };
+            match evaluate(dep, &subject, &Known(self), now) {
+                Verdict::Satisfied => {
+                    ready = true;
+                    break;
+                }
+                Verdict::Waiting { recheck_at, .. } => {
+                    open = true;
+                    recheck = match (recheck, recheck_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Verdict::Never { .. } => {}
+            }
+        }
+        if ready {
+            self.corr_ready.insert(id);
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.reason = "Priority".into();
+            }
+            self.touch_job(id);
+            self.needs_schedule = true;
+            return Effects::new();
+        }
+        if let Some(at) = recheck {
+            self.dependents.recheck_at(id, at);
+        }
+        if open {
+            return self.dependency_reason(id, DEPENDENCY);
+        }
+        let already = self.jobs.get(&id).is_some_and(|j| j.reason == NEVER_SATISFIED);
+        if !already {
+            let detail = format!("{dep}: no pending task of the array can ever start");
+            self.event(now, Some(id), None, "dependency", detail);
+        }
+        self.dependency_reason(id, NEVER_SATISFIED)
+    }
+
     /// Gives a waiting job its reason; a client holding it (alloc, run) is told when it changes,
     /// as the passes tell it of other reasons.
     fn dependency_reason(&mut self, id: JobId, reason: &str) -> Effects {
@@ -229,6 +378,13 @@ impl Cluster {
         let mark = if job.reason == NEVER_SATISFIED { "failed" } else { "unfulfilled" };
         Some(format!("{dep}({mark})"))
     }
+}
+
+/// Whether `dep` is decided index by index (`aftercorr` naming a whole array).
+fn waits_task_by_task(dep: &Dependency) -> bool {
+    dep.conditions
+        .iter()
+        .any(|c| matches!(c, Condition::AfterCorr { job } if job.task.is_none()))
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ impl Cluster {
             dependencies_due: BTreeSet::new(),
             array_tasks,
             array_live,
+            arrays_failed: Default::default(),
+            corr_ready: Default::default(),
         };
         c.index_dependencies();
         c.keys = SubmissionKeys::from_jobs(c.jobs.values().map(|j| (j.uid, j.id, &j.sub)));

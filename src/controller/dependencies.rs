@@ -253,7 +253,9 @@ fn index_keys(dep: &Dependency) -> Vec<(JobRef, bool)> {
     let mut keys: Vec<(JobRef, bool)> = dep
         .conditions
         .iter()
-        .filter_map(|c| Some((c.job()?, matches!(c, Condition::AfterCorr { job } if job.task.is_none()))))
+        .filter_map(|c| {
+            Some((c.job()?, matches!(c, Condition::AfterCorr { job } if job.task.is_none())))
+        })
         .collect();
     keys.sort_unstable();
     keys.dedup();
@@ -333,11 +335,7 @@ impl Dependents {
 }
 
 /// Takes `waiter` out of the set under `key`, and the set once empty.
-fn forget<K: Eq + std::hash::Hash>(
-    map: &mut HashMap<K, BTreeSet<JobId>>,
-    key: K,
-    waiter: JobId,
-) {
+fn forget<K: Eq + std::hash::Hash>(map: &mut HashMap<K, BTreeSet<JobId>>, key: K, waiter: JobId) {
     if let Some(set) = map.get_mut(&key) {
         set.remove(&waiter);
         if set.is_empty() {

@@ -59,16 +59,25 @@ impl Cluster {
         });
         let Some((index, job)) = split else {
             self.sched.handle(Event::Ended { job: task, requeue: false }, Timestamp(now));
-            if self.corr_ready.contains(&array) {
+            if self.jobs.get(&array).is_some_and(|a| a.waiting_on.is_some()) {
                 // An `aftercorr` array with no index free to start (the pass started more
                 // than were): its books count its pending tasks again, and it waits.
                 let rec = self.jobs.get(&array).and_then(|a| a.array.as_ref());
                 let (pending, throttle) = rec.map_or((0, None), |r| (r.pending.len(), r.throttle));
                 let pending = u32::try_from(pending).unwrap_or(u32::MAX);
                 self.sched.update_array(array, pending, throttle, Timestamp(now));
-                self.recheck_corr(array, now);
+                self.corr_ready.remove(&array);
+                if let Some(a) = self.jobs.get_mut(&array) {
+                    a.reason = super::dependencies::DEPENDENCY.into();
+                }
+                self.touch_job(array);
+                self.dependencies_due.insert(array);
             } else {
-                tracing::error!(array, task, "the scheduler started a task of an array with none left");
+                tracing::error!(
+                    array,
+                    task,
+                    "the scheduler started a task of an array with none left"
+                );
             }
             return false;
         };

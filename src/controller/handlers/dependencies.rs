@@ -212,6 +212,8 @@ impl Cluster {
                 j.reason = DEPENDENCY.into();
             }
             self.touch_job(array);
+            // Looked at again in the next pass: its indexes left may never be free.
+            self.dependencies_due.insert(array);
         }
     }
 
@@ -382,14 +384,12 @@ impl Cluster {
 
 /// Whether `dep` is decided index by index (`aftercorr` naming a whole array).
 fn waits_task_by_task(dep: &Dependency) -> bool {
-    dep.conditions
-        .iter()
-        .any(|c| matches!(c, Condition::AfterCorr { job } if job.task.is_none()))
+    dep.conditions.iter().any(|c| matches!(c, Condition::AfterCorr { job } if job.task.is_none()))
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::controller::scenario::{alice, batch, cluster, replies_to, root, starts};
+    use crate::controller::scenario::{alice, array, batch, cluster, replies_to, root, starts};
     use crate::controller::state::{Cluster, JobState, Mono};
     use crate::protocol::{FromAgent, JobId, JobUpdate, Reply, Submission};
 
@@ -637,5 +637,96 @@ mod tests {
         assert_eq!(again.job(2).expect("job").reason, "Dependency");
         end(&mut again, 1, 0, 2_000);
         assert_eq!(started(&mut again, 2_000), [2]);
+    }
+
+    fn task_of(c: &Cluster, job: JobId) -> Option<u32> {
+        c.job(job).and_then(|j| j.task).map(|t| t.index)
+    }
+
+    #[test]
+    fn an_array_id_waits_for_all_its_tasks_and_a_task_id_for_that_one() {
+        let mut c = cluster();
+        c.submit(1, &root(), array("1-3"), 0);
+        assert_eq!(started(&mut c, 0), [2, 3, 4], "tasks 1, 2, 3");
+        c.submit(2, &root(), with_dep("afterok:1"), 1);
+        c.submit(2, &root(), with_dep("afterok:1_2"), 1);
+        c.submit(2, &root(), with_dep("afternotok:1"), 1);
+        c.submit(2, &root(), with_dep("after:1"), 1);
+        assert_eq!(started(&mut c, 1), [8], "after:1 holds: every task started");
+        end(&mut c, 2, 0, 10);
+        // Task 1's end changes nothing for those naming the whole array: not woken.
+        assert!(c.dependencies_due.is_empty(), "{:?}", c.dependencies_due);
+        assert!(started(&mut c, 10).is_empty());
+        end(&mut c, 3, 0, 20);
+        assert_eq!(c.dependencies_due.iter().copied().collect::<Vec<_>>(), [6]);
+        assert_eq!(started(&mut c, 20), [6], "afterok:1_2");
+        end(&mut c, 4, 1, 30);
+        assert_eq!(started(&mut c, 30), [7], "afternotok:1 once all ended, one failed");
+        assert_eq!(c.job(5).expect("job").reason, "DependencyNeverSatisfied");
+        assert_eq!(c.job(1).expect("array").state, JobState::Failed);
+    }
+
+    #[test]
+    fn afterok_on_an_array_is_never_from_its_first_failed_task() {
+        let mut c = cluster();
+        c.submit(1, &root(), array("1-3"), 0);
+        started(&mut c, 0);
+        c.submit(2, &root(), with_dep("afterok:1"), 1);
+        started(&mut c, 1);
+        end(&mut c, 3, 2, 10);
+        assert_eq!(c.dependencies_due.iter().copied().collect::<Vec<_>>(), [5]);
+        started(&mut c, 10);
+        assert_eq!(c.job(5).expect("job").reason, "DependencyNeverSatisfied");
+        // A second failure wakes nobody.
+        end(&mut c, 4, 2, 20);
+        assert!(c.dependencies_due.is_empty());
+        // A task cancelled before it started counts as not ok too.
+        c.submit(1, &root(), array("1-9"), 30);
+        started(&mut c, 30);
+        c.submit(2, &root(), with_dep("afterok:6"), 31);
+        started(&mut c, 31);
+        assert_eq!(c.job(12).expect("job").reason, "Dependency");
+        c.cancel(3, &root(), &[], &[(6, 9)], None, None, 40);
+        assert_eq!(c.dependencies_due.iter().copied().collect::<Vec<_>>(), [12]);
+        started(&mut c, 40);
+        assert_eq!(c.job(12).expect("job").reason, "DependencyNeverSatisfied");
+    }
+
+    #[test]
+    fn aftercorr_starts_each_task_after_its_partner_succeeded() {
+        let mut c = cluster();
+        c.submit(1, &root(), array("1-3"), 0);
+        assert_eq!(started(&mut c, 0), [2, 3, 4]);
+        let mut b = array("1-4");
+        b.dependency = Some("aftercorr:1".parse().expect("dependency"));
+        c.submit(2, &root(), b, 1);
+        // Index 4 has no partner: it may start at once, and only it.
+        let s = started(&mut c, 1);
+        assert_eq!(s.iter().map(|j| task_of(&c, *j)).collect::<Vec<_>>(), [Some(4)]);
+        assert_eq!(c.job(5).expect("array").reason, "Dependency");
+        assert!(started(&mut c, 2).is_empty());
+        end(&mut c, 3, 0, 10);
+        let s = started(&mut c, 10);
+        assert_eq!(s.iter().map(|j| task_of(&c, *j)).collect::<Vec<_>>(), [Some(2)]);
+        end(&mut c, 2, 1, 20);
+        assert!(started(&mut c, 20).is_empty(), "1_1 failed: 5_1 never starts");
+        end(&mut c, 4, 0, 30);
+        let s = started(&mut c, 30);
+        assert_eq!(s.iter().map(|j| task_of(&c, *j)).collect::<Vec<_>>(), [Some(3)]);
+        assert!(started(&mut c, 31).is_empty());
+        assert_eq!(c.job(5).expect("array").reason, "DependencyNeverSatisfied");
+        assert_eq!(c.job(5).expect("array").state, JobState::Pending);
+    }
+
+    #[test]
+    fn an_array_with_afterok_waits_as_a_whole() {
+        let mut c = cluster();
+        c.submit(1, &root(), batch(1, 1), 0);
+        let mut a = array("1-3");
+        a.dependency = Some("afterok:1".parse().expect("dependency"));
+        c.submit(2, &root(), a, 0);
+        assert_eq!(started(&mut c, 0), [1]);
+        end(&mut c, 1, 0, 10);
+        assert_eq!(started(&mut c, 10).len(), 3);
     }
 }

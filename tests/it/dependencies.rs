@@ -141,3 +141,53 @@ sbatch --test-only b.sh
     let cancelled = m.cli_out(&["cancel", &c.to_string()]);
     assert!(cancelled.status.success(), "{}", text(&cancelled));
 }
+
+/// `afterok` on a whole array and `aftercorr` task by task, as a Slurm user chains arrays:
+/// the order is read from the timestamps the scripts themselves wrote.
+#[test]
+fn afterok_waits_for_every_task_and_aftercorr_for_each_partner() {
+    let Some(m) = Managed::up_as(1, Some("core:4 pu:1")) else { return };
+    let work = m.dir.join("arrays");
+    std::fs::create_dir_all(&work).unwrap();
+    let write = |name: &str, body: &str| std::fs::write(work.join(name), body).unwrap();
+    // Task i runs i seconds, so task 1 ends first and 3 last.
+    let stamp = "$(date +%s%N)";
+    write(
+        "a.sh",
+        &format!(
+            "#!/bin/bash\nsleep $SLURM_ARRAY_TASK_ID\necho \"a $SLURM_ARRAY_TASK_ID {stamp}\" >> t.log\n"
+        ),
+    );
+    write("b.sh", &format!("#!/bin/bash\necho \"b 0 {stamp}\" >> t.log\n"));
+    write("c.sh", &format!("#!/bin/bash\necho \"c $SLURM_ARRAY_TASK_ID {stamp}\" >> t.log\n"));
+    let out = shell(
+        &m,
+        &work,
+        r#"set -e
+A=$(sbatch --parsable --array=1-3 a.sh)
+echo "Submitted batch job $A"
+sbatch -d afterok:$A b.sh
+sbatch -d aftercorr:$A --array=1-3 c.sh
+"#,
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}\n{}", m.logs());
+    let [_, b, c] = submitted(&t)[..] else { panic!("{t}") };
+    crate::support::wait_until("b and c's tasks", Duration::from_secs(40), || {
+        [b, c].iter().all(|id| m.job(*id)["state"] == "COMPLETED")
+    });
+    let log = std::fs::read_to_string(work.join("t.log")).unwrap_or_default();
+    let at = |who: &str, i: u32| -> u128 {
+        let prefix = format!("{who} {i} ");
+        let line = log.lines().find(|l| l.starts_with(&prefix));
+        line.and_then(|l| l[prefix.len()..].trim().parse().ok())
+            .unwrap_or_else(|| panic!("{who} {i}: {log}"))
+    };
+    let last_a = (1..=3).map(|i| at("a", i)).max().unwrap();
+    assert!(at("b", 0) > last_a, "b ran before every task of a ended:\n{log}");
+    for i in 1..=3 {
+        assert!(at("c", i) > at("a", i), "c_{i} ran before a_{i} ended:\n{log}");
+    }
+    // Task by task, not all at the end: c_1 ran before a_3 ended.
+    assert!(at("c", 1) < at("a", 3), "aftercorr waited for the whole array:\n{log}");
+}

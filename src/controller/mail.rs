@@ -27,7 +27,29 @@ impl Cluster {
         }
         let to = request.user.clone().unwrap_or_else(|| job.user.clone());
         let run = clock(now.saturating_sub(job.start_time.unwrap_or(now)));
-        let head = format!("Slurm Job_id={id} Name={}", job.sub.name);
+        let per_task = request.wants(MailEvent::ArrayTasks);
+        let head = match (job.task, &job.array) {
+            // One mail per array, as Slurm sends them without ARRAY_TASKS: its first task's
+            // start, and its own end once every task is over (`settle_array`).
+            (Some(t), _) if !per_task => {
+                let first = self.array_tasks.get(&t.array).is_some_and(|m| m.len() == 1);
+                if event != MailEvent::Begin || !first || job.attempt > 1 {
+                    return fx;
+                }
+                format!(
+                    "Slurm Array Summary Job_id={}_* ({}) Name={}",
+                    t.array, t.array, job.sub.name
+                )
+            }
+            (Some(t), _) => {
+                format!("Slurm Job_id={id} ({}_{}) Name={}", t.array, t.index, job.sub.name)
+            }
+            (None, Some(_)) if per_task => return fx,
+            (None, Some(_)) => {
+                format!("Slurm Array Summary Job_id={id}_* ({id}) Name={}", job.sub.name)
+            }
+            (None, None) => format!("Slurm Job_id={id} Name={}", job.sub.name),
+        };
         let ended = |word: &str| {
             let code = job.exit_code.unwrap_or(0);
             format!("{head} {word}, Run time {run}, {}, ExitCode {code}", job.state.name())
@@ -43,6 +65,7 @@ impl Cluster {
             MailEvent::TimeLimit50 => format!("{head} Reached 50% of time limit, Run time {run}"),
             MailEvent::TimeLimit80 => format!("{head} Reached 80% of time limit, Run time {run}"),
             MailEvent::TimeLimit90 => format!("{head} Reached 90% of time limit, Run time {run}"),
+            MailEvent::ArrayTasks => return fx,
         };
         fx.mail(to, subject);
         fx
@@ -202,5 +225,59 @@ mod tests {
             Some(MailRequest { events: parse_mail_types("ALL").unwrap(), user: None });
         c.submit(3, &root(), sub, 97_000);
         assert!(subjects(&c.schedule(97_000)).is_empty());
+    }
+
+    #[test]
+    fn an_array_mails_once_unless_array_tasks_is_asked() {
+        let mut c = cluster();
+        c.config.mail_program = Some("/bin/true".into());
+        for (types, t0) in [("BEGIN,END", 0), ("BEGIN,END,ARRAY_TASKS", 100_000)] {
+            let mut sub = crate::controller::scenario::array("1-3");
+            sub.name = "sweep".into();
+            sub.end_handling.mail =
+                Some(MailRequest { events: parse_mail_types(types).unwrap(), user: None });
+            c.submit(1, &root(), sub, t0);
+            let fx = c.schedule(t0 + 1_000);
+            let tasks: Vec<(String, JobId)> =
+                starts(&fx).into_iter().map(|(n, j, _)| (n, j)).collect();
+            let mut mails = subjects(&fx);
+            for (i, (node, job)) in tasks.iter().enumerate() {
+                let conn = 100 + node[1..].parse::<u64>().unwrap();
+                let ended =
+                    FromAgent::JobEnded { job: *job, attempt: 1, exit_code: 0, message: None };
+                let t = t0 + 2_000 + i as u64;
+                mails.extend(subjects(&c.from_agent(
+                    conn,
+                    node,
+                    ended,
+                    t,
+                    crate::controller::state::Mono(t),
+                )));
+            }
+            let a = tasks[0].1 - 1;
+            if types.contains("ARRAY_TASKS") {
+                assert_eq!(mails.len(), 6, "{mails:?}");
+                let first = &mails[0];
+                assert!(
+                    first.starts_with(&format!(
+                        "root: Slurm Job_id={} ({a}_1) Name=sweep Began",
+                        a + 1
+                    )),
+                    "{mails:?}"
+                );
+            } else {
+                assert_eq!(
+                    mails,
+                    [
+                        format!(
+                            "root: Slurm Array Summary Job_id={a}_* ({a}) Name=sweep Began, Queued time 00:00:01"
+                        ),
+                        format!(
+                            "root: Slurm Array Summary Job_id={a}_* ({a}) Name=sweep Ended, Run time 00:00:01, COMPLETED, ExitCode 0"
+                        ),
+                    ]
+                );
+            }
+        }
     }
 }

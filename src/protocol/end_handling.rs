@@ -40,6 +40,8 @@ pub enum MailEvent {
     TimeLimit50,
     TimeLimit80,
     TimeLimit90,
+    /// Each task of an array mailed as a job of its own (without it: one mail per array).
+    ArrayTasks,
 }
 
 /// `--mail-type=BEGIN,END --mail-user=ann`: the events, and the address (none: the job's user).
@@ -58,8 +60,8 @@ impl MailRequest {
 
 /// Reads `--mail-type`'s list. `ALL` is BEGIN, END, FAIL, REQUEUE (and STAGE_OUT, INVALID_DEPEND,
 /// which gangway never sends); `TIME_LIMIT` alone is the limit itself plus its 50/80/90 %
-/// marks, as Slurm reads them; `NONE` clears; `ARRAY_TASKS`, `INVALID_DEPEND`, `STAGE_OUT`
-/// are accepted and send nothing here.
+/// marks, as Slurm reads them; `NONE` clears; `ARRAY_TASKS` mails an array's tasks one by
+/// one; `INVALID_DEPEND`, `STAGE_OUT` are accepted and send nothing here.
 pub fn parse_mail_types(s: &str) -> Result<Vec<MailEvent>, String> {
     use MailEvent::*;
     let mut out = Vec::new();
@@ -78,7 +80,8 @@ pub fn parse_mail_types(s: &str) -> Result<Vec<MailEvent>, String> {
             "TIME_LIMIT_50" => &[TimeLimit50],
             "TIME_LIMIT_80" => &[TimeLimit80],
             "TIME_LIMIT_90" => &[TimeLimit90],
-            "ARRAY_TASKS" | "INVALID_DEPEND" | "STAGE_OUT" => &[],
+            "ARRAY_TASKS" => &[ArrayTasks],
+            "INVALID_DEPEND" | "STAGE_OUT" => &[],
             other => {
                 return Err(format!(
                     "unknown mail type '{other}' (NONE, BEGIN, END, FAIL, REQUEUE, ALL, TIME_LIMIT, TIME_LIMIT_90, TIME_LIMIT_80, TIME_LIMIT_50, ARRAY_TASKS)"
@@ -234,7 +237,7 @@ mod tests {
         assert_eq!(parse_mail_types("END,FAIL").unwrap(), [End, Fail]);
         assert_eq!(parse_mail_types("all").unwrap(), [Begin, End, Fail, Requeue]);
         assert_eq!(parse_mail_types("BEGIN,NONE,TIME_LIMIT_80").unwrap(), [TimeLimit80]);
-        assert_eq!(parse_mail_types("ARRAY_TASKS").unwrap(), []);
+        assert_eq!(parse_mail_types("ARRAY_TASKS").unwrap(), [ArrayTasks]);
         assert!(parse_mail_types("BEGIN,SOON").unwrap_err().contains("'SOON'"));
     }
 

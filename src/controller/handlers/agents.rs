@@ -136,8 +136,8 @@ impl Cluster {
         let task = job.task.filter(|_| late_oom);
         self.touch_job(id);
         if let Some(t) = task {
-            // Its array's outcome may change with it.
-            self.settle_array(t.array, now);
+            // Its array's outcome may change with it (its end was mailed already).
+            let _ = self.settle_array(t.array, now);
         }
         if let Some(message) = oom {
             self.event(now, Some(id), None, "out_of_memory", format!("{part}: {message}"));

@@ -91,39 +91,44 @@ impl Cluster {
         // starts an index twice.
         self.touch_job(array);
         self.event(now, Some(task), None, "submit", format!("task {index} of array {array}"));
-        self.settle_array(array, now);
+        // Not over: a task of it just started, so no mail comes of it.
+        let _ = self.settle_array(array, now);
         self.recheck_corr(array, now);
         true
     }
 
-    /// A task of `array` ended (`counted`: it had not ended before): its record settles.
-    pub(super) fn task_ended(&mut self, array: JobId, counted: bool, now: u64) {
+    /// A task of `array` ended (`counted`: it had not ended before): its record settles
+    /// (the array's end mail, if that was its last task).
+    pub(super) fn task_ended(&mut self, array: JobId, counted: bool, now: u64) -> Effects {
         if counted && let Some(live) = self.array_live.get_mut(&array) {
             *live = live.saturating_sub(1);
         }
-        self.settle_array(array, now);
+        self.settle_array(array, now)
     }
 
     /// A task of `array` that had ended was requeued: the array is not over.
     pub(super) fn task_restarted(&mut self, array: JobId, now: u64) {
         *self.array_live.entry(array).or_default() += 1;
-        self.settle_array(array, now);
+        // Running again: no mail comes of it.
+        let _ = self.settle_array(array, now);
     }
 
     /// Brings an array's record in line with its tasks: with pending tasks it waits (in the
     /// queue); with none, it leaves the queue and is `Running` while any task is not over; then
     /// it ends with its tasks' outcome (`COMPLETED` only if every task completed). Cheap until
-    /// the last task ends: only then are the tasks walked, once.
-    pub(super) fn settle_array(&mut self, array: JobId, now: u64) {
-        let Some(rec) = self.jobs.get(&array).and_then(|a| a.array.as_ref()) else { return };
+    /// the last task ends: only then are the tasks walked, once. Its end is mailed once for
+    /// the whole array (`mail.rs`).
+    pub(super) fn settle_array(&mut self, array: JobId, now: u64) -> Effects {
+        let none = Effects::new;
+        let Some(rec) = self.jobs.get(&array).and_then(|a| a.array.as_ref()) else { return none() };
         if !rec.pending.is_empty() {
-            return;
+            return none();
         }
         let live = self.array_live.get(&array).copied().unwrap_or(0);
         let state = if live > 0 {
             JobState::Running
         } else {
-            let Some(progress) = self.array_progress(array) else { return };
+            let Some(progress) = self.array_progress(array) else { return none() };
             if progress.all_ok() {
                 JobState::Completed
             } else if progress.failed > 0 {
@@ -132,9 +137,9 @@ impl Cluster {
                 JobState::Cancelled
             }
         };
-        let Some(job) = self.jobs.get_mut(&array) else { return };
+        let Some(job) = self.jobs.get_mut(&array) else { return none() };
         if job.state == state {
-            return;
+            return none();
         }
         job.state = state;
         job.reason = "None".into();
@@ -148,6 +153,7 @@ impl Cluster {
         self.touch_job(array);
         // Every task started, or every task over: what those naming the array wait for.
         self.wake_dependents(array);
+        if state.is_final() { self.end_mail(array, state, now) } else { none() }
     }
 
     /// `cancel 7` of an array: its pending tasks never start, its running ones end.
@@ -171,7 +177,7 @@ impl Cluster {
             let reason = format!("cancelled by {}", caller.user);
             fx.append(self.finish(array, JobState::Cancelled, &reason, None, now));
         }
-        self.settle_array(array, now);
+        fx.append(self.settle_array(array, now));
         self.event(now, Some(array), None, "cancel", format!("array, by {}", caller.user));
         fx
     }
@@ -207,8 +213,7 @@ impl Cluster {
                 "cancel",
                 format!("task {index} by {}", caller.user),
             );
-            self.settle_array(array, now);
-            return Ok(Effects::new());
+            return Ok(self.settle_array(array, now));
         }
         let task = self.array_tasks.get(&array).and_then(|t| t.get(&index)).copied();
         match task {

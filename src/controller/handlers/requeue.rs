@@ -197,7 +197,7 @@ impl Cluster {
         fx.append(self.end_mail(id, state, now));
         self.event(now, Some(id), None, "end", format!("{} ({reason})", state.name()));
         if let Some(task) = self.jobs.get(&id).and_then(|j| j.task) {
-            self.task_ended(task.array, !was_final, now);
+            fx.append(self.task_ended(task.array, !was_final, now));
         }
         self.needs_schedule = true;
         // Its resources are free in the books at once (what `gangway nodes` shows).

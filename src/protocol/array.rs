@@ -215,7 +215,19 @@ impl IndexSet {
             return;
         }
         if self.max().is_none_or(|m| other.min().is_some_and(|o| o > m)) {
-            self.ranges.extend_from_slice(&other.ranges);
+            let mut rest = &other.ranges[..];
+            // Where the two meet, one range when the steps agree (`7` then `8-9`: `7-9`).
+            if let (Some(last), Some(first)) = (self.ranges.last_mut(), rest.first()) {
+                let gap = first.first - last.last;
+                if (last.first == last.last || last.step == gap)
+                    && (first.first == first.last || first.step == gap)
+                {
+                    last.step = gap;
+                    last.last = first.last;
+                    rest = &rest[1..];
+                }
+            }
+            self.ranges.extend_from_slice(rest);
             return;
         }
         let all: Vec<u32> = self.iter().chain(other.iter()).collect();
@@ -464,6 +476,19 @@ mod tests {
         let back: IndexSet =
             serde_json::from_str(&serde_json::to_string(&good).expect("json")).expect("parse");
         assert_eq!(back, good);
+    }
+
+    #[test]
+    fn extending_past_the_end_joins_the_ranges_that_meet() {
+        let mut s = set("7");
+        s.extend(&set("8-9"));
+        assert_eq!(s.to_string(), "7-9");
+        let mut s = set("1-5:2");
+        s.extend(&set("7-11:2,20"));
+        assert_eq!(s.to_string(), "1-11:2,20");
+        let mut s = set("1-3");
+        s.extend(&set("5-9:2"));
+        assert_eq!(s.iter().collect::<Vec<_>>(), [1, 2, 3, 5, 7, 9]);
     }
 
     proptest! {

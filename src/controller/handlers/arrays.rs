@@ -434,6 +434,13 @@ mod tests {
         };
         assert!(message.contains("1_7 was cancelled before it started"), "{message}");
         assert!(message.contains("array 1 has no task 42"), "{message}");
+        // History has a line for the task cancelled before it started, beside the one that ran.
+        let history: Vec<(String, String)> =
+            c.history(10).iter().map(|j| (j.label(), j.state.clone())).collect();
+        assert_eq!(
+            history,
+            [("1_1".into(), "CANCELLED".into()), ("1_7".into(), "CANCELLED".into())]
+        );
         // A later pass starts task 6 in task 1's place, never task 7.
         let s = starts(&c.schedule(3));
         assert_eq!(c.job(s[0].1).and_then(|j| j.task).map(|t| t.index), Some(6));
@@ -446,6 +453,8 @@ mod tests {
         let p = c.array_progress(1).expect("progress");
         assert_eq!((p.total, p.cancelled, p.completed), (10, 10, 0));
         assert_eq!(c.job(1).expect("array").state, JobState::Cancelled);
+        let history: Vec<String> = c.history(20).iter().map(|j| j.label()).collect();
+        assert_eq!(history.last().map(String::as_str), Some("1_[7-9]"), "one line: {history:?}");
     }
 
     #[test]

@@ -46,8 +46,12 @@ impl Cluster {
                 Decision::Wait { job, reason, .. } => {
                     let text = self.release_reason(job).unwrap_or_else(|| reason.to_string());
                     // An `aftercorr` array whose last free index just started waits again.
-                    let blocked = self.jobs.get(&job).is_some_and(|j| self.dependency_blocked(j));
-                    let text = if blocked { super::dependencies::DEPENDENCY.into() } else { text };
+                    let blocked = self.jobs.get(&job).filter(|j| self.dependency_blocked(j));
+                    let text = match blocked {
+                        Some(j) if j.reason.starts_with("Dependency") => j.reason.clone(),
+                        Some(_) => super::dependencies::DEPENDENCY.into(),
+                        None => text,
+                    };
                     if let Some(j) = self.jobs.get_mut(&job) {
                         // Reasons are recomputed after a restart; no need to write each change.
                         j.reason = text;

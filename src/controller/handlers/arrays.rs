@@ -48,8 +48,10 @@ impl Cluster {
 
     /// The scheduler started a task of array `array` as job `task`: the task becomes a job
     /// of its own (the array's lowest pending index, its request, a row of its own), ready
-    /// for its start to be recorded. `false` (and the scheduler's booking undone) if the
-    /// array has no pending task, which only a bug could cause.
+    /// for its start to be recorded. An array waiting `aftercorr` gives its lowest index free
+    /// to start instead (`handlers::dependencies`). `false` (and the scheduler's booking undone)
+    /// if there is none: for an `aftercorr` array, a pass that started more tasks than were
+    /// free (it waits again); otherwise only a bug could cause it.
     pub(super) fn split_task(&mut self, array: JobId, task: JobId, now: u64) -> bool {
         let next = self.next_task_index(array, now);
         let split = self.jobs.get_mut(&array).and_then(|a| {

@@ -110,6 +110,8 @@ pub struct RankIdentity<'a> {
     pub node_id: u32,
     pub nnodes: u32,
     pub nodelist: &'a str,
+    /// The global ranks on this node (Slurm's `SLURM_GTIDS`).
+    pub node_ranks: &'a [u32],
 }
 
 /// The job variables of one rank (PMI connection variables are added by the PMI server).
@@ -129,6 +131,12 @@ pub fn rank_variables(id: &RankIdentity<'_>) -> Vec<(&'static str, String)> {
         ("PMI_SIZE", id.size.to_string()),
     ]
 }
+
+/// The variable that holds a task's own pid (Slurm's), filled in by the started process.
+pub const TASK_PID: &str = "SLURM_TASK_PID";
+
+/// Its value until then: room for any pid (`/proc/sys/kernel/pid_max` is at most 2^22).
+pub const TASK_PID_SLOT: &str = "0000000000";
 
 /// A rank's whole environment: the base, its job variables, its PMI connection, its binding.
 ///
@@ -165,6 +173,10 @@ pub fn rank_environment(
         extra.push(("SLURM_PROCID", id.rank.to_string()));
         extra.push(("SLURM_LOCALID", id.local_rank.to_string()));
         extra.push(("SLURM_NODEID", id.node_id.to_string()));
+        let gtids: Vec<String> = id.node_ranks.iter().map(u32::to_string).collect();
+        extra.push(("SLURM_GTIDS", gtids.join(",")));
+        // The task's own pid, which only the started process knows: spawn.rs writes it here.
+        extra.push((TASK_PID, TASK_PID_SLOT.to_string()));
     }
     if !env.iter().any(|(n, _)| n == "OMP_NUM_THREADS") {
         extra.push(("OMP_NUM_THREADS", cpus_per_task.to_string()));

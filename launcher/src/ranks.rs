@@ -202,6 +202,7 @@ pub async fn start(
             node_id: launch.node_id,
             nnodes: launch.nnodes,
             nodelist: launch.nodelist,
+            node_ranks: launch.ranks,
         };
         let mut access = pmi.connect(rank);
         if launch.base_env.iter().any(|(name, _)| name == MPICH_PMI_VERSION) {

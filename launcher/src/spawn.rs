@@ -168,6 +168,9 @@ struct ChildPlan {
     /// Owns what `envp_ptrs` points to.
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
+    /// Where the child writes its pid, NUL-terminated, inside the task-pid variable's buffer
+    /// (owned by `spawn_rank`'s `task_pid`, alive until the child has exec'd).
+    task_pid_digits: Option<*mut u8>,
     cwd: Option<CString>,
     stdin: Option<RawFd>,
     stdout: Option<RawFd>,
@@ -250,9 +253,23 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
         .chain(rank.args)
         .map(|a| cstring(a.as_bytes()))
         .collect::<io::Result<_>>()?;
+    // The task-pid variable's value is written by the child itself (its pid is known only
+    // there): a buffer of its own with room for any pid, pointed at from envp like the rest.
+    let is_task_pid = |k: &OsString, v: &OsString| {
+        k.as_bytes() == crate::rank_env::TASK_PID.as_bytes()
+            && v.as_bytes() == crate::rank_env::TASK_PID_SLOT.as_bytes()
+    };
+    let mut task_pid = rank.env.iter().any(|(k, v)| is_task_pid(k, v)).then(|| {
+        let mut kv = format!("{}={}", crate::rank_env::TASK_PID, crate::rank_env::TASK_PID_SLOT)
+            .into_bytes();
+        kv.push(0);
+        kv
+    });
+    let task_pid_kv: Option<*mut u8> = task_pid.as_mut().map(|kv| kv.as_mut_ptr());
     let envp: Vec<CString> = rank
         .env
         .iter()
+        .filter(|(k, v)| !is_task_pid(k, v))
         .map(|(k, v)| {
             let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
             kv.extend_from_slice(k.as_bytes());
@@ -272,8 +289,12 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
         envp_ptrs: envp
             .iter()
             .map(|e| e.as_ptr())
+            .chain(task_pid_kv.map(|kv| kv.cast_const().cast()))
             .chain(std::iter::once(std::ptr::null()))
             .collect(),
+        // SAFETY: the buffer holds the name, '=' and the slot: the offset stays inside it.
+        task_pid_digits: task_pid_kv
+            .map(|kv| unsafe { kv.add(crate::rank_env::TASK_PID.len() + 1) }),
         _envp: envp,
         cwd: rank.cwd.map(|d| cstring(d.as_os_str().as_bytes())).transpose()?,
         stdin: stdin_child.as_ref().map(|fd| fd.as_raw_fd()),
@@ -432,8 +453,36 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         {
             fail(plan, SetupStep::MemoryBinding);
         }
+        if let Some(digits) = plan.task_pid_digits {
+            write_pid(digits, libc::getpid());
+        }
         libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
         fail(plan, SetupStep::Exec)
+    }
+}
+
+/// Writes `pid` in decimal at `at`, then a NUL: at most 11 bytes, which the slot holds.
+///
+/// # Safety
+/// `at` points to at least 11 writable bytes. Async-signal-safe: no allocation.
+unsafe fn write_pid(at: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; 10];
+    let mut n = pid.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    // SAFETY: the caller gives 11 bytes; len <= 10.
+    unsafe {
+        for (i, d) in digits[..len].iter().rev().enumerate() {
+            *at.add(i) = *d;
+        }
+        *at.add(len) = 0;
     }
 }
 

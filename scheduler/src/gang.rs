@@ -258,6 +258,9 @@ pub(crate) fn select<V: GangView + ?Sized>(
             return None;
         }
     }
+    // In partition order, as Slurm lists a job's nodes: rank 0 on the first, and the node list
+    // (`node[1-3]`, never `node[3,1-2]`) reads the same whichever node was chosen first.
+    chosen.sort_unstable_by_key(|&(pos, _)| pos);
     // Every node gets one task (a gang node runs something), then fill in order.
     let mut left = shape.ntasks.checked_sub(chosen.len() as u32)?;
     let mut counts: Vec<(usize, u32)> = Vec::with_capacity(chosen.len());

@@ -65,6 +65,13 @@ impl Cluster {
             env.push(("SLURM_CPUS_ON_NODE".into(), g.cpus.len().to_string()));
         }
         env.push(("GANGWAY_NODEID".into(), node_id));
+        if self.config.slurm_env && first && job.sub.kind == JobKind::Batch {
+            // Slurm runs the script as task 0 of its batch step. (`SLURM_TASK_PID`, its pid, is
+            // not set: the agent starts the script.) Steps the script starts set their own.
+            for name in ["SLURM_PROCID", "SLURM_LOCALID", "SLURM_GTIDS"] {
+                env.push((name.into(), "0".into()));
+            }
+        }
         let batch = (first && job.sub.kind == JobKind::Batch).then(|| {
             let task = task_ids(job);
             let vars = gangway_launcher::output::BatchPatternVars {

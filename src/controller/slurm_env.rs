@@ -42,9 +42,12 @@ pub fn job_variables(job: &Job, nodelist: &str, cluster: &str) -> Vec<(String, S
         ("SLURM_SUBMIT_DIR", job.sub.cwd.clone()),
         ("SLURM_JOB_PARTITION", job.partition.clone()),
         ("SLURM_CLUSTER_NAME", cluster.to_string()),
-        ("SLURM_RESTART_COUNT", (job.attempt.saturating_sub(1)).to_string()),
         ("SLURM_JOB_NUM_TASKS", job.ntasks().to_string()),
     ];
+    // As Slurm: only once the job was requeued (a script tests `-n "$SLURM_RESTART_COUNT"`).
+    if job.attempt > 1 {
+        vars.push(("SLURM_RESTART_COUNT", (job.attempt - 1).to_string()));
+    }
     // As Slurm: these only when the job asked (scripts test them with ${VAR:-default}).
     if let Some(c) = shape.cpus_per_task {
         vars.push(("SLURM_CPUS_PER_TASK", c.to_string()));
@@ -114,7 +117,6 @@ mod launch_tests {
             ("SLURM_CPUS_PER_TASK", "1"),
             ("SLURM_JOB_PARTITION", "batch"),
             ("SLURM_CLUSTER_NAME", "t"),
-            ("SLURM_RESTART_COUNT", "0"),
             ("SLURM_SUBMIT_DIR", "/tmp"),
             ("SLURM_SUBMIT_HOST", "login1"),
             ("SLURM_NODEID", "1"),
@@ -123,6 +125,8 @@ mod launch_tests {
             assert_eq!(value(env, name), Some(want), "{name}");
         }
         assert_eq!(value(env, "SLURM_NTASKS_PER_NODE"), None, "not asked for");
+        assert_eq!(value(env, "SLURM_RESTART_COUNT"), None, "never requeued");
+        assert_eq!(value(env, "GANGWAY_RESTART_COUNT"), Some("0"));
     }
 
     #[test]

@@ -192,7 +192,11 @@ impl Job {
         let s = &self.sub.shape;
         let mut r = JobRequest::new();
         r.min_nodes = s.min_nodes.unwrap_or(1);
-        r.max_nodes = s.max_nodes;
+        // `-n N` alone spans as many nodes as its tasks need, as in Slurm (at most one per task).
+        r.max_nodes = match (s.min_nodes, s.ntasks, s.ntasks_per_node) {
+            (None, Some(n), None) => Some(n),
+            _ => s.max_nodes,
+        };
         r.ntasks = s.ntasks;
         r.ntasks_per_node = s.ntasks_per_node;
         r.cpus_per_task = s.cpus_per_task.unwrap_or(1);

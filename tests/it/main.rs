@@ -27,5 +27,6 @@ mod scheduling;
 mod signals;
 mod simulate;
 mod slurm;
+mod slurm_compare;
 mod support;
 mod usage;

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::scontrol::exit_code;
+use super::scontrol::{batch_exit_code, exit_code};
 use super::time::{elapsed, local, parse as parse_time};
 use super::{current_user, list, parse};
 use crate::cli::accounting;
@@ -404,6 +404,7 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
         }
         "AllocCPUS" | "ReqCPUS" => j.cpus.to_string(),
         "State" => j.state.clone(),
+        "ExitCode" if line.batch_step => batch_exit_code(j),
         "ExitCode" => exit_code(j),
         "Elapsed" => elapsed(run),
         "ElapsedRaw" => run.to_string(),

@@ -191,7 +191,19 @@ fn hostlist(nodes: &[String]) -> String {
 }
 
 /// Slurm's `ExitCode=code:signal`.
+///
+/// A job that its time limit or a cancel ended is `0:0` as in Slurm (whose job record keeps no
+/// code then); the signal that ended its script shows on the `.batch` line
+/// ([`batch_exit_code`]).
 pub fn exit_code(j: &JobInfo) -> String {
+    match j.exit_code {
+        Some(c) if c > 128 && matches!(j.state.as_str(), "CANCELLED" | "TIMEOUT") => "0:0".into(),
+        _ => batch_exit_code(j),
+    }
+}
+
+/// The batch script's `code:signal`.
+pub fn batch_exit_code(j: &JobInfo) -> String {
     match j.exit_code {
         Some(c) if c > 128 && matches!(j.state.as_str(), "CANCELLED" | "TIMEOUT") => {
             format!("0:{}", c - 128)

@@ -30,6 +30,8 @@ pub struct JobSpec {
     pub output: Option<String>,
     /// `--error` file pattern.
     pub error: Option<String>,
+    /// Open the output files for appending (`--open-mode=append`), not truncated.
+    pub append_output: bool,
     pub input: InputMode,
     pub kill_on_bad_exit: bool,
     pub time_limit: Option<Duration>,

@@ -23,7 +23,7 @@ pub struct OutputRoutes {
 }
 
 impl OutputRoutes {
-    /// Opens (creates or truncates) every file the job's patterns name. `placement` (the node id
+    /// Opens (creates, and truncates unless `append_output`) every file the job's patterns name. `placement` (the node id
     /// of every rank and the nodes' names) gives `%n` and `%N` their rank's node; without it
     /// every rank runs here, on node 0.
     pub fn open(
@@ -49,7 +49,12 @@ impl OutputRoutes {
             if let Some(&dest) = by_path.get(&path) {
                 return Ok(dest);
             }
-            let file = File::create(&path)
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .append(spec.append_output)
+                .truncate(!spec.append_output)
+                .open(&path)
                 .map_err(|source| LaunchError::OutputFile { path: path.clone(), source })?;
             files.push(file);
             let dest = files.len() + 1;

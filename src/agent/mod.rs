@@ -254,9 +254,11 @@ fn handle(
                             );
                         }
                     }
+                    // The steps' tasks and what they started, not the steps' proxies (the
+                    // leaders of the other sessions).
                     SignalTarget::Steps => {
                         for sid in j.sessions.iter().filter(|s| Some(**s) != script) {
-                            process::signal_session(*sid, signal.get());
+                            process::signal_session_but_leader(*sid, signal.get());
                         }
                     }
                 }

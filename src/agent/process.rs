@@ -198,6 +198,16 @@ pub fn session_of(pid: i32) -> Option<u32> {
 /// Sends `signal` to every process of the session `sid` (a job's script or proxy and all it
 /// started, whatever process groups they made). Returns how many were signalled.
 pub fn signal_session(sid: u32, signal: Signal) -> usize {
+    signal_session_members(sid, signal, true)
+}
+
+/// [`signal_session`] without its leader: a step's proxy, which the signal would end (it
+/// handles none of what `--signal` sends) while its tasks, who are meant to get it, carry on.
+pub fn signal_session_but_leader(sid: u32, signal: Signal) -> usize {
+    signal_session_members(sid, signal, false)
+}
+
+fn signal_session_members(sid: u32, signal: Signal, leader_too: bool) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
     let mut n = 0;
     for entry in dir.flatten() {
@@ -211,6 +221,7 @@ pub fn signal_session(sid: u32, signal: Signal) -> usize {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // state ppid pgrp session ...
         if fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(sid)
+            && (leader_too || pid as u32 != sid)
             && kill(Pid::from_raw(pid), signal).is_ok()
         {
             n += 1;

@@ -35,6 +35,8 @@ command exits (exit code: the command's), or earlier if it is cancelled (118) or
 pub struct AllocArgs {
     #[command(flatten)]
     pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub extras: crate::cli::job_extras::JobExtras,
     /// No progress display while waiting.
     #[arg(short = 'Q', long)]
     pub quiet: bool,
@@ -83,8 +85,8 @@ pub fn main(args: AllocArgs) -> Result<u8, CliError> {
         umask: Some(submitter_umask()),
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
-        end_handling: Default::default(),
-        constraint: None,
+        end_handling: args.extras.end_handling(),
+        constraint: args.extras.constraint.clone(),
         begin: None,
         comment: None,
         dependency: job_shape.dependency.clone(),

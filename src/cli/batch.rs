@@ -359,7 +359,7 @@ const ACTIVE_STATES: &[&str] = &["PENDING", "RUNNING"];
 
 /// `--mail-type`'s list, as one value.
 #[derive(Debug, Clone)]
-pub struct MailTypes(Vec<MailEvent>);
+pub struct MailTypes(pub Vec<MailEvent>);
 
 /// `--open-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -18,6 +18,7 @@ pub mod error;
 pub mod flag_values;
 pub mod history;
 pub mod hold;
+pub mod job_extras;
 pub mod keygen;
 pub mod nodes;
 pub mod ok_reply;

@@ -289,3 +289,87 @@ fn open_mpi_mpirun_inside_a_job_starts_its_daemons_on_the_right_nodes_through_sr
     m.wait_done(&[id], Duration::from_secs(60));
     assert_eq!(m.output_of(id), "rc=0\nnode1\nnode2\nnode3\n", "{}", m.logs());
 }
+
+#[test]
+fn srun_and_salloc_jobs_take_signal_mail_constraint_and_open_mode() {
+    let mail_dir = crate::support::scratch();
+    let mailed = mail_dir.path().join("mailed");
+    let program = mail_dir.path().join("mail");
+    std::fs::write(&program, format!("#!/bin/sh\necho \"$*\" >> {}\n", mailed.display())).unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let setup = crate::controlled::Setup {
+        config: format!(
+            "mail_program = \"{}\"\n[node.node2]\nfeatures = [\"ib\"]\n",
+            program.display()
+        ),
+        ..Default::default()
+    };
+    let Some(m) = Managed::up_with(2, setup) else { return };
+    let (_dir, path) = slurm_path(&m);
+    // The trap ends the wait; the task says when, and where it ran.
+    let task = "trap 'echo USR1 on $(hostname) after $SECONDS s' USR1; sleep 20 & wait; echo done";
+
+    // srun, a job of its own: on the node with the feature, warned 3 s before its 6 s limit,
+    // mailed at its end, its output appended to across two runs.
+    for _ in 0..2 {
+        let out = slurm(
+            &m,
+            &path,
+            "srun",
+            &["-C", "ib", "-t", "0:06", "--signal=USR1@3", "--mail-type=END"]
+                .into_iter()
+                .chain(["--mail-user=ann@example.org", "--open-mode=append", "-o", "srun.out"])
+                .chain(["bash", "-c", task])
+                .collect::<Vec<_>>(),
+        );
+        assert!(out.status.success(), "{}\n{}", text(&out), m.logs());
+    }
+    let printed = std::fs::read_to_string(m.dir.join("srun.out")).unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 4, "two runs appended: {printed}");
+    for pair in lines.chunks(2) {
+        let secs: u64 = pair[0]
+            .strip_prefix("USR1 on node2 after ")
+            .and_then(|s| s.strip_suffix(" s"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{printed}"));
+        assert!((2..=5).contains(&secs), "warned 3 s before the 6 s limit: {printed}");
+        assert_eq!(pair[1], "done", "{printed}");
+    }
+    wait_until("two end mails", Duration::from_secs(5), || {
+        std::fs::read_to_string(&mailed).unwrap_or_default().lines().count() == 2
+    });
+    let mails = std::fs::read_to_string(&mailed).unwrap();
+    assert!(
+        mails.lines().all(|l| l.contains("Ended") && l.ends_with("ann@example.org")),
+        "{mails}"
+    );
+
+    // salloc: the same warning reaches the steps running in the allocation.
+    std::fs::write(m.dir.join("task.sh"), task).unwrap();
+    let inside = format!("srun bash {}", m.dir.join("task.sh").display());
+    let out = slurm(
+        &m,
+        &path,
+        "salloc",
+        &["-Q", "--constraint=ib", "-t", "0:06", "--signal=R:USR1@3", "--", "sh", "-c", &inside],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.starts_with("USR1 on node2 after "), "{}", text(&out));
+
+    // B: has no batch shell to reach; a step refuses the job's own flags by name.
+    let out = slurm(&m, &path, "srun", &["--signal=B:USR1@3", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("B: signals a batch job's shell"), "{}", text(&out));
+    let mut step = Command::new("srun");
+    step.env("PATH", &path)
+        .env("GANGWAY_JOB_ID", "999")
+        .env("GANGWAY_CONTROLLER", m.dir.join("ctl.sock"))
+        .args(["--signal=USR1@3", "true"])
+        .stdin(Stdio::null());
+    let out = step.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--signal is for a job of its own"), "{}", text(&out));
+}

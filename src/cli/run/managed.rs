@@ -164,6 +164,11 @@ fn wait_requeued(client: &mut Client) -> Option<u32> {
 
 /// `gangway run` inside job `job`: a step on (part of) its allocation.
 pub fn run_in_job(request: RunRequest, job: JobId) -> Result<u8, CliError> {
+    if let Some(flag) = request.cluster.extras.given() {
+        return Err(CliError::Usage(format!(
+            "{flag} is for a job of its own: a step of job {job} runs under the job's (give it to sbatch or salloc)"
+        )));
+    }
     let mut client = Client::connect()?;
     let grant = ask_step(&mut client, &request, job, request.ntasks_given)?;
     let code = launch(request, &grant, &[]);
@@ -225,8 +230,8 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
         umask: Some(submitter_umask()),
         // Held by this connection: a second connection could not take the job over anyway.
         idempotency_key: None,
-        end_handling: Default::default(),
-        constraint: None,
+        end_handling: flags.extras.end_handling(),
+        constraint: flags.extras.constraint.clone(),
         begin: None,
         comment: None,
         dependency: shape.dependency.clone(),

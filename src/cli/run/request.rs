@@ -267,6 +267,13 @@ pub struct RunArgs {
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Output and error files: truncate (default) or append.
+    #[arg(long, value_name = "MODE")]
+    pub open_mode: Option<crate::cli::batch::OpenMode>,
+
+    #[command(flatten)]
+    pub extras: crate::cli::job_extras::JobExtras,
+
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM [ARGS]...")]
     pub command: Vec<OsString>,
@@ -328,6 +335,8 @@ pub struct ClusterFlags {
     pub time: Option<TimeLimit>,
     pub dependency: Option<crate::protocol::dependency::Dependency>,
     pub kill_on_invalid_dep: Option<bool>,
+    /// `--signal`, `--mail-type`/`--mail-user`, `--constraint`: for a job of its own only.
+    pub extras: crate::cli::job_extras::JobExtras,
 }
 
 impl RunArgs {
@@ -476,6 +485,7 @@ impl RunArgs {
             label: self.label,
             output: self.output,
             error: self.error,
+            append_output: self.open_mode == Some(crate::cli::batch::OpenMode::Append),
             input,
             kill_on_bad_exit,
             time_limit: time.and_then(TimeLimit::duration),
@@ -504,6 +514,7 @@ impl RunArgs {
             time,
             dependency: self.dependency,
             kill_on_invalid_dep: self.kill_on_invalid_dep,
+            extras: self.extras,
         };
         Ok(RunRequest {
             spec,

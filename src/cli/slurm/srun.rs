@@ -70,7 +70,7 @@ fn takes_value(flag: &OsString) -> bool {
         return false;
     }
     const SHORT: &[&str] =
-        &["-n", "-N", "-c", "-o", "-e", "-i", "-t", "-m", "-p", "-w", "-x", "-J", "-D", "-d"];
+        &["-n", "-N", "-c", "-o", "-e", "-i", "-t", "-m", "-p", "-w", "-x", "-J", "-D", "-d", "-C"];
     SHORT.contains(&f.as_ref())
         || (f.starts_with("--")
             && !matches!(

@@ -92,21 +92,52 @@ pub struct StepRecord {
     pub start: u64,
     /// When it ended, and its exit code when its launcher said it.
     pub end: Option<(u64, Option<i32>)>,
+    /// Where it ran (absent from the records of older controllers).
+    pub placed: Option<StepPlace>,
+}
+
+/// A step's nodes, CPUs and tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepPlace {
+    pub nodelist: String,
+    pub nnodes: usize,
+    pub cpus: u32,
+    pub tasks: u32,
+}
+
+/// `N on LIST cpus C tasks T` (or `N` alone, as older controllers wrote it).
+fn step_head(head: &str) -> Option<(u32, Option<StepPlace>)> {
+    let words: Vec<&str> = head.split(' ').collect();
+    let step = words.first()?.parse().ok()?;
+    let placed = match words[..] {
+        [_, "on", list, "cpus", cpus, "tasks", tasks] => Some(StepPlace {
+            nodelist: list.to_string(),
+            nnodes: gangway_launcher::nodes::hostlist::expand(list).map_or(1, |n| n.len()),
+            cpus: cpus.parse().ok()?,
+            tasks: tasks.parse().ok()?,
+        }),
+        _ => None,
+    };
+    Some((step, placed))
 }
 
 /// The steps in a job's events (`step` and `step_end`, see `handlers::client`).
 pub fn steps_of(events: &[(u64, String, String)]) -> Vec<StepRecord> {
     let mut steps: Vec<StepRecord> = Vec::new();
     for (time, kind, detail) in events {
-        let Some((number, rest)) = detail.strip_prefix("step ").and_then(|d| d.split_once(": "))
+        let Some((head, rest)) = detail.strip_prefix("step ").and_then(|d| d.split_once(": "))
         else {
             continue;
         };
-        let Ok(step) = number.parse::<u32>() else { continue };
+        let Some((step, placed)) = step_head(head) else { continue };
         match kind.as_str() {
-            "step" => {
-                steps.push(StepRecord { step, command: rest.into(), start: *time, end: None })
-            }
+            "step" => steps.push(StepRecord {
+                step,
+                command: rest.into(),
+                start: *time,
+                end: None,
+                placed,
+            }),
             "step_end" => {
                 if let Some(s) = steps.iter_mut().rev().find(|s| s.step == step && s.end.is_none())
                 {
@@ -363,7 +394,10 @@ fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
         "UID" => j.uid.to_string(),
         "WorkDir" => j.cwd.clone(),
         "TotalCPU" | "MaxRSS" => usage_field(j, Some(&format!("step {}", s.step)), field),
-        // Which nodes and CPUs a step had is not recorded (yet).
+        "NodeList" => s.placed.as_ref().map(|p| p.nodelist.clone()).unwrap_or_default(),
+        "NNodes" => s.placed.as_ref().map(|p| p.nnodes.to_string()).unwrap_or_default(),
+        "AllocCPUS" => s.placed.as_ref().map(|p| p.cpus.to_string()).unwrap_or_default(),
+        "NTasks" => s.placed.as_ref().map(|p| p.tasks.to_string()).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -573,7 +607,7 @@ mod tests {
     #[test]
     fn steps_come_from_the_jobs_events() {
         let events: Vec<(u64, String, String)> = [
-            (2_000, "step", "step 0: /opt/bin/hello -x"),
+            (2_000, "step", "step 0 on node[1-2] cpus 4 tasks 2: /opt/bin/hello -x"),
             (3_000, "step", "step 1: hostname"),
             (5_000, "step_end", "step 0: exit 0"),
             (6_000, "step_end", "step 1: exit 137"),
@@ -599,6 +633,15 @@ mod tests {
             out,
             "7.0|hello|COMPLETED|0:0|00:00:03\n7.1|hostname|FAILED|0:9|00:00:03\n7.2|sleep|CANCELLED|0:0|00:00:01\n"
         );
+        // Where each ran, when the controller recorded it (older records did not).
+        let out = render(
+            "JobID,NodeList,NNodes,AllocCPUS,NTasks",
+            &lines,
+            Layout::Parsable { trailing: false },
+            false,
+            0,
+        );
+        assert_eq!(out, "7.0|node[1-2]|2|4|2\n7.1||||\n7.2||||\n");
     }
 
     #[test]
@@ -624,6 +667,7 @@ mod tests {
             command: "app".into(),
             start: 1_000,
             end: Some((2_000, Some(0))),
+            placed: None,
         };
         let lines = [
             Line { job: &j, batch_step: false, step: None },

@@ -1,5 +1,6 @@
 //! `sinfo`: the nodes (`Request::Nodes`, as `gangway nodes` asks) grouped by partition and state,
-//! or one line per node (`-N`), in Slurm's formats (`-o`, `-l`, `-p`, `-h`, `--json`).
+//! or one line per node (`-N`), per partition (`-s`) or per reason (`-R`), in Slurm's formats
+//! (`-o`, `-l`, `-p`, `-h`, `--json`).
 
 use std::ffi::OsString;
 
@@ -18,6 +19,23 @@ pub const LONG: &str = "%#P %.5a %.10l %.6D %.11T %N";
 pub const NODES: &str = "%#N %.6D %#P %6t";
 /// `-N -l`.
 pub const NODES_LONG: &str = "%#N %.6D %#P %.11T %.4c %.6m %.8O %E";
+/// `-s`: one line per partition, its nodes counted by state.
+pub const SUMMARY: &str = "%#P %.5a %.10l %.16F  %N";
+/// `-R`: why nodes are down or drained, one line per reason.
+pub const REASONS: &str = "%20E %9u %19H %N";
+
+/// How nodes make a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Per partition and state (the default).
+    State,
+    /// One per node and partition (`-N`).
+    Node,
+    /// One per partition (`-s`).
+    Partition,
+    /// Down, drained and draining nodes per reason (`-R`).
+    Reason,
+}
 
 /// sinfo's flags.
 #[derive(Debug, Args)]
@@ -46,6 +64,12 @@ pub struct SinfoArgs {
     /// Every partition (all are shown anyway).
     #[arg(short = 'a', long)]
     all: bool,
+    /// One line per partition: its nodes allocated/idle/other/total.
+    #[arg(short = 's', long = "summarize")]
+    summarize: bool,
+    /// Why nodes are down, drained or draining.
+    #[arg(short = 'R', long = "list-reasons")]
+    list_reasons: bool,
     /// JSON: the nodes as the controller reports them.
     #[arg(long)]
     json: bool,
@@ -94,16 +118,27 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         return Ok(());
     }
     let partitions = args.partition.as_deref().map(list);
+    let grouping = if args.list_reasons {
+        Grouping::Reason
+    } else if args.node {
+        Grouping::Node
+    } else if args.summarize {
+        Grouping::Partition
+    } else {
+        Grouping::State
+    };
     let format = args.format.clone().unwrap_or_else(|| {
-        match (args.node, args.long) {
-            (false, false) => DEFAULT,
-            (false, true) => LONG,
-            (true, false) => NODES,
-            (true, true) => NODES_LONG,
+        match (grouping, args.long) {
+            (Grouping::Reason, _) => REASONS,
+            (Grouping::Partition, _) => SUMMARY,
+            (Grouping::State, false) => DEFAULT,
+            (Grouping::State, true) => LONG,
+            (Grouping::Node, false) => NODES,
+            (Grouping::Node, true) => NODES_LONG,
         }
         .to_string()
     });
-    print!("{}", render(&nodes, &format, partitions.as_deref(), args.node, !args.noheader));
+    print!("{}", render(&nodes, &format, partitions.as_deref(), grouping, !args.noheader));
     Ok(())
 }
 
@@ -121,12 +156,45 @@ pub fn short(state: &str) -> &'static str {
     }
 }
 
-/// The rows: per partition (in first-seen order), nodes grouped by state, or one per node.
+/// Whether a node is out of service (what `-R` lists, and the O of `%F`'s A/I/O/T).
+fn out_of_service(n: &NodeInfo) -> bool {
+    matches!(short(&n.state), "down" | "drain" | "drng" | "unk")
+}
+
+/// Why a node is as it is: its recorded reason, else Slurm's words for a node that went away.
+fn reason(n: &NodeInfo) -> String {
+    match &n.reason {
+        Some(r) => r.clone(),
+        None if short(&n.state) == "down" => "Not responding".into(),
+        None => "none".into(),
+    }
+}
+
+/// The rows: per partition (in first-seen order), nodes grouped by state (or all of the
+/// partition's together), or one per node; or the out-of-service nodes per reason.
 pub fn rows<'a>(
     nodes: &'a [NodeInfo],
     partitions: Option<&[String]>,
-    per_node: bool,
+    grouping: Grouping,
 ) -> Vec<Row<'a>> {
+    if grouping == Grouping::Reason {
+        let mut groups: Vec<(String, Vec<&NodeInfo>)> = Vec::new();
+        for n in nodes.iter().filter(|n| out_of_service(n)) {
+            if partitions.is_some_and(|w| !n.partitions.iter().any(|p| w.contains(p))) {
+                continue;
+            }
+            let reason = reason(n);
+            match groups.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, g)) => g.push(n),
+                None => groups.push((reason, vec![n])),
+            }
+        }
+        return groups
+            .into_iter()
+            .map(|(_, nodes)| Row { partition: String::new(), nodes })
+            .collect();
+    }
+    let per_node = grouping == Grouping::Node;
     let mut names: Vec<String> = Vec::new();
     for n in nodes {
         for p in &n.partitions {
@@ -145,6 +213,11 @@ pub fn rows<'a>(
         return rows;
     }
     for p in names {
+        if grouping == Grouping::Partition {
+            let nodes = nodes.iter().filter(|n| n.partitions.contains(&p)).collect();
+            rows.push(Row { partition: p.clone(), nodes });
+            continue;
+        }
         let mut groups: Vec<(&str, Vec<&NodeInfo>)> = Vec::new();
         for n in nodes.iter().filter(|n| n.partitions.contains(&p)) {
             match groups.iter_mut().find(|(s, _)| *s == short(&n.state)) {
@@ -162,10 +235,10 @@ pub fn render(
     nodes: &[NodeInfo],
     format_text: &str,
     partitions: Option<&[String]>,
-    per_node: bool,
+    grouping: Grouping,
     header: bool,
 ) -> String {
-    let rows = rows(nodes, partitions, per_node);
+    let rows = rows(nodes, partitions, grouping);
     let mut text = format_text.to_string();
     for letter in ['P', 'N'] {
         let widest = rows
@@ -200,6 +273,9 @@ fn heading(c: char) -> &'static str {
         'e' => "FREE_MEM",
         'O' => "CPU_LOAD",
         'E' => "REASON",
+        'F' => "NODES(A/I/O/T)",
+        'u' => "USER",
+        'H' => "TIMESTAMP",
         'G' => "GRES",
         _ => "N/A",
     }
@@ -241,10 +317,19 @@ fn value(r: &Row<'_>, key: &Key) -> String {
         'O' => {
             first.and_then(|n| n.load).map(|l| format!("{l:.2}")).unwrap_or_else(|| "N/A".into())
         }
-        'E' => first.and_then(|n| n.reason.clone()).unwrap_or_else(|| "none".into()),
+        'E' => first.map(|n| reason(n)).unwrap_or_default(),
         'G' => first
             .map(|n| if n.gpus > 0 { format!("gpu:{}", n.gpus) } else { "(null)".into() })
             .unwrap_or_default(),
+        'F' => {
+            let other = r.nodes.iter().filter(|n| out_of_service(n)).count();
+            let idle =
+                r.nodes.iter().filter(|n| matches!(short(&n.state), "idle" | "idle*")).count();
+            let total = r.nodes.len();
+            format!("{}/{idle}/{other}/{total}", total - idle - other)
+        }
+        // Who set a reason, and when, is not recorded.
+        'u' | 'H' => "Unknown".into(),
         _ => "N/A".into(),
     }
 }
@@ -280,18 +365,41 @@ mod tests {
 
     #[test]
     fn partitions_grouped_by_state() {
-        insta::assert_snapshot!(render(&cluster(), DEFAULT, None, false, true));
+        insta::assert_snapshot!(render(&cluster(), DEFAULT, None, Grouping::State, true));
     }
 
     #[test]
     fn node_oriented_long() {
-        insta::assert_snapshot!(render(&cluster(), NODES_LONG, None, true, true));
+        insta::assert_snapshot!(render(&cluster(), NODES_LONG, None, Grouping::Node, true));
     }
 
     #[test]
     fn custom_format_and_partition_filter() {
-        let out = render(&cluster(), "%P|%D|%t|%N", Some(&["batch".to_string()]), false, false);
+        let batch = ["batch".to_string()];
+        let out = render(&cluster(), "%P|%D|%t|%N", Some(&batch), Grouping::State, false);
         assert_eq!(out, "batch|2|alloc|node[1-2]\nbatch|1|idle|node3\n");
-        assert_eq!(render(&cluster(), "%P", Some(&["gpu".to_string()]), false, false), "");
+        let gpu = ["gpu".to_string()];
+        assert_eq!(render(&cluster(), "%P", Some(&gpu), Grouping::State, false), "");
+    }
+
+    #[test]
+    fn summary_and_reasons() {
+        let mut nodes = cluster();
+        nodes.push(node("node4", "DRAINED", 0));
+        nodes[3].reason = Some("disk swap".into());
+        nodes.push(node("node5", "DOWN", 0));
+        nodes.push(node("node6", "DRAINING", 2));
+        nodes[5].reason = Some("disk swap".into());
+        assert_eq!(
+            render(&nodes, SUMMARY, None, Grouping::Partition, true),
+            "PARTITION AVAIL  TIMELIMIT   NODES(A/I/O/T)  NODELIST\n\
+             batch        up   infinite          2/1/3/6  node[1-6]\n"
+        );
+        assert_eq!(
+            render(&nodes, REASONS, None, Grouping::Reason, true),
+            "REASON               USER      TIMESTAMP           NODELIST\n\
+             disk swap            Unknown   Unknown             node[4,6]\n\
+             Not responding       Unknown   Unknown             node5\n"
+        );
     }
 }

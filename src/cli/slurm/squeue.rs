@@ -64,6 +64,15 @@ pub struct SqueueArgs {
     /// JSON: the jobs as the controller reports them.
     #[arg(long)]
     json: bool,
+    /// Only jobs on these nodes (node[1-3],node7).
+    #[arg(short = 'w', long = "nodelist", value_name = "HOSTLIST")]
+    nodelist: Option<String>,
+    /// Only jobs charged to these accounts.
+    #[arg(short = 'A', long = "account", value_name = "LIST")]
+    account: Option<String>,
+    /// Only jobs at these QOS.
+    #[arg(short = 'q', long = "qos", value_name = "LIST")]
+    qos: Option<String>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -82,6 +91,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         other => return Err(CliError::UnexpectedReply(Box::new(other))),
     };
     let jobs = select(&args, jobs, &current_user())?;
+    let jobs = by_place_and_charge(&args, jobs)?;
     if args.json {
         println!("{}", serde_json::json!({ "jobs": jobs }));
         return Ok(());
@@ -136,6 +146,31 @@ fn select(args: &SqueueArgs, jobs: Vec<JobInfo>, me: &str) -> Result<Vec<JobInfo
             })
         })
         .filter(|j| !args.start || j.state == "PENDING")
+        .collect())
+}
+
+/// `-w`, `-A`, `-q`: the jobs on these nodes, charged to these accounts, at these QOS.
+fn by_place_and_charge(args: &SqueueArgs, jobs: Vec<JobInfo>) -> Result<Vec<JobInfo>, CliError> {
+    let nodes = match &args.nodelist {
+        Some(l) => Some(
+            gangway_launcher::nodes::hostlist::expand(l)
+                .map_err(|e| CliError::Usage(format!("--nodelist {l}: {e}")))?,
+        ),
+        None => None,
+    };
+    let accounts = args.account.as_deref().map(list);
+    let qos = args.qos.as_deref().map(list);
+    let account = |j: &JobInfo| {
+        j.sched.as_ref().map(|s| s.account.clone()).or(j.shape.account.clone()).unwrap_or_default()
+    };
+    let qos_of = |j: &JobInfo| {
+        j.sched.as_ref().map(|s| s.qos.clone()).or(j.shape.qos.clone()).unwrap_or_default()
+    };
+    Ok(jobs
+        .into_iter()
+        .filter(|j| nodes.as_ref().is_none_or(|n| j.nodes.iter().any(|x| n.contains(x))))
+        .filter(|j| accounts.as_ref().is_none_or(|a| a.contains(&account(j))))
+        .filter(|j| qos.as_ref().is_none_or(|q| q.contains(&qos_of(j))))
         .collect())
 }
 
@@ -374,5 +409,26 @@ mod tests {
         let out =
             render(&format::parse_names("JobID:6,Name:.10,State,ReasonList", 20), &jobs(), true, 0);
         insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn nodelist_account_and_qos_select() {
+        let mut jobs = jobs();
+        jobs[1].shape.account = Some("physics".into());
+        jobs[1].shape.qos = Some("urgent".into());
+        let ids = |argv: &[&str]| {
+            let m = command()
+                .try_get_matches_from(std::iter::once("squeue").chain(argv.iter().copied()));
+            let args = <SqueueArgs as clap::FromArgMatches>::from_arg_matches(&m.unwrap()).unwrap();
+            by_place_and_charge(&args, jobs.clone())
+                .map(|js| js.iter().map(|j| j.id).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(ids(&["-w", "node[2-4]"]), Ok(vec![7]));
+        assert_eq!(ids(&["--nodelist=node9"]), Ok(vec![]));
+        assert_eq!(ids(&["-A", "physics,chem"]), Ok(vec![8]));
+        assert_eq!(ids(&["-q", "normal"]), Ok(vec![]));
+        assert_eq!(ids(&["-q", "urgent", "-A", "physics"]), Ok(vec![8]));
+        assert!(ids(&["-w", "node[3-"]).unwrap_err().contains("--nodelist node[3-"));
     }
 }

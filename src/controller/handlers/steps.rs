@@ -176,7 +176,14 @@ impl Cluster {
             conn,
             cpus: cpus.iter().map(|(n, c, _)| (n.clone(), c.clone())).collect(),
         });
-        self.event(now, Some(id), None, "step", format!("step {step}: {}", req.command));
+        // Where it ran, for sacct's step lines (NodeList, AllocCPUS, NTasks, NNodes).
+        let names: Vec<String> = cpus.iter().map(|(n, _, _)| n.clone()).collect();
+        let list =
+            gangway_launcher::nodes::hostlist::compress(&names).unwrap_or_else(|_| names.join(","));
+        let ncpus: usize = cpus.iter().map(|(_, c, _)| c.len()).sum();
+        let ntasks: u32 = cpus.iter().map(|(_, _, t)| t).sum();
+        let detail = format!("step {step} on {list} cpus {ncpus} tasks {ntasks}: {}", req.command);
+        self.event(now, Some(id), None, "step", detail);
         Effects::reply(conn, Reply::Step(StepGrant { job: id, step, nodes, credential, link_key }))
     }
 

@@ -127,7 +127,7 @@ srun -l --exact bash -c 'echo "task $SLURM_PROCID local $SLURM_LOCALID node $SLU
     assert_eq!(
         t,
         format!(
-            "JobID|JobName|State|ExitCode|NodeList|AllocCPUS\n{id}|hybrid|COMPLETED|0:0|node[1-3]|12\n{id}.batch|batch|COMPLETED|0:0|node1|12\n{id}.0|{hello}|COMPLETED|0:0|node[1-3]|12\n{id}.1|bash|COMPLETED|0:0|node[1-3]|12\n",
+            "JobID|JobName|State|ExitCode|NodeList|AllocCPUS\n{id}|hybrid|COMPLETED|0:0|node[1-3]|12\n{id}.batch|batch|COMPLETED|0:0|node1|4\n{id}.0|{hello}|COMPLETED|0:0|node[1-3]|12\n{id}.1|bash|COMPLETED|0:0|node[1-3]|12\n",
             hello = hello.file_name().unwrap().to_string_lossy()
         )
     );

@@ -436,7 +436,16 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
         "QOS" => {
             j.sched.as_ref().map(|s| s.qos.clone()).or(j.shape.qos.clone()).unwrap_or_default()
         }
+        // The batch step has the CPUs of the node its script runs on, as in Slurm.
+        "AllocCPUS" if line.batch_step => j
+            .cpu_map
+            .first()
+            .and_then(|(_, list)| gangway_topology::CpuSet::parse_list(list).ok())
+            .map(|c| c.len().to_string())
+            .unwrap_or_else(|| j.cpus.to_string()),
         "AllocCPUS" | "ReqCPUS" => j.cpus.to_string(),
+        // A script its time limit ended was cancelled (by the limit's signal); the job TIMEOUT.
+        "State" if line.batch_step && j.state == "TIMEOUT" => "CANCELLED".into(),
         "State" => j.state.clone(),
         "ExitCode" if line.batch_step => batch_exit_code(j),
         "ExitCode" => exit_code(j),

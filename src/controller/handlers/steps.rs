@@ -97,6 +97,25 @@ impl Cluster {
                 "-n {ntasks} on {nodes} nodes needs more than --ntasks-per-node={limit}"
             ));
         }
+        // A step on fewer nodes than it could use goes to those with room for it first (in the
+        // job's order), as Slurm places it: four `srun --exact -n1` run at once on a 2x2-CPU job
+        // instead of waiting for the first node's CPUs.
+        let mut candidates = candidates;
+        if (nodes as usize) < candidates.len() {
+            let used_on = |node: &str| -> usize {
+                self.steps
+                    .iter()
+                    .filter(|s| s.job == job.id)
+                    .flat_map(|s| s.cpus.iter())
+                    .filter(|(n, _)| n == node)
+                    .map(|(_, c)| c.len())
+                    .sum()
+            };
+            let want = (per_node[0] * cpt) as usize;
+            candidates.sort_by_key(|g| g.cpus.len().saturating_sub(used_on(&g.node)) < want);
+            candidates.truncate(nodes as usize);
+            candidates.sort_by_key(|g| job.granted.iter().position(|x| x.node == g.node));
+        }
         let mut chosen = Vec::new();
         let mut any_could = true;
         for (i, g) in candidates.iter().take(nodes as usize).enumerate() {

@@ -144,17 +144,14 @@ impl Drop for SlurmUp {
     }
 }
 
+/// Debian's Slurm with its accounting daemon and a database for it.
 fn slurm_installed() -> bool {
-    ["slurmctld", "slurmd", "munged", "slurmdbd", "mariadbd"]
-        .iter()
-        .map(|d| Path::new("/usr/sbin").join(d))
-        .chain(["/usr/bin/sbatch".into()])
-        .collect::<Vec<_>>()
-        .iter()
-        .all(|p| Path::new(p).exists())
+    let daemons = ["slurmctld", "slurmd", "munged", "slurmdbd", "mariadbd"];
+    daemons.iter().all(|d| Path::new("/usr/sbin").join(d).exists())
+        && Path::new("/usr/bin/sbatch").exists()
 }
 
-/// What a finished job left: its output files and its end as the system records it.
+/// What a finished job left: its output files and its system's accounting of it.
 #[derive(Debug)]
 struct Ran {
     name: &'static str,

@@ -436,3 +436,14 @@ fn gpus_granted_are_the_gpus_bound() {
     }
     assert!(!grant.gpus.intersects(state.node("node1").unwrap().allocated_gpus()));
 }
+
+#[test]
+fn a_gangs_nodes_are_in_partition_order_whichever_was_chosen_first() {
+    let mut state = cluster(3);
+    let d = schedule(&state, &[job(1, JobRequest::new().nodelist(&["node2"]).ntasks(4))]);
+    apply(&mut state, &d);
+    // The partly used node2 is taken first, yet the job's nodes (and rank 0) read as Slurm's.
+    let d = schedule(&state, &[job(2, JobRequest::new().nodes(3, 3).ntasks(3))]);
+    let nodes: Vec<&str> = starts(&d)[0].nodes.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(nodes, ["node1", "node2", "node3"]);
+}

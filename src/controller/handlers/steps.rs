@@ -287,6 +287,19 @@ mod tests {
     }
 
     #[test]
+    fn a_one_node_step_goes_to_a_node_of_the_job_with_room() {
+        let mut c = cluster();
+        c.submit(7, &root(), alloc(2, 2), 0);
+        c.schedule(0);
+        let first = grant(&c.step(20, &root(), step(1, 1), 10), 20);
+        let second = grant(&c.step(21, &root(), step(1, 1), 11), 21);
+        // One CPU per node: the second runs beside the first, on the other node.
+        assert_ne!(first.nodes[0].name, second.nodes[0].name, "{first:?} {second:?}");
+        let fx = c.step(22, &root(), step(1, 1), 12);
+        assert!(matches!(replies_to(&fx, 22)[..], [Reply::Waiting { .. }]), "{fx:?}");
+    }
+
+    #[test]
     fn a_waiting_step_whose_job_ends_is_told_so() {
         let mut c = cluster();
         c.submit(7, &root(), alloc(1, 2), 0);

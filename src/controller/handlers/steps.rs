@@ -300,6 +300,24 @@ mod tests {
     }
 
     #[test]
+    fn tasks_without_a_node_count_span_the_nodes_they_need_as_in_slurm() {
+        use crate::controller::scenario::{batch, starts};
+        let mut c = cluster();
+        // Three 2-core nodes: -n 4 alone takes two of them, -n 4 -N 1 does not fit one.
+        let mut spread = batch(1, 4);
+        spread.shape.min_nodes = None;
+        c.submit(7, &root(), spread, 0);
+        let mut nodes: Vec<String> = starts(&c.schedule(0)).into_iter().map(|s| s.0).collect();
+        nodes.sort();
+        assert_eq!(nodes, ["n1", "n2"]);
+        let fx = c.submit(8, &root(), batch(1, 4), 1);
+        assert!(
+            matches!(replies_to(&fx, 8)[..], [Reply::Error { code: exit_code::CANNOT_PLACE, .. }]),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
     fn a_waiting_step_whose_job_ends_is_told_so() {
         let mut c = cluster();
         c.submit(7, &root(), alloc(1, 2), 0);

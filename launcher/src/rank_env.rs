@@ -260,6 +260,7 @@ mod tests {
             node_id: 0,
             nnodes: 1,
             nodelist: "n1",
+            node_ranks: &[0, 1],
         };
         let binding = gangway_topology::Binding { gpus: vec![3], ..Default::default() };
         let var = |env: &[(OsString, OsString)], name: &str| {

@@ -240,7 +240,8 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     m.wait_done(&[id], Duration::from_secs(20));
     let out =
         slurm(&m, &path, "sacct", &["-j", &id.to_string(), "-X", "-n", "-P", "-o", "JobID,State"]);
-    assert_eq!(text(&out), format!("{id}|CANCELLED\n"));
+    // As Slurm's: who cancelled it, by uid.
+    assert_eq!(text(&out), format!("{id}|CANCELLED by {}\n", nix::unistd::getuid()));
 
     // srun outside any job: a job of its own; salloc: a shell holding nodes, srun inside a step.
     let out = slurm(&m, &path, "srun", &["-N", "2", "-n", "2", "-l", "hostname"]);

@@ -446,6 +446,14 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
         "AllocCPUS" | "ReqCPUS" => j.cpus.to_string(),
         // A script its time limit ended was cancelled (by the limit's signal); the job TIMEOUT.
         "State" if line.batch_step && j.state == "TIMEOUT" => "CANCELLED".into(),
+        // Slurm names who cancelled a job by uid on its line (not its steps'); the controller
+        // records the name, and the user's uid is the same on every node of a cluster.
+        "State" if !line.batch_step && j.state == "CANCELLED" => j
+            .reason
+            .strip_prefix("cancelled by ")
+            .and_then(|name| nix::unistd::User::from_name(name).ok().flatten())
+            .map(|u| format!("CANCELLED by {}", u.uid))
+            .unwrap_or_else(|| j.state.clone()),
         "State" => j.state.clone(),
         "ExitCode" if line.batch_step => batch_exit_code(j),
         "ExitCode" => exit_code(j),
@@ -686,6 +694,21 @@ mod tests {
         let out =
             render("JobID,TotalCPU,MaxRSS", &lines, Layout::Parsable { trailing: false }, false, 0);
         assert_eq!(out, "7|0:03.500|4096K\n7.batch|0:01.000|1024K\n7.0|0:02.000|3072K\n");
+    }
+
+    #[test]
+    fn a_cancelled_job_names_who_cancelled_it_by_uid_as_slurm() {
+        let mut j = job(7, "CANCELLED", None);
+        j.reason = "cancelled by root".into();
+        let mut never = job(8, "CANCELLED", None);
+        never.reason = "DependencyNeverSatisfied".into();
+        let lines = [
+            Line { job: &j, batch_step: false, step: None },
+            Line { job: &j, batch_step: true, step: None },
+            Line { job: &never, batch_step: false, step: None },
+        ];
+        let out = render("JobID,State", &lines, Layout::Parsable { trailing: false }, false, 0);
+        assert_eq!(out, "7|CANCELLED by 0\n7.batch|CANCELLED\n8|CANCELLED\n");
     }
 
     #[test]

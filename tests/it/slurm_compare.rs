@@ -2,7 +2,12 @@
 //! `sbatch`/`srun`/`squeue`, `benches/slurm-vcluster.sh` on the virtual cluster) and under gangway
 //! (its Slurm-named links) on the same three nodes, and what each printed must agree once what
 //! has to differ is normalised (job ids, times). The accepted differences are named here and in
-//! docs/slurm.md ("Beside Slurm"); anything else that differs fails the test.
+//! docs/slurm.md ("Beside Slurm"); anything else that differs fails the test. Cases of several
+//! jobs (an array, a dependency pipeline) are driver scripts that submit, wait and print.
+//!
+//! Accepted besides the variables named below: sacct's `Reason` (Slurm's is the last reason a job
+//! waited for as slurmdbd got it, `Dependency` even for a job then cancelled for
+//! `DependencyNeverSatisfied`; gangway's the reason at its end), printed but not compared.
 //!
 //! Without Slurm installed the test skips loudly; `GANGWAY_REQUIRE_SLURM=1` (CI) fails instead.
 
@@ -75,6 +80,80 @@ trap 'echo "caught USR1"' USR1
 squeue -h -j $SLURM_JOB_ID -o '%i|%T|%j|%D|%C|%P'
 echo started
 while true; do sleep 1; done
+"#;
+
+/// Cases of several jobs: one line per case, its name and a driver script that `bash` runs in a
+/// work directory of its own per system, with that system's commands first in `PATH`. The driver
+/// writes and submits the jobs, waits for them (`ended`, from [`DRIVER_PRELUDE`]) and prints what
+/// is compared, with the job ids it got replaced by their names.
+const DRIVERS: &[(&str, &str)] = &[("array", ARRAY), ("deps", DEPS)];
+
+/// `ended COUNT IDS`: waits until `sacct` lists COUNT jobs (or array tasks) of IDS, all ended. A
+/// job counts once its record has a partition (see [`Env::ended`] on slurmdbd's early records).
+const DRIVER_PRELUDE: &str = r#"set -u
+ended() {
+  for _ in $(seq 600); do
+    s=$(sacct -X -n -P -j "$2" --format=Partition,State)
+    n=$(printf '%s\n' "$s" | grep -c .)
+    e=$(printf '%s\n' "$s" | grep -cE '^[^|]+[|](COMPLETED|FAILED|CANCELLED|TIMEOUT)')
+    if [ "$n" = "$1" ] && [ "$e" = "$1" ]; then return; fi
+    sleep 0.2
+  done
+  echo "not ended after 120 s: $s" >&2
+  exit 1
+}
+"#;
+
+/// A throttled array: each task prints its `SLURM_ARRAY_*` and when it started and ended; the
+/// driver prints the tasks' files and outputs, whether the tasks' own times show at most 2 at
+/// once, and the tasks' accounting.
+const ARRAY: &str = r#"cat >array.sh <<'EOF'
+#!/bin/bash
+#SBATCH --array=1-4%2
+#SBATCH -o out_%A_%a.txt
+echo "start $(date +%s.%N)"
+env | grep '^SLURM_ARRAY_' | sort
+sleep 2
+echo "end $(date +%s.%N)"
+EOF
+A=$(sbatch --parsable array.sh)
+ended 4 "$A"
+ls out_* | sed "s/_${A}_/_A_/"
+for i in 1 2 3 4; do
+  echo "task $i:"
+  grep -v -e '^start ' -e '^end ' "out_${A}_$i.txt" | sed "s/=$A\$/=A/"
+done
+most=$(cat out_* | awk '/^start /{print $2, 1} /^end /{print $2, -1}' | sort -k1,1n -k2,2n |
+  awk '{n += $2; if (n > m) m = n} END {print m}')
+echo "most at once: $most" >&2
+[ "$most" -le 2 ] && echo "throttle held: at most 2 at once"
+sacct -X -P -j "$A" --format=JobID,State,ExitCode | sed "s/^${A}_/A_/" | sort
+"#;
+
+/// A pipeline: `b` after `ok` succeeded, `c` after `fail` failed, `d` after `fail` succeeded
+/// with `--kill-on-invalid-dep=yes` (cancelled), `e` the same without it (left waiting, then
+/// cancelled by the driver). Each job's output says what it found done when it ran.
+const DEPS: &str = r#"job() { printf '#!/bin/bash\n%s\n' "$2" >"$1.sh"; }
+job ok 'sleep 1; touch ok.done; echo "ok ran"'
+job fail 'sleep 1; echo "fail ran"; exit 3'
+job b '[ -e ok.done ] && echo "b ran after ok"'
+job c 'echo "c ran after: $(cat fail.out)"'
+job d 'echo "d ran"'
+job e 'echo "e ran"'
+sub() { n=$1; shift; sbatch --parsable -J "$n" -o "$n.out" "$@" "$n.sh"; }
+A=$(sub ok)
+F=$(sub fail)
+B=$(sub b -d "afterok:$A")
+C=$(sub c -d "afternotok:$F")
+D=$(sub d -d "afterok:$F" --kill-on-invalid-dep=yes)
+E=$(sub e -d "afterok:$F")
+ended 5 "$A,$F,$B,$C,$D"
+squeue -h -j "$E" -o '%j|%T|%r'
+scancel "$E"
+ended 6 "$A,$F,$B,$C,$D,$E"
+for n in ok fail b c d e; do echo "$n.out: $(cat "$n.out" 2>/dev/null || echo none)"; done
+sacct -X -P -j "$A,$F,$B,$C,$D,$E" --format=JobName,State,ExitCode
+sacct -X -P -j "$A,$F,$B,$C,$D,$E" --format=JobName,Reason >&2
 "#;
 
 /// `SLURM_*` variables only Slurm sets, and why gangway does not (docs/slurm.md says the same).
@@ -210,8 +289,9 @@ fn the_same_scripts_print_the_same_under_slurm_and_gangway() {
             let work = &work;
             scope.spawn(move || {
                 std::fs::create_dir_all(work(s)).unwrap();
-                let ran: Vec<Ran> =
+                let mut ran: Vec<Ran> =
                     scripts.iter().map(|(name, text)| env.run(s, &work(s), name, text)).collect();
+                ran.extend(DRIVERS.iter().map(|(name, text)| env.drive(s, &work(s), name, text)));
                 ran
             })
         };
@@ -251,7 +331,9 @@ fn the_same_scripts_print_the_same_under_slurm_and_gangway() {
     assert!(case("timeout").sacct.contains("|TIMEOUT|"), "{:?}", case("timeout"));
     assert!(case("timeout").stdout.contains("caught USR1"), "{:?}", case("timeout"));
     assert!(case("mpi").stdout.contains("allreduce ok"), "{:?}", case("mpi"));
-    eprintln!("compared {} cases in {:?}", CASES.len(), started.elapsed());
+    assert!(case("array").stdout.contains("throttle held"), "{:?}", case("array"));
+    assert!(case("deps").stdout.contains("b.out: b ran after ok"), "{:?}", case("deps"));
+    eprintln!("compared {} cases in {:?}", CASES.len() + DRIVERS.len(), started.elapsed());
 }
 
 /// Starts Slurm on `m`'s nodes with gangway's partition and cluster names, so that
@@ -332,6 +414,21 @@ impl Env<'_> {
             std::fs::read_to_string(work.join(format!("{name}.{ext}"))).unwrap_or_default()
         };
         Ran { name, id, stdout: read("out"), stderr: read("err"), sacct: self.sacct(s, id, &[]) }
+    }
+
+    /// Runs a driver in a directory of its own under `work`; it waits for its jobs itself.
+    fn drive(&self, s: System, work: &Path, name: &'static str, driver: &str) -> Ran {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("driver.sh"), format!("{DRIVER_PRELUDE}{driver}")).unwrap();
+        let out = self.command(s, "bash").current_dir(&dir).arg("driver.sh").output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        eprintln!("{s:?} {name}:\n{stdout}{stderr}");
+        assert!(out.status.success(), "{s:?} driver {name}: {}", text(&out));
+        Ran { name, id: 0, stdout, stderr, sacct: String::new() }
     }
 
     /// `sacct -P -j ID --format=SACCT` of system `s`, with `more` flags.

@@ -164,12 +164,11 @@ impl Cluster {
                 None if j.state.is_final() => self.job_info(j.id),
                 None => None,
                 // The tasks an array had cancelled before they started: one line for them all
-                // (`7_[5-9] CANCELLED`, as sacct shows them), not one row per task.
+                // (`7_[5-9%2] CANCELLED by 0`, as sacct shows them), not one row per task.
                 Some(rec) if !rec.cancelled.is_empty() => {
                     let mut info = self.job_info(j.id)?;
                     if let Some(a) = info.array.as_mut() {
                         a.pending = Some(rec.cancelled.clone());
-                        a.throttle = None;
                     }
                     info.state = JobState::Cancelled.name().into();
                     info.exit_code = None;

@@ -166,9 +166,9 @@ echo "end $(date +%s.%N)"
         &["-j", &id.to_string(), "-X", "-P", "-n", "--format", "JobID,State"],
     );
     // The two that never started: one line, as sacct shows them.
-    // The started ones name who cancelled them by uid, as Slurm's sacct.
+    // As Slurm's sacct: the throttle in the id, who cancelled them by uid.
     let by = format!("CANCELLED by {}", nix::unistd::getuid());
-    assert_eq!(acct, format!("{id}_[2-3]|CANCELLED\n{id}_0|{by}\n{id}_1|{by}\n"));
+    assert_eq!(acct, format!("{id}_[2-3%1]|{by}\n{id}_0|{by}\n{id}_1|{by}\n"));
     assert!(!work.join(format!("long_{id}_2.txt")).exists());
     assert!(!work.join(format!("long_{id}_3.txt")).exists());
 

@@ -144,7 +144,9 @@ impl Cluster {
             return none();
         }
         job.state = state;
-        job.reason = "None".into();
+        if !job.reason.starts_with("cancelled by ") {
+            job.reason = "None".into();
+        }
         if state.is_final() {
             job.end_time = Some(now);
         } else if job.start_time.is_none() {
@@ -170,6 +172,12 @@ impl Cluster {
             self.wake_for_cancelled_task(array, index);
         }
         self.sched.update_array(array, 0, None, Timestamp(now));
+        // Who cancelled it stays the array's reason: sacct names them (`CANCELLED by UID`, as
+        // Slurm) on the line of the tasks that never started.
+        if let Some(job) = self.jobs.get_mut(&array) {
+            job.reason = format!("cancelled by {}", caller.user);
+            self.touch_job(array);
+        }
         let tasks: Vec<JobId> = self.array_task_ids(array).map(|(_, id)| id).collect();
         for id in tasks {
             fx.append(self.cancel_task_job(id, caller, now));

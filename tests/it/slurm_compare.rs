@@ -106,7 +106,8 @@ ended() {
 
 /// A throttled array: each task prints its `SLURM_ARRAY_*` and when it started and ended; the
 /// driver prints the tasks' files and outputs, whether the tasks' own times show at most 2 at
-/// once, and the tasks' accounting.
+/// once, and the tasks' accounting; then an array one at a time cancelled while its first task
+/// runs: how sacct shows the started task and the two that never started.
 const ARRAY: &str = r#"cat >array.sh <<'EOF'
 #!/bin/bash
 #SBATCH --array=1-4%2
@@ -128,6 +129,15 @@ most=$(cat out_* | awk '/^start /{print $2, 1} /^end /{print $2, -1}' | sort -k1
 echo "most at once: $most" >&2
 [ "$most" -le 2 ] && echo "throttle held: at most 2 at once"
 sacct -X -P -j "$A" --format=JobID,State,ExitCode | sed "s/^${A}_/A_/" | sort
+printf '#!/bin/bash\n#SBATCH --array=1-3%%1\n#SBATCH -o /dev/null\nexec sleep 60\n' >long.sh
+L=$(sbatch --parsable long.sh)
+for _ in $(seq 300); do
+  [ -n "$(squeue -h -j "$L" -t RUNNING -o %i)" ] && break
+  sleep 0.2
+done
+scancel "$L"
+ended 2 "$L"
+sacct -X -P -j "$L" --format=JobID,State | sed "s/^${L}_/L_/" | sort
 "#;
 
 /// A pipeline: `b` after `ok` succeeded, `c` after `fail` failed, `d` after `fail` succeeded

@@ -197,8 +197,9 @@ const ONLY_SLURM: &[&str] = &[
 
 /// `SLURM_*` variables only gangway sets.
 const ONLY_GANGWAY: &[&str] = &[
-    // Slurm sets them from the association; the Slurm here runs without accounting (no
-    // slurmdbd), gangway's scheduler always charges an account and a QOS.
+    // Slurm sets them from the job's association; the Slurm here keeps accounting (slurmdbd)
+    // but has no accounts or users in it, while gangway's scheduler always charges an account
+    // and a QOS.
     "SLURM_JOB_ACCOUNT",
     "SLURM_JOB_QOS",
     // Newer Slurm (23.02 and later) sets it; 22.05 does not.

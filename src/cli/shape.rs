@@ -30,16 +30,16 @@ pub struct ShapeArgs {
     #[arg(long, value_name = "SIZE")]
     pub mem_per_cpu: Option<String>,
     /// GPUs for each task.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = gpu_count)]
     pub gpus_per_task: Option<u32>,
     /// GPUs on each node (needs --ntasks-per-node, to split them among tasks).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = gpu_count)]
     pub gpus_per_node: Option<u32>,
     /// Generic resources; only gpu:N (GPUs per node) is understood.
-    #[arg(long, value_name = "gpu:N")]
+    #[arg(long, value_name = "gpu:N", value_parser = gres_gpus)]
     pub gres: Option<String>,
     /// GPUs in all (split evenly among the tasks).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = gpu_count)]
     pub gpus: Option<u32>,
     /// Whole nodes: no other job shares them.
     #[arg(long)]
@@ -177,7 +177,6 @@ impl ShapeArgs {
         let per_node_gpus = match (&self.gres, self.gpus_per_node) {
             (Some(g), _) => Some(
                 g.strip_prefix("gpu:")
-                    .and_then(|n| n.rsplit(':').next())
                     .and_then(|n| n.parse::<u32>().ok())
                     .ok_or_else(|| usage(format!("--gres={g}: only gpu:N is understood")))?,
             ),
@@ -221,9 +220,38 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     s.parse::<MemorySize>().map(MemorySize::bytes).map_err(|e| e.to_string())
 }
 
+/// A GPU count, as `--gpus*` take it. Slurm's typed form (`v100:2`) is refused by name rather
+/// than read as 2 of any kind: gangway's nodes do not know their GPUs' models yet.
+fn gpu_count(s: &str) -> Result<u32, String> {
+    if let Some((kind, n)) = s.rsplit_once(':') {
+        return Err(format!(
+            "GPU types ('{kind}') are not supported yet: gangway treats a node's GPUs as alike; give a count ('{n}')"
+        ));
+    }
+    s.parse().map_err(|_| format!("'{s}' is not a number of GPUs"))
+}
+
+/// `--gres`: only `gpu:N`; a typed `gpu:TYPE:N` is refused as in [`gpu_count`].
+fn gres_gpus(s: &str) -> Result<String, String> {
+    let Some(rest) = s.strip_prefix("gpu:") else {
+        return Err(format!("only gpu:N is understood, not '{s}'"));
+    };
+    gpu_count(rest).map(|_| s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_gpus_are_refused_by_name_not_read_as_a_count() {
+        assert_eq!(gpu_count("2"), Ok(2));
+        assert!(gpu_count("v100:2").unwrap_err().contains("GPU types ('v100')"));
+        assert!(gpu_count("two").unwrap_err().contains("not a number"));
+        assert_eq!(gres_gpus("gpu:4"), Ok("gpu:4".into()));
+        assert!(gres_gpus("gpu:a100:1").unwrap_err().contains("('a100')"));
+        assert!(gres_gpus("mps:1").unwrap_err().contains("only gpu:N"));
+    }
 
     #[test]
     fn memory_sizes_for_the_configuration() {

@@ -183,23 +183,26 @@ pub fn stop_notice(job: u64, node: &str, unix_ms: u64, cause: StopCause) -> Stri
         StopCause::Cancelled => "",
         StopCause::TimeLimit => " DUE TO TIME LIMIT",
     };
-    let at = local_time(unix_ms / 1000);
+    let secs = unix_ms / 1000;
+    let at = local_time(secs).unwrap_or_else(|| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        )
+        .to_string()
+    });
     format!("slurmstepd: error: *** JOB {job} ON {node} CANCELLED AT {at}{due} ***")
 }
 
-/// `2026-12-06T13:01:02` in the local time zone.
-fn local_time(secs: u64) -> String {
+/// `2026-12-06T13:01:02` in the local time zone, as Slurm prints times (`None`: the C library
+/// could not convert it). The one such formatter: Slurm's commands (`cli/slurm/time.rs`) use it too.
+pub fn local_time(secs: u64) -> Option<String> {
     let t = secs as libc::time_t;
     // SAFETY: localtime_r writes only into `tm`, which outlives the call.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
-    if !ok {
-        return humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-        )
-        .to_string();
+    if unsafe { libc::localtime_r(&t, &mut tm).is_null() } {
+        return None;
     }
-    format!(
+    Some(format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         tm.tm_year + 1900,
         tm.tm_mon + 1,
@@ -207,7 +210,7 @@ fn local_time(secs: u64) -> String {
         tm.tm_hour,
         tm.tm_min,
         tm.tm_sec
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -1,25 +1,11 @@
 //! Times as Slurm's commands print and read them: local `YYYY-MM-DDTHH:MM:SS`, elapsed
 //! `[D-]HH:MM:SS` (sacct), and the `-S`/`-E` forms sacct takes.
 
+use crate::protocol::end_handling::local_time;
+
 /// Local time of `ms` since the epoch, as Slurm prints it (`Unknown` when there is none).
 pub fn local(ms: Option<u64>) -> String {
-    let Some(ms) = ms else { return "Unknown".into() };
-    let secs = (ms / 1000) as libc::time_t;
-    // SAFETY: localtime_r only writes the `tm` it is given.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
-    if !ok {
-        return "Unknown".into();
-    }
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    ms.and_then(|ms| local_time(ms / 1000)).unwrap_or_else(|| "Unknown".into())
 }
 
 /// `HH:MM:SS`, or `D-HH:MM:SS` past a day, as sacct prints durations.

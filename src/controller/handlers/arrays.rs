@@ -64,10 +64,7 @@ impl Cluster {
             if self.jobs.get(&array).is_some_and(|a| a.waiting_on.is_some()) {
                 // An `aftercorr` array with no index free to start (the pass started more
                 // than were): its books count its pending tasks again, and it waits.
-                let rec = self.jobs.get(&array).and_then(|a| a.array.as_ref());
-                let (pending, throttle) = rec.map_or((0, None), |r| (r.pending.len(), r.throttle));
-                let pending = u32::try_from(pending).unwrap_or(u32::MAX);
-                self.sched.update_array(array, pending, throttle, Timestamp(now));
+                self.rebook_array(array, now);
                 self.corr_ready.remove(&array);
                 if let Some(a) = self.jobs.get_mut(&array) {
                     a.reason = super::dependencies::DEPENDENCY.into();
@@ -207,13 +204,7 @@ impl Cluster {
         };
         if rec.pending.remove(index) {
             rec.cancelled.insert(index);
-            let (pending, throttle) = (rec.pending.len(), rec.throttle);
-            self.sched.update_array(
-                array,
-                u32::try_from(pending).unwrap_or(u32::MAX),
-                throttle,
-                Timestamp(now),
-            );
+            self.rebook_array(array, now);
             self.touch_job(array);
             self.wake_for_cancelled_task(array, index);
             self.event(
@@ -253,6 +244,15 @@ impl Cluster {
         fx
     }
 
+    /// Tells the scheduler's books what the array's record now holds: its pending count and
+    /// throttle (none left once the record is gone).
+    fn rebook_array(&mut self, array: JobId, now: u64) {
+        let rec = self.jobs.get(&array).and_then(|a| a.array.as_ref());
+        let (pending, throttle) = rec.map_or((0, None), |r| (r.pending.len(), r.throttle));
+        let pending = u32::try_from(pending).unwrap_or(u32::MAX);
+        self.sched.update_array(array, pending, throttle, Timestamp(now));
+    }
+
     fn has_active_task(&self, array: JobId) -> bool {
         self.array_task_ids(array)
             .any(|(_, id)| self.jobs.get(&id).is_some_and(|j| !j.state.is_final()))
@@ -264,13 +264,7 @@ impl Cluster {
             return false;
         };
         rec.throttle = (throttle > 0).then_some(throttle);
-        let (pending, throttle) = (rec.pending.len(), rec.throttle);
-        self.sched.update_array(
-            array,
-            u32::try_from(pending).unwrap_or(u32::MAX),
-            throttle,
-            Timestamp(now),
-        );
+        self.rebook_array(array, now);
         self.touch_job(array);
         self.needs_schedule = true;
         true

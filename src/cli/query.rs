@@ -382,17 +382,14 @@ pub fn render_history(jobs: &[JobInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{JobKind, Shape};
+    use crate::protocol::Shape;
 
     fn job(id: u64, state: &str, nodes: &[&str], reason: &str) -> JobInfo {
         let running = state != "PENDING";
         JobInfo {
-            id,
             name: format!("sim{id}"),
             user: "alice".into(),
             uid: 1000,
-            kind: JobKind::Batch,
-            state: state.into(),
             reason: reason.into(),
             partition: "batch".into(),
             nodes: nodes.iter().map(|s| s.to_string()).collect(),
@@ -400,26 +397,14 @@ mod tests {
             cpus: 4,
             submit_time: 1_800_000_000_000,
             start_time: running.then_some(1_800_000_010_000),
-            end_time: None,
             time_limit: Some(3600),
-            exit_code: None,
-            attempt: 1,
-            requeue: true,
-            held: false,
-            priority: 0,
             command: "/home/alice/sim.sh".into(),
             cwd: "/home/alice".into(),
             output: Some("sim-%j.out".into()),
-            error: None,
             cpu_map: nodes.iter().map(|n| (n.to_string(), "0-1".to_string())).collect(),
             shape: Shape { min_nodes: Some(2), ntasks: Some(4), ..Shape::default() },
             position: (!running).then_some(1),
-            events: Vec::new(),
-            usage: Vec::new(),
-            sched: None,
-            comment: None,
-            dependency: None,
-            array: None,
+            ..crate::cli::array_rows::test_line(id, state, None)
         }
     }
 

@@ -547,43 +547,24 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Shape;
 
     fn job(id: u64, state: &str, code: Option<i32>) -> JobInfo {
         JobInfo {
-            id,
             name: "hybrid".into(),
             user: "alice".into(),
             uid: 1000,
-            kind: JobKind::Batch,
-            state: state.into(),
-            reason: "None".into(),
             partition: "batch".into(),
             nodes: vec!["node1".into(), "node2".into(), "node3".into()],
             ntasks: 6,
             cpus: 12,
-            submit_time: 0,
             start_time: Some(1_000),
             end_time: code.map(|_| 66_000),
             time_limit: Some(600),
             exit_code: code,
-            attempt: 1,
-            requeue: true,
-            held: false,
             priority: 1,
             command: "job.sh".into(),
             cwd: "/home/alice".into(),
-            output: None,
-            error: None,
-            cpu_map: Vec::new(),
-            shape: Shape::default(),
-            position: None,
-            events: Vec::new(),
-            usage: Vec::new(),
-            sched: None,
-            comment: None,
-            dependency: None,
-            array: None,
+            ..crate::cli::array_rows::test_line(id, state, None)
         }
     }
 

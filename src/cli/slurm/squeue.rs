@@ -343,43 +343,25 @@ fn value(j: &JobInfo, key: &Key, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{JobKind, Shape};
+    use crate::protocol::Shape;
 
     fn job(id: u64, name: &str, state: &str, nodes: &[&str]) -> JobInfo {
         JobInfo {
-            id,
             name: name.into(),
             user: "alice".into(),
             uid: 1000,
-            kind: JobKind::Batch,
-            state: state.into(),
             reason: if state == "PENDING" { "Resources".into() } else { "None".into() },
             partition: "batch".into(),
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
             ntasks: 6,
             cpus: 12,
-            submit_time: 0,
             start_time: (state == "RUNNING").then_some(1_000),
-            end_time: None,
             time_limit: Some(3600),
-            exit_code: None,
-            attempt: 1,
-            requeue: true,
-            held: false,
             priority: 100,
             command: "job.sh".into(),
             cwd: "/home/alice".into(),
-            output: None,
-            error: None,
-            cpu_map: Vec::new(),
             shape: Shape { min_nodes: Some(3), cpus_per_task: Some(2), ..Shape::default() },
-            position: None,
-            events: Vec::new(),
-            usage: Vec::new(),
-            sched: None,
-            comment: None,
-            dependency: None,
-            array: None,
+            ..crate::cli::array_rows::test_line(id, state, None)
         }
     }
 

@@ -175,6 +175,49 @@ fn is_zero(n: &u8) -> bool {
 }
 
 impl Job {
+    /// A job as it enters the books: pending, first attempt, nothing granted or recorded yet.
+    pub(super) fn submitted(
+        id: JobId,
+        uid: u32,
+        gid: u32,
+        user: String,
+        sub: Submission,
+        now: u64,
+    ) -> Self {
+        Job {
+            id,
+            uid,
+            gid,
+            user,
+            sub,
+            state: JobState::Pending,
+            reason: "None".into(),
+            attempt: 1,
+            priority: 0,
+            submit_time: now,
+            start_time: None,
+            end_time: None,
+            exit_code: None,
+            held: false,
+            excluded: Vec::new(),
+            partition: String::new(),
+            time_limit: None,
+            granted: Vec::new(),
+            next_step: 0,
+            stopping_since: None,
+            warned: false,
+            mail_marks: 0,
+            unfit: Vec::new(),
+            releasing: Vec::new(),
+            usage: Vec::new(),
+            preempted: None,
+            requeued_for: None,
+            waiting_on: None,
+            array: None,
+            task: None,
+        }
+    }
+
     pub(super) fn nodes(&self) -> Vec<String> {
         self.granted.iter().map(|g| g.node.clone()).collect()
     }

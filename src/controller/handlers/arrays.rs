@@ -286,38 +286,14 @@ fn task_of(a: &Job, id: JobId, index: u32) -> Job {
         hold: false,
         ..a.sub.clone()
     };
+    // Pending, with the array's priority and place; the array's dependency held when the
+    // scheduler split this task off, so the task waits for nothing.
     Job {
-        id,
-        uid: a.uid,
-        gid: a.gid,
-        user: a.user.clone(),
-        sub,
-        state: JobState::Pending,
-        reason: "None".into(),
-        attempt: 1,
         priority: a.priority,
-        submit_time: a.submit_time,
-        start_time: None,
-        end_time: None,
-        exit_code: None,
-        held: false,
-        excluded: Vec::new(),
         partition: a.partition.clone(),
-        time_limit: None,
-        granted: Vec::new(),
-        next_step: 0,
-        stopping_since: None,
-        warned: false,
-        mail_marks: 0,
         unfit: a.unfit.clone(),
-        releasing: Vec::new(),
-        usage: Vec::new(),
-        preempted: None,
-        requeued_for: None,
-        // The array's dependency held when the scheduler split this task off.
-        waiting_on: None,
-        array: None,
         task: Some(ArrayTask { array: a.id, index }),
+        ..Job::submitted(id, a.uid, a.gid, a.user.clone(), sub, a.submit_time)
     }
 }
 

@@ -107,20 +107,29 @@ pub(crate) struct Constraints {
 }
 
 impl Constraints {
+    /// The nodes `request` excludes and requires. The nodes it lost in earlier attempts are
+    /// avoided only while the job can still run without them: once every node it could use
+    /// has failed it once (a stall of the whole cluster), avoiding them would leave it pending
+    /// forever, so it may use them again.
     pub(crate) fn new(cluster: &ClusterState, request: &JobRequest) -> Self {
-        if request.nodelist.is_empty()
-            && request.exclude.is_empty()
-            && request.excluded_after_failure.is_empty()
+        let avoiding = Self::with(cluster, request, true);
+        if request.excluded_after_failure.is_empty()
+            || crate::validate::check(cluster, request, &avoiding).is_ok()
         {
+            avoiding
+        } else {
+            Self::with(cluster, request, false)
+        }
+    }
+
+    fn with(cluster: &ClusterState, request: &JobRequest, avoid_failed: bool) -> Self {
+        let failed: &[String] = if avoid_failed { &request.excluded_after_failure } else { &[] };
+        if request.nodelist.is_empty() && request.exclude.is_empty() && failed.is_empty() {
             // Most jobs name no nodes: nothing to look up or allocate.
             return Self { excluded: FastSet::default(), required: Vec::new() };
         }
-        let excluded = request
-            .exclude
-            .iter()
-            .chain(&request.excluded_after_failure)
-            .filter_map(|n| cluster.index_of(n))
-            .collect();
+        let excluded =
+            request.exclude.iter().chain(failed).filter_map(|n| cluster.index_of(n)).collect();
         let mut required: Vec<usize> =
             request.nodelist.iter().filter_map(|n| cluster.index_of(n)).collect();
         required.sort_unstable();

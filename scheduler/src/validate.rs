@@ -15,6 +15,15 @@ pub use crate::rejection::Rejection;
 /// Checks a request against the cluster at submission: a request that can never run (whatever
 /// finishes, whatever comes back up) is rejected with the reason and the fix.
 pub fn validate(cluster: &ClusterState, request: &JobRequest) -> Result<(), Rejection> {
+    check(cluster, request, &Constraints::new(cluster, request))
+}
+
+/// [`validate`] with the nodes to avoid and to use already looked up.
+pub(crate) fn check(
+    cluster: &ClusterState,
+    request: &JobRequest,
+    constraints: &Constraints,
+) -> Result<(), Rejection> {
     request.check_shape()?;
     let partition = cluster.resolve_partition(request.partition.as_deref())?;
     if let (Some(asked), Some(max)) = (request.time_limit, partition.max_time)
@@ -64,7 +73,6 @@ pub fn validate(cluster: &ClusterState, request: &JobRequest) -> Result<(), Reje
         });
     }
 
-    let constraints = Constraints::new(cluster, request);
     let eligible: Vec<&Node> = partition
         .nodes
         .iter()

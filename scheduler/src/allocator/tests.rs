@@ -277,11 +277,35 @@ fn node_range_and_tasks_per_node() {
 
 #[test]
 fn excluded_nodes_are_avoided() {
+    let state = cluster(3);
+    let mut request = JobRequest::new().exclude(&["node1"]);
+    request.excluded_after_failure = vec!["node2".into()];
+    assert!(validate(&state, &request).is_ok());
+    let d = schedule(&state, &[job(1, request)]);
+    assert_eq!(starts(&d)[0].nodes[0].node, "node3", "a node the job lost is avoided");
+    let d = schedule(&state, &[job(1, JobRequest::new().exclude(&["node1", "node3"]))]);
+    assert_eq!(starts(&d)[0].nodes[0].node, "node2");
+    let request = JobRequest::new().exclude(&["node1", "node2", "node3"]);
+    assert!(matches!(validate(&state, &request), Err(Rejection::TooManyNodes { .. })));
+}
+
+#[test]
+fn nodes_lost_once_are_used_again_when_nothing_else_is_left() {
+    // The whole cluster stalled: the job lost every node it could use, one after another.
     let state = cluster(2);
     let mut request = JobRequest::new().exclude(&["node1"]);
     request.excluded_after_failure = vec!["node2".into()];
-    assert!(matches!(validate(&state, &request), Err(Rejection::TooManyNodes { .. })));
-    let d = schedule(&state, &[job(1, JobRequest::new().exclude(&["node1"]))]);
+    assert!(validate(&state, &request).is_ok(), "not unsatisfiable: node2 is back");
+    let d = schedule(&state, &[job(1, request)]);
+    assert_eq!(starts(&d)[0].nodes[0].node, "node2");
+    let mut request = JobRequest::new().nodes(2, 2);
+    request.excluded_after_failure = vec!["node1".into(), "node2".into()];
+    let d = schedule(&state, &[job(2, request)]);
+    assert_eq!(starts(&d)[0].nodes.len(), 2);
+    // While a node it has not lost can take it, that one is used.
+    let mut request = JobRequest::new();
+    request.excluded_after_failure = vec!["node1".into()];
+    let d = schedule(&state, &[job(3, request)]);
     assert_eq!(starts(&d)[0].nodes[0].node, "node2");
 }
 

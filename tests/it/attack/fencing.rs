@@ -455,3 +455,57 @@ fn a_job_that_named_its_lost_node_runs_there_again_when_it_returns() {
     assert!(t.attempts.values().all(|(n, _)| n == "node2"), "{t}");
     assert!(t.max_overlap() <= 0.0, "{t}");
 }
+
+/// Node `i`'s agent and its fencer: what stops when the node stalls.
+fn node_processes(m: &Managed, i: usize) -> Vec<Pid> {
+    let agent = agent_pid(m, i);
+    std::iter::once(agent).chain(fencer_pid(agent)).map(Pid::from_raw).collect()
+}
+
+/// Both nodes of a two-node cluster stall in turn, each longer than the lost timeout: the job
+/// loses the first, is requeued to the second, loses it too. Avoiding the nodes it lost would
+/// leave it nowhere to run (it stayed pending `Unsatisfiable` for good, after both nodes were
+/// back): once both return, it runs on one of them and completes, once.
+#[test]
+fn a_job_that_lost_every_node_runs_again_when_they_return() {
+    let Some(m) = Managed::up(2) else { return };
+    let log = m.dir.join("ticks-both-lost.log");
+    // The first two attempts tick until they are fenced; the third ends after a few ticks.
+    let script = format!(
+        "ticks=5; [ $GANGWAY_RESTART_COUNT -ge 2 ] || ticks=600; i=0; while [ $i -lt $ticks ]; do echo \"$(date +%s.%N) $(hostname) $GANGWAY_RESTART_COUNT\" >> {log}; i=$((i+1)); sleep 0.1; done; echo \"DONE $GANGWAY_RESTART_COUNT\" >> {log}",
+        log = log.display()
+    );
+    let id = m.submit(&["-n", "1", "-o", "/dev/null", "--wrap", &script]);
+    wait_until("the job ticking", Duration::from_secs(30), || {
+        read_ticks(&log).attempts.get(&0).is_some_and(|(_, t)| !t.is_empty())
+    });
+    let first = node_index(&node_of(&m, id));
+    let (first, second) = (node_processes(&m, first), node_processes(&m, 3 - first));
+    let stalled = std::time::Instant::now();
+    for p in &first {
+        kill(*p, Signal::SIGSTOP).unwrap();
+    }
+    wait_until("attempt 2 placed", Duration::from_secs(20), || {
+        m.job(id)["attempt"].as_u64() >= Some(2) && m.job(id)["state"] == "RUNNING"
+    });
+    for p in &second {
+        kill(*p, Signal::SIGSTOP).unwrap();
+    }
+    // Longer than the lost timeout (2 s) for each.
+    std::thread::sleep(
+        Duration::from_millis(2600)
+            .max(Duration::from_millis(4600).saturating_sub(stalled.elapsed())),
+    );
+    for p in first.iter().chain(&second) {
+        kill(*p, Signal::SIGCONT).unwrap();
+    }
+    m.wait_done(&[id], Duration::from_secs(30));
+    let t = read_ticks(&log);
+    let j = m.job(id);
+    let shown = text(&m.cli_out(&["show", "job", &id.to_string()]));
+    eprintln!("both nodes lost in turn: {t}");
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{t}\n{shown}\n{}", m.logs());
+    assert_eq!(t.done, 1, "{t}");
+    assert!(j["attempt"].as_u64() >= Some(3), "{shown}");
+    assert!(shown.contains("lost"), "{shown}");
+}

@@ -118,11 +118,15 @@ pub(super) fn start_job(
         let mut program = script_program(&batch.script, &path);
         program.1.extend(batch.args.iter().cloned());
         let cgroups = opts.cgroups.clone();
+        let began = tokio::time::Instant::now();
         let join = cgroups
             .as_ref()
             .and_then(|c| c.enter(&local.launch, &opts.topology, Part::Batch, None))
             .unwrap_or_default();
-        match process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false, &join) {
+        let started =
+            process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false, &join);
+        super::process::warn_if_slow("the batch script", job, began.elapsed());
+        match started {
             Ok(spawned) => {
                 let sid = spawned.pid;
                 fencing.guard(job, attempt, sid);

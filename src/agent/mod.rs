@@ -188,7 +188,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = beat.tick() => {
+                due = beat.tick() => {
+                    let late = due.elapsed();
+                    if late >= heartbeat {
+                        // The thread was blocked or the machine stalled: the log says which
+                        // gap a fence that follows came from.
+                        tracing::warn!(late_ms = late.as_millis() as u64, "a heartbeat left late");
+                    }
                     if fencing.lapsed() {
                         // No acknowledgement for a whole lease: register again (the controller
                         // may count this node lost by now).

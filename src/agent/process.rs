@@ -186,6 +186,16 @@ pub fn spawn(
     Ok(Spawned { child, pid })
 }
 
+/// Says so when starting a job's process held the agent up long enough to matter: the agent
+/// does it on its one runtime thread (see [`spawn`]), so no heartbeat leaves meanwhile, and a
+/// start stalled in the kernel (cgroup creation, the child's join, the fork itself) for longer
+/// than the lease fences this node's jobs. The line names the cause when that happens.
+pub fn warn_if_slow(what: &str, job: crate::protocol::JobId, took: std::time::Duration) {
+    if took >= std::time::Duration::from_millis(250) {
+        tracing::warn!(job, took_ms = took.as_millis() as u64, "starting {what} took this long");
+    }
+}
+
 /// The session a process is in (`None`: no such process).
 pub fn session_of(pid: i32) -> Option<u32> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;

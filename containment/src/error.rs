@@ -32,6 +32,9 @@ pub enum ContainmentError {
         at.display()
     )]
     Controller { at: PathBuf, controller: &'static str, why: String },
+    /// A cgroup v2 device program could not be loaded, attached or detached.
+    #[error("cgroup v2 device control: cannot {what}: {why}")]
+    Devices { what: &'static str, why: String },
     /// The job holds fewer GPUs on this node than its tasks need.
     #[error(
         "{per_task} GPUs per task for {tasks} tasks need {} GPUs, the job holds {have} here",

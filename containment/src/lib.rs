@@ -11,8 +11,13 @@
 //!
 //! The GPU side (`gpu.rs`: which GPUs each task gets, `CUDA_VISIBLE_DEVICES`;
 //! `devices.rs`: the device nodes of the GPUs a job was not granted) is pure or reads `/dev`
-//! only.
+//! only. v1 denies those nodes with its devices controller, v2 with an eBPF device program
+//! (`device_program.rs` writes it, pure; `bpf.rs` loads and attaches it). On v2 a process can
+//! also be started inside its cgroup rather than join it after the fork (`clone_into.rs`).
 
+pub mod bpf;
+pub mod clone_into;
+pub mod device_program;
 pub mod devices;
 mod error;
 pub mod gpu;
@@ -58,6 +63,15 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     /// under the root itself writes `0` to them to leave it again (a launcher before it kills
     /// its run's cgroup, which would otherwise freeze and kill it too).
     fn leave_files(&self, join: Join<'_>) -> Result<Vec<OwnedFd>, ContainmentError>;
+    /// The cgroup's directory, opened for starting a process inside it
+    /// ([`clone_into::vfork_into`]) instead of joining by a write after the fork: v2 only;
+    /// `None` where processes can only join (v1).
+    fn clone_target(&self, _path: &str) -> Result<Option<OwnedFd>, ContainmentError> {
+        Ok(None)
+    }
+    /// Whether [`Limits::denied_devices`] are enforced here (v1's devices controller; on v2
+    /// a device program this process may load). Where they are not, `create` says so.
+    fn confines_devices(&self) -> bool;
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError>;
     /// Processes directly in the cgroup (not in its sub-cgroups).
     fn processes(&self, path: &str) -> Vec<u32>;

@@ -212,6 +212,10 @@ impl Cgroups for V1 {
         self.procs_files(join, |base| base.to_path_buf())
     }
 
+    fn confines_devices(&self) -> bool {
+        true
+    }
+
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError> {
         self.root
             .cgroup(path)

@@ -8,13 +8,19 @@
 //! - `memory.events` (`oom_kill`, `max`): the library has no reader for it;
 //! - `cgroup.events` (`frozen`): freezing is asynchronous and the library cannot wait for it.
 //!
-//! Device nodes cannot be confined on v2 without attaching an eBPF program
-//! (`BPF_PROG_TYPE_CGROUP_DEVICE`); that is not done: [`Cgroups::create`] says so, and GPUs
-//! are then bound by `CUDA_VISIBLE_DEVICES`/`ROCR_VISIBLE_DEVICES` only.
+//! - device nodes: v2 has no devices controller; a cgroup whose limits deny devices gets an
+//!   eBPF device program instead (`device_program.rs`, `bpf.rs`), unless a program already
+//!   attached to it or an ancestor denies them all (a step inside its job's: the kernel runs
+//!   the ancestors' programs too). Where it cannot be loaded, [`Cgroups::create`] says so and
+//!   GPUs are bound by `CUDA_VISIBLE_DEVICES`/`ROCR_VISIBLE_DEVICES` only.
+//!
+//! A process can start inside a v2 cgroup ([`Cgroups::clone_target`], `clone_into.rs`).
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::CgroupPid;
@@ -26,9 +32,10 @@ use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 
+use crate::device_program::DevicePolicy;
 use crate::hierarchy::{GangwayRoot, Kind};
 use crate::mounts::{ENFORCING, Version};
-use crate::{Base, Cgroups, ContainmentError, Join, Limits, RootConfig, Swap, Usage};
+use crate::{Base, Cgroups, ContainmentError, DeviceNode, Join, Limits, RootConfig, Swap, Usage};
 
 /// The controllers a cgroup2 directory offers its children's parent (its `cgroup.controllers`).
 pub(crate) fn controllers_at(dir: &Path) -> Vec<String> {
@@ -46,6 +53,10 @@ pub(crate) struct V2 {
     dir: PathBuf,
     /// The enforcing controllers the gangway root has; for the others, why not.
     missing: Vec<(&'static str, String)>,
+    /// The devices each cgroup's program (attached by this backend) denies, by path.
+    device_programs: Mutex<HashMap<String, Vec<DeviceNode>>>,
+    /// Whether this process can load a device program: asked once, when first needed.
+    can_load: OnceLock<bool>,
 }
 
 impl V2 {
@@ -93,7 +104,13 @@ impl V2 {
             }
         }
         let root = GangwayRoot { controllers, name: config.name.clone(), v2: true };
-        Ok(Self { root, dir, missing })
+        Ok(Self {
+            root,
+            dir,
+            missing,
+            device_programs: Mutex::default(),
+            can_load: OnceLock::new(),
+        })
     }
 
     fn has(&self, kind: Kind) -> bool {
@@ -108,12 +125,32 @@ impl V2 {
             .unwrap_or_else(|| "not available".into())
     }
 
+    /// Keeps the cgroup's tasks from the `denied` device nodes: a device program on it,
+    /// unless one on it or an ancestor denies them all already.
+    fn deny_devices(&self, path: &str, denied: &[DeviceNode]) -> Result<(), ContainmentError> {
+        let mut attached = self.device_programs.lock().unwrap_or_else(PoisonError::into_inner);
+        let covered = ancestors_and_self(path)
+            .any(|p| attached.get(p).is_some_and(|has| denied.iter().all(|d| has.contains(d))));
+        if !covered {
+            crate::bpf::attach_device_policy(&DevicePolicy::denying(denied), &self.dir.join(path))?;
+            attached.insert(path.to_string(), denied.to_vec());
+        }
+        Ok(())
+    }
+
     fn events(&self, path: &str, file: &str, key: &str) -> u64 {
         let text = std::fs::read_to_string(self.dir.join(path).join(file)).unwrap_or_default();
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// `job_1/step_0`, `job_1`, `""` (the gangway root).
+fn ancestors_and_self(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| {
+        (!p.is_empty()).then(|| p.rsplit_once('/').map_or("", |(parent, _)| parent))
+    })
 }
 
 /// Hands `controller` to the children of `dir`.
@@ -202,12 +239,13 @@ impl Cgroups for V2 {
                 _ => notes.push(format!("pids not limited: {}", self.why_missing("pids"))),
             }
         }
-        if !limits.denied_devices.is_empty() {
-            notes.push(
-                "GPU device nodes not confined: cgroup v2 needs an eBPF device program for that \
-                 (not implemented); CUDA_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES still apply"
-                    .into(),
-            );
+        if !limits.denied_devices.is_empty()
+            && let Err(e) = self.deny_devices(path, &limits.denied_devices)
+        {
+            notes.push(format!(
+                "GPU device nodes not confined ({e}); CUDA_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES \
+                 still apply"
+            ));
         }
         Ok(notes)
     }
@@ -231,6 +269,17 @@ impl Cgroups for V2 {
             .map(OwnedFd::from)
             .map_err(ContainmentError::io(file, "open for leaving"))?;
         Ok(vec![fd])
+    }
+
+    fn clone_target(&self, path: &str) -> Result<Option<OwnedFd>, ContainmentError> {
+        let dir = self.dir.join(path);
+        std::fs::File::open(&dir)
+            .map(|f| Some(OwnedFd::from(f)))
+            .map_err(ContainmentError::io(dir, "open for starting processes in it"))
+    }
+
+    fn confines_devices(&self) -> bool {
+        *self.can_load.get_or_init(crate::bpf::can_load_device_programs)
     }
 
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError> {
@@ -305,8 +354,25 @@ impl Cgroups for V2 {
     }
 
     fn remove(&self, path: &str) -> Result<(), ContainmentError> {
+        // Its program goes with it (the kernel detaches it when the cgroup is released).
+        self.device_programs.lock().unwrap_or_else(PoisonError::into_inner).remove(path);
         let dirs = self.root.dirs(path);
         crate::hierarchy::remove_dirs(&dirs)
             .map_err(ContainmentError::io(dirs.first().cloned().unwrap_or_default(), "remove"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_followed_by_its_ancestors_up_to_the_root() {
+        assert_eq!(
+            ancestors_and_self("job_1/step_0").collect::<Vec<_>>(),
+            ["job_1/step_0", "job_1", ""]
+        );
+        assert_eq!(ancestors_and_self("job_1").collect::<Vec<_>>(), ["job_1", ""]);
+        assert_eq!(ancestors_and_self("").collect::<Vec<_>>(), [""]);
     }
 }

@@ -40,6 +40,7 @@ pub async fn run_local(
     // The subreaper comes just before the ranks: the cgroup's watcher must be settled first.
     ranks::prepare_descriptors();
     let cgroup_fds = cgroup.as_ref().map(|c| c.join_fds()).unwrap_or_default();
+    let cgroup_dir = cgroup.as_ref().and_then(|c| c.clone_target());
 
     let n = spec.ntasks;
     let mut routes = OutputRoutes::open(&spec, None)?;
@@ -93,6 +94,7 @@ pub async fn run_local(
         sink: out.clone(),
         exit_report: ExitReport::AtOnce,
         cgroup: &cgroup_fds,
+        cgroup_dir,
         gpu_numbering: None,
     };
     if let Some(c) = cgroup.as_mut() {

@@ -116,6 +116,8 @@ pub struct NodeLaunch<'a> {
     pub exit_report: ExitReport,
     /// `cgroup.procs` files every rank joins before it execs (`run_cgroup.rs`); empty: none.
     pub cgroup: &'a [std::os::fd::RawFd],
+    /// The cgroup v2 directory every rank starts in, `cgroup` being the fallback (`spawn.rs`).
+    pub cgroup_dir: Option<std::os::fd::RawFd>,
     /// The job's GPUs here when its tasks number theirs 0.. over them (a managed step whose
     /// cgroup hides the others, [`crate::binding::StepNode`]); `None`: the model's indexes.
     pub gpu_numbering: Option<&'a gangway_topology::CpuSet>,
@@ -234,6 +236,7 @@ pub async fn start(
             cpus: binding.filter(|b| !b.unbound).map(|b| &b.cpus),
             mem_nodes: binding.map(|b| &b.mem_nodes).filter(|m| !m.is_empty()),
             cgroup: launch.cgroup,
+            cgroup_dir: launch.cgroup_dir,
         });
         // The rank has its copy now; ours would keep the PMI connection open after it exits.
         drop(access);

@@ -16,7 +16,8 @@
 //! inherit them; each rank joins only the memory hierarchy, and only with `--mem` (the
 //! launcher stays out of that one: the OOM killer must never pick it). Before it kills the
 //! cgroup at the end the launcher leaves it again (freezing it would freeze the launcher). On
-//! v2 one write per rank joins everything, as before.
+//! v2 each rank starts inside the cgroup (`clone3` with `CLONE_INTO_CGROUP`), or, where the
+//! kernel refuses that, joins it by one write.
 //!
 //! Without permission (an ordinary user) nothing changes and nothing is said unless the run
 //! asked for `--mem`, which then cannot be enforced. `GANGWAY_NO_CGROUPS=1` turns it off.
@@ -38,6 +39,8 @@ pub struct RunCgroup {
     memory: Option<u64>,
     /// Its `cgroup.procs` files: each rank writes itself into them before it execs.
     join: Vec<OwnedFd>,
+    /// Its directory on v2, where the ranks start instead where the kernel can (`spawn.rs`).
+    clone_target: Option<OwnedFd>,
     /// Where the launcher joined the cgroup itself (v1: all but memory), the files it writes
     /// to leave again before the kill at the end; empty: it did not join.
     leave: Vec<OwnedFd>,
@@ -109,7 +112,17 @@ pub fn enter(
         }
         Version::V2 => (backend.join_files(&path, Join::Enforcing(&limits))?, Vec::new()),
     };
-    Ok(Some(RunCgroup { containment, path, memory, join, leave, _watcher: watcher, middle }))
+    let clone_target = backend.clone_target(&path)?;
+    Ok(Some(RunCgroup {
+        containment,
+        path,
+        memory,
+        join,
+        clone_target,
+        leave,
+        _watcher: watcher,
+        middle,
+    }))
 }
 
 impl RunCgroup {
@@ -128,6 +141,11 @@ impl RunCgroup {
     /// The descriptors a rank writes `0` to before it execs.
     pub fn join_fds(&self) -> Vec<RawFd> {
         self.join.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// The cgroup's directory a rank starts in, where the backend has one (v2).
+    pub fn clone_target(&self) -> Option<RawFd> {
+        self.clone_target.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Kills whatever is left in the cgroup, reads what the run used and removes it.

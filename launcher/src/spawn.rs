@@ -3,10 +3,12 @@
 //! Ranks are started the way `posix_spawn` does it (a vfork-style clone: no page tables copied,
 //! no copy-on-write faults afterwards), but with a parent-death signal, which `posix_spawn`
 //! cannot set. An exec failure comes back through a close-on-exec pipe, the exit through a pidfd.
+//! A rank of a cgroup v2 run starts inside its cgroup (`clone3`), rather than joining it by a
+//! write between fork and exec.
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,9 @@ pub struct RankCommand<'a> {
     pub mem_nodes: Option<&'a NodeSet>,
     /// `cgroup.procs` files of the cgroup to join before exec (`run_cgroup.rs`); empty: none.
     pub cgroup: &'a [RawFd],
+    /// The cgroup v2 directory to start the rank in (`clone3`), so that it writes none of
+    /// `cgroup`; those writes remain the way in where the kernel refuses that.
+    pub cgroup_dir: Option<RawFd>,
 }
 
 /// A started rank: its pid, the launcher's ends of its stdio, and a handle to await its end.
@@ -316,33 +321,7 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
         mask: unsafe { std::mem::zeroed() },
     };
 
-    // vfork semantics (shared memory, launcher thread paused until the child has exec'd): no
-    // page tables are copied and no copy-on-write faults follow, which a plain fork pays per
-    // rank. Signals stay blocked across the clone so that no launcher handler runs in the
-    // child before it has put every handler back to the default.
-    let mut stack = vec![0u8; CHILD_STACK];
-    // SAFETY: the child runs `child_entry` on its own stack and only makes async-signal-safe
-    // calls on the plan, which outlives it because this thread is suspended until the child
-    // has exec'd or exited (CLONE_VFORK).
-    let pid = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.mask);
-        let top = stack.as_mut_ptr().add(stack.len());
-        let top = top.sub(top as usize % 16);
-        let pid = libc::clone(
-            child_entry,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&plan as *const ChildPlan).cast_mut().cast(),
-        );
-        libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
-        pid
-    };
-    drop(stack);
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let pid = clone_child(&mut plan, rank.cgroup, rank.cgroup_dir)?;
     drop((out_w, err_w, stdin_child, error_w));
 
     // SAFETY: pidfd_open on our own, not yet reaped child returns a descriptor we own.
@@ -367,6 +346,65 @@ pub fn spawn_rank(rank: RankCommand<'_>) -> io::Result<RankProcess> {
         stderr: err_r.map(pipe::Receiver::from_owned_fd).transpose()?,
         exit: ExitWatch { pid, pidfd, exec_error: error_r },
     })
+}
+
+/// Clones the rank's process: inside the cgroup directory `into` where there is one and the
+/// kernel can (`clone3`, `gangway_containment::clone_into`), the child then writing none of
+/// `join`; else by `clone(2)`, the child joining by those writes (said once when the kernel
+/// refused the first).
+///
+/// vfork semantics (shared memory, launcher thread paused until the child has exec'd): no
+/// page tables are copied and no copy-on-write faults follow, which a plain fork pays per
+/// rank. Signals stay blocked across the clone so that no launcher handler runs in the
+/// child before it has put every handler back to the default.
+fn clone_child(
+    plan: &mut ChildPlan,
+    join: &[RawFd],
+    into: Option<RawFd>,
+) -> io::Result<libc::pid_t> {
+    use gangway_containment::clone_into::{self, CloneError};
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: blocks every signal in this thread, saving the mask for the child and for the
+    // restore below.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.mask);
+    }
+    let mut cloned = None;
+    if let Some(dir) = into.filter(|_| clone_into::available()) {
+        plan.cgroup.clear();
+        let arg = (&raw const *plan).cast_mut().cast();
+        // SAFETY: the child runs `child_entry` on its own stack and only makes
+        // async-signal-safe calls on the plan, which outlives it because this thread is
+        // suspended until the child has exec'd or exited (CLONE_VFORK); `dir` is the caller's
+        // open descriptor.
+        match unsafe {
+            clone_into::vfork_into(child_entry, arg, &mut stack, BorrowedFd::borrow_raw(dir))
+        } {
+            Ok(pid) => cloned = Some(Ok(pid)),
+            Err(refused @ CloneError::Refused(_)) => eprintln!("gangway: note: {refused}"),
+            Err(failed) => cloned = Some(Err(io::Error::other(failed))),
+        }
+        plan.cgroup = join.to_vec();
+    }
+    let cloned = cloned.unwrap_or_else(|| {
+        // SAFETY: as above; the stack's top is aligned to 16 bytes as the ABI wants.
+        let pid = unsafe {
+            let top = stack.as_mut_ptr().add(stack.len());
+            let top = top.sub(top as usize % 16);
+            libc::clone(
+                child_entry,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw const *plan).cast_mut().cast(),
+            )
+        };
+        if pid < 0 { Err(io::Error::last_os_error()) } else { Ok(pid) }
+    });
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut()) };
+    cloned
 }
 
 /// `MPOL_BIND` from the kernel's mempolicy.h: allocate only on the given nodes.
@@ -580,6 +618,7 @@ mod tests {
             cpus: None,
             mem_nodes: None,
             cgroup: &[],
+            cgroup_dir: None,
         }
     }
 
@@ -612,5 +651,61 @@ mod tests {
         let end = p.exit.wait().await.unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(end, ProcessEnd::ExecFailed { step: SetupStep::Exec, errno: libc::ENOEXEC });
+    }
+
+    /// On cgroup v2 a rank starts in its cgroup's directory and writes none of its join files:
+    /// given the `cgroup.procs` of another cgroup as well, it is still in the first. Without
+    /// the directory the same files are how it joins (it ends up in the other). Needs root and
+    /// a cgroup2 mount; skipped loudly without them.
+    #[tokio::test]
+    async fn a_v2_rank_starts_inside_its_cgroup_and_joins_by_no_write() {
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncReadExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED v2 rank start: needs root to create cgroups");
+            return;
+        }
+        let mounts = gangway_containment::mounts::parse_mountinfo(
+            &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        );
+        let Some(mount) = mounts
+            .into_iter()
+            .find(|m| m.version == gangway_containment::Version::V2)
+            .map(|m| m.point)
+        else {
+            eprintln!("SKIPPED v2 rank start: no cgroup2 file system is mounted here");
+            return;
+        };
+        struct Dirs(Vec<PathBuf>);
+        impl Drop for Dirs {
+            fn drop(&mut self) {
+                for d in &self.0 {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+        }
+        let name = |which: &str| format!("gangway-test-spawn-{which}-{}", std::process::id());
+        let dirs = Dirs(vec![mount.join(name("into")), mount.join(name("joined"))]);
+        for d in &dirs.0 {
+            std::fs::create_dir(d).unwrap();
+        }
+        let into = std::fs::File::open(&dirs.0[0]).unwrap();
+        let other =
+            std::fs::OpenOptions::new().write(true).open(dirs.0[1].join("cgroup.procs")).unwrap();
+        let cat = PathBuf::from("/bin/cat");
+        let argv0 = OsString::from("cat");
+        let args = [OsString::from("/proc/self/cgroup")];
+        let join = [other.as_raw_fd()];
+        for (dir, expect) in [(Some(into.as_raw_fd()), name("into")), (None, name("joined"))] {
+            let mut rank = command(&cat, &argv0, &args);
+            rank.cgroup = &join;
+            rank.cgroup_dir = dir;
+            let mut p = spawn_rank(rank).unwrap();
+            let mut out = String::new();
+            p.stdout.as_mut().unwrap().read_to_string(&mut out).await.unwrap();
+            assert_eq!(p.exit.wait().await.unwrap(), ProcessEnd::Status(RankStatus::Exited(0)));
+            let v2 = out.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_default();
+            assert_eq!(v2, format!("/{expect}"), "cgroup_dir {dir:?}: {out}");
+        }
     }
 }

@@ -358,9 +358,10 @@ pub fn gpus_numbered_within_job(launch: &JobLaunch, topology: &Topology, confine
 }
 
 impl NodeCgroups {
-    /// Whether this backend enforces device rules (v1's devices controller; v2 needs eBPF).
+    /// Whether this backend enforces device rules (v1's devices controller; on v2 an eBPF
+    /// device program, if the agent may load one).
     pub fn confines_devices(&self) -> bool {
-        self.containment.version() == gangway_containment::Version::V1
+        self.containment.backend().confines_devices()
     }
 }
 

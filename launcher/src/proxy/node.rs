@@ -380,6 +380,7 @@ impl LocalRanks {
             sink: out_tx,
             exit_report: ExitReport::AfterOutput(OUTPUT_DRAIN),
             cgroup: &[],
+            cgroup_dir: None,
             gpu_numbering: step.gpu_numbering(),
         };
         let mut started = ranks::start(launch, &mut pmi).await.map_err(|failed| {

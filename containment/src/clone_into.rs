@@ -16,7 +16,7 @@
 //! libc falls back) that refuses the call is asked once: [`CloneError::Refused`] comes back
 //! the first time, for the caller to say so, and [`available`] is false from then on.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
@@ -92,6 +92,7 @@ unsafe fn clone3_vfork(
     stack: &mut [u8],
     cgroup: BorrowedFd<'_>,
 ) -> i64 {
+    use std::os::fd::AsRawFd;
     // The kernel starts the child with its stack pointer at `stack + stack_size`: aligned to
     // 16 bytes, so that `call` leaves it as the ABI expects at the entry function.
     let base = stack.as_mut_ptr() as u64;

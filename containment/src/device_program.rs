@@ -230,7 +230,11 @@ mod tests {
         }
         assert!(ask(&policy, DeviceKind::Char, 195, 0, 2), "the granted GPU");
         assert!(ask(&policy, DeviceKind::Char, 195, 255, 6), "nvidiactl");
-        assert!(ask(&policy, DeviceKind::Char, 1, 3, 6), "/dev/null");
+        // What every job uses: null, zero, full, random, urandom, tty, console, ptmx, pts.
+        for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)] {
+            assert!(ask(&policy, DeviceKind::Char, major, minor, 6), "c {major}:{minor}");
+        }
+        assert!(ask(&policy, DeviceKind::Char, 136, 4, 6), "/dev/pts/4");
         assert!(ask(&policy, DeviceKind::Block, 195, 1, 2), "a block device with the numbers");
         // No rule at all: everything is allowed, in two instructions after the loads.
         let open = DevicePolicy::denying(&[]);

@@ -267,3 +267,35 @@ fn a_process_cloned_into_a_cgroup_is_there_from_its_first_instruction() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     assert!(!own.contains(&want), "{own}");
 }
+
+/// A descriptor that is no cgroup2 directory is an error to report, not a kernel without the
+/// call: the caller must not fall back to joining by a write, and later spawns still try.
+#[test]
+fn a_clone_into_what_is_no_cgroup_fails_and_is_no_refusal() {
+    if cgroup2("clone into no cgroup").is_none() {
+        return;
+    }
+    let not_a_cgroup = std::fs::File::open(std::env::temp_dir()).unwrap();
+    extern "C" fn never(_: *mut libc::c_void) -> libc::c_int {
+        99
+    }
+    let mut stack = vec![0u8; 16 * 1024];
+    // SAFETY: the entry touches nothing; no child starts when the kernel refuses the cgroup.
+    let result = unsafe {
+        clone_into::vfork_into(never, std::ptr::null_mut(), &mut stack, not_a_cgroup.as_fd())
+    };
+    match result {
+        Err(clone_into::CloneError::Failed(e)) => eprintln!("as expected: {e}"),
+        Err(clone_into::CloneError::Refused(e)) => {
+            eprintln!(
+                "SKIPPED clone into no cgroup: this kernel refuses clone3 into a cgroup ({e})"
+            );
+            return;
+        }
+        Ok(pid) => {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            panic!("a child started in {}", std::env::temp_dir().display());
+        }
+    }
+    assert!(clone_into::available(), "a failure is no refusal");
+}

@@ -123,9 +123,10 @@ pub(super) fn start_job(
             .as_ref()
             .and_then(|c| c.enter(&local.launch, &opts.topology, Part::Batch, None))
             .unwrap_or_default();
+        let cgroup_ready = began.elapsed();
         let started =
             process::spawn(&program.0, &program.1, &env, &run_as, Some(&out), false, &join);
-        super::process::warn_if_slow("the batch script", job, began.elapsed());
+        process::warn_if_slow("the batch script", job, cgroup_ready, began.elapsed());
         match started {
             Ok(spawned) => {
                 let sid = spawned.pid;

@@ -190,9 +190,21 @@ pub fn spawn(
 /// does it on its one runtime thread (see [`spawn`]), so no heartbeat leaves meanwhile, and a
 /// start stalled in the kernel (cgroup creation, the child's join, the fork itself) for longer
 /// than the lease fences this node's jobs. The line names the cause when that happens.
-pub fn warn_if_slow(what: &str, job: crate::protocol::JobId, took: std::time::Duration) {
+/// `cgroup`: the part spent making its cgroup, `took`: the whole start (the rest is the fork,
+/// the child's join and its exec).
+pub fn warn_if_slow(
+    what: &str,
+    job: crate::protocol::JobId,
+    cgroup: std::time::Duration,
+    took: std::time::Duration,
+) {
     if took >= std::time::Duration::from_millis(250) {
-        tracing::warn!(job, took_ms = took.as_millis() as u64, "starting {what} took this long");
+        tracing::warn!(
+            job,
+            took_ms = took.as_millis() as u64,
+            cgroup_ms = cgroup.as_millis() as u64,
+            "starting {what} took this long"
+        );
     }
 }
 

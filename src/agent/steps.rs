@@ -137,7 +137,7 @@ pub(super) fn start_proxy(
         }
     };
     let sid = spawned.pid;
-    process::warn_if_slow("a step's proxy", c.job, began.elapsed());
+    process::warn_if_slow("a step's proxy", c.job, joined, began.elapsed());
     // The launch path's share of the agent, for benches/containment.py.
     tracing::debug!(
         job = c.job,

@@ -470,14 +470,22 @@ fn node_processes(m: &Managed, i: usize) -> Vec<Pid> {
 fn a_job_that_lost_every_node_runs_again_when_they_return() {
     let Some(m) = Managed::up(2) else { return };
     let log = m.dir.join("ticks-both-lost.log");
-    // The first two attempts tick until they are fenced; the third ends after a few ticks.
+    // Every attempt ticks until the test says `go` (the earlier ones are fenced before), then
+    // ticks five more times and ends.
+    let go = m.dir.join("both-lost.go");
+    let tick = format!(
+        "echo \"$(date +%s.%N) $(hostname) $GANGWAY_RESTART_COUNT\" >> {log}; sleep 0.1",
+        log = log.display()
+    );
     let script = format!(
-        "ticks=5; [ $GANGWAY_RESTART_COUNT -ge 2 ] || ticks=600; i=0; while [ $i -lt $ticks ]; do echo \"$(date +%s.%N) $(hostname) $GANGWAY_RESTART_COUNT\" >> {log}; i=$((i+1)); sleep 0.1; done; echo \"DONE $GANGWAY_RESTART_COUNT\" >> {log}",
+        "while [ ! -e {go} ]; do {tick}; done; for i in 1 2 3 4 5; do {tick}; done; echo \"DONE $GANGWAY_RESTART_COUNT\" >> {log}",
+        go = go.display(),
         log = log.display()
     );
     let id = m.submit(&["-n", "1", "-o", "/dev/null", "--wrap", &script]);
-    wait_until("the job ticking", Duration::from_secs(30), || {
-        read_ticks(&log).attempts.get(&0).is_some_and(|(_, t)| !t.is_empty())
+    // Under load an attempt may be fenced before this test stalls anything: any attempt will do.
+    wait_until("the job ticking", Duration::from_secs(60), || {
+        !read_ticks(&log).attempts.is_empty() && m.job(id)["state"] == "RUNNING"
     });
     let first = node_index(&node_of(&m, id));
     let (first, second) = (node_processes(&m, first), node_processes(&m, 3 - first));
@@ -485,8 +493,9 @@ fn a_job_that_lost_every_node_runs_again_when_they_return() {
     for p in &first {
         kill(*p, Signal::SIGSTOP).unwrap();
     }
-    wait_until("attempt 2 placed", Duration::from_secs(20), || {
-        m.job(id)["attempt"].as_u64() >= Some(2) && m.job(id)["state"] == "RUNNING"
+    let before = m.job(id)["attempt"].as_u64().unwrap_or(1);
+    wait_until("the next attempt placed", Duration::from_secs(20), || {
+        m.job(id)["attempt"].as_u64() > Some(before) && m.job(id)["state"] == "RUNNING"
     });
     for p in &second {
         kill(*p, Signal::SIGSTOP).unwrap();
@@ -499,6 +508,11 @@ fn a_job_that_lost_every_node_runs_again_when_they_return() {
     for p in first.iter().chain(&second) {
         kill(*p, Signal::SIGCONT).unwrap();
     }
+    let lost_both = before + 1;
+    wait_until("the job running again", Duration::from_secs(30), || {
+        m.job(id)["attempt"].as_u64() > Some(lost_both) && m.job(id)["state"] == "RUNNING"
+    });
+    std::fs::write(&go, "").unwrap();
     m.wait_done(&[id], Duration::from_secs(30));
     let t = read_ticks(&log);
     let j = m.job(id);

@@ -6,12 +6,14 @@
 
 pub mod format;
 pub mod install;
+pub mod iterate;
 pub mod sacct;
 pub mod salloc;
 pub mod sbatch;
 pub mod scancel;
 pub mod scontrol;
 pub mod sinfo;
+pub mod sort;
 pub mod squeue;
 pub mod srun;
 pub mod time;

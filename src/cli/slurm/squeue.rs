@@ -1,12 +1,16 @@
-//! `squeue`: the queue (`Request::Queue`, as `gangway queue` asks it) filtered by Slurm's flags
-//! and printed in Slurm's formats (`-o` letters, `-O` names, `-l`, `--start`, `--json`).
+//! `squeue`: the queue (`Request::Queue`, as `gangway queue` asks it) filtered by Slurm's flags,
+//! sorted as Slurm sorts it (`-S`, by default partition, state, then priority highest first),
+//! and printed in Slurm's formats (`-o` letters, `-O` names, `-l`, `--start`, `--json`), once
+//! or every `-i` seconds.
 
+use std::cmp::Ordering;
 use std::ffi::OsString;
 
 use clap::Args;
 
 use super::format::{self, Item, Key};
-use super::{current_user, list, parse, time};
+use super::sort::{self, SortKey, natural};
+use super::{current_user, iterate, list, parse, time};
 use crate::cli::array_rows;
 use crate::cli::error::{CliError, ask};
 use crate::cli::query::{clock, short_state};
@@ -18,6 +22,13 @@ pub const DEFAULT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
 pub const LONG: &str = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R";
 /// `--start`.
 pub const START: &str = "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %R";
+
+/// Slurm's order when `-S` is not given: partition, compact state, priority (highest first).
+pub const DEFAULT_SORT: &str = "P,t,-p";
+/// The letters squeue's `-S` takes (Slurm's). Those gangway has no figure for (`c d f g G h H
+/// I J n O v z`: group, disk, features, sockets, reservation, ...) order nothing, as several
+/// already do in Slurm.
+const SORT_FIELDS: &str = "BcCdDefgGhHiIjJlLmMnNOpPQStTuUvVz";
 
 /// squeue's flags (Slurm's spellings).
 #[derive(Debug, Args)]
@@ -73,6 +84,13 @@ pub struct SqueueArgs {
     /// Only jobs at these QOS.
     #[arg(short = 'q', long = "qos", value_name = "LIST")]
     qos: Option<String>,
+    /// Sort by these fields, each after + (ascending) or - (descending): -S -t,i (default P,t,-p).
+    #[arg(short = 'S', long = "sort", value_name = "FIELDS")]
+    sort: Option<String>,
+    /// Print the report again every N seconds, each under the date, until interrupted (Ctrl-C).
+    #[arg(short = 'i', long = "iterate", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    iterate: Option<u64>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -81,21 +99,16 @@ pub struct SqueueArgs {
 fn command() -> clap::Command {
     SqueueArgs::augment_args(clap::Command::new("squeue").disable_help_flag(true))
         .about("Pending and running jobs, as Slurm's squeue prints them (gangway)")
+        .after_help(
+            "Examples:\n  squeue -u $USER -S -t,i          pending and running by state, then id\n  squeue -O JobID:10,Name:.30,State  columns by name, with widths\n  squeue -i 5 --me                  your jobs every 5 seconds (Ctrl-C ends it)",
+        )
 }
 
 /// Runs `squeue`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
     let args: SqueueArgs = parse(command(), "squeue", args)?;
-    let jobs = match ask(&Request::Queue)? {
-        Reply::Jobs { jobs } => jobs,
-        other => return Err(CliError::UnexpectedReply(Box::new(other))),
-    };
-    let jobs = select(&args, jobs, &current_user())?;
-    let jobs = by_place_and_charge(&args, jobs)?;
-    if args.json {
-        println!("{}", serde_json::json!({ "jobs": jobs }));
-        return Ok(());
-    }
+    let keys = sort::parse(args.sort.as_deref().unwrap_or(DEFAULT_SORT), SORT_FIELDS)
+        .map_err(CliError::Usage)?;
     let items = if let Some(names) = &args.format_names {
         format::parse_names(names, 20)
     } else {
@@ -107,8 +120,70 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
             DEFAULT
         }))
     };
-    print!("{}", render(&items, &jobs, !args.noheader, now_ms()));
-    Ok(())
+    let report = || -> Result<String, CliError> {
+        let jobs = match ask(&Request::Queue)? {
+            Reply::Jobs { jobs } => jobs,
+            other => return Err(CliError::UnexpectedReply(Box::new(other))),
+        };
+        let jobs = select(&args, jobs, &current_user())?;
+        let mut jobs = by_place_and_charge(&args, jobs)?;
+        let now = now_ms();
+        sort_jobs(&mut jobs, &keys, now);
+        if args.json {
+            return Ok(format!("{}\n", serde_json::json!({ "jobs": jobs })));
+        }
+        Ok(render(&items, &jobs, !args.noheader, now))
+    };
+    match args.iterate {
+        Some(seconds) => iterate::repeat("squeue", seconds, !args.noheader && !args.json, report),
+        None => {
+            // Slurm dates its long report as it dates an iterated one.
+            if args.long && !args.noheader && !args.json {
+                println!("{}", time::date_line(now_ms()));
+            }
+            print!("{}", report()?);
+            Ok(())
+        }
+    }
+}
+
+/// Sorts jobs by `-S` keys, comparing as Slurm's squeue does: a job not started yet sorts by
+/// start as if it started in 100 seconds, an unlimited time limit above every limit.
+pub fn sort_jobs(jobs: &mut [JobInfo], keys: &[SortKey], now: u64) {
+    let used = |j: &JobInfo| {
+        j.start_time.map_or(0, |s| j.end_time.unwrap_or(now).saturating_sub(s) / 1000)
+    };
+    let first_node = |j: &JobInfo| j.nodes.first().cloned().unwrap_or_default();
+    let memory = |j: &JobInfo| j.shape.mem_per_node.or(j.shape.mem_per_cpu).unwrap_or(0);
+    let start = |j: &JobInfo| match j.start_time {
+        None => now + 100_000,
+        Some(s) if j.state == "PENDING" => s.max(now),
+        Some(s) => s,
+    };
+    sort::sort_by(jobs, keys, |a, b, k| match k.field {
+        'B' | 'N' => natural(&first_node(a), &first_node(b)),
+        'C' => a.cpus.cmp(&b.cpus),
+        'D' => node_count(a).cmp(&node_count(b)),
+        'e' => a.end_time.cmp(&b.end_time),
+        'i' => array_rows::order_key(a).cmp(&array_rows::order_key(b)),
+        'j' => a.name.cmp(&b.name),
+        'l' => a.time_limit.unwrap_or(u64::MAX).cmp(&b.time_limit.unwrap_or(u64::MAX)),
+        'L' => {
+            let left = |j: &JobInfo| j.time_limit.map_or(u64::MAX, |l| l.saturating_sub(used(j)));
+            left(a).cmp(&left(b))
+        }
+        'm' => memory(a).cmp(&memory(b)),
+        'M' => used(a).cmp(&used(b)),
+        'p' | 'Q' => a.priority.cmp(&b.priority),
+        'P' => a.partition.cmp(&b.partition),
+        'S' => start(a).cmp(&start(b)),
+        't' => short_state(&a.state).cmp(short_state(&b.state)),
+        'T' => a.state.cmp(&b.state),
+        'u' => a.user.cmp(&b.user),
+        'U' => a.uid.cmp(&b.uid),
+        'V' => a.submit_time.cmp(&b.submit_time),
+        _ => Ordering::Equal,
+    });
 }
 
 fn now_ms() -> u64 {
@@ -260,6 +335,11 @@ fn heading(key: &Key) -> &'static str {
     }
 }
 
+/// The nodes a job has, or asks for while it waits.
+fn node_count(j: &JobInfo) -> usize {
+    if j.nodes.is_empty() { j.shape.min_nodes.unwrap_or(1) as usize } else { j.nodes.len() }
+}
+
 fn nodelist(j: &JobInfo) -> String {
     gangway_launcher::nodes::hostlist::compress(&j.nodes).unwrap_or_else(|_| j.nodes.join(","))
 }
@@ -294,12 +374,7 @@ fn value(j: &JobInfo, key: &Key, now: u64) -> String {
             Some(limit) => clock(limit.saturating_sub(used)),
             None => "UNLIMITED".into(),
         },
-        'D' => (if j.nodes.is_empty() {
-            j.shape.min_nodes.unwrap_or(1) as usize
-        } else {
-            j.nodes.len()
-        })
-        .to_string(),
+        'D' => node_count(j).to_string(),
         'C' => j.cpus.to_string(),
         'n' => j.ntasks.to_string(),
         'N' => nodelist(j),
@@ -391,6 +466,29 @@ mod tests {
         let out =
             render(&format::parse_names("JobID:6,Name:.10,State,ReasonList", 20), &jobs(), true, 0);
         insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn sort_keys_order_as_slurms_squeue() {
+        let mut jobs = jobs();
+        let mut third = job(9, "zz-first-by-name", "PENDING", &[]);
+        third.priority = 500;
+        jobs.push(third);
+        let ids = |jobs: &mut Vec<JobInfo>, spec: &str| {
+            let keys = sort::parse(spec, SORT_FIELDS).unwrap();
+            sort_jobs(jobs, &keys, 66_000);
+            jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        };
+        // Slurm's default: pending (PD) before running (R), the higher priority first.
+        assert_eq!(ids(&mut jobs, DEFAULT_SORT), [9, 8, 7]);
+        assert_eq!(ids(&mut jobs, "i"), [7, 8, 9]);
+        assert_eq!(ids(&mut jobs, "-t,i"), [7, 8, 9]);
+        assert_eq!(ids(&mut jobs, "-t,-i"), [7, 9, 8]);
+        assert_eq!(ids(&mut jobs, "-j"), [9, 8, 7]);
+        assert_eq!(ids(&mut jobs, "S,i"), [7, 8, 9], "not started: as if in 100 s");
+        // A field gangway has no figure for orders nothing: the next key decides.
+        assert_eq!(ids(&mut jobs, "v,-i"), [9, 8, 7]);
+        assert!(sort::parse("-t,%", SORT_FIELDS).is_err());
     }
 
     #[test]

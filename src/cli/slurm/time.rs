@@ -1,5 +1,6 @@
 //! Times as Slurm's commands print and read them: local `YYYY-MM-DDTHH:MM:SS`, elapsed
-//! `[D-]HH:MM:SS` (sacct), and the `-S`/`-E` forms sacct takes.
+//! `[D-]HH:MM:SS` (sacct), the `-S`/`-E` forms sacct takes, and the date line above an
+//! iterated report.
 
 use crate::protocol::end_handling::local_time;
 
@@ -12,6 +13,27 @@ pub fn local(ms: Option<u64>) -> String {
 pub fn elapsed(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 { format!("{d}-{h:02}:{m:02}:{s:02}") } else { format!("{h:02}:{m:02}:{s:02}") }
+}
+
+/// The date line `squeue`/`sinfo` print above each report of `-i` and `-l`, as Slurm's
+/// `print_date` does (`Sun Dec 06 18:58:22 2026`, local time).
+pub fn date_line(ms: u64) -> String {
+    let iso = local(Some(ms));
+    let field = |range: std::ops::Range<usize>| iso.get(range).and_then(|s| s.parse::<i64>().ok());
+    let (Some(y), Some(m), Some(d)) = (field(0..4), field(5..7), field(8..10)) else { return iso };
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    // Days since 1970-01-01 (a Thursday) of the civil date, after Howard Hinnant's algorithm.
+    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let weekday = DAYS[(days + 4).rem_euclid(7) as usize];
+    let month = MONTHS.get((m - 1) as usize).copied().unwrap_or("???");
+    format!("{weekday} {month} {d:02} {} {y}", iso.get(11..).unwrap_or(""))
 }
 
 /// A `-S`/`-E` value: `YYYY-MM-DD[THH:MM[:SS]]` in local time, `now`, or `now-N[days|hours|
@@ -75,5 +97,15 @@ mod tests {
         assert_eq!(local(Some(t)), "2026-03-04T05:06:07");
         assert_eq!(parse("now-2days", 3 * 86_400_000).unwrap(), 86_400_000);
         assert!(parse("yesterday", 0).is_err());
+    }
+
+    #[test]
+    fn the_date_line_is_slurms_ctime() {
+        let t = parse("2026-12-06T18:58:22", 0).unwrap();
+        assert_eq!(date_line(t), "Sun Dec 06 18:58:22 2026");
+        let t = parse("2024-02-29T00:00:00", 0).unwrap();
+        assert_eq!(date_line(t), "Thu Feb 29 00:00:00 2024");
+        let t = parse("2000-03-01T12:00:00", 0).unwrap();
+        assert_eq!(date_line(t), "Wed Mar 01 12:00:00 2000");
     }
 }

@@ -4,6 +4,7 @@
 //! gangway command already builds, and prints in Slurm's formats; nothing is submitted or
 //! launched a second way.
 
+pub mod attempts;
 pub mod format;
 pub mod install;
 pub mod iterate;
@@ -17,6 +18,7 @@ pub mod sort;
 pub mod squeue;
 pub mod srun;
 pub mod time;
+pub mod units;
 
 use std::ffi::OsString;
 

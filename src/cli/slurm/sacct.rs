@@ -1,13 +1,17 @@
 //! `sacct`: finished jobs (`Request::History`) and the queue's, with a `.batch` line for each
-//! batch script and a `.N` line for each step (from the job's recorded events), in sacct's layouts: fixed-width columns under a dashed rule, `--parsable2`
-//! (`-P`) and `--parsable` (`-p`), `--format` with `Field%width`, `-X`, `-S`/`-E`, `-j`.
+//! batch script and a `.N` line for each step of the job's current attempt (from the job's
+//! recorded events), and with `-D` the earlier attempts of a requeued job (`attempts.rs`), in
+//! sacct's layouts: fixed-width columns under a dashed rule, `--parsable2` (`-P`) and
+//! `--parsable` (`-p`), `--format` with `Field%width`, `-X`, `-S`/`-E`, `-j`, `--units`.
 
 use std::ffi::OsString;
 
 use clap::Args;
 
+use super::attempts;
 use super::scontrol::{batch_exit_code, exit_code};
 use super::time::{elapsed, local, parse as parse_time};
+use super::units::{Unit, size};
 use super::{current_user, list, parse};
 use crate::cli::accounting;
 use crate::cli::error::{CliError, ask};
@@ -74,6 +78,15 @@ pub struct SacctArgs {
     /// JSON: the jobs as the controller reports them.
     #[arg(long)]
     json: bool,
+    /// Sizes (MaxRSS, ReqMem) in this unit: K, M, G, T or P (default: the largest exact one).
+    #[arg(long = "units", value_name = "K|M|G|T|P")]
+    units: Option<Unit>,
+    /// Every attempt of a requeued job, each on lines of its own (default: the last only).
+    #[arg(short = 'D', long = "duplicates")]
+    duplicates: bool,
+    /// Every cluster's jobs: gangway runs one cluster, so the same as without it.
+    #[arg(short = 'L', long = "allclusters")]
+    allclusters: bool,
 }
 
 /// One sacct line: a job, its batch script, or one of its steps.
@@ -154,7 +167,10 @@ pub fn steps_of(events: &[(u64, String, String)]) -> Vec<StepRecord> {
 /// Runs `sacct`.
 pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
     let command = SacctArgs::augment_args(clap::Command::new("sacct"))
-        .about("Accounting of jobs, as Slurm's sacct prints it (gangway)");
+        .about("Accounting of jobs, as Slurm's sacct prints it (gangway)")
+        .after_help(
+            "Examples:\n  sacct -j 7 -P -o JobID,State,ExitCode,MaxRSS --units=M\n  sacct -j 7 -D -X -o JobID,State,Restarts,NodeList   every attempt of a requeued job",
+        );
     let args: SacctArgs = parse(command, "sacct", args)?;
     let now = now_ms();
     let mut jobs = match ask(&Request::History { limit: 10_000 })? {
@@ -181,30 +197,42 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         })
         .to_string()
     });
-    // Steps come from each job's events: one question per job, so only for a bounded list.
-    let steps: Vec<Vec<StepRecord>> = jobs
+    // Steps and earlier attempts come from each job's events: one question per job, so only
+    // for a bounded list.
+    let bounded = jobs.len() <= MAX_JOBS_WITH_STEPS;
+    let events: Vec<Vec<(u64, String, String)>> = jobs
         .iter()
         .map(|j| {
-            if args.allocations || jobs.len() > MAX_JOBS_WITH_STEPS || j.start_time.is_none() {
+            let steps = !args.allocations && j.start_time.is_some();
+            let attempts = args.duplicates && j.attempt > 1;
+            if !bounded || !(steps || attempts) {
                 return Vec::new();
             }
             match ask(&Request::ShowJob { id: j.id }) {
-                Ok(Reply::Job(info)) => steps_of(&info.events),
+                Ok(Reply::Job(info)) => info.events,
                 _ => Vec::new(),
             }
         })
         .collect();
-    let lines: Vec<Line<'_>> = jobs
+    let earlier: Vec<Vec<JobInfo>> = jobs
         .iter()
-        .zip(&steps)
-        .flat_map(|(j, steps)| {
-            let batch = (!args.allocations && j.kind == JobKind::Batch && j.start_time.is_some())
-                .then_some(Line { job: j, batch_step: true, step: None });
-            std::iter::once(Line { job: j, batch_step: false, step: None })
-                .chain(batch)
-                .chain(steps.iter().map(move |s| Line { job: j, batch_step: false, step: Some(s) }))
+        .zip(&events)
+        .map(|(j, ev)| {
+            if !args.duplicates {
+                return Vec::new();
+            }
+            attempts::earlier(ev).iter().map(|a| a.record(j)).collect()
         })
         .collect();
+    let steps: Vec<Vec<StepRecord>> = events.iter().map(|ev| steps_of(ev)).collect();
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    for ((j, earlier), steps) in jobs.iter().zip(&earlier).zip(&steps) {
+        for record in earlier {
+            lines.extend(lines_of(record, steps, args.allocations));
+        }
+        lines.extend(lines_of(j, steps, args.allocations));
+    }
+    let units = args.units;
     let layout = if args.parsable2 {
         Layout::Parsable { trailing: false }
     } else if args.parsable {
@@ -212,8 +240,28 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
     } else {
         Layout::Columns
     };
-    print!("{}", render(&fields, &lines, layout, !args.noheader, now));
+    print!("{}", render_in(&fields, &lines, layout, !args.noheader, now, units));
     Ok(())
+}
+
+/// A job's (or one earlier attempt's) lines: its own, its batch script's, and the steps that
+/// started within it.
+fn lines_of<'a>(j: &'a JobInfo, steps: &'a [StepRecord], allocations: bool) -> Vec<Line<'a>> {
+    let mut lines = vec![Line { job: j, batch_step: false, step: None }];
+    if allocations {
+        return lines;
+    }
+    let Some(start) = j.start_time else { return lines };
+    if j.kind == JobKind::Batch {
+        lines.push(Line { job: j, batch_step: true, step: None });
+    }
+    let within = |s: &&StepRecord| s.start >= start && j.end_time.is_none_or(|e| s.start <= e);
+    lines.extend(steps.iter().filter(within).map(|s| Line {
+        job: j,
+        batch_step: false,
+        step: Some(s),
+    }));
+    lines
 }
 
 fn now_ms() -> u64 {
@@ -355,16 +403,16 @@ fn usage_of(j: &JobInfo, part: Option<&str>) -> Option<(u64, Option<u64>)> {
     }
 }
 
-/// sacct's `TotalCPU` and `MaxRSS` (in K, as sacct prints it).
-fn usage_field(j: &JobInfo, part: Option<&str>, field: &str) -> String {
+/// sacct's `TotalCPU` and `MaxRSS` (counted in K, printed as sacct prints sizes).
+fn usage_field(j: &JobInfo, part: Option<&str>, field: &str, units: Option<Unit>) -> String {
     match (field, usage_of(j, part)) {
         ("TotalCPU", Some((cpu, _))) => accounting::cpu_time(cpu),
-        ("MaxRSS", Some((_, Some(peak)))) => format!("{}K", peak / 1024),
+        ("MaxRSS", Some((_, Some(peak)))) => size(peak / 1024, Unit::Kilo, units),
         _ => String::new(),
     }
 }
 
-fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
+fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64, units: Option<Unit>) -> String {
     let end_ms = s.end.map(|(t, _)| t);
     let state = match s.end {
         None if j.state == "RUNNING" => "RUNNING",
@@ -387,13 +435,16 @@ fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
             Some((_, Some(c))) => format!("{c}:0"),
             _ => "0:0".into(),
         },
-        "Elapsed" => elapsed(end_ms.unwrap_or(now).saturating_sub(s.start) / 1000),
-        "ElapsedRaw" => (end_ms.unwrap_or(now).saturating_sub(s.start) / 1000).to_string(),
+        // A step with no end of its own ended with its job (or its attempt) at the latest.
+        "Elapsed" => elapsed(end_ms.or(j.end_time).unwrap_or(now).saturating_sub(s.start) / 1000),
+        "ElapsedRaw" => {
+            (end_ms.or(j.end_time).unwrap_or(now).saturating_sub(s.start) / 1000).to_string()
+        }
         "Start" => local(Some(s.start)),
         "End" => end_ms.map(|t| local(Some(t))).unwrap_or_else(|| "Unknown".into()),
         "UID" => j.uid.to_string(),
         "WorkDir" => j.cwd.clone(),
-        "TotalCPU" | "MaxRSS" => usage_field(j, Some(&format!("step {}", s.step)), field),
+        "TotalCPU" | "MaxRSS" => usage_field(j, Some(&format!("step {}", s.step)), field, units),
         "NodeList" => s.placed.as_ref().map(|p| p.nodelist.clone()).unwrap_or_default(),
         "NNodes" => s.placed.as_ref().map(|p| p.nnodes.to_string()).unwrap_or_default(),
         "AllocCPUS" => s.placed.as_ref().map(|p| p.cpus.to_string()).unwrap_or_default(),
@@ -402,10 +453,10 @@ fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64) -> String {
     }
 }
 
-fn value(line: &Line<'_>, field: &str, now: u64) -> String {
+fn value(line: &Line<'_>, field: &str, now: u64, units: Option<Unit>) -> String {
     let j = line.job;
     if let Some(s) = line.step {
-        return step_value(j, s, field, now);
+        return step_value(j, s, field, now, units);
     }
     let run = j.start_time.map(|s| j.end_time.unwrap_or(now).saturating_sub(s) / 1000).unwrap_or(0);
     let nodelist = || {
@@ -479,22 +530,34 @@ fn value(line: &Line<'_>, field: &str, now: u64) -> String {
         "ReqMem" => j
             .shape
             .mem_per_node
-            .map(|b| format!("{}M", b >> 20))
-            .or(j.shape.mem_per_cpu.map(|b| format!("{}Mc", b >> 20)))
+            .map(|b| size(b >> 20, Unit::Mega, units))
+            .or(j.shape.mem_per_cpu.map(|b| format!("{}c", size(b >> 20, Unit::Mega, units))))
             .unwrap_or_else(|| "0".into()),
-        "TotalCPU" | "MaxRSS" if line.batch_step => usage_field(j, Some("batch"), field),
-        "TotalCPU" | "MaxRSS" => usage_field(j, None, field),
+        "TotalCPU" | "MaxRSS" if line.batch_step => usage_field(j, Some("batch"), field, units),
+        "TotalCPU" | "MaxRSS" => usage_field(j, None, field, units),
         _ => String::new(),
     }
 }
 
-/// The lines in a layout (pure, for snapshots).
+/// The lines in a layout (pure, for snapshots), sizes as sacct prints them by default.
 pub fn render(
     fields_text: &str,
     lines: &[Line<'_>],
     layout: Layout,
     header: bool,
     now: u64,
+) -> String {
+    render_in(fields_text, lines, layout, header, now, None)
+}
+
+/// The lines in a layout, sizes in `units` when given.
+pub fn render_in(
+    fields_text: &str,
+    lines: &[Line<'_>],
+    layout: Layout,
+    header: bool,
+    now: u64,
+    units: Option<Unit>,
 ) -> String {
     let fields = match fields(fields_text) {
         Ok(f) => f,
@@ -509,7 +572,7 @@ pub fn render(
                 &names,
                 lines,
                 header.then_some(&head as &dyn Fn(&str) -> String),
-                |l, n| value(l, n, now),
+                |l, n| value(l, n, now, units),
                 trailing,
             ));
         }
@@ -537,7 +600,7 @@ pub fn render(
                 out.push_str(&format!("{}\n", rule.join(" ")));
             }
             for l in lines {
-                out.push_str(&row(fields.iter().map(|(n, _)| value(l, n, now)).collect()));
+                out.push_str(&row(fields.iter().map(|(n, _)| value(l, n, now, units)).collect()));
             }
         }
     }
@@ -674,7 +737,13 @@ mod tests {
         ];
         let out =
             render("JobID,TotalCPU,MaxRSS", &lines, Layout::Parsable { trailing: false }, false, 0);
-        assert_eq!(out, "7|0:03.500|4096K\n7.batch|0:01.000|1024K\n7.0|0:02.000|3072K\n");
+        // As sacct prints sizes: the largest exact unit, or the one --units names.
+        assert_eq!(out, "7|0:03.500|4M\n7.batch|0:01.000|1M\n7.0|0:02.000|3M\n");
+        let parsable = Layout::Parsable { trailing: false };
+        let out = render_in("JobID,MaxRSS", &lines, parsable, false, 0, Some(Unit::Kilo));
+        assert_eq!(out, "7|4096K\n7.batch|1024K\n7.0|3072K\n");
+        let out = render_in("MaxRSS", &lines[..1], parsable, false, 0, Some(Unit::Giga));
+        assert_eq!(out, "0.00G\n");
     }
 
     #[test]
@@ -690,6 +759,58 @@ mod tests {
         ];
         let out = render("JobID,State", &lines, Layout::Parsable { trailing: false }, false, 0);
         assert_eq!(out, "7|CANCELLED by 0\n7.batch|CANCELLED\n8|CANCELLED\n");
+    }
+
+    #[test]
+    fn duplicates_print_each_attempt_with_its_own_steps() {
+        let mut j = job(7, "COMPLETED", Some(0));
+        j.start_time = Some(12_000);
+        j.end_time = Some(30_000);
+        j.attempt = 2;
+        let events: Vec<(u64, String, String)> = [
+            (2_000, "start", "attempt 1 on node1"),
+            (3_000, "step", "step 0: first"),
+            (9_000, "requeue", "attempt 2 asked by root"),
+            (12_000, "start", "attempt 2 on node1,node2,node3"),
+            (13_000, "step", "step 0: second"),
+            (14_000, "step_end", "step 0: exit 0"),
+        ]
+        .iter()
+        .map(|(t, k, d)| (*t, k.to_string(), d.to_string()))
+        .collect();
+        let steps = steps_of(&events);
+        let earlier: Vec<JobInfo> =
+            attempts::earlier(&events).iter().map(|a| a.record(&j)).collect();
+        let mut lines = Vec::new();
+        for r in &earlier {
+            lines.extend(lines_of(r, &steps, false));
+        }
+        lines.extend(lines_of(&j, &steps, false));
+        let out = render(
+            "JobID,JobName,State,Restarts,NodeList,Elapsed",
+            &lines,
+            Layout::Parsable { trailing: false },
+            false,
+            0,
+        );
+        assert_eq!(
+            out,
+            "7|hybrid|REQUEUED|0|node1|00:00:07\n\
+             7.batch|batch|REQUEUED|0|node1|00:00:07\n\
+             7.0|first|CANCELLED|||00:00:06\n\
+             7|hybrid|COMPLETED|1|node[1-3]|00:00:18\n\
+             7.batch|batch|COMPLETED|1|node1|00:00:18\n\
+             7.0|second|COMPLETED|||00:00:01\n"
+        );
+        // Without -D only the last attempt, and only its own steps.
+        let out = render(
+            "JobID,JobName",
+            &lines_of(&j, &steps, false),
+            Layout::Parsable { trailing: false },
+            false,
+            0,
+        );
+        assert_eq!(out, "7|hybrid\n7.batch|batch\n7.0|second\n");
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub(super) fn start_job(
         };
         let mut program = script_program(&batch.script, &path);
         program.1.extend(batch.args.iter().cloned());
+        if env.iter().any(|(k, _)| k == "SLURM_JOB_ID") {
+            program = with_task_pid(program);
+        }
         let cgroups = opts.cgroups.clone();
         let began = tokio::time::Instant::now();
         let join = cgroups
@@ -192,6 +195,15 @@ fn script_program(text: &str, path: &std::path::Path) -> (PathBuf, Vec<String>) 
     }
 }
 
+/// Slurm's `SLURM_TASK_PID` in a batch script is the script's own pid, known only once it
+/// runs: a `/bin/sh` sets it to its `$$` and execs the script in its place (the same pid).
+fn with_task_pid((program, args): (PathBuf, Vec<String>)) -> (PathBuf, Vec<String>) {
+    let set = r#"SLURM_TASK_PID=$$; export SLURM_TASK_PID; exec "$0" "$@""#;
+    let mut words = vec!["-c".to_string(), set.to_string(), program.display().to_string()];
+    words.extend(args);
+    (PathBuf::from("/bin/sh"), words)
+}
+
 fn write_script(
     path: &std::path::Path,
     text: &str,
@@ -204,4 +216,35 @@ fn write_script(
         std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_pid_is_the_scripts_own_pid_and_its_words_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, name) in [
+            ("#!/bin/sh\necho \"$SLURM_TASK_PID $$ $0 $1|$2\"\n", "with-shebang.sh"),
+            ("echo \"$SLURM_TASK_PID $$ $0 $1|$2\"\n", "plain.sh"),
+        ] {
+            let path = dir.path().join(name);
+            write_script(&path, text, None).unwrap();
+            let mut program = script_program(text, &path);
+            program.1.extend(["a b".to_string(), String::new()]);
+            let (program, args) = with_task_pid(program);
+            let out = std::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let words: Vec<&str> = text.trim().splitn(3, ' ').collect();
+            assert_eq!(words.len(), 3, "{text}");
+            assert!(words[0].parse::<u32>().is_ok_and(|p| p > 1), "{text}");
+            assert_eq!(words[0], words[1], "SLURM_TASK_PID is the script's $$: {text}");
+            assert_eq!(words[2], format!("{} a b|", path.display()), "{text}");
+        }
+    }
 }

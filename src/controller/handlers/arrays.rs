@@ -246,7 +246,7 @@ impl Cluster {
 
     /// Tells the scheduler's books what the array's record now holds: its pending count and
     /// throttle (none left once the record is gone).
-    fn rebook_array(&mut self, array: JobId, now: u64) {
+    pub(super) fn rebook_array(&mut self, array: JobId, now: u64) {
         let rec = self.jobs.get(&array).and_then(|a| a.array.as_ref());
         let (pending, throttle) = rec.map_or((0, None), |r| (r.pending.len(), r.throttle));
         let pending = u32::try_from(pending).unwrap_or(u32::MAX);

@@ -21,8 +21,10 @@
 //! none is left free, B is blocked again until a task of A ends. Every task end of A wakes
 //! B, and looking at B walks its pending indexes until one is free: O(pending) at worst,
 //! a cost only `aftercorr` pays. A B whose every pending index can never start waits
-//! `DependencyNeverSatisfied` (not cancelled by `--kill-on-invalid-dep`: other indexes may
-//! have run). A task itself starts with its dependency met (its record carries none).
+//! `DependencyNeverSatisfied`; under `--kill-on-invalid-dep` each index that can never start
+//! is cancelled instead, as Slurm cancels that task (the others still run, and B ends once
+//! its last task does). A task itself starts with its dependency met (its record carries
+//! none).
 
 use crate::controller::dependencies::{
     ArraySummary, Lookup, Observation, Observed, Subject, Verdict, creates_cycle, evaluate,
@@ -290,20 +292,26 @@ impl Cluster {
     }
 
     /// An array waiting `aftercorr`: queued while some pending index may start, its
-    /// dependency kept for the indexes after it.
+    /// dependency kept for the indexes after it. Under `--kill-on-invalid-dep` the indexes
+    /// that can never start are cancelled, each as `scancel` of a pending task would.
     fn settle_corr(&mut self, id: JobId, dep: &Dependency, now: u64) -> Effects {
-        if self.corr_ready.contains(&id) {
+        let Some(job) = self.jobs.get(&id) else { return Effects::new() };
+        let kill = job.sub.kill_on_invalid_dep.unwrap_or(self.config.kill_on_invalid_dep);
+        if self.corr_ready.contains(&id) && !kill {
             return Effects::new();
         }
-        let Some(job) = self.jobs.get(&id) else { return Effects::new() };
         let Some(rec) = job.array.as_ref() else { return Effects::new() };
         let (mut ready, mut open, mut recheck) = (false, false, None::<u64>);
+        let mut never = Vec::new();
         for i in rec.pending.iter() {
             let subject = Subject { id, uid: job.uid, name: &job.sub.name, task: Some(i) };
             match evaluate(dep, &subject, &Known(self), now) {
                 Verdict::Satisfied => {
                     ready = true;
-                    break;
+                    // Under the flag every index is looked at: those that can never start go.
+                    if !kill {
+                        break;
+                    }
                 }
                 Verdict::Waiting { recheck_at, .. } => {
                     open = true;
@@ -312,8 +320,23 @@ impl Cluster {
                         (a, b) => a.or(b),
                     };
                 }
-                Verdict::Never { .. } => {}
+                Verdict::Never { .. } => never.push(i),
             }
+        }
+        let mut fx = Effects::new();
+        if kill && !never.is_empty() {
+            fx.append(self.cancel_never_tasks(id, dep, &never, now));
+            if self
+                .jobs
+                .get(&id)
+                .and_then(|j| j.array.as_ref())
+                .is_none_or(|r| r.pending.is_empty())
+            {
+                return fx;
+            }
+        }
+        if self.corr_ready.contains(&id) {
+            return fx;
         }
         if ready {
             self.corr_ready.insert(id);
@@ -322,20 +345,57 @@ impl Cluster {
             }
             self.touch_job(id);
             self.needs_schedule = true;
-            return Effects::new();
+            return fx;
         }
         if let Some(at) = recheck {
             self.dependents.recheck_at(id, at);
         }
         if open {
-            return self.dependency_reason(id, DEPENDENCY);
+            fx.append(self.dependency_reason(id, DEPENDENCY));
+            return fx;
         }
         let already = self.jobs.get(&id).is_some_and(|j| j.reason == NEVER_SATISFIED);
         if !already {
             let detail = format!("{dep}: no pending task of the array can ever start");
             self.event(now, Some(id), None, "dependency", detail);
         }
-        self.dependency_reason(id, NEVER_SATISFIED)
+        fx.append(self.dependency_reason(id, NEVER_SATISFIED));
+        fx
+    }
+
+    /// `--kill-on-invalid-dep` on an `aftercorr` array: the pending `indexes` that can never
+    /// start are cancelled (they show as cancelled before they started), those waiting for
+    /// them are woken, and the array settles (it ends once nothing of it is left to run).
+    fn cancel_never_tasks(
+        &mut self,
+        id: JobId,
+        dep: &Dependency,
+        indexes: &[u32],
+        now: u64,
+    ) -> Effects {
+        let Some(job) = self.jobs.get_mut(&id) else { return Effects::new() };
+        let (uid, name) = (job.uid, job.sub.name.clone());
+        let Some(rec) = job.array.as_mut() else { return Effects::new() };
+        for i in indexes {
+            if rec.pending.remove(*i) {
+                rec.cancelled.insert(*i);
+            }
+        }
+        let none_left = rec.pending.is_empty();
+        self.rebook_array(id, now);
+        self.touch_job(id);
+        for i in indexes {
+            self.wake_for_cancelled_task(id, *i);
+        }
+        let list = crate::protocol::array::IndexSet::from_indexes(indexes.to_vec());
+        let detail = format!("tasks {list} cancelled: {dep} can never be satisfied for them");
+        self.event(now, Some(id), None, "dependency", detail);
+        if none_left {
+            // Nothing of it waits any more: it leaves the index of waiting jobs.
+            self.dependents.remove(id, uid, &name, dep);
+            self.corr_ready.remove(&id);
+        }
+        self.settle_array(id, now)
     }
 
     /// Gives a waiting job its reason; a client holding it (alloc, run) is told when it changes,
@@ -716,6 +776,36 @@ mod tests {
         assert!(started(&mut c, 31).is_empty());
         assert_eq!(c.job(5).expect("array").reason, "DependencyNeverSatisfied");
         assert_eq!(c.job(5).expect("array").state, JobState::Pending);
+    }
+
+    #[test]
+    fn kill_on_invalid_dep_cancels_each_aftercorr_task_whose_partner_failed() {
+        let mut c = cluster();
+        c.submit(1, &root(), array("1-3"), 0);
+        assert_eq!(started(&mut c, 0), [2, 3, 4]);
+        let mut b = array("1-3");
+        b.dependency = Some("aftercorr:1".parse().expect("dependency"));
+        b.kill_on_invalid_dep = Some(true);
+        c.submit(2, &root(), b, 1);
+        assert!(started(&mut c, 1).is_empty());
+        // 1_1 fails: 5_1 is cancelled at once; 5_2 and 5_3 still wait for theirs.
+        end(&mut c, 2, 1, 10);
+        assert!(started(&mut c, 10).is_empty());
+        let rec = c.job(5).expect("array").array.clone().expect("array record");
+        assert!(rec.cancelled.contains(1) && !rec.pending.contains(1), "{rec:?}");
+        assert_eq!(c.job(5).expect("array").state, JobState::Pending);
+        // 1_2 completes while 1_3 fails: 5_2 runs, 5_3 is cancelled too.
+        end(&mut c, 3, 0, 20);
+        end(&mut c, 4, 2, 20);
+        let s = started(&mut c, 20);
+        assert_eq!(s.iter().map(|j| task_of(&c, *j)).collect::<Vec<_>>(), [Some(2)]);
+        let rec = c.job(5).expect("array").array.clone().expect("array record");
+        assert!(rec.pending.is_empty() && rec.cancelled.contains(3), "{rec:?}");
+        assert_eq!(c.job(5).expect("array").state, JobState::Running);
+        // Its one task that ran ends: the array is over, cancelled in part.
+        end(&mut c, s[0], 0, 30);
+        c.schedule(30);
+        assert_eq!(c.job(5).expect("array").state, JobState::Cancelled);
     }
 
     #[test]

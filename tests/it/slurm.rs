@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::controlled::{Managed, text};
-use crate::support::{ofi_hello, wait_until};
+use crate::support::{Live, ofi_hello, wait_until};
 
 /// `gangway install-slurm-commands` into the test's directory; the PATH that finds them first.
 fn slurm_path(m: &Managed) -> (PathBuf, String) {
@@ -24,7 +24,7 @@ fn slurm_path(m: &Managed) -> (PathBuf, String) {
     (dir, path)
 }
 
-fn slurm(m: &Managed, path: &str, command: &str, args: &[&str]) -> std::process::Output {
+fn slurm_command(m: &Managed, path: &str, command: &str, args: &[&str]) -> Command {
     let mut c = m.cli();
     c.env("PATH", path).env_remove("SLURM_JOB_ID");
     // The symlink's name is what picks the command: run it through PATH, as a user would.
@@ -33,7 +33,11 @@ fn slurm(m: &Managed, path: &str, command: &str, args: &[&str]) -> std::process:
         .current_dir(&m.dir)
         .args(args)
         .stdin(Stdio::null());
-    sh.output().unwrap()
+    sh
+}
+
+fn slurm(m: &Managed, path: &str, command: &str, args: &[&str]) -> std::process::Output {
+    slurm_command(m, path, command, args).output().unwrap()
 }
 
 #[test]
@@ -182,6 +186,10 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     let out = slurm(&m, &path, "sinfo", &["-N", "-h", "-o", "%N %t"]);
     let t = text(&out);
     assert!(t.contains("node2 idle"), "{t}");
+    let out = slurm(&m, &path, "sinfo", &["-N", "-h", "-S", "-N", "-o", "%N"]);
+    assert_eq!(text(&out), "node2\nnode1\n");
+    let out = slurm(&m, &path, "sinfo", &["-N", "-n", "node2", "-O", "NodeList:9,StateLong"]);
+    assert_eq!(text(&out), "NODELIST STATE\nnode2    idle\n");
 
     let out = slurm(&m, &path, "scontrol", &["show", "job", &id.to_string()]);
     let t = text(&out);
@@ -231,6 +239,35 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     assert_eq!(text(&out), "renamed 5:00 PENDING\n");
     let out = slurm(&m, &path, "scontrol", &["update", &format!("JobId={held}"), "Partition=nope"]);
     assert_eq!(out.status.code(), Some(121), "{}", text(&out));
+
+    // Sorted as Slurm sorts: by default pending (PD) before running (R); -S as asked.
+    let out = slurm(&m, &path, "squeue", &["-h", "-o", "%i|%t"]);
+    assert_eq!(text(&out), format!("{held}|PD\n{id}|R\n"));
+    let out = slurm(&m, &path, "squeue", &["-h", "-S", "-t,i", "-o", "%i|%t"]);
+    assert_eq!(text(&out), format!("{id}|R\n{held}|PD\n"));
+    // Every second until interrupted: each report dated and followed by a blank line; SIGINT
+    // ends it as it ends Slurm's squeue.
+    let live = Live::start(&mut slurm_command(
+        &m,
+        &path,
+        "squeue",
+        &["-i", "1", "-S", "i", "-o", "%i|%t"],
+    ));
+    live.expect("JOBID|ST", 2);
+    live.signal(nix::sys::signal::Signal::SIGINT);
+    let (status, lines, stderr) = live.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGINT),
+        "{status:?} {stderr}"
+    );
+    assert!(lines.len() >= 10 && lines.len() % 5 == 0, "{lines:?}");
+    for report in lines.chunks(5) {
+        let date = report[0].split(' ').collect::<Vec<_>>();
+        assert!(date.len() == 5 && date[3].len() == 8, "Slurm's date line: {lines:?}");
+        let want = ["JOBID|ST".to_string(), format!("{id}|R"), format!("{held}|PD"), String::new()];
+        assert_eq!(report[1..], want, "{lines:?}");
+    }
     let out = slurm(&m, &path, "scancel", &[&held]);
     assert!(out.status.success(), "{}", text(&out));
 
@@ -242,6 +279,32 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
         slurm(&m, &path, "sacct", &["-j", &id.to_string(), "-X", "-n", "-P", "-o", "JobID,State"]);
     // As Slurm's: who cancelled it, by uid.
     assert_eq!(text(&out), format!("{id}|CANCELLED by {}\n", nix::unistd::getuid()));
+    // -D: its first attempt too, which the requeue ended; -L (all clusters) is this one.
+    let out = slurm(
+        &m,
+        &path,
+        "sacct",
+        &[
+            "-j",
+            &id.to_string(),
+            "-D",
+            "-L",
+            "-X",
+            "-n",
+            "-P",
+            "-o",
+            "JobID,State,Restarts,NodeList",
+        ],
+    );
+    let t = text(&out);
+    let attempts: Vec<&str> = t.lines().collect();
+    assert_eq!(attempts.len(), 2, "{t}");
+    assert_eq!(attempts[0], format!("{id}|REQUEUED|0|node1"), "{t}");
+    let uid = nix::unistd::getuid();
+    assert!(attempts[1].starts_with(&format!("{id}|CANCELLED by {uid}|1|node")), "{t}");
+    let out = slurm(&m, &path, "sacct", &["-j", &id.to_string(), "--units=X"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--units=X: write one of K, M, G, T, P"), "{}", text(&out));
 
     // srun outside any job: a job of its own; salloc: a shell holding nodes, srun inside a step.
     let out = slurm(&m, &path, "srun", &["-N", "2", "-n", "2", "-l", "hostname"]);
@@ -256,6 +319,24 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
         "nodes=2 list=node[1-2]\n0: 0/2\n1: 1/2\n",
         "{}",
         text(&out)
+    );
+
+    // SLURM_TASK_PID: the batch script's own pid.
+    let out = slurm(
+        &m,
+        &path,
+        "sbatch",
+        &["--parsable", "-o", "taskpid.out", "--wrap", "echo \"$SLURM_TASK_PID $$\""],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let job: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    m.wait_done(&[job], Duration::from_secs(20));
+    let printed = std::fs::read_to_string(m.dir.join("taskpid.out")).unwrap_or_default();
+    let pids: Vec<&str> = printed.split_whitespace().collect();
+    assert!(
+        pids.len() == 2 && pids[0] == pids[1] && pids[0].parse::<u32>().is_ok(),
+        "{printed:?}\n{}",
+        m.logs()
     );
 }
 

@@ -69,7 +69,7 @@ pub struct SinfoArgs {
     #[arg(short = 'O', long = "Format", value_name = "FIELDS", conflicts_with = "format")]
     format_names: Option<String>,
     /// Sort by these fields, each after + or - (#P: partitions as configured): -S -D,N.
-    #[arg(short = 'S', long = "sort", value_name = "FIELDS")]
+    #[arg(short = 'S', long = "sort", value_name = "FIELDS", allow_hyphen_values = true)]
     sort: Option<String>,
     /// Print the report again every N seconds, each under the date, until interrupted (Ctrl-C).
     #[arg(short = 'i', long = "iterate", value_name = "SECONDS",

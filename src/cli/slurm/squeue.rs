@@ -85,7 +85,7 @@ pub struct SqueueArgs {
     #[arg(short = 'q', long = "qos", value_name = "LIST")]
     qos: Option<String>,
     /// Sort by these fields, each after + (ascending) or - (descending): -S -t,i (default P,t,-p).
-    #[arg(short = 'S', long = "sort", value_name = "FIELDS")]
+    #[arg(short = 'S', long = "sort", value_name = "FIELDS", allow_hyphen_values = true)]
     sort: Option<String>,
     /// Print the report again every N seconds, each under the date, until interrupted (Ctrl-C).
     #[arg(short = 'i', long = "iterate", value_name = "SECONDS",
@@ -489,6 +489,14 @@ mod tests {
         // A field gangway has no figure for orders nothing: the next key decides.
         assert_eq!(ids(&mut jobs, "v,-i"), [9, 8, 7]);
         assert!(sort::parse("-t,%", SORT_FIELDS).is_err());
+    }
+
+    #[test]
+    fn a_sort_starting_with_a_minus_is_the_value_of_s() {
+        let m = command().try_get_matches_from(["squeue", "-S", "-t,i", "-h"]).unwrap();
+        let args = <SqueueArgs as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        assert_eq!((args.sort.as_deref(), args.noheader), (Some("-t,i"), true));
+        assert!(command().try_get_matches_from(["squeue", "-i", "0"]).is_err(), "-i 0 never ends");
     }
 
     #[test]

@@ -36,6 +36,7 @@ const ENV: &str = r#"#!/bin/bash
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=2
 env | grep '^SLURM_' | sort
+[ "$SLURM_TASK_PID" = "$$" ] && echo "SLURM_TASK_PID is the script's pid"
 srun -l env | grep -E '^[0-9]+: SLURM_' | sort
 "#;
 
@@ -205,10 +206,6 @@ const ONLY_GANGWAY: &[&str] = &[
     // Newer Slurm (23.02 and later) sets it; 22.05 does not.
     "SLURM_JOB_NUM_TASKS",
 ];
-
-/// Set by Slurm in the batch script but not by gangway: the script's own pid (the agent starts
-/// the script with an environment fixed before the fork; the tasks of its steps do get theirs).
-const ONLY_SLURM_IN_SCRIPT: &[&str] = &["SLURM_TASK_PID"];
 
 /// Variables whose values differ by nature: process ids, and job ids (checked against the job).
 const OWN_VALUES: &[&str] = &["SLURM_TASK_PID", "SLURM_JOB_ID", "SLURM_JOBID"];
@@ -497,10 +494,7 @@ fn normalise(r: &Ran, work: &Path) -> String {
             _ => ("script".to_string(), l),
         };
         if let Some((k, v)) = rest.split_once('=').filter(|(k, _)| k.starts_with("SLURM_")) {
-            if ONLY_SLURM.contains(&k)
-                || ONLY_GANGWAY.contains(&k)
-                || (scope == "script" && ONLY_SLURM_IN_SCRIPT.contains(&k))
-            {
+            if ONLY_SLURM.contains(&k) || ONLY_GANGWAY.contains(&k) {
                 continue;
             }
             if OWN_VALUES.contains(&k) {

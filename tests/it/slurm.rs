@@ -190,6 +190,18 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     assert_eq!(text(&out), "node2\nnode1\n");
     let out = slurm(&m, &path, "sinfo", &["-N", "-n", "node2", "-O", "NodeList:9,StateLong"]);
     assert_eq!(text(&out), "NODELIST STATE\nnode2    idle\n");
+    // -h: no date line; each report still ends with a blank line, as Slurm's.
+    let sinfo = ["-i", "1", "-h", "-N", "-n", "node2", "-o", "%N"];
+    let live = Live::start(&mut slurm_command(&m, &path, "sinfo", &sinfo));
+    live.expect("node2", 2);
+    live.signal(nix::sys::signal::Signal::SIGINT);
+    let (status, lines, stderr) = live.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGINT),
+        "{status:?} {stderr}"
+    );
+    assert!(lines.len() >= 4 && lines.chunks(2).all(|r| r == ["node2", ""]), "{lines:?}");
 
     let out = slurm(&m, &path, "scontrol", &["show", "job", &id.to_string()]);
     let t = text(&out);

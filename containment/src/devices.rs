@@ -77,6 +77,7 @@ mod tests {
             pci_bus_id: None,
             cpuset: CpuSet::new(),
             numa_nodes: CpuSet::new(),
+            model: None,
         }
     }
 

@@ -284,6 +284,9 @@ fn collect_devices(topo: &hwlocality::Topology, t: &mut Topology) {
     // (PCI bus id, member devices, computes?) per card, to fold the several OS devices hwloc
     // shows for one card into one GPU.
     let mut gpu_groups: Vec<(Option<String>, Vec<usize>, bool)> = Vec::new();
+    // The model each OS device reports (same positions as `t.devices`): its own `GPUModel`
+    // (CUDA, OpenCL, NVML, RSMI devices carry one), else its PCI device's name.
+    let mut models: Vec<(Option<String>, Option<String>)> = Vec::new();
     for d in topo.objects_with_type(ObjectType::OSDevice) {
         let kind = match d.attributes() {
             Some(ObjectAttributes::OSDevice(a)) => match a.device_type() {
@@ -332,8 +335,12 @@ fn collect_devices(topo: &hwlocality::Topology, t: &mut Topology) {
             }
             _ => false,
         };
+        let named = |m: Option<String>| m.filter(|m| !m.trim().is_empty());
+        let model =
+            (named(cstr(d.info("GPUModel"))), named(pci.and_then(|p| cstr(p.info("PCIDevice")))));
         let idx = t.devices.len();
         t.devices.push(dev);
+        models.push(model);
         if matches!(kind, DeviceKind::Gpu | DeviceKind::CoProcessor) {
             match gpu_groups.iter_mut().find(|g| g.0.is_some() && g.0 == pci_bus_id) {
                 Some(g) => {
@@ -359,6 +366,11 @@ fn collect_devices(topo: &hwlocality::Topology, t: &mut Topology) {
             pci_bus_id: bus,
             cpuset: first.cpuset.clone(),
             numa_nodes: first.numa_nodes.clone(),
+            // Any member's own `GPUModel` before the PCI name.
+            model: members
+                .iter()
+                .find_map(|&i| models.get(i).and_then(|m| m.0.clone()))
+                .or_else(|| members.iter().find_map(|&i| models.get(i).and_then(|m| m.1.clone()))),
         };
         t.gpus.push(gpu);
     }

@@ -8,6 +8,7 @@ pub mod cpuset;
 mod discover;
 pub mod error;
 pub mod gpu;
+pub mod gpu_type;
 pub mod model;
 pub mod options;
 pub mod placement;
@@ -18,6 +19,7 @@ pub use cpuset::{CpuSet, CpuSetParseError, NodeSet};
 pub use discover::available_cpus;
 pub use error::TopologyError;
 pub use gpu::GpuChooser;
+pub use gpu_type::{GpuType, GpuTypeError};
 pub use model::{
     Cache, CacheKind, Core, Counts, DeviceKind, Gpu, NumaNode, OsDevice, Package, Pu, Topology,
     TopologySource,

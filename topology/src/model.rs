@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpuset::{CpuSet, NodeSet};
 use crate::error::TopologyError;
+use crate::gpu_type::GpuType;
 
 /// Where a model came from; shown by `gangway topology` and kept in JSON exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +187,17 @@ pub struct Gpu {
     pub cpuset: CpuSet,
     /// NUMA nodes close to the GPU (OS indexes).
     pub numa_nodes: NodeSet,
+    /// The model hwloc reports (`GPUModel`, else the PCI device's name), e.g. "Tesla K40m".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl Gpu {
+    /// The type users ask for (`--gres=gpu:k40m:1`), derived from the model
+    /// ([`GpuType::of_model`]); `None`: the GPU can only be asked for untyped.
+    pub fn gpu_type(&self) -> Option<GpuType> {
+        self.model.as_deref().and_then(GpuType::of_model)
+    }
 }
 
 /// Counts of allowed objects, comparable with `hwloc-calc -N TYPE all`.

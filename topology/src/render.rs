@@ -99,8 +99,9 @@ pub fn render_tree(t: &Topology) -> String {
     for g in &t.gpus {
         let _ = writeln!(
             s,
-            "  GPU {} ({}){}: near CPUs {}, NUMA {}",
+            "  GPU {}{} ({}){}: near CPUs {}, NUMA {}",
             g.index,
+            g.model.as_ref().map_or(String::new(), |m| format!(" {m}")),
             g.names.join(", "),
             g.pci_bus_id.as_ref().map_or(String::new(), |b| format!(" PCI {b}")),
             g.cpuset,

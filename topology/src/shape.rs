@@ -33,6 +33,9 @@ pub struct Shape {
     pub pus_per_core: u32,
     /// GPUs per package, attached to the package's first NUMA node.
     pub gpus_per_package: u32,
+    /// The model of every GPU (e.g. "Tesla K40m"; `None`: unknown, untyped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
     /// Memory of each NUMA node, bytes.
     pub memory_per_numa: u64,
     /// PU OS numbering.
@@ -51,6 +54,7 @@ impl Shape {
             cores_per_numa: cores_per_package,
             pus_per_core,
             gpus_per_package: 0,
+            gpu_model: None,
             memory_per_numa: 16 << 30,
             numbering: PuNumbering::Sequential,
             allowed: None,
@@ -198,6 +202,7 @@ impl Shape {
                     pci_bus_id: Some(format!("0000:{:02x}:{:02x}.0", 0x10 + p, g)),
                     cpuset: numa.map_or_else(CpuSet::new, |n| n.cpuset.clone()),
                     numa_nodes: std::iter::once(first_numa).collect(),
+                    model: s.gpu_model.clone(),
                 });
             }
             t.packages.push(package);

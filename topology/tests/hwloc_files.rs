@@ -121,6 +121,13 @@ fn details_of_known_machines() {
     assert_eq!(t.gpus.len(), 2, "{:#?}", t.gpus);
     assert_eq!(t.gpus[0].names, vec!["cuda0", "card0"]);
     assert!(!t.gpus[0].cpuset.is_empty());
+    // Mixed models on one machine, each with the type users ask for.
+    let models: Vec<_> = t.gpus.iter().map(|g| g.model.as_deref()).collect();
+    assert_eq!(models, [Some("Tesla K40m"), Some("AMD Radeon R9 200 / HD 7900 Series")]);
+    let types: Vec<_> = t.gpus.iter().map(|g| g.gpu_type().map(String::from)).collect();
+    assert_eq!(types, [Some("k40m".to_owned()), Some("r9".to_owned())]);
+    let back = Topology::from_json(&t.to_json()).unwrap();
+    assert_eq!(back.gpus, t.gpus, "the model survives an agent's registration (JSON)");
     // The server VGA of the 96-PU machine is a display adapter, not a GPU.
     let t = Topology::from_xml_file(data("96em64t-4n4d3ca2co-pci.xml")).unwrap();
     assert_eq!(t.gpus.len(), 0);

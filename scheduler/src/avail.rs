@@ -7,6 +7,11 @@ use crate::cluster::{Node, count_units};
 use crate::grant::NodeGrant;
 use crate::types::Bytes;
 
+/// GPU types per node whose free counts are tracked (a node's first ones, in model order): a
+/// typed request fits only a node with enough free GPUs of its type. More types on one node
+/// are rare; a request for a fifth type finds no room there.
+pub(crate) const GPU_TYPE_SLOTS: usize = 4;
+
 /// Free resources of a node at some moment (now, or later in the reservation profile).
 ///
 /// Kept signed: replaying a profile may take before it gives back (a reservation counted
@@ -17,6 +22,8 @@ pub(crate) struct Avail {
     units: i64,
     memory: i64,
     gpus: i64,
+    /// Free GPUs of each of the node's types ([`Node::gpu_type_slot`]).
+    typed: [i64; GPU_TYPE_SLOTS],
     /// Jobs (running or reserved) holding something here: an exclusive job needs none.
     pub jobs: u32,
     /// Exclusive jobs holding the node: nothing else may use it.
@@ -34,6 +41,7 @@ impl Avail {
             units: i64::from(node.total_units),
             memory: signed(node.total_memory()),
             gpus: i64::from(node.gpu_count()),
+            typed: node.typed_counts(&node.all_gpus()).map(i64::from),
             jobs: 0,
             exclusive: 0,
         }
@@ -45,6 +53,11 @@ impl Avail {
             units: i64::from(node.free_units),
             memory: signed(node.total_memory().saturating_sub(node.used_memory)),
             gpus: i64::from(node.gpu_count()) - node.used_gpus.len() as i64,
+            typed: if node.gpu_types().is_empty() {
+                [0; GPU_TYPE_SLOTS]
+            } else {
+                node.typed_counts(&node.all_gpus().difference(&node.used_gpus)).map(i64::from)
+            },
             jobs: node.allocations.len() as u32,
             exclusive: u32::from(node.exclusive),
         }
@@ -65,6 +78,13 @@ impl Avail {
         u32::try_from(self.gpus.max(0)).unwrap_or(u32::MAX)
     }
 
+    /// Free GPUs of the node's type at `slot`, never below zero nor above all free GPUs (an
+    /// untyped job reserved for later takes GPUs of no type in particular).
+    pub fn typed_gpus(&self, slot: usize) -> u32 {
+        let typed = self.typed.get(slot).copied().unwrap_or(0).min(self.gpus);
+        u32::try_from(typed.max(0)).unwrap_or(u32::MAX)
+    }
+
     /// Whether something holds the node.
     pub fn busy(&self) -> bool {
         self.jobs > 0
@@ -75,6 +95,9 @@ impl Avail {
         self.units -= i64::from(need.units);
         self.memory = self.memory.saturating_sub(signed(need.memory));
         self.gpus -= i64::from(need.gpus);
+        for (free, taken) in self.typed.iter_mut().zip(need.typed) {
+            *free -= i64::from(taken);
+        }
         self.jobs += 1;
         self.exclusive += u32::from(need.exclusive);
     }
@@ -84,6 +107,9 @@ impl Avail {
         self.units += i64::from(need.units);
         self.memory = self.memory.saturating_add(signed(need.memory));
         self.gpus += i64::from(need.gpus);
+        for (free, given) in self.typed.iter_mut().zip(need.typed) {
+            *free += i64::from(given);
+        }
         self.jobs = self.jobs.saturating_sub(1);
         self.exclusive = self.exclusive.saturating_sub(u32::from(need.exclusive));
     }
@@ -94,6 +120,13 @@ impl Avail {
             units: self.units.min(other.units),
             memory: self.memory.min(other.memory),
             gpus: self.gpus.min(other.gpus),
+            typed: std::array::from_fn(|i| {
+                self.typed
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(other.typed.get(i).copied().unwrap_or(0))
+            }),
             jobs: self.jobs.max(other.jobs),
             exclusive: self.exclusive.max(other.exclusive),
         }
@@ -109,6 +142,9 @@ pub(crate) struct Need {
     pub memory: Bytes,
     /// GPUs.
     pub gpus: u32,
+    /// Of those, how many of each of the node's types (an untyped job's planned GPUs are of
+    /// no type in particular until it starts: zeros).
+    pub typed: [u32; GPU_TYPE_SLOTS],
     /// Whether the job holds the node alone.
     pub exclusive: bool,
 }
@@ -116,11 +152,23 @@ pub(crate) struct Need {
 impl Need {
     /// What a grant holds on its node.
     pub fn of_grant(node: &Node, grant: &NodeGrant) -> Self {
+        Self::of_held(node, &grant.cpus, grant.memory, &grant.gpus, grant.exclusive)
+    }
+
+    /// What a job holding these CPUs, memory and GPUs holds on `node`.
+    pub fn of_held(
+        node: &Node,
+        cpus: &gangway_topology::CpuSet,
+        memory: Bytes,
+        gpus: &gangway_topology::CpuSet,
+        exclusive: bool,
+    ) -> Self {
         Need {
-            units: count_units(&node.topology, &grant.cpus),
-            memory: grant.memory,
-            gpus: grant.gpus.len() as u32,
-            exclusive: grant.exclusive,
+            units: count_units(&node.topology, cpus),
+            memory,
+            gpus: gpus.len() as u32,
+            typed: node.typed_counts(gpus),
+            exclusive,
         }
     }
 }
@@ -136,7 +184,7 @@ mod tests {
         let node = &state.nodes()[0];
         let whole = Avail::whole(node);
         assert_eq!(whole, Avail::now(node));
-        let need = Need { units: 3, memory: Bytes::gib(1), gpus: 0, exclusive: false };
+        let need = Need { units: 3, memory: Bytes::gib(1), ..Need::default() };
         let mut a = whole;
         a.take(&need);
         assert!(a.busy());

@@ -13,6 +13,7 @@ use crate::cluster::{ClusterError, ClusterState, PartitionLimits};
 pub struct ClusterBuilder {
     count: usize,
     shape: Shape,
+    gpu_models: Vec<String>,
     prefix: String,
     partitions: Vec<(String, Option<std::ops::Range<usize>>, PartitionLimits)>,
 }
@@ -30,6 +31,7 @@ impl ClusterBuilder {
         Self {
             count: 1,
             shape: Shape::new(2, 8, 2),
+            gpu_models: Vec::new(),
             prefix: "node".to_owned(),
             partitions: Vec::new(),
         }
@@ -59,6 +61,13 @@ impl ClusterBuilder {
     /// GPUs per package.
     pub fn gpus_per_package(mut self, gpus: u32) -> Self {
         self.shape.gpus_per_package = gpus;
+        self
+    }
+
+    /// The GPUs' models, in turn: GPU `i` of every node is `models[i % models.len()]`, so
+    /// `["Tesla K40m", "NVIDIA A100-SXM4-40GB"]` makes nodes with both types (`k40m`, `a100`).
+    pub fn gpu_models(mut self, models: &[&str]) -> Self {
+        self.gpu_models = models.iter().map(|m| (*m).to_owned()).collect();
         self
     }
 
@@ -93,7 +102,13 @@ impl ClusterBuilder {
 
     /// The cluster: every node shares one model.
     pub fn build(self) -> Result<ClusterState, ClusterError> {
-        let topology = Arc::new(self.shape.build()?);
+        let mut topology = self.shape.build()?;
+        for (i, gpu) in topology.gpus.iter_mut().enumerate() {
+            if let Some(m) = self.gpu_models.get(i % self.gpu_models.len().max(1)) {
+                gpu.model = Some(m.clone());
+            }
+        }
+        let topology = Arc::new(topology);
         let mut state = ClusterState::new();
         let names: Vec<String> = (1..=self.count).map(|i| format!("{}{i}", self.prefix)).collect();
         for name in &names {

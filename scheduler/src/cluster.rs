@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gangway_topology::{CpuSet, Topology, TopologyError};
+use gangway_topology::{CpuSet, GpuType, Topology, TopologyError};
 
 use crate::grant::JobStart;
 use crate::rejection::Rejection;
@@ -93,6 +93,8 @@ pub struct Node {
     pub(crate) used_cpus: CpuSet,
     pub(crate) used_memory: Bytes,
     pub(crate) used_gpus: CpuSet,
+    /// The GPUs of each type, in order of first appearance (GPUs of no known type in none).
+    gpu_types: Vec<(GpuType, CpuSet)>,
     /// Units with no usable CPU allocated.
     pub(crate) free_units: u32,
     /// Free units per NUMA node (in [`Topology::numa_nodes`] order).
@@ -109,6 +111,14 @@ impl Node {
         }
         let total_units = count_units(&topology, &usable_cpus);
         let cpus_per_unit = (usable_cpus.len() as u32).div_ceil(total_units.max(1)).max(1);
+        let mut gpu_types: Vec<(GpuType, CpuSet)> = Vec::new();
+        for g in &topology.gpus {
+            let Some(t) = g.gpu_type() else { continue };
+            match gpu_types.iter_mut().find(|(known, _)| *known == t) {
+                Some((_, set)) => set.insert(g.index),
+                None => gpu_types.push((t, std::iter::once(g.index).collect())),
+            }
+        }
         Self {
             name,
             topology,
@@ -122,6 +132,7 @@ impl Node {
             used_cpus: CpuSet::new(),
             used_memory: Bytes::ZERO,
             used_gpus: CpuSet::new(),
+            gpu_types,
             free_units: total_units,
             numa_free_units: Vec::new(),
             exclusive: false,
@@ -220,6 +231,35 @@ impl Node {
 
     pub(crate) fn gpu_count(&self) -> u32 {
         self.topology.gpus.len() as u32
+    }
+
+    /// The node's GPU types with their GPUs (indexes as in [`gangway_topology::Gpu::index`]),
+    /// in the order the model first lists them: what `Gres=gpu:k40m:1,gpu:r9:1` shows.
+    pub fn gpu_types(&self) -> &[(GpuType, CpuSet)] {
+        &self.gpu_types
+    }
+
+    /// The GPUs of type `t` (empty when the node has none).
+    pub(crate) fn gpus_of_type(&self, t: &GpuType) -> CpuSet {
+        self.gpu_types
+            .iter()
+            .find(|(known, _)| known == t)
+            .map_or_else(CpuSet::new, |g| g.1.clone())
+    }
+
+    /// Position of type `t` among the node's types, if it is one the counts track
+    /// ([`crate::avail::GPU_TYPE_SLOTS`]).
+    pub(crate) fn gpu_type_slot(&self, t: &GpuType) -> Option<usize> {
+        self.gpu_types.iter().take(crate::avail::GPU_TYPE_SLOTS).position(|(known, _)| known == t)
+    }
+
+    /// How many of `gpus` are of each tracked type.
+    pub(crate) fn typed_counts(&self, gpus: &CpuSet) -> [u32; crate::avail::GPU_TYPE_SLOTS] {
+        let mut counts = [0; crate::avail::GPU_TYPE_SLOTS];
+        for (count, (_, of_type)) in counts.iter_mut().zip(&self.gpu_types) {
+            *count = of_type.intersection(gpus).len() as u32;
+        }
+        counts
     }
 
     pub(crate) fn all_gpus(&self) -> CpuSet {

@@ -4,6 +4,8 @@
 
 use std::cmp::Reverse;
 
+use gangway_topology::GpuType;
+
 use crate::avail::{Avail, Need};
 use crate::cluster::{ClusterState, Node};
 use crate::hash::FastSet;
@@ -11,7 +13,7 @@ use crate::request::{JobRequest, MemoryRequest};
 use crate::types::Bytes;
 
 /// The job's shape with defaults applied.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct JobShape {
     pub(crate) min_nodes: u32,
     pub(crate) max_nodes: u32,
@@ -20,6 +22,7 @@ pub(crate) struct JobShape {
     pub(crate) cpus_per_task: u32,
     pub(crate) memory: Option<MemoryRequest>,
     pub(crate) gpus_per_task: u32,
+    pub(crate) gpu_type: Option<GpuType>,
 }
 
 impl JobShape {
@@ -32,6 +35,7 @@ impl JobShape {
             cpus_per_task: r.cpus_per_task.max(1),
             memory: r.memory,
             gpus_per_task: r.gpus_per_task,
+            gpu_type: r.gpu_type.clone(),
         }
     }
 
@@ -66,7 +70,15 @@ impl JobShape {
             }
             _ => {}
         }
-        if let Some(gpu_cap) = avail.gpus().checked_div(self.gpus_per_task) {
+        let free_gpus = match &self.gpu_type {
+            _ if self.gpus_per_task == 0 => 0,
+            None => avail.gpus(),
+            Some(t) => match node.gpu_type_slot(t) {
+                Some(slot) => avail.typed_gpus(slot),
+                None => return 0,
+            },
+        };
+        if let Some(gpu_cap) = free_gpus.checked_div(self.gpus_per_task) {
             cap = cap.min(gpu_cap);
         }
         cap
@@ -76,12 +88,13 @@ impl JobShape {
     pub(crate) fn need(&self, node: &Node, count: u32, exclusive: bool) -> Need {
         if exclusive {
             let whole = Avail::whole(node);
-            return Need {
-                units: whole.units(),
-                memory: whole.memory(),
-                gpus: whole.gpus(),
+            return Need::of_held(
+                node,
+                &node.usable_cpus,
+                whole.memory(),
+                &node.all_gpus(),
                 exclusive,
-            };
+            );
         }
         let units = count.saturating_mul(self.cpus_per_task);
         let memory = match self.memory {
@@ -91,7 +104,14 @@ impl JobShape {
             }
             None => Bytes::ZERO,
         };
-        Need { units, memory, gpus: count.saturating_mul(self.gpus_per_task), exclusive }
+        let gpus = count.saturating_mul(self.gpus_per_task);
+        let mut typed = [0; crate::avail::GPU_TYPE_SLOTS];
+        if let Some(slot) = self.gpu_type.as_ref().and_then(|t| node.gpu_type_slot(t)) {
+            if let Some(n) = typed.get_mut(slot) {
+                *n = gpus;
+            }
+        }
+        Need { units, memory, gpus, typed, exclusive }
     }
 
     /// Units one node must have free to take `tasks` of this job: a cheap first filter.

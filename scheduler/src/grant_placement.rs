@@ -123,7 +123,11 @@ pub(crate) fn build_grants(
     let mut grants = Vec::with_capacity(chosen.len());
     for &(index, count) in chosen {
         let node = state.nodes.get(index)?;
-        let free = if request.exclusive { Free::whole(node) } else { Free::now(node) };
+        let mut free = if request.exclusive { Free::whole(node) } else { Free::now(node) };
+        if let Some(t) = &request.gpu_type {
+            // Only GPUs of the type asked for; the affinity rule chooses among them.
+            free.gpus = free.gpus.intersection(&node.gpus_of_type(t));
+        }
         let tasks = cache.place(&node.topology, &free, count, request)?.to_vec();
         if tasks.iter().any(|t| t.gpus.len() < request.gpus_per_task as usize) {
             return None;

@@ -121,6 +121,20 @@ pub enum Rejection {
         /// Most GPUs of one node.
         largest: u32,
     },
+    /// A GPU type no node of the partition has.
+    #[error(
+        "no node of partition '{partition}' has GPUs of type '{gpu_type}' (its GPU types: \
+         {types}); ask for one of those, for any GPU with a count alone (--gres=gpu:N), or pick \
+         another partition with --partition"
+    )]
+    UnknownGpuType {
+        /// The type asked for.
+        gpu_type: String,
+        /// The partition.
+        partition: String,
+        /// The types its nodes have, comma-separated (`none`).
+        types: String,
+    },
     /// `--time` over the partition's maximum.
     #[error(
         "--time={requested} is over partition '{partition}''s limit of {max}; lower --time to at \

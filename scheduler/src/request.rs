@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use gangway_topology::GpuType;
+
 use crate::rejection::Rejection;
 use crate::types::{Bytes, JobId, Timestamp};
 
@@ -32,6 +34,8 @@ pub struct JobRequest {
     pub memory: Option<MemoryRequest>,
     /// `--gpus-per-task`.
     pub gpus_per_task: u32,
+    /// The GPUs' type (`--gres=gpu:k40m:1`); `None`: any type.
+    pub gpu_type: Option<GpuType>,
     /// `--exclusive`: whole nodes.
     pub exclusive: bool,
     /// `--partition` (`None`: the default partition).
@@ -62,6 +66,7 @@ impl Default for JobRequest {
             cpus_per_task: 1,
             memory: None,
             gpus_per_task: 0,
+            gpu_type: None,
             exclusive: false,
             partition: None,
             time_limit: None,
@@ -115,6 +120,12 @@ impl JobRequest {
     /// `--gpus-per-task`.
     pub fn gpus_per_task(mut self, n: u32) -> Self {
         self.gpus_per_task = n;
+        self
+    }
+
+    /// The GPUs' type (`--gres=gpu:TYPE:N`).
+    pub fn gpu_type(mut self, t: GpuType) -> Self {
+        self.gpu_type = Some(t);
         self
     }
 

@@ -100,7 +100,26 @@ pub(crate) fn check(
             largest: largest_units,
         });
     }
-    let largest_gpus = eligible.iter().map(|n| n.gpu_count()).max().unwrap_or(0);
+    if let Some(t) = request.gpu_type.as_ref().filter(|_| request.gpus_per_task > 0) {
+        if !eligible.iter().any(|n| n.gpu_type_slot(t).is_some()) {
+            let mut types: Vec<String> = eligible
+                .iter()
+                .flat_map(|n| n.gpu_types().iter().map(|(known, _)| known.to_string()))
+                .collect();
+            types.sort();
+            types.dedup();
+            return Err(Rejection::UnknownGpuType {
+                gpu_type: t.to_string(),
+                partition: partition_name(),
+                types: if types.is_empty() { "none".to_owned() } else { types.join(", ") },
+            });
+        }
+    }
+    let gpus_of = |n: &Node| match &request.gpu_type {
+        None => n.gpu_count(),
+        Some(t) => n.gpus_of_type(t).len() as u32,
+    };
+    let largest_gpus = eligible.iter().map(|n| gpus_of(n)).max().unwrap_or(0);
     if request.gpus_per_task > largest_gpus {
         return Err(Rejection::TooManyGpus {
             per_task: request.gpus_per_task,

@@ -530,7 +530,7 @@ impl<'a> Prioritizer<'a> {
 fn class_of(r: &JobRequest) -> u64 {
     let mut h = DefaultHasher::new();
     (r.min_nodes, r.max_nodes, r.ntasks, r.ntasks_per_node, r.cpus_per_task).hash(&mut h);
-    (r.memory, r.gpus_per_task, r.exclusive).hash(&mut h);
+    (r.memory, r.gpus_per_task, &r.gpu_type, r.exclusive).hash(&mut h);
     (&r.partition, &r.nodelist, &r.exclude, &r.excluded_after_failure).hash(&mut h);
     h.finish()
 }

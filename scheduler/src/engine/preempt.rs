@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use super::Scheduler;
 use super::jobs::{Job, Where};
 use crate::avail::{Avail, Need};
-use crate::cluster::{NodeHealth, count_units};
+use crate::cluster::NodeHealth;
 use crate::decision::{AfterPreempt, Decision, PreemptCause, Preemption};
 use crate::gang::{Candidate, Constraints, JobShape, select};
 use crate::policy::accounts::AccountId;
@@ -193,12 +193,7 @@ impl Scheduler {
     fn need_of(&self, id: JobId, n: usize) -> Option<Need> {
         let node = self.cluster.nodes().get(n)?;
         let a = node.allocations().iter().find(|a| a.job == id)?;
-        Some(Need {
-            units: count_units(&node.topology, &a.cpus),
-            memory: a.memory,
-            gpus: a.gpus.len() as u32,
-            exclusive: a.exclusive,
-        })
+        Some(Need::of_held(node, &a.cpus, a.memory, &a.gpus, a.exclusive))
     }
 
     /// Signals one victim: it stops within its QOS's grace, then is requeued or cancelled.

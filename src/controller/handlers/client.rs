@@ -103,6 +103,7 @@ impl Cluster {
                         | Rejection::TaskTooBig { .. }
                         | Rejection::MemoryTooBig { .. }
                         | Rejection::TooManyGpus { .. }
+                        | Rejection::UnknownGpuType { .. }
                 )
             {
                 let message = rejection.to_string();

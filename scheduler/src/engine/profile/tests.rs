@@ -18,7 +18,7 @@ fn cluster(n: usize) -> ClusterState {
 }
 
 fn cores(units: u32) -> Need {
-    Need { units, memory: crate::types::Bytes::ZERO, gpus: 0, exclusive: false }
+    Need { units, ..Need::default() }
 }
 
 /// Marks `units` cores of node `n` as held by `job` until `until` (a running job).

@@ -2,7 +2,11 @@
 //! [`JobShape`] that `run` through a controller also builds, from its own checked flags; plus
 //! the memory-size form the controller's configuration uses too.
 
+use std::fmt;
+use std::str::FromStr;
+
 use clap::Args;
+use gangway_topology::GpuType;
 
 use super::flag_values::{MemorySize, NodeList, NodeRange, TimeLimit};
 use crate::protocol::Shape;
@@ -29,18 +33,18 @@ pub struct ShapeArgs {
     /// Memory per allocated CPU.
     #[arg(long, value_name = "SIZE")]
     pub mem_per_cpu: Option<String>,
-    /// GPUs for each task.
-    #[arg(long, value_name = "N", value_parser = gpu_count)]
-    pub gpus_per_task: Option<u32>,
-    /// GPUs on each node (needs --ntasks-per-node, to split them among tasks).
-    #[arg(long, value_name = "N", value_parser = gpu_count)]
-    pub gpus_per_node: Option<u32>,
-    /// Generic resources; only gpu:N (GPUs per node) is understood.
-    #[arg(long, value_name = "gpu:N", value_parser = gres_gpus)]
-    pub gres: Option<String>,
-    /// GPUs in all (split evenly among the tasks).
-    #[arg(long, value_name = "N", value_parser = gpu_count)]
-    pub gpus: Option<u32>,
+    /// GPUs for each task, of one type if given: 1, k40m:1 (types: `gangway nodes -l`, sinfo -o %G).
+    #[arg(long, value_name = "[TYPE:]N")]
+    pub gpus_per_task: Option<GpuCount>,
+    /// GPUs on each node, of one type if given (needs --ntasks-per-node, to split them among tasks).
+    #[arg(long, value_name = "[TYPE:]N")]
+    pub gpus_per_node: Option<GpuCount>,
+    /// Generic resources: GPUs per node, gpu[:TYPE][:N], e.g. gpu:2 or gpu:a100:2.
+    #[arg(long, value_name = "gpu[:TYPE][:N]", value_parser = gres_gpus)]
+    pub gres: Option<GpuCount>,
+    /// GPUs in all, of one type if given (split evenly among the tasks): 4, a100:4.
+    #[arg(short = 'G', long, value_name = "[TYPE:]N")]
+    pub gpus: Option<GpuCount>,
     /// Whole nodes: no other job shares them.
     #[arg(long)]
     pub exclusive: bool,
@@ -106,6 +110,8 @@ pub struct JobShape {
     pub mem_per_node: Option<MemorySize>,
     pub mem_per_cpu: Option<MemorySize>,
     pub gpus_per_task: Option<u32>,
+    /// The GPUs' type (`--gres=gpu:k40m:1`); `None`: any.
+    pub gpu_type: Option<GpuType>,
     pub exclusive: bool,
     pub partition: Option<String>,
     pub time: Option<TimeLimit>,
@@ -131,6 +137,7 @@ impl JobShape {
             mem_per_node: self.mem_per_node.map(MemorySize::bytes),
             mem_per_cpu: self.mem_per_cpu.map(MemorySize::bytes),
             gpus_per_task: self.gpus_per_task,
+            gpu_type: self.gpu_type.clone().filter(|_| self.gpus_per_task.is_some_and(|g| g > 0)),
             exclusive: self.exclusive,
             partition: self.partition.clone(),
             time_limit_secs: self.time.map(TimeLimit::protocol_secs),
@@ -174,20 +181,14 @@ impl ShapeArgs {
             (None, _) => Some(1),
             _ => None,
         });
-        let per_node_gpus = match (&self.gres, self.gpus_per_node) {
-            (Some(g), _) => Some(
-                g.strip_prefix("gpu:")
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .ok_or_else(|| usage(format!("--gres={g}: only gpu:N is understood")))?,
-            ),
-            (None, n) => n,
-        };
-        let mut gpus_per_task = self.gpus_per_task;
+        let gpu_type = self.gpu_type()?;
+        let per_node_gpus = self.gres.as_ref().or(self.gpus_per_node.as_ref()).map(|g| g.count);
+        let mut gpus_per_task = self.gpus_per_task.as_ref().map(|g| g.count);
         if let Some(g) = per_node_gpus {
             let tpn = tasks_per_node.ok_or_else(|| usage("--gpus-per-node/--gres needs --ntasks-per-node (or -n a multiple of -N) to split the GPUs among tasks".into()))?;
             gpus_per_task = Some(g.div_ceil(tpn.max(1)));
         }
-        if let Some(total) = self.gpus {
+        if let Some(total) = self.gpus.as_ref().map(|g| g.count) {
             let tasks =
                 self.ntasks.unwrap_or(min_nodes.unwrap_or(1) * self.ntasks_per_node.unwrap_or(1));
             gpus_per_task = Some(total.div_ceil(tasks.max(1)));
@@ -200,6 +201,7 @@ impl ShapeArgs {
             mem_per_node: mem("--mem", &self.mem)?,
             mem_per_cpu: mem("--mem-per-cpu", &self.mem_per_cpu)?,
             gpus_per_task,
+            gpu_type,
             exclusive: self.exclusive,
             partition: self.partition.clone(),
             time: self.time,
@@ -214,43 +216,168 @@ impl ShapeArgs {
     }
 }
 
+impl ShapeArgs {
+    /// The one GPU type the GPU flags name, if any; two different ones are refused by name
+    /// (a job's GPUs are of one type, or of any).
+    fn gpu_type(&self) -> Result<Option<GpuType>, ShapeError> {
+        let given = [
+            ("--gres", &self.gres),
+            ("--gpus", &self.gpus),
+            ("--gpus-per-node", &self.gpus_per_node),
+            ("--gpus-per-task", &self.gpus_per_task),
+        ];
+        let mut found: Option<(&str, &GpuCount)> = None;
+        for (flag, value) in given {
+            let Some(g) = value.as_ref().filter(|g| g.gpu_type.is_some()) else { continue };
+            match found {
+                Some((first, f)) if f.gpu_type != g.gpu_type => {
+                    return Err(ShapeError(format!(
+                        "{first}={f} and {flag}={g} name different GPU types; a job's GPUs are of \
+                         one type: give the same type, or a count alone for any type"
+                    )));
+                }
+                Some(_) => {}
+                None => found = Some((flag, g)),
+            }
+        }
+        Ok(found.and_then(|(_, g)| g.gpu_type.clone()))
+    }
+}
+
+/// A number of GPUs, of one type if given: what `--gpus*` take (`2`, `k40m:2`) and `--gres`
+/// after its `gpu` (Slurm's `gpu[:TYPE][:N]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuCount {
+    /// The type (`None`: any).
+    pub gpu_type: Option<GpuType>,
+    /// How many.
+    pub count: u32,
+}
+
+impl FromStr for GpuCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains(',') {
+            return Err(format!(
+                "'{s}' names several GPU kinds; a job's GPUs are of one type (e.g. a100:2), or \
+                 of any (a count alone)"
+            ));
+        }
+        let count =
+            |n: &str| n.parse::<u32>().map_err(|_| format!("'{n}' is not a number of GPUs"));
+        match s.split_once(':') {
+            None => Ok(GpuCount { gpu_type: None, count: count(s)? }),
+            Some((kind, n)) => {
+                let gpu_type = kind.parse::<GpuType>().map_err(|e| e.to_string())?;
+                Ok(GpuCount { gpu_type: Some(gpu_type), count: count(n)? })
+            }
+        }
+    }
+}
+
+impl fmt::Display for GpuCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.gpu_type {
+            Some(t) => write!(f, "{t}:{}", self.count),
+            None => write!(f, "{}", self.count),
+        }
+    }
+}
+
 /// Slurm's memory sizes in bytes: a number with an optional K, M, G or T suffix; plain numbers
 /// are MiB (for the controller's configuration, which reads the same form).
 pub fn parse_memory(s: &str) -> Result<u64, String> {
     s.parse::<MemorySize>().map(MemorySize::bytes).map_err(|e| e.to_string())
 }
 
-/// A GPU count, as `--gpus*` take it. Slurm's typed form (`v100:2`) is refused by name rather
-/// than read as 2 of any kind: gangway's nodes do not know their GPUs' models yet.
-fn gpu_count(s: &str) -> Result<u32, String> {
-    if let Some((kind, n)) = s.rsplit_once(':') {
-        return Err(format!(
-            "GPU types ('{kind}') are not supported yet: gangway treats a node's GPUs as alike; give a count ('{n}')"
-        ));
+/// `--gres`: Slurm's `gpu[:TYPE][:N]` (no count: one; `gres/gpu` as `gpu`); other generic
+/// resources (`mps`, licences) are refused by name.
+fn gres_gpus(s: &str) -> Result<GpuCount, String> {
+    let rest = s.strip_prefix("gres/").unwrap_or(s);
+    if s.contains(',') {
+        return Err(format!("'{s}': one generic resource is understood, gpu[:TYPE][:N]"));
     }
-    s.parse().map_err(|_| format!("'{s}' is not a number of GPUs"))
-}
-
-/// `--gres`: only `gpu:N`; a typed `gpu:TYPE:N` is refused as in [`gpu_count`].
-fn gres_gpus(s: &str) -> Result<String, String> {
-    let Some(rest) = s.strip_prefix("gpu:") else {
-        return Err(format!("only gpu:N is understood, not '{s}'"));
-    };
-    gpu_count(rest).map(|_| s.to_string())
+    let refused = || format!("only gpu[:TYPE][:N] is understood, not '{s}'");
+    let rest = rest.strip_prefix("gpu").ok_or_else(refused)?;
+    if rest.is_empty() {
+        return Ok(GpuCount { gpu_type: None, count: 1 });
+    }
+    let rest = rest.strip_prefix(':').ok_or_else(refused)?;
+    match rest.split_once(':') {
+        Some(_) => rest.parse(),
+        // One word: a count, or a type of one GPU.
+        None if rest.chars().all(|c| c.is_ascii_digit()) => rest.parse(),
+        None => format!("{rest}:1").parse(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
-    fn typed_gpus_are_refused_by_name_not_read_as_a_count() {
-        assert_eq!(gpu_count("2"), Ok(2));
-        assert!(gpu_count("v100:2").unwrap_err().contains("GPU types ('v100')"));
-        assert!(gpu_count("two").unwrap_err().contains("not a number"));
-        assert_eq!(gres_gpus("gpu:4"), Ok("gpu:4".into()));
-        assert!(gres_gpus("gpu:a100:1").unwrap_err().contains("('a100')"));
-        assert!(gres_gpus("mps:1").unwrap_err().contains("only gpu:N"));
+    fn gpu_counts_with_and_without_a_type() {
+        let typed = |t: &str, count| GpuCount { gpu_type: Some(t.parse().unwrap()), count };
+        let any = |count| GpuCount { gpu_type: None, count };
+        assert_eq!("2".parse(), Ok(any(2)));
+        assert_eq!("V100:2".parse(), Ok(typed("v100", 2)));
+        assert!("two".parse::<GpuCount>().unwrap_err().contains("not a number"));
+        assert!("k40m:x".parse::<GpuCount>().unwrap_err().contains("'x' is not a number"));
+        assert!("a b:1".parse::<GpuCount>().unwrap_err().contains("not a GPU type name"));
+        assert!("a100:1,k40m:1".parse::<GpuCount>().unwrap_err().contains("one type"));
+        assert_eq!(gres_gpus("gpu:4"), Ok(any(4)));
+        assert_eq!(gres_gpus("gpu"), Ok(any(1)));
+        assert_eq!(gres_gpus("gpu:a100:1"), Ok(typed("a100", 1)));
+        assert_eq!(gres_gpus("gpu:k40m"), Ok(typed("k40m", 1)));
+        assert_eq!(gres_gpus("gres/gpu:k40m:2"), Ok(typed("k40m", 2)));
+        assert!(gres_gpus("mps:1").unwrap_err().contains("only gpu[:TYPE][:N]"));
+        assert!(gres_gpus("gpus:1").unwrap_err().contains("only gpu[:TYPE][:N]"));
+        assert!(gres_gpus("gpu:1,mps:1").unwrap_err().contains("one generic resource"));
+        assert_eq!(typed("k40m", 2).to_string(), "k40m:2");
+    }
+
+    #[test]
+    fn typed_gpu_flags_give_the_shape_one_type() {
+        let shape = |args: ShapeArgs| args.to_shape();
+        let s = shape(ShapeArgs {
+            ntasks_per_node: Some(2),
+            gres: Some(gres_gpus("gpu:k40m:2").unwrap()),
+            ..ShapeArgs::default()
+        })
+        .unwrap()
+        .to_protocol();
+        assert_eq!(
+            (s.gpus_per_task, s.gpu_type.as_ref().map(GpuType::as_str)),
+            (Some(1), Some("k40m"))
+        );
+        let s = shape(ShapeArgs {
+            ntasks: Some(4),
+            gpus: Some("a100:4".parse().unwrap()),
+            gpus_per_task: Some("1".parse().unwrap()),
+            ..ShapeArgs::default()
+        })
+        .unwrap();
+        assert_eq!((s.gpus_per_task, s.gpu_type.map(String::from)), (Some(1), Some("a100".into())));
+        let err = shape(ShapeArgs {
+            gpus: Some("a100:1".parse().unwrap()),
+            gpus_per_task: Some("k40m:1".parse().unwrap()),
+            ..ShapeArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--gpus=a100:1 and --gpus-per-task=k40m:1 name different GPU types"),
+            "{err}"
+        );
+        // A type with no GPUs asks for none.
+        let s = shape(ShapeArgs {
+            gpus_per_task: Some("k40m:0".parse().unwrap()),
+            ..ShapeArgs::default()
+        });
+        assert_eq!(s.unwrap().to_protocol().gpu_type, None);
     }
 
     #[test]
@@ -289,9 +416,19 @@ mod tests {
             err(ShapeArgs { mem: Some("4X".into()), ..ShapeArgs::default() }),
             "--mem=4X: unknown unit 'X' (use K, M, G or T)"
         );
-        assert!(
-            err(ShapeArgs { gres: Some("fpga:1".into()), ..ShapeArgs::default() })
-                .starts_with("--gres=fpga:1")
-        );
+        let parsed = ShapeCheck::try_parse_from(["t", "--gres=fpga:1"]).unwrap_err().to_string();
+        assert!(parsed.contains("--gres") && parsed.contains("only gpu[:TYPE][:N]"), "{parsed}");
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct ShapeCheck {
+        #[command(flatten)]
+        shape: ShapeArgs,
+    }
+
+    #[test]
+    fn typed_flags_parse_as_slurm_spells_them() {
+        let args = ShapeCheck::try_parse_from(["t", "-G", "k40m:2", "--gres=gpu:k40m:1"]).unwrap();
+        assert_eq!(args.shape.gpus.map(|g| g.to_string()).as_deref(), Some("k40m:2"));
     }
 }

@@ -249,6 +249,7 @@ impl Job {
             _ => None,
         };
         r.gpus_per_task = s.gpus_per_task.unwrap_or(0);
+        r.gpu_type = s.gpu_type.clone();
         r.exclusive = s.exclusive;
         r.partition = s.partition.clone();
         r.time_limit = s.time_limit_secs.filter(|t| *t > 0).map(Duration::from_secs);

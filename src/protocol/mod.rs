@@ -53,6 +53,9 @@ pub struct Shape {
     /// `--mem-per-cpu`, bytes.
     pub mem_per_cpu: Option<u64>,
     pub gpus_per_task: Option<u32>,
+    /// The GPUs' type (`--gres=gpu:k40m:1`); `None`: any (and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_type: Option<gangway_topology::GpuType>,
     pub exclusive: bool,
     pub partition: Option<String>,
     /// `--time`, seconds (0: no limit).

@@ -318,6 +318,9 @@ pub fn render_node(n: &NodeInfo) -> String {
         human_bytes(n.memory_alloc),
         n.gpus
     );
+    if n.gpus > 0 {
+        let _ = writeln!(s, "   Gres={} GresUsed={}", n.gres(), n.gres_used());
+    }
     let _ = writeln!(
         s,
         "   Partitions={} Load={}",
@@ -454,6 +457,8 @@ mod tests {
             memory_total: 64 << 30,
             memory_alloc: 0,
             gpus: 0,
+            gpu_types: Vec::new(),
+            gpus_alloc: 0,
             load: Some(1.5),
             addr: Some("10.0.0.1".into()),
             hardware: "2 packages, 2 NUMA, 16 cores, 32 PUs".into(),

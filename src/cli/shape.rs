@@ -33,13 +33,15 @@ pub struct ShapeArgs {
     /// Memory per allocated CPU.
     #[arg(long, value_name = "SIZE")]
     pub mem_per_cpu: Option<String>,
-    /// GPUs for each task, of one type if given: 1, k40m:1 (types: `gangway nodes -l`, sinfo -o %G).
+    /// GPUs for each task, of one type if given: 1, k40m:1 (the types: `sinfo -o %G`).
+    /// Example: `gangway batch -n 2 --gpus-per-task=k40m:1 job.sh`.
     #[arg(long, value_name = "[TYPE:]N")]
     pub gpus_per_task: Option<GpuCount>,
     /// GPUs on each node, of one type if given (needs --ntasks-per-node, to split them among tasks).
     #[arg(long, value_name = "[TYPE:]N")]
     pub gpus_per_node: Option<GpuCount>,
-    /// Generic resources: GPUs per node, gpu[:TYPE][:N], e.g. gpu:2 or gpu:a100:2.
+    /// Generic resources: GPUs per node, gpu[:TYPE][:N], e.g. gpu:2 or gpu:a100:2 (a type
+    /// matches GPUs whose model's first word with digits is it: "Tesla K40m" is k40m).
     #[arg(long, value_name = "gpu[:TYPE][:N]", value_parser = gres_gpus)]
     pub gres: Option<GpuCount>,
     /// GPUs in all, of one type if given (split evenly among the tasks): 4, a100:4.

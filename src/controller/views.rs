@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::state::{Cluster, Health, Job, JobState};
 use gangway_scheduler::Timestamp;
 
-use crate::protocol::{ArrayInfo, JobId, JobInfo, NodeInfo, SchedInfo, ShareInfo};
+use crate::protocol::{ArrayInfo, GpuTypeCount, JobId, JobInfo, NodeInfo, SchedInfo, ShareInfo};
 
 impl Cluster {
     /// Pending jobs in the order they start (priority, then submission).
@@ -208,6 +208,16 @@ impl Cluster {
             memory_total: if registered { node.total_memory().get() } else { 0 },
             memory_alloc: node.allocated_memory().get(),
             gpus: if registered { t.gpus.len() as u32 } else { 0 },
+            gpu_types: node
+                .gpu_types()
+                .iter()
+                .map(|(name, gpus)| GpuTypeCount {
+                    name: name.to_string(),
+                    total: gpus.len() as u32,
+                    alloc: gpus.intersection(node.allocated_gpus()).len() as u32,
+                })
+                .collect(),
+            gpus_alloc: node.allocated_gpus().len() as u32,
             load: rec.load,
             addr: rec.addr.clone(),
             hardware: if registered {

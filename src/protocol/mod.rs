@@ -465,6 +465,12 @@ pub struct NodeInfo {
     pub memory_total: u64,
     pub memory_alloc: u64,
     pub gpus: u32,
+    /// The node's GPUs by type (GPUs of no known type in none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_types: Vec<GpuTypeCount>,
+    /// GPUs allocated to jobs.
+    #[serde(default)]
+    pub gpus_alloc: u32,
     pub load: Option<f64>,
     pub addr: Option<String>,
     /// "2 packages, 8 cores, 16 PUs, 2 NUMA".
@@ -474,6 +480,44 @@ pub struct NodeInfo {
     pub cpu_map: Vec<(JobId, String)>,
     pub last_heartbeat_ms_ago: Option<u64>,
     pub agent_version: Option<String>,
+}
+
+/// A node's GPUs of one type (`Gres=gpu:k40m:2`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuTypeCount {
+    pub name: String,
+    pub total: u32,
+    pub alloc: u32,
+}
+
+impl NodeInfo {
+    /// Slurm's `Gres` of the node: `gpu:k40m:1,gpu:r9:1`, untyped GPUs as `gpu:N`; `(null)`
+    /// without GPUs.
+    pub fn gres(&self) -> String {
+        self.gres_by(|t| t.total, self.gpus)
+    }
+
+    /// Slurm's `GresUsed`: the same with the counts allocated (`gpu:k40m:1,gpu:r9:0`).
+    pub fn gres_used(&self) -> String {
+        if self.gpus == 0 {
+            return "(null)".into();
+        }
+        self.gres_by(|t| t.alloc, self.gpus_alloc)
+    }
+
+    fn gres_by(&self, count: impl Fn(&GpuTypeCount) -> u32, all: u32) -> String {
+        if self.gpus == 0 {
+            return "(null)".into();
+        }
+        let mut parts: Vec<String> =
+            self.gpu_types.iter().map(|t| format!("gpu:{}:{}", t.name, count(t))).collect();
+        let typed: u32 = self.gpu_types.iter().map(|t| t.total).sum();
+        if typed < self.gpus {
+            let untyped = all.saturating_sub(self.gpu_types.iter().map(&count).sum());
+            parts.push(format!("gpu:{untyped}"));
+        }
+        parts.join(",")
+    }
 }
 
 /// What an agent tells the controller.

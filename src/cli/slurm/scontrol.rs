@@ -213,6 +213,33 @@ pub fn batch_exit_code(j: &JobInfo) -> String {
     }
 }
 
+/// The GPUs each task asks for, as Slurm's `TresPerTask`: `gres/gpu:k40m:1`, `gres/gpu:2`.
+pub fn tres_per_task(j: &JobInfo) -> Option<String> {
+    let gpus = j.shape.gpus_per_task.filter(|g| *g > 0)?;
+    Some(match &j.shape.gpu_type {
+        Some(t) => format!("gres/gpu:{t}:{gpus}"),
+        None => format!("gres/gpu:{gpus}"),
+    })
+}
+
+/// The GPUs each node of the job holds, as Slurm's `TresPerNode` (`squeue %b`): its tasks'
+/// GPUs when they spread evenly over its nodes, else per task.
+pub fn tres_per_node(j: &JobInfo) -> Option<String> {
+    let gpus = j.shape.gpus_per_task.filter(|g| *g > 0)?;
+    let nodes =
+        if j.nodes.is_empty() { j.shape.min_nodes.unwrap_or(1) } else { j.nodes.len() as u32 };
+    let per_node = match j.shape.ntasks_per_node {
+        Some(t) => Some(t),
+        None => (nodes > 0 && j.ntasks % nodes == 0).then(|| j.ntasks / nodes),
+    };
+    let Some(tasks) = per_node else { return tres_per_task(j) };
+    let count = gpus.saturating_mul(tasks);
+    Some(match &j.shape.gpu_type {
+        Some(t) => format!("gres/gpu:{t}:{count}"),
+        None => format!("gres/gpu:{count}"),
+    })
+}
+
 /// `scontrol show job` (pure, for snapshots).
 pub fn render_job(j: &JobInfo, now: u64) -> String {
     let mut s = String::new();
@@ -265,6 +292,9 @@ pub fn render_job(j: &JobInfo, now: u64) -> String {
         (None, None) => "MinMemoryNode=0".into(),
     };
     let _ = writeln!(s, "   {mem}");
+    if let Some(tres) = tres_per_task(j) {
+        let _ = writeln!(s, "   TresPerTask={tres}");
+    }
     let _ = writeln!(s, "   Command={}", j.command);
     let _ = writeln!(s, "   WorkDir={}", j.cwd);
     if let Some(o) = &j.output {
@@ -291,12 +321,27 @@ pub fn render_node(n: &NodeInfo) -> String {
         n.cpus_total,
         n.load.map(|l| format!("{l:.2}")).unwrap_or_else(|| "N/A".into())
     );
+    let _ = writeln!(s, "   Gres={}", n.gres());
+    let _ = writeln!(s, "   GresUsed={}", n.gres_used());
+    let _ = writeln!(s, "   RealMemory={} AllocMem={}", mb(n.memory_total), mb(n.memory_alloc));
+    let gres = |gpus: u32| if gpus > 0 { format!(",gres/gpu={gpus}") } else { String::new() };
     let _ = writeln!(
         s,
-        "   Gres={}",
-        if n.gpus > 0 { format!("gpu:{}", n.gpus) } else { "(null)".into() }
+        "   CfgTRES=cpu={},mem={}M,billing={}{}",
+        n.cpus_total,
+        mb(n.memory_total),
+        n.cpus_total,
+        gres(n.gpus)
     );
-    let _ = writeln!(s, "   RealMemory={} AllocMem={}", mb(n.memory_total), mb(n.memory_alloc));
+    let _ = writeln!(
+        s,
+        "   AllocTRES={}",
+        if n.cpus_alloc == 0 && n.gpus_alloc == 0 {
+            String::new()
+        } else {
+            format!("cpu={},mem={}M{}", n.cpus_alloc, mb(n.memory_alloc), gres(n.gpus_alloc))
+        }
+    );
     let _ = writeln!(s, "   State={}", n.state.to_ascii_uppercase());
     let _ = writeln!(s, "   Partitions={}", n.partitions.join(","));
     if let Some(r) = &n.reason {
@@ -356,5 +401,41 @@ mod tests {
                 .contains("NumNodes cannot")
         );
         assert!(update_request(&["TimeLimit=5"]).unwrap_err().to_string().contains("JobId="));
+    }
+
+    #[test]
+    fn typed_gpus_show_as_slurm_prints_them() {
+        use crate::protocol::{GpuTypeCount, Shape};
+        let mut node = crate::cli::slurm::sinfo::tests::node("node1", "mixed", 2);
+        let typed = |name: &str, alloc| GpuTypeCount { name: name.into(), total: 1, alloc };
+        node.gpus = 3;
+        node.gpu_types = vec![typed("k40m", 1), typed("r9", 0)];
+        node.gpus_alloc = 2;
+        assert_eq!(node.gres(), "gpu:k40m:1,gpu:r9:1,gpu:1");
+        assert_eq!(node.gres_used(), "gpu:k40m:1,gpu:r9:0,gpu:1");
+        let shown = render_node(&node);
+        assert!(shown.contains("   Gres=gpu:k40m:1,gpu:r9:1,gpu:1\n"), "{shown}");
+        assert!(shown.contains("CfgTRES=cpu=4,mem=8192M,billing=4,gres/gpu=3\n"), "{shown}");
+        assert!(shown.contains("AllocTRES=cpu=2,mem=0M,gres/gpu=2\n"), "{shown}");
+        node.gpus = 0;
+        node.gpu_types.clear();
+        assert_eq!((node.gres(), node.gres_used()), ("(null)".into(), "(null)".into()));
+
+        let shape = Shape {
+            ntasks: Some(4),
+            min_nodes: Some(2),
+            gpus_per_task: Some(1),
+            gpu_type: Some("k40m".parse().unwrap()),
+            ..Shape::default()
+        };
+        let job =
+            JobInfo { ntasks: 4, shape, ..crate::cli::array_rows::test_line(7, "PENDING", None) };
+        assert_eq!(tres_per_task(&job).as_deref(), Some("gres/gpu:k40m:1"));
+        assert_eq!(tres_per_node(&job).as_deref(), Some("gres/gpu:k40m:2"));
+        assert!(render_job(&job, 0).contains("   TresPerTask=gres/gpu:k40m:1\n"));
+        let untyped = JobInfo { shape: Shape { gpu_type: None, ..job.shape.clone() }, ..job };
+        assert_eq!(tres_per_node(&untyped).as_deref(), Some("gres/gpu:2"));
+        let none = JobInfo { shape: Shape::default(), ..untyped };
+        assert_eq!(tres_per_node(&none), None);
     }
 }

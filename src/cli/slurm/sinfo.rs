@@ -498,9 +498,7 @@ fn value(r: &Row<'_>, key: &Key) -> String {
             first.and_then(|n| n.load).map(|l| format!("{l:.2}")).unwrap_or_else(|| "N/A".into())
         }
         'E' => first.map(|n| reason(n)).unwrap_or_default(),
-        'G' => first
-            .map(|n| if n.gpus > 0 { format!("gpu:{}", n.gpus) } else { "(null)".into() })
-            .unwrap_or_default(),
+        'G' => first.map(|n| n.gres()).unwrap_or_default(),
         'A' => {
             let count = |states: &[&str]| {
                 r.nodes.iter().filter(|n| states.contains(&short(&n.state))).count()
@@ -521,7 +519,7 @@ fn value(r: &Row<'_>, key: &Key) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn node(name: &str, state: &str, alloc: u32) -> NodeInfo {
@@ -535,6 +533,8 @@ mod tests {
             memory_total: 8 << 30,
             memory_alloc: 0,
             gpus: 0,
+            gpu_types: Vec::new(),
+            gpus_alloc: 0,
             load: Some(0.5),
             addr: None,
             hardware: String::new(),

@@ -293,6 +293,7 @@ fn letter(key: &Key) -> Option<char> {
             "stderr" => 'E',
             "account" => 'a',
             "qos" => 'q',
+            "tres-per-node" | "gres" => 'b',
             _ => return None,
         },
     })
@@ -331,6 +332,7 @@ fn heading(key: &Key) -> &'static str {
         Some('E') => "STDERR",
         Some('a') => "ACCOUNT",
         Some('q') => "QOS",
+        Some('b') => "TRES_PER_NODE",
         _ => "N/A",
     }
 }
@@ -409,6 +411,7 @@ fn value(j: &JobInfo, key: &Key, now: u64) -> String {
             .map(|b| format!("{}M", b >> 20))
             .or(j.shape.mem_per_cpu.map(|b| format!("{}M", b >> 20)))
             .unwrap_or_else(|| "0".into()),
+        'b' => super::scontrol::tres_per_node(j).unwrap_or_else(|| "N/A".into()),
         'O' => j.output.clone().unwrap_or_default(),
         'E' => j.error.clone().or(j.output.clone()).unwrap_or_default(),
         _ => "N/A".into(),

@@ -295,7 +295,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 
 /// `--gres`: Slurm's `gpu[:TYPE][:N]` (no count: one; `gres/gpu` as `gpu`); other generic
 /// resources (`mps`, licences) are refused by name.
-fn gres_gpus(s: &str) -> Result<GpuCount, String> {
+pub fn gres_gpus(s: &str) -> Result<GpuCount, String> {
     let rest = s.strip_prefix("gres/").unwrap_or(s);
     if s.contains(',') {
         return Err(format!("'{s}': one generic resource is understood, gpu[:TYPE][:N]"));

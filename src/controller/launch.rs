@@ -47,6 +47,13 @@ impl Cluster {
             ("GANGWAY_RESTART_COUNT".into(), (job.attempt - 1).to_string()),
             ("GANGWAY_CLUSTER_NAME".into(), self.config.cluster.clone()),
         ];
+        // What a step inside the job checks a typed `--gpus-per-task` against: the job's GPUs
+        // are all of this type.
+        if let Some(t) =
+            job.sub.shape.gpu_type.as_ref().filter(|_| job.sub.shape.gpus_per_task > Some(0))
+        {
+            env.push(("GANGWAY_GPU_TYPE".into(), t.to_string()));
+        }
         env.extend(slurm);
         env.extend(self.array_variables(job));
         env

@@ -29,4 +29,5 @@ mod simulate;
 mod slurm;
 mod slurm_compare;
 mod support;
+mod typed_gpus;
 mod usage;

@@ -197,7 +197,7 @@ fn job_shape(request: &RunRequest) -> JobShape {
         mem_per_node: flags.mem,
         mem_per_cpu: None,
         gpus_per_task: (request.binding.gpus_per_task > 0).then_some(request.binding.gpus_per_task),
-        gpu_type: None,
+        gpu_type: flags.gpu_type.clone(),
         exclusive: flags.exclusive,
         partition: flags.partition.clone(),
         time: flags.time,

@@ -17,6 +17,23 @@ pub use request::{ClusterFlags, LauncherArg, PmiArg, RunArgs, RunRequest};
 use super::error::CliError;
 
 /// Runs `gangway run` to the end; returns the ranks' exit code.
+/// A step takes GPUs among its job's: a type it names must be the job's (`job_type`, from
+/// `GANGWAY_GPU_TYPE`), whose GPUs are all of it.
+fn step_gpu_type(request: &RunRequest, job_type: Option<&String>) -> Result<(), CliError> {
+    let Some(t) = &request.cluster.gpu_type else { return Ok(()) };
+    match job_type {
+        Some(j) if j == t.as_str() => Ok(()),
+        Some(j) => Err(CliError::Usage(format!(
+            "GPU type '{t}': the job's GPUs are of type '{j}', and a step takes the job's; give \
+             a count alone or {j}:N"
+        ))),
+        None => Err(CliError::Usage(format!(
+            "GPU type '{t}': the job asked for no GPU type, and a step takes the job's GPUs as \
+             they are; give a count alone (or submit the job with --gres=gpu:{t}:N)"
+        ))),
+    }
+}
+
 pub fn main(args: RunArgs) -> Result<u8, CliError> {
     if args.verbose > 1 {
         // Only now: setting up logging must not cost the ordinary launch anything.
@@ -40,11 +57,18 @@ pub fn main(args: RunArgs) -> Result<u8, CliError> {
                     "--dependency: a step of job {job} starts within it at once; give the dependency to the job (batch/alloc)"
                 )));
             }
+            step_gpu_type(&request, env.get("GANGWAY_GPU_TYPE"))?;
             return managed::run_in_job(request, job);
         }
         if crate::client::target().is_some() {
             return managed::run_as_job(request);
         }
+    }
+    if let Some(t) = &request.cluster.gpu_type {
+        return Err(CliError::Usage(format!(
+            "GPU type '{t}': a run on given nodes or this machine takes their GPUs by count; give \
+             --gpus-per-task=N (types are for jobs a controller places)"
+        )));
     }
     if request.cluster.dependency.is_some() {
         return Err(CliError::Usage(

@@ -19,10 +19,11 @@ use gangway_launcher::proxy::protocol::{BootstrapConfig, LauncherKind};
 use gangway_launcher::rank_env::ExportPolicy;
 use gangway_launcher::spawn::resolve_program;
 use gangway_launcher::time_limit::parse_duration;
+use gangway_topology::GpuType;
 
 use crate::cli::error::CliError;
 use crate::cli::flag_values::{MemorySize, NodeList, TimeLimit};
-use crate::cli::shape::{memory_flag, node_list_flag};
+use crate::cli::shape::{GpuCount, memory_flag, node_list_flag};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -127,9 +128,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub ntasks_per_socket: Option<u32>,
 
-    /// GPUs per rank, the ones nearest its cores (sets CUDA_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub gpus_per_task: u32,
+    /// GPUs per rank, the ones nearest its cores (sets CUDA_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES);
+    /// TYPE:N (k40m:1) for a job of its own, or a step of a job of that type.
+    #[arg(long, value_name = "[TYPE:]N", conflicts_with_all = ["gpus", "gres"])]
+    pub gpus_per_task: Option<GpuCount>,
+
+    /// GPUs in all, split evenly among the ranks (Slurm's srun --gpus).
+    #[arg(short = 'G', long, value_name = "[TYPE:]N", conflicts_with = "gres")]
+    pub gpus: Option<GpuCount>,
+
+    /// GPUs on each node, split among its ranks: gpu[:TYPE][:N] (Slurm's srun --gres).
+    #[arg(long, value_name = "gpu[:TYPE][:N]", value_parser = crate::cli::shape::gres_gpus)]
+    pub gres: Option<GpuCount>,
 
     /// Allow more ranks than CPUs (binding is then relaxed).
     #[arg(long)]
@@ -335,6 +345,8 @@ pub struct ClusterFlags {
     pub time: Option<TimeLimit>,
     pub dependency: Option<crate::protocol::dependency::Dependency>,
     pub kill_on_invalid_dep: Option<bool>,
+    /// The GPUs' type (`--gpus-per-task=k40m:1`).
+    pub gpu_type: Option<GpuType>,
     /// `--signal`, `--mail-type`/`--mail-user`, `--constraint`: for a job of its own only.
     pub extras: crate::cli::job_extras::JobExtras,
 }
@@ -352,6 +364,16 @@ impl RunArgs {
             return Err(usage("-c/--cpus-per-task must be at least 1".into()));
         }
         let option = |e: gangway_topology::OptionError| usage(e.to_string());
+        // Every GPU flag as GPUs per rank: `--gpus` split over the ranks, `--gres` over each
+        // node's (as many nodes as given, else one).
+        let per_node =
+            self.ntasks_per_node.unwrap_or_else(|| ntasks.div_ceil(self.nodes.unwrap_or(1).max(1)));
+        let (gpus, gpus_per_task) = match (&self.gpus_per_task, &self.gpus, &self.gres) {
+            (Some(g), ..) => (Some(g.clone()), g.count),
+            (None, Some(g), _) => (Some(g.clone()), g.count.div_ceil(ntasks)),
+            (None, None, Some(g)) => (Some(g.clone()), g.count.div_ceil(per_node.max(1))),
+            (None, None, None) => (None, 0),
+        };
         let binding = BindingOptions {
             cpu_bind: self.cpu_bind.as_deref().map(str::parse).transpose().map_err(option)?,
             cpus_per_task: self.cpus_per_task,
@@ -365,7 +387,7 @@ impl RunArgs {
                 None => Default::default(),
             },
             mem_bind: self.mem_bind.parse().map_err(option)?,
-            gpus_per_task: self.gpus_per_task,
+            gpus_per_task,
             oversubscribe: self.oversubscribe,
         };
         let node_request =
@@ -514,6 +536,7 @@ impl RunArgs {
             time,
             dependency: self.dependency,
             kill_on_invalid_dep: self.kill_on_invalid_dep,
+            gpu_type: gpus.and_then(|g| g.gpu_type).filter(|_| gpus_per_task > 0),
             extras: self.extras,
         };
         Ok(RunRequest {

@@ -69,8 +69,10 @@ fn takes_value(flag: &OsString) -> bool {
     if f.contains('=') {
         return false;
     }
-    const SHORT: &[&str] =
-        &["-n", "-N", "-c", "-o", "-e", "-i", "-t", "-m", "-p", "-w", "-x", "-J", "-D", "-d", "-C"];
+    const SHORT: &[&str] = &[
+        "-n", "-N", "-c", "-o", "-e", "-i", "-t", "-m", "-p", "-w", "-x", "-J", "-D", "-d", "-C",
+        "-G",
+    ];
     SHORT.contains(&f.as_ref())
         || (f.starts_with("--")
             && !matches!(

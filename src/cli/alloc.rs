@@ -26,6 +26,7 @@ Examples:
   gangway alloc -n 4 --qos scavenger --nice 50    preemptable, lower priority (docs/scheduling.md)
   gangway alloc -d afterok:12 -- ./post.sh         once job 12 has succeeded
   gangway alloc -N 4 --test-only                   when and where it would start; nothing allocated
+  gangway alloc --gres=gpu:a100:2                  two A100 GPUs (any GPUs: --gres=gpu:2)
 Inside: GANGWAY_JOB_ID, GANGWAY_NODELIST, GANGWAY_NTASKS, ... The allocation ends when the
 command exits (exit code: the command's), or earlier if it is cancelled (118) or times out.";
 

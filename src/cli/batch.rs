@@ -31,6 +31,7 @@ Examples:
   gangway batch -A physics -q urgent job.sh   charged to account physics at QOS urgent (see `gangway share`)
   gangway batch -d afterok:$(gangway batch --parsable a.sh) b.sh   b.sh once a.sh succeeded
   gangway batch --test-only -N 4 job.sh    when and where it would start; nothing submitted
+  gangway batch -n 2 --gpus-per-task=k40m:1 job.sh   one Tesla K40m per task (types: `sinfo -o %G`)
   gangway batch --array=0-999%50 -o out_%A_%a.txt job.sh   1000 tasks, at most 50 running at once;
                                            each sees SLURM_ARRAY_TASK_ID (0..999) and writes out_<array>_<task>.txt
 Directives: lines '#GANGWAY -N 2' or '#SBATCH --ntasks=8' at the top of the script, before its

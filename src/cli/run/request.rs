@@ -41,6 +41,8 @@ With a controller (docs/cluster.md; GANGWAY_CONTROLLER or /run/gangway/controlle
   gangway run -N 3 -n 6 ./app              allocate 3 nodes, run, release (a job of its own)
   gangway run ./app                        inside `gangway alloc`/a batch script: a step on all of it
   gangway run -N 1 -n 2 ./app              a step on part of the allocation
+  gangway run -n 2 --gpus-per-task=1 ./app a step, one of the job's GPUs per rank
+  gangway run -n 2 --gpus-per-task=a100:1 ./app   a job of its own: one A100 per rank
 
 Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
 the MPI_Abort code, or one of gangway's own: 2 usage, 120 PMI failure, 121 cannot place,

@@ -106,10 +106,13 @@ impl JobShape {
         };
         let gpus = count.saturating_mul(self.gpus_per_task);
         let mut typed = [0; crate::avail::GPU_TYPE_SLOTS];
-        if let Some(slot) = self.gpu_type.as_ref().and_then(|t| node.gpu_type_slot(t)) {
-            if let Some(n) = typed.get_mut(slot) {
-                *n = gpus;
-            }
+        if let Some(n) = self
+            .gpu_type
+            .as_ref()
+            .and_then(|t| node.gpu_type_slot(t))
+            .and_then(|s| typed.get_mut(s))
+        {
+            *n = gpus;
         }
         Need { units, memory, gpus, typed, exclusive }
     }

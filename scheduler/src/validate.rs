@@ -100,20 +100,20 @@ pub(crate) fn check(
             largest: largest_units,
         });
     }
-    if let Some(t) = request.gpu_type.as_ref().filter(|_| request.gpus_per_task > 0) {
-        if !eligible.iter().any(|n| n.gpu_type_slot(t).is_some()) {
-            let mut types: Vec<String> = eligible
-                .iter()
-                .flat_map(|n| n.gpu_types().iter().map(|(known, _)| known.to_string()))
-                .collect();
-            types.sort();
-            types.dedup();
-            return Err(Rejection::UnknownGpuType {
-                gpu_type: t.to_string(),
-                partition: partition_name(),
-                types: if types.is_empty() { "none".to_owned() } else { types.join(", ") },
-            });
-        }
+    if let Some(t) = request.gpu_type.as_ref().filter(|_| request.gpus_per_task > 0)
+        && !eligible.iter().any(|n| n.gpu_type_slot(t).is_some())
+    {
+        let mut types: Vec<String> = eligible
+            .iter()
+            .flat_map(|n| n.gpu_types().iter().map(|(known, _)| known.to_string()))
+            .collect();
+        types.sort();
+        types.dedup();
+        return Err(Rejection::UnknownGpuType {
+            gpu_type: t.to_string(),
+            partition: partition_name(),
+            types: if types.is_empty() { "none".to_owned() } else { types.join(", ") },
+        });
     }
     let gpus_of = |n: &Node| match &request.gpu_type {
         None => n.gpu_count(),

@@ -3,6 +3,11 @@
 //! reservation) while other types are busy or free, and is refused at submission when no node
 //! has the type; an untyped request takes any.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking; that is their job"
+)]
+
 use std::time::Duration;
 
 use gangway_scheduler::*;

@@ -230,7 +230,7 @@ pub fn tres_per_node(j: &JobInfo) -> Option<String> {
         if j.nodes.is_empty() { j.shape.min_nodes.unwrap_or(1) } else { j.nodes.len() as u32 };
     let per_node = match j.shape.ntasks_per_node {
         Some(t) => Some(t),
-        None => (nodes > 0 && j.ntasks % nodes == 0).then(|| j.ntasks / nodes),
+        None => (nodes > 0 && j.ntasks.is_multiple_of(nodes)).then(|| j.ntasks / nodes),
     };
     let Some(tasks) = per_node else { return tres_per_task(j) };
     let count = gpus.saturating_mul(tasks);

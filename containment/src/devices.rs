@@ -78,6 +78,7 @@ mod tests {
             cpuset: CpuSet::new(),
             numa_nodes: CpuSet::new(),
             model: None,
+            type_name: None,
         }
     }
 

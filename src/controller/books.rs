@@ -142,7 +142,7 @@ impl Cluster {
                 .topology
                 .as_deref()
                 .and_then(|t| Topology::from_json(t).ok())
-                .map(Arc::new)
+                .map(|t| Arc::new(self.config.named_gpu_types(t)))
                 .unwrap_or_else(placeholder_topology);
             // Names come from the configuration, so they are unique.
             let _ = state.add_node(rec.name.clone(), model);

@@ -87,6 +87,9 @@ struct Raw {
     partitions: Vec<RawPartition>,
     #[serde(default, rename = "node")]
     nodes: BTreeMap<String, RawNode>,
+    /// GPU models and the type users ask for them by, over the derived one (docs/slurm.md).
+    #[serde(default)]
+    gpu_types: BTreeMap<String, String>,
     /// `[scheduling]`, `[[account]]`, `[[user]]`, `[[qos]]`: read and checked by
     /// `config_scheduling` (which names the line of a bad value).
     #[serde(rename = "scheduling")]
@@ -214,6 +217,9 @@ pub struct Config {
     /// Every node of any partition, in first-mention order.
     pub nodes: Vec<String>,
     pub node_settings: BTreeMap<String, NodeConfig>,
+    /// `[gpu_types]`: a GPU model as hwloc reports it (compared without regard to case) and the
+    /// type it is asked for by, over the one derived from the model.
+    pub gpu_types: Vec<(String, gangway_topology::GpuType)>,
     /// The `--mpi` of jobs and steps that choose none (`GANGWAY_MPI` in their environment);
     /// unset, the client's own default (pmi2) holds.
     pub mpi_default: Option<MpiKind>,
@@ -440,6 +446,13 @@ impl Config {
             }
             node_settings.insert(name, NodeConfig { drain: n.drain, features: n.features });
         }
+        let mut gpu_types = Vec::new();
+        for (model, name) in raw.gpu_types {
+            let t = name.parse().map_err(|e: gangway_topology::GpuTypeError| {
+                value(&format!("gpu_types.\"{model}\""), e.to_string())
+            })?;
+            gpu_types.push((model, t));
+        }
         Ok(Config {
             cluster: raw.cluster,
             listen,
@@ -457,6 +470,7 @@ impl Config {
             partitions,
             nodes,
             node_settings,
+            gpu_types,
             mpi_default,
             slurm_env: raw.slurm_env,
             kill_on_invalid_dep: raw.kill_on_invalid_dep,
@@ -464,6 +478,22 @@ impl Config {
             path: path.to_owned(),
             warnings,
         })
+    }
+
+    /// `model` with the types `[gpu_types]` names its GPUs by.
+    pub fn named_gpu_types(
+        &self,
+        mut model: gangway_topology::Topology,
+    ) -> gangway_topology::Topology {
+        for gpu in &mut model.gpus {
+            let named = self.gpu_types.iter().find(|(m, _)| {
+                gpu.model.as_deref().is_some_and(|g| g.trim().eq_ignore_ascii_case(m.trim()))
+            });
+            if let Some((_, t)) = named {
+                gpu.type_name = Some(t.clone());
+            }
+        }
+        model
     }
 
     /// How long an acknowledged heartbeat keeps an agent's jobs alive, counted from when the
@@ -511,6 +541,29 @@ drain = "bad DIMM"
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.limits.max_script_size, 4 << 20, "Slurm's default");
         assert_eq!(c.limits.max_connections_per_user, 128);
+    }
+
+    #[test]
+    fn gpu_types_name_models_over_the_derived_types() {
+        let text = format!(
+            "{GOOD}\n[gpu_types]\n\"AMD Radeon R9 200 / HD 7900 Series\" = \"HD7900\"\n\"GeForce RTX 3090\" = \"rtx3090\"\n"
+        );
+        let c = Config::parse(&text, Path::new("c.toml")).expect("parses");
+        let xml = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/topology/tests/data/32em64t-2n8c2t-pci-normalio.xml"
+        );
+        let mut model = gangway_topology::Topology::from_xml_file(xml).expect("model");
+        model.gpus[0].model = Some("geforce rtx 3090".into());
+        let named = c.named_gpu_types(model);
+        let types: Vec<_> = named.gpus.iter().map(|g| g.gpu_type().map(String::from)).collect();
+        assert_eq!(types, [Some("rtx3090".to_owned()), Some("hd7900".to_owned())]);
+        let bad = format!("{GOOD}\n[gpu_types]\n\"Tesla K40m\" = \"k 40\"\n");
+        let err = Config::parse(&bad, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("gpu_types.\"Tesla K40m\"") && err.contains("not a GPU type name"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -371,6 +371,7 @@ fn collect_devices(topo: &hwlocality::Topology, t: &mut Topology) {
                 .iter()
                 .find_map(|&i| models.get(i).and_then(|m| m.0.clone()))
                 .or_else(|| members.iter().find_map(|&i| models.get(i).and_then(|m| m.1.clone()))),
+            type_name: None,
         };
         t.gpus.push(gpu);
     }

@@ -190,13 +190,16 @@ pub struct Gpu {
     /// The model hwloc reports (`GPUModel`, else the PCI device's name), e.g. "Tesla K40m".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The type a site's configuration names this model (`[gpu_types]`), over the derived one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<GpuType>,
 }
 
 impl Gpu {
-    /// The type users ask for (`--gres=gpu:k40m:1`), derived from the model
-    /// ([`GpuType::of_model`]); `None`: the GPU can only be asked for untyped.
+    /// The type users ask for (`--gres=gpu:k40m:1`): the configured one, else derived from the
+    /// model ([`GpuType::of_model`]); `None`: the GPU can only be asked for untyped.
     pub fn gpu_type(&self) -> Option<GpuType> {
-        self.model.as_deref().and_then(GpuType::of_model)
+        self.type_name.clone().or_else(|| self.model.as_deref().and_then(GpuType::of_model))
     }
 }
 

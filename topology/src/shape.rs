@@ -203,6 +203,7 @@ impl Shape {
                     cpuset: numa.map_or_else(CpuSet::new, |n| n.cpuset.clone()),
                     numa_nodes: std::iter::once(first_numa).collect(),
                     model: s.gpu_model.clone(),
+                    type_name: None,
                 });
             }
             t.packages.push(package);

@@ -41,7 +41,11 @@ impl Avail {
             units: i64::from(node.total_units),
             memory: signed(node.total_memory()),
             gpus: i64::from(node.gpu_count()),
-            typed: node.typed_counts(&node.all_gpus()).map(i64::from),
+            typed: if node.gpu_types().is_empty() {
+                [0; GPU_TYPE_SLOTS]
+            } else {
+                node.typed_counts(&node.all_gpus()).map(i64::from)
+            },
             jobs: 0,
             exclusive: 0,
         }

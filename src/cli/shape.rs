@@ -374,6 +374,17 @@ mod tests {
             err.starts_with("--gpus=a100:1 and --gpus-per-task=k40m:1 name different GPU types"),
             "{err}"
         );
+        // The type travels in the submission (and the store's copy of it); older records,
+        // without it, read as untyped.
+        let typed =
+            shape(ShapeArgs { gpus: Some("a100:1".parse().unwrap()), ..ShapeArgs::default() })
+                .unwrap()
+                .to_protocol();
+        let json = serde_json::to_string(&typed).unwrap();
+        assert!(json.contains(r#""gpu_type":"a100""#), "{json}");
+        assert_eq!(serde_json::from_str::<crate::protocol::Shape>(&json).unwrap(), typed);
+        let old = json.replace(r#","gpu_type":"a100""#, "");
+        assert_eq!(serde_json::from_str::<crate::protocol::Shape>(&old).unwrap().gpu_type, None);
         // A type with no GPUs asks for none.
         let s = shape(ShapeArgs {
             gpus_per_task: Some("k40m:0".parse().unwrap()),

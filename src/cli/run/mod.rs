@@ -16,7 +16,6 @@ pub use request::{ClusterFlags, LauncherArg, PmiArg, RunArgs, RunRequest};
 
 use super::error::CliError;
 
-/// Runs `gangway run` to the end; returns the ranks' exit code.
 /// A step takes GPUs among its job's: a type it names must be the job's (`job_type`, from
 /// `GANGWAY_GPU_TYPE`), whose GPUs are all of it.
 fn step_gpu_type(request: &RunRequest, job_type: Option<&String>) -> Result<(), CliError> {
@@ -34,6 +33,7 @@ fn step_gpu_type(request: &RunRequest, job_type: Option<&String>) -> Result<(), 
     }
 }
 
+/// Runs `gangway run` to the end; returns the ranks' exit code.
 pub fn main(args: RunArgs) -> Result<u8, CliError> {
     if args.verbose > 1 {
         // Only now: setting up logging must not cost the ordinary launch anything.

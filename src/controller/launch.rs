@@ -70,6 +70,12 @@ impl Cluster {
         if self.config.slurm_env {
             env.push(("SLURM_NODEID".into(), node_id.clone()));
             env.push(("SLURM_CPUS_ON_NODE".into(), g.cpus.len().to_string()));
+            // As Slurm: the machine's indexes of the job's GPUs here, whatever numbering
+            // `CUDA_VISIBLE_DEVICES` uses (GANGWAY_GPUS is the same list).
+            if !g.gpus.is_empty() {
+                let gpus: Vec<String> = g.gpus.iter().map(|i| i.to_string()).collect();
+                env.push(("SLURM_JOB_GPUS".into(), gpus.join(",")));
+            }
         }
         env.push(("GANGWAY_NODEID".into(), node_id));
         if self.config.slurm_env && first && job.sub.kind == JobKind::Batch {

@@ -48,7 +48,7 @@ fn a_typed_gpu_request_gets_that_model_and_an_unknown_type_is_refused() {
     std::fs::write(
         &script,
         "#!/bin/sh\n#SBATCH --gres=gpu:k40m:1\n#SBATCH --time=5\n\
-         echo JOB CUDA=$CUDA_VISIBLE_DEVICES GANGWAY_GPUS=$GANGWAY_GPUS TYPE=$GANGWAY_GPU_TYPE\n\
+         echo JOB CUDA=$CUDA_VISIBLE_DEVICES GANGWAY_GPUS=$GANGWAY_GPUS TYPE=$GANGWAY_GPU_TYPE JOB_GPUS=$SLURM_JOB_GPUS\n\
          srun --gpus-per-task=k40m:1 sh -c 'echo STEP CUDA=$CUDA_VISIBLE_DEVICES'\n\
          sleep 2\n",
     )
@@ -72,7 +72,7 @@ fn a_typed_gpu_request_gets_that_model_and_an_unknown_type_is_refused() {
     assert_eq!(m.job(id)["state"], "COMPLETED", "{out}\n{}", m.logs());
     // GPU 0 is the K40m in the model (GPU 1 the Radeon): numbered by the machine's index here
     // (the stand-in model's device nodes do not exist, so nothing is confined).
-    assert!(out.contains("JOB CUDA=0 GANGWAY_GPUS=0 TYPE=k40m"), "{out}\n{}", m.logs());
+    assert!(out.contains("JOB CUDA=0 GANGWAY_GPUS=0 TYPE=k40m JOB_GPUS=0"), "{out}\n{}", m.logs());
     assert!(out.contains("STEP CUDA=0"), "{out}\n{}", m.logs());
 
     // The other model by its type; a step asking for another type than the job's is refused.

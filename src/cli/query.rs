@@ -260,6 +260,9 @@ pub fn render_job(j: &JobInfo) -> String {
         j.cpus,
         u8::from(sh.exclusive)
     );
+    if let Some(tres) = crate::cli::slurm::scontrol::tres_per_task(j) {
+        let _ = writeln!(s, "   TresPerTask={tres}");
+    }
     let _ = writeln!(
         s,
         "   NodeList={}",

@@ -1,7 +1,8 @@
 //! The agent's cgroups (docs/containment.md): one per job on this node, made from its grant
 //! when the job arrives (CPUs and their NUMA memory, `--mem` with swap off, a pids limit if the
 //! agent has one, the node's GPUs it was not granted denied), and one per part of the job
-//! under it, `batch` for the script and `step_N` for each step's proxy and its ranks.
+//! under it, `batch` for the script and `step_N` for each step's proxy and its ranks; the one
+//! step of a `gangway run` job runs in the job's cgroup itself (`Part::Only`).
 //!
 //! A part's first process joins its cgroup itself, between fork and exec (a write of `0` to
 //! descriptors opened before the fork, `process::spawn`): nothing it runs ever starts outside,
@@ -39,6 +40,10 @@ const KILL_BUDGET: Duration = Duration::from_secs(10);
 pub enum Part {
     Batch,
     Step(u32),
+    /// The one step of a `gangway run` job (`JobLaunch.one_step`), run in the job's cgroup
+    /// itself: nothing else of the job runs on the node, so a cgroup of its own would only
+    /// double the making and the removal, each under the kernel's global cgroup lock.
+    Only(u32),
 }
 
 impl Part {
@@ -46,6 +51,7 @@ impl Part {
         match self {
             Part::Batch => format!("{}/batch", job_path(job, attempt)),
             Part::Step(n) => step_cgroup(format!("{job}.{attempt}"), n),
+            Part::Only(_) => job_path(job, attempt),
         }
     }
 
@@ -53,8 +59,13 @@ impl Part {
     pub fn label(self) -> String {
         match self {
             Part::Batch => "batch".into(),
-            Part::Step(n) => format!("step {n}"),
+            Part::Step(n) | Part::Only(n) => format!("step {n}"),
         }
+    }
+
+    /// The part a step made ahead of its launch runs in: the job's cgroup for a one-step job.
+    pub fn ahead(launch: &JobLaunch, step: u32) -> Part {
+        if launch.one_step { Part::Only(step) } else { Part::Step(step) }
     }
 }
 
@@ -211,10 +222,12 @@ impl NodeCgroups {
             return None;
         }
         let path = part.path(job, attempt);
-        let made = self
-            .containment
-            .create(&path, limits)
-            .and_then(|_| self.containment.backend().join_files(&path, Join::Accounting(limits)));
+        // The job's cgroup, made just before with the job's limits, is only joined.
+        let made = match part {
+            Part::Only(_) => Ok(Vec::new()),
+            Part::Batch | Part::Step(_) => self.containment.create(&path, limits),
+        }
+        .and_then(|_| self.containment.backend().join_files(&path, Join::Accounting(limits)));
         let took = began.elapsed().as_micros() as u64;
         tracing::debug!(job, part = %part.label(), cgroup_us = took, "part cgroup made");
         match made {
@@ -244,8 +257,9 @@ impl NodeCgroups {
         done
     }
 
-    /// A part ended: kills what is left of it, reads what it used, removes its cgroup.
-    /// Blocking. `None`: it had no cgroup.
+    /// A part ended: kills what is left of it, reads what it used, removes its cgroup (a
+    /// one-step job's step: only the kill; the job's release does the rest). Blocking.
+    /// `None`: it had no cgroup, or it was the job's.
     pub fn finish_part(
         &self,
         job: JobId,
@@ -255,6 +269,16 @@ impl NodeCgroups {
     ) -> Option<PartUsage> {
         let path = part.path(job, attempt);
         let label = part.label();
+        if let Part::Only(_) = part {
+            // The job's own cgroup: what is left is killed now, the release reads and removes it.
+            let began = std::time::Instant::now();
+            if let Err(e) = self.containment.kill(&path, KILL_BUDGET) {
+                tracing::error!(cgroup = path, error = %e, "cannot end the step's processes");
+            }
+            let took = began.elapsed().as_micros() as u64;
+            tracing::debug!(cgroup = path, cgroup_us = took, "step ended in its job's cgroup");
+            return None;
+        }
         self.finish(&path, &label, &format!("{label} of job {job}"), limit)
     }
 
@@ -513,11 +537,21 @@ mod tests {
     fn job_cgroups_are_named_by_attempt() {
         assert_eq!(job_path(12, 3), "job_12.3");
         assert_eq!(Part::Step(0).path(12, 3), "job_12.3/step_0");
+        assert_eq!(Part::Only(0).path(12, 3), "job_12.3", "a one-step job's step: the job's");
+        assert_eq!(Part::Only(0).label(), Part::Step(0).label());
         assert_eq!(Part::Batch.path(12, 3), "job_12.3/batch");
         assert_eq!(attempt_of("job_12.3", 12), Some(3));
         assert_eq!(attempt_of("job_12.3", 1), None);
         assert_eq!(attempt_of("job_123.3", 12), None);
         assert_eq!(attempt_of("run_1_2", 12), None);
+    }
+
+    #[test]
+    fn only_a_run_jobs_step_made_ahead_runs_in_the_job_cgroup() {
+        let mut l = launch("0", None);
+        assert_eq!(Part::ahead(&l, 1), Part::Step(1));
+        l.one_step = true;
+        assert_eq!(Part::ahead(&l, 0), Part::Only(0));
     }
 
     #[test]

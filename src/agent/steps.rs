@@ -124,10 +124,10 @@ pub(super) fn start_proxy(
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gangway"));
     let args = vec!["proxy".to_string(), "--node".to_string(), node_id.to_string()];
     let cgroups = opts.cgroups.clone();
-    let join = cgroups
+    let (part, join) = cgroups
         .as_ref()
         .and_then(|cg| step_cgroup(cg, job, opts, c.step, &cpus))
-        .unwrap_or_default();
+        .unwrap_or((Part::Step(c.step), Vec::new()));
     let joined = began.elapsed();
     let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true, &join) {
         Ok(s) => s,
@@ -156,7 +156,7 @@ pub(super) fn start_proxy(
         cgroups: cgroups.filter(|_| !join.is_empty()),
         job: c.job,
         attempt: c.attempt,
-        step: c.step,
+        part,
         limit: job.launch.memory,
         error_output: job.launch.error_output.clone(),
         tx: tx.clone(),
@@ -167,26 +167,31 @@ pub(super) fn start_proxy(
     });
 }
 
-/// The cgroup step `step` of `job` runs in, on `cpus`: the one made ahead when it is this
-/// step's (its CPUs narrowed if the step's are fewer than the job's), else made now.
+/// The cgroup step `step` of `job` runs in, on `cpus`, and the files that join it: the one
+/// made ahead when it is this step's (its CPUs narrowed if the step's are fewer than the
+/// job's; a one-step job's own cgroup only when they are the job's), else one made now.
 fn step_cgroup(
     cgroups: &NodeCgroups,
     job: &mut LocalJob,
     opts: &AgentOptions,
     step: u32,
     cpus: &gangway_topology::CpuSet,
-) -> Option<Vec<std::os::fd::OwnedFd>> {
+) -> Option<(Part, Vec<std::os::fd::OwnedFd>)> {
     let limits = cgroups.part_limits(&job.launch, &opts.topology, Some(cpus));
     let (job_id, attempt) = (job.launch.job, job.launch.attempt);
     match std::mem::take(&mut job.next_step) {
         NextStep::Made(n, made, join) if n == step => {
-            if made == limits || cgroups.narrow(job_id, attempt, Part::Step(step), &limits) {
-                return Some(join);
+            let part = Part::ahead(&job.launch, step);
+            if made == limits
+                || (matches!(part, Part::Step(_)) && cgroups.narrow(job_id, attempt, part, &limits))
+            {
+                return Some((part, join));
             }
         }
         other => job.next_step = other,
     }
-    cgroups.make_part(job_id, attempt, Part::Step(step), &limits)
+    let part = Part::Step(step);
+    cgroups.make_part(job_id, attempt, part, &limits).map(|join| (part, join))
 }
 
 /// Makes step `step`'s cgroup for `job` ahead of its launch, with the job's limits, on a
@@ -207,6 +212,7 @@ pub(super) fn prepare_next(
     let Some(cgroups) = opts.cgroups.clone() else { return };
     let limits = cgroups.part_limits(&job.launch, &opts.topology, None);
     let (id, attempt) = (job.launch.job, job.launch.attempt);
+    let part = Part::ahead(&job.launch, step);
     job.next_step = NextStep::Making(step, Vec::new());
     let tx = ev_tx.clone();
     let job_limits = with_job.then(|| cgroups.job_limits(&job.launch, &opts.topology));
@@ -216,7 +222,7 @@ pub(super) fn prepare_next(
             if let Some(job_limits) = job_limits {
                 cgroups.create_job_with(id, attempt, &job_limits);
             }
-            cgroups.make_part(id, attempt, Part::Step(step), &limits).map(|j| (limits, j))
+            cgroups.make_part(id, attempt, part, &limits).map(|j| (limits, j))
         }))
         .ok()
         .flatten();
@@ -266,7 +272,7 @@ struct StepEnd {
     cgroups: Option<NodeCgroups>,
     job: JobId,
     attempt: u32,
-    step: u32,
+    part: Part,
     limit: Option<u64>,
     /// The job's error output (batch jobs), where an OOM kill is told.
     error_output: Option<String>,
@@ -278,10 +284,10 @@ impl StepEnd {
     /// to the owner task. If the OOM killer struck the step, a batch job's error output is
     /// told, and for other jobs the message is returned (for the launcher's stderr).
     async fn report(&self) -> Option<String> {
-        let (job, attempt, step, limit) = (self.job, self.attempt, self.step, self.limit);
+        let (job, attempt, part, limit) = (self.job, self.attempt, self.part, self.limit);
         // Read here, not on a blocking thread: a few small cgroup files that never wait,
         // where the hop to another thread cost the exit frame ~0.4 ms on a busy machine.
-        let usage = self.cgroups.as_ref()?.read_part(job, attempt, Part::Step(step), limit)?;
+        let usage = self.cgroups.as_ref()?.read_part(job, attempt, part, limit)?;
         let oom = usage.out_of_memory.clone();
         let _ = self.tx.send(Event::Used { job, attempt, usage });
         // The launcher may be gone by now (its rank's end came first, through the proxy), so
@@ -299,11 +305,9 @@ impl StepEnd {
     /// launcher's path.
     async fn remove(self) {
         let Some(cgroups) = self.cgroups else { return };
-        let (job, attempt, step, limit) = (self.job, self.attempt, self.step, self.limit);
-        let _ = tokio::task::spawn_blocking(move || {
-            cgroups.finish_part(job, attempt, Part::Step(step), limit)
-        })
-        .await;
+        let (job, attempt, part, limit) = (self.job, self.attempt, self.part, self.limit);
+        let _ = tokio::task::spawn_blocking(move || cgroups.finish_part(job, attempt, part, limit))
+            .await;
     }
 }
 
@@ -355,7 +359,7 @@ async fn relay_proxy(
     let message = end.report().await;
     tracing::debug!(
         job = end.job,
-        step = end.step,
+        part = %end.part.label(),
         exit_us = ended.elapsed().as_micros() as u64,
         "step proxy ended, its figures read"
     );

@@ -2,7 +2,8 @@
 //! `OUT_OF_MEMORY` naming the step and the limit, a rank widening its affinity stays in the
 //! job's grant, a `setsid` daemon a job leaves is gone after the job, after a cancel and after
 //! `kill -9` of the agent (its fencer empties the job cgroups), and what a step used is shown by
-//! `show job` and `history`. On virtual clusters, as root (skipped loudly otherwise).
+//! `show job` and `history`. A `gangway run` job's one step runs in the job's cgroup itself.
+//! On virtual clusters, as root (skipped loudly otherwise).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -133,6 +134,29 @@ fn managed_jobs_are_held_to_their_memory_and_cpus_and_accounted() {
     };
     assert_eq!(field("allowed"), granted, "widened beyond the grant: {out}");
     assert_eq!(field("ran"), granted, "{out}");
+
+    // A `gangway run` job of its own: its one step runs in the job's cgroup itself (no step
+    // cgroup made and removed on the launch path), held to --mem and named as a step is.
+    let hog = program("hog").display().to_string();
+    let out = m.cli_out(&["run", "-v", "-n", "1", "--mem=100M", &hog, "300"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "300 MiB under --mem=100M: {said}");
+    let id: u64 = said
+        .split("gangway: job ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("-v names the job: {said}"));
+    wait_until("the run job out of memory", Duration::from_secs(10), || {
+        m.job(id)["state"] == "OUT_OF_MEMORY"
+    });
+    let reason = m.job(id)["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("step 0") && reason.contains("100 MiB"), "{reason}");
+    let out = m.cli_out(&["run", "-n", "1", "cat", "/proc/self/cgroup"]);
+    let own = text(&out);
+    for hierarchy in [":memory:", ":freezer:"] {
+        let line = own.lines().find(|l| l.contains(hierarchy)).unwrap_or_default();
+        assert!(line.contains("/job_") && !line.contains("step_"), "{hierarchy} {own}");
+    }
 }
 
 #[test]

@@ -180,13 +180,20 @@ def managed():
             wait(lambda: not idle(), 10, "agents gone")
 
         cmd = [gw, "run", "-N3", "-n12", "--oversubscribe", "true"]
-        with_cg, without = [], []
+        with_cg, without, rounds = [], [], []
         for cgroups in (True, False, True, False):
             start_agents(cgroups)
-            (with_cg if cgroups else without).extend(times_ms(cmd, cenv, cwd=work, runs=RUNS))
+            took = times_ms(cmd, cenv, cwd=work, runs=RUNS)
+            (with_cg if cgroups else without).extend(took)
+            rounds.append(("cgroups" if cgroups else "none", statistics.median(took)))
             stop_agents()
         say("managed_N3_n12_cgroups", statistics.median(with_cg), "ms")
         say("managed_N3_n12_no_cgroups", statistics.median(without), "ms")
+        # The same mode's two rounds differ by drift alone: the noise a difference between the
+        # modes must clear before it means anything.
+        print("managed rounds (median each): " + ", ".join(f"{m} {v:.1f} ms" for m, v in rounds))
+        say("managed same-mode drift (cgroups)", abs(rounds[0][1] - rounds[2][1]), "ms")
+        say("managed same-mode drift (none)", abs(rounds[1][1] - rounds[3][1]), "ms")
         # The agents' own account of the cgroup work (per node and job), from their logs:
         # what a noisy machine's end-to-end medians cannot resolve.
         import re
@@ -199,6 +206,7 @@ def managed():
                         what = "job cgroup made" if "job cgroup made" in line else \
                             "step cgroup made ahead, narrowed" if "narrowed" in line else \
                             "step cgroup made (ahead, or at the launch)" if "part cgroup made" in line else \
+                            "one-step job's step ended (its leftovers killed)" if "in its job's cgroup" in line else \
                             "step cgroup ended" if "step_" in line else "job cgroup ended"
                         spent.setdefault(what, []).append(int(m.group(1)) / 1000)
                     # The agent's whole share of a step's launch path, with and without cgroups:

@@ -77,6 +77,12 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     fn processes(&self, path: &str) -> Vec<u32>;
     /// Names of its sub-cgroups.
     fn children(&self, path: &str) -> Vec<String>;
+    /// Whether the cgroup exists (in any hierarchy). By default through its parent's
+    /// listing, which reads every sibling; v1 looks at the cgroup's own directories instead.
+    fn exists(&self, path: &str) -> bool {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        self.children(parent).iter().any(|c| c == name)
+    }
     /// Freezes (no task runs, none can fork) or thaws the cgroup and its sub-cgroups; returns
     /// once the kernel reports it done or `budget` passed.
     fn set_frozen(

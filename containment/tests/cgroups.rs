@@ -334,7 +334,11 @@ fn the_sweep_removes_orphaned_jobs_and_keeps_live_ones() {
     assert!(!alive(pids[0]), "the orphan's process survived the sweep");
     assert!(alive(pids[1]), "the live job's process was killed");
     assert_eq!(c.backend().children(""), vec![job_cgroup(11)]);
+    let step = step_cgroup(11, 0);
+    assert!(c.backend().exists(&job_cgroup(11)) && c.backend().exists(&step));
+    assert!(!c.backend().exists(&job_cgroup(10)) && !c.backend().exists(&step_cgroup(10, 0)));
     c.finish(&job_cgroup(11), BUDGET).unwrap();
+    assert!(!c.backend().exists(&job_cgroup(11)) && !c.backend().exists(&step));
     for mut s in sleepers {
         let _ = s.wait();
     }

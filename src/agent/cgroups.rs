@@ -218,7 +218,7 @@ impl NodeCgroups {
         limits: &Limits,
     ) -> Option<Vec<OwnedFd>> {
         let began = std::time::Instant::now();
-        if !self.containment.backend().children("").contains(&job_path(job, attempt)) {
+        if !self.containment.backend().exists(&job_path(job, attempt)) {
             return None;
         }
         let path = part.path(job, attempt);
@@ -319,11 +319,7 @@ impl NodeCgroups {
     }
 
     fn finish(&self, path: &str, part: &str, what: &str, limit: Option<u64>) -> Option<PartUsage> {
-        let (job, name) = path.split_once('/').unwrap_or((path, ""));
-        let exists = self.containment.backend().children("").iter().any(|c| c == job)
-            && (name.is_empty()
-                || self.containment.backend().children(job).iter().any(|c| c == name));
-        if !exists {
+        if !self.containment.backend().exists(path) {
             return None;
         }
         let began = std::time::Instant::now();

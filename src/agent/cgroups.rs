@@ -75,12 +75,6 @@ fn job_path(job: JobId, attempt: u32) -> String {
     job_cgroup(format!("{job}.{attempt}"))
 }
 
-/// The attempt of `job` a cgroup name under the root is of, if it is one of `job`'s.
-fn attempt_of(name: &str, job: JobId) -> Option<u32> {
-    let (id, attempt) = name.strip_prefix("job_")?.split_once('.')?;
-    (id.parse::<JobId>().ok()? == job).then(|| attempt.parse().ok()).flatten()
-}
-
 /// The cgroups of this node's jobs.
 #[derive(Debug, Clone)]
 pub struct NodeCgroups {
@@ -300,17 +294,10 @@ impl NodeCgroups {
     /// cgroup. Blocking.
     /// Every attempt up to `upto` is over: their figures, by attempt.
     pub fn finish_job(&self, job: JobId, upto: u32, limit: Option<u64>) -> Vec<(u32, PartUsage)> {
-        let mut attempts: Vec<u32> = self
-            .containment
-            .backend()
-            .children("")
-            .iter()
-            .filter_map(|name| attempt_of(name, job))
-            .filter(|a| *a <= upto)
-            .collect();
-        attempts.sort_unstable();
-        attempts
-            .into_iter()
+        // Each attempt's cgroup (numbered from 1) looked up by name, `finish` checking that it
+        // exists: the root, which holds every job's, is not listed in each hierarchy at every
+        // release.
+        (1..=upto)
             .filter_map(|a| {
                 let used = self.finish(&job_path(job, a), "job", &format!("job {job}"), limit)?;
                 Some((a, used))
@@ -536,10 +523,6 @@ mod tests {
         assert_eq!(Part::Only(0).path(12, 3), "job_12.3", "a one-step job's step: the job's");
         assert_eq!(Part::Only(0).label(), Part::Step(0).label());
         assert_eq!(Part::Batch.path(12, 3), "job_12.3/batch");
-        assert_eq!(attempt_of("job_12.3", 12), Some(3));
-        assert_eq!(attempt_of("job_12.3", 1), None);
-        assert_eq!(attempt_of("job_123.3", 12), None);
-        assert_eq!(attempt_of("run_1_2", 12), None);
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl GangwayRoot {
         self.load(&self.full(path))
     }
 
+    /// The same root seen through the controllers `keep` picks only.
+    pub(crate) fn only(&self, keep: impl Fn(Kind) -> bool) -> GangwayRoot {
+        let controllers = self.controllers.iter().filter(|(k, _)| keep(*k)).cloned().collect();
+        GangwayRoot { controllers, name: self.name.clone(), v2: self.v2 }
+    }
+
     /// `path` as the library sees it: below the root's parent.
     pub(crate) fn full(&self, path: &str) -> String {
         if path.is_empty() { self.name.clone() } else { format!("{}/{path}", self.name) }

@@ -116,7 +116,7 @@ pub fn join(files: &[std::os::fd::RawFd]) -> Result<(), nix::errno::Errno> {
 /// Which v1 hierarchies a process joins ([`Cgroups::join_files`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Join<'a> {
-    /// Every one: limits, freezing and all the accounting (a managed job's step).
+    /// Every one the cgroup was made in (on v1 those of `Accounting`, see `Cgroups::create`).
     All,
     /// Those enforcing one of these limits, and the freezer (killing): a `gangway run`, which
     /// reports no usage but an OOM kill.

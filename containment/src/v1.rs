@@ -91,6 +91,8 @@ impl V1 {
             .controllers
             .iter()
             .filter(|(kind, _)| picks(*kind, join))
+            // `All`: every hierarchy the cgroup was made in.
+            .filter(|(_, base)| !matches!(join, Join::All) || dir(base).is_dir())
             .map(|(_, base)| dir(base).join("cgroup.procs"))
             .map(|file| {
                 OpenOptions::new()
@@ -138,7 +140,10 @@ impl Cgroups for V1 {
 
     fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError> {
         let full = self.root.full(path);
-        let cg = self.root.cgroup(path);
+        // Only in the hierarchies a process of it may join (`Join::Accounting`: the freezer,
+        // the accounting ones, those enforcing one of its limits): a pids or devices cgroup
+        // without a limit would be made, read at every kill and removed for nothing.
+        let cg = self.root.only(|kind| picks(kind, Join::Accounting(limits))).cgroup(path);
         let err = |what| ContainmentError::cgroup(&full, what);
         cg.create().map_err(err("create"))?;
         let mut notes = Vec::new();

@@ -444,3 +444,37 @@ fn v2_backend_kills_everything_and_enforces_what_the_kernel_gives_it() {
         v1_holders.join(", ")
     );
 }
+
+#[test]
+fn a_v1_cgroup_is_made_only_in_the_hierarchies_its_processes_join() {
+    let Some(c) = contained("only") else { return };
+    if c.version() != Version::V1 {
+        eprintln!("SKIPPED a_v1_cgroup_is_made_only...: v2 has one hierarchy");
+        return;
+    }
+    c.create("plain", &Limits::new()).unwrap();
+    c.create("limited", &Limits::new().pids(8)).unwrap();
+    let location = c.backend().location();
+    let roots: Vec<&str> = location.split(": ").nth(1).unwrap_or_default().split(", ").collect();
+    let mut seen = Vec::new();
+    for root in roots {
+        let Some(kind) = root.strip_prefix("/sys/fs/cgroup/").and_then(|r| r.split('/').next())
+        else {
+            continue;
+        };
+        let has = |path: &str| Path::new(root).join(path).is_dir();
+        // The freezer (the kill) and the accounting ones always; pids only with a limit.
+        let always = ["freezer", "cpuacct", "memory"].contains(&kind);
+        assert_eq!(has("plain"), always, "{kind}: {location}");
+        assert_eq!(has("limited"), always || kind == "pids", "{kind}: {location}");
+        seen.push(kind.to_string());
+    }
+    assert!(seen.iter().any(|k| k == "pids"), "a pids hierarchy to check: {location}");
+    let mut child = spawn_in(&c, "plain", Command::new("sleep").arg("60").stdout(Stdio::null()));
+    // `Join::All` joined the three it was made in, and no missing one failed the spawn.
+    assert_eq!(c.backend().processes("plain"), vec![child.id()]);
+    c.finish("plain", BUDGET).unwrap();
+    let _ = child.wait();
+    assert!(!c.backend().exists("plain"));
+    c.finish("limited", BUDGET).unwrap();
+}

@@ -188,12 +188,12 @@ impl ShapeArgs {
         let mut gpus_per_task = self.gpus_per_task.as_ref().map(|g| g.count);
         if let Some(g) = per_node_gpus {
             let tpn = tasks_per_node.ok_or_else(|| usage("--gpus-per-node/--gres needs --ntasks-per-node (or -n a multiple of -N) to split the GPUs among tasks".into()))?;
-            gpus_per_task = Some(g.div_ceil(tpn.max(1)));
+            gpus_per_task = Some(even_share("--gpus-per-node/--gres", g, tpn, "tasks per node")?);
         }
         if let Some(total) = self.gpus.as_ref().map(|g| g.count) {
             let tasks =
                 self.ntasks.unwrap_or(min_nodes.unwrap_or(1) * self.ntasks_per_node.unwrap_or(1));
-            gpus_per_task = Some(total.div_ceil(tasks.max(1)));
+            gpus_per_task = Some(even_share("--gpus", total, tasks, "tasks")?);
         }
         Ok(JobShape {
             nodes,
@@ -295,6 +295,21 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 
 /// `--gres`: Slurm's `gpu[:TYPE][:N]` (no count: one; `gres/gpu` as `gpu`); other generic
 /// resources (`mps`, licences) are refused by name.
+/// Each task's share of `gpus` among `tasks`. gangway grants GPUs per task, so a count that
+/// does not split evenly is refused rather than rounded up (`--gres=gpu:1` with 4 tasks on the
+/// node would otherwise ask for 4 GPUs where Slurm lets the tasks share one).
+fn even_share(flag: &str, gpus: u32, tasks: u32, what: &str) -> Result<u32, ShapeError> {
+    let tasks = tasks.max(1);
+    if gpus % tasks == 0 {
+        return Ok(gpus / tasks);
+    }
+    Err(ShapeError(format!(
+        "{flag}: {gpus} GPU(s) do not split evenly among {tasks} {what}; gangway gives each task \
+         its own GPUs (tasks sharing GPUs are not supported yet): ask for a multiple of {tasks}, \
+         or use --gpus-per-task"
+    )))
+}
+
 pub fn gres_gpus(s: &str) -> Result<GpuCount, String> {
     let rest = s.strip_prefix("gres/").unwrap_or(s);
     if s.contains(',') {
@@ -339,6 +354,21 @@ mod tests {
         assert!(gres_gpus("gpus:1").unwrap_err().contains("only gpu[:TYPE][:N]"));
         assert!(gres_gpus("gpu:1,mps:1").unwrap_err().contains("one generic resource"));
         assert_eq!(typed("k40m", 2).to_string(), "k40m:2");
+    }
+
+    #[test]
+    fn gpus_that_do_not_split_evenly_among_tasks_are_refused() {
+        let shape = |args: ShapeArgs| args.to_shape().map(|s| s.gpus_per_task);
+        let four_on_one =
+            || ShapeArgs { nodes: Some("1".into()), ntasks: Some(4), ..ShapeArgs::default() };
+        let one_gpu = Some(gres_gpus("gpu:1").unwrap());
+        let err = shape(ShapeArgs { gres: one_gpu.clone(), ..four_on_one() }).unwrap_err();
+        assert!(err.to_string().contains("1 GPU(s) do not split evenly among 4"), "{err}");
+        let four = Some(gres_gpus("gpu:4").unwrap());
+        assert_eq!(shape(ShapeArgs { gres: four, ..four_on_one() }).unwrap(), Some(1));
+        let err = shape(ShapeArgs { gpus: Some("3".parse().unwrap()), ..four_on_one() });
+        assert!(err.unwrap_err().to_string().starts_with("--gpus: 3 GPU(s)"));
+        assert_eq!(shape(ShapeArgs { gres: one_gpu, ..ShapeArgs::default() }).unwrap(), Some(1));
     }
 
     #[test]

@@ -300,7 +300,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 /// node would otherwise ask for 4 GPUs where Slurm lets the tasks share one).
 fn even_share(flag: &str, gpus: u32, tasks: u32, what: &str) -> Result<u32, ShapeError> {
     let tasks = tasks.max(1);
-    if gpus % tasks == 0 {
+    if gpus.is_multiple_of(tasks) {
         return Ok(gpus / tasks);
     }
     Err(ShapeError(format!(

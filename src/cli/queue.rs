@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::error::{CliError, ask};
 use super::query::{render_queue, short_state};
+use crate::cli::begin_time::now_ms;
 use crate::protocol::{JobInfo, Reply, Request};
 
 /// Flags of `gangway queue`.
@@ -36,13 +37,6 @@ pub struct QueueArgs {
     /// One line per array task, pending ones too (instead of 7_[3-999%50]).
     #[arg(short = 'r', long = "array")]
     pub array: bool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs `gangway queue`.

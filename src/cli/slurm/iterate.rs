@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::time::date_line;
+use crate::cli::begin_time::now_ms;
 use crate::cli::error::CliError;
 
 /// Prints `report()` every `seconds` until SIGINT (or until standard output is closed).
@@ -67,11 +68,4 @@ fn die_of_sigint() {
     // SAFETY: restoring the default disposition installs no handler code.
     let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) };
     let _ = raise(Signal::SIGINT);
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

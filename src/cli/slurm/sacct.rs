@@ -14,6 +14,7 @@ use super::time::{elapsed, local, parse as parse_time};
 use super::units::{Unit, size};
 use super::{current_user, list, parse};
 use crate::cli::accounting;
+use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{JobInfo, JobKind, Reply, Request};
 
@@ -262,13 +263,6 @@ fn lines_of<'a>(j: &'a JobInfo, steps: &'a [StepRecord], allocations: bool) -> V
         step: Some(s),
     }));
     lines
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Today's 00:00, local time.

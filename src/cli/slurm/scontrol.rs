@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use super::time::{elapsed, local};
 use crate::cli::array_rows;
+use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
 use crate::protocol::array::JobAddress;
@@ -170,13 +171,6 @@ fn show(what: &str, name: Option<&str>) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn unknown(ms: Option<u64>) -> String {

@@ -11,6 +11,7 @@ use clap::Args;
 use super::format::{self, Item, Key};
 use super::sort::{self, SortKey, natural};
 use super::{iterate, list, parse, time};
+use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{NodeInfo, Reply, Request};
 
@@ -187,13 +188,6 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Slurm's order when `-S` is not given: partitions as configured, then state (the busiest

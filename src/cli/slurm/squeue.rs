@@ -12,6 +12,7 @@ use super::format::{self, Item, Key};
 use super::sort::{self, SortKey, natural};
 use super::{current_user, iterate, list, parse, time};
 use crate::cli::array_rows;
+use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::cli::query::{clock, short_state};
 use crate::protocol::{JobInfo, Reply, Request};
@@ -184,13 +185,6 @@ pub fn sort_jobs(jobs: &mut [JobInfo], keys: &[SortKey], now: u64) {
         'V' => a.submit_time.cmp(&b.submit_time),
         _ => Ordering::Equal,
     });
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The jobs the flags select.

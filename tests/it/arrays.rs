@@ -11,19 +11,6 @@ use std::time::Duration;
 use crate::controlled::{Managed, text};
 use crate::support::wait_until;
 
-/// `gangway install-slurm-commands` into the test's directory; the PATH that finds them first.
-fn slurm_path(m: &Managed) -> String {
-    let dir = m.dir.join("slurm-bin");
-    let out = Command::new(m.gangway_bin())
-        .arg("install-slurm-commands")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
-}
-
 /// A Slurm command through PATH (its name picks it), in `cwd`.
 fn slurm(m: &Managed, path: &str, cwd: &Path, command: &str, args: &[&str]) -> String {
     let out = Command::new(command)
@@ -62,7 +49,7 @@ fn submit(m: &Managed, path: &str, work: &Path, script: &str) -> u64 {
 #[test]
 fn an_array_script_runs_unchanged_under_its_throttle_cancels_and_survives_a_controller_kill() {
     let Some(mut m) = Managed::up_as(2, Some("core:4 pu:1")) else { return };
-    let path = slurm_path(&m);
+    let path = m.slurm_path();
     let work: PathBuf = m.dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let id = submit(

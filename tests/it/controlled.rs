@@ -290,6 +290,22 @@ impl Managed {
         s
     }
 
+    /// `gangway install-slurm-commands` into the test's directory (once): the PATH that finds
+    /// the Slurm-named commands first.
+    pub fn slurm_path(&self) -> String {
+        let dir = self.dir.join("slurm-bin");
+        if !dir.exists() {
+            let out = Command::new(self.gangway_bin())
+                .arg("install-slurm-commands")
+                .arg(&dir)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+    }
+
     pub fn output_of(&self, id: u64) -> String {
         std::fs::read_to_string(self.dir.join(format!("gangway-{id}.out"))).unwrap_or_default()
     }

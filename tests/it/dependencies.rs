@@ -11,17 +11,7 @@ use crate::controlled::{Managed, text};
 
 /// Runs `script` with bash in `work`, the Slurm-named commands first on its PATH.
 fn shell(m: &Managed, work: &Path, script: &str) -> Output {
-    let bin = m.dir.join("slurm-bin");
-    if !bin.exists() {
-        let out = Command::new(m.gangway_bin())
-            .arg("install-slurm-commands")
-            .arg(&bin)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    }
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = m.slurm_path();
     Command::new("bash")
         .args(["-c", script])
         .env("PATH", path)

@@ -3,26 +3,11 @@
 //! through the `sbatch` symlink, and squeue/sinfo/scontrol/scancel/sacct against the running
 //! cluster. Real controller, agents, MPICH.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::controlled::{Managed, text};
 use crate::support::{Live, ofi_hello, wait_until};
-
-/// `gangway install-slurm-commands` into the test's directory; the PATH that finds them first.
-fn slurm_path(m: &Managed) -> (PathBuf, String) {
-    let dir = m.dir.join("slurm-bin");
-    let out = Command::new(m.gangway_bin())
-        .arg("install-slurm-commands")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
-    (dir, path)
-}
 
 fn slurm_command(m: &Managed, path: &str, command: &str, args: &[&str]) -> Command {
     let mut c = m.cli();
@@ -44,7 +29,7 @@ fn slurm(m: &Managed, path: &str, command: &str, args: &[&str]) -> std::process:
 fn an_hpc_centre_template_runs_unchanged_through_sbatch_and_srun() {
     let Some((hello, lib)) = ofi_hello() else { return };
     let Some(m) = Managed::up_as(3, Some("core:4 pu:1")) else { return };
-    let (_dir, path) = slurm_path(&m);
+    let path = m.slurm_path();
     let work = m.dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let script = format!(
@@ -144,7 +129,7 @@ fn hostname() -> String {
 #[test]
 fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     let Some(m) = Managed::up(2) else { return };
-    let (_dir, path) = slurm_path(&m);
+    let path = m.slurm_path();
     let out = slurm(
         &m,
         &path,
@@ -355,7 +340,7 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
 #[test]
 fn mpiexec_hydra_inside_a_job_starts_its_proxies_through_gangways_srun() {
     let Some(m) = Managed::up(3) else { return };
-    let (_dir, path) = slurm_path(&m);
+    let path = m.slurm_path();
     // Hydra sees SLURM_JOBID, reads the nodes from SLURM_NODELIST and runs `srun ... proxy`.
     let script = "mpiexec.hydra -n 3 hostname | sort";
     let out = slurm(&m, &path, "sbatch", &["--parsable", "-N", "3", "-n", "3", "--wrap", script]);
@@ -374,7 +359,7 @@ fn open_mpi_mpirun_inside_a_job_starts_its_daemons_on_the_right_nodes_through_sr
         return;
     }
     let Some(m) = Managed::up(3) else { return };
-    let (_dir, path) = slurm_path(&m);
+    let path = m.slurm_path();
     // mpirun runs `srun --nodelist=node2,node3 ... orted`: the step must land on those nodes.
     let script = "mpirun --allow-run-as-root -n 3 hostname > o.txt 2>&1; echo rc=$?; sort o.txt";
     let out = slurm(&m, &path, "sbatch", &["--parsable", "-N", "3", "-n", "3", "--wrap", script]);
@@ -400,7 +385,7 @@ fn srun_and_salloc_jobs_take_signal_mail_constraint_and_open_mode() {
         ..Default::default()
     };
     let Some(m) = Managed::up_with(2, setup) else { return };
-    let (_dir, path) = slurm_path(&m);
+    let path = m.slurm_path();
     // The trap ends the wait; the task says when, and where it ran.
     let task = "trap 'echo USR1 on $(hostname) after $SECONDS s' USR1; sleep 20 & wait; echo done";
 

@@ -266,16 +266,7 @@ fn the_same_scripts_print_the_same_under_slurm_and_gangway() {
     let slurm = slurm_up(&m);
     eprintln!("slurm and gangway up on vcluster {} in {:?}", m.vc.prefix, started.elapsed());
 
-    let gangway_bin = m.dir.join("slurm-bin");
-    let out = Command::new(m.gangway_bin())
-        .arg("install-slurm-commands")
-        .arg(&gangway_bin)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let host_path = std::env::var("PATH").unwrap_or_default();
-    let gangway_path = format!("{}:{host_path}", gangway_bin.display());
+    let gangway_path = m.slurm_path();
 
     let work = |s: System| m.dir.join(format!("work-{s:?}").to_lowercase());
     let scripts: Vec<(&'static str, String)> = CASES

@@ -17,15 +17,7 @@ fn a_typed_gpu_request_gets_that_model_and_an_unknown_type_is_refused() {
         ..Default::default()
     };
     let Some(m) = Managed::up_with(1, setup) else { return };
-    let dir = m.dir.join("slurm-bin");
-    let out = Command::new(m.gangway_bin())
-        .arg("install-slurm-commands")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = m.slurm_path();
     let slurm = |command: &str, args: &[&str]| {
         let cli = m.cli();
         Command::new(command)

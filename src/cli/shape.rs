@@ -40,7 +40,7 @@ pub struct ShapeArgs {
     /// GPUs on each node, of one type if given (needs --ntasks-per-node, to split them among tasks).
     #[arg(long, value_name = "[TYPE:]N")]
     pub gpus_per_node: Option<GpuCount>,
-    /// Generic resources: GPUs per node, gpu[:TYPE][:N], e.g. gpu:2 or gpu:a100:2 (a type
+    /// Generic resources: GPUs per node, gpu, gpu:N or gpu:TYPE:N, e.g. gpu:2 or gpu:a100:2 (a type
     /// matches GPUs whose model's first word with digits is it: "Tesla K40m" is k40m).
     #[arg(long, value_name = "gpu[:TYPE][:N]", value_parser = gres_gpus)]
     pub gres: Option<GpuCount>,

@@ -139,7 +139,7 @@ pub struct RunArgs {
     #[arg(short = 'G', long, value_name = "[TYPE:]N", conflicts_with = "gres")]
     pub gpus: Option<GpuCount>,
 
-    /// GPUs on each node, split among its ranks: gpu[:TYPE][:N] (Slurm's srun --gres).
+    /// GPUs on each node, split among its ranks: gpu:N or gpu:TYPE:N (Slurm's srun --gres).
     #[arg(long, value_name = "gpu[:TYPE][:N]", value_parser = crate::cli::shape::gres_gpus)]
     pub gres: Option<GpuCount>,
 

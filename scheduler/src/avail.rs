@@ -3,14 +3,9 @@
 //! ([`crate::grant`]); before that, counting cores, bytes and GPUs is enough because placement
 //! succeeds on any free set of cores large enough for the tasks.
 
-use crate::cluster::{Node, count_units};
+use crate::cluster::{GPU_TYPE_SLOTS, Node, count_units};
 use crate::grant::NodeGrant;
 use crate::types::Bytes;
-
-/// GPU types per node whose free counts are tracked (a node's first ones, in model order): a
-/// typed request fits only a node with enough free GPUs of its type. More types on one node
-/// are rare; a request for a fifth type finds no room there.
-pub(crate) const GPU_TYPE_SLOTS: usize = 4;
 
 /// Free resources of a node at some moment (now, or later in the reservation profile).
 ///

@@ -13,6 +13,10 @@ use crate::grant::JobStart;
 use crate::rejection::Rejection;
 use crate::types::{Bytes, JobId};
 
+/// GPU types per node whose free counts are tracked (a node's first ones, in model order): a
+/// typed request fits only a node with enough free GPUs of its type. More types on one node
+/// are rare; a request for a fifth type finds no room there.
+pub(crate) const GPU_TYPE_SLOTS: usize = 4;
 /// A node's health, as the controller and administrators set it. Whether it runs jobs
 /// ([`NodeState::Idle`], [`NodeState::Mixed`], [`NodeState::Allocated`]) follows from its
 /// allocations.
@@ -248,14 +252,14 @@ impl Node {
     }
 
     /// Position of type `t` among the node's types, if it is one the counts track
-    /// ([`crate::avail::GPU_TYPE_SLOTS`]).
+    /// ([`GPU_TYPE_SLOTS`]).
     pub(crate) fn gpu_type_slot(&self, t: &GpuType) -> Option<usize> {
-        self.gpu_types.iter().take(crate::avail::GPU_TYPE_SLOTS).position(|(known, _)| known == t)
+        self.gpu_types.iter().take(GPU_TYPE_SLOTS).position(|(known, _)| known == t)
     }
 
     /// How many of `gpus` are of each tracked type.
-    pub(crate) fn typed_counts(&self, gpus: &CpuSet) -> [u32; crate::avail::GPU_TYPE_SLOTS] {
-        let mut counts = [0; crate::avail::GPU_TYPE_SLOTS];
+    pub(crate) fn typed_counts(&self, gpus: &CpuSet) -> [u32; GPU_TYPE_SLOTS] {
+        let mut counts = [0; GPU_TYPE_SLOTS];
         for (count, (_, of_type)) in counts.iter_mut().zip(&self.gpu_types) {
             *count = of_type.intersection(gpus).len() as u32;
         }

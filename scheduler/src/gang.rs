@@ -105,7 +105,7 @@ impl JobShape {
             None => Bytes::ZERO,
         };
         let gpus = count.saturating_mul(self.gpus_per_task);
-        let mut typed = [0; crate::avail::GPU_TYPE_SLOTS];
+        let mut typed = [0; crate::cluster::GPU_TYPE_SLOTS];
         if let Some(n) = self
             .gpu_type
             .as_ref()
@@ -130,22 +130,9 @@ pub(crate) struct Constraints {
 }
 
 impl Constraints {
-    /// The nodes `request` excludes and requires. The nodes it lost in earlier attempts are
-    /// avoided only while the job can still run without them: once every node it could use
-    /// has failed it once (a stall of the whole cluster), avoiding them would leave it pending
-    /// forever, so it may use them again.
-    pub(crate) fn new(cluster: &ClusterState, request: &JobRequest) -> Self {
-        let avoiding = Self::with(cluster, request, true);
-        if request.excluded_after_failure.is_empty()
-            || crate::validate::check(cluster, request, &avoiding).is_ok()
-        {
-            avoiding
-        } else {
-            Self::with(cluster, request, false)
-        }
-    }
-
-    fn with(cluster: &ClusterState, request: &JobRequest, avoid_failed: bool) -> Self {
+    /// The nodes `request` excludes and requires; with `avoid_failed`, the nodes it lost in
+    /// earlier attempts are excluded too (whether they should be is decided in `validate.rs`).
+    pub(crate) fn with(cluster: &ClusterState, request: &JobRequest, avoid_failed: bool) -> Self {
         let failed: &[String] = if avoid_failed { &request.excluded_after_failure } else { &[] };
         if request.nodelist.is_empty() && request.exclude.is_empty() && failed.is_empty() {
             // Most jobs name no nodes: nothing to look up or allocate.

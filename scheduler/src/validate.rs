@@ -15,11 +15,24 @@ pub use crate::rejection::Rejection;
 /// Checks a request against the cluster at submission: a request that can never run (whatever
 /// finishes, whatever comes back up) is rejected with the reason and the fix.
 pub fn validate(cluster: &ClusterState, request: &JobRequest) -> Result<(), Rejection> {
-    check(cluster, request, &Constraints::new(cluster, request))
+    check(cluster, request, &constraints(cluster, request))
+}
+
+/// The nodes `request` excludes and requires. The nodes it lost in earlier attempts are avoided
+/// only while the job can still run without them: once every node it could use has failed it
+/// once (a stall of the whole cluster), avoiding them would leave it pending forever, so it may
+/// use them again.
+pub(crate) fn constraints(cluster: &ClusterState, request: &JobRequest) -> Constraints {
+    let avoiding = Constraints::with(cluster, request, true);
+    if request.excluded_after_failure.is_empty() || check(cluster, request, &avoiding).is_ok() {
+        avoiding
+    } else {
+        Constraints::with(cluster, request, false)
+    }
 }
 
 /// [`validate`] with the nodes to avoid and to use already looked up.
-pub(crate) fn check(
+fn check(
     cluster: &ClusterState,
     request: &JobRequest,
     constraints: &Constraints,

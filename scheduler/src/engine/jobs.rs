@@ -79,7 +79,7 @@ pub(crate) struct Job {
     /// Jobs preempted for this one, still stopping.
     pub awaiting: Vec<JobId>,
     /// A job array's pending tasks (this job stands for them in the queue).
-    pub array: Option<crate::engine::ArrayTasks>,
+    pub array: Option<ArrayTasks>,
     /// The array this job is a task of.
     pub task_of: Option<JobId>,
 }
@@ -149,4 +149,17 @@ impl Queue {
     pub fn parked_on(&self, park: &Park) -> Vec<JobId> {
         self.parked.get(park).map_or_else(Vec::new, |s| s.iter().map(|k| k.2).collect())
     }
+}
+
+/// A job array's pending tasks, queued as one job: each start takes one task out as a job of
+/// its own (with an id from the scheduler's `set_next_id` counter), so a waiting array costs a
+/// pass one look, whatever its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayTasks {
+    /// Tasks not started yet.
+    pub pending: u32,
+    /// Tasks running now.
+    pub running: u32,
+    /// At most this many running at once (`--array=...%N`).
+    pub throttle: Option<u32>,
 }

@@ -34,6 +34,7 @@ use crate::rejection::Rejection;
 use crate::request::JobRequest;
 use crate::types::{JobId, Timestamp};
 
+pub use jobs::ArrayTasks;
 use jobs::{Job, Queue, QueueKey, Where};
 use lanes::Lanes;
 use profile::{Profile, Reservation};
@@ -61,19 +62,6 @@ pub struct NewJob {
     pub array: Option<ArrayTasks>,
     /// The array this job is a task of (its running tasks count against the throttle).
     pub task_of: Option<JobId>,
-}
-
-/// A job array's pending tasks, queued as one job: each start takes one task out as a job of
-/// its own (with an id from [`Scheduler::set_next_id`]'s counter), so a waiting array costs a
-/// pass one look, whatever its size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArrayTasks {
-    /// Tasks not started yet.
-    pub pending: u32,
-    /// Tasks running now.
-    pub running: u32,
-    /// At most this many running at once (`--array=...%N`).
-    pub throttle: Option<u32>,
 }
 
 impl NewJob {

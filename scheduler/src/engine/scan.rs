@@ -267,7 +267,7 @@ impl Scheduler {
         if self.policy.tree.get(job.account).is_none() {
             return Verdict::Wait(R::Unsatisfiable);
         }
-        let constraints = Constraints::new(&self.cluster, &job.request);
+        let constraints = crate::validate::constraints(&self.cluster, &job.request);
         if constraints.required.len() < job.request.nodelist.len() {
             return Verdict::Wait(R::Unsatisfiable);
         }

@@ -1,5 +1,5 @@
 //! Job arrays in the controller's state. An array is ONE job record (its id is the array's,
-//! `SLURM_ARRAY_JOB_ID`) holding the tasks not started yet as a compact [`IndexSet`]; the
+//! `SLURM_ARRAY_JOB_ID`) holding the tasks not started yet as a compact [`IndexSet`](crate::protocol::array::IndexSet); the
 //! scheduler queues it as one job too. A task becomes a job of its own (its own id, its own
 //! row, `task` naming the array and its index) only when it starts (`handlers::arrays`). So a
 //! waiting array of 100000 tasks is one row and one queue entry.
@@ -8,34 +8,10 @@
 //! outcome ([`Cluster::array_progress`], [`Cluster::array_task_outcome`], for dependencies),
 //! the scheduler's view of it, a task's `SLURM_ARRAY_*` variables.
 
-use serde::{Deserialize, Serialize};
-
+pub use super::state::{ArrayRecord, ArrayTask};
 use super::state::{Cluster, Job, JobState};
 use crate::protocol::JobId;
-use crate::protocol::array::IndexSet;
 use gangway_scheduler::ArrayTasks;
-
-/// A job array's own record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArrayRecord {
-    /// Tasks not started yet.
-    pub pending: IndexSet,
-    /// Tasks cancelled before they started (they never get a job of their own).
-    #[serde(default, skip_serializing_if = "IndexSet::is_empty")]
-    pub cancelled: IndexSet,
-    /// At most this many tasks running at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub throttle: Option<u32>,
-}
-
-/// What makes a job a task of an array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArrayTask {
-    /// The array's job id.
-    pub array: JobId,
-    /// `SLURM_ARRAY_TASK_ID`.
-    pub index: u32,
-}
 
 /// How far an array has come, task by task (what dependencies on a whole array ask).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -17,6 +17,7 @@ use super::config::Config;
 use super::effects::ConnId;
 use super::idempotency::SubmissionKeys;
 use crate::exit_code;
+use crate::protocol::array::IndexSet;
 use crate::protocol::{JobId, StepRequest, Submission};
 
 /// Milliseconds on the controller's monotonic clock (from an arbitrary origin). Wall time can
@@ -151,10 +152,10 @@ pub struct Job {
     /// A job array's own record: its tasks not started yet (see `controller::arrays`). Its
     /// `state` speaks of the record, not of the tasks: ask `Cluster::array_progress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub array: Option<super::arrays::ArrayRecord>,
+    pub array: Option<ArrayRecord>,
     /// A task of a job array: which, and its index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<super::arrays::ArrayTask>,
+    pub task: Option<ArrayTask>,
 }
 
 /// A running job being stopped for another (the scheduler's preemption decision).
@@ -568,4 +569,26 @@ pub(super) fn job_start(job: &Job, state: &ClusterState) -> Option<JobStart> {
         time_limit: job.time_limit.map(Duration::from_secs),
         nodes,
     })
+}
+
+/// A job array's own record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayRecord {
+    /// Tasks not started yet.
+    pub pending: IndexSet,
+    /// Tasks cancelled before they started (they never get a job of their own).
+    #[serde(default, skip_serializing_if = "IndexSet::is_empty")]
+    pub cancelled: IndexSet,
+    /// At most this many tasks running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<u32>,
+}
+
+/// What makes a job a task of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayTask {
+    /// The array's job id.
+    pub array: JobId,
+    /// `SLURM_ARRAY_TASK_ID`.
+    pub index: u32,
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::JobId;
+use super::job_id::JobId;
 
 /// The largest task index accepted anywhere (Slurm's ceiling for `MaxArraySize` is 4000001):
 /// it bounds what a parse may expand before any configuration is known.

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::JobId;
+use super::job_id::JobId;
 
 /// A job named by a dependency: a job, or one task of an array (`7_3`).
 ///

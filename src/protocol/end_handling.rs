@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Signal;
+use super::signal::Signal;
 
 /// Options of a submission that say how its end is handled (all off by default, which is what
 /// submissions from older commands mean).

@@ -9,6 +9,7 @@ pub mod constraint;
 pub mod credential;
 pub mod dependency;
 pub mod end_handling;
+mod job_id;
 pub mod signal;
 pub mod wire;
 
@@ -25,8 +26,7 @@ pub use signal::Signal;
 /// 5: agents report what a job's parts used ([`FromAgent::Usage`]).
 pub const VERSION: u32 = 5;
 
-/// A job's identifier.
-pub type JobId = u64;
+pub use job_id::JobId;
 
 /// What kind of job: how it runs and what ends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::JobId;
+use super::job_id::JobId;
 use crate::auth::Key;
 
 /// Longest preamble line read before the handshake (what an unauthenticated peer can make us

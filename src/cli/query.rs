@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use gangway_topology::human_bytes;
 
 use super::accounting;
+use super::slurm::tres;
 use crate::protocol::{JobInfo, NodeInfo};
 
 /// `[D-]H:MM:SS` as squeue prints times.
@@ -260,7 +261,7 @@ pub fn render_job(j: &JobInfo) -> String {
         j.cpus,
         u8::from(sh.exclusive)
     );
-    if let Some(tres) = crate::cli::slurm::scontrol::tres_per_task(j) {
+    if let Some(tres) = tres::per_task(j) {
         let _ = writeln!(s, "   TresPerTask={tres}");
     }
     let _ = writeln!(

@@ -8,11 +8,11 @@ use std::ffi::OsString;
 
 use clap::Args;
 
+use super::args::{current_user, list, parse};
 use super::attempts;
 use super::scontrol::{batch_exit_code, exit_code};
 use super::time::{elapsed, local, parse as parse_time};
 use super::units::{Unit, size};
-use super::{current_user, list, parse};
 use crate::cli::accounting;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::parse;
+use super::args::parse;
 use crate::cli::alloc::{self, AllocArgs};
 use crate::cli::error::CliError;
 

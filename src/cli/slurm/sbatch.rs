@@ -6,7 +6,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::parse;
+use super::args::parse;
 use crate::cli::batch::{self, BatchArgs};
 use crate::cli::error::CliError;
 

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::{current_user, list, parse};
+use super::args::{current_user, list, parse};
 use crate::cli::cancel::Named;
 use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::Signal;

@@ -6,10 +6,12 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 
 use super::time::{elapsed, local};
+use super::tres;
 use crate::cli::array_rows;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::TimeLimit;
+use crate::cli::query::array_fields;
 use crate::protocol::array::JobAddress;
 use crate::protocol::{JobInfo, JobUpdate, NodeInfo, Reply, Request};
 
@@ -207,33 +209,6 @@ pub fn batch_exit_code(j: &JobInfo) -> String {
     }
 }
 
-/// The GPUs each task asks for, as Slurm's `TresPerTask`: `gres/gpu:k40m:1`, `gres/gpu:2`.
-pub fn tres_per_task(j: &JobInfo) -> Option<String> {
-    let gpus = j.shape.gpus_per_task.filter(|g| *g > 0)?;
-    Some(match &j.shape.gpu_type {
-        Some(t) => format!("gres/gpu:{t}:{gpus}"),
-        None => format!("gres/gpu:{gpus}"),
-    })
-}
-
-/// The GPUs each node of the job holds, as Slurm's `TresPerNode` (`squeue %b`): its tasks'
-/// GPUs when they spread evenly over its nodes, else per task.
-pub fn tres_per_node(j: &JobInfo) -> Option<String> {
-    let gpus = j.shape.gpus_per_task.filter(|g| *g > 0)?;
-    let nodes =
-        if j.nodes.is_empty() { j.shape.min_nodes.unwrap_or(1) } else { j.nodes.len() as u32 };
-    let per_node = match j.shape.ntasks_per_node {
-        Some(t) => Some(t),
-        None => (nodes > 0 && j.ntasks.is_multiple_of(nodes)).then(|| j.ntasks / nodes),
-    };
-    let Some(tasks) = per_node else { return tres_per_task(j) };
-    let count = gpus.saturating_mul(tasks);
-    Some(match &j.shape.gpu_type {
-        Some(t) => format!("gres/gpu:{t}:{count}"),
-        None => format!("gres/gpu:{count}"),
-    })
-}
-
 /// `scontrol show job` (pure, for snapshots).
 pub fn render_job(j: &JobInfo, now: u64) -> String {
     let mut s = String::new();
@@ -242,7 +217,7 @@ pub fn render_job(j: &JobInfo, now: u64) -> String {
     let sh = &j.shape;
     let _ = writeln!(s, "JobId={} JobName={}", j.id, j.name);
     if let Some(a) = &j.array {
-        let _ = writeln!(s, "   {}", crate::cli::query::array_fields(a));
+        let _ = writeln!(s, "   {}", array_fields(a));
     }
     let _ = writeln!(s, "   UserId={}({}) Account=(null) QOS=normal", j.user, j.uid);
     let _ = writeln!(
@@ -286,7 +261,7 @@ pub fn render_job(j: &JobInfo, now: u64) -> String {
         (None, None) => "MinMemoryNode=0".into(),
     };
     let _ = writeln!(s, "   {mem}");
-    if let Some(tres) = tres_per_task(j) {
+    if let Some(tres) = tres::per_task(j) {
         let _ = writeln!(s, "   TresPerTask={tres}");
     }
     let _ = writeln!(s, "   Command={}", j.command);
@@ -415,21 +390,15 @@ mod tests {
         node.gpu_types.clear();
         assert_eq!((node.gres(), node.gres_used()), ("(null)".into(), "(null)".into()));
 
-        let shape = Shape {
-            ntasks: Some(4),
-            min_nodes: Some(2),
-            gpus_per_task: Some(1),
-            gpu_type: Some("k40m".parse().unwrap()),
-            ..Shape::default()
+        let job = JobInfo {
+            ntasks: 4,
+            shape: Shape {
+                gpus_per_task: Some(1),
+                gpu_type: Some("k40m".parse().unwrap()),
+                ..Shape::default()
+            },
+            ..crate::cli::array_rows::test_line(7, "PENDING", None)
         };
-        let job =
-            JobInfo { ntasks: 4, shape, ..crate::cli::array_rows::test_line(7, "PENDING", None) };
-        assert_eq!(tres_per_task(&job).as_deref(), Some("gres/gpu:k40m:1"));
-        assert_eq!(tres_per_node(&job).as_deref(), Some("gres/gpu:k40m:2"));
         assert!(render_job(&job, 0).contains("   TresPerTask=gres/gpu:k40m:1\n"));
-        let untyped = JobInfo { shape: Shape { gpu_type: None, ..job.shape.clone() }, ..job };
-        assert_eq!(tres_per_node(&untyped).as_deref(), Some("gres/gpu:2"));
-        let none = JobInfo { shape: Shape::default(), ..untyped };
-        assert_eq!(tres_per_node(&none), None);
     }
 }

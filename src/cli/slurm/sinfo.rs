@@ -8,9 +8,10 @@ use std::ffi::OsString;
 
 use clap::Args;
 
+use super::args::{list, parse};
 use super::format::{self, Item, Key};
 use super::sort::{self, SortKey, natural};
-use super::{iterate, list, parse, time};
+use super::{iterate, time};
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{NodeInfo, Reply, Request};

@@ -8,9 +8,10 @@ use std::ffi::OsString;
 
 use clap::Args;
 
+use super::args::{current_user, list, parse};
 use super::format::{self, Item, Key};
 use super::sort::{self, SortKey, natural};
-use super::{current_user, iterate, list, parse, time};
+use super::{iterate, time};
 use crate::cli::array_rows;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
@@ -405,7 +406,7 @@ fn value(j: &JobInfo, key: &Key, now: u64) -> String {
             .map(|b| format!("{}M", b >> 20))
             .or(j.shape.mem_per_cpu.map(|b| format!("{}M", b >> 20)))
             .unwrap_or_else(|| "0".into()),
-        'b' => super::scontrol::tres_per_node(j).unwrap_or_else(|| "N/A".into()),
+        'b' => super::tres::per_node(j).unwrap_or_else(|| "N/A".into()),
         'O' => j.output.clone().unwrap_or_default(),
         'E' => j.error.clone().or(j.output.clone()).unwrap_or_default(),
         _ => "N/A".into(),

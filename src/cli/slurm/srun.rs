@@ -7,7 +7,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::parse;
+use super::args::parse;
 use crate::cli::error::CliError;
 use crate::cli::run::{self, RunArgs};
 

@@ -60,15 +60,7 @@ fn promises_are_kept(backfill: BackfillMode, raw: &[Raw]) -> Result<usize, TestC
         simulate_observed(cluster(), fifo(backfill), &jobs, &SimOptions::default(), None, None)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(report.double_starts, 0);
-    let mut promised = 0;
-    for (id, o) in &report.jobs {
-        prop_assert!(o.end.is_some(), "job {id} never finished: {o:?}");
-        if let (Some(expected), Some(start)) = (o.first_expected, o.start) {
-            promised += 1;
-            prop_assert!(start <= expected, "job {id} promised {expected:?}, started {start:?}");
-        }
-    }
-    Ok(promised)
+    report.promises_kept().map_err(TestCaseError::fail)
 }
 
 proptest! {

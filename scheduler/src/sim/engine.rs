@@ -117,6 +117,26 @@ pub struct SimReport {
     pub double_starts: usize,
 }
 
+impl SimReport {
+    /// Whether every job finished and none started later than the first start it was promised
+    /// (its first reservation): how many were promised one, or the first job that broke it.
+    pub fn promises_kept(&self) -> Result<usize, String> {
+        let mut promised = 0;
+        for (id, o) in &self.jobs {
+            if o.end.is_none() {
+                return Err(format!("job {id} never finished: {o:?}"));
+            }
+            if let (Some(expected), Some(start)) = (o.first_expected, o.start) {
+                promised += 1;
+                if start > expected {
+                    return Err(format!("job {id} promised {expected:?}, started {start:?}"));
+                }
+            }
+        }
+        Ok(promised)
+    }
+}
+
 /// Something to call after each decision is carried out: the time, the scheduler (to check
 /// invariants) and the decision.
 pub type Observer<'a> = &'a mut dyn FnMut(Timestamp, &Scheduler, &Decision);

@@ -9,6 +9,21 @@ use std::time::Duration;
 use crate::controlled::{Managed, text};
 use crate::support::{Live, ofi_hello, wait_until};
 
+/// `command args` (an `-i` report) until `line` has come twice, then Ctrl-C: it must end by
+/// that signal, as Slurm's commands do. Its output lines.
+fn iterated(m: &Managed, path: &str, command: &str, args: &[&str], line: &str) -> Vec<String> {
+    let live = Live::start(&mut slurm_command(m, path, command, args));
+    live.expect(line, 2);
+    live.signal(nix::sys::signal::Signal::SIGINT);
+    let (status, lines, stderr) = live.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGINT),
+        "{command} {args:?}: {status:?} {stderr}"
+    );
+    lines
+}
+
 fn slurm_command(m: &Managed, path: &str, command: &str, args: &[&str]) -> Command {
     let mut c = m.cli();
     c.env("PATH", path).env_remove("SLURM_JOB_ID");
@@ -177,15 +192,7 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     assert_eq!(text(&out), "NODELIST STATE\nnode2    idle\n");
     // -h: no date line; each report still ends with a blank line, as Slurm's.
     let sinfo = ["-i", "1", "-h", "-N", "-n", "node2", "-o", "%N"];
-    let live = Live::start(&mut slurm_command(&m, &path, "sinfo", &sinfo));
-    live.expect("node2", 2);
-    live.signal(nix::sys::signal::Signal::SIGINT);
-    let (status, lines, stderr) = live.finish();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGINT),
-        "{status:?} {stderr}"
-    );
+    let lines = iterated(&m, &path, "sinfo", &sinfo, "node2");
     assert!(lines.len() >= 4 && lines.chunks(2).all(|r| r == ["node2", ""]), "{lines:?}");
 
     let out = slurm(&m, &path, "scontrol", &["show", "job", &id.to_string()]);
@@ -244,21 +251,8 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     assert_eq!(text(&out), format!("{id}|R\n{held}|PD\n"));
     // Every second until interrupted: each report dated and followed by a blank line; SIGINT
     // ends it as it ends Slurm's squeue.
-    let live = Live::start(&mut slurm_command(
-        &m,
-        &path,
-        "squeue",
-        &["-i", "1", "-S", "i", "-o", "%i|%t"],
-    ));
-    live.expect("JOBID|ST", 2);
-    live.signal(nix::sys::signal::Signal::SIGINT);
-    let (status, lines, stderr) = live.finish();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGINT),
-        "{status:?} {stderr}"
-    );
-    assert!(lines.len() >= 10 && lines.len() % 5 == 0, "{lines:?}");
+    let lines = iterated(&m, &path, "squeue", &["-i", "1", "-S", "i", "-o", "%i|%t"], "JOBID|ST");
+    assert!(lines.len() >= 10 && lines.len().is_multiple_of(5), "{lines:?}");
     for report in lines.chunks(5) {
         let date = report[0].split(' ').collect::<Vec<_>>();
         assert!(date.len() == 5 && date[3].len() == 8, "Slurm's date line: {lines:?}");

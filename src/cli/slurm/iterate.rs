@@ -14,8 +14,29 @@ use super::time::date_line;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::CliError;
 
+/// Prints `report()` once, or with `-i` every `seconds` (see [`repeat`]). `long`: a `-l`
+/// report, dated as Slurm dates its long reports; `header`: not `-h` nor `--json`.
+pub fn print(
+    command: &str,
+    iterate: Option<u64>,
+    long: bool,
+    header: bool,
+    mut report: impl FnMut() -> Result<String, CliError>,
+) -> Result<(), CliError> {
+    match iterate {
+        Some(seconds) => repeat(command, seconds, header, report),
+        None => {
+            if long && header {
+                println!("{}", date_line(now_ms()));
+            }
+            print!("{}", report()?);
+            Ok(())
+        }
+    }
+}
+
 /// Prints `report()` every `seconds` until SIGINT (or until standard output is closed).
-pub fn repeat(
+fn repeat(
     command: &str,
     seconds: u64,
     header: bool,

@@ -11,8 +11,7 @@ use clap::Args;
 use super::args::{list, parse};
 use super::format::{self, Item, Key};
 use super::sort::{self, SortKey, natural};
-use super::{iterate, time};
-use crate::cli::begin_time::now_ms;
+use super::iterate;
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{NodeInfo, Reply, Request};
 
@@ -178,17 +177,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         let header = !args.noheader;
         Ok(render_sorted(&nodes, &columns, partitions.as_deref(), grouping, header, &keys))
     };
-    match args.iterate {
-        Some(seconds) => iterate::repeat("sinfo", seconds, !args.noheader && !args.json, report),
-        None => {
-            // Slurm dates its long report as it dates an iterated one.
-            if args.long && !args.noheader && !args.json {
-                println!("{}", time::date_line(now_ms()));
-            }
-            print!("{}", report()?);
-            Ok(())
-        }
-    }
+    iterate::print("sinfo", args.iterate, args.long, !args.noheader && !args.json, report)
 }
 
 /// Slurm's order when `-S` is not given: partitions as configured, then state (the busiest

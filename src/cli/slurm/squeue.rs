@@ -136,17 +136,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), CliError> {
         }
         Ok(render(&items, &jobs, !args.noheader, now))
     };
-    match args.iterate {
-        Some(seconds) => iterate::repeat("squeue", seconds, !args.noheader && !args.json, report),
-        None => {
-            // Slurm dates its long report as it dates an iterated one.
-            if args.long && !args.noheader && !args.json {
-                println!("{}", time::date_line(now_ms()));
-            }
-            print!("{}", report()?);
-            Ok(())
-        }
-    }
+    iterate::print("squeue", args.iterate, args.long, !args.noheader && !args.json, report)
 }
 
 /// Sorts jobs by `-S` keys, comparing as Slurm's squeue does: a job not started yet sorts by

@@ -252,6 +252,10 @@ fn squeue_sinfo_scontrol_scancel_and_sacct_against_a_running_cluster() {
     // Every second until interrupted: each report dated and followed by a blank line; SIGINT
     // ends it as it ends Slurm's squeue.
     let lines = iterated(&m, &path, "squeue", &["-i", "1", "-S", "i", "-o", "%i|%t"], "JOBID|ST");
+    // A bad filter is the same every time: refused once, not reported every second.
+    let out = slurm(&m, &path, "squeue", &["-i", "1", "-w", "node[3-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("node[3-"), "{}", text(&out));
     assert!(lines.len() >= 10 && lines.len().is_multiple_of(5), "{lines:?}");
     for report in lines.chunks(5) {
         let date = report[0].split(' ').collect::<Vec<_>>();

@@ -1,14 +1,13 @@
 //! `-i`/`--iterate SECONDS` of `squeue` and `sinfo`: the report again every N seconds until
 //! interrupted, as Slurm's do: a date line above each report (unless `-h`), a blank line
-//! after it. The wait is tokio's timer raced against SIGINT; on SIGINT the command ends as
-//! Slurm's does, killed by that signal (a shell loop around it stops too), after what it
-//! printed is flushed. A report that fails (the controller restarting) is said on stderr
+//! after it. The wait is tokio's timer. SIGINT keeps its default disposition, so Ctrl-C ends
+//! the command as it ends Slurm's, killed by that signal (a shell loop around it stops too),
+//! whenever it comes, also while a report waits for the controller; each report is written
+//! and flushed in one go. A report that fails (the controller restarting) is said on stderr
 //! and the next one is tried, as Slurm's commands keep iterating through errors.
 
 use std::io::Write;
 use std::time::Duration;
-
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::time::date_line;
 use crate::cli::begin_time::now_ms;
@@ -35,7 +34,8 @@ pub fn print(
     }
 }
 
-/// Prints `report()` every `seconds` until SIGINT (or until standard output is closed).
+/// Prints `report()` every `seconds` until SIGINT (or until standard output is closed). A
+/// usage error (a bad `-j` or `-w`) ends it at once: it would be the same every time.
 fn repeat(
     command: &str,
     seconds: u64,
@@ -44,13 +44,8 @@ fn repeat(
 ) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
-        .enable_io()
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start a timer: {e}")))?;
-    // Before the first report: an interrupt from then on ends the command between reports.
-    let mut interrupt = runtime
-        .block_on(async { signal(SignalKind::interrupt()) })
-        .map_err(|e| CliError::Failed(format!("cannot watch for SIGINT: {e}")))?;
     loop {
         let mut text = String::new();
         if header {
@@ -59,6 +54,7 @@ fn repeat(
         }
         match report() {
             Ok(t) => text.push_str(&t),
+            Err(e @ CliError::Usage(_)) => return Err(e),
             Err(e) => eprintln!("{command}: error: {e}"),
         }
         text.push('\n');
@@ -68,25 +64,6 @@ fn repeat(
             return Ok(());
         }
         drop(out);
-        let interrupted = runtime.block_on(async {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(seconds)) => false,
-                _ = interrupt.recv() => true,
-            }
-        });
-        if interrupted {
-            die_of_sigint();
-            return Ok(());
-        }
+        runtime.block_on(async { tokio::time::sleep(Duration::from_secs(seconds)).await });
     }
-}
-
-/// Ends the process by SIGINT, as a command without a handler for it would (returns only
-/// where the caller blocked SIGINT: the command then ends as asked, successfully).
-fn die_of_sigint() {
-    use nix::sys::signal::{SigHandler, Signal, raise, signal};
-    let _ = std::io::stdout().flush();
-    // SAFETY: restoring the default disposition installs no handler code.
-    let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) };
-    let _ = raise(Signal::SIGINT);
 }

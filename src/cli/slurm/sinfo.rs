@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::args::{list, parse};
 use super::format::{self, Item, Key};
-use super::sort::{self, SortKey, natural};
 use super::iterate;
+use super::sort::{self, SortKey, natural};
 use crate::cli::error::{CliError, ask};
 use crate::protocol::{NodeInfo, Reply, Request};
 

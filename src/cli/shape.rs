@@ -184,17 +184,31 @@ impl ShapeArgs {
             _ => None,
         });
         let gpu_type = self.gpu_type()?;
-        let per_node_gpus = self.gres.as_ref().or(self.gpus_per_node.as_ref()).map(|g| g.count);
-        let mut gpus_per_task = self.gpus_per_task.as_ref().map(|g| g.count);
-        if let Some(g) = per_node_gpus {
-            let tpn = tasks_per_node.ok_or_else(|| usage("--gpus-per-node/--gres needs --ntasks-per-node (or -n a multiple of -N) to split the GPUs among tasks".into()))?;
-            gpus_per_task = Some(even_share("--gpus-per-node/--gres", g, tpn, "tasks per node")?);
+        // Every GPU flag given becomes GPUs per task; given together (as Slurm allows), they
+        // must come to the same, else one would silently win.
+        let mut shares: Vec<(&str, u32)> = Vec::new();
+        if let Some(g) = &self.gpus_per_task {
+            shares.push(("--gpus-per-task", g.count));
+        }
+        for (flag, g) in [("--gpus-per-node", &self.gpus_per_node), ("--gres", &self.gres)] {
+            if let Some(g) = g {
+                let tpn = tasks_per_node.ok_or_else(|| usage(format!("{flag} needs --ntasks-per-node (or -n a multiple of -N) to split the GPUs among tasks")))?;
+                shares.push((flag, even_share(flag, g.count, tpn, "tasks per node")?));
+            }
         }
         if let Some(total) = self.gpus.as_ref().map(|g| g.count) {
             let tasks =
                 self.ntasks.unwrap_or(min_nodes.unwrap_or(1) * self.ntasks_per_node.unwrap_or(1));
-            gpus_per_task = Some(even_share("--gpus", total, tasks, "tasks")?);
+            shares.push(("--gpus", even_share("--gpus", total, tasks, "tasks")?));
         }
+        if let Some(((a, x), (b, y))) =
+            shares.iter().zip(shares.iter().skip(1)).find(|((_, x), (_, y))| x != y)
+        {
+            return Err(usage(format!(
+                "{a} and {b} ask for different GPUs per task ({x} and {y}); give one of them"
+            )));
+        }
+        let gpus_per_task = shares.first().map(|(_, n)| *n);
         Ok(JobShape {
             nodes,
             ntasks: self.ntasks,
@@ -293,12 +307,10 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     s.parse::<MemorySize>().map(MemorySize::bytes).map_err(|e| e.to_string())
 }
 
-/// `--gres`: Slurm's `gpu[:TYPE][:N]` (no count: one; `gres/gpu` as `gpu`); other generic
-/// resources (`mps`, licences) are refused by name.
 /// Each task's share of `gpus` among `tasks`. gangway grants GPUs per task, so a count that
 /// does not split evenly is refused rather than rounded up (`--gres=gpu:1` with 4 tasks on the
 /// node would otherwise ask for 4 GPUs where Slurm lets the tasks share one).
-fn even_share(flag: &str, gpus: u32, tasks: u32, what: &str) -> Result<u32, ShapeError> {
+pub(crate) fn even_share(flag: &str, gpus: u32, tasks: u32, what: &str) -> Result<u32, ShapeError> {
     let tasks = tasks.max(1);
     if gpus.is_multiple_of(tasks) {
         return Ok(gpus / tasks);
@@ -310,6 +322,8 @@ fn even_share(flag: &str, gpus: u32, tasks: u32, what: &str) -> Result<u32, Shap
     )))
 }
 
+/// `--gres`: Slurm's `gpu[:TYPE][:N]` (no count: one; `gres/gpu` as `gpu`); other generic
+/// resources (`mps`, licences) are refused by name.
 pub fn gres_gpus(s: &str) -> Result<GpuCount, String> {
     let rest = s.strip_prefix("gres/").unwrap_or(s);
     if s.contains(',') {
@@ -369,6 +383,23 @@ mod tests {
         let err = shape(ShapeArgs { gpus: Some("3".parse().unwrap()), ..four_on_one() });
         assert!(err.unwrap_err().to_string().starts_with("--gpus: 3 GPU(s)"));
         assert_eq!(shape(ShapeArgs { gres: one_gpu, ..ShapeArgs::default() }).unwrap(), Some(1));
+        // Flags given together must agree, as neither silently wins.
+        let both = ShapeArgs {
+            gres: Some(gres_gpus("gpu:8").unwrap()),
+            gpus_per_node: Some("4".parse().unwrap()),
+            ..four_on_one()
+        };
+        let err = shape(both).unwrap_err().to_string();
+        assert!(
+            err.contains("--gpus-per-node and --gres ask for different GPUs per task (1 and 2)"),
+            "{err}"
+        );
+        let agreeing = ShapeArgs {
+            gpus: Some("8".parse().unwrap()),
+            gpus_per_task: Some("2".parse().unwrap()),
+            ..four_on_one()
+        };
+        assert_eq!(shape(agreeing).unwrap(), Some(2));
     }
 
     #[test]

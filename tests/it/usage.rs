@@ -22,6 +22,8 @@ fn bad_flags_name_the_problem() {
     usage_error(&["run", "-D", "/no/such/dir", "true"], "--chdir '/no/such/dir': not a directory");
     usage_error(&["run", "-K=maybe", "true"], "--kill-on-bad-exit 'maybe'");
     usage_error(&["run"], "PROGRAM");
+    usage_error(&["run", "-G", "3", "-n", "4", "true"], "--gpus: 3 GPU(s) do not split evenly");
+    usage_error(&["batch", "-N1", "-n4", "--gres=gpu:1", "--wrap", "true"], "--gres: 1 GPU(s)");
 }
 
 #[test]

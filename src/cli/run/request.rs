@@ -23,7 +23,7 @@ use gangway_topology::GpuType;
 
 use crate::cli::error::CliError;
 use crate::cli::flag_values::{MemorySize, NodeList, TimeLimit};
-use crate::cli::shape::{GpuCount, memory_flag, node_list_flag};
+use crate::cli::shape::{GpuCount, even_share, memory_flag, node_list_flag};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -372,8 +372,14 @@ impl RunArgs {
             self.ntasks_per_node.unwrap_or_else(|| ntasks.div_ceil(self.nodes.unwrap_or(1).max(1)));
         let (gpus, gpus_per_task) = match (&self.gpus_per_task, &self.gpus, &self.gres) {
             (Some(g), ..) => (Some(g.clone()), g.count),
-            (None, Some(g), _) => (Some(g.clone()), g.count.div_ceil(ntasks)),
-            (None, None, Some(g)) => (Some(g.clone()), g.count.div_ceil(per_node.max(1))),
+            (None, Some(g), _) => {
+                let share = even_share("--gpus", g.count, ntasks, "ranks");
+                (Some(g.clone()), share.map_err(|e| usage(e.to_string()))?)
+            }
+            (None, None, Some(g)) => {
+                let share = even_share("--gres", g.count, per_node, "ranks per node");
+                (Some(g.clone()), share.map_err(|e| usage(e.to_string()))?)
+            }
             (None, None, None) => (None, 0),
         };
         let binding = BindingOptions {

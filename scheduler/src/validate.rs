@@ -118,7 +118,10 @@ fn check(
     {
         let mut types: Vec<String> = eligible
             .iter()
-            .flat_map(|n| n.gpu_types().iter().map(|(known, _)| known.to_string()))
+            .flat_map(|n| {
+                let usable = n.gpu_types().iter().take(crate::cluster::GPU_TYPE_SLOTS);
+                usable.map(|(known, _)| known.to_string())
+            })
             .collect();
         types.sort();
         types.dedup();

@@ -38,8 +38,10 @@ impl GpuType {
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
                 .collect();
-            let digits = name.chars().filter(char::is_ascii_digit).count();
-            (digits > 0 && digits < name.len()).then(|| name.parse().ok()).flatten()
+            let has = |f: fn(&char) -> bool| name.chars().any(|c| f(&c));
+            (has(char::is_ascii_digit) && has(char::is_ascii_alphabetic))
+                .then(|| name.parse().ok())
+                .flatten()
         })
     }
 }
@@ -100,6 +102,7 @@ mod tests {
         // A bare number is a count on the command line, never a type.
         assert_eq!(of("GeForce RTX 3090"), None);
         assert_eq!(of("Some GPU"), None);
+        assert_eq!(of("Accelerator 3.5 1_0"), None, "a word needs a letter too");
     }
 
     #[test]

@@ -145,7 +145,9 @@ pub fn sort_jobs(jobs: &mut [JobInfo], keys: &[SortKey], now: u64) {
     let used = |j: &JobInfo| {
         j.start_time.map_or(0, |s| j.end_time.unwrap_or(now).saturating_sub(s) / 1000)
     };
-    let first_node = |j: &JobInfo| j.nodes.first().cloned().unwrap_or_default();
+    fn first_node(j: &JobInfo) -> &str {
+        j.nodes.first().map_or("", String::as_str)
+    }
     let memory = |j: &JobInfo| j.shape.mem_per_node.or(j.shape.mem_per_cpu).unwrap_or(0);
     let start = |j: &JobInfo| match j.start_time {
         None => now + 100_000,
@@ -153,7 +155,7 @@ pub fn sort_jobs(jobs: &mut [JobInfo], keys: &[SortKey], now: u64) {
         Some(s) => s,
     };
     sort::sort_by(jobs, keys, |a, b, k| match k.field {
-        'B' | 'N' => natural(&first_node(a), &first_node(b)),
+        'B' | 'N' => natural(first_node(a), first_node(b)),
         'C' => a.cpus.cmp(&b.cpus),
         'D' => node_count(a).cmp(&node_count(b)),
         'e' => a.end_time.cmp(&b.end_time),

@@ -119,13 +119,7 @@ impl Avail {
             units: self.units.min(other.units),
             memory: self.memory.min(other.memory),
             gpus: self.gpus.min(other.gpus),
-            typed: std::array::from_fn(|i| {
-                self.typed
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .min(other.typed.get(i).copied().unwrap_or(0))
-            }),
+            typed: std::array::from_fn(|i| self.typed[i].min(other.typed[i])),
             jobs: self.jobs.max(other.jobs),
             exclusive: self.exclusive.max(other.exclusive),
         }
@@ -149,6 +143,19 @@ pub(crate) struct Need {
 }
 
 impl Need {
+    /// All of `node`, held by an exclusive job: its figures as [`Avail::whole`] counts them
+    /// (kept per node), not counted again over its CPUs on every candidate.
+    pub fn whole(node: &Node) -> Self {
+        let whole = Avail::whole(node);
+        Need {
+            units: whole.units(),
+            memory: whole.memory(),
+            gpus: whole.gpus(),
+            typed: std::array::from_fn(|slot| whole.typed_gpus(slot)),
+            exclusive: true,
+        }
+    }
+
     /// What a grant holds on its node.
     pub fn of_grant(node: &Node, grant: &NodeGrant) -> Self {
         Self::of_held(node, &grant.cpus, grant.memory, &grant.gpus, grant.exclusive)

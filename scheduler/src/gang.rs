@@ -87,14 +87,7 @@ impl JobShape {
     /// What `count` tasks of this job hold on `node` (the whole node when exclusive).
     pub(crate) fn need(&self, node: &Node, count: u32, exclusive: bool) -> Need {
         if exclusive {
-            let whole = Avail::whole(node);
-            return Need::of_held(
-                node,
-                &node.usable_cpus,
-                whole.memory(),
-                &node.all_gpus(),
-                exclusive,
-            );
+            return Need::whole(node);
         }
         let units = count.saturating_mul(self.cpus_per_task);
         let memory = match self.memory {

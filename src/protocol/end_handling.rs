@@ -196,12 +196,7 @@ pub fn stop_notice(job: u64, node: &str, unix_ms: u64, cause: StopCause) -> Stri
 /// `2026-12-06T13:01:02` in the local time zone, as Slurm prints times (`None`: the C library
 /// could not convert it). The one such formatter: Slurm's commands (`cli/slurm/time.rs`) use it too.
 pub fn local_time(secs: u64) -> Option<String> {
-    let t = secs as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`, which outlives the call.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&t, &mut tm).is_null() } {
-        return None;
-    }
+    let tm = local_fields(secs)?;
     Some(format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         tm.tm_year + 1900,
@@ -211,6 +206,36 @@ pub fn local_time(secs: u64) -> Option<String> {
         tm.tm_min,
         tm.tm_sec
     ))
+}
+
+/// `Sun Dec 06 18:58:22 2026` in the local time zone: the date line Slurm's `squeue`/`sinfo`
+/// print above a `-i` or `-l` report.
+pub fn date_line(secs: u64) -> Option<String> {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let tm = local_fields(secs)?;
+    Some(format!(
+        "{} {} {:02} {:02}:{:02}:{:02} {}",
+        DAYS.get(usize::try_from(tm.tm_wday).ok()?)?,
+        MONTHS.get(usize::try_from(tm.tm_mon).ok()?)?,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        tm.tm_year + 1900
+    ))
+}
+
+/// The C library's broken-down local time of `secs`.
+fn local_fields(secs: u64) -> Option<libc::tm> {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which outlives the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm).is_null() } {
+        return None;
+    }
+    Some(tm)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::time::date_line;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::CliError;
 
-/// Prints `report()` once, or with `-i` every `seconds` (see [`repeat`]). `long`: a `-l`
+/// Prints `report()` once, or with `-i` every `seconds` (below). `long`: a `-l`
 /// report, dated as Slurm dates its long reports; `header`: not `-h` nor `--json`.
 pub fn print(
     command: &str,

@@ -2,7 +2,7 @@
 //! `[D-]HH:MM:SS` (sacct), the `-S`/`-E` forms sacct takes, and the date line above an
 //! iterated report.
 
-use crate::protocol::end_handling::local_time;
+use crate::protocol::end_handling::{self, local_time};
 
 /// Local time of `ms` since the epoch, as Slurm prints it (`Unknown` when there is none).
 pub fn local(ms: Option<u64>) -> String {
@@ -18,22 +18,7 @@ pub fn elapsed(secs: u64) -> String {
 /// The date line `squeue`/`sinfo` print above each report of `-i` and `-l`, as Slurm's
 /// `print_date` does (`Sun Dec 06 18:58:22 2026`, local time).
 pub fn date_line(ms: u64) -> String {
-    let iso = local(Some(ms));
-    let field = |range: std::ops::Range<usize>| iso.get(range).and_then(|s| s.parse::<i64>().ok());
-    let (Some(y), Some(m), Some(d)) = (field(0..4), field(5..7), field(8..10)) else { return iso };
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    // Days since 1970-01-01 (a Thursday) of the civil date, after Howard Hinnant's algorithm.
-    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let weekday = DAYS[(days + 4).rem_euclid(7) as usize];
-    let month = MONTHS.get((m - 1) as usize).copied().unwrap_or("???");
-    format!("{weekday} {month} {d:02} {} {y}", iso.get(11..).unwrap_or(""))
+    end_handling::date_line(ms / 1000).unwrap_or_else(|| local(Some(ms)))
 }
 
 /// A `-S`/`-E` value: `YYYY-MM-DD[THH:MM[:SS]]` in local time, `now`, or `now-N[days|hours|

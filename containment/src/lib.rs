@@ -48,9 +48,16 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     fn version(&self) -> Version;
     /// Where the gangway root is, for messages.
     fn location(&self) -> String;
-    /// Creates the cgroup (and its parents) and applies `limits`. Returns what could not be
-    /// enforced here, one sentence each (say it, run anyway).
-    fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError>;
+    /// Creates the cgroup (and its parents, the gangway root among them) and applies `limits`.
+    /// On v1 only in the hierarchies a process joining as `join` says enters: a directory
+    /// nobody joins costs its `mkdir`, its reads at every kill and its `rmdir` for nothing.
+    /// Returns what could not be enforced here, one sentence each (say it, run anyway).
+    fn create(
+        &self,
+        path: &str,
+        limits: &Limits,
+        join: Join<'_>,
+    ) -> Result<Vec<String>, ContainmentError>;
     /// The cgroup's `cgroup.procs` files, opened for writing: a process writing `0` to each
     /// joins the cgroup. Opened before a fork so that the child joins before it execs (nothing
     /// it runs starts outside), with async-signal-safe `write` calls only.
@@ -249,9 +256,21 @@ impl Containment {
         self.backend.version()
     }
 
-    /// Creates a cgroup with its limits; returns what could not be enforced.
+    /// Creates a cgroup with its limits for processes that join it to be accounted
+    /// ([`Join::Accounting`]); returns what could not be enforced.
     pub fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError> {
-        self.backend.create(path, limits)
+        self.backend.create(path, limits, Join::Accounting(limits))
+    }
+
+    /// [`Containment::create`] for processes that join it as `join` says (a local run's
+    /// cgroup reports no usage, so it needs no accounting hierarchy).
+    pub fn create_for(
+        &self,
+        path: &str,
+        limits: &Limits,
+        join: Join<'_>,
+    ) -> Result<Vec<String>, ContainmentError> {
+        self.backend.create(path, limits, join)
     }
 
     /// Kills every process in the cgroup and its sub-cgroups (freeze, SIGKILL all, thaw; until

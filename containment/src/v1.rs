@@ -34,7 +34,7 @@ pub(crate) struct V1 {
 }
 
 impl V1 {
-    /// Finds each controller's hierarchy and creates the gangway root in it.
+    /// Finds each controller's hierarchy and checks that the gangway root can be made in it.
     pub(crate) fn open(
         mounts: &[CgroupMount],
         own: &BTreeMap<String, String>,
@@ -62,20 +62,21 @@ impl V1 {
                 reason: "no cgroup v1 hierarchy has any of cpuset, memory, pids, freezer, cpuacct, devices".into(),
             });
         }
-        let root = GangwayRoot { controllers, name: config.name.clone(), v2: false };
-        for dir in root.dirs("") {
-            if let Err(e) = std::fs::create_dir_all(&dir) {
+        // The root itself is made with the first cgroup below it, and only in the
+        // hierarchies that cgroup uses (`create`, whose library call fills the root's empty
+        // cpuset on the way): here only whether this process may make it at all.
+        for (_, parent) in &controllers {
+            if let Err(e) = nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK) {
                 return Err(ContainmentError::Unavailable {
                     reason: format!(
-                        "cannot create {} ({e}): containment needs root or a delegated cgroup subtree",
-                        dir.display()
+                        "cannot create cgroups in {} ({e}): containment needs root or a delegated \
+                         cgroup subtree",
+                        parent.display()
                     ),
                 });
             }
         }
-        // The root's cpuset directory starts empty; creating it through the library fills it.
-        let cg = root.cgroup("");
-        cg.create().map_err(ContainmentError::cgroup(&root.full(""), "create the gangway root"))?;
+        let root = GangwayRoot { controllers, name: config.name.clone(), v2: false };
         Ok(Self { root })
     }
 }
@@ -138,12 +139,20 @@ impl Cgroups for V1 {
         )
     }
 
-    fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError> {
+    fn create(
+        &self,
+        path: &str,
+        limits: &Limits,
+        join: Join<'_>,
+    ) -> Result<Vec<String>, ContainmentError> {
         let full = self.root.full(path);
-        // Only in the hierarchies a process of it may join (`Join::Accounting`: the freezer,
-        // the accounting ones, those enforcing one of its limits): a pids or devices cgroup
-        // without a limit would be made, read at every kill and removed for nothing.
-        let cg = self.root.only(|kind| picks(kind, Join::Accounting(limits))).cgroup(path);
+        // Only in the hierarchies its processes join (and the freezer, which kills them all);
+        // `Memory` is the second half of `EnforcingButMemory`, so both halves are made.
+        let made = |kind| match join {
+            Join::Memory(l) | Join::EnforcingButMemory(l) => picks(kind, Join::Enforcing(l)),
+            other => picks(kind, other),
+        };
+        let cg = self.root.only(made).cgroup(path);
         let err = |what| ContainmentError::cgroup(&full, what);
         cg.create().map_err(err("create"))?;
         let mut notes = Vec::new();

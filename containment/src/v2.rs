@@ -177,7 +177,12 @@ impl Cgroups for V2 {
         }
     }
 
-    fn create(&self, path: &str, limits: &Limits) -> Result<Vec<String>, ContainmentError> {
+    fn create(
+        &self,
+        path: &str,
+        limits: &Limits,
+        _join: Join<'_>,
+    ) -> Result<Vec<String>, ContainmentError> {
         let full = self.root.full(path);
         let cg = self.root.cgroup(path);
         let err = |what| ContainmentError::cgroup(&full, what);

@@ -5,27 +5,31 @@
 //! A launcher killed with SIGKILL cannot clean up, so a small watcher process does: forked
 //! (twice, so that it is nobody's child here and no leftover sweep counts it) before any rank
 //! starts, outside the cgroup, it waits for the launcher's end of a pipe to close and then
-//! kills and removes the cgroup. The launcher's normal end does the same itself first. As a
-//! second line, each run sweeps the cgroups of runs whose launcher is gone (a watcher killed
-//! too). A watcher rather than only that sweep: a sweep runs at the *next* start, which may
-//! never come, while a setsid daemon would run on meanwhile.
+//! kills whatever is left in the cgroup and removes it (and the gangway root once no other run
+//! uses it). The launcher's normal end kills what outlived its ranks itself, at once, and
+//! leaves the removal to the watcher: its `rmdir`s are off the run's path. As a second line,
+//! each run sweeps the cgroups of runs whose launcher is gone (a watcher killed too). A
+//! watcher rather than only that sweep: a sweep runs at the *next* start, which may never
+//! come, while a setsid daemon would run on meanwhile.
 //!
 //! On v1, where every `cgroup.procs` write costs a migration (about 0.3 ms each here, more
 //! under load, and the launcher waits for each rank's exec), the launcher joins the run's
 //! freezer and cpuset hierarchies itself once, after forking the watcher, and its ranks
 //! inherit them; each rank joins only the memory hierarchy, and only with `--mem` (the
-//! launcher stays out of that one: the OOM killer must never pick it). Before it kills the
-//! cgroup at the end the launcher leaves it again (freezing it would freeze the launcher). On
-//! v2 each rank starts inside the cgroup (`clone3` with `CLONE_INTO_CGROUP`), or, where the
+//! launcher stays out of that one: the OOM killer must never pick it). The cgroup is made
+//! only in those hierarchies: a run reports no CPU time or peak memory, only an OOM kill. At
+//! the end the launcher leaves again only when something else is still inside (freezing the
+//! cgroup would freeze the launcher); the usual end finds nothing but itself there. On v2
+//! each rank starts inside the cgroup (`clone3` with `CLONE_INTO_CGROUP`), or, where the
 //! kernel refuses that, joins it by one write.
 //!
 //! Without permission (an ordinary user) nothing changes and nothing is said unless the run
 //! asked for `--mem`, which then cannot be enforced. `GANGWAY_NO_CGROUPS=1` turns it off.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use gangway_containment::{Base, Containment, ContainmentError, Join, Limits, Usage, Version, mib};
+use gangway_containment::{Base, Containment, ContainmentError, Join, Limits, Version, mib};
 use gangway_topology::{CpuSet, Placement};
 
 /// How long killing the run's cgroup may take.
@@ -44,8 +48,9 @@ pub struct RunCgroup {
     /// Where the launcher joined the cgroup itself (v1: all but memory), the files it writes
     /// to leave again before the kill at the end; empty: it did not join.
     leave: Vec<OwnedFd>,
-    /// Our end of the watcher's pipe: closing it (our exit, however it happens) wakes it.
-    _watcher: Option<OwnedFd>,
+    /// Our end of the watcher's pipe: closing it wakes the watcher, so it is closed only by
+    /// our exit, however that happens (never by a drop).
+    watcher: Option<OwnedFd>,
     /// The watcher's parent, which forks it and exits: reaped by [`RunCgroup::settle_watcher`]
     /// before this process becomes its ranks' subreaper.
     middle: Option<nix::unistd::Pid>,
@@ -54,7 +59,6 @@ pub struct RunCgroup {
 /// What a run's cgroup recorded once it was emptied.
 #[derive(Debug)]
 pub struct RunUsage {
-    pub usage: Usage,
     /// Set when the kernel's OOM killer struck: the message naming the limit.
     pub out_of_memory: Option<String>,
 }
@@ -89,7 +93,7 @@ pub fn enter(
     if let Some(bytes) = memory {
         limits = limits.memory(bytes);
     }
-    let notes = containment.create(&path, &limits)?;
+    let notes = containment.create_for(&path, &limits, Join::EnforcingButMemory(&limits))?;
     for note in notes {
         eprintln!("gangway: warning: run {job_id}: {note}");
     }
@@ -113,16 +117,7 @@ pub fn enter(
         Version::V2 => (backend.join_files(&path, Join::Enforcing(&limits))?, Vec::new()),
     };
     let clone_target = backend.clone_target(&path)?;
-    Ok(Some(RunCgroup {
-        containment,
-        path,
-        memory,
-        join,
-        clone_target,
-        leave,
-        _watcher: watcher,
-        middle,
-    }))
+    Ok(Some(RunCgroup { containment, path, memory, join, clone_target, leave, watcher, middle }))
 }
 
 impl RunCgroup {
@@ -148,28 +143,49 @@ impl RunCgroup {
         self.clone_target.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Kills whatever is left in the cgroup, reads what the run used and removes it.
+    /// Kills whatever outlived the ranks in the cgroup and reads whether the OOM killer struck.
+    /// The cgroup is removed by the watcher once this process has exited (by this process
+    /// when there is no watcher).
     pub fn finish(self, what: &str) -> Result<RunUsage, ContainmentError> {
-        // Out of it first: the kill freezes the cgroup. If this process cannot leave, the
-        // watcher does the rest once it has exited.
-        let leave: Vec<RawFd> = self.leave.iter().map(AsRawFd::as_raw_fd).collect();
-        gangway_containment::join(&leave).map_err(|e| ContainmentError::Io {
-            path: self.path.clone().into(),
-            what: "leave (the launcher)",
-            source: e.into(),
-        })?;
-        let (usage, _) = self.containment.finish(&self.path, KILL_BUDGET)?;
-        // The root too once no other run uses it: below our own cgroup it would otherwise
-        // keep whoever made that cgroup from removing it. Another run's cgroup keeps it.
-        let _ = self.containment.backend().remove("");
-        let out_of_memory = usage.out_of_memory(what, self.memory);
-        Ok(RunUsage { usage, out_of_memory })
+        let watched = self.watcher.is_some();
+        let backend = self.containment.backend();
+        let me = std::process::id();
+        let outlived = backend.processes(&self.path).into_iter().any(|pid| pid != me);
+        if outlived || !watched {
+            // Out of it first: the kill freezes the cgroup. If this process cannot leave,
+            // the watcher does the rest once it has exited.
+            let leave: Vec<RawFd> = self.leave.iter().map(AsRawFd::as_raw_fd).collect();
+            gangway_containment::join(&leave).map_err(|e| ContainmentError::Io {
+                path: self.path.clone().into(),
+                what: "leave (the launcher)",
+                source: e.into(),
+            })?;
+            self.containment.kill(&self.path, KILL_BUDGET)?;
+        }
+        let out_of_memory = match self.memory {
+            Some(_) => self.containment.usage(&self.path)?.out_of_memory(what, self.memory),
+            None => None,
+        };
+        if !watched {
+            remove(&self.containment, &self.path);
+        }
+        Ok(RunUsage { out_of_memory })
     }
 
     /// Where the cgroup is, for `-v`.
     pub fn describe(&self) -> String {
         let limit = self.memory.map(|m| format!(", memory limit {}", mib(m))).unwrap_or_default();
         format!("{} in {}{limit}", self.path, self.containment.backend().location())
+    }
+}
+
+impl Drop for RunCgroup {
+    /// Keeps the watcher's pipe open until this process exits: closed now, it would wake the
+    /// watcher, which kills the cgroup this process is still in.
+    fn drop(&mut self) {
+        if let Some(pipe) = self.watcher.take() {
+            let _ = pipe.into_raw_fd();
+        }
     }
 }
 
@@ -188,6 +204,16 @@ fn launcher_alive(name: &str) -> bool {
     let (Some(pid), Some(start)) = (parts.next(), parts.next()) else { return true };
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return true };
     start_time(pid) == Some(start)
+}
+
+/// Removes the run's cgroup, then the gangway root unless another run's cgroup is in it (or
+/// appears meanwhile: that run's `mkdir` makes the root again if this one took it first).
+fn remove(containment: &Containment, path: &str) {
+    let backend = containment.backend();
+    let _ = backend.remove(path);
+    if backend.children("").is_empty() {
+        let _ = backend.remove("");
+    }
 }
 
 /// Forks the watcher (see the module doc): our end of its pipe and its parent, which exits at
@@ -244,9 +270,9 @@ fn watch(containment: &Containment, path: &str, pipe: OwnedFd) -> ! {
             && *libc::__errno_location() == libc::EINTR
         {}
     }
-    if containment.backend().children("").contains(&path.to_string()) {
-        let _ = containment.finish(path, KILL_BUDGET);
-        let _ = containment.backend().remove("");
+    if containment.backend().exists(path) {
+        let _ = containment.kill(path, KILL_BUDGET);
+        remove(containment, path);
     }
     // SAFETY: ends the watcher without running the launcher's exit handlers.
     unsafe { libc::_exit(0) }

@@ -35,12 +35,12 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 pub async fn run_local(
     spec: JobSpec,
     placement: Option<Placement>,
-    mut cgroup: Option<&mut RunCgroup>,
+    cgroup: Option<&RunCgroup>,
 ) -> Result<JobReport, LaunchError> {
-    // The subreaper comes just before the ranks: the cgroup's watcher must be settled first.
+    // The subreaper comes just before the ranks: only what they leave behind comes to us.
     ranks::prepare_descriptors();
-    let cgroup_fds = cgroup.as_ref().map(|c| c.join_fds()).unwrap_or_default();
-    let cgroup_dir = cgroup.as_ref().and_then(|c| c.clone_target());
+    let cgroup_fds = cgroup.map(|c| c.join_fds()).unwrap_or_default();
+    let cgroup_dir = cgroup.and_then(|c| c.clone_target());
 
     let n = spec.ntasks;
     let mut routes = OutputRoutes::open(&spec, None)?;
@@ -97,14 +97,12 @@ pub async fn run_local(
         cgroup_dir,
         gpu_numbering: None,
     };
-    if let Some(c) = cgroup.as_mut() {
-        c.settle_watcher();
-    }
+    let spared: Vec<i32> = cgroup.and_then(|c| c.watcher()).into_iter().collect();
     ranks::become_subreaper();
     let mut node_ranks = match ranks::start(launch, &mut pmi).await {
         Ok(node_ranks) => node_ranks,
         Err(failed) => {
-            ranks::kill_leftovers().await;
+            ranks::kill_leftovers(&spared).await;
             // The writer thread ends only when every sender is gone.
             drop(out);
             sink.finish();
@@ -166,7 +164,7 @@ pub async fn run_local(
     if spec.verbose {
         say(sup.policy().summary(started.elapsed()));
     }
-    let leftovers = ranks::kill_leftovers().await;
+    let leftovers = ranks::kill_leftovers(&spared).await;
     if leftovers > 0 && spec.verbose {
         say(format!("killed {leftovers} leftover process(es) the ranks had started"));
     }

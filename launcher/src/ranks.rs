@@ -317,15 +317,16 @@ impl NodeRanks {
     }
 }
 
-/// Kills whatever the ranks left behind (reparented to us as subreaper) and reaps it.
-/// Returns how many processes it killed.
-pub async fn kill_leftovers() -> usize {
+/// Kills whatever the ranks left behind (reparented to us as subreaper) and reaps it, all
+/// our children but `spared` (a run's cgroup watcher). Returns how many processes it killed.
+pub async fn kill_leftovers(spared: &[i32]) -> usize {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let mut killed = 0;
     let give_up = std::time::Instant::now() + Duration::from_secs(2);
     // Each round exposes the next generation: killing a process hands its children to us.
     while std::time::Instant::now() < give_up {
-        let children = own_children();
+        let mut children = own_children();
+        children.retain(|pid| !spared.contains(pid));
         if children.is_empty() {
             break;
         }

@@ -3,8 +3,8 @@
 //! everything in it is killed when the run ends, whatever escaped the ranks' process groups.
 //!
 //! A launcher killed with SIGKILL cannot clean up, so a small watcher process does: forked
-//! (twice, so that it is nobody's child here and no leftover sweep counts it) before any rank
-//! starts, outside the cgroup, it waits for the launcher's end of a pipe to close and then
+//! before any rank starts, outside the cgroup (the launcher's own sweep of what its ranks left
+//! behind spares it, [`RunCgroup::watcher`]), it waits for the launcher's end of a pipe to close and then
 //! kills whatever is left in the cgroup and removes it (and the gangway root once no other run
 //! uses it). The launcher's normal end kills what outlived its ranks itself, at once, and
 //! leaves the removal to the watcher: its `rmdir`s are off the run's path. As a second line,
@@ -51,9 +51,8 @@ pub struct RunCgroup {
     /// Our end of the watcher's pipe: closing it wakes the watcher, so it is closed only by
     /// our exit, however that happens (never by a drop).
     watcher: Option<OwnedFd>,
-    /// The watcher's parent, which forks it and exits: reaped by [`RunCgroup::settle_watcher`]
-    /// before this process becomes its ranks' subreaper.
-    middle: Option<nix::unistd::Pid>,
+    /// The watcher's pid: our child, which must outlive us.
+    watcher_pid: Option<i32>,
 }
 
 /// What a run's cgroup recorded once it was emptied.
@@ -97,7 +96,7 @@ pub fn enter(
     for note in notes {
         eprintln!("gangway: warning: run {job_id}: {note}");
     }
-    let (watcher, middle) = start_watcher(&containment, &path).unzip();
+    let (watcher, watcher_pid) = start_watcher(&containment, &path).unzip();
     let backend = containment.backend();
     let (join, leave) = match containment.version() {
         Version::V1 => {
@@ -117,20 +116,23 @@ pub fn enter(
         Version::V2 => (backend.join_files(&path, Join::Enforcing(&limits))?, Vec::new()),
     };
     let clone_target = backend.clone_target(&path)?;
-    Ok(Some(RunCgroup { containment, path, memory, join, clone_target, leave, watcher, middle }))
+    Ok(Some(RunCgroup {
+        containment,
+        path,
+        memory,
+        join,
+        clone_target,
+        leave,
+        watcher,
+        watcher_pid,
+    }))
 }
 
 impl RunCgroup {
-    /// Reaps the watcher's parent, which exits as soon as it has forked the watcher. Call it
-    /// before this process becomes a child subreaper (`ranks::become_subreaper`): a watcher
-    /// orphaned after that would be handed to us, counted as one of ours and killed with the
-    /// ranks' leftovers. Waited for here rather than at the fork, so that the launcher's own
-    /// set-up (runtime, output thread, PMI service) runs meanwhile: on a loaded machine the
-    /// wait was 0.5-14 ms at the fork.
-    pub fn settle_watcher(&mut self) {
-        if let Some(middle) = self.middle.take() {
-            let _ = nix::sys::wait::waitpid(middle, None);
-        }
+    /// The watcher's pid, for the launcher's kill of what its ranks left behind to spare: it
+    /// is our child until we exit, and must outlive us.
+    pub fn watcher(&self) -> Option<i32> {
+        self.watcher_pid
     }
 
     /// The descriptors a rank writes `0` to before it execs.
@@ -216,10 +218,13 @@ fn remove(containment: &Containment, path: &str) {
     }
 }
 
-/// Forks the watcher (see the module doc): our end of its pipe and its parent, which exits at
-/// once and is reaped later ([`RunCgroup::settle_watcher`]). `None` when it cannot (the
-/// cgroup is then swept at a later run if this launcher dies by SIGKILL).
-fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, nix::unistd::Pid)> {
+/// Forks the watcher (see the module doc): our end of its pipe and its pid. `None` when it
+/// cannot (the cgroup is then swept at a later run if this launcher dies by SIGKILL).
+///
+/// Forked once, not twice to make it nobody's child: the middle process had to be reaped
+/// before this process became its ranks' subreaper, and on a loaded machine that wait for it
+/// to be scheduled, fork and exit was on the run's path.
+fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, i32)> {
     // After a fork only the forking thread exists in the child: with other threads around, one
     // could hold the allocator's lock forever there.
     let threads = std::fs::read_to_string("/proc/self/status")
@@ -236,15 +241,10 @@ fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, nix:
     match unsafe { nix::unistd::fork() }.ok()? {
         nix::unistd::ForkResult::Parent { child } => {
             drop(read);
-            Some((write, child))
+            Some((write, child.as_raw()))
         }
         nix::unistd::ForkResult::Child => {
             drop(write);
-            // SAFETY: fork in the single-threaded child; the grandchild carries on, the middle
-            // process ends without running any destructor or exit handler of the launcher.
-            if !matches!(unsafe { nix::unistd::fork() }, Ok(nix::unistd::ForkResult::Child)) {
-                unsafe { libc::_exit(0) };
-            }
             watch(containment, path, read)
         }
     }

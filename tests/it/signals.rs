@@ -45,7 +45,7 @@ fn ctrl_z_stops_the_ranks_and_the_launcher_and_fg_resumes_them() {
     let pid = live.pid();
     let mut ranks = Vec::new();
     wait_until("both ranks started", Duration::from_secs(10), || {
-        ranks = children(pid);
+        ranks = children_running(pid, "sleep");
         ranks.len() == 2 && ranks.iter().all(|r| process_state(*r) == Some('S'))
     });
     live.signal(Signal::SIGTSTP);
@@ -80,11 +80,15 @@ fn tstp_and_cont_are_forwarded_to_programs_that_catch_them() {
     assert!(status.success(), "{stderr}");
 }
 
-fn children(pid: i32) -> Vec<i32> {
+/// The launcher's children running `comm` (as root it has one more: its cgroup's watcher).
+fn children_running(pid: i32, comm: &str) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
+        .filter(|child: &i32| {
+            std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
         .collect()
 }
 

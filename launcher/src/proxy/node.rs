@@ -132,7 +132,7 @@ pub async fn run(node_id: u32) -> Result<(), ProxyError> {
         }
     }
     local.kill_all();
-    ranks::kill_leftovers().await;
+    ranks::kill_leftovers(&[]).await;
     if let Some(pmi) = local.pmi.take() {
         pmi.close().await;
     }

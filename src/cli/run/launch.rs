@@ -26,11 +26,11 @@ pub fn run_local(
     memory: Option<u64>,
 ) -> Result<u8, CliError> {
     // Before the runtime: the cgroup's watcher is forked, which wants one thread.
-    let mut cgroup = enter_cgroup(&spec, placement.as_ref(), memory);
+    let cgroup = enter_cgroup(&spec, placement.as_ref(), memory);
     let runtime = runtime()?;
     let job_id = spec.job_id.clone();
     let result =
-        runtime.block_on(gangway_launcher::local_run::run_local(spec, placement, cgroup.as_mut()));
+        runtime.block_on(gangway_launcher::local_run::run_local(spec, placement, cgroup.as_ref()));
     if let Some(cgroup) = cgroup {
         match cgroup.finish(&format!("run {job_id}")) {
             Ok(used) => {

@@ -35,6 +35,7 @@ pub mod slurm;
 pub mod submission;
 pub mod token;
 pub mod topology;
+pub mod user;
 
 use clap::{Parser, Subcommand};
 

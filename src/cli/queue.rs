@@ -45,13 +45,7 @@ pub fn main(args: QueueArgs) -> Result<(), CliError> {
         Reply::Jobs { jobs } => jobs,
         other => return Err(CliError::UnexpectedReply(Box::new(other))),
     };
-    let me = args.me.then(|| {
-        nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_default()
-    });
+    let me = args.me.then(crate::cli::user::current_user);
     let states: Option<Vec<String>> =
         args.state.as_ref().map(|s| s.split(',').map(|x| x.trim().to_ascii_uppercase()).collect());
     let jobs: Vec<JobInfo> = jobs

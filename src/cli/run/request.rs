@@ -499,7 +499,7 @@ impl RunArgs {
         let wants_user = [&self.output, &self.error]
             .iter()
             .any(|p| p.as_ref().is_some_and(|p| p.contains("%u")));
-        let user = if wants_user { current_user() } else { String::new() };
+        let user = if wants_user { crate::cli::user::current_user() } else { String::new() };
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
@@ -565,14 +565,4 @@ impl RunArgs {
             cluster,
         })
     }
-}
-
-fn current_user() -> String {
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
-        nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| nix::unistd::getuid().to_string())
-    })
 }

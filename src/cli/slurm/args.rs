@@ -60,15 +60,6 @@ pub fn unsupported(name: &str, flag: &str) -> String {
     }
 }
 
-/// The current user's name.
-pub fn current_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_default()
-}
-
 /// A comma-separated list as its items (empty items dropped).
 pub fn list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::args::{current_user, list, parse};
+use super::args::{list, parse};
 use super::attempts;
 use super::scontrol::{batch_exit_code, exit_code};
 use super::time::{elapsed, local, parse as parse_time};
@@ -16,6 +16,7 @@ use super::units::{Unit, size};
 use crate::cli::accounting;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
+use crate::cli::user::current_user;
 use crate::protocol::{JobInfo, JobKind, Reply, Request};
 
 /// Above this many jobs, step lines are left out (each job's steps cost a question).

@@ -5,11 +5,12 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::args::{current_user, list, parse};
+use super::args::{list, parse};
 use crate::cli::cancel::Named;
 use crate::cli::error::{CliError, ask};
 use crate::cli::flag_values::Signal;
 use crate::cli::query::short_state;
+use crate::cli::user::current_user;
 use crate::protocol::{ArrayInfo, JobInfo, Reply, Request};
 
 /// scancel's flags.

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::args::{current_user, list, parse};
+use super::args::{list, parse};
 use super::format::{self, Item, Key};
 use super::sort::{self, SortKey, natural};
 use super::{iterate, time};
@@ -16,6 +16,7 @@ use crate::cli::array_rows;
 use crate::cli::begin_time::now_ms;
 use crate::cli::error::{CliError, ask};
 use crate::cli::query::{clock, short_state};
+use crate::cli::user::current_user;
 use crate::protocol::{JobInfo, Reply, Request};
 
 /// squeue's default columns.

@@ -95,6 +95,19 @@ impl Cluster {
                         let reason = message.unwrap_or_else(|| "None".into());
                         fx.append(self.finish(job, state, &reason, Some(exit_code), now));
                     }
+                    // The script's end after the grace at its time limit, which ended the job
+                    // without it: its exit is the batch step's (`sacct` `.batch` `0:15`).
+                    Some((a, JobState::Timeout, JobKind::Batch, _))
+                        if a == attempt && self.jobs[&job].exit_code.is_none() =>
+                    {
+                        if let Some(j) = self.jobs.get_mut(&job) {
+                            j.exit_code = Some(exit_code);
+                        }
+                        self.touch_job(job);
+                        let what =
+                            format!("attempt {attempt} exit {exit_code} after its time limit");
+                        self.event(now, Some(job), Some(node), "late_report", what);
+                    }
                     _ => {
                         // A report from an attempt that is over: the job has moved on.
                         self.event(

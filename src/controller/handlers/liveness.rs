@@ -376,6 +376,17 @@ mod tests {
         keep_alive(&mut c, 62_000);
         c.tick(62_000, Mono(62_000));
         assert_eq!(c.job(1).expect("job").state, JobState::Timeout);
+        assert_eq!(c.job(1).expect("job").exit_code, None, "ended at the grace, unreported");
+
+        // The script's own end reported after that (a slow node) is its exit, once.
+        let node = c.job(1).expect("job").nodes()[0].clone();
+        let conn = 100 + node[1..].parse::<u64>().expect("n");
+        let ended =
+            |exit_code| FromAgent::JobEnded { job: 1, attempt: 1, exit_code, message: None };
+        c.from_agent(conn, &node, ended(143), 62_500, Mono(62_500));
+        c.from_agent(conn, &node, ended(0), 62_600, Mono(62_600));
+        let job = c.job(1).expect("job");
+        assert_eq!((job.state, job.exit_code), (JobState::Timeout, Some(143)));
 
         // An allocation told of its time limit leaves at once: still a timeout, not a cancel.
         let mut sub = batch(1, 1);

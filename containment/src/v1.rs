@@ -64,14 +64,18 @@ impl V1 {
         }
         // The root itself is made with the first cgroup below it, and only in the
         // hierarchies that cgroup uses (`create`, whose library call fills the root's empty
-        // cpuset on the way): here only whether this process may make it at all.
+        // cpuset on the way): here only whether this process may make cgroups there, in the
+        // root where it exists (made by an earlier agent as root, or delegated by an admin),
+        // else where it would be made.
         for (_, parent) in &controllers {
-            if let Err(e) = nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK) {
+            let root = parent.join(&config.name);
+            let place = if root.is_dir() { root } else { parent.clone() };
+            if let Err(e) = nix::unistd::access(&place, nix::unistd::AccessFlags::W_OK) {
                 return Err(ContainmentError::Unavailable {
                     reason: format!(
                         "cannot create cgroups in {} ({e}): containment needs root or a delegated \
                          cgroup subtree",
-                        parent.display()
+                        place.display()
                     ),
                 });
             }

@@ -152,10 +152,14 @@ pub fn spawn(
                 let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), &cpu_mask);
             }
             if let Some((out, err, truncate, marker)) = &files {
+                // Appending even on a first attempt, which truncates: the agent adds its own
+                // lines (a step's OOM kill) through another open, and a script writing at its
+                // own offset would overwrite them.
                 let mode = libc::O_WRONLY
                     | libc::O_CREAT
                     | libc::O_CLOEXEC
-                    | if *truncate { libc::O_TRUNC } else { libc::O_APPEND };
+                    | libc::O_APPEND
+                    | if *truncate { libc::O_TRUNC } else { 0 };
                 // 0666 less the submitter's umask, as the file would be had they made it.
                 let fd = libc::open(out.as_ptr(), mode, 0o666);
                 if fd < 0 {

@@ -110,8 +110,9 @@ pub enum Rejection {
     },
     /// One task needs more GPUs than any node has.
     #[error(
-        "--gpus-per-task={per_task} is more than any node of partition '{partition}' has (the \
-         most is {largest}); lower --gpus-per-task or pick a GPU partition with --partition"
+        "{per_task} GPUs per task is more than any node of partition '{partition}' has (the most \
+         is {largest}); ask for fewer (--gpus-per-task, --gres, --gpus, --gpus-per-node) or pick \
+         a GPU partition with --partition"
     )]
     TooManyGpus {
         /// `--gpus-per-task`.
@@ -181,6 +182,17 @@ pub enum Rejection {
         listed: usize,
         /// `--nodes` maximum.
         max_nodes: u32,
+    },
+    /// A node the job must use (`--nodelist`) cannot hold one of its tasks, even empty.
+    #[error(
+        "--nodelist names {node}, which cannot hold one task of this job even when it is idle: \
+         {lacks}; drop {node} from --nodelist or ask for less"
+    )]
+    NamedNodeTooSmall {
+        /// The node.
+        node: String,
+        /// What it lacks, in words (`it has 0 GPUs, a task needs 1`).
+        lacks: String,
     },
     /// The whole shape does not fit even an empty partition.
     #[error(

@@ -173,6 +173,13 @@ fn check(
         })
         .collect();
     let required = constraints.required_positions(&candidates);
+    if let Some(node) = required.iter().flatten().map(|&p| candidates[p]).find(|c| c.cap == 0) {
+        let node = &cluster.nodes[node.node];
+        return Err(Rejection::NamedNodeTooSmall {
+            node: node.name.clone(),
+            lacks: lacks(node, request, gpus_of(node), one_node_need),
+        });
+    }
     if select_nodes(&candidates, &required, &shape).is_none() {
         let capacity: u64;
         let within;
@@ -200,4 +207,20 @@ fn check(
         });
     }
     Ok(())
+}
+
+/// What keeps an idle `node` from holding one task of `request`, in words.
+fn lacks(node: &Node, request: &JobRequest, gpus: u32, memory: Bytes) -> String {
+    let cores = Avail::whole(node).units();
+    if cores < request.cpus_per_task {
+        format!("it has {cores} cores, a task needs {} (--cpus-per-task)", request.cpus_per_task)
+    } else if gpus < request.gpus_per_task {
+        let of_type =
+            request.gpu_type.as_ref().map(|t| format!(" of type '{t}'")).unwrap_or_default();
+        format!("it has {gpus} GPUs{of_type}, a task needs {}", request.gpus_per_task)
+    } else if memory > node.total_memory() {
+        format!("it has {} of memory, the job needs {memory} on each node", node.total_memory())
+    } else {
+        "it has too few cores, GPUs or memory for one task".to_owned()
+    }
 }

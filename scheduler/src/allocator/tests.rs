@@ -343,7 +343,10 @@ fn rejections_name_problem_and_fix() {
     assert!(msg(JobRequest::new().nodes(2, 2).ntasks(65)).contains("do not fit partition"));
     assert!(msg(JobRequest::new().nodes(3, 1)).contains("minimum is above the maximum"));
     assert!(msg(JobRequest::new().nodes(3, 3).ntasks(2)).contains("lower --nodes"));
-    assert!(msg(JobRequest::new().gpus_per_task(1)).contains("--gpus-per-task=1"));
+    assert!(msg(JobRequest::new().gpus_per_task(1)).starts_with(
+        "1 GPUs per task is more than any node of partition 'batch' has (the most is 0); ask \
+         for fewer (--gpus-per-task, --gres, --gpus, --gpus-per-node)"
+    ));
     assert!(
         msg(JobRequest::new().memory(MemoryRequest::PerNode(Bytes::gib(64)))).contains("--mem")
     );
@@ -351,6 +354,33 @@ fn rejections_name_problem_and_fix() {
     assert!(msg(JobRequest::new().ntasks(0)).contains("--ntasks"));
     assert!(validate(&state, &JobRequest::new().nodes(4, 4).ntasks(64)).is_ok());
     assert!(validate(&ClusterState::new(), &JobRequest::new()).is_err());
+}
+
+#[test]
+fn a_named_node_that_cannot_hold_a_task_is_named_with_what_it_lacks() {
+    // node1 has GPUs, node2 none: -w node2 with a GPU per task can never run, though the
+    // partition as a whole could hold the task.
+    let mut state = ClusterBuilder::new().nodes(1).gpus_per_package(1).build().unwrap();
+    let plain = ClusterBuilder::new().nodes(1).build().unwrap();
+    state.add_node("node2", Arc::clone(plain.nodes()[0].topology())).unwrap();
+    state.add_partition("mixed", &["node1", "node2"], PartitionLimits::new()).unwrap();
+    let msg = |r: JobRequest| validate(&state, &r.partition("mixed")).unwrap_err().to_string();
+    assert_eq!(
+        msg(JobRequest::new().nodelist(&["node2"]).gpus_per_task(1)),
+        "--nodelist names node2, which cannot hold one task of this job even when it is idle: it \
+         has 0 GPUs, a task needs 1; drop node2 from --nodelist or ask for less"
+    );
+    assert!(
+        msg(JobRequest::new().nodelist(&["node1"]).cpus_per_task(17))
+            .contains("more than any node of partition 'mixed'")
+    );
+    assert!(
+        validate(
+            &state,
+            &JobRequest::new().partition("mixed").nodelist(&["node1"]).gpus_per_task(1)
+        )
+        .is_ok()
+    );
 }
 
 #[test]

@@ -103,6 +103,7 @@ impl Cluster {
                         | Rejection::TaskTooBig { .. }
                         | Rejection::MemoryTooBig { .. }
                         | Rejection::TooManyGpus { .. }
+                        | Rejection::NamedNodeTooSmall { .. }
                         | Rejection::UnknownGpuType { .. }
                 )
             {

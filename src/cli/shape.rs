@@ -180,7 +180,8 @@ impl ShapeArgs {
             |flag: &str, v: &Option<String>| v.as_deref().map(|s| memory_flag(flag, s)).transpose();
         let tasks_per_node = self.ntasks_per_node.or_else(|| match (self.ntasks, min_nodes) {
             (Some(n), Some(m)) if m > 0 && n % m == 0 => Some(n / m),
-            (None, _) => Some(1),
+            // One task is on one node, however many nodes the job may get.
+            (None, _) | (Some(1), None) => Some(1),
             _ => None,
         });
         let gpu_type = self.gpu_type()?;
@@ -382,7 +383,16 @@ mod tests {
         assert_eq!(shape(ShapeArgs { gres: four, ..four_on_one() }).unwrap(), Some(1));
         let err = shape(ShapeArgs { gpus: Some("3".parse().unwrap()), ..four_on_one() });
         assert!(err.unwrap_err().to_string().starts_with("--gpus: 3 GPU(s)"));
-        assert_eq!(shape(ShapeArgs { gres: one_gpu, ..ShapeArgs::default() }).unwrap(), Some(1));
+        assert_eq!(
+            shape(ShapeArgs { gres: one_gpu.clone(), ..ShapeArgs::default() }).unwrap(),
+            Some(1)
+        );
+        // `sbatch -n 1 --gres=gpu:1`: one task is on one node, whatever -N says.
+        let one_task = ShapeArgs { ntasks: Some(1), gres: one_gpu.clone(), ..ShapeArgs::default() };
+        assert_eq!(shape(one_task).unwrap(), Some(1));
+        let two_tasks = ShapeArgs { ntasks: Some(2), gres: one_gpu, ..ShapeArgs::default() };
+        let err = shape(two_tasks).unwrap_err().to_string();
+        assert!(err.contains("--gres needs --ntasks-per-node"), "{err}");
         // Flags given together must agree, as neither silently wins.
         let both = ShapeArgs {
             gres: Some(gres_gpus("gpu:8").unwrap()),

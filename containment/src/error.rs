@@ -35,12 +35,6 @@ pub enum ContainmentError {
     /// A cgroup v2 device program could not be loaded, attached or detached.
     #[error("cgroup v2 device control: cannot {what}: {why}")]
     Devices { what: &'static str, why: String },
-    /// The job holds fewer GPUs on this node than its tasks need.
-    #[error(
-        "{per_task} GPUs per task for {tasks} tasks need {} GPUs, the job holds {have} here",
-        *tasks as u64 * u64::from(*per_task)
-    )]
-    NotEnoughGpus { tasks: usize, per_task: u32, have: usize },
     /// Processes were still alive in a cgroup after every kill round.
     #[error("cgroup {path}: {left} process(es) still alive after {rounds} kill rounds")]
     Survivors { path: String, left: usize, rounds: u32 },

@@ -9,7 +9,7 @@
 //! cgroups, names) is written once. Without permission to use cgroups the answer is
 //! [`ContainmentError::Unavailable`]: the caller says so once and runs unconfined.
 //!
-//! The GPU side (`gpu.rs`: which GPUs each task gets, `CUDA_VISIBLE_DEVICES`;
+//! The GPU side (`gpu.rs`: the variables telling a task its GPUs, `CUDA_VISIBLE_DEVICES`;
 //! `devices.rs`: the device nodes of the GPUs a job was not granted) is pure or reads `/dev`
 //! only. v1 denies those nodes with its devices controller, v2 with an eBPF device program
 //! (`device_program.rs` writes it, pure; `bpf.rs` loads and attaches it). On v2 a process can

@@ -16,6 +16,8 @@ use gangway_containment::{
     Base, Containment, Join, Limits, RootConfig, Version, job_cgroup, step_cgroup,
 };
 
+mod in_vm;
+
 const BUDGET: Duration = Duration::from_secs(5);
 
 fn repo_root() -> PathBuf {
@@ -72,7 +74,11 @@ fn contained(test: &str) -> Option<TestRoot> {
         return None;
     }
     match Containment::discover(&RootConfig::new(root_name(test), Base::Own)) {
-        Ok(c) => Some(TestRoot(c)),
+        Ok(c) => {
+            // The VM exists to run these on v2: a v1 pick there would test v1 twice.
+            assert!(!in_vm::inside() || c.version() == Version::V2, "{test}: v1 in the v2 VM");
+            Some(TestRoot(c))
+        }
         Err(e) => panic!("root, yet containment is unavailable: {e}"),
     }
 }
@@ -136,7 +142,9 @@ fn a_program_that_widens_its_affinity_still_runs_only_on_its_grant() {
         .map(|c| c as u32)
         .collect();
     let Some(&last) = cpus.last().filter(|_| cpus.len() >= 2) else {
-        eprintln!("SKIPPED cpuset: needs at least 2 CPUs, this process may use {cpus:?}");
+        in_vm::skip_outside(&format!(
+            "cpuset: needs at least 2 CPUs, this process may use {cpus:?}"
+        ));
         return;
     };
     let grant: gangway_topology::CpuSet = std::iter::once(last).collect();
@@ -254,7 +262,8 @@ fn a_denied_device_node_cannot_be_opened() {
     let Some(c) = contained("devices") else { return };
     if c.version() != Version::V1 {
         eprintln!(
-            "SKIPPED devices: device rules need the v1 devices controller (v2: eBPF, not done)"
+            "SKIPPED devices: device rules need the v1 devices controller (v2's device program: \
+             --test v2)"
         );
         return;
     }
@@ -414,6 +423,12 @@ fn v2_backend_kills_everything_and_enforces_what_the_kernel_gives_it() {
         eprintln!("v2 OOM: {:?}", used.out_of_memory("step 1 of job 20", Some(limit)));
         return;
     }
+    assert!(
+        !in_vm::inside(),
+        "the v2 VM offers only [{}] at {}",
+        offered.trim(),
+        unified.point.display()
+    );
     // Can a fresh cgroup2 mount get them? In a private mount namespace (nothing the host sees
     // changes), unmount the v1 hierarchies holding them and mount cgroup2 anew.
     let probe = "for c in memory cpuset pids; do umount /sys/fs/cgroup/$c 2>/dev/null; done; \
@@ -443,6 +458,41 @@ fn v2_backend_kills_everything_and_enforces_what_the_kernel_gives_it() {
         offered.trim(),
         v1_holders.join(", ")
     );
+}
+
+/// Every test above that applies to v2, again in a VM whose kernel gives memory, cpuset and
+/// pids to cgroup2 (`tests/cluster/v2vm`): there `discover` picks the v2 backend (`contained`
+/// checks it), so the OOM kill and its message, the cpuset, `pids.max`, the kill of escaped
+/// processes, the peak memory and the sweep run on v2 for real. The v1-only tests (device
+/// rules, per-hierarchy creation) are left out; v2's device program: `--test v2`.
+#[test]
+fn the_v2_tests_pass_in_a_vm_with_every_controller_on_cgroup2() {
+    if in_vm::inside() {
+        return;
+    }
+    // Built here: in the VM the repository is a read-only overlay, and compiling is slow there.
+    program("hog");
+    let tests = [
+        "a_program_that_widens_its_affinity_still_runs_only_on_its_grant",
+        "cpu_time_is_accounted_as_the_kernel_counts_it_for_the_process",
+        "over_its_memory_limit_a_program_is_oom_killed_and_the_kill_is_reported",
+        "peak_memory_of_a_200_mib_program_is_reported_within_ten_percent",
+        "setsid_daemons_double_forks_and_term_ignorers_are_gone_after_the_kill",
+        "the_pids_limit_stops_forks",
+        "the_sweep_removes_orphaned_jobs_and_keeps_live_ones",
+        "v2_backend_kills_everything_and_enforces_what_the_kernel_gives_it",
+    ];
+    let Some(out) = in_vm::rerun_in_vm(&repo_root(), &tests) else { return };
+    for line in [
+        "step 0 of job 1 ran out of memory: the kernel's OOM killer killed a process at its \
+         memory limit of 100 MiB",
+        "peak memory of hog 200: ",
+        "under pids.max 4: forked 3",
+        "v2 backend: cgroup v2 at /sys/fs/cgroup/",
+        "v2 OOM: Some(\"step 1 of job 20 ran out of memory",
+    ] {
+        assert!(out.contains(line), "no '{line}' from the VM");
+    }
 }
 
 #[test]

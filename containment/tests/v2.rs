@@ -18,12 +18,14 @@ use gangway_containment::{
 };
 use nix::errno::Errno;
 
+mod in_vm;
+
 const BUDGET: Duration = Duration::from_secs(5);
 
 /// The cgroup2 mount, or `None` (and a loud message) when not root or there is none.
 fn cgroup2(test: &str) -> Option<PathBuf> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED {test}: needs root to create cgroups and load BPF programs");
+        in_vm::skip_outside(&format!("{test}: needs root to create cgroups and load BPF programs"));
         return None;
     }
     let mounts = gangway_containment::mounts::parse_mountinfo(
@@ -31,7 +33,7 @@ fn cgroup2(test: &str) -> Option<PathBuf> {
     );
     let found = mounts.into_iter().find(|m| m.version == Version::V2).map(|m| m.point);
     if found.is_none() {
-        eprintln!("SKIPPED {test}: no cgroup2 file system is mounted here");
+        in_vm::skip_outside(&format!("{test}: no cgroup2 file system is mounted here"));
     }
     found
 }
@@ -247,7 +249,9 @@ fn a_process_cloned_into_a_cgroup_is_there_from_its_first_instruction() {
     let pid = match pid {
         Ok(pid) => pid,
         Err(clone_into::CloneError::Refused(e)) => {
-            eprintln!("SKIPPED clone into cgroup: this kernel refuses clone3 into a cgroup ({e})");
+            in_vm::skip_outside(&format!(
+                "clone into cgroup: this kernel refuses clone3 into a cgroup ({e})"
+            ));
             return;
         }
         Err(e) => panic!("{e}"),
@@ -287,9 +291,9 @@ fn a_clone_into_what_is_no_cgroup_fails_and_is_no_refusal() {
     match result {
         Err(clone_into::CloneError::Failed(e)) => eprintln!("as expected: {e}"),
         Err(clone_into::CloneError::Refused(e)) => {
-            eprintln!(
-                "SKIPPED clone into no cgroup: this kernel refuses clone3 into a cgroup ({e})"
-            );
+            in_vm::skip_outside(&format!(
+                "clone into no cgroup: this kernel refuses clone3 into a cgroup ({e})"
+            ));
             return;
         }
         Ok(pid) => {
@@ -298,4 +302,28 @@ fn a_clone_into_what_is_no_cgroup_fails_and_is_no_refusal() {
         }
     }
     assert!(clone_into::available(), "a failure is no refusal");
+}
+
+/// Every test above, again in a VM whose kernel has every controller on cgroup2
+/// (`tests/cluster/v2vm`), where `/sys/fs/cgroup` is the v2 root itself, controllers enabled,
+/// as on a v2 machine (here they run on a bare cgroup2 mount beside the v1 hierarchies).
+#[test]
+fn the_v2_tests_pass_in_a_vm_with_every_controller_on_cgroup2() {
+    if in_vm::inside() {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tests = [
+        "a_device_program_denies_what_it_names_and_nothing_else",
+        "a_jobs_denied_devices_stay_denied_in_its_steps",
+        "a_process_cloned_into_a_cgroup_is_there_from_its_first_instruction",
+        "a_clone_into_what_is_no_cgroup_fails_and_is_no_refusal",
+    ];
+    let Some(out) = in_vm::rerun_in_vm(repo, &tests) else { return };
+    for line in [
+        "with the program: [Err(EPERM), Ok(()), Err(EPERM), Err(EPERM), Ok(())]",
+        "job_30/step_2: [Err(EPERM), Err(EPERM), Ok(())]",
+    ] {
+        assert!(out.contains(line), "no '{line}' from the VM");
+    }
 }

@@ -1,7 +1,7 @@
 //! `gangway run` as root puts its ranks in a cgroup (`launcher/src/run_cgroup.rs`): `--mem`
 //! is a limit the kernel enforces, a rank cannot widen its CPUs beyond the run's, and nothing a
 //! rank started outlives the run, not even after `kill -9` of the launcher. Skipped loudly when
-//! not root.
+//! not root. The same tests run again on cgroup v2 in a VM (`tests/cluster/v2vm`).
 
 use std::time::Duration;
 
@@ -9,6 +9,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::*;
+
+#[path = "../../containment/tests/in_vm/mod.rs"]
+mod in_vm;
 
 fn root(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
@@ -23,7 +26,8 @@ fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
     if !root("oom") {
         return;
     }
-    let out = run(gangway().args(["run", "-n", "1", "--mem=100M"]).arg(program("hog")).arg("300"));
+    let out =
+        run(gangway().args(["run", "-v", "-n", "1", "--mem=100M"]).arg(program("hog")).arg("300"));
     assert_eq!(out.code(), 128 + 9, "{}", out.stderr);
     assert!(!out.stdout.contains("touched"), "300 MiB under --mem=100M: {}", out.stdout);
     assert!(
@@ -31,6 +35,15 @@ fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
         "{}",
         out.stderr
     );
+    if in_vm::inside() {
+        // Alone in the VM (one test at a time), so any run's cgroup left is this one's.
+        assert!(out.stderr.contains("cgroup v2 at /sys/fs/cgroup/gangway"), "{}", out.stderr);
+        let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/gangway")
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        assert!(left.iter().all(|n: &String| !n.starts_with("run_")), "left: {left:?}");
+        eprintln!("v2 run: {}", out.stderr.trim());
+    }
     // Under the limit the same program runs.
     let ok = run(gangway().args(["run", "-n", "1", "--mem=300M"]).arg(program("hog")).arg("200"));
     ok.assert_success();
@@ -43,7 +56,7 @@ fn a_rank_widening_its_affinity_stays_on_the_runs_cpus() {
         return;
     }
     if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
-        eprintln!("SKIPPED affinity: needs 2 CPUs");
+        in_vm::skip_outside("affinity: needs 2 CPUs");
         return;
     }
     // One rank, bound to one core: the run's cgroup holds that core's CPUs only.
@@ -132,4 +145,24 @@ fn the_next_run_sweeps_the_cgroup_of_a_run_whose_launcher_and_watcher_are_gone()
     let _ = daemon.wait();
     assert!(killed, "the dead run's daemon survived the next run's sweep");
     assert!(swept, "the next run left the dead run's cgroup");
+}
+
+/// The tests above, again as root in a VM whose kernel has memory, cpuset and pids on cgroup2
+/// (`tests/cluster/v2vm`): there `gangway run` takes the v2 path (`clone3` into the run's
+/// cgroup, `memory.max`, `cgroup.kill`), which this host (v1) never does.
+#[test]
+fn the_local_run_tests_pass_in_a_vm_with_every_controller_on_cgroup2() {
+    if in_vm::inside() {
+        return;
+    }
+    // Built here: in the VM the repository is a read-only overlay, and compiling is slow there.
+    program("hog");
+    let tests = [
+        "containment::a_run_over_its_mem_limit_is_oom_killed_and_says_so",
+        "containment::a_rank_widening_its_affinity_stays_on_the_runs_cpus",
+        "containment::a_setsid_daemon_is_gone_after_kill_9_of_the_launcher",
+        "containment::the_next_run_sweeps_the_cgroup_of_a_run_whose_launcher_and_watcher_are_gone",
+    ];
+    let Some(out) = in_vm::rerun_in_vm(&repo_root(), &tests) else { return };
+    assert!(out.contains("ran out of memory"), "no OOM message from the VM");
 }

@@ -40,10 +40,18 @@ fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
         assert!(out.stderr.contains("cgroup v2 at /sys/fs/cgroup/gangway"), "{}", out.stderr);
         // The rank started in its cgroup by clone3 (a refusal would say so once).
         assert!(!out.stderr.contains("clone3"), "{}", out.stderr);
-        let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/gangway")
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-            .unwrap_or_default();
-        assert!(left.iter().all(|n: &String| !n.starts_with("run_")), "left: {left:?}");
+        // The run's watcher removes it once the launcher has exited: wait for that.
+        let runs_left = || -> Vec<String> {
+            let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup/gangway") else { return Vec::new() };
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("run_"))
+                .collect()
+        };
+        let start = std::time::Instant::now();
+        while !runs_left().is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(runs_left().is_empty(), "left: {:?}", runs_left());
         eprintln!("v2 run: {}", out.stderr.trim());
     }
     // Under the limit the same program runs.

@@ -1,10 +1,12 @@
 //! What the agent's owner task is told: the controller's messages, step launches, scripts and
-//! proxies that ended, local job queries, and the fencer's reports.
+//! proxies that ended, local job queries, the fencer's reports, and the spawner's answers.
 
+use super::cgroups::Part;
 use super::fence;
 use super::jobs::ScriptEnd;
 use super::launch::StepLaunch;
 use super::local;
+use super::process::Spawned;
 use crate::protocol::{JobId, ToAgent};
 
 /// Events for the owner task.
@@ -33,4 +35,24 @@ pub enum Event {
     },
     WhichJob(local::JobQuery),
     Fencer(fence::Report),
+    /// The spawner answered a batch script's start.
+    ScriptStarted {
+        job: JobId,
+        attempt: u32,
+        answer: std::io::Result<Spawned>,
+    },
+    /// The spawner answered a step proxy's start.
+    ProxyStarted(Box<ProxyStarted>),
+}
+
+/// A step's launch whose proxy the spawner was asked to start, with its answer.
+#[derive(Debug)]
+pub struct ProxyStarted {
+    pub step: StepLaunch,
+    /// When its cgroup was ready (from the launch's link set up).
+    pub joined: std::time::Duration,
+    /// The cgroup part it runs in, and whether it joined one.
+    pub part: Part,
+    pub in_cgroup: bool,
+    pub answer: std::io::Result<Spawned>,
 }

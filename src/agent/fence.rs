@@ -493,7 +493,8 @@ impl Fencing {
         reports: &mut Vec<FromAgent>,
     ) {
         let now = Boot::now();
-        if self.guarded.is_empty() || self.lease.valid(now) {
+        let starting = jobs.values().any(|j| j.starting > 0);
+        if (self.guarded.is_empty() && !starting) || self.lease.valid(now) {
             return;
         }
         let why = match self.lease.until() {
@@ -520,7 +521,77 @@ impl Fencing {
             self.dying.push(*g);
             mark_fenced(jobs, g.job, g.attempt, why, reports);
         }
-        tracing::warn!(sessions = all.len(), reason = why, "fenced this node's jobs");
+        // A start in flight is fenced with them: its process is killed when the spawner
+        // answers (`fence_started`).
+        let starting: Vec<(JobId, u32)> = jobs
+            .values()
+            .filter(|j| j.starting > 0)
+            .map(|j| (j.launch.job, j.launch.attempt))
+            .collect();
+        for (job, attempt) in &starting {
+            mark_fenced(jobs, *job, *attempt, why, reports);
+        }
+        tracing::warn!(
+            sessions = all.len(),
+            starting = starting.len(),
+            reason = why,
+            "fenced this node's jobs"
+        );
+    }
+
+    /// A session started for an attempt that was fenced (or may not run now) while it started:
+    /// killed at once, and kept with the fenced ones, so that the job's release waits until it
+    /// is gone.
+    pub(super) fn fence_started(&mut self, job: JobId, attempt: u32, pid: u32) {
+        self.guard(job, attempt, pid);
+        match self.guarded.get(&pid).copied() {
+            Some(g) => {
+                sessions::signal_all(&[g.session], Some(Signal::SIGKILL));
+                self.forget(&g);
+                self.dying.push(g);
+            }
+            // Not guarded (its start time unread: already gone); the leader, to be sure.
+            None => {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        tracing::warn!(job, attempt, pid, "a process started after its job was fenced; killed it");
+    }
+
+    /// A start for attempt `attempt` of `job` is in flight while the job is released (or replaced
+    /// by a newer attempt): the release's confirmation waits for the spawner's answer
+    /// ([`Fencing::late_start`]). Called before [`Fencing::release`].
+    pub(super) fn await_start(&mut self, job: JobId, attempt: u32) {
+        let e = self.ending.entry(job).or_default();
+        e.upto = e.upto.max(attempt);
+        e.running += 1;
+    }
+
+    /// The spawner answered a start that [`Fencing::await_start`] waited for: its process
+    /// (`pid`, if it started) is ended at once, like the rest of the released attempt, with the
+    /// job's cgroup (`cgroups`) emptied again (its making may have come after the release's
+    /// emptying). The confirmation, if it is due now.
+    pub(super) fn late_start(
+        &mut self,
+        job: JobId,
+        attempt: u32,
+        pid: Option<u32>,
+        cgroups: Option<(NodeCgroups, Option<u64>)>,
+    ) -> Option<FromAgent> {
+        if let Some(pid) = pid {
+            self.guard(job, attempt, pid);
+            tracing::warn!(
+                job,
+                attempt,
+                pid,
+                "a process started after its job was released; ending it"
+            );
+        }
+        let now = self.release(job, attempt, Duration::ZERO, cgroups);
+        // The wait `await_start` added is over (an ending just started keeps the entry).
+        let after = self.ended(job, true);
+        now.or(after)
     }
 
     /// A report from the fencer. Returns the script ends it settled (not fences: report them).

@@ -23,6 +23,9 @@ pub struct LocalJob {
     pub fenced: Option<String>,
     /// Its next step's cgroup, made ahead so that the step's launch only joins it.
     pub next_step: NextStep,
+    /// Its processes being started on the spawner's threads (`spawner.rs`), not answered yet: a
+    /// fence meanwhile marks the job fenced, a release waits for their answers.
+    pub starting: u32,
 }
 
 /// A job's next step cgroup (`steps::prepare_next`): made on a blocking thread while the
@@ -39,6 +42,18 @@ pub enum NextStep {
 }
 
 impl LocalJob {
+    /// A job this node takes, nothing of it started yet.
+    pub fn new(launch: JobLaunch) -> LocalJob {
+        LocalJob {
+            launch,
+            sessions: Vec::new(),
+            ended: None,
+            fenced: None,
+            next_step: NextStep::None,
+            starting: 0,
+        }
+    }
+
     /// The batch script's session while it runs: the first one started, ended first.
     pub fn script_session(&self) -> Option<u32> {
         (self.launch.batch.is_some() && self.ended.is_none())
@@ -55,6 +70,37 @@ impl LocalJob {
             exit_code,
             message,
         })
+    }
+}
+
+/// What becomes of a process of attempt `attempt` whose start was in flight, once the spawner
+/// answers. A start takes as long as it takes (a fork under memory pressure, an output file on
+/// a hung server), and the agent went on meanwhile: its lease may have run out, the controller
+/// may have released the attempt. Nothing started may then run on, not even for a moment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// The attempt runs here and may: the session is guarded and kept.
+    Keep,
+    /// The attempt was fenced meanwhile: killed at once (the fence was reported already).
+    Fenced,
+    /// Nothing may start now (`why`): killed at once, and the attempt fenced and reported, as a
+    /// start refused for it would have been.
+    Refused(String),
+    /// The attempt was released or replaced meanwhile: killed at once; the release's
+    /// confirmation waited for this answer and waits for the kill too.
+    Gone,
+}
+
+/// [`Answered`] for attempt `attempt`, given the job's record here (`None`: released) and
+/// whether anything may start now (the lease and the fencer: `Fencing::may_start`).
+pub fn answered(job: Option<&LocalJob>, attempt: u32, may_start: Result<(), String>) -> Answered {
+    match job.filter(|j| j.launch.attempt == attempt) {
+        None => Answered::Gone,
+        Some(j) if j.fenced.is_some() => Answered::Fenced,
+        Some(_) => match may_start {
+            Ok(()) => Answered::Keep,
+            Err(why) => Answered::Refused(why),
+        },
     }
 }
 

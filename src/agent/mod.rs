@@ -4,7 +4,7 @@
 //! is back. Local users (jobs included) reach the controller through its socket ([`local`]).
 //! This module is the owner task (registration, heartbeats, events); the rest are leaves it
 //! uses: the link to the controller (`link`), batch scripts (`batch`), step proxies
-//! (`steps`), fencing (the lease, the fencer, the leftover sweep: [`fence`]), ending a
+//! (`steps`), the thread that starts their processes (`spawner`), fencing (the lease, the fencer, the leftover sweep: [`fence`]), ending a
 //! released job and confirming it is gone (`release`).
 
 mod batch;
@@ -21,6 +21,7 @@ mod options;
 pub mod process;
 mod release;
 pub mod sessions;
+mod spawner;
 mod steps;
 mod usage;
 
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::unbounded_channel;
 
 use crate::protocol::{FromAgent, JobId, SignalTarget, ToAgent};
 use batch::{script_path, start_job};
@@ -39,6 +40,7 @@ use launch::StepLaunch;
 use lease::Boot;
 use link::{ConnectError, Link, connect};
 pub use options::AgentOptions;
+use spawner::{Owner, Spawner};
 use steps::start_proxy;
 use usage::UsageLedger;
 
@@ -67,6 +69,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     SpoolLock(#[from] leftovers::SpoolError),
+    #[error("cannot start the thread that starts job processes: {0}")]
+    Spawner(#[source] std::io::Error),
 }
 
 /// Runs the agent until the controller refuses it.
@@ -122,6 +126,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             }
         });
     }
+    // Every job process starts on a thread of the spawner's, so that a slow start never stops
+    // the heartbeats; they live as long as the agent (their children's parent-death signal is
+    // theirs).
+    let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(AgentError::Spawner)?;
+    let owner = Owner { opts: &opts, ev_tx: &ev_tx, spawner: &spawner };
     let topology_json = opts.topology.to_json();
     let mut jobs: HashMap<JobId, LocalJob> = HashMap::new();
     // Usage reports until the controller has them (a job's end is kept in `jobs`).
@@ -160,7 +169,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         // after registering.
                         Some(ev) = ev_rx.recv() => {
                             let mut reports = Vec::new();
-                            handle(ev, &opts, &mut jobs, &mut reports, &ev_tx, &mut fencing);
+                            handle(ev, owner, &mut jobs, &mut reports, &mut fencing);
                             reports.iter().for_each(|r| ledger.track(r));
                         }
                     }
@@ -215,7 +224,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         ledger.acked(*seq);
                     }
                     let mut reports = Vec::new();
-                    handle(ev, &opts, &mut jobs, &mut reports, &ev_tx, &mut fencing);
+                    handle(ev, owner, &mut jobs, &mut reports, &mut fencing);
                     for r in reports {
                         ledger.track(&r);
                         let _ = out.send(r);
@@ -228,17 +237,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
 
 fn handle(
     ev: Event,
-    opts: &AgentOptions,
+    owner: Owner<'_>,
     jobs: &mut HashMap<JobId, LocalJob>,
     reports: &mut Vec<FromAgent>,
-    ev_tx: &UnboundedSender<Event>,
     fencing: &mut Fencing,
 ) {
+    let Owner { opts, ev_tx, .. } = owner;
     // First, whatever the event: the agent may wake from a long stop with its lease gone.
     fencing.check(jobs, reports);
     match ev {
         Event::FromController(ToAgent::Start(launch)) => {
-            start_job(*launch, opts, jobs, reports, ev_tx, fencing)
+            start_job(*launch, owner, jobs, reports, fencing)
         }
         Event::FromController(ToAgent::Ack { seq }) => fencing.acked(seq),
         Event::FromController(ToAgent::Signal { job, attempt, signal, target }) => {
@@ -283,13 +292,17 @@ fn handle(
             let mut limit = None;
             if let Some(j) = jobs.get(&job).filter(|j| j.launch.attempt <= attempt) {
                 limit = j.launch.memory;
+                // Its starts in flight: the confirmation waits for their answers.
+                for _ in 0..j.starting {
+                    fencing.await_start(job, j.launch.attempt);
+                }
                 let released = jobs.remove(&job);
                 let _ = std::fs::remove_file(script_path(opts, job, attempt));
                 // Launches that waited for a step cgroup made ahead are refused now, saying
                 // why (the job no longer runs here), not dropped.
                 if let Some(jobs::NextStep::Making(_, waiting)) = released.map(|j| j.next_step) {
                     for step in waiting {
-                        start_proxy(step, opts, jobs, ev_tx, fencing);
+                        start_proxy(step, owner, jobs, fencing);
                     }
                 }
             }
@@ -297,7 +310,7 @@ fn handle(
             reports.extend(fencing.release(job, attempt, opts.kill_grace, cgroups));
         }
         Event::FromController(_) | Event::ControllerGone => {}
-        Event::Step(step) => start_proxy(step, opts, jobs, ev_tx, fencing),
+        Event::Step(step) => start_proxy(step, owner, jobs, fencing),
         Event::ScriptEnded(end) => {
             if let Some(end) = fencing.script_ended(end, jobs) {
                 script_ended(end, jobs, reports);
@@ -321,7 +334,13 @@ fn handle(
             }
         }
         Event::StepPrepared { job, attempt, step, made } => {
-            steps::step_prepared((job, attempt, step, made), opts, jobs, ev_tx, fencing)
+            steps::step_prepared((job, attempt, step, made), owner, jobs, fencing)
+        }
+        Event::ScriptStarted { job, attempt, answer } => {
+            batch::script_started((job, attempt, answer), opts, jobs, reports, ev_tx, fencing)
+        }
+        Event::ProxyStarted(started) => {
+            steps::proxy_started(*started, opts, jobs, reports, ev_tx, fencing)
         }
         Event::WhichJob(q) => {
             let job = jobs.values().find(|j| j.sessions.contains(&q.sid)).map(|j| j.launch.job);

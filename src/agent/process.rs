@@ -138,7 +138,7 @@ pub fn spawn(
             }
             // Set after the identity change, which clears it: if the agent dies before its
             // fencer guards this session, the leader dies with it (the agent spawns from its
-            // one runtime thread, so that thread's end is the agent's).
+            // spawner threads, which live as long as the agent: `spawner.rs`).
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -190,23 +190,21 @@ pub fn spawn(
     Ok(Spawned { child, pid })
 }
 
-/// Says so when starting a job's process held the agent up long enough to matter: the agent
-/// does it on its one runtime thread (see [`spawn`]), so no heartbeat leaves meanwhile, and a
-/// start stalled in the kernel (cgroup creation, the child's join, the fork itself) for longer
-/// than the lease fences this node's jobs. The line names the cause when that happens.
-/// `cgroup`: the part spent making its cgroup, `took`: the whole start (the rest is the fork,
-/// the child's join and its exec).
+/// Says so when starting a job's process took long enough to matter. Starts run on the
+/// agent's spawner threads (`spawner.rs`), so heartbeats go on meanwhile; the line says where a
+/// slow start's time went. `ready`: the part before the fork (waiting for the spawner, making
+/// the cgroup), `took`: the whole start (the rest is the fork, the child's join and its exec).
 pub fn warn_if_slow(
     what: &str,
     job: crate::protocol::JobId,
-    cgroup: std::time::Duration,
+    ready: std::time::Duration,
     took: std::time::Duration,
 ) {
     if took >= std::time::Duration::from_millis(250) {
         tracing::warn!(
             job,
             took_ms = took.as_millis() as u64,
-            cgroup_ms = cgroup.as_millis() as u64,
+            ready_ms = ready.as_millis() as u64,
             "starting {what} took this long"
         );
     }

@@ -6,30 +6,35 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use gangway_launcher::bootstrap::agent::{exit_frame, stderr_frame};
 use gangway_launcher::bootstrap::{RemoteExit, exit_of};
+use gangway_link::{Opener, Sealer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::cgroups::{NodeCgroups, Part};
-use super::events::Event;
+use super::events::{Event, ProxyStarted};
 use super::fence::Fencing;
-use super::jobs::{LocalJob, NextStep};
+use super::jobs::{Answered, LocalJob, NextStep, answered};
 use super::launch::StepLaunch;
 use super::options::AgentOptions;
 use super::process::{self, RunAs};
-use crate::protocol::JobId;
+use super::spawner::{Join, Owner, Start};
+use crate::protocol::credential::StepCredential;
+use crate::protocol::{FromAgent, JobId};
 
 /// Starts a step's proxy, or refuses the launcher (the job is not here, its attempt is over,
 /// or it may not run now).
 pub(super) fn start_proxy(
     step: StepLaunch,
-    opts: &AgentOptions,
+    owner: Owner<'_>,
     jobs: &mut HashMap<JobId, LocalJob>,
-    ev_tx: &UnboundedSender<Event>,
     fencing: &mut Fencing,
 ) {
+    let Owner { opts, ev_tx, spawner } = owner;
     // A step cgroup of the job is being made ahead (with the job's own, for a job without a
     // script): the launch goes on once that is done, well under a millisecond. Every launch
     // of the job waits, not only the step's: the job's cgroup may not exist yet.
@@ -41,15 +46,6 @@ pub(super) fn start_proxy(
         return;
     }
     let StepLaunch { credential: c, node_id, stream, sealer, opener, received: began } = step;
-    let refuse = |stream: tokio::net::TcpStream, mut sealer: gangway_link::Sealer, why: String| {
-        tokio::spawn(async move {
-            let mut stream = stream;
-            tracing::warn!(reason = %why, "step launch refused");
-            let msg = format!("error {why}");
-            let _ = gangway_link::tokio_io::send(&mut stream, &mut sealer, msg.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    };
     let Some(job) = jobs.get_mut(&c.job) else {
         let why = format!(
             "job {} does not run on this node (it ended, or the step came too late)",
@@ -123,21 +119,104 @@ pub(super) fn start_proxy(
     env.push(("GANGWAY_CONTROLLER".into(), opts.socket.display().to_string()));
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gangway"));
     let args = vec!["proxy".to_string(), "--node".to_string(), node_id.to_string()];
-    let cgroups = opts.cgroups.clone();
-    let (part, join) = cgroups
+    let (part, join) = opts
+        .cgroups
         .as_ref()
         .and_then(|cg| step_cgroup(cg, job, opts, c.step, &cpus))
         .unwrap_or((Part::Step(c.step), Vec::new()));
     let joined = began.elapsed();
-    let spawned = match process::spawn(&exe, &args, &env, &run_as, None, true, &join) {
-        Ok(s) => s,
-        Err(e) => {
-            refuse(stream, sealer, format!("cannot start the proxy: {e}"));
+    let in_cgroup = !join.is_empty();
+    let start = Start {
+        program: exe,
+        args,
+        env,
+        run_as,
+        batch: None,
+        piped: true,
+        join: Join::Ready(join),
+        what: "a step's proxy",
+        job: c.job,
+        began,
+    };
+    job.starting += 1;
+    let answer = spawner.spawn(start);
+    let step = StepLaunch { credential: c, node_id, stream, sealer, opener, received: began };
+    let tx = ev_tx.clone();
+    tokio::spawn(async move {
+        let answer = answer.await;
+        let started = ProxyStarted { step, joined, part, in_cgroup, answer };
+        let _ = tx.send(Event::ProxyStarted(Box::new(started)));
+    });
+}
+
+/// The spawner answered a proxy's start: the proxy is guarded and relayed to its launcher, or,
+/// if its job's attempt was fenced or released meanwhile, killed at once and the launcher told.
+pub(super) fn proxy_started(
+    started: ProxyStarted,
+    opts: &AgentOptions,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    reports: &mut Vec<FromAgent>,
+    ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
+) {
+    let ProxyStarted { step, joined, part, in_cgroup, answer } = started;
+    let StepLaunch { credential: c, stream, sealer, opener, received: began, .. } = step;
+    let verdict = answered(jobs.get(&c.job), c.attempt, fencing.may_start());
+    if verdict != Answered::Gone
+        && let Some(j) = jobs.get_mut(&c.job)
+    {
+        j.starting = j.starting.saturating_sub(1);
+    }
+    let why = match (verdict, answer) {
+        (Answered::Keep, Ok(spawned)) => {
+            let Some(job) = jobs.get_mut(&c.job) else { return };
+            let link = (c, stream, sealer, opener);
+            keep_proxy(spawned, link, (began, joined, part, in_cgroup), job, opts, ev_tx, fencing);
             return;
         }
+        // A release waited for this answer: it is confirmed once the proxy is gone.
+        (Answered::Gone, answer) => {
+            let cgroups = opts.cgroups.clone().map(|cg| (cg, None));
+            let pid = answer.as_ref().ok().map(|s| s.pid);
+            reports.extend(fencing.late_start(c.job, c.attempt, pid, cgroups));
+            format!("job {} ended here while its step's proxy started", c.job)
+        }
+        (_, Err(e)) => format!("cannot start the proxy: {e}"),
+        (Answered::Fenced, Ok(spawned)) => {
+            fencing.fence_started(c.job, c.attempt, spawned.pid);
+            format!("job {} was fenced here while its step's proxy started", c.job)
+        }
+        (Answered::Refused(why), Ok(spawned)) => {
+            fencing.fence_started(c.job, c.attempt, spawned.pid);
+            format!("job {} cannot run here now: {why}", c.job)
+        }
     };
+    refuse(stream, sealer, why);
+}
+
+/// Tells a launcher why its step does not start here, in the launch port's words.
+fn refuse(stream: TcpStream, mut sealer: Sealer, why: String) {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        tracing::warn!(reason = %why, "step launch refused");
+        let msg = format!("error {why}");
+        let _ = gangway_link::tokio_io::send(&mut stream, &mut sealer, msg.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    });
+}
+
+/// A proxy started for a job that may run it: guarded, its next step's cgroup made ahead, its
+/// pipes relayed to its launcher until it ends.
+fn keep_proxy(
+    spawned: process::Spawned,
+    (c, stream, sealer, opener): (StepCredential, TcpStream, Sealer, Opener),
+    (began, joined, part, in_cgroup): (Instant, Duration, Part, bool),
+    job: &mut LocalJob,
+    opts: &AgentOptions,
+    ev_tx: &UnboundedSender<Event>,
+    fencing: &mut Fencing,
+) {
     let sid = spawned.pid;
-    process::warn_if_slow("a step's proxy", c.job, joined, began.elapsed());
     // The launch path's share of the agent, for benches/containment.py.
     tracing::debug!(
         job = c.job,
@@ -146,14 +225,14 @@ pub(super) fn start_proxy(
         cgroup_ready_us = joined.as_micros() as u64,
         "step proxy started"
     );
-    if cgroups.is_some() && !job.launch.one_step && matches!(job.next_step, NextStep::None) {
+    if opts.cgroups.is_some() && !job.launch.one_step && matches!(job.next_step, NextStep::None) {
         prepare_next(job, c.step + 1, opts, ev_tx, false);
     }
     fencing.guard(c.job, c.attempt, sid);
     job.sessions.push(sid);
     let (job_id, tx) = (c.job, ev_tx.clone());
     let end = StepEnd {
-        cgroups: cgroups.filter(|_| !join.is_empty()),
+        cgroups: opts.cgroups.clone().filter(|_| in_cgroup),
         job: c.job,
         attempt: c.attempt,
         part,
@@ -234,11 +313,11 @@ pub(super) fn prepare_next(
 /// waited for it go on.
 pub(super) fn step_prepared(
     prepared: (JobId, u32, u32, Option<(gangway_containment::Limits, Vec<std::os::fd::OwnedFd>)>),
-    opts: &AgentOptions,
+    owner: Owner<'_>,
     jobs: &mut HashMap<JobId, LocalJob>,
-    ev_tx: &UnboundedSender<Event>,
     fencing: &mut Fencing,
 ) {
+    let opts = owner.opts;
     let (id, attempt, step, made) = prepared;
     let Some(job) = jobs.get_mut(&id).filter(|j| j.launch.attempt == attempt) else {
         // Released meanwhile: its release may have ended the job's cgroup before this one
@@ -263,7 +342,7 @@ pub(super) fn step_prepared(
         None => NextStep::None,
     };
     for launch in waiting {
-        start_proxy(launch, opts, jobs, ev_tx, fencing);
+        start_proxy(launch, owner, jobs, fencing);
     }
 }
 

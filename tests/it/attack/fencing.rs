@@ -523,3 +523,77 @@ fn a_job_that_lost_every_node_runs_again_when_they_return() {
     assert!(j["attempt"].as_u64() >= Some(3), "{shown}");
     assert!(shown.contains("lost"), "{shown}");
 }
+
+/// A batch script whose start blocks longer than the lost timeout, for a real reason: its output
+/// file is a FIFO that nobody reads yet, so the child's `open` waits before its exec, as an
+/// output on a hung file server would. The agent starts processes on its spawner thread, so its
+/// heartbeats go on meanwhile: the node is never lost or fenced, another job starts and ends on
+/// it while the start is stuck, and once the FIFO is read the job runs once, in its first
+/// attempt. (When the agent forked on its runtime thread, no heartbeat left during the start:
+/// the lease ran out, the node was lost, the job fenced and requeued.)
+#[test]
+fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
+    let Some(m) = Managed::up_as(1, Some("core:4 pu:1")) else { return };
+    let fifo = m.dir.join("slow-start.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let fifo_arg = fifo.display().to_string();
+    let slow = m.submit(&["-n", "1", "-o", &fifo_arg, "--wrap", "echo ran $GANGWAY_RESTART_COUNT"]);
+    wait_until("the slow job placed", Duration::from_secs(20), || {
+        m.job(slow)["state"] == "RUNNING"
+    });
+    let stuck = std::time::Instant::now();
+    // Another job on the same node while the first one's start is stuck.
+    let other = m.submit(&["-n", "1", "-o", "/dev/null", "--wrap", "true"]);
+    let (state, ran_in) = loop {
+        let j = m.job(other);
+        if j["state"] == "COMPLETED" || stuck.elapsed() > Duration::from_secs(15) {
+            break (j["state"].clone(), stuck.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state, "COMPLETED", "another job ran while the start was stuck\n{}", m.logs());
+    // The start stays stuck for three lost timeouts (2 s each); the node stays up throughout.
+    let mut states = std::collections::BTreeSet::new();
+    while stuck.elapsed() < Duration::from_secs(6) {
+        for n in m.nodes_json() {
+            states.insert(n["state"].as_str().unwrap_or_default().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let held = stuck.elapsed();
+    let before = m.job(slow);
+    // Read the FIFO: the child's `open` returns, the script runs and writes its one line.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(&reader));
+    });
+    let output = rx.recv_timeout(Duration::from_secs(20)).expect("the script wrote and ended");
+    m.wait_done(&[slow], Duration::from_secs(20));
+    let j = m.job(slow);
+    let shown = text(&m.cli_out(&["show", "job", &slow.to_string()]));
+    let log = std::fs::read_to_string(m.dir.join("agent1.log")).unwrap_or_default();
+    let took: Option<u64> = log
+        .lines()
+        .filter(|l| l.contains("starting the batch script took this long"))
+        .find_map(|l| l.split("took_ms=").nth(1)?.split_whitespace().next()?.parse().ok());
+    eprintln!(
+        "slow start: held {:.1} s (the agent's figure: {took:?} ms); another job on the node completed {:.2} s into it; node states seen meanwhile {states:?}; output {output:?}",
+        held.as_secs_f64(),
+        ran_in.as_secs_f64()
+    );
+    assert!(
+        took.is_some_and(|t| t >= 5500),
+        "the start was stuck for real, as long as the test held it: {took:?}\n{log}"
+    );
+    assert_eq!((before["state"].as_str(), before["attempt"].as_u64()), (Some("RUNNING"), Some(1)));
+    assert!(
+        states.iter().all(|s| s != "down" && s != "suspect"),
+        "the node stayed up: {states:?}\n{}",
+        m.logs()
+    );
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{shown}\n{}", m.logs());
+    assert_eq!(j["attempt"], 1, "never fenced nor requeued: {shown}");
+    assert_eq!(output.unwrap_or_default(), "ran 0\n", "ran once, in its first attempt");
+    assert!(!shown.contains("fenced") && !shown.contains("requeue"), "{shown}");
+}

@@ -131,3 +131,34 @@ pub(super) fn script_ended(
     }
     // Its session stays guarded until the job is released: what the script left is killed then.
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempt: u32, fenced: Option<&str>) -> LocalJob {
+        let launch: JobLaunch = serde_json::from_value(serde_json::json!({
+            "job": 7, "attempt": attempt, "name": "j", "user": "u", "uid": 1000, "gid": 1000,
+            "cwd": "/", "cpus": "0", "batch": null, "env": [], "umask": 18
+        }))
+        .unwrap_or_else(|e| panic!("a minimal launch: {e}"));
+        let mut j = LocalJob::new(launch);
+        j.fenced = fenced.map(String::from);
+        j
+    }
+
+    #[test]
+    fn a_late_start_is_kept_only_while_its_attempt_runs_here_and_may() {
+        let ok = || Ok(());
+        let no_lease = || Err("no lease".to_string());
+        assert_eq!(answered(Some(&job(2, None)), 2, ok()), Answered::Keep);
+        assert_eq!(answered(None, 2, ok()), Answered::Gone, "released");
+        assert_eq!(answered(Some(&job(3, None)), 2, ok()), Answered::Gone, "replaced");
+        assert_eq!(answered(Some(&job(2, Some("lease"))), 2, ok()), Answered::Fenced);
+        assert_eq!(answered(Some(&job(2, Some("lease"))), 2, no_lease()), Answered::Fenced);
+        assert_eq!(
+            answered(Some(&job(2, None)), 2, no_lease()),
+            Answered::Refused("no lease".into())
+        );
+    }
+}

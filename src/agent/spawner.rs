@@ -184,3 +184,75 @@ fn serve(start: Start) -> Answer {
     process::warn_if_slow(what, job, ready, began.elapsed());
     spawned
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn start(script: &str, output: &std::path::Path) -> Start {
+        Start {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            run_as: RunAs { ids: None, cwd: "/".into(), cpus: None, umask: 0o022 },
+            batch: Some(BatchOutput {
+                output: output.display().to_string(),
+                error: None,
+                truncate: true,
+                marker: None,
+            }),
+            piped: false,
+            join: Join::Make(Box::new(Vec::new)),
+            what: "a test script",
+            job: 1,
+            began: Instant::now(),
+        }
+    }
+
+    /// A start stuck before its exec (its output is a FIFO nobody reads) holds up neither the
+    /// runtime nor a later start, which gets a thread of its own; once the FIFO is read, the
+    /// stuck one answers too, and both children are reaped on the runtime's thread.
+    #[test]
+    fn a_stuck_start_holds_up_neither_the_runtime_nor_another_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let spawner = Spawner::start(tokio::runtime::Handle::current()).unwrap();
+            let stuck = spawner.spawn(start("echo stuck; exit 3", &fifo));
+            tokio::pin!(stuck);
+            let waited = tokio::time::timeout(Duration::from_millis(300), &mut stuck).await;
+            assert!(waited.is_err(), "the start waits for its output file");
+            let other = spawner.spawn(start("echo other", &dir.path().join("other.out")));
+            let other = tokio::time::timeout(Duration::from_secs(10), other).await;
+            let mut other = other.expect("another start is not held up").unwrap();
+            assert!(other.child.wait().await.unwrap().success());
+            assert_eq!(std::fs::read_to_string(dir.path().join("other.out")).unwrap(), "other\n");
+            assert_eq!(spawner.shared.threads.load(Ordering::SeqCst), 2);
+            let reader = fifo.clone();
+            let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(reader));
+            let mut stuck = stuck.await.unwrap();
+            assert_eq!(stuck.child.wait().await.unwrap().code(), Some(3));
+            assert_eq!(read.await.unwrap().unwrap(), "stuck\n");
+            // Both threads are free again: the next start needs no third.
+            let next = spawner.spawn(start("true", &dir.path().join("next.out"))).await;
+            assert!(next.unwrap().child.wait().await.unwrap().success());
+            assert_eq!(spawner.shared.threads.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn a_start_that_fails_says_why() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let spawner = Spawner::start(tokio::runtime::Handle::current()).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("no-such-dir/out");
+            let failed = spawner.spawn(start("true", &out)).await;
+            let e = failed.expect_err("the output file cannot be made");
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        });
+    }
+}

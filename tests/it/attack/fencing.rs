@@ -3,7 +3,10 @@
 //! timeout, or its agent is SIGKILLed, or SIGSTOPped for 10 s. Each time the job is requeued,
 //! completes exactly once, and the ticks of its attempts never overlap. A restarted agent ends
 //! what its previous life left; jobs outlive a controller that is down longer than the lost
-//! timeout. Figures (the largest overlap) are printed for the closing note: `--nocapture`.
+//! timeout. A start stuck before its exec (its output a FIFO nobody reads) neither stops the
+//! heartbeats nor holds up other jobs, and one that completes after its attempt was fenced or
+//! released is killed at once. Figures (the largest overlap) are printed for the closing note:
+//! `--nocapture`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -562,6 +565,17 @@ fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
     }
     let held = stuck.elapsed();
     let before = m.job(slow);
+    assert_eq!(
+        (before["state"].as_str(), before["attempt"].as_u64()),
+        (Some("RUNNING"), Some(1)),
+        "the stuck job was neither fenced nor requeued: {before}\n{}",
+        m.logs()
+    );
+    assert!(
+        states.iter().all(|s| s != "down" && s != "suspect"),
+        "the node stayed up: {states:?}\n{}",
+        m.logs()
+    );
     // Read the FIFO: the child's `open` returns, the script runs and writes its one line.
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = fifo.clone();
@@ -586,14 +600,133 @@ fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
         took.is_some_and(|t| t >= 5500),
         "the start was stuck for real, as long as the test held it: {took:?}\n{log}"
     );
-    assert_eq!((before["state"].as_str(), before["attempt"].as_u64()), (Some("RUNNING"), Some(1)));
-    assert!(
-        states.iter().all(|s| s != "down" && s != "suspect"),
-        "the node stayed up: {states:?}\n{}",
-        m.logs()
-    );
     assert_eq!(j["state"], "COMPLETED", "{j}\n{shown}\n{}", m.logs());
     assert_eq!(j["attempt"], 1, "never fenced nor requeued: {shown}");
     assert_eq!(output.unwrap_or_default(), "ran 0\n", "ran once, in its first attempt");
     assert!(!shown.contains("fenced") && !shown.contains("requeue"), "{shown}");
+}
+
+/// Agents without cgroups: a fencer or a release then ends only the sessions its agent knows
+/// of, so what a late start's answer does is all that stops its process.
+fn without_cgroups() -> Setup {
+    Setup { agent_args: vec!["--no-cgroups".into()], ..Setup::default() }
+}
+
+/// A batch job whose start blocks until `fifo` (its output) is opened for reading; its script
+/// waits a second, then appends `ran <restart count>` to `marker`. `FENCE_MARK=mark` names
+/// its processes.
+fn submit_stuck(m: &Managed, fifo: &Path, marker: &Path, mark: &str) -> u64 {
+    nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let script = format!("sleep 1; echo ran $GANGWAY_RESTART_COUNT >> {}", marker.display());
+    let out = m
+        .cli()
+        .env("FENCE_MARK", mark)
+        .args(["batch", "--parsable", "-n", "1", "-o"])
+        .arg(fifo)
+        .args(["--wrap", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_until("the stuck job placed", Duration::from_secs(20), || m.job(id)["state"] == "RUNNING");
+    // The agent has the launch by now, its start stuck in the child's `open`.
+    std::thread::sleep(Duration::from_millis(500));
+    id
+}
+
+/// Opens `fifo` for reading and writing, which never blocks: every start stuck opening it
+/// goes on, and later ones do not stick. Held until dropped.
+fn unblock(fifo: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().read(true).write(true).open(fifo).unwrap()
+}
+
+/// A job requeued while its script's start is stuck: its agent confirms the old attempt gone
+/// only once the start has answered and the process is killed, at once (it never writes), so
+/// the new attempt starts after that, and is the only one that runs.
+#[test]
+fn a_start_answered_after_its_attempt_was_released_is_killed_before_the_next_attempt() {
+    let Some(m) = Managed::up_with(1, without_cgroups()) else { return };
+    let (fifo, marker) = (m.dir.join("released.fifo"), m.dir.join("released.marker"));
+    let mark = format!("{}-released", m.vc.prefix);
+    let id = submit_stuck(&m, &fifo, &marker, &mark);
+    m.slurm_path();
+    let out = std::process::Command::new(m.dir.join("slurm-bin/scontrol"))
+        .env("GANGWAY_CONTROLLER", m.dir.join("ctl.sock"))
+        .args(["requeue", &id.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting = m.job(id);
+    let unblocked =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let _open = unblock(&fifo);
+    m.wait_done(&[id], Duration::from_secs(30));
+    // Attempt 2 ran its second before it wrote; a survivor of attempt 1, started before it,
+    // would have written by now as well.
+    std::thread::sleep(Duration::from_millis(300));
+    let j = m.job(id);
+    let released = j["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[1] == "released")
+        .and_then(|e| e[0].as_u64())
+        .unwrap_or(0) as u128;
+    let log = std::fs::read_to_string(m.dir.join("agent1.log")).unwrap_or_default();
+    eprintln!(
+        "released while starting: attempt 1 confirmed gone {} ms after its start was unblocked; waited as {}",
+        released.saturating_sub(unblocked),
+        waiting["reason"]
+    );
+    assert_eq!(
+        (waiting["state"].as_str(), waiting["attempt"].as_u64()),
+        (Some("PENDING"), Some(2)),
+        "{waiting}"
+    );
+    assert!(
+        waiting["reason"].as_str().is_some_and(|r| r.starts_with("PreviousAttempt")),
+        "attempt 2 waited for the stuck start of attempt 1: {waiting}\n{}",
+        m.logs()
+    );
+    assert!(released >= unblocked, "confirmed before the start answered: {j}");
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{}", m.logs());
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(ran, "ran 1\n", "only attempt 2 ran: {ran:?}");
+    assert!(log.contains("a process started after its job was released"), "{log}");
+}
+
+/// A node cut off while a script's start is stuck: its lease runs out, the job is fenced with
+/// its start in flight, and when the start answers (still cut off) the script is killed at
+/// once: it never writes, and the attempt that runs after the node is back is the only one.
+#[test]
+fn a_start_answered_after_its_job_was_fenced_is_killed_at_once() {
+    let Some(m) = Managed::up_with(1, without_cgroups()) else { return };
+    let (fifo, marker) = (m.dir.join("fenced.fifo"), m.dir.join("fenced.marker"));
+    let mark = format!("{}-fenced", m.vc.prefix);
+    let id = submit_stuck(&m, &fifo, &marker, &mark);
+    assert!(m.vc.ctl(&["partition", "node1"]).status.success());
+    // Past the lease (the lost timeout, 2 s, less the margin).
+    std::thread::sleep(Duration::from_secs(3));
+    let open = unblock(&fifo);
+    let first = [("FENCE_MARK", mark.as_str()), ("GANGWAY_RESTART_COUNT", "0")];
+    wait_until("the late script gone", Duration::from_secs(5), || {
+        processes_with(&first).is_empty()
+    });
+    // Longer than the script's wait before it writes: a survivor would have written by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert!(m.vc.ctl(&["heal", "node1"]).status.success());
+    m.wait_done(&[id], Duration::from_secs(30));
+    drop(open);
+    let j = m.job(id);
+    let log = std::fs::read_to_string(m.dir.join("agent1.log")).unwrap_or_default();
+    assert_eq!(early, "", "the fenced attempt's script never ran\n{log}");
+    assert!(log.contains("a process started after its job was fenced"), "{log}");
+    assert_eq!(j["state"], "COMPLETED", "{j}\n{}", m.logs());
+    assert!(j["attempt"].as_u64() >= Some(2), "{j}");
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 1, "one attempt ran: {ran:?}");
+    assert!(ran.starts_with("ran ") && ran != "ran 0\n", "{ran:?}");
 }

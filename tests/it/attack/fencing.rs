@@ -641,10 +641,13 @@ fn unblock(fifo: &Path) -> std::fs::File {
 }
 
 /// A job requeued while its script's start is stuck: its agent confirms the old attempt gone
-/// only once the start has answered and the process is killed, at once (it never writes), so
-/// the new attempt starts after that, and is the only one that runs.
+/// only once the start has answered and its process is ended, so the new attempt waits
+/// (`PreviousAttempt`) until then, and is the only one that runs. (It started at once, beside
+/// the stuck one, when a release did not wait for starts in flight. The released attempt's
+/// script file is removed at its release, so a late script's shell fails by itself; the agent
+/// kills the late process at once all the same, which a step's proxy needs, and logs it.)
 #[test]
-fn a_start_answered_after_its_attempt_was_released_is_killed_before_the_next_attempt() {
+fn a_release_is_confirmed_only_once_a_start_in_flight_has_answered_and_was_killed() {
     let Some(m) = Managed::up_with(1, without_cgroups()) else { return };
     let (fifo, marker) = (m.dir.join("released.fifo"), m.dir.join("released.marker"));
     let mark = format!("{}-released", m.vc.prefix);

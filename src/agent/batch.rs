@@ -45,20 +45,12 @@ pub(super) fn start_job(
         }
     }
     let mut local = LocalJob::new(launch);
-    if let Some(cgroups) = &opts.cgroups {
-        // Its script joins the job's cgroup, made now: a step launched while the script starts
-        // finds it. A job without one (run, alloc) exists for its steps, whose first launch
-        // waits for both cgroups, made off the owner task meanwhile. A batch job's first step
-        // is made at its launch, its next ones ahead: many scripts start no step, and a cgroup
-        // made for nothing still costs the kernel its making and removal (each under the
-        // global cgroup lock).
-        if local.launch.batch.is_some() {
-            cgroups.create_job(&local.launch, &opts.topology);
-        } else {
+    let Some(batch) = local.launch.batch.clone() else {
+        // A job without a script (run, alloc) exists for its steps, whose first launch waits
+        // for both cgroups, made off the owner task meanwhile.
+        if opts.cgroups.is_some() {
             super::steps::prepare_next(&mut local, 0, opts, ev_tx, true);
         }
-    }
-    let Some(batch) = local.launch.batch.clone() else {
         jobs.insert(job, local);
         return;
     };
@@ -110,11 +102,18 @@ pub(super) fn start_job(
     if env.iter().any(|(k, _)| k == "SLURM_JOB_ID") {
         program = with_task_pid(program);
     }
-    // Its `batch` part is made on a spawner thread, just before the fork.
+    // The job's cgroup and its `batch` part are made on the spawner thread, just before the
+    // fork (a step launched meanwhile waits for them: `making_cgroup`). A batch job's first
+    // step is made at its launch, its next ones ahead: many scripts start no step, and a
+    // cgroup made for nothing still costs the kernel its making and removal (each under the
+    // global cgroup lock).
     let join = match opts.cgroups.clone() {
         Some(cgroups) => {
+            let job_limits = cgroups.job_limits(&local.launch, &opts.topology);
             let limits = cgroups.part_limits(&local.launch, &opts.topology, None);
+            local.making_cgroup = Some(Vec::new());
             Join::Make(Box::new(move || {
+                cgroups.create_job_with(job, attempt, &job_limits);
                 cgroups.make_part(job, attempt, Part::Batch, &limits).unwrap_or_default()
             }))
         }
@@ -176,18 +175,38 @@ fn not_started(
 /// and watched, or, if its attempt was fenced or released meanwhile, killed at once.
 pub(super) fn script_started(
     (job, attempt, answer): (JobId, u32, Answer),
+    owner: Owner<'_>,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    reports: &mut Vec<FromAgent>,
+    fencing: &mut Fencing,
+) {
+    let Owner { opts, ev_tx, .. } = owner;
+    let verdict = answered(jobs.get(&job), attempt, fencing.may_start());
+    let mut held = Vec::new();
+    if verdict != Answered::Gone
+        && let Some(j) = jobs.get_mut(&job)
+    {
+        j.starting = j.starting.saturating_sub(1);
+        held = j.making_cgroup.take().unwrap_or_default();
+    }
+    script_answered(verdict, (job, attempt, answer), opts, jobs, reports, ev_tx, fencing);
+    // The job's cgroup is made (or the job will not run): the steps that waited go on, or are
+    // refused saying why.
+    for step in held {
+        super::steps::start_proxy(step, owner, jobs, fencing);
+    }
+}
+
+/// [`script_started`] once the verdict is known.
+fn script_answered(
+    verdict: Answered,
+    (job, attempt, answer): (JobId, u32, Answer),
     opts: &AgentOptions,
     jobs: &mut HashMap<JobId, LocalJob>,
     reports: &mut Vec<FromAgent>,
     ev_tx: &UnboundedSender<Event>,
     fencing: &mut Fencing,
 ) {
-    let verdict = answered(jobs.get(&job), attempt, fencing.may_start());
-    if verdict != Answered::Gone
-        && let Some(j) = jobs.get_mut(&job)
-    {
-        j.starting = j.starting.saturating_sub(1);
-    }
     let spawned = match (verdict, answer) {
         (Answered::Gone, answer) => {
             let pid = answer.as_ref().ok().map(|s| s.pid);

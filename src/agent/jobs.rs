@@ -26,6 +26,9 @@ pub struct LocalJob {
     /// Its processes being started on the spawner's threads (`spawner.rs`), not answered yet: a
     /// fence meanwhile marks the job fenced, a release waits for their answers.
     pub starting: u32,
+    /// While its own cgroup is made with its script's start, on a spawner thread: the step
+    /// launches that came meanwhile, which wait for it (a step's part lies inside it).
+    pub making_cgroup: Option<Vec<StepLaunch>>,
 }
 
 /// A job's next step cgroup (`steps::prepare_next`): made on a blocking thread while the
@@ -51,6 +54,7 @@ impl LocalJob {
             fenced: None,
             next_step: NextStep::None,
             starting: 0,
+            making_cgroup: None,
         }
     }
 

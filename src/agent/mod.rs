@@ -298,10 +298,15 @@ fn handle(
                 }
                 let released = jobs.remove(&job);
                 let _ = std::fs::remove_file(script_path(opts, job, attempt));
-                // Launches that waited for a step cgroup made ahead are refused now, saying
-                // why (the job no longer runs here), not dropped.
-                if let Some(jobs::NextStep::Making(_, waiting)) = released.map(|j| j.next_step) {
-                    for step in waiting {
+                // Launches that waited for a step cgroup made ahead, or the job's own, are
+                // refused now, saying why (the job no longer runs here), not dropped.
+                if let Some(released) = released {
+                    let ahead = match released.next_step {
+                        jobs::NextStep::Making(_, waiting) => waiting,
+                        _ => Vec::new(),
+                    };
+                    for step in ahead.into_iter().chain(released.making_cgroup.unwrap_or_default())
+                    {
                         start_proxy(step, owner, jobs, fencing);
                     }
                 }
@@ -337,7 +342,7 @@ fn handle(
             steps::step_prepared((job, attempt, step, made), owner, jobs, fencing)
         }
         Event::ScriptStarted { job, attempt, answer } => {
-            batch::script_started((job, attempt, answer), opts, jobs, reports, ev_tx, fencing)
+            batch::script_started((job, attempt, answer), owner, jobs, reports, fencing)
         }
         Event::ProxyStarted(started) => {
             steps::proxy_started(*started, opts, jobs, reports, ev_tx, fencing)

@@ -39,9 +39,21 @@ pub(super) fn start_proxy(
     // script): the launch goes on once that is done, well under a millisecond. Every launch
     // of the job waits, not only the step's: the job's cgroup may not exist yet.
     if let Some(job) = jobs.get_mut(&step.credential.job)
-        && let NextStep::Making(_, waiting) = &mut job.next_step
         && job.launch.attempt == step.credential.attempt
+        && let NextStep::Making(_, waiting) = &mut job.next_step
     {
+        waiting.push(step);
+        return;
+    }
+    // The job's own cgroup is being made with its script's start (`batch.rs`).
+    if let Some(job) = jobs.get_mut(&step.credential.job)
+        && job.launch.attempt == step.credential.attempt
+        && let Some(waiting) = &mut job.making_cgroup
+    {
+        tracing::info!(
+            job = job.launch.job,
+            "a step launch waits for the job's cgroup, made with its script's start"
+        );
         waiting.push(step);
         return;
     }

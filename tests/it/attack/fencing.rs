@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::controlled::{Managed, Setup, text};
-use crate::support::{host_children, wait_until};
+use crate::support::{Live, host_children, wait_until};
 
 /// Ticks a job writes: `first` lines in its first attempt, `later` in the others, then `DONE`.
 /// With `orphaned`, the loop runs in a background subshell of the script (a process that
@@ -529,18 +529,26 @@ fn a_job_that_lost_every_node_runs_again_when_they_return() {
 
 /// A batch script whose start blocks longer than the lost timeout, for a real reason: its output
 /// file is a FIFO that nobody reads yet, so the child's `open` waits before its exec, as an
-/// output on a hung file server would. The agent starts processes on its spawner thread, so its
-/// heartbeats go on meanwhile: the node is never lost or fenced, another job starts and ends on
-/// it while the start is stuck, and once the FIFO is read the job runs once, in its first
-/// attempt. (When the agent forked on its runtime thread, no heartbeat left during the start:
-/// the lease ran out, the node was lost, the job fenced and requeued.)
+/// output on a hung file server would. The agent starts processes on its spawner's threads, so
+/// its heartbeats go on meanwhile: the node is never lost or fenced, another job starts and ends
+/// on it while the start is stuck, a step of the stuck job waits for the job's cgroup (made with
+/// the script's start) and runs in it, and once the FIFO is read the job runs once, in its
+/// first attempt. (When the agent forked on its runtime thread, no heartbeat left during the
+/// start: the lease ran out, the node was lost, the job fenced and requeued, over and over.)
 #[test]
 fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
     let Some(m) = Managed::up_as(1, Some("core:4 pu:1")) else { return };
     let fifo = m.dir.join("slow-start.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
     let fifo_arg = fifo.display().to_string();
-    let slow = m.submit(&["-n", "1", "-o", &fifo_arg, "--wrap", "echo ran $GANGWAY_RESTART_COUNT"]);
+    let slow = m.submit(&[
+        "-n",
+        "1",
+        "-o",
+        &fifo_arg,
+        "--wrap",
+        "echo ran $GANGWAY_RESTART_COUNT; sleep 2",
+    ]);
     wait_until("the slow job placed", Duration::from_secs(20), || {
         m.job(slow)["state"] == "RUNNING"
     });
@@ -563,6 +571,20 @@ fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A step of the stuck job, launched from outside (within the launcher's 5 s wait for its
+    // proxy): it waits for the job's cgroup, made with the script's start, and then runs in
+    // its part of it.
+    let step_cmd = ["run", "cat", "/proc/self/cgroup"];
+    let mut step = Live::start(m.cli().env("GANGWAY_JOB_ID", slow.to_string()).args(step_cmd));
+    let agent_log = m.dir.join("agent1.log");
+    let cgroups_on = !m.cgroup_dirs(1).is_empty();
+    if cgroups_on {
+        wait_until("the step waiting for the job's cgroup", Duration::from_secs(4), || {
+            let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+            log.contains("waits for the job's cgroup")
+        });
+    }
+    let step_waited = step.child.as_mut().unwrap().try_wait().unwrap().is_none();
     let held = stuck.elapsed();
     let before = m.job(slow);
     assert_eq!(
@@ -583,6 +605,7 @@ fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
         let _ = tx.send(std::fs::read_to_string(&reader));
     });
     let output = rx.recv_timeout(Duration::from_secs(20)).expect("the script wrote and ended");
+    let (status, cgroups, stderr) = step.finish();
     m.wait_done(&[slow], Duration::from_secs(20));
     let j = m.job(slow);
     let shown = text(&m.cli_out(&["show", "job", &slow.to_string()]));
@@ -592,7 +615,7 @@ fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
         .filter(|l| l.contains("starting the batch script took this long"))
         .find_map(|l| l.split("took_ms=").nth(1)?.split_whitespace().next()?.parse().ok());
     eprintln!(
-        "slow start: held {:.1} s (the agent's figure: {took:?} ms); another job on the node completed {:.2} s into it; node states seen meanwhile {states:?}; output {output:?}",
+        "slow start: held {:.1} s (the agent's figure: {took:?} ms); another job on the node completed {:.2} s into it; node states seen meanwhile {states:?}; output {output:?}; a step of it waited: {step_waited}",
         held.as_secs_f64(),
         ran_in.as_secs_f64()
     );
@@ -604,6 +627,12 @@ fn a_slow_process_start_neither_stops_heartbeats_nor_fences_the_node() {
     assert_eq!(j["attempt"], 1, "never fenced nor requeued: {shown}");
     assert_eq!(output.unwrap_or_default(), "ran 0\n", "ran once, in its first attempt");
     assert!(!shown.contains("fenced") && !shown.contains("requeue"), "{shown}");
+    assert!(status.success(), "the step of the stuck job: {status}: {stderr}");
+    if cgroups_on {
+        assert!(step_waited, "the step waited for the script's start: {stderr}");
+        let part = format!("job_{slow}.1/step_");
+        assert!(cgroups.iter().any(|l| l.contains(&part)), "the step ran in its part: {cgroups:?}");
+    }
 }
 
 /// Agents without cgroups: a fencer or a release then ends only the sessions its agent knows

@@ -232,8 +232,12 @@ fn a_killed_controller_restarts_without_losing_or_repeating_jobs() {
             m.submit(&["-n", "1", "--wrap", &format!("echo START {i}; sleep 0.4; echo END {i}")])
         })
         .collect();
+    // One look at the whole queue per poll: a sweep of 50 `show job` calls took longer than the
+    // last jobs ran once starts no longer waited for each other, and saw none of them running.
     wait_until("some jobs running", Duration::from_secs(20), || {
-        ids.iter().any(|id| m.job(*id)["state"] == "RUNNING")
+        let out = m.cli_out(&["queue", "--json"]);
+        let q: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        q.iter().any(|j| j["state"] == "RUNNING" && ids.contains(&j["id"].as_u64().unwrap_or(0)))
     });
     m.kill_controller();
     std::thread::sleep(Duration::from_millis(500));

@@ -141,6 +141,14 @@ fn managed_jobs_are_held_to_their_memory_and_cpus_and_accounted() {
     let out = m.cli_out(&["run", "-v", "-n", "1", "--mem=100M", &hog, "300"]);
     let said = text(&out);
     assert!(!out.status.success(), "300 MiB under --mem=100M: {said}");
+    // The agent tells the OOM kill on the step's link after the proxy's exit: the launcher
+    // waits for it after a failed rank and prints it (it printed only the rank's SIGKILL).
+    assert!(
+        said.contains("step 0 of job")
+            && said.contains("ran out of memory")
+            && said.contains("limit of 100 MiB"),
+        "the launcher's stderr names the step and the limit: {said}"
+    );
     let id: u64 = said
         .split("gangway: job ")
         .nth(1)

@@ -14,17 +14,21 @@ use std::time::Duration;
 use gangway_link::Psk;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::callback::CallbackListener;
 use super::fan_out::{self, Joined, Links, never_called_back};
 pub use super::plan::ClusterPlan;
 use super::plan::{node_jobs, proxy_tree};
-use super::protocol::{Down, Envelope, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up};
+use super::protocol::{
+    Down, Envelope, LauncherKind, PROTOCOL_VERSION, RemoteEnd, Stream, Subtree, Up,
+};
 use crate::bootstrap::{Bootstrap, RemoteCommand};
+use crate::flow::OutputTx;
 use crate::flow::Progress;
 use crate::input::InputMode;
-use crate::job::{JobReport, JobSpec, LaunchError};
+use crate::job::{JobEnd, JobReport, JobSpec, LaunchError};
 use crate::output::{self, DestinationId, OutputSink};
 use crate::output_routes::OutputRoutes;
 use crate::pmi::pmix_root::{PmixRoot, Routed};
@@ -68,16 +72,18 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     let mut caught = CaughtSignals::install()
         .map_err(|source| LaunchError::Setup { what: "signal handlers", source })?;
 
-    let top = match start_top(&bootstrap, &subtrees, &plan.proxy_path, &key, callbacks.port()).await
-    {
-        Ok(top) => top,
-        Err(message) => {
-            // The writer thread ends only when every sender is gone.
-            drop(out);
-            sink.finish();
-            return Err(LaunchError::Node { message });
-        }
-    };
+    let mut top =
+        match start_top(&bootstrap, &subtrees, &plan.proxy_path, &key, callbacks.port()).await {
+            Ok(top) => top,
+            Err(message) => {
+                // The writer thread ends only when every sender is gone.
+                drop(out);
+                sink.finish();
+                return Err(LaunchError::Node { message });
+            }
+        };
+
+    let last_words = relay_agent_stderr(&plan, &mut top.sessions, &out);
 
     let (up_tx, up_rx) = unbounded_channel::<Up>();
     let deadline = Instant::now() + plan.ping_timeout.max(Duration::from_secs(10));
@@ -104,7 +110,7 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     drop(up_tx);
     let Joined { links, refused, other_version } = joined;
     let silent: Vec<usize> = (0..subtrees.len()).filter(|&i| links.links[i].is_none()).collect();
-    let down = route_down(links);
+    let (down, router) = route_down(links);
 
     let rules = StopRules {
         kill_grace: spec.kill_grace,
@@ -178,12 +184,62 @@ pub async fn run_cluster(spec: JobSpec, plan: ClusterPlan) -> Result<JobReport, 
     drop(run);
     let _ = credits.await;
     drop(down);
+    // The agents tell an OOM kill of a step on its session's stderr once its proxy has exited
+    // (the kill reached us through the proxy first): after a failed rank, wait a moment for
+    // those last words. Other ends do not wait, so a job that went well ends as fast as ever.
+    let wait = matches!(report.end, JobEnd::RankFailed { .. }) && !last_words.is_empty();
+    if wait {
+        // The links close with the router, and the proxies exit on it; the stdin thread may
+        // hold a sender for as long as the terminal stays open, so the router is not waited for.
+        router.abort();
+        let _ = router.await;
+    }
+    let until = Instant::now() + LAST_WORDS;
+    for mut relay in last_words {
+        if wait && tokio::time::timeout_at(until, &mut relay).await.is_ok() {
+            continue;
+        }
+        // Each relay holds a sender of the writer thread, which `finish` waits for.
+        relay.abort();
+        let _ = relay.await;
+    }
     for s in &top.sessions {
         s.terminate();
     }
     drop(out);
     sink.finish();
     Ok(report)
+}
+
+/// How long a launcher whose rank failed waits for the agents' last words on the sessions'
+/// stderr (an OOM kill is told after the proxy's exit, within a millisecond or so).
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// Relays what the agents send on each top session's stderr (the proxy's own stderr, and an
+/// agent's word on the step such as an OOM kill) to the launcher's stderr, until the session
+/// ends. Only for agent sessions: over SSH the session's stderr also carries the ssh client's
+/// own chatter, which stays unread as before.
+fn relay_agent_stderr(
+    plan: &ClusterPlan,
+    sessions: &mut [RemoteCommand],
+    out: &OutputTx,
+) -> Vec<JoinHandle<()>> {
+    if plan.bootstrap.kind != LauncherKind::Agent {
+        return Vec::new();
+    }
+    sessions
+        .iter_mut()
+        .map(|session| {
+            let (_, closed) = tokio::sync::mpsc::channel(1);
+            let mut stderr = std::mem::replace(&mut session.stderr, closed);
+            let out = out.clone();
+            tokio::spawn(async move {
+                while let Some(bytes) = stderr.recv().await {
+                    let _ = out.send((output::STDERR, bytes));
+                }
+            })
+        })
+        .collect()
 }
 
 /// The top of the tree, started.
@@ -229,14 +285,16 @@ async fn start_top(
 
 /// The down direction: one writer per top proxy; a router task picks the subtree of each
 /// addressed message.
-fn route_down(links: Links) -> UnboundedSender<Envelope> {
+/// The router's task owns the links: it ends (closing them) once every sender is gone, or
+/// when aborted.
+fn route_down(links: Links) -> (UnboundedSender<Envelope>, JoinHandle<()>) {
     let (down_tx, mut down_rx) = unbounded_channel::<Envelope>();
-    tokio::spawn(async move {
+    let router = tokio::spawn(async move {
         while let Some(envelope) = down_rx.recv().await {
             links.forward(&envelope);
         }
     });
-    down_tx
+    (down_tx, router)
 }
 
 /// Signals for ranks on other nodes: one message down, and every proxy signals its own ranks'

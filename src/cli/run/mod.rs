@@ -15,6 +15,7 @@ use gangway_launcher::proxy::root::ClusterPlan;
 pub use request::{ClusterFlags, LauncherArg, PmiArg, RunArgs, RunRequest};
 
 use super::error::CliError;
+use super::flag_values::MemorySize;
 
 /// A step takes GPUs among its job's: a type it names must be the job's (`job_type`, from
 /// `GANGWAY_GPU_TYPE`), whose GPUs are all of it.
@@ -106,7 +107,14 @@ pub fn main(args: RunArgs) -> Result<u8, CliError> {
             eprintln!("gangway: {note}");
         }
     }
-    launch::run_local(spec, placement, request.cluster.mem.map(|m| m.bytes()))
+    launch::run_local(spec, placement, memory_limit(request.cluster.mem))
+}
+
+/// A local run's memory limit from `--mem`. `--mem=0` is Slurm's "all of the node's memory":
+/// no limit, as a managed job with it gets; a limit of 0 bytes let no rank even exec (each
+/// ended 127, which reads as "program not found").
+fn memory_limit(mem: Option<MemorySize>) -> Option<u64> {
+    mem.map(MemorySize::bytes).filter(|&bytes| bytes > 0)
 }
 
 /// A job across nodes: the layout, then the proxies.
@@ -164,4 +172,19 @@ fn print_map(request: &RunRequest, placement: Option<&gangway_topology::Placemen
         ),
     };
     let _ = writeln!(stdout, "{}", text.trim_end());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_zero_is_no_limit_and_any_other_size_is_the_limit() {
+        let size = |s: &str| Some(s.parse::<MemorySize>().unwrap());
+        assert_eq!(memory_limit(size("0")), None);
+        assert_eq!(memory_limit(size("0G")), None);
+        assert_eq!(memory_limit(None), None);
+        assert_eq!(memory_limit(size("100M")), Some(100 << 20));
+        assert_eq!(memory_limit(size("1K")), Some(1024));
+    }
 }

@@ -242,7 +242,7 @@ pub struct RunArgs {
     pub nice: Option<i32>,
 
     /// Memory per node (512M, 4G): with a controller, what the job asks for; on this machine,
-    /// as root, the run's memory limit (swap off), enforced by its cgroup.
+    /// as root, the run's memory limit (swap off), enforced by its cgroup (0: no limit).
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
 

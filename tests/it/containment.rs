@@ -61,6 +61,27 @@ fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
 }
 
 #[test]
+fn mem_zero_is_no_limit_and_cgroups_turned_off_say_mem_is_not_enforced() {
+    if !root("mem=0") {
+        return;
+    }
+    // Slurm's --mem=0, all of the node's memory: no limit (a 0-byte limit let no rank exec: 127).
+    run(gangway().args(["run", "-n", "1", "--mem=0", "true"])).assert_success();
+    // Turned off, --mem cannot be enforced: the run says so, and the program runs unconfined.
+    let off = run(gangway()
+        .env("GANGWAY_NO_CGROUPS", "1")
+        .args(["run", "-n", "1", "--mem=100M"])
+        .arg(program("hog"))
+        .arg("150"));
+    off.assert_success();
+    assert!(
+        off.stderr.contains("--mem not enforced") && off.stderr.contains("GANGWAY_NO_CGROUPS=1"),
+        "{}",
+        off.stderr
+    );
+}
+
+#[test]
 fn a_rank_widening_its_affinity_stays_on_the_runs_cpus() {
     if !root("affinity") {
         return;

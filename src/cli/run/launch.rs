@@ -44,8 +44,8 @@ pub fn run_local(
     finish(result)
 }
 
-/// The local run's cgroup (`run_cgroup.rs`), when this process may make one. Unavailable is
-/// said only when it matters: `--mem` was asked for, or `-v`.
+/// The local run's cgroup (`run_cgroup.rs`), when this process may make one. Unavailable or
+/// turned off is said only when it matters: `--mem` was asked for, or `-v`.
 fn enter_cgroup(
     spec: &JobSpec,
     placement: Option<&Placement>,
@@ -58,7 +58,17 @@ fn enter_cgroup(
             }
             Some(cgroup)
         }
-        Ok(None) => None,
+        // Turned off (GANGWAY_NO_CGROUPS=1): said when it matters, as the unavailable case is.
+        Ok(None) => {
+            if memory.is_some() {
+                eprintln!(
+                    "gangway: warning: --mem not enforced, running unconfined: cgroups turned off (GANGWAY_NO_CGROUPS=1)"
+                );
+            } else if spec.verbose {
+                eprintln!("gangway: running unconfined: cgroups turned off (GANGWAY_NO_CGROUPS=1)");
+            }
+            None
+        }
         Err(e) if e.is_unavailable() && memory.is_none() && !spec.verbose => None,
         Err(e) => {
             let what = if memory.is_some() { "--mem not enforced, " } else { "" };

@@ -11,7 +11,7 @@ use clap::Args;
 use super::args::{list, parse};
 use super::attempts;
 use super::scontrol::{batch_exit_code, exit_code};
-use super::time::{elapsed, local, parse as parse_time};
+use super::time::{cpu_time, elapsed, local, parse as parse_time};
 use super::units::{Unit, size};
 use crate::cli::accounting;
 use crate::cli::begin_time::now_ms;
@@ -401,7 +401,7 @@ fn usage_of(j: &JobInfo, part: Option<&str>) -> Option<(u64, Option<u64>)> {
 /// sacct's `TotalCPU` and `MaxRSS` (counted in K, printed as sacct prints sizes).
 fn usage_field(j: &JobInfo, part: Option<&str>, field: &str, units: Option<Unit>) -> String {
     match (field, usage_of(j, part)) {
-        ("TotalCPU", Some((cpu, _))) => accounting::cpu_time(cpu),
+        ("TotalCPU", Some((cpu, _))) => cpu_time(cpu),
         ("MaxRSS", Some((_, Some(peak)))) => size(peak / 1024, Unit::Kilo, units),
         _ => String::new(),
     }
@@ -409,7 +409,12 @@ fn usage_field(j: &JobInfo, part: Option<&str>, field: &str, units: Option<Unit>
 
 fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64, units: Option<Unit>) -> String {
     let end_ms = s.end.map(|(t, _)| t);
+    // The step the kernel's OOM killer struck (its agent's report says so) ended
+    // OUT_OF_MEMORY, as Slurm marks it, whatever its exit code.
+    let part = format!("step {}", s.step);
+    let oom = j.usage.iter().any(|u| u.part == part && u.out_of_memory.is_some());
     let state = match s.end {
+        Some(_) if oom => "OUT_OF_MEMORY",
         None if j.state == "RUNNING" => "RUNNING",
         None | Some((_, None)) => "CANCELLED",
         Some((_, Some(0))) => "COMPLETED",
@@ -439,7 +444,7 @@ fn step_value(j: &JobInfo, s: &StepRecord, field: &str, now: u64, units: Option<
         "End" => end_ms.map(|t| local(Some(t))).unwrap_or_else(|| "Unknown".into()),
         "UID" => j.uid.to_string(),
         "WorkDir" => j.cwd.clone(),
-        "TotalCPU" | "MaxRSS" => usage_field(j, Some(&format!("step {}", s.step)), field, units),
+        "TotalCPU" | "MaxRSS" => usage_field(j, Some(&part), field, units),
         "NodeList" => s.placed.as_ref().map(|p| p.nodelist.clone()).unwrap_or_default(),
         "NNodes" => s.placed.as_ref().map(|p| p.nnodes.to_string()).unwrap_or_default(),
         "AllocCPUS" => s.placed.as_ref().map(|p| p.cpus.to_string()).unwrap_or_default(),
@@ -701,6 +706,36 @@ mod tests {
     }
 
     #[test]
+    fn the_step_the_oom_killer_struck_ends_out_of_memory() {
+        let events: Vec<(u64, String, String)> = [
+            (1_000, "step", "step 0: hog 300"),
+            (2_000, "step_end", "step 0: exit 137"),
+            (3_000, "step", "step 1: hog 100"),
+            (4_000, "step_end", "step 1: exit 0"),
+        ]
+        .iter()
+        .map(|(t, k, d)| (*t, k.to_string(), d.to_string()))
+        .collect();
+        let steps = steps_of(&events);
+        let mut j = job(7, "OUT_OF_MEMORY", Some(0));
+        let report = |part: &str, oom: bool| crate::protocol::PartUsage {
+            node: "node1".into(),
+            part: part.into(),
+            user_us: 1000,
+            system_us: 0,
+            peak_memory: Some(100 << 20),
+            memory_limit: Some(100 << 20),
+            out_of_memory: oom.then(|| format!("{part} of job 7 on node1 ran out of memory")),
+        };
+        j.usage = vec![report("step 0", true), report("step 1", false)];
+        let lines: Vec<Line<'_>> =
+            steps.iter().map(|s| Line { job: &j, batch_step: false, step: Some(s) }).collect();
+        let out =
+            render("JobID,State,ExitCode", &lines, Layout::Parsable { trailing: false }, false, 0);
+        assert_eq!(out, "7.0|OUT_OF_MEMORY|0:9\n7.1|COMPLETED|0:0\n");
+    }
+
+    #[test]
     fn usage_fills_total_cpu_and_max_rss_per_line() {
         let part = |node: &str, part: &str, us: u64, peak: u64| crate::protocol::PartUsage {
             node: node.into(),
@@ -733,7 +768,8 @@ mod tests {
         let out =
             render("JobID,TotalCPU,MaxRSS", &lines, Layout::Parsable { trailing: false }, false, 0);
         // As sacct prints sizes: the largest exact unit, or the one --units names.
-        assert_eq!(out, "7|0:03.500|4M\n7.batch|0:01.000|1M\n7.0|0:02.000|3M\n");
+        // As sacct prints CPU time: milliseconds under an hour, none when they are 0.
+        assert_eq!(out, "7|00:03.500|4M\n7.batch|00:00:01|1M\n7.0|00:00:02|3M\n");
         let parsable = Layout::Parsable { trailing: false };
         let out = render_in("JobID,MaxRSS", &lines, parsable, false, 0, Some(Unit::Kilo));
         assert_eq!(out, "7|4096K\n7.batch|1024K\n7.0|3072K\n");

@@ -1,5 +1,5 @@
 //! Times as Slurm's commands print and read them: local `YYYY-MM-DDTHH:MM:SS`, elapsed
-//! `[D-]HH:MM:SS` (sacct), the `-S`/`-E` forms sacct takes, and the date line above an
+//! `[D-]HH:MM:SS` and CPU time (sacct), the `-S`/`-E` forms sacct takes, and the date line above an
 //! iterated report.
 
 use crate::protocol::end_handling::{self, local_time};
@@ -13,6 +13,23 @@ pub fn local(ms: Option<u64>) -> String {
 pub fn elapsed(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 { format!("{d}-{h:02}:{m:02}:{s:02}") } else { format!("{h:02}:{m:02}:{s:02}") }
+}
+
+/// CPU time (`TotalCPU`, `UserCPU`, `SystemCPU`) as sacct prints it: `MM:SS.mmm` under an
+/// hour, `HH:MM:SS` past it, `D-HH:MM:SS` past a day, and `00:MM:SS` when the milliseconds
+/// are 0 (Slurm 22.05's `_elapsed_time`, whose formats `strings /usr/bin/sacct` shows).
+pub fn cpu_time(us: u64) -> String {
+    let (secs, milli) = (us / 1_000_000, us / 1000 % 1000);
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else if h > 0 {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else if milli > 0 {
+        format!("{m:02}:{s:02}.{milli:03}")
+    } else {
+        format!("00:{m:02}:{s:02}")
+    }
 }
 
 /// The date line `squeue`/`sinfo` print above each report of `-i` and `-l`, as Slurm's
@@ -74,6 +91,16 @@ mod tests {
     fn elapsed_is_zero_padded_with_days_in_front() {
         assert_eq!(elapsed(5), "00:00:05");
         assert_eq!(elapsed(90061), "1-01:01:01");
+    }
+
+    #[test]
+    fn cpu_time_is_printed_as_sacct_prints_it() {
+        assert_eq!(cpu_time(1_171_000), "00:01.171");
+        assert_eq!(cpu_time(61_005_999), "01:01.005");
+        assert_eq!(cpu_time(3_000_000), "00:00:03");
+        assert_eq!(cpu_time(0), "00:00:00");
+        assert_eq!(cpu_time(3_723_400_000), "01:02:03");
+        assert_eq!(cpu_time(93_784_000_000), "1-02:03:04");
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub fn efficiency(cpu_us: u64, cpus: u32, elapsed_ms: u64) -> Option<f64> {
     (capacity > 0.0).then(|| cpu_us as f64 * 100.0 / capacity)
 }
 
-/// CPU time as Slurm's `TotalCPU` prints it: `M:SS.mmm`, with hours (`H:MM:SS`) past one.
+/// CPU time as `show job` and `history` print it: `M:SS.mmm`, with hours (`H:MM:SS`) past one
+/// (sacct prints Slurm's own form, `slurm::time::cpu_time`).
 pub fn cpu_time(us: u64) -> String {
     let ms = us / 1000;
     let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);

@@ -234,7 +234,7 @@ fn a_managed_job_is_told_its_gpus() {
     // them among the job's GPUs as its agent told it (on the agent's model), none shared.
     // (`--cpu-bind=none`: the stand-in model's CPUs are not all this machine's.)
     let step = format!(
-        "{} run -n 2 --gpus-per-task=1 --cpu-bind=none sh -c 'echo TASK GPUS=$GANGWAY_GPUS CUDA=$CUDA_VISIBLE_DEVICES'",
+        "{} run -n 2 --gpus-per-task=1 --gpu-bind=closest --cpu-bind=none sh -c 'echo TASK GPUS=$GANGWAY_GPUS CUDA=$CUDA_VISIBLE_DEVICES'",
         m.gangway_bin().display()
     );
     let id = m.submit(&[

@@ -135,6 +135,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "[TYPE:]N", conflicts_with_all = ["gpus", "gres"])]
     pub gpus_per_task: Option<GpuCount>,
 
+    /// Which GPUs each rank gets: closest, those nearest its cores (Slurm's --gpu-bind=closest;
+    /// the one rule here, what --gpus-per-task does anyway). Others (map_gpu, mask_gpu, single,
+    /// none) are refused. Example: `gangway run -n 2 --gpus-per-task=1 --gpu-bind=closest ./app`
+    #[arg(long, value_name = "TYPE")]
+    pub gpu_bind: Option<String>,
+
     /// GPUs in all, split evenly among the ranks (Slurm's srun --gpus).
     #[arg(short = 'G', long, value_name = "[TYPE:]N", conflicts_with = "gres")]
     pub gpus: Option<GpuCount>,
@@ -366,6 +372,9 @@ impl RunArgs {
             return Err(usage("-c/--cpus-per-task must be at least 1".into()));
         }
         let option = |e: gangway_topology::OptionError| usage(e.to_string());
+        if let Some(bind) = &self.gpu_bind {
+            gpu_bind(bind).map_err(usage)?;
+        }
         // Every GPU flag as GPUs per rank: `--gpus` split over the ranks, `--gres` over each
         // node's (as many nodes as given, else one).
         let per_node =
@@ -564,5 +573,31 @@ impl RunArgs {
             mpi_given,
             cluster,
         })
+    }
+}
+
+/// `--gpu-bind`: `closest` is what placement does for every rank with GPUs (the topology
+/// crate's one GPU rule, nearest the rank's CPUs first, none shared), so it is taken as said;
+/// Slurm's other kinds would need another rule and are refused by name.
+fn gpu_bind(value: &str) -> Result<(), String> {
+    if value == "closest" {
+        return Ok(());
+    }
+    Err(format!(
+        "--gpu-bind={value}: only closest is supported (each rank gets the GPUs nearest its cores, as --gpus-per-task does anyway); map_gpu, mask_gpu, single and none are not"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_bind_takes_closest_and_refuses_the_others_by_name() {
+        assert_eq!(gpu_bind("closest"), Ok(()));
+        for other in ["none", "single:1", "map_gpu:0,1", "mask_gpu:0x1", "verbose,closest", ""] {
+            let e = gpu_bind(other).unwrap_err();
+            assert!(e.starts_with(&format!("--gpu-bind={other}: only closest")), "{e}");
+        }
     }
 }

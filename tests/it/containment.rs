@@ -61,12 +61,19 @@ fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
 }
 
 #[test]
-fn mem_zero_is_no_limit_and_cgroups_turned_off_say_mem_is_not_enforced() {
+fn mem_zero_is_no_limit_mem_per_cpu_counts_the_ranks_and_cgroups_turned_off_say_so() {
     if !root("mem=0") {
         return;
     }
     // Slurm's --mem=0, all of the node's memory: no limit (a 0-byte limit let no rank exec: 127).
     run(gangway().args(["run", "-n", "1", "--mem=0", "true"])).assert_success();
+    // --mem-per-cpu times the run's CPUs (2 ranks x 1): 100 MiB, which two ranks of 80 exceed.
+    let per_cpu = run(gangway()
+        .args(["run", "-n", "2", "--cpu-bind=none", "--mem-per-cpu=50M"])
+        .arg(program("hog"))
+        .arg("80"));
+    assert_eq!(per_cpu.code(), 128 + 9, "{}", per_cpu.stderr);
+    assert!(per_cpu.stderr.contains("limit of 100 MiB"), "{}", per_cpu.stderr);
     // Turned off, --mem cannot be enforced: the run says so, and the program runs unconfined.
     let off = run(gangway()
         .env("GANGWAY_NO_CGROUPS", "1")

@@ -195,7 +195,7 @@ fn job_shape(request: &RunRequest) -> JobShape {
         ntasks_per_node: request.layout.tasks_per_node.filter(|_| tasks),
         cpus_per_task: Some(request.spec.cpus_per_task),
         mem_per_node: flags.mem,
-        mem_per_cpu: None,
+        mem_per_cpu: flags.mem_per_cpu,
         gpus_per_task: (request.binding.gpus_per_task > 0).then_some(request.binding.gpus_per_task),
         gpu_type: flags.gpu_type.clone(),
         exclusive: flags.exclusive,

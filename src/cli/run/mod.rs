@@ -107,14 +107,18 @@ pub fn main(args: RunArgs) -> Result<u8, CliError> {
             eprintln!("gangway: {note}");
         }
     }
-    launch::run_local(spec, placement, memory_limit(request.cluster.mem))
+    let cpus = spec.ntasks.saturating_mul(spec.cpus_per_task);
+    let limit = memory_limit(request.cluster.mem, request.cluster.mem_per_cpu, cpus);
+    launch::run_local(spec, placement, limit)
 }
 
-/// A local run's memory limit from `--mem`. `--mem=0` is Slurm's "all of the node's memory":
-/// no limit, as a managed job with it gets; a limit of 0 bytes let no rank even exec (each
-/// ended 127, which reads as "program not found").
-fn memory_limit(mem: Option<MemorySize>) -> Option<u64> {
-    mem.map(MemorySize::bytes).filter(|&bytes| bytes > 0)
+/// A local run's memory limit from `--mem`, or `--mem-per-cpu` times the run's CPUs (ranks
+/// times `-c`). `--mem=0` is Slurm's "all of the node's memory": no limit, as a managed job
+/// with it gets; a limit of 0 bytes let no rank even exec (each ended 127, which reads as
+/// "program not found").
+fn memory_limit(mem: Option<MemorySize>, per_cpu: Option<MemorySize>, cpus: u32) -> Option<u64> {
+    let per_cpu = per_cpu.map(|m| m.bytes().saturating_mul(u64::from(cpus)));
+    mem.map(MemorySize::bytes).or(per_cpu).filter(|&bytes| bytes > 0)
 }
 
 /// A job across nodes: the layout, then the proxies.
@@ -179,12 +183,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mem_zero_is_no_limit_and_any_other_size_is_the_limit() {
+    fn mem_zero_is_no_limit_and_mem_per_cpu_counts_the_runs_cpus() {
         let size = |s: &str| Some(s.parse::<MemorySize>().unwrap());
-        assert_eq!(memory_limit(size("0")), None);
-        assert_eq!(memory_limit(size("0G")), None);
-        assert_eq!(memory_limit(None), None);
-        assert_eq!(memory_limit(size("100M")), Some(100 << 20));
-        assert_eq!(memory_limit(size("1K")), Some(1024));
+        assert_eq!(memory_limit(size("0"), None, 4), None);
+        assert_eq!(memory_limit(size("0G"), None, 4), None);
+        assert_eq!(memory_limit(None, None, 4), None);
+        assert_eq!(memory_limit(size("100M"), None, 4), Some(100 << 20));
+        assert_eq!(memory_limit(size("1K"), None, 4), Some(1024));
+        // --mem-per-cpu: times the run's CPUs; 0 is no limit as well.
+        assert_eq!(memory_limit(None, size("50M"), 4), Some(200 << 20));
+        assert_eq!(memory_limit(None, size("0"), 4), None);
     }
 }

@@ -252,6 +252,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
 
+    /// Memory per CPU (512M): with a controller, what the job asks for on each node (times its
+    /// CPUs there); on this machine, as root, the run's limit is it times -n times -c.
+    #[arg(long, value_name = "SIZE", conflicts_with = "mem")]
+    pub mem_per_cpu: Option<String>,
+
     /// With a controller: whole nodes, shared with no other job.
     #[arg(long)]
     pub exclusive: bool,
@@ -345,6 +350,7 @@ pub struct ClusterFlags {
     pub qos: Option<String>,
     pub nice: i32,
     pub mem: Option<MemorySize>,
+    pub mem_per_cpu: Option<MemorySize>,
     pub exclusive: bool,
     pub nodelist: NodeList,
     pub exclude: NodeList,
@@ -545,6 +551,11 @@ impl RunArgs {
             qos: self.qos,
             nice: self.nice.unwrap_or(0),
             mem: self.mem.as_deref().map(|m| memory_flag("--mem", m)).transpose()?,
+            mem_per_cpu: self
+                .mem_per_cpu
+                .as_deref()
+                .map(|m| memory_flag("--mem-per-cpu", m))
+                .transpose()?,
             exclusive: self.exclusive,
             nodelist: node_list_flag("--nodelist", self.nodelist.as_deref())?,
             exclude: node_list_flag("--exclude", self.exclude.as_deref())?,

@@ -9,7 +9,7 @@ use crate::protocol::{Reply, Request};
 /// Flags of `gangway history`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  gangway history -n 20     the 20 most recent finished jobs, with exit codes"
+    after_help = "Example:\n  gangway history -n 20     the 20 most recent finished jobs, with exit codes, CPU time\n                            (TOTALCPU) and peak memory (MAXMEM)"
 )]
 pub struct HistoryArgs {
     /// How many jobs.

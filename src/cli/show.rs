@@ -16,7 +16,11 @@ pub struct ShowArgs {
 /// What to show.
 #[derive(Debug, Subcommand)]
 pub enum ShowWhat {
-    /// Everything about a job: shape, nodes, CPU map, pending reason, events.
+    /// Everything about a job: shape, nodes, CPU map, pending reason, events, and once it ran
+    /// its CPU time, peak memory and CPU efficiency (job and each step).
+    #[command(
+        after_help = "Example:\n  gangway show job 7     ... TotalCPU=0:01.171 ... MaxMemory=204.6 MiB\n                         Efficiency: CPU 6.2% (0:01.171 of 4 CPUs x 4.7s elapsed)"
+    )]
     Job {
         id: u64,
         #[arg(long)]

@@ -1,7 +1,8 @@
 //! The agent's cgroups (docs/containment.md): one per job on this node, made from its grant
 //! when the job arrives (CPUs and their NUMA memory, `--mem` with swap off, a pids limit if the
 //! agent has one, the node's GPUs it was not granted denied), and one per part of the job
-//! under it, `batch` for the script and `step_N` for each step's proxy and its ranks; the one
+//! under it, `batch` for the script and `step_N` for each step's proxy and its ranks (with the
+//! step's own `--mem` when it has one, never above the job's); the one
 //! step of a `gangway run` job runs in the job's cgroup itself (`Part::Only`).
 //!
 //! A part's first process joins its cgroup itself, between fork and exec (a write of `0` to
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gangway_containment::{
-    Base, Containment, Join, Limits, RootConfig, Usage, devices, job_cgroup, step_cgroup,
+    Base, Containment, Join, Limits, RootConfig, Swap, Usage, devices, job_cgroup, step_cgroup,
 };
 use gangway_topology::{CpuSet, NodeSet, Topology};
 
@@ -195,11 +196,19 @@ impl NodeCgroups {
         topology: &Topology,
         cpus: Option<&CpuSet>,
     ) -> Limits {
-        let mut limits = Limits::new();
-        if let Some(c) = cpus.filter(|c| machine_has(c)) {
-            limits = limits.cpus(c.clone());
-        }
-        limits.within(&job_limits(launch, topology, self.pids, &machine_has))
+        self.step_limits(launch, topology, cpus, None)
+    }
+
+    /// A step's limits ([`step_limits`] inside this job's on this node).
+    pub fn step_limits(
+        &self,
+        launch: &JobLaunch,
+        topology: &Topology,
+        cpus: Option<&CpuSet>,
+        memory: Option<u64>,
+    ) -> Limits {
+        let job = job_limits(launch, topology, self.pids, &machine_has);
+        step_limits(&job, cpus, memory, &machine_has)
     }
 
     /// [`NodeCgroups::enter`] with the limits worked out: blocking (the agent makes a step's
@@ -234,7 +243,9 @@ impl NodeCgroups {
     }
 
     /// A step's cgroup made ahead with its job's limits, now for a step on `limits`: its CPUs
-    /// (and their NUMA nodes) narrowed when the step's differ from the job's, a write each.
+    /// (and their NUMA nodes) narrowed when the step's differ from the job's, and its memory
+    /// limit when it has one of its own (lower than the job's: v1 takes the limit before the
+    /// memory-plus-swap one), a write each.
     /// `false`: they could not be (the caller makes the part afresh).
     pub fn narrow(&self, job: JobId, attempt: u32, part: Part, limits: &Limits) -> bool {
         let began = std::time::Instant::now();
@@ -244,6 +255,9 @@ impl NodeCgroups {
         }
         if let Some(m) = &limits.mems {
             cpus = cpus.mems(m.clone());
+        }
+        if let Some(bytes) = limits.memory {
+            cpus = cpus.memory(bytes).swap(limits.swap);
         }
         let done = self.containment.create(&part.path(job, attempt), &cpus).is_ok();
         let took = began.elapsed().as_micros() as u64;
@@ -408,6 +422,34 @@ fn machine_has(cpus: &CpuSet) -> bool {
     !cpus.is_empty() && cpus.iter().all(|c| have.is_set(c as usize).unwrap_or(false))
 }
 
+/// A step's limits inside its job's `job` (pure but for `present`, as [`job_limits`]): its
+/// CPUs, and its own memory limit (`--mem` of the step, from its credential) with swap off as
+/// for jobs; never above the job's, which it keeps where the step sets none.
+pub fn step_limits(
+    job: &Limits,
+    cpus: Option<&CpuSet>,
+    memory: Option<u64>,
+    present: &dyn Fn(&CpuSet) -> bool,
+) -> Limits {
+    let mut limits = Limits::new();
+    if let Some(c) = cpus.filter(|c| present(c)) {
+        limits = limits.cpus(c.clone());
+    }
+    if let Some(bytes) = memory {
+        limits = limits.memory(bytes).swap(Swap::Off);
+    }
+    limits.within(job)
+}
+
+/// The memory limit a step runs under: its own, never above its job's (`None`: neither has
+/// one). What its OOM report names.
+pub fn step_memory_limit(job: Option<u64>, step: Option<u64>) -> Option<u64> {
+    match (job, step) {
+        (Some(j), Some(s)) => Some(j.min(s)),
+        (j, s) => j.or(s),
+    }
+}
+
 /// A job's limits on this node from its grant (pure but for `present`, which says whether
 /// the machine has the granted CPUs): its CPUs and their NUMA nodes, its memory with swap
 /// off, the pids limit, and the GPUs of the node it was not granted denied.
@@ -493,6 +535,29 @@ mod tests {
         assert_eq!(l.memory, Some(100 << 20));
         assert_eq!(l.pids, Some(64));
         assert_eq!(l.swap, gangway_containment::Swap::Off);
+    }
+
+    #[test]
+    fn a_steps_own_memory_narrows_its_jobs_and_never_widens_it() {
+        let topology = Shape::new(2, 4, 1).build().unwrap();
+        let job = job_limits(&launch("0-3", Some(300 << 20)), &topology, None, &|_| true);
+        let cpus: CpuSet = "1".parse().unwrap();
+        let l = step_limits(&job, Some(&cpus), Some(50 << 20), &|_| true);
+        assert_eq!((l.cpus, l.memory, l.swap), (Some(cpus.clone()), Some(50 << 20), Swap::Off));
+        assert_eq!(l.mems, job.mems, "the job's NUMA nodes");
+        // More than the job's (the controller refuses it; an old one may not): the job's.
+        let l = step_limits(&job, None, Some(1 << 30), &|_| true);
+        assert_eq!((l.cpus, l.memory), (job.cpus.clone(), Some(300 << 20)));
+        // None of its own: the job's limits as they are.
+        assert_eq!(step_limits(&job, None, None, &|_| true), job);
+        assert_eq!(step_memory_limit(Some(300), Some(50)), Some(50));
+        assert_eq!(step_memory_limit(Some(300), Some(500)), Some(300));
+        assert_eq!(step_memory_limit(None, Some(50)), Some(50));
+        assert_eq!(step_memory_limit(Some(300), None), Some(300));
+        // A job without a limit: the step's own is the only one, swap off.
+        let free = job_limits(&launch("0-3", None), &topology, None, &|_| true);
+        let l = step_limits(&free, None, Some(50 << 20), &|_| true);
+        assert_eq!((l.memory, l.swap), (Some(50 << 20), Swap::Off));
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(super) fn start_proxy(
     let (part, join) = opts
         .cgroups
         .as_ref()
-        .and_then(|cg| step_cgroup(cg, job, opts, c.step, &cpus))
+        .and_then(|cg| step_cgroup(cg, job, opts, c.step, &cpus, c.memory_on(node_id)))
         .unwrap_or((Part::Step(c.step), Vec::new()));
     let joined = began.elapsed();
     let in_cgroup = !join.is_empty();
@@ -248,7 +248,7 @@ fn keep_proxy(
         job: c.job,
         attempt: c.attempt,
         part,
-        limit: job.launch.memory,
+        limit: super::cgroups::step_memory_limit(job.launch.memory, c.memory_on(node_id)),
         error_output: job.launch.error_output.clone(),
         tx: tx.clone(),
     };
@@ -260,15 +260,17 @@ fn keep_proxy(
 
 /// The cgroup step `step` of `job` runs in, on `cpus`, and the files that join it: the one
 /// made ahead when it is this step's (its CPUs narrowed if the step's are fewer than the
-/// job's; a one-step job's own cgroup only when they are the job's), else one made now.
+/// job's, its memory if it has a limit of its own; a one-step job's own cgroup only when they
+/// are the job's), else one made now.
 fn step_cgroup(
     cgroups: &NodeCgroups,
     job: &mut LocalJob,
     opts: &AgentOptions,
     step: u32,
     cpus: &gangway_topology::CpuSet,
+    memory: Option<u64>,
 ) -> Option<(Part, Vec<std::os::fd::OwnedFd>)> {
-    let limits = cgroups.part_limits(&job.launch, &opts.topology, Some(cpus));
+    let limits = cgroups.step_limits(&job.launch, &opts.topology, Some(cpus), memory);
     let (job_id, attempt) = (job.launch.job, job.launch.attempt);
     match std::mem::take(&mut job.next_step) {
         NextStep::Made(n, made, join) if n == step => {

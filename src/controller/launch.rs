@@ -6,7 +6,7 @@
 //! job's own environment already names one (`gangway batch --mpi`, or the submitter's
 //! `GANGWAY_MPI`): the script's steps read it as their default, as they would the user's.
 
-use super::state::{Cluster, Job};
+use super::state::{Cluster, GrantedNode, Job};
 use crate::protocol::{BatchLaunch, Grant, GrantNode, JobId, JobKind, JobLaunch};
 
 impl Cluster {
@@ -131,11 +131,7 @@ impl Cluster {
             env,
             cwd: job.sub.cwd.clone(),
             umask: job.sub.umask.unwrap_or(crate::protocol::DEFAULT_UMASK) & 0o777,
-            // The grant's memory is a limit only when the job asked for memory: otherwise it
-            // is the scheduler's estimate, and the job may use what the node has.
-            memory: (job.sub.shape.mem_per_node.is_some() || job.sub.shape.mem_per_cpu.is_some())
-                .then_some(g.memory)
-                .filter(|m| *m > 0),
+            memory: memory_limit(job, g),
             gpus: g.gpus.clone(),
             error_output: self.error_output(job),
             one_step: job.sub.kind == crate::protocol::JobKind::Run,
@@ -182,6 +178,8 @@ impl Cluster {
                     port: rec.map(|r| r.port).unwrap_or(0),
                     cpus: g.cpus.clone(),
                     ntasks: g.tasks.len() as u32,
+                    // A job's own step runs under the job's limit.
+                    memory: None,
                 }
             })
             .collect();
@@ -216,4 +214,13 @@ fn default_output(job: &Job) -> &'static str {
     } else {
         gangway_launcher::output::DEFAULT_BATCH_OUTPUT
     }
+}
+
+/// A job's memory limit on one of its nodes, bytes (`None`: none). The grant's memory is a
+/// limit only when the job asked for memory: otherwise it is the scheduler's estimate, and the
+/// job may use what the node has.
+pub(crate) fn memory_limit(job: &Job, g: &GrantedNode) -> Option<u64> {
+    (job.sub.shape.mem_per_node.is_some() || job.sub.shape.mem_per_cpu.is_some())
+        .then_some(g.memory)
+        .filter(|m| *m > 0)
 }

@@ -224,6 +224,40 @@ pub struct StepRequest {
     /// `-w`: only these nodes of the allocation (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodelist: Vec<String>,
+    /// The step's own `--mem`/`--mem-per-cpu`: its cgroup's limit on each node, inside the
+    /// job's (`None`, also from older clients: the job's limit alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<StepMemory>,
+}
+
+/// How a step asked for memory; the controller works out each node's limit once it knows the
+/// step's CPUs there ([`StepMemory::on_node`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepMemory {
+    /// `--mem`: bytes on each node of the step.
+    PerNode(u64),
+    /// `--mem-per-cpu`: bytes per CPU the step holds on a node.
+    PerCpu(u64),
+}
+
+impl StepMemory {
+    /// The limit on a node where the step holds `cpus` CPUs (Slurm's rule: `--mem-per-cpu`
+    /// times the step's CPUs there).
+    pub fn on_node(self, cpus: u32) -> u64 {
+        match self {
+            StepMemory::PerNode(bytes) => bytes,
+            StepMemory::PerCpu(bytes) => bytes.saturating_mul(u64::from(cpus.max(1))),
+        }
+    }
+
+    /// The flag it came from, as the user wrote it (for messages).
+    pub fn flag(self) -> &'static str {
+        match self {
+            StepMemory::PerNode(_) => "--mem",
+            StepMemory::PerCpu(_) => "--mem-per-cpu",
+        }
+    }
 }
 
 /// An answer to a `gangway` command.
@@ -310,6 +344,9 @@ pub struct GrantNode {
     /// Its CPUs (on the wire as a list: `0-3,8`).
     pub cpus: CpuSet,
     pub ntasks: u32,
+    /// The step's own memory limit here, bytes (`None`: the job's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
 }
 
 /// Where a step runs, and the credential its proxies show the agents.

@@ -167,6 +167,63 @@ fn managed_jobs_are_held_to_their_memory_and_cpus_and_accounted() {
     }
 }
 
+/// A step's own `--mem` (`srun --mem` in a job) is its limit inside the job's: over it the
+/// step is OOM-killed and named with its limit while the script goes on, more than the job
+/// has is refused, and under it the step runs. The job ends as its script did (Slurm's rule:
+/// the state comes from the batch script; the step's line says OUT_OF_MEMORY).
+#[test]
+fn a_steps_own_memory_is_its_limit_within_the_jobs() {
+    let Some(m) = Managed::up(1) else { return };
+    let (bin, hog) = (m.gangway_bin().display().to_string(), program("hog").display().to_string());
+    let script = format!(
+        "#!/bin/sh\n{bin} run -n 1 --mem=50M {hog} 100; echo \"over rc=$?\"\n\
+         {bin} run -n 1 --mem=500M true; echo \"refused rc=$?\"\n\
+         {bin} run -n 1 --mem-per-cpu=150M {hog} 100; echo \"under rc=$?\"\n"
+    );
+    let id = submit_script(&m, "stepmem.sh", &script, &["-n", "1", "--mem=300M"]);
+    m.wait_done(&[id], Duration::from_secs(60));
+    let out = m.output_of(id);
+    let logs = || format!("{out}\n{}", m.logs());
+    assert!(out.contains("over rc=137"), "100 MiB under the step's 50M: {}", logs());
+    assert!(
+        out.contains(&format!("step 0 of job {id} on node1 ran out of memory"))
+            && out.contains("limit of 50 MiB"),
+        "the step and ITS limit are named: {}",
+        logs()
+    );
+    assert!(out.contains("refused rc=121"), "{}", logs());
+    assert!(
+        out.contains("memory required by the step is not available")
+            && out.contains(&format!("job {id} has 300 MiB there")),
+        "{}",
+        logs()
+    );
+    assert!(out.contains("under rc=0"), "{}", logs());
+    assert_eq!(out.matches("touched 100 MiB").count(), 1, "only the step under its limit: {out}");
+    let job = m.job(id);
+    assert_eq!(job["state"], "COMPLETED", "the script went on and ended well: {job}");
+    let path = m.slurm_path();
+    let sacct = || {
+        let out = std::process::Command::new("sacct")
+            .env("PATH", &path)
+            .env("GANGWAY_CONTROLLER", m.dir.join("ctl.sock"))
+            .env_remove("SLURM_JOB_ID")
+            .args(["-j", &id.to_string(), "-P", "-n", "--format", "JobID,State"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        text(&out)
+    };
+    // The step's report may reach the controller a moment after the job's end.
+    wait_until("the step's OOM in sacct", Duration::from_secs(10), || {
+        sacct().contains(&format!("{id}.0|OUT_OF_MEMORY"))
+    });
+    let lines = sacct();
+    assert!(lines.contains(&format!("{id}|COMPLETED")), "{lines}");
+    assert!(lines.contains(&format!("{id}.1|COMPLETED")), "{lines}");
+    assert_eq!(m.job(id)["state"], "COMPLETED", "a late OOM report of a step leaves the job as it ended");
+}
+
 #[test]
 fn nothing_a_managed_job_leaves_outlives_it() {
     let Some(mut m) = Managed::up(1) else { return };

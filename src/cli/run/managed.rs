@@ -10,12 +10,14 @@ use super::launch::run_plan;
 use super::request::RunRequest;
 use crate::cli::allocation::{wait_for_grant, wait_granted};
 use crate::cli::error::{CliError, refused};
-use crate::cli::flag_values::NodeRange;
+use crate::cli::flag_values::{MemorySize, NodeRange};
 use crate::cli::shape::JobShape;
 use crate::cli::submission::{command_name, submit_dir, submit_host, submitter_umask};
 use crate::client::Client;
 use crate::exit_code;
-use crate::protocol::{JobId, JobKind, Reply, Request, StepGrant, StepRequest, Submission};
+use crate::protocol::{
+    JobId, JobKind, Reply, Request, StepGrant, StepMemory, StepRequest, Submission,
+};
 
 fn command_line(request: &RunRequest) -> String {
     let mut words = vec![request.spec.argv0.to_string_lossy().into_owned()];
@@ -38,6 +40,7 @@ fn ask_step(
         cpus_per_task: request.spec.cpus_per_task,
         command: command_line(request),
         nodelist: request.cluster.nodelist.names().to_vec(),
+        memory: step_memory(request.cluster.mem, request.cluster.mem_per_cpu),
     };
     client.send(&Request::Step(step))?;
     let mut said = false;
@@ -54,6 +57,17 @@ fn ask_step(
             _ => {}
         }
     }
+}
+
+/// A step's own memory from its `--mem`/`--mem-per-cpu` (the controller works out each
+/// node's limit). 0 is Slurm's "all of the job's memory": no limit of the step's own.
+fn step_memory(mem: Option<MemorySize>, per_cpu: Option<MemorySize>) -> Option<StepMemory> {
+    let memory = match (mem, per_cpu) {
+        (Some(m), _) => StepMemory::PerNode(m.bytes()),
+        (None, Some(m)) => StepMemory::PerCpu(m.bytes()),
+        (None, None) => return None,
+    };
+    (memory.on_node(1) > 0).then_some(memory)
 }
 
 /// Runs the step's ranks through the agents; `job_env` (a job of its own's `GANGWAY_*`
@@ -275,4 +289,19 @@ pub fn run_as_job(request: RunRequest) -> Result<u8, CliError> {
     };
     let _ = client.call(&Request::Done { exit_code: i32::from(reported) });
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steps_memory_comes_from_its_flags_and_zero_is_the_jobs() {
+        let size = |s: &str| Some(s.parse::<MemorySize>().expect("size"));
+        assert_eq!(step_memory(size("50M"), None), Some(StepMemory::PerNode(50 << 20)));
+        assert_eq!(step_memory(None, size("1G")), Some(StepMemory::PerCpu(1 << 30)));
+        assert_eq!(step_memory(None, None), None);
+        assert_eq!(step_memory(size("0"), None), None, "--mem=0: all of the job's");
+        assert_eq!(step_memory(None, size("0")), None);
+    }
 }

@@ -1,13 +1,15 @@
 //! Steps inside a running job's allocation (`gangway run` with `GANGWAY_JOB_ID`): where a
 //! step fits beside the job's other steps, its signed credential, and the steps that wait.
 
+use gangway_containment::mib;
 use gangway_topology::CpuSet;
 
 use crate::controller::effects::{ConnId, Effects};
-use crate::controller::state::{Caller, Cluster, GrantedNode, JobState, Step};
+use crate::controller::launch::memory_limit;
+use crate::controller::state::{Caller, Cluster, GrantedNode, Job, JobState, Step};
 use crate::exit_code;
 use crate::protocol::credential::step_credential_text;
-use crate::protocol::{GrantNode, Reply, StepGrant, StepRequest};
+use crate::protocol::{GrantNode, Reply, StepGrant, StepMemory, StepRequest};
 
 impl Cluster {
     /// `gangway run` inside an allocation: a step on (part of) it, now or when it fits.
@@ -116,6 +118,16 @@ impl Cluster {
             candidates.truncate(nodes as usize);
             candidates.sort_by_key(|g| job.granted.iter().position(|x| x.node == g.node));
         }
+        // A step's own memory comes out of its job's on every node it may go to: more is
+        // never there, whatever the other steps do (a refusal now, not a wait).
+        if let Some(memory) = req.memory {
+            for g in &candidates {
+                let cpus = (per_node[0] * cpt).min(g.cpus.len() as u32);
+                if let Some(refusal) = memory_refusal(memory, cpus, job, g) {
+                    return StepFit::Never(refusal);
+                }
+            }
+        }
         let mut chosen = Vec::new();
         let mut any_could = true;
         for (i, g) in candidates.iter().take(nodes as usize).enumerate() {
@@ -177,6 +189,7 @@ impl Cluster {
                     port: rec.map(|r| r.port).unwrap_or(0),
                     cpus: c.clone(),
                     ntasks: *t,
+                    memory: req.memory.map(|m| m.on_node(c.len() as u32)),
                 }
             })
             .collect();
@@ -224,6 +237,29 @@ impl Cluster {
         }
         fx
     }
+}
+
+/// Why a step asking for `memory` on `cpus` CPUs of node `g` cannot run in `job`: more than
+/// the job's memory there (`None`: it fits, or the job has no limit to fit in).
+fn memory_refusal(memory: StepMemory, cpus: u32, job: &Job, g: &GrantedNode) -> Option<String> {
+    let limit = memory_limit(job, g)?;
+    let wanted = memory.on_node(cpus);
+    if wanted <= limit {
+        return None;
+    }
+    let asked = match memory {
+        StepMemory::PerNode(bytes) => format!("--mem={}", mib(bytes)),
+        StepMemory::PerCpu(bytes) => {
+            format!("--mem-per-cpu={} times {cpus} CPUs = {}", mib(bytes), mib(wanted))
+        }
+    };
+    Some(format!(
+        "memory required by the step is not available: it asks for {asked} on {node}, but job {id} has {have} there; ask for at most that with {flag} (or none: the step then runs under the job's limit), or give the job more (--mem or --mem-per-cpu of sbatch/salloc)",
+        node = g.node,
+        id = job.id,
+        have = mib(limit),
+        flag = memory.flag(),
+    ))
 }
 
 /// Whether a step fits in its job's allocation beside the job's other steps.
@@ -374,5 +410,58 @@ mod tests {
             matches!(replies_to(&fx, 21)[..], [Reply::Error { code: exit_code::CANNOT_PLACE, .. }]),
             "{fx:?}"
         );
+    }
+    #[test]
+    fn a_steps_memory_is_its_limit_within_the_jobs_and_more_is_refused() {
+        use crate::controller::scenario::batch;
+        use crate::protocol::StepMemory;
+        const MIB: u64 = 1 << 20;
+        let mut c = cluster();
+        let mut job = alloc(1, 2);
+        job.shape.mem_per_node = Some(300 * MIB);
+        c.submit(7, &root(), job, 0);
+        // A job without a memory limit: a step's own is its only one.
+        c.submit(8, &root(), batch(1, 2), 0);
+        c.schedule(0);
+        let with = |ntasks, memory| StepRequest { memory: Some(memory), ..step(1, ntasks) };
+        let g = grant(&c.step(20, &root(), with(1, StepMemory::PerNode(50 * MIB)), 1), 20);
+        assert_eq!(g.nodes[0].memory, Some(50 * MIB));
+        let cred = StepCredential::parse(&g.credential).expect("credential");
+        assert_eq!(cred.memory_on(0), Some(50 * MIB), "the agents are told: {}", g.credential);
+        c.client_gone(20, 2);
+        // --mem-per-cpu times the step's CPUs on the node.
+        let g = grant(&c.step(21, &root(), with(2, StepMemory::PerCpu(150 * MIB)), 3), 21);
+        assert_eq!(g.nodes[0].memory, Some(300 * MIB));
+        c.client_gone(21, 4);
+        // Over the job's 300 MiB: refused at once, naming the job's limit and the flag.
+        for (conn, asked, names) in [
+            (22, with(1, StepMemory::PerNode(301 * MIB)), "--mem=301 MiB"),
+            (23, with(2, StepMemory::PerCpu(151 * MIB)), "--mem-per-cpu=151 MiB times 2 CPUs"),
+        ] {
+            let fx = c.step(conn, &root(), asked, 5);
+            let [Reply::Error { code, message }] = &replies_to(&fx, conn)[..] else {
+                panic!("not refused: {fx:?}");
+            };
+            assert_eq!(*code, exit_code::CANNOT_PLACE);
+            assert!(message.contains(names), "{message}");
+            assert!(message.contains("job 1 has 300 MiB there"), "{message}");
+            assert!(closes(&fx, conn));
+        }
+        // No step memory: none in the grant nor the credential.
+        let g = grant(&c.step(24, &root(), step(1, 1), 6), 24);
+        assert_eq!(g.nodes[0].memory, None);
+        assert!(!g.credential.contains("memory="), "{}", g.credential);
+        let job2 = StepRequest { memory: Some(StepMemory::PerNode(1 << 40)), ..step(2, 1) };
+        let g = grant(&c.step(25, &root(), job2, 7), 25);
+        assert_eq!(g.nodes[0].memory, Some(1 << 40));
+    }
+
+    #[test]
+    fn a_steps_memory_per_node_follows_slurms_rule() {
+        use crate::protocol::StepMemory;
+        assert_eq!(StepMemory::PerNode(5).on_node(8), 5);
+        assert_eq!(StepMemory::PerCpu(5).on_node(8), 40);
+        assert_eq!(StepMemory::PerCpu(5).on_node(0), 5, "a step holds at least one CPU");
+        assert_eq!(StepMemory::PerCpu(u64::MAX).on_node(2), u64::MAX, "saturates");
     }
 }

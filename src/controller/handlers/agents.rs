@@ -470,22 +470,44 @@ mod tests {
     }
 
     #[test]
-    fn a_job_whose_step_the_oom_killer_struck_ends_out_of_memory() {
+    fn a_batch_job_whose_script_the_oom_killer_struck_ends_out_of_memory() {
         let mut c = cluster();
         c.submit(1, &root(), batch(1, 1), 0);
         let node = starts(&c.schedule(0))[0].0.clone();
         let conn = conn_of(&node);
         let used = |p| FromAgent::Usage { job: 1, attempt: 1, usage: p };
-        c.from_agent(conn, &node, used(part(&node, "step 0", true)), 50, Mono(50));
+        c.from_agent(conn, &node, used(part(&node, "batch", true)), 50, Mono(50));
         // A report from another node's name on this connection is not believed.
         c.from_agent(conn, &node, used(part("elsewhere", "step 1", true)), 51, Mono(51));
         let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 137, message: None };
         c.from_agent(conn, &node, ended, 100, Mono(100));
         let job = c.job(1).expect("job");
         assert_eq!(job.state, JobState::OutOfMemory);
-        assert!(job.reason.starts_with("step 0 of job 1 on"), "{}", job.reason);
+        assert!(job.reason.starts_with("batch of job 1 on"), "{}", job.reason);
         assert_eq!(job.usage.len(), 1, "{:?}", job.usage);
         assert_eq!(c.job_info(1).expect("info").state, "OUT_OF_MEMORY");
+    }
+
+    #[test]
+    fn a_step_the_oom_killer_struck_marks_the_step_and_its_job_ends_as_its_script_does() {
+        // Slurm's rule: a batch job's state is its script's; the step's line says OOM.
+        for (exit_code, state) in [(0, JobState::Completed), (137, JobState::Failed)] {
+            let mut c = cluster();
+            c.submit(1, &root(), batch(1, 1), 0);
+            let node = starts(&c.schedule(0))[0].0.clone();
+            let conn = conn_of(&node);
+            let used = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "step 0", true) };
+            c.from_agent(conn, &node, used, 50, Mono(50));
+            let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code, message: None };
+            c.from_agent(conn, &node, ended, 100, Mono(100));
+            let job = c.job(1).expect("job");
+            assert_eq!(job.state, state, "script exit {exit_code}");
+            assert!(job.usage[0].out_of_memory.is_some(), "the step keeps its OOM (sacct)");
+            // Its report coming after the end changes nothing either.
+            let again = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "step 1", true) };
+            c.from_agent(conn, &node, again, 110, Mono(110));
+            assert_eq!(c.job(1).expect("job").state, state);
+        }
     }
 
     #[test]
@@ -497,11 +519,11 @@ mod tests {
         let ended = FromAgent::JobEnded { job: 1, attempt: 1, exit_code: 1, message: None };
         c.from_agent(conn, &node, ended, 100, Mono(100));
         assert_eq!(c.job(1).expect("job").state, JobState::Failed);
-        let used = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "step 0", true) };
+        let used = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "batch", true) };
         c.from_agent(conn, &node, used, 110, Mono(110));
         assert_eq!(c.job(1).expect("job").state, JobState::OutOfMemory);
         // The same part reported again replaces its figures.
-        let again = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "step 0", true) };
+        let again = FromAgent::Usage { job: 1, attempt: 1, usage: part(&node, "batch", true) };
         c.from_agent(conn, &node, again, 120, Mono(120));
         assert_eq!(c.job(1).expect("job").usage.len(), 1);
     }

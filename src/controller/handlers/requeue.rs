@@ -206,14 +206,30 @@ impl Cluster {
     }
 }
 
-/// The OOM message a job ending `state` ends `OUT_OF_MEMORY` with: one of its parts was struck
-/// by the OOM killer and it ended by itself (completed or failed; not cancelled, timed out
-/// or lost, which say more about why it ended).
+/// The OOM message a job ending `state` ends `OUT_OF_MEMORY` with: the part whose end is the
+/// job's was struck by the OOM killer and the job ended by itself (completed or failed; not
+/// cancelled, timed out or lost, which say more about why it ended).
 pub(super) fn out_of_memory(job: &super::super::state::Job, state: JobState) -> Option<String> {
     if !matches!(state, JobState::Completed | JobState::Failed) {
         return None;
     }
-    job.usage.iter().find_map(|u| u.out_of_memory.clone())
+    job.usage
+        .iter()
+        .filter(|u| ends_the_job(job.sub.kind, &u.part))
+        .find_map(|u| u.out_of_memory.clone())
+}
+
+/// Whether an OOM kill of `part` decides how a job of `kind` ended. As in Slurm (slurmctld
+/// takes a job's state from its batch script's end, or a job-of-its-own srun's): a batch
+/// job's from its script alone, a `run` job's from its one step; a step inside a batch or
+/// alloc job is marked itself (sacct's step line `OUT_OF_MEMORY`) while the script or shell
+/// goes on, and the job ends as that does.
+fn ends_the_job(kind: JobKind, part: &str) -> bool {
+    match kind {
+        JobKind::Batch => part == "batch",
+        JobKind::Run => true,
+        JobKind::Alloc => false,
+    }
 }
 
 /// Whether a job that lost a node goes back to the queue (the rest fail with `NodeFail`).

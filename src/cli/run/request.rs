@@ -42,6 +42,8 @@ With a controller (docs/cluster.md; GANGWAY_CONTROLLER or /run/gangway/controlle
   gangway run ./app                        inside `gangway alloc`/a batch script: a step on all of it
   gangway run -N 1 -n 2 ./app              a step on part of the allocation
   gangway run -n 2 --gpus-per-task=1 ./app a step, one of the job's GPUs per rank
+  gangway run -n 1 --mem=50M ./app          a step held to 50 MiB of its job's memory
+                                           (over it: OOM-killed, the job goes on)
   gangway run -n 2 --gpus-per-task=a100:1 ./app   a job of its own: one A100 per rank
 
 Exit status: 0 when every rank exited 0; otherwise the failing rank's code (128+N for signal N),
@@ -247,13 +249,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100", allow_negative_numbers = true)]
     pub nice: Option<i32>,
 
-    /// Memory per node (512M, 4G): with a controller, what the job asks for; on this machine,
-    /// as root, the run's memory limit (swap off), enforced by its cgroup (0: no limit).
+    /// Memory per node (512M, 4G): with a controller, what the job asks for (a step inside a
+    /// job: the step's own limit, within the job's; 0: the job's); on this machine, as root,
+    /// the run's memory limit (swap off), enforced by its cgroup (0: no limit).
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
 
     /// Memory per CPU (512M): with a controller, what the job asks for on each node (times its
-    /// CPUs there); on this machine, as root, the run's limit is it times -n times -c.
+    /// CPUs there; a step inside a job: the step's own limit, times the step's CPUs on each
+    /// node); on this machine, as root, the run's limit is it times -n times -c.
     #[arg(long, value_name = "SIZE", conflicts_with = "mem")]
     pub mem_per_cpu: Option<String>,
 

@@ -188,7 +188,7 @@ fn a_steps_own_memory_is_its_limit_within_the_jobs() {
     let id = submit_script(&m, "stepmem.sh", &script, &["-n", "1", "--mem=300M"]);
     m.wait_done(&[id], Duration::from_secs(60));
     let out = m.output_of(id);
-    let logs = || format!("{out}\n{}", m.logs());
+    let logs = || format!("{out}\n{}\n{}", m.job(id), m.logs());
     assert!(out.contains("over rc=137"), "100 MiB under the step's 50M: {}", logs());
     assert!(
         out.contains(&format!("step 0 of job {id} on node1 ran out of memory"))

@@ -173,8 +173,9 @@ fn managed_jobs_are_held_to_their_memory_and_cpus_and_accounted() {
 }
 
 /// A step's own `--mem` (`srun --mem` in a job) is its limit inside the job's: over it the
-/// step is OOM-killed and named with its limit while the script goes on, more than the job
-/// has is refused, and under it the step runs. The job ends as its script did (Slurm's rule:
+/// step is OOM-killed and named with its limit while the script goes on (in a cgroup made at
+/// its launch, and in one made ahead and narrowed), more than the job has is refused, and
+/// under it the step runs. The job ends as its script did (Slurm's rule:
 /// the state comes from the batch script; the step's line says OUT_OF_MEMORY).
 #[test]
 fn a_steps_own_memory_is_its_limit_within_the_jobs() {
@@ -183,7 +184,8 @@ fn a_steps_own_memory_is_its_limit_within_the_jobs() {
     let script = format!(
         "#!/bin/sh\n{bin} run -n 1 --mem=50M {hog} 100; echo \"over rc=$?\"\n\
          {bin} run -n 1 --mem=500M true; echo \"refused rc=$?\"\n\
-         {bin} run -n 1 --mem-per-cpu=150M {hog} 100; echo \"under rc=$?\"\n"
+         {bin} run -n 1 --mem-per-cpu=150M {hog} 100; echo \"under rc=$?\"\n\
+         {bin} run -n 1 --mem=50M {hog} 100; echo \"narrowed rc=$?\"\n"
     );
     let id = submit_script(&m, "stepmem.sh", &script, &["-n", "1", "--mem=300M"]);
     m.wait_done(&[id], Duration::from_secs(60));
@@ -204,6 +206,13 @@ fn a_steps_own_memory_is_its_limit_within_the_jobs() {
         logs()
     );
     assert!(out.contains("under rc=0"), "{}", logs());
+    // Step 2's cgroup was made ahead with the job's limits: its launch narrows it to 50M.
+    assert!(
+        out.contains("narrowed rc=137")
+            && out.contains(&format!("step 2 of job {id} on node1 ran out of memory")),
+        "{}",
+        logs()
+    );
     assert_eq!(out.matches("touched 100 MiB").count(), 1, "only the step under its limit: {out}");
     let job = m.job(id);
     assert_eq!(job["state"], "COMPLETED", "the script went on and ended well: {job}");
@@ -220,8 +229,10 @@ fn a_steps_own_memory_is_its_limit_within_the_jobs() {
         text(&out)
     };
     // The step's report may reach the controller a moment after the job's end.
-    wait_until("the step's OOM in sacct", Duration::from_secs(10), || {
-        sacct().contains(&format!("{id}.0|OUT_OF_MEMORY"))
+    wait_until("the steps' OOM in sacct", Duration::from_secs(10), || {
+        let lines = sacct();
+        lines.contains(&format!("{id}.0|OUT_OF_MEMORY"))
+            && lines.contains(&format!("{id}.2|OUT_OF_MEMORY"))
     });
     let lines = sacct();
     assert!(lines.contains(&format!("{id}|COMPLETED")), "{lines}");

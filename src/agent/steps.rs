@@ -172,7 +172,8 @@ pub(super) fn proxy_started(
     fencing: &mut Fencing,
 ) {
     let ProxyStarted { step, joined, part, in_cgroup, answer } = started;
-    let StepLaunch { credential: c, stream, sealer, opener, received: began, .. } = step;
+    let StepLaunch { credential: c, node_id, stream, sealer, opener, received: began } = step;
+    let memory = c.memory_on(node_id);
     let verdict = answered(jobs.get(&c.job), c.attempt, fencing.may_start());
     if verdict != Answered::Gone
         && let Some(j) = jobs.get_mut(&c.job)
@@ -183,7 +184,8 @@ pub(super) fn proxy_started(
         (Answered::Keep, Ok(spawned)) => {
             let Some(job) = jobs.get_mut(&c.job) else { return };
             let link = (c, stream, sealer, opener);
-            keep_proxy(spawned, link, (began, joined, part, in_cgroup), job, opts, ev_tx, fencing);
+            let how = (began, joined, part, in_cgroup, memory);
+            keep_proxy(spawned, link, how, job, opts, ev_tx, fencing);
             return;
         }
         // A release waited for this answer: it is confirmed once the proxy is gone.
@@ -222,7 +224,7 @@ fn refuse(stream: TcpStream, mut sealer: Sealer, why: String) {
 fn keep_proxy(
     spawned: process::Spawned,
     (c, stream, sealer, opener): (StepCredential, TcpStream, Sealer, Opener),
-    (began, joined, part, in_cgroup): (Instant, Duration, Part, bool),
+    (began, joined, part, in_cgroup, memory): (Instant, Duration, Part, bool, Option<u64>),
     job: &mut LocalJob,
     opts: &AgentOptions,
     ev_tx: &UnboundedSender<Event>,
@@ -248,7 +250,7 @@ fn keep_proxy(
         job: c.job,
         attempt: c.attempt,
         part,
-        limit: super::cgroups::step_memory_limit(job.launch.memory, c.memory_on(node_id)),
+        limit: super::cgroups::step_memory_limit(job.launch.memory, memory),
         error_output: job.launch.error_output.clone(),
         tx: tx.clone(),
     };

@@ -56,6 +56,9 @@ pub(crate) struct GangwayRoot {
     /// The root's directory name.
     pub(crate) name: String,
     pub(crate) v2: bool,
+    /// Its directories that sit below a process's own cgroup rather than at the top of their
+    /// hierarchy ([`crate::Base::Own`]).
+    pub(crate) nested: Vec<PathBuf>,
 }
 
 impl GangwayRoot {
@@ -67,7 +70,8 @@ impl GangwayRoot {
     /// The same root seen through the controllers `keep` picks only.
     pub(crate) fn only(&self, keep: impl Fn(Kind) -> bool) -> GangwayRoot {
         let controllers = self.controllers.iter().filter(|(k, _)| keep(*k)).cloned().collect();
-        GangwayRoot { controllers, name: self.name.clone(), v2: self.v2 }
+        let nested = self.nested.clone();
+        GangwayRoot { controllers, name: self.name.clone(), v2: self.v2, nested }
     }
 
     /// `path` as the library sees it: below the root's parent.
@@ -153,4 +157,12 @@ pub(crate) fn remove_dirs(dirs: &[PathBuf]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tries once to remove the root's directories that sit below a process's own cgroup: busy (a
+/// cgroup in it) or gone, it is left as it is.
+pub(crate) fn remove_nested(root: &GangwayRoot) {
+    for dir in &root.nested {
+        let _ = std::fs::remove_dir(dir);
+    }
 }

@@ -22,6 +22,7 @@ pub mod devices;
 mod error;
 pub mod gpu;
 mod hierarchy;
+pub mod kernel_file;
 mod kill;
 mod limits;
 pub mod migration;
@@ -76,6 +77,11 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
     fn clone_target(&self, _path: &str) -> Result<Option<OwnedFd>, ContainmentError> {
         Ok(None)
     }
+    /// Removes the gangway root where it sits below a process's own cgroup ([`Base::Own`]),
+    /// in any hierarchy where it is empty: left there, it would keep whoever made that cgroup
+    /// from removing it. At the top of a hierarchy it stays (an agent's, or `gangway run`'s
+    /// for the next run).
+    fn remove_nested_root(&self);
     /// Whether [`Limits::denied_devices`] are enforced here (v1's devices controller; on v2
     /// a device program this process may load). Where they are not, `create` says so.
     fn confines_devices(&self) -> bool;
@@ -178,7 +184,7 @@ pub fn step_cgroup(job: impl std::fmt::Display, step: impl std::fmt::Display) ->
 }
 
 fn read(path: &str) -> Result<String, ContainmentError> {
-    std::fs::read_to_string(path)
+    kernel_file::read(path)
         .map_err(|e| ContainmentError::Unavailable { reason: format!("cannot read {path}: {e}") })
 }
 
@@ -243,7 +249,7 @@ impl Containment {
     /// v2 at a given cgroup2 mount, whatever else is mounted (tests of the v2 backend on a
     /// hybrid machine, or a cgroup2 mounted somewhere unusual).
     pub fn v2_at(mount: &Path, root: &RootConfig) -> Result<Self, ContainmentError> {
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own = kernel_file::read("/proc/self/cgroup").unwrap_or_default();
         let own = mounts::parse_own_cgroups(&own);
         Ok(Self { backend: Box::new(v2::V2::open(mount, own.get("").map(String::as_str), root)?) })
     }

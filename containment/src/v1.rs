@@ -41,6 +41,7 @@ impl V1 {
         config: &RootConfig,
     ) -> Result<Self, ContainmentError> {
         let mut controllers = Vec::new();
+        let mut nested = Vec::new();
         for kind in KINDS {
             let name = kind.v1_name();
             let Some(mount) = mounts
@@ -55,6 +56,9 @@ impl V1 {
                     .point
                     .join(own.get(name).map(String::as_str).unwrap_or("/").trim_start_matches('/')),
             };
+            if parent != mount.point {
+                nested.push(parent.join(&config.name));
+            }
             controllers.push((kind, parent));
         }
         if controllers.is_empty() {
@@ -80,7 +84,7 @@ impl V1 {
                 });
             }
         }
-        let root = GangwayRoot { controllers, name: config.name.clone(), v2: false };
+        let root = GangwayRoot { controllers, name: config.name.clone(), v2: false, nested };
         Ok(Self { root })
     }
 }
@@ -232,6 +236,10 @@ impl Cgroups for V1 {
 
     fn confines_devices(&self) -> bool {
         true
+    }
+
+    fn remove_nested_root(&self) {
+        crate::hierarchy::remove_nested(&self.root);
     }
 
     fn add_process(&self, path: &str, pid: u32) -> Result<(), ContainmentError> {

@@ -39,7 +39,7 @@ use crate::{Base, Cgroups, ContainmentError, DeviceNode, Join, Limits, RootConfi
 
 /// The controllers a cgroup2 directory offers its children's parent (its `cgroup.controllers`).
 pub(crate) fn controllers_at(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("cgroup.controllers"))
+    crate::kernel_file::read(dir.join("cgroup.controllers"))
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_string)
@@ -103,7 +103,8 @@ impl V2 {
                 )),
             }
         }
-        let root = GangwayRoot { controllers, name: config.name.clone(), v2: true };
+        let nested = if parent == mount { Vec::new() } else { vec![dir.clone()] };
+        let root = GangwayRoot { controllers, name: config.name.clone(), v2: true, nested };
         Ok(Self {
             root,
             dir,
@@ -281,6 +282,10 @@ impl Cgroups for V2 {
         std::fs::File::open(&dir)
             .map(|f| Some(OwnedFd::from(f)))
             .map_err(ContainmentError::io(dir, "open for starting processes in it"))
+    }
+
+    fn remove_nested_root(&self) {
+        crate::hierarchy::remove_nested(&self.root);
     }
 
     fn confines_devices(&self) -> bool {

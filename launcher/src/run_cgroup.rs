@@ -4,12 +4,13 @@
 //!
 //! A launcher killed with SIGKILL cannot clean up, so a small watcher process does: forked
 //! before any rank starts, outside the cgroup (the launcher's own sweep of what its ranks left
-//! behind spares it, [`RunCgroup::watcher`]), it waits for the launcher's end of a pipe to close and then
-//! kills whatever is left in the cgroup and removes it (and the gangway root once no other run
-//! uses it). The launcher's normal end kills what outlived its ranks itself, at once, and
-//! leaves the removal to the watcher: its `rmdir`s are off the run's path. As a second line,
-//! each run sweeps the cgroups of runs whose launcher is gone (a watcher killed too). A
-//! watcher rather than only that sweep: a sweep runs at the *next* start, which may never
+//! behind spares it, [`RunCgroup::watcher`]), it waits for the launcher's end of a pipe to
+//! close and then kills whatever is left in the cgroup and removes it, and the gangway root
+//! where that sits below the launcher's own cgroup and no other run uses it (at the top of a
+//! hierarchy the root stays). The launcher's normal end kills what outlived its ranks itself,
+//! at once, and leaves the removal to the watcher: its `rmdir`s are off the run's path. As a
+//! second line, each run sweeps the cgroups of runs whose launcher is gone (a watcher killed
+//! too). A watcher rather than only that sweep: a sweep runs at the *next* start, which may never
 //! come, while a setsid daemon would run on meanwhile.
 //!
 //! On v1, where every `cgroup.procs` write costs a migration (about 0.3 ms each here, more
@@ -26,7 +27,7 @@
 //! Without permission (an ordinary user) nothing changes and nothing is said unless the run
 //! asked for `--mem`, which then cannot be enforced. `GANGWAY_NO_CGROUPS=1` turns it off.
 
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use gangway_containment::{Base, Containment, ContainmentError, Join, Limits, Version, mib};
@@ -194,7 +195,7 @@ impl Drop for RunCgroup {
 /// The start time (clock ticks since boot, `/proc/<pid>/stat` field 22) of a process: with
 /// its pid, it names one process for good (a pid alone is reused).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = gangway_containment::kernel_file::read(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     // Fields after the command: state is field 3, start time field 22.
     rest.split_whitespace().nth(19)?.parse().ok()
@@ -208,14 +209,13 @@ fn launcher_alive(name: &str) -> bool {
     start_time(pid) == Some(start)
 }
 
-/// Removes the run's cgroup, then the gangway root unless another run's cgroup is in it (or
-/// appears meanwhile: that run's `mkdir` makes the root again if this one took it first).
+/// Removes the run's cgroup, then the gangway root where it sits below this process's own
+/// cgroup and no other run's cgroup is in it (one that appears meanwhile makes it again with
+/// its `mkdir`). At the top of a hierarchy the root stays for the next run, as an agent's does.
 fn remove(containment: &Containment, path: &str) {
     let backend = containment.backend();
     let _ = backend.remove(path);
-    if backend.children("").is_empty() {
-        let _ = backend.remove("");
-    }
+    backend.remove_nested_root();
 }
 
 /// Forks the watcher (see the module doc): our end of its pipe and its pid. `None` when it
@@ -227,7 +227,7 @@ fn remove(containment: &Containment, path: &str) {
 fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, i32)> {
     // After a fork only the forking thread exists in the child: with other threads around, one
     // could hold the allocator's lock forever there.
-    let threads = std::fs::read_to_string("/proc/self/status")
+    let threads = gangway_containment::kernel_file::read("/proc/self/status")
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("Threads:")?.trim().parse::<u32>().ok())?;
@@ -237,6 +237,12 @@ fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, i32)
     // Close-on-exec: a rank (or its daemon) holding the write end would keep the watcher
     // asleep after the launcher died.
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+    // This process as a pidfd (Linux 5.3), readable once it has wholly exited: the pipe closes
+    // earlier, while it is still leaving its cgroup.
+    // SAFETY: a plain system call; a descriptor it returns is ours alone.
+    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) };
+    // SAFETY: a new descriptor nobody else owns.
+    let me = (me >= 0).then(|| unsafe { OwnedFd::from_raw_fd(me as RawFd) });
     // SAFETY: single-threaded (checked above), so the children may run any code.
     match unsafe { nix::unistd::fork() }.ok()? {
         nix::unistd::ForkResult::Parent { child } => {
@@ -245,30 +251,42 @@ fn start_watcher(containment: &Containment, path: &str) -> Option<(OwnedFd, i32)
         }
         nix::unistd::ForkResult::Child => {
             drop(write);
-            watch(containment, path, read)
+            watch(containment, path, read, me)
         }
     }
 }
 
 /// The watcher: its own session (a Ctrl-C to the launcher's terminal group is not for it), no
 /// stdio of the launcher's (a test harness waits for those pipes to close), nothing but the
-/// pipe open; when the pipe closes, kill and remove the cgroup, then exit.
-fn watch(containment: &Containment, path: &str, pipe: OwnedFd) -> ! {
+/// pipe (and the launcher's pidfd) open; when the pipe closes and the launcher is gone, kill
+/// and remove the cgroup, then exit.
+///
+/// It waits for the launcher to be wholly gone (the pipe closes while the launcher is still
+/// leaving its cgroup, which is then busy for a moment), and works at the lowest priority:
+/// its clean-up is off every job's path.
+fn watch(containment: &Containment, path: &str, pipe: OwnedFd, launcher: Option<OwnedFd>) -> ! {
     let _ = nix::unistd::setsid();
-    // SAFETY: plain descriptor calls in our own process; only the pipe (moved to 3) and the
-    // standard descriptors (onto /dev/null) stay open.
+    // SAFETY: plain descriptor calls in our own process; only the pipe (moved to 3), the
+    // launcher's pidfd (moved to 4) and the standard descriptors (onto /dev/null) stay open.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         for fd in 0..3 {
             libc::dup2(null, fd);
         }
         libc::dup2(pipe.as_raw_fd(), 3);
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        let launcher = launcher.map(|l| libc::dup2(l.as_raw_fd(), 4) == 4).unwrap_or(false);
+        libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
         let mut byte = 0u8;
         // Nobody writes: the read ends at EOF, when the launcher's end is closed.
         while libc::read(3, (&raw mut byte).cast(), 1) < 0
             && *libc::__errno_location() == libc::EINTR
         {}
+        if launcher {
+            let mut gone = libc::pollfd { fd: 4, events: libc::POLLIN, revents: 0 };
+            while libc::poll(&raw mut gone, 1, -1) < 0 && *libc::__errno_location() == libc::EINTR {
+            }
+        }
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
     if containment.backend().exists(path) {
         let _ = containment.kill(path, KILL_BUDGET);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use gangway_containment::{Base, Containment, RootConfig, Version};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -35,6 +36,23 @@ fn a_run_over_its_mem_limit_is_oom_killed_and_says_so() {
         "{}",
         out.stderr
     );
+    // `-v` names the run's cgroup; its watcher removes it once the launcher has exited.
+    let name = out
+        .stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("run_"))
+        .unwrap_or_else(|| panic!("-v names no cgroup: {}", out.stderr))
+        .to_string();
+    let base = match Containment::choose_version().unwrap() {
+        Version::V1 => Base::Own,
+        Version::V2 => Base::Top,
+    };
+    let runs = Containment::discover(&RootConfig::new("gangway", base)).unwrap();
+    let start = std::time::Instant::now();
+    while runs.backend().exists(&name) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!runs.backend().exists(&name), "the watcher left {name}");
     if in_vm::inside() {
         // Alone in the VM (one test at a time), so any run's cgroup left is this one's.
         assert!(out.stderr.contains("cgroup v2 at /sys/fs/cgroup/gangway"), "{}", out.stderr);
@@ -142,7 +160,7 @@ fn a_setsid_daemon_is_gone_after_kill_9_of_the_launcher() {
 
 #[test]
 fn the_next_run_sweeps_the_cgroup_of_a_run_whose_launcher_and_watcher_are_gone() {
-    use gangway_containment::{Base, Containment, Join, Limits, RootConfig, Version};
+    use gangway_containment::{Join, Limits};
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     if !root("sweep") {

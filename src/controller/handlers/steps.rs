@@ -120,7 +120,7 @@ impl Cluster {
         }
         // A step's own memory comes out of its job's on every node it may go to: more is
         // never there, whatever the other steps do (a refusal now, not a wait).
-        if let Some(memory) = req.memory {
+        if let Some(memory) = step_memory(req) {
             for g in &candidates {
                 let cpus = (per_node[0] * cpt).min(g.cpus.len() as u32);
                 if let Some(refusal) = memory_refusal(memory, cpus, job, g) {
@@ -189,7 +189,7 @@ impl Cluster {
                     port: rec.map(|r| r.port).unwrap_or(0),
                     cpus: c.clone(),
                     ntasks: *t,
-                    memory: req.memory.map(|m| m.on_node(c.len() as u32)),
+                    memory: step_memory(req).map(|m| m.on_node(c.len() as u32)),
                 }
             })
             .collect();
@@ -237,6 +237,13 @@ impl Cluster {
         }
         fx
     }
+}
+
+/// The step's own memory limit: none when it asks for 0 (Slurm's `--mem=0`, all the job has;
+/// the command line drops it, a request from elsewhere may not, and a 0-byte limit would let
+/// no process of the step start).
+fn step_memory(req: &StepRequest) -> Option<StepMemory> {
+    req.memory.filter(|m| m.on_node(1) > 0)
 }
 
 /// Why a step asking for `memory` on `cpus` CPUs of node `g` cannot run in `job`: more than
@@ -447,6 +454,12 @@ mod tests {
             assert!(message.contains("job 1 has 300 MiB there"), "{message}");
             assert!(closes(&fx, conn));
         }
+        // 0 is no limit of its own (Slurm's --mem=0), not a 0-byte one.
+        let zero = StepRequest { memory: Some(StepMemory::PerNode(0)), ..step(1, 1) };
+        let g = grant(&c.step(26, &root(), zero, 5), 26);
+        assert_eq!(g.nodes[0].memory, None);
+        assert!(!g.credential.contains("memory="), "{}", g.credential);
+        c.client_gone(26, 5);
         // No step memory: none in the grant nor the credential.
         let g = grant(&c.step(24, &root(), step(1, 1), 6), 24);
         assert_eq!(g.nodes[0].memory, None);

@@ -493,8 +493,12 @@ impl Fencing {
         reports: &mut Vec<FromAgent>,
     ) {
         let now = Boot::now();
-        let starting = jobs.values().any(|j| j.starting > 0);
-        if (self.guarded.is_empty() && !starting) || self.lease.valid(now) {
+        if self.lease.valid(now) {
+            return;
+        }
+        // Starts of jobs already fenced are not fenced again (nor said again) at every event.
+        let starting = jobs.values().any(|j| j.starting > 0 && j.fenced.is_none());
+        if self.guarded.is_empty() && !starting {
             return;
         }
         let why = match self.lease.until() {
@@ -525,7 +529,7 @@ impl Fencing {
         // answers (`fence_started`).
         let starting: Vec<(JobId, u32)> = jobs
             .values()
-            .filter(|j| j.starting > 0)
+            .filter(|j| j.starting > 0 && j.fenced.is_none())
             .map(|j| (j.launch.job, j.launch.attempt))
             .collect();
         for (job, attempt) in &starting {

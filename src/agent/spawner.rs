@@ -93,6 +93,9 @@ struct Shared {
     queue: Mutex<Receiver<Request>>,
     /// Threads free and not counted on by a start already asked for.
     free: AtomicUsize,
+    /// Starts queued behind a busy thread because no new one could be started: the next
+    /// threads to finish serve them instead of counting themselves free.
+    owed: AtomicUsize,
     /// Threads started (they never end before the agent does).
     threads: AtomicUsize,
 }
@@ -104,6 +107,7 @@ impl Spawner {
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),
             free: AtomicUsize::new(0),
+            owed: AtomicUsize::new(0),
             threads: AtomicUsize::new(0),
         });
         let spawner = Spawner { requests, shared, runtime };
@@ -121,7 +125,8 @@ impl Spawner {
         if free.is_err()
             && let Err(e) = self.add_thread()
         {
-            // The start waits for a busy thread instead.
+            // The start waits for a busy thread instead, which owes it the slot it would free.
+            self.shared.owed.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "cannot start another spawner thread");
         }
         let (answer, rx) = oneshot::channel();
@@ -153,7 +158,12 @@ impl Spawner {
                     // The owner may have stopped waiting (the agent is ending): the child is
                     // then dropped here, and the runtime reaps it.
                     let _ = answer.send(answer_now);
-                    shared.free.fetch_add(1, Ordering::SeqCst);
+                    let owed = shared
+                        .owed
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                    if owed.is_err() {
+                        shared.free.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             });
         match started {

@@ -112,9 +112,14 @@ pub(super) fn start_job(
             let job_limits = cgroups.job_limits(&local.launch, &opts.topology);
             let limits = cgroups.part_limits(&local.launch, &opts.topology, None);
             local.making_cgroup = Some(Vec::new());
+            let made = ev_tx.clone();
             Join::Make(Box::new(move || {
                 cgroups.create_job_with(job, attempt, &job_limits);
-                cgroups.make_part(job, attempt, Part::Batch, &limits).unwrap_or_default()
+                let join =
+                    cgroups.make_part(job, attempt, Part::Batch, &limits).unwrap_or_default();
+                // Before the fork, whose `open` of the output files may block for long.
+                let _ = made.send(Event::JobCgroupMade { job, attempt });
+                join
             }))
         }
         None => Join::Ready(Vec::new()),
@@ -190,8 +195,26 @@ pub(super) fn script_started(
         held = j.making_cgroup.take().unwrap_or_default();
     }
     script_answered(verdict, (job, attempt, answer), opts, jobs, reports, ev_tx, fencing);
-    // The job's cgroup is made (or the job will not run): the steps that waited go on, or are
-    // refused saying why.
+    // The job's cgroup is made (or the job will not run): the steps that still wait (the
+    // cgroup's own event did not come first) go on, or are refused saying why.
+    for step in held {
+        super::steps::start_proxy(step, owner, jobs, fencing);
+    }
+}
+
+/// The job's cgroup is made (`Event::JobCgroupMade`): the step launches that waited for it go
+/// on (or are refused saying why), while the script's start may still be in flight.
+pub(super) fn job_cgroup_made(
+    (job, attempt): (JobId, u32),
+    owner: Owner<'_>,
+    jobs: &mut HashMap<JobId, LocalJob>,
+    fencing: &mut Fencing,
+) {
+    let held = jobs
+        .get_mut(&job)
+        .filter(|j| j.launch.attempt == attempt)
+        .and_then(|j| j.making_cgroup.take())
+        .unwrap_or_default();
     for step in held {
         super::steps::start_proxy(step, owner, jobs, fencing);
     }

@@ -35,6 +35,12 @@ pub enum Event {
     },
     WhichJob(local::JobQuery),
     Fencer(fence::Report),
+    /// A batch job's cgroup was made on the spawner thread, ahead of its script's fork: the
+    /// step launches that waited for it may go on, whatever the script's start does next.
+    JobCgroupMade {
+        job: JobId,
+        attempt: u32,
+    },
     /// The spawner answered a batch script's start.
     ScriptStarted {
         job: JobId,

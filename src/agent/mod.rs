@@ -341,6 +341,9 @@ fn handle(
         Event::StepPrepared { job, attempt, step, made } => {
             steps::step_prepared((job, attempt, step, made), owner, jobs, fencing)
         }
+        Event::JobCgroupMade { job, attempt } => {
+            batch::job_cgroup_made((job, attempt), owner, jobs, fencing)
+        }
         Event::ScriptStarted { job, attempt, answer } => {
             batch::script_started((job, attempt, answer), owner, jobs, reports, fencing)
         }
